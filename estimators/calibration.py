@@ -1,0 +1,137 @@
+"""Calibration factors: how many people one counted device stands for, per region and operator.
+
+A factor folds together what a device count misses or double counts: the operator's market share,
+SIMs per person (multi-SIM), people without a phone, devices not seen in the activity window.
+Rows are ``region, operator, factor[, rse]`` where ``*`` matches any region or operator and the
+operator ``roaming`` applies to foreign SIMs (default factor 1: a visitor's phone is one visitor).
+
+Lookup for a device assigned to region ``r`` on operator ``o``: the most specific row wins,
+walking from ``r`` up its parents: ``(r, o)``, ``(r, *)``, ``(parent, o)``, ... then ``(*, o)``,
+``(*, *)``. A device with no matching row counts with factor 1 and is reported as uncalibrated.
+
+:func:`fit_factors` derives factors from a reference period: ``factor_r = reference_r /
+devices_r`` where ``devices_r`` is the coverage-corrected count of active domestic devices whose
+home is in ``r`` (the same count the resident estimate uses, so the two stay consistent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from estimators.presence import ROAMER
+from estimators.regions import RegionSet
+
+ANY = "*"
+ROAMING = "roaming"
+N_CLASSES = 256
+
+
+@dataclass(frozen=True)
+class FactorRow:
+    """One calibration row: people per counted device, with its relative standard error."""
+
+    region: str
+    operator: str
+    factor: float
+    rse: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.factor) or self.factor <= 0:
+            raise ValueError(f"calibration {self.region},{self.operator}: factor must be > 0")
+        if not np.isfinite(self.rse) or self.rse < 0:
+            raise ValueError(f"calibration {self.region},{self.operator}: rse must be >= 0")
+
+
+@dataclass
+class FactorMatrix:
+    """Factors resolved for every (assignment region, operator class) pair.
+
+    ``factor``/``rse``/``row`` are (n_regions + 1, 256) arrays; ``row`` is the index of the
+    calibration row used (-1 for the default of 1), ``uncalibrated`` lists the pairs that fell
+    back to the default.
+    """
+
+    factor: np.ndarray
+    rse: np.ndarray
+    row: np.ndarray
+    uncalibrated: list[tuple[str, str]]
+
+
+class Calibration:
+    """A set of calibration rows with the most-specific-match lookup."""
+
+    def __init__(self, rows: Sequence[FactorRow] = ()) -> None:
+        self.rows = list(rows)
+        self._by_key: dict[tuple[str, str], int] = {}
+        for i, r in enumerate(self.rows):
+            key = (r.region, r.operator)
+            if key in self._by_key:
+                raise ValueError(f"calibration: duplicate row for region {r.region!r}, "
+                                 f"operator {r.operator!r}")
+            self._by_key[key] = i
+
+    def _find(self, chain: list[str], operator: str) -> int:
+        for region in chain:
+            for op in (operator, ANY) if operator != ROAMING else (ROAMING,):
+                hit = self._by_key.get((region, op))
+                if hit is not None:
+                    return hit
+        return -1
+
+    def unknown_regions(self, regions: RegionSet) -> list[str]:
+        """Region ids in the rows that the region set does not have (likely a typo)."""
+        return sorted({r.region for r in self.rows} - set(regions.ids) - {ANY})
+
+    def resolve(self, regions: RegionSet, operators: Sequence[str]) -> FactorMatrix:
+        """Resolve factors for all regions and the given operators (class i = operators[i])."""
+        n = len(regions.ids)
+        factor = np.ones((n, N_CLASSES))
+        rse = np.zeros((n, N_CLASSES))
+        row = np.full((n, N_CLASSES), -1, dtype=np.int64)
+        uncalibrated: list[tuple[str, str]] = []
+        classes = [(i, op) for i, op in enumerate(operators)] + [(ROAMER, ROAMING)]
+        for r in range(n):
+            chain = [regions.ids[a] for a in regions.ancestors(r)] + [ANY]
+            for cls, op in classes:
+                hit = self._find(chain, op)
+                if hit >= 0:
+                    factor[r, cls] = self.rows[hit].factor
+                    rse[r, cls] = self.rows[hit].rse
+                    row[r, cls] = hit
+                elif op != ROAMING:
+                    uncalibrated.append((regions.ids[r], op))
+        return FactorMatrix(factor, rse, row, uncalibrated)
+
+
+def fit_factors(regions: RegionSet, reference: Mapping[str, float], home: np.ndarray,
+                weight: np.ndarray, reference_rse: float = 0.0) -> list[FactorRow]:
+    """Fit one factor per reference region from device homes and their coverage weights.
+
+    ``home`` is each active domestic device's home region index (-1: unknown, ignored) and
+    ``weight`` its coverage correction (1 / share of its operator's active devices that have a
+    home). The factor's rse combines the binomial noise of the device count with
+    ``reference_rse``, the stated uncertainty of the reference figures.
+    """
+    known = home >= 0
+    per_assignment = np.bincount(home[known], weights=weight[known], minlength=len(regions.ids))
+    raw = np.bincount(home[known], minlength=len(regions.ids)).astype(np.float64)
+    per_region = regions.subtree.astype(np.float64) @ per_assignment
+    raw_region = regions.subtree.astype(np.float64) @ raw
+    rows: list[FactorRow] = []
+    for rid, population in reference.items():
+        if rid not in regions.index:
+            raise ValueError(f"reference: unknown region {rid!r}")
+        i = regions.index[rid]
+        if per_region[i] <= 0:
+            raise ValueError(f"reference region {rid!r}: no device has its home there in the "
+                             "calibration period; cannot fit a factor")
+        if population <= 0:
+            raise ValueError(f"reference region {rid!r}: population must be > 0")
+        factor = float(population) / per_region[i]
+        p = min(1.0, 1.0 / factor)
+        rse = float(np.sqrt((1.0 - p) / max(raw_region[i], 1.0) + reference_rse**2))
+        rows.append(FactorRow(rid, ANY, factor, rse))
+    return rows

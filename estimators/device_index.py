@@ -1,0 +1,108 @@
+"""A vectorized open-addressing hash index from 64-bit device keys to dense row numbers.
+
+Device keys are already uniformly distributed (keyed BLAKE2b), so the low bits are the home slot.
+Lookups and inserts run on whole batches: each round gathers the slot of every pending key,
+resolves matches, claims empty slots for new keys (one winner per slot per round) and moves
+collided keys one slot on (linear probing). The slot table holds int32 row numbers (4 bytes per
+slot, load factor kept in [0.35, 0.7]), and keys live densely in ``keys``, so the index costs
+about 8-11 bytes per device on top of the state arrays it indexes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = -1
+MAX_LOAD = 0.7
+GROWTH = 1.25
+
+
+class DeviceIndex:
+    """Maps uint64 device keys to dense rows ``0..n-1``, inserting unseen keys on lookup."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        slots = 1 << max(4, int(np.ceil(np.log2(max(capacity, 1) / MAX_LOAD))))
+        self._slots = np.full(slots, EMPTY, dtype=np.int32)
+        self.keys = np.zeros(max(capacity, 16), dtype=np.uint64)
+        self.n = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index (slot table and dense key array)."""
+        return int(self._slots.nbytes + self.keys.nbytes)
+
+    def _reserve_rows(self, extra: int) -> None:
+        need = self.n + extra
+        if need > len(self.keys):
+            grown = np.zeros(max(need, int(len(self.keys) * GROWTH) + 16), dtype=np.uint64)
+            grown[: self.n] = self.keys[: self.n]
+            self.keys = grown
+        self._reserve_slots(need)
+
+    def _reserve_slots(self, need: int) -> None:
+        if need > MAX_LOAD * len(self._slots):
+            size = len(self._slots)
+            while need > MAX_LOAD * size:
+                size *= 2
+            self._slots = np.full(size, EMPTY, dtype=np.int32)
+            self._place(np.arange(self.n, dtype=np.int32))
+
+    def _place(self, rows: np.ndarray) -> None:
+        """Insert rows whose keys are known to be distinct and absent (used when rehashing)."""
+        mask = np.uint64(len(self._slots) - 1)
+        pos = (self.keys[rows] & mask).astype(np.int64)
+        todo = np.arange(len(rows))
+        while todo.size:
+            p = pos[todo]
+            free = self._slots[p] == EMPTY
+            cand = todo[free]
+            _, first = np.unique(p[free], return_index=True)
+            won = cand[first]
+            self._slots[pos[won]] = rows[won]
+            lost = np.ones(todo.size, dtype=bool)
+            lost[np.flatnonzero(free)[first]] = False
+            todo = todo[lost]
+            occupied = self._slots[pos[todo]] != EMPTY
+            pos[todo[occupied]] = (pos[todo[occupied]] + 1) & int(mask)
+
+    def rows(self, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        """Row of every key (int32), inserting unseen keys; also returns the row count before.
+
+        Rows ``>= n_before`` are devices seen for the first time in this batch.
+        """
+        keys = np.asarray(keys, dtype=np.uint64)
+        n_before = self.n
+        out = np.empty(len(keys), dtype=np.int32)
+        if len(keys) == 0:
+            return out, n_before
+        self._reserve_rows(0)
+        mask = len(self._slots) - 1
+        pos = (keys & np.uint64(mask)).astype(np.int64)
+        todo = np.arange(len(keys))
+        while todo.size:
+            p = pos[todo]
+            s = self._slots[p]
+            occupied = s != EMPTY
+            hit = np.zeros(todo.size, dtype=bool)
+            hit[occupied] = self.keys[s[occupied]] == keys[todo[occupied]]
+            out[todo[hit]] = s[hit]
+            free = ~occupied
+            if free.any():
+                fi = np.flatnonzero(free)
+                _, first = np.unique(p[fi], return_index=True)
+                winners = todo[fi[first]]
+                if self.n + len(winners) > MAX_LOAD * len(self._slots):
+                    self._reserve_slots(self.n + len(todo))
+                    mask = len(self._slots) - 1
+                    todo = todo[~hit]
+                    pos[todo] = (keys[todo] & np.uint64(mask)).astype(np.int64)
+                    continue
+                self._reserve_rows(len(winners))
+                new_rows = np.arange(self.n, self.n + len(winners), dtype=np.int32)
+                self.keys[new_rows] = keys[winners]
+                self._slots[pos[winners]] = new_rows
+                self.n += len(winners)
+            collided = occupied & ~hit
+            pos[todo[collided]] = (p[collided] + 1) & mask
+            todo = todo[~hit]
+        return out, n_before

@@ -1,0 +1,144 @@
+"""The estimation engine: one object that takes ping batches and answers population questions.
+
+It owns the cell table, the device state and the resolved calibration; it does no I/O and knows
+nothing of files, Kafka or Redis. Callers (``stream.replay`` now, Faust agents later) hand it
+columnar batches that the decoder has already validated, and ask for an :class:`Estimate` at the
+instants they publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
+from estimators.cells import CellPlan, CellTable
+from estimators.estimate import Estimate, EstimateConfig, estimate
+from estimators.presence import ROAMER, NightWindow, PresenceState, current_night
+from estimators.regions import RegionSet
+
+HOUR_MS = 3_600_000
+MAX_OPERATORS = 254
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Static configuration of an engine (see ``docs/METHOD.md`` for the defaults)."""
+
+    res: int = 8
+    timezone: str = "Asia/Almaty"
+    home_mcc: int = 401
+    night: NightWindow = field(default_factory=NightWindow)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+
+
+class Engine:
+    """Pings in, present and resident population out; deterministic and order-independent."""
+
+    def __init__(self, regions: RegionSet, config: EngineConfig | None = None,
+                 calibration: Calibration | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.regions = regions
+        self.cells = CellTable(regions, self.config.res)
+        self.state = PresenceState(len(regions.ids), self.config.night)
+        self.calibration = calibration or Calibration()
+        self.operators: list[str] = []
+        self._operator_index: dict[str, int] = {}
+        self._factors: FactorMatrix | None = None
+        self._tz = ZoneInfo(self.config.timezone)
+        self._offset_cache: dict[int, int] = {}
+        self.plan: CellPlan | None = None
+
+    def load_cell_plan(self, operator: list[str], cell: list[str], lat: np.ndarray,
+                       lon: np.ndarray, azimuth_deg: np.ndarray | None = None,
+                       range_m: np.ndarray | None = None) -> CellPlan:
+        """Bin an operator cell plan once; cell-id pings then resolve by plan row."""
+        self.plan = CellPlan(operator, cell, lat, lon, self.cells, azimuth_deg, range_m)
+        for op in dict.fromkeys(operator):
+            self.operator_code(op)
+        return self.plan
+
+    def operator_code(self, operator: str) -> int:
+        """Stable small integer for an operator (MCC+MNC), assigned on first sight."""
+        code = self._operator_index.get(operator)
+        if code is None:
+            if len(self.operators) >= MAX_OPERATORS:
+                raise ValueError(f"more than {MAX_OPERATORS} operators")
+            code = len(self.operators)
+            self.operators.append(operator)
+            self._operator_index[operator] = code
+            self._factors = None
+        return code
+
+    def operator_class(self, operator_code: np.ndarray, home_mcc: np.ndarray) -> np.ndarray:
+        """Class per ping: its operator code for home SIMs, ``ROAMER`` for foreign SIMs.
+
+        ``home_mcc`` < 0 means unknown and counts as a home SIM.
+        """
+        home = np.asarray(home_mcc)
+        roamer = (home >= 0) & (home != self.config.home_mcc)
+        return np.where(roamer, ROAMER, operator_code).astype(np.uint8)
+
+    def utc_offset_s(self, ts_ms: np.ndarray) -> np.ndarray | int:
+        """UTC offset of the configured time zone at each time (one value when constant)."""
+        ts_ms = np.asarray(ts_ms, dtype=np.int64)
+        if ts_ms.size == 0:
+            return 0
+        hours = ts_ms // HOUR_MS
+        lo, hi = int(hours.min()), int(hours.max())
+        off_lo, off_hi = self._offset_at_hour(lo), self._offset_at_hour(hi)
+        if off_lo == off_hi and hi - lo < 24 * 30:
+            return off_lo
+        uniq, inverse = np.unique(hours, return_inverse=True)
+        offs = np.array([self._offset_at_hour(int(h)) for h in uniq], dtype=np.int64)
+        return offs[inverse.reshape(-1)]
+
+    def _offset_at_hour(self, hour: int) -> int:
+        off = self._offset_cache.get(hour)
+        if off is None:
+            when = datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(self._tz)
+            off = int(when.utcoffset().total_seconds())  # type: ignore[union-attr]
+            self._offset_cache[hour] = off
+        return off
+
+    def ingest(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
+               loc: np.ndarray) -> None:
+        """Merge validated pings (device keys, event times, operator classes, locations)."""
+        if len(device_key) == 0:
+            return
+        self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
+                          self.utc_offset_s(ts_ms))
+
+    def factors(self) -> FactorMatrix:
+        """Calibration resolved for the current regions and operators (cached)."""
+        if self._factors is None:
+            self._factors = self.calibration.resolve(self.regions, self.operators)
+        return self._factors
+
+    def estimate(self, at_ms: int) -> Estimate:
+        """Present and resident population at ``at_ms`` (pings after it must not be ingested)."""
+        return estimate(self.state, self.cells.region, self.regions, self.factors(), at_ms,
+                        int(np.asarray(self.utc_offset_s(np.array([at_ms]))).reshape(-1)[0]),
+                        self.config.estimate)
+
+    def fit_calibration(self, at_ms: int, reference: dict[str, float],
+                        reference_rse: float = 0.0) -> list[FactorRow]:
+        """Fit per-region factors against a reference population from the state at ``at_ms``."""
+        ts, _ = self.state.last_seen()
+        cls = self.state.opclass[: self.state.n_devices].astype(np.int64)
+        age = at_ms - ts
+        active = (age >= 0) & (age < self.config.estimate.activity_s * 1000) & (cls != ROAMER)
+        offset = int(np.asarray(self.utc_offset_s(np.array([at_ms]))).reshape(-1)[0])
+        home = self.state.home_region(current_night(at_ms, offset, self.config.night),
+                                      self.config.estimate.min_nights)
+        has_home = home >= 0
+        n_active = np.bincount(cls[active], minlength=256).astype(np.float64)
+        n_home = np.bincount(cls[active & has_home], minlength=256).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coverage = np.where(n_home > 0, n_home / np.maximum(n_active, 1.0), 1.0)
+        pick = active & has_home
+        return fit_factors(self.regions, reference, home[pick], 1.0 / coverage[cls[pick]],
+                           reference_rse)

@@ -1,0 +1,352 @@
+"""The ``defacto`` command line: simulate, calibrate, replay and demo.
+
+Input problems end the command with one clear line (``defacto: error: ...``) and exit code 2;
+bad *rows* in ping files never stop a run: they are counted, written to the reject file and
+summarized in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from estimators.calibration import Calibration
+from estimators.engine import Engine, EngineConfig
+from estimators.estimate import EstimateConfig
+from estimators.presence import NightWindow
+from estimators.pseudonym import load_secret
+from stream.files import (
+    InputError,
+    load_calibration,
+    load_cell_plan,
+    load_population,
+    load_regions,
+    write_calibration,
+)
+from stream.pings import PingDecoder, Reject, read_records
+from stream.replay import Replayer
+from stream.snapshot import parse_iso_ms, region_table
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``6h``, ``1d`` or ``1h30m``."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|min|s|m|h|d)?", text.strip())
+    joined = "".join(n + (u or "") for n, u in parts)
+    if not parts or joined != re.sub(r"\s+", "", text):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 6h, 1d)")
+    return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+
+
+def _duration_arg(text: str) -> float:
+    value = parse_duration_s(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
+
+
+def _night_arg(text: str) -> tuple[float, float]:
+    m = re.fullmatch(r"(\d{1,2})(?::(\d{2}))?-(\d{1,2})(?::(\d{2}))?", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"night window must look like 22:00-06:00, got {text!r}")
+    start = int(m[1]) + int(m[2] or 0) / 60
+    end = int(m[3]) + int(m[4] or 0) / 60
+    if start >= 24 or end >= 24 or start == end:
+        raise argparse.ArgumentTypeError(f"bad night window {text!r}")
+    return start, (end - start) % 24
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
+    g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
+                   "needed for pings that carry a cell id")
+    g.add_argument("--res", type=int, default=8, help="H3 resolution of cells (default 8)")
+    g.add_argument("--horizon", type=_duration_arg, default=6 * 3600.0,
+                   help="a device counts as present where its last ping within this time was "
+                        "(default 6h; see docs/METHOD.md)")
+    g.add_argument("--activity", type=_duration_arg, default=86400.0,
+                   help="devices seen within this window are active (default 1d)")
+    g.add_argument("--night", type=_night_arg, default=(22.0, 8.0),
+                   help="local night window for residence (default 22:00-06:00)")
+    g.add_argument("--nights", type=int, default=7,
+                   help="residence = modal night region over this many nights (default 7)")
+    g.add_argument("--min-nights", type=int, default=1,
+                   help="nights a device must be seen at night to get a home (default 1)")
+    g.add_argument("--timezone", default="Asia/Almaty", help="local time zone (default Asia/Almaty)")
+    g.add_argument("--home-mcc", type=int, default=401,
+                   help="MCC of domestic SIMs; others are roamers (default 401, Kazakhstan)")
+    g.add_argument("--k", type=int, default=15,
+                   help="suppress figures resting on fewer devices (default 15)")
+    g.add_argument("--model-rse", type=float, default=EstimateConfig.model_rse,
+                   help="model-error relative standard error in the interval (default %(default)s)")
+    g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
+                   "else a random per-run key)")
+    g.add_argument("--lateness", type=_duration_arg, default=600.0,
+                   help="how late (event time) a ping may arrive and still count (default 10m)")
+    g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
+    g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
+
+
+def _build_engine(args: argparse.Namespace, calibration: Calibration | None) -> Engine:
+    regions = load_regions(args.regions)
+    night_start, night_len = args.night
+    try:
+        config = EngineConfig(
+            res=args.res, timezone=args.timezone, home_mcc=args.home_mcc,
+            night=NightWindow(night_start, night_len, args.nights),
+            estimate=EstimateConfig(horizon_s=int(args.horizon), activity_s=int(args.activity),
+                                    min_nights=args.min_nights, k_anonymity=args.k,
+                                    model_rse=args.model_rse),
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    engine = Engine(regions, config, calibration)
+    if calibration is not None:
+        unknown = calibration.unknown_regions(regions)
+        if unknown:
+            raise InputError(f"calibration names unknown region(s): {', '.join(unknown)}")
+    if args.cells:
+        plan = load_cell_plan(args.cells)
+        engine.load_cell_plan(plan.operator, plan.cell, plan.lat, plan.lon, plan.azimuth_deg,
+                              plan.range_m)
+    return engine
+
+
+class _RejectSink:
+    """Writes rejects to a JSON Lines file, opened on the first reject only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: TextIO | None = None
+
+    def __call__(self, reject: Reject) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")
+        self._fh.write(reject.to_json() + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _run(replayer: Replayer, pings: Sequence[str], finish: bool) -> None:
+    with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        for chunk in read_records(pings):
+            replayer.feed(chunk)
+            bar.update(len(chunk))
+            bar.set_postfix(snapshots=replayer.stats.snapshots, refresh=False)
+    if finish:
+        replayer.finish()
+
+
+def _period(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    try:
+        start = parse_iso_ms(args.from_) if args.from_ else None
+        end = parse_iso_ms(args.to) if args.to else None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if start is not None and end is not None and end <= start:
+        raise InputError("--to must be after --from")
+    return start, end
+
+
+def _load_truth(path: str) -> dict[str, dict[str, dict[str, int]]]:
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                doc = json.loads(line)
+                out[doc["at"]] = doc["regions"]
+    return out
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``defacto replay``: snapshots over ping files."""
+    regions_probe = load_regions(args.regions)
+    registry = load_population(args.registry, regions_probe) if args.registry else None
+    calibration = Calibration(load_calibration(args.calibration, regions_probe)) \
+        if args.calibration else None
+    if calibration is None:
+        print("defacto: warning: no --calibration: every device counts as one person",
+              file=sys.stderr)
+    engine = _build_engine(args, calibration)
+    secret, _ = load_secret(args.key_file)
+    start, end = _period(args)
+    out_fh = open(args.out, "w", encoding="utf-8") if args.out else None
+    rejects_path = Path(args.rejects or (f"{args.out}.rejects.jsonl" if args.out
+                                         else "rejects.jsonl"))
+    sink = _RejectSink(rejects_path)
+
+    def write(snap: dict[str, Any]) -> None:
+        if out_fh is not None:
+            out_fh.write(json.dumps(snap, separators=(",", ":")) + "\n")
+
+    replayer = Replayer(engine, PingDecoder(engine, secret), int(args.every * 1000), registry,
+                        lateness_ms=int(args.lateness * 1000), start_ms=start, end_ms=end,
+                        on_snapshot=write, on_reject=sink)
+    try:
+        _run(replayer, args.pings, finish=True)
+    finally:
+        sink.close()
+        if out_fh is not None:
+            out_fh.close()
+    stats = replayer.stats
+    rej = f" -> {rejects_path}" if sum(stats.rejected.values()) else ""
+    print(f"defacto: {stats.summary()}{rej}", file=sys.stderr)
+    print(f"defacto: {stats.snapshots} snapshot(s) over {replayer.describe_period()}"
+          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    uncal = engine.factors().uncalibrated
+    if calibration is not None and uncal:
+        shown = ", ".join(f"{r}/{o}" for r, o in uncal[:5])
+        print(f"defacto: warning: {len(uncal)} region/operator pair(s) have no calibration factor "
+              f"and count 1 person per device (e.g. {shown})", file=sys.stderr)
+    if not args.out or args.table:
+        snap = replayer.last_snapshot
+        if snap is None:
+            print("defacto: no snapshot: the input has no accepted pings", file=sys.stderr)
+            return 1
+        truth = _load_truth(args.truth).get(snap["at"]) if args.truth else None
+        print(f"Snapshot at {snap['at']} (horizon {int(args.horizon)} s, k = {args.k})")
+        print(region_table(snap, truth))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``defacto calibrate``: fit factors on a reference period against a reference population."""
+    regions_probe = load_regions(args.regions)
+    reference = load_population(args.reference, regions_probe)
+    engine = _build_engine(args, None)
+    secret, _ = load_secret(args.key_file)
+    start, end = _period(args)
+    sink = _RejectSink(Path(args.rejects or f"{args.out}.rejects.jsonl"))
+    replayer = Replayer(engine, PingDecoder(engine, secret), 3_600_000, None,
+                        lateness_ms=int(args.lateness * 1000), start_ms=start, end_ms=end,
+                        on_reject=sink, publish=False)
+    try:
+        _run(replayer, args.pings, finish=False)
+    finally:
+        sink.close()
+    replayer.apply_all()
+    if replayer.stats.last_ts_ms is None:
+        raise InputError("no accepted pings in the calibration period")
+    at_ms = end if end is not None else replayer.stats.last_ts_ms + 1
+    try:
+        rows = engine.fit_calibration(at_ms, reference, args.reference_rse)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    write_calibration(args.out, rows)
+    print(f"defacto: {replayer.stats.summary()}", file=sys.stderr)
+    print(f"defacto: {len(rows)} factor(s) fitted on {replayer.describe_period()} -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``defacto simulate``: write a scenario's pings, reference files and ground truth."""
+    from stream.simulator import load_scenario, simulate, write_simulation
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except (OSError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    sim = simulate(scenario, scale=args.scale, days=args.days, seed=args.seed)
+    paths = write_simulation(sim, args.out, fmt=args.format, gz=args.gz, progress=True)
+    for name, path in paths.items():
+        print(f"{name:>10}: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``defacto demo``: simulate, calibrate on the first day, replay the rest, print the table."""
+    from stream.demo import run_demo
+
+    return run_demo(Path(args.out), args.scenario, args.scale, args.days, args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="defacto",
+        description="Live de facto population from anonymized mobile-network pings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("replay", help="run the engine over ping files and write snapshots",
+                       description="Replay ping files in event-time order; write a snapshot "
+                                   "at every --every boundary (UTC-aligned).")
+    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz)")
+    p.add_argument("--registry", help="registry CSV (region,registered)")
+    p.add_argument("--calibration", help="calibration CSV (region,operator,factor[,rse])")
+    p.add_argument("--every", type=_duration_arg, default=3600.0,
+                   help="snapshot interval, aligned to UTC (default 1h)")
+    p.add_argument("--out", help="snapshots JSON Lines file (default: print a region table)")
+    p.add_argument("--table", action="store_true", help="also print the table with --out")
+    p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl or rejects.jsonl)")
+    p.add_argument("--truth", help="truth.jsonl from `defacto simulate`: adds true columns")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("calibrate", help="fit calibration factors on a reference period",
+                       description="Fit people-per-device factors per region from the pings "
+                                   "of a reference period against a reference population.")
+    p.add_argument("pings", nargs="+", help="ping files of the reference period")
+    p.add_argument("--reference", required=True,
+                   help="reference population CSV (region,registered): usual residents from a "
+                        "source independent of the registry you compare with")
+    p.add_argument("--reference-rse", type=float, default=0.0,
+                   help="relative standard error of the reference figures (default 0)")
+    p.add_argument("--out", required=True, help="calibration CSV to write")
+    p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("simulate", help="simulate a scenario: pings plus the true population",
+                       description="Write pings, cell plan, regions, registry, reference and "
+                                   "truth for a built-in scenario name or a scenario TOML file.")
+    p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
+    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
+    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
+    p.add_argument("--gz", action="store_true", help="gzip the ping file")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate, calibrate and replay a scenario; print the table",
+                       description="The main job on built-in defaults: simulate a scenario, "
+                                   "calibrate on day 1, replay the rest, print estimated vs "
+                                   "registered vs true per region.")
+    p.add_argument("--scenario", default="astana", help="scenario (default astana)")
+    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
+    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--out", default="demo-out", help="working directory (default demo-out)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``defacto`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"defacto: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("defacto: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

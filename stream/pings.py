@@ -1,0 +1,278 @@
+"""Ping files in, validated columnar batches out; every bad row is kept with its reason.
+
+Reading (:func:`read_records`) turns JSON Lines or CSV files (optionally gzipped) into chunks of
+records; decoding (:class:`PingDecoder`) checks each record against the ping contract
+(``schemas/ping.schema.json``), pseudonymizes the device, bins the location and returns numpy
+columns for the engine plus a list of :class:`Reject`. Nothing is dropped silently: a reject names
+its source line, a stable reason code and a human detail.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from estimators.engine import Engine
+from estimators.presence import EPOCH_MS, MAX_TS_REL_MS
+from estimators.pseudonym import device_keys
+from stream.files import InputError, open_text
+
+MAX_DEVICE_CHARS = 128
+MIN_TS_MS = EPOCH_MS
+MAX_TS_MS = EPOCH_MS + MAX_TS_REL_MS
+RAW_KEEP_CHARS = 2000
+PING_FIELDS = ("device", "ts", "operator", "home_mcc", "cell", "lat", "lon")
+
+
+@dataclass
+class Record:
+    """One input row: where it came from, its parsed fields (None if unparsable), raw text."""
+
+    source: str
+    fields: dict[str, Any] | None
+    raw: str
+    error: str = ""
+
+
+@dataclass
+class Reject:
+    """A row set aside: source (``file:line``), reason code, detail and the (redacted) row."""
+
+    source: str
+    reason: str
+    detail: str
+    record: str
+
+    def to_json(self) -> str:
+        """One JSON line for the reject file."""
+        return json.dumps({"source": self.source, "reason": self.reason, "detail": self.detail,
+                           "record": self.record}, ensure_ascii=False)
+
+
+@dataclass
+class PingBatch:
+    """Validated pings as columns: keyed device hash, event time, operator class, location."""
+
+    device_key: np.ndarray
+    ts_ms: np.ndarray
+    opclass: np.ndarray
+    loc: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    def select(self, mask: np.ndarray) -> PingBatch:
+        """The pings where ``mask`` is true (rejects are not carried over)."""
+        return PingBatch(self.device_key[mask], self.ts_ms[mask], self.opclass[mask],
+                         self.loc[mask])
+
+
+def ping_format(path: str | Path) -> str:
+    """``jsonl`` or ``csv`` from a file name (``.gz`` allowed on either)."""
+    name = str(path).lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    raise InputError(f"{path}: unknown ping file type (use .jsonl, .ndjson or .csv, "
+                     "optionally .gz)")
+
+
+def _csv_value(name: str, text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    if name in ("ts", "home_mcc"):
+        return int(text) if text.lstrip("-").isdigit() else text
+    if name in ("lat", "lon"):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def read_records(paths: Iterable[str | Path], chunk_rows: int = 100_000) -> Iterator[list[Record]]:
+    """Yield chunks of records from ping files, in file order."""
+    chunk: list[Record] = []
+    for path in paths:
+        kind = ping_format(path)
+        with open_text(path) as fh:
+            if kind == "jsonl":
+                for line_no, line in enumerate(fh, start=1):
+                    text = line.strip()
+                    if not text:
+                        continue
+                    src = f"{path}:{line_no}"
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        chunk.append(Record(src, None, text, f"malformed JSON: {exc.msg}"))
+                    else:
+                        if isinstance(obj, dict):
+                            chunk.append(Record(src, obj, text))
+                        else:
+                            chunk.append(Record(src, None, text, "not a JSON object"))
+                    if len(chunk) >= chunk_rows:
+                        yield chunk
+                        chunk = []
+            else:
+                reader = csv.reader(fh)
+                header = [h.strip() for h in next(reader, [])]
+                missing = [c for c in ("device", "ts", "operator") if c not in header]
+                if missing:
+                    raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+                for line_no, row in enumerate(reader, start=2):
+                    src = f"{path}:{line_no}"
+                    if len(row) != len(header):
+                        chunk.append(Record(src, None, ",".join(row),
+                                            f"expected {len(header)} columns, got {len(row)}"))
+                    else:
+                        rec = {h: _csv_value(h, v.strip()) for h, v in zip(header, row, strict=True)
+                               if h in PING_FIELDS}
+                        chunk.append(Record(src, rec, ",".join(row)))
+                    if len(chunk) >= chunk_rows:
+                        yield chunk
+                        chunk = []
+    if chunk:
+        yield chunk
+
+
+def _redacted(fields: dict[str, Any]) -> str:
+    shown = {k: ("<redacted>" if k == "device" else v) for k, v in fields.items()}
+    return json.dumps(shown, ensure_ascii=False, default=str)[:RAW_KEEP_CHARS]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class PingDecoder:
+    """Validates records against the ping contract and turns them into engine columns."""
+
+    def __init__(self, engine: Engine, secret: bytes, max_future_s: int = 3600,
+                 now_ms: int | None = None) -> None:
+        self.engine = engine
+        self.secret = secret
+        self.max_future_s = max_future_s
+        self.now_ms = now_ms
+
+    def _check(self, f: dict[str, Any]) -> tuple[str, str] | None:
+        """Reason and detail if a record breaks the contract, else None (types only)."""
+        device = f.get("device")
+        if device is None:
+            return "missing_device", "no device field"
+        if not isinstance(device, str) or not device or len(device) > MAX_DEVICE_CHARS:
+            return "bad_device", f"device must be a string of 1..{MAX_DEVICE_CHARS} characters"
+        ts = f.get("ts")
+        if ts is None:
+            return "missing_ts", "no ts field"
+        if not _is_int(ts):
+            return "bad_ts", f"ts must be integer milliseconds since 1970, got {ts!r:.40}"
+        op = f.get("operator")
+        if op is None:
+            return "missing_operator", "no operator field"
+        if not isinstance(op, str) or not op.isdigit() or not 5 <= len(op) <= 6:
+            return "bad_operator", f"operator must be an MCC+MNC string of 5-6 digits, got {op!r:.40}"
+        mcc = f.get("home_mcc")
+        if mcc is not None and (not _is_int(mcc) or not 0 <= mcc <= 999):
+            return "bad_home_mcc", f"home_mcc must be null or an integer 0..999, got {mcc!r:.40}"
+        cell = f.get("cell")
+        if cell is not None:
+            if not isinstance(cell, str) or not cell:
+                return "bad_cell", "cell must be a non-empty string"
+            return None
+        lat, lon = f.get("lat"), f.get("lon")
+        if lat is None and lon is None:
+            return "missing_location", "neither cell nor lat/lon"
+        if not _is_num(lat) or not _is_num(lon):
+            return "bad_coordinates", "lat and lon must both be numbers"
+        return None
+
+    def decode(self, records: list[Record]) -> PingBatch:
+        """Validate a chunk of records and return the valid pings as columns plus rejects."""
+        rejects: list[Reject] = []
+        keep: list[Record] = []
+        rows: list[dict[str, Any]] = []
+        for r in records:
+            if r.fields is None:
+                reason = "malformed_json" if r.error.startswith(("malformed", "not a")) \
+                    else "malformed_csv"
+                rejects.append(Reject(r.source, reason, r.error, r.raw[:RAW_KEEP_CHARS]))
+                continue
+            bad = self._check(r.fields)
+            if bad:
+                rejects.append(Reject(r.source, bad[0], bad[1], _redacted(r.fields)))
+            else:
+                keep.append(r)
+                rows.append(r.fields)
+        n = len(rows)
+        ts = np.fromiter((f["ts"] for f in rows), dtype=np.int64, count=n)
+        ops = [f["operator"] for f in rows]
+        mcc = np.fromiter((-1 if f.get("home_mcc") is None else f["home_mcc"] for f in rows),
+                          dtype=np.int64, count=n)
+        cells = [f.get("cell") for f in rows]
+        lat = np.fromiter((np.nan if c is not None else float(f["lat"])
+                           for f, c in zip(rows, cells, strict=True)), dtype=np.float64, count=n)
+        lon = np.fromiter((np.nan if c is not None else float(f["lon"])
+                           for f, c in zip(rows, cells, strict=True)), dtype=np.float64, count=n)
+        is_cell = np.fromiter((c is not None for c in cells), dtype=bool, count=n)
+
+        plan_row = np.full(n, -1, dtype=np.int64)
+        plan = self.engine.plan
+        if is_cell.any():
+            lookup = plan.row.get if plan is not None else (lambda _k: None)
+            for i in np.flatnonzero(is_cell).tolist():
+                row = lookup((ops[i], cells[i]))
+                if row is not None:
+                    plan_row[i] = row
+
+        now_ms = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        reason = np.full(n, "", dtype=object)
+        reason[(ts < MIN_TS_MS) | (ts > MAX_TS_MS)] = "ts_out_of_range"
+        reason[(reason == "") & (ts > now_ms + self.max_future_s * 1000)] = "ts_in_future"
+        bad_xy = ~is_cell & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
+        reason[(reason == "") & bad_xy] = "bad_coordinates"
+        reason[(reason == "") & is_cell & (plan_row < 0)] = "unknown_cell"
+        details = {
+            "ts_out_of_range": "ts outside 2020-01-01..2089 (milliseconds since 1970 expected)",
+            "ts_in_future": f"ts more than {self.max_future_s} s ahead of the clock",
+            "bad_coordinates": "lat must be in [-90, 90] and lon in [-180, 180]",
+            "unknown_cell": "cell id not in the cell plan for this operator",
+        }
+        bad_idx = np.flatnonzero(reason != "")
+        for i in bad_idx.tolist():
+            rejects.append(Reject(keep[i].source, reason[i], details[reason[i]],
+                                  _redacted(rows[i])))
+        ok = reason == ""
+        idx = np.flatnonzero(ok)
+        ops_ok = np.asarray([ops[i] for i in idx.tolist()], dtype=object)
+        devices = np.asarray([rows[i]["device"] for i in idx.tolist()], dtype=object)
+        codes = np.fromiter((self.engine.operator_code(o) for o in ops_ok.tolist()),
+                            dtype=np.int64, count=len(idx))
+        loc = np.empty(len(idx), dtype=np.int64)
+        cell_ok = is_cell[idx]
+        if cell_ok.any():
+            assert plan is not None
+            loc[cell_ok] = plan.loc[plan_row[idx[cell_ok]]]
+        if (~cell_ok).any():
+            pick = idx[~cell_ok]
+            loc[~cell_ok] = self.engine.cells.locate_latlng(lat[pick], lon[pick])
+        return PingBatch(
+            device_key=device_keys(ops_ok, devices, self.secret),
+            ts_ms=ts[idx],
+            opclass=self.engine.operator_class(codes, mcc[idx]),
+            loc=loc,
+            rejects=rejects,
+        )
