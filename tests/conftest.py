@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny region set (a city with two districts inside a rural ring)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def square(lat0: float, lat1: float, lon0: float, lon1: float) -> list[list[float]]:
+    """A closed GeoJSON ring (lon, lat) around a lat/lon box."""
+    return [[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]
+
+
+def feature(rid: str, rings: list[list[list[float]]], parent: str | None = None,
+            urban: bool | None = None) -> dict[str, Any]:
+    """A region feature."""
+    props: dict[str, Any] = {"id": rid, "name": rid.title()}
+    if parent:
+        props["parent"] = parent
+    if urban is not None:
+        props["urban"] = urban
+    return {"type": "Feature", "properties": props,
+            "geometry": {"type": "Polygon", "coordinates": rings}}
+
+
+CITY = (51.0, 51.2, 71.3, 71.6)
+RURAL = (50.5, 51.7, 70.8, 72.1)
+
+
+@pytest.fixture
+def regions_doc() -> dict[str, Any]:
+    """City (two districts) inside a rural ring with a hole where the city is."""
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            feature("city", [square(*CITY)], urban=True),
+            feature("north", [square(51.1, 51.2, 71.3, 71.6)], parent="city", urban=True),
+            feature("south", [square(51.0, 51.1, 71.3, 71.6)], parent="city", urban=True),
+            feature("rural", [square(*RURAL), square(*CITY)], urban=False),
+        ],
+    }
+
+
+@pytest.fixture
+def regions_file(tmp_path: Path, regions_doc: dict[str, Any]) -> Path:
+    """The region set written as GeoJSON."""
+    path = tmp_path / "regions.geojson"
+    path.write_text(json.dumps(regions_doc))
+    return path

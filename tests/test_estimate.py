@@ -1,0 +1,109 @@
+"""Calibration lookup and fitting, the estimate, its interval and disclosure control."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from estimators.calibration import Calibration, FactorRow, fit_factors
+from estimators.estimate import EstimateConfig, estimate
+from estimators.presence import ROAMER, NightWindow, PresenceState
+from estimators.regions import regions_from_geojson
+
+T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 local)
+HOUR_MS = 3_600_000
+
+
+def test_most_specific_calibration_row_wins(regions_doc: dict[str, Any]) -> None:
+    rs = regions_from_geojson(regions_doc)
+    cal = Calibration([
+        FactorRow("*", "*", 2.0),
+        FactorRow("city", "*", 3.0, 0.1),
+        FactorRow("north", "40102", 5.0),
+        FactorRow("*", "roaming", 1.5),
+    ])
+    fm = cal.resolve(rs, ["40101", "40102"])
+    i = rs.index
+    assert fm.factor[i["north"], 1] == 5.0          # exact region + operator
+    assert fm.factor[i["north"], 0] == 3.0          # parent's region-wide row
+    assert fm.rse[i["north"], 0] == 0.1
+    assert fm.factor[i["rural"], 0] == 2.0          # global default row
+    assert fm.factor[i["rural"], ROAMER] == 1.5     # roaming row
+    assert fm.uncalibrated == []
+    bare = Calibration([FactorRow("city", "*", 3.0)]).resolve(rs, ["40101"])
+    assert ("rural", "40101") in bare.uncalibrated and bare.factor[i["rural"], 0] == 1.0
+    with pytest.raises(ValueError, match="duplicate"):
+        Calibration([FactorRow("city", "*", 3.0), FactorRow("city", "*", 4.0)])
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        FactorRow("city", "*", 0.0)
+
+
+def test_fit_factors_divides_reference_by_weighted_homes(regions_doc: dict[str, Any]) -> None:
+    rs = regions_from_geojson(regions_doc)
+    home = np.array([rs.index["north"]] * 40 + [rs.index["south"]] * 60 + [-1] * 5)
+    weight = np.full(len(home), 1.25)
+    rows = {r.region: r for r in fit_factors(rs, {"city": 500, "north": 100}, home, weight)}
+    assert rows["city"].factor == pytest.approx(500 / 125)
+    assert rows["north"].factor == pytest.approx(100 / 50)
+    assert rows["city"].rse > 0
+    with pytest.raises(ValueError, match="no device has its home"):
+        fit_factors(rs, {"rural": 10}, home, weight)
+
+
+def _state_with(regions_doc: dict[str, Any], n_north: int, n_south: int, n_roamers: int,
+                n_stale: int) -> tuple[Any, ...]:
+    """Devices that slept in their district last night and pinged there 30 min ago."""
+    rs = regions_from_geojson(regions_doc)
+    loc_region = np.array([rs.index["north"], rs.index["south"]], dtype=np.int32)
+    st = PresenceState(len(rs.ids), NightWindow())
+    n = n_north + n_south + n_roamers + n_stale
+    keys = np.arange(1, n + 1, dtype=np.uint64)
+    loc = np.array([0] * n_north + [1] * n_south + [0] * n_roamers + [1] * n_stale)
+    opc = np.array([0] * (n_north + n_south) + [ROAMER] * n_roamers + [1] * n_stale, np.uint8)
+    night = np.full(n, T0 - 4 * HOUR_MS)  # 01:00 local
+    st.update(keys, night, opc, loc, loc_region, 18_000)
+    recent = n_north + n_south + n_roamers
+    at = T0 + 10 * HOUR_MS
+    st.update(keys[:recent], np.full(recent, at - HOUR_MS // 2), opc[:recent], loc[:recent],
+              loc_region, 18_000)
+    return rs, st, loc_region, at
+
+
+def test_estimate_counts_weights_and_suppresses(regions_doc: dict[str, Any]) -> None:
+    rs, st, loc_region, at = _state_with(regions_doc, 40, 10, 20, 10)
+    cal = Calibration([FactorRow("*", "*", 2.0, 0.0)])
+    fm = cal.resolve(rs, ["40101", "40102"])
+    cfg = EstimateConfig(horizon_s=3600, k_anonymity=15, model_rse=0.0)
+    est = estimate(st, loc_region, rs, fm, at, 18_000, cfg)
+    i = rs.index
+    # class 1 (10 stale devices) has coverage 0 within the horizon: nobody of it is seen; class 0
+    # devices are all seen (coverage 1), roamers count 1 each.
+    assert est.present[i["north"]] == pytest.approx(40 * 2 + 20 * 1)
+    assert np.isnan(est.present[i["south"]])          # 10 devices < k: suppressed
+    assert np.isnan(est.present_devices[i["south"]])
+    assert est.present[i["city"]] == pytest.approx(100 + 20)
+    assert est.present_devices[i["city"]] == 70
+    assert est.present_lo[i["city"]] < est.present[i["city"]] < est.present_hi[i["city"]]
+    # residents: domestic devices with a home, corrected for the coverage of homes (all have one)
+    assert est.resident[i["city"]] == pytest.approx((40 + 10) * 2 + 10 * 2)
+    assert np.isnan(est.resident[i["rural"]])
+    assert est.cell_loc.tolist() == [0, 1]
+    assert est.cell_devices[0] == 60 and est.cell_present[0] == pytest.approx(100)
+    assert np.isnan(est.cell_devices[1]) and np.isnan(est.cell_present[1])
+
+
+def test_interval_widens_with_model_error_and_calibration_error(regions_doc: dict[str, Any]
+                                                                 ) -> None:
+    rs, st, loc_region, at = _state_with(regions_doc, 200, 100, 0, 0)
+    narrow = estimate(st, loc_region, rs, Calibration([FactorRow("*", "*", 3.0)]).resolve(
+        rs, ["40101"]), at, 18_000, EstimateConfig(model_rse=0.0))
+    wide = estimate(st, loc_region, rs, Calibration([FactorRow("*", "*", 3.0, 0.05)]).resolve(
+        rs, ["40101"]), at, 18_000, EstimateConfig(model_rse=0.02))
+    c = rs.index["city"]
+    assert narrow.present[c] == wide.present[c] == pytest.approx(900)
+    # binomial only: sd = sqrt(300 * 3 * 2)
+    assert narrow.present_hi[c] - narrow.present[c] == pytest.approx(1.645 * np.sqrt(1800))
+    expected_sd = np.sqrt(1800 + (900 * 0.05) ** 2 + (900 * 0.02) ** 2)
+    assert wide.present_hi[c] - wide.present[c] == pytest.approx(1.645 * expected_sd)

@@ -1,0 +1,215 @@
+"""Decoding ping files, rejecting bad rows with reasons, replay windows and the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from estimators.engine import Engine, EngineConfig
+from stream.cli import main, parse_duration_s
+from stream.files import load_regions
+from stream.pings import PingDecoder, Record, read_records
+from stream.replay import Replayer
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+HOUR_MS = 3_600_000
+
+
+def _cells(tmp_path: Path) -> Path:
+    path = tmp_path / "cells.csv"
+    path.write_text("operator,cell,lat,lon\n40101,A,51.15,71.45\n40101,B,51.05,71.45\n"
+                    "40102,A,50.9,71.0\n")
+    return path
+
+
+def _engine(regions_file: Path, tmp_path: Path) -> Engine:
+    from stream.files import load_cell_plan
+
+    engine = Engine(load_regions(regions_file), EngineConfig(res=8))
+    plan = load_cell_plan(_cells(tmp_path))
+    engine.load_cell_plan(plan.operator, plan.cell, plan.lat, plan.lon)
+    return engine
+
+
+def _rec(i: int, fields: dict | None, raw: str = "") -> Record:
+    return Record(f"t:{i}", fields, raw or json.dumps(fields), "" if fields else "malformed JSON")
+
+
+GOOD = {"device": "d1", "ts": T0 + 1000, "operator": "40101", "home_mcc": 401, "cell": "A"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (None, "malformed_json"),
+        ({**GOOD, "device": ""}, "bad_device"),
+        ({**GOOD, "device": "x" * 129}, "bad_device"),
+        ({k: v for k, v in GOOD.items() if k != "device"}, "missing_device"),
+        ({k: v for k, v in GOOD.items() if k != "ts"}, "missing_ts"),
+        ({**GOOD, "ts": "yesterday"}, "bad_ts"),
+        ({**GOOD, "ts": 1000}, "ts_out_of_range"),
+        ({**GOOD, "ts": T0 + 3 * HOUR_MS}, "ts_in_future"),
+        ({**GOOD, "operator": 40101}, "bad_operator"),
+        ({**GOOD, "home_mcc": "kz"}, "bad_home_mcc"),
+        ({**GOOD, "cell": "nope"}, "unknown_cell"),
+        ({**GOOD, "operator": "40177"}, "unknown_cell"),
+        ({k: v for k, v in GOOD.items() if k != "cell"}, "missing_location"),
+        ({**{k: v for k, v in GOOD.items() if k != "cell"}, "lat": 91.0, "lon": 71.0},
+         "bad_coordinates"),
+        ({**{k: v for k, v in GOOD.items() if k != "cell"}, "lat": "51", "lon": 71.0},
+         "bad_coordinates"),
+    ],
+)
+def test_each_bad_row_is_rejected_with_its_reason(regions_file: Path, tmp_path: Path,
+                                                  fields: dict | None, reason: str) -> None:
+    engine = _engine(regions_file, tmp_path)
+    decoder = PingDecoder(engine, SECRET, now_ms=T0 + HOUR_MS)
+    batch = decoder.decode([_rec(1, GOOD), _rec(2, fields, "{oops")])
+    assert len(batch) == 1
+    assert [(r.source, r.reason) for r in batch.rejects] == [("t:2", reason)]
+    assert "d1" not in batch.rejects[0].record or reason == "malformed_json"
+
+
+def test_device_keys_hide_pseudonyms_and_separate_operators(regions_file: Path,
+                                                             tmp_path: Path) -> None:
+    engine = _engine(regions_file, tmp_path)
+    recs = [_rec(1, GOOD), _rec(2, {**GOOD, "ts": T0 + 5}),
+            _rec(3, {**GOOD, "operator": "40102", "cell": "A"})]
+    batch = PingDecoder(engine, SECRET, now_ms=T0 + HOUR_MS).decode(recs)
+    assert batch.device_key.dtype == np.uint64
+    assert batch.device_key[0] == batch.device_key[1] != batch.device_key[2]
+    other = PingDecoder(engine, b"another-secret-key-0000", now_ms=T0 + HOUR_MS).decode(recs)
+    assert other.device_key[0] != batch.device_key[0]
+
+
+def _write_pings(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _population(n: int, ts: int, cell: str, prefix: str) -> list[dict]:
+    return [{"device": f"{prefix}{i}", "ts": ts + i, "operator": "40101", "home_mcc": 401,
+             "cell": cell} for i in range(n)]
+
+
+def test_replay_windows_lateness_and_too_late(regions_file: Path, tmp_path: Path) -> None:
+    engine = _engine(regions_file, tmp_path)
+    snaps: list[dict] = []
+    rejected: list[str] = []
+    rp = Replayer(engine, PingDecoder(engine, SECRET, now_ms=T0 + 48 * HOUR_MS), HOUR_MS,
+                  lateness_ms=600_000, on_snapshot=snaps.append,
+                  on_reject=lambda r: rejected.append(r.reason))
+    first = _population(20, T0 + 10 * 60_000, "A", "n")           # 00:10, north
+    # 5 min out of order but within lateness: still in the 01:00 snapshot
+    slightly_late = _population(20, T0 + 55 * 60_000, "B", "s")
+    early_next = _population(1, T0 + HOUR_MS + 5 * 60_000, "A", "e")  # 01:05: watermark 00:55
+    later = _population(20, T0 + HOUR_MS + 20 * 60_000, "A", "x")  # 01:20
+    rp.feed([_rec(i, r) for i, r in enumerate(first + early_next)])
+    assert snaps == []
+    rp.feed([_rec(100 + i, r) for i, r in enumerate(slightly_late + later)])
+    assert [s["at"] for s in snaps] == ["2026-03-02T01:00:00Z"]
+    assert snaps[0]["regions"]["north"]["devices"] == 20
+    assert snaps[0]["regions"]["south"]["devices"] == 20
+    # a ping for 00:30 arriving now is too late for the published 01:00 window
+    rp.feed([_rec(999, {**GOOD, "ts": T0 + 30 * 60_000})])
+    assert rejected == ["too_late"]
+    rp.finish()
+    assert [s["at"] for s in snaps] == ["2026-03-02T01:00:00Z", "2026-03-02T02:00:00Z"]
+    assert snaps[1]["regions"]["north"]["devices"] == 41
+    assert rp.stats.accepted == 61 and rp.stats.rejected["too_late"] == 1
+
+
+def test_replay_is_identical_for_shuffled_input(regions_file: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for h in range(4):
+        for cell, prefix in (("A", "a"), ("B", "b"), ("A", "b")):
+            rows += _population(30, T0 + h * HOUR_MS + int(rng.integers(0, 3_000_000)), cell,
+                                prefix)
+    rows.sort(key=lambda r: r["ts"])
+    shuffled = list(rows)
+    # shuffle inside 5-minute buckets (less than the allowed lateness)
+    shuffled.sort(key=lambda r: (r["ts"] // 300_000, rng.random()))
+    outs = []
+    for name, data in (("sorted", rows), ("shuffled", shuffled)):
+        pings = _write_pings(tmp_path / f"{name}.jsonl", data)
+        out = tmp_path / f"{name}.snap.jsonl"
+        rc = main(["replay", str(pings), "--regions", str(regions_file), "--cells",
+                   str(_cells(tmp_path)), "--out", str(out), "--k", "5"])
+        assert rc == 0
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    assert len(outs[0].splitlines()) == 4
+
+
+def test_cli_reports_bad_rows_in_one_line_and_keeps_them(regions_file: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    rows = _population(20, T0, "A", "d")
+    pings = tmp_path / "p.jsonl.gz"
+    with gzip.open(pings, "wt") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+        fh.write("{not json\n")
+        fh.write(json.dumps({**rows[0], "cell": "ZZZ"}) + "\n")
+    out = tmp_path / "s.jsonl"
+    rc = main(["replay", str(pings), "--regions", str(regions_file), "--cells",
+               str(_cells(tmp_path)), "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "22 rows read, 20 pings accepted, 2 rejected" in err
+    assert "malformed_json 1" in err and "unknown_cell 1" in err
+    rejects = [json.loads(x) for x in Path(f"{out}.rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejects) == ["malformed_json", "unknown_cell"]
+    assert all(r["source"].startswith(str(pings)) for r in rejects)
+    assert '"d0"' not in Path(f"{out}.rejects.jsonl").read_text()
+
+
+def test_csv_pings_and_latlon_pings(regions_file: Path, tmp_path: Path) -> None:
+    pings = tmp_path / "p.csv"
+    lines = ["device,ts,operator,home_mcc,cell,lat,lon"]
+    lines += [f"v{i},{T0 + i},40177,250,,51.15,71.45" for i in range(16)]
+    lines += [f"w{i},{T0 + i},40101,,A,," for i in range(16)]
+    lines += ["bad,notanumber,40101,401,A,,"]
+    pings.write_text("\n".join(lines) + "\n")
+    records = [r for chunk in read_records([pings]) for r in chunk]
+    assert len(records) == 33
+    engine = _engine(regions_file, tmp_path)
+    snaps: list[dict] = []
+    rp = Replayer(engine, PingDecoder(engine, SECRET, now_ms=T0 + HOUR_MS), HOUR_MS,
+                  on_snapshot=snaps.append)
+    rp.feed(records)
+    rp.finish()
+    assert rp.stats.rejected == {"bad_ts": 1}
+    north = snaps[-1]["regions"]["north"]
+    assert north["devices"] == 32 and north["present"] == 32  # no calibration: 1 per device
+    # 05:00 local is night: the 16 domestic devices get a home there, the 16 roamers never do
+    assert north["resident"] == 16
+
+
+def test_cli_errors_are_one_line(regions_file: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["replay", str(tmp_path / "missing.jsonl"), "--regions", str(regions_file)])
+    assert rc == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
+    bad_cal = tmp_path / "cal.csv"
+    bad_cal.write_text("region,operator,factor\natlantis,*,2\n")
+    pings = _write_pings(tmp_path / "p.jsonl", _population(3, T0, "A", "d"))
+    rc = main(["replay", str(pings), "--regions", str(regions_file), "--calibration",
+               str(bad_cal)])
+    assert rc == 2
+    assert "unknown region 'atlantis'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["replay", str(pings), "--regions", str(regions_file), "--horizon", "soon"])
+
+
+def test_durations() -> None:
+    assert parse_duration_s("90") == 90
+    assert parse_duration_s("6h") == 21600
+    assert parse_duration_s("1h30m") == 5400
+    assert parse_duration_s("1d") == 86400

@@ -1,0 +1,100 @@
+"""Device index and presence state: correctness against plain Python, order independence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from estimators.device_index import DeviceIndex
+from estimators.presence import NightWindow, PresenceState, night_of
+
+DAY_MS = 86_400_000
+T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+
+
+def test_index_matches_a_dict_through_growth_and_duplicates() -> None:
+    rng = np.random.default_rng(3)
+    idx = DeviceIndex(capacity=4)
+    reference: dict[int, int] = {}
+    universe = rng.integers(1, 2**64 - 1, size=5000, dtype=np.uint64)
+    for _ in range(30):
+        keys = universe[rng.integers(0, len(universe), size=rng.integers(1, 700))]
+        rows, n_before = idx.rows(keys)
+        for k, r in zip(keys.tolist(), rows.tolist(), strict=True):
+            assert reference.setdefault(k, r) == r
+        assert idx.n == len(reference)
+        assert (rows >= n_before).sum() >= 0
+        assert np.array_equal(idx.keys[rows], keys)
+    assert sorted(reference.values()) == list(range(len(reference)))
+
+
+def _random_pings(rng: np.random.Generator, n: int, n_dev: int, days: int
+                  ) -> tuple[np.ndarray, ...]:
+    keys = rng.integers(1, 2**63, size=n_dev, dtype=np.uint64)
+    dev = keys[rng.integers(0, n_dev, size=n)]
+    ts = T0 + rng.integers(0, days * DAY_MS, size=n)
+    loc = rng.integers(0, 300, size=n)
+    opc = (dev % np.uint64(3)).astype(np.uint8)
+    return dev, ts, opc, loc
+
+
+def _state_by_key(st: PresenceState, keys: np.ndarray, night_now: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    rows, _ = st.index.rows(keys)
+    return st.stamp[rows], st.home_region(night_now)[rows]
+
+
+def test_state_is_independent_of_order_batching_and_repetition() -> None:
+    rng = np.random.default_rng(7)
+    dev, ts, opc, loc = _random_pings(rng, 60_000, 2_000, 10)
+    loc_region = rng.integers(0, 6, size=300).astype(np.int32)
+    window = NightWindow(22, 8, 7)
+    a = PresenceState(6, window)
+    a.update(dev, ts, opc, loc, loc_region, 18_000)
+    b = PresenceState(6, window)
+    order = rng.permutation(len(dev))
+    for part in np.array_split(order, 13):
+        b.update(dev[part], ts[part], opc[part], loc[part], loc_region, 18_000)
+    b.update(dev[:5000], ts[:5000], opc[:5000], loc[:5000], loc_region, 18_000)
+    keys = np.unique(dev)
+    _, nights, _ = night_of(ts, 18_000, window)
+    for night_now in range(int(nights.min()), int(nights.max()) + 2):
+        sa, ha = _state_by_key(a, keys, night_now)
+        sb, hb = _state_by_key(b, keys, night_now)
+        assert np.array_equal(sa, sb)
+        assert np.array_equal(ha, hb)
+
+
+def test_last_ping_wins_and_home_is_the_modal_night_region() -> None:
+    window = NightWindow(22, 8, 7)
+    st = PresenceState(4, window)
+    key = np.array([42], dtype=np.uint64)
+    loc_region = np.array([0, 1, 2, 3], dtype=np.int32)
+    # 23:00 local (UTC+5) = 18:00 UTC; nights 1-3 in region 1, night 4 in region 2, day pings in 3
+    for day, loc in [(0, 1), (1, 1), (2, 1), (3, 2)]:
+        t = np.array([T0 + day * DAY_MS + 18 * 3_600_000])
+        st.update(key, t, np.array([0], np.uint8), np.array([loc]), loc_region, 18_000)
+    day_ping = np.array([T0 + 4 * DAY_MS + 7 * 3_600_000])  # 12:00 local
+    st.update(key, day_ping, np.array([0], np.uint8), np.array([3]), loc_region, 18_000)
+    ts, loc = st.last_seen()
+    assert ts[0] == day_ping[0] and loc[0] == 3
+    _, night, _ = night_of(day_ping, 18_000, window)
+    assert st.home_region(int(night[0]))[0] == 1
+    # seven nights later the old nights have aged out: nothing left, no home
+    assert st.home_region(int(night[0]) + 8)[0] == -1
+    # an out-of-date ping (older than the ring) changes nothing
+    before = st.ring.copy()
+    old = np.array([T0 - 30 * DAY_MS + 18 * 3_600_000])
+    st.update(key, old, np.array([0], np.uint8), np.array([0]), loc_region, 18_000)
+    assert np.array_equal(before, st.ring)
+    assert st.last_seen()[0][0] == day_ping[0]
+
+
+def test_state_stays_compact() -> None:
+    rng = np.random.default_rng(1)
+    st = PresenceState(30, NightWindow())
+    keys = rng.integers(1, 2**63, size=200_000, dtype=np.uint64)
+    ts = T0 + rng.integers(0, DAY_MS, size=len(keys))
+    st.update(keys, ts, np.zeros(len(keys), np.uint8), np.zeros(len(keys), np.int64),
+              np.zeros(1, np.int32), 18_000)
+    assert st.n_devices == 200_000
+    assert st.nbytes / st.n_devices <= 64
