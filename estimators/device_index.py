@@ -72,13 +72,16 @@ class DeviceIndex:
         """
         keys = np.asarray(keys, dtype=np.uint64)
         n_before = self.n
-        out = np.empty(len(keys), dtype=np.int32)
         if len(keys) == 0:
-            return out, n_before
+            return np.empty(0, dtype=np.int32), n_before
         self._reserve_rows(0)
         mask = len(self._slots) - 1
-        pos = (keys & np.uint64(mask)).astype(np.int64)
-        todo = np.arange(len(keys))
+        pos = (keys & np.uint64(mask)).astype(np.intp)
+        # first probe for the whole batch without indirection: most keys are found right here
+        s = self._slots[pos]
+        hit = (s != EMPTY) & (self.keys[s] == keys)
+        out = s
+        todo = np.flatnonzero(~hit)
         while todo.size:
             p = pos[todo]
             s = self._slots[p]

@@ -112,6 +112,11 @@ class Engine:
         self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
                           self.utc_offset_s(ts_ms))
 
+    def set_calibration(self, calibration: Calibration) -> None:
+        """Replace the calibration (e.g. after fitting it on a reference period)."""
+        self.calibration = calibration
+        self._factors = None
+
     def factors(self) -> FactorMatrix:
         """Calibration resolved for the current regions and operators (cached)."""
         if self._factors is None:

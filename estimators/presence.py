@@ -134,11 +134,14 @@ class PresenceState:
         sel = np.flatnonzero(in_night)
         rows, night, into, region = rows[sel], night[sel], into[sel], region[sel]
         n_slots = self.window.nights
-        old_last = self.last_night.astype(np.int64)
+        old_last = self.last_night[rows].astype(np.int64)
         np.maximum.at(self.last_night, rows, night.astype(np.uint16))
-        moved = np.unique(rows[night > old_last[rows]])
-        if moved.size:
-            before = old_last[moved]
+        advanced = night > old_last
+        if advanced.any():
+            # devices whose latest night moved on: clear the slots of the nights skipped over
+            # (a device listed twice gets the same zeros twice, which is harmless)
+            moved = rows[advanced]
+            before = old_last[advanced]
             after = self.last_night[moved].astype(np.int64)
             for slot in range(n_slots):
                 slot_night = after - np.mod(after - slot, n_slots)
