@@ -12,9 +12,10 @@ The algorithm and all constant tables follow the H3 reference implementation (ub
 1. lat/lng (degrees -> radians as ``degsToRads``) to a unit vector; the icosahedron face is the
    one whose centre (``faceCenterPoint``) is closest by squared euclidean distance;
 2. face-centred gnomonic projection: r = acos(1 - sqd / 2), azimuth from the face centre in its
-   local north/east tangent basis, theta = ``faceAxesAzRadsCII[face][0]`` - azimuth (minus the
-   aperture-7 rotation for Class III resolutions), hex2d = tan(r) / RES0_U_GNOMONIC * sqrt(7)^res
-   * (cos theta, sin theta);
+   local north/east tangent basis (4.5.0 does this on 3-D vectors, so the older
+   ``faceCenterGeo`` / ``_geoAzimuthRads`` route is not needed),
+   theta = ``faceAxesAzRadsCII[face][0]`` - azimuth (minus the aperture-7 rotation for Class III
+   resolutions), hex2d = tan(r) / RES0_U_GNOMONIC * sqrt(7)^res * (cos theta, sin theta);
 3. ``_hex2dToCoordIJK``: the hex2d point to the IJK coordinates of the containing cell;
 4. ``_faceIjkToH3``: aperture-7 digit extraction up to resolution 0 (``_upAp7`` / ``_upAp7r``
    with ``_downAp7`` / ``_downAp7r``), base cell lookup (``faceIjkBaseCells``) and the
@@ -23,15 +24,18 @@ The algorithm and all constant tables follow the H3 reference implementation (ub
 
 How the whole-array version stays exact: the bulk of the points take a fast path that computes
 the same geometric quantities with cheaper, algebraically equivalent float64 formulas (sin/cos
-from the half-angle tangent, the gnomonic coordinates as dot products instead of
+from the half-angle tangent, the face from a precomputed lat/lng grid with 20 dot products only
+near face edges, the gnomonic coordinates as dot products instead of
 acos/atan2/tan, nearest-hex rounding, digit extraction four levels at a time through a table of
 residues modulo 49, since two aperture-7 steps of alternating class multiply by exactly 7).
 Every data-dependent decision of the fast path (closest face, containing hexagon) is checked
 against a conservative bound on the difference to H3's own float64 rounding; the rare points
 that fall within it (within ~1e-13 of a face edge or cell boundary, or very near a face centre
 where H3's acos(1 - sqd / 2) itself loses precision) and out-of-range inputs are recomputed by a
-step-by-step mirror of the C code (same operation order, libm via :mod:`math`), so all points
-get H3's result bit for bit. The integer part (digits, base cell, rotations) is exact.
+step-by-step mirror of the compiled C code (same float64 operations in the same order, the same
+libm through :mod:`math`), so results match h3 bit for bit, also for points exactly on cell
+vertices (see tests/test_h3vec.py). The integer part (digits, base cell, rotations) is exact.
+The mirror relies on Python's :mod:`math` and h3 using the same libm (true for the Linux wheels).
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ _M_PI_180 = 0.0174532925199432957692369076848861271111
 _M_2PI = 6.28318530717958647692528676655900576839433
 _EPSILON = 0.0000000000000001
 _M_AP7_ROT_RADS = 0.333473172251832115336090755351601070065900389
-_INV_RES0_U_GNOMONIC = 2.61803398874989484820458683436563811772030918
+_RES0_U_GNOMONIC = 0.38196601125010500003
+_INV_RES0_U_GNOMONIC = 1.0 / _RES0_U_GNOMONIC  # as compiled (one ulp off the decimal 1/x)
 _M_SQRT7 = 2.6457513110645905905016157536392604257102
 _M_RSIN60 = 1.1547005383792515290182975610039149112953
 _ONE_THIRD = 1.0 / 3.0
@@ -186,11 +191,9 @@ _PENTAGON_CW_OFFSET_FACES = {
     63: (11, 15), 72: (12, 16), 83: (10, 19), 97: (13, 17), 107: (14, 18), 117: (-1, -1),
 }
 _NUM_BASE_CELLS = 122
-_IS_PENTAGON = np.zeros(_NUM_BASE_CELLS, dtype=bool)
-_CW_OFFSET_FACE = np.full((_NUM_BASE_CELLS, 2), -1, dtype=np.int64)
-for _bc, _faces in _PENTAGON_CW_OFFSET_FACES.items():
-    _IS_PENTAGON[_bc] = True
-    _CW_OFFSET_FACE[_bc] = _faces
+_IS_PENTAGON = np.isin(np.arange(_NUM_BASE_CELLS), list(_PENTAGON_CW_OFFSET_FACES))
+_CW_OFFSET_FACE = np.array([_PENTAGON_CW_OFFSET_FACES.get(bc, (-1, -1))
+                            for bc in range(_NUM_BASE_CELLS)], dtype=np.int64)
 
 # coordijk.c: _rotate60ccw on a digit (0 centre, 1 k, 2 j, 3 jk, 4 i, 5 ik, 6 ij, 7 invalid)
 # and _unitIjkToDigit on a unit axial offset (i - k, j - k), indexed by (di + 1) * 3 + (dj + 1).
@@ -205,7 +208,7 @@ _GRID_NLNG = 1024
 # Decision margins of the fast path (see _fast_face_axial).
 _FACE_DOT_MARGIN = 1e-12
 _HEX_TOL_LINEAR = 2e-14
-_HEX_TOL_CENTRE = 4.5e-16
+_HEX_TOL_CENTRE = 1e-15
 
 
 def latlng_to_cell(lat_deg: ArrayLike, lng_deg: ArrayLike, res: int) -> NDArray[np.uint64]:
@@ -220,10 +223,11 @@ def latlng_to_cell(lat_deg: ArrayLike, lng_deg: ArrayLike, res: int) -> NDArray[
     Returns:
         uint64 array of the shape of the inputs. Elements whose lat or lng is not finite (NaN,
         +-inf), where h3 raises, are 0. Finite values outside [-90, 90] / [-180, 180] are
-        encoded as h3 does (via sin/cos), on a slower exact path; callers are expected to
-        validate ranges beforehand.
+        encoded as h3 does (it takes sin/cos of them), but on the slow exact path; callers
+        are expected to validate ranges beforehand.
 
     Raises:
+        TypeError: ``res`` is not an integer.
         ValueError: ``res`` outside 0..15, or the two inputs have different shapes.
     """
     res = operator.index(res)
@@ -411,7 +415,7 @@ def _face_grid() -> NDArray[np.int8]:
     safe = np.ones(px.size, dtype=bool)
     for g in range(centres.shape[0]):
         dot = px * centres[g, 0] + py * centres[g, 1] + pz * centres[g, 2]
-        need = dist[best, g] * reach + 1e-9
+        need = dist[:, g].take(best) * reach + 1e-9
         safe &= (best == g) | (best_dot - dot > need)
     grid = np.where(safe, best, -1).astype(np.int8).reshape(_GRID_NLAT, _GRID_NLNG)
     return np.concatenate([grid, grid[-1:]]).ravel()
@@ -490,19 +494,25 @@ def _fast_face_axial(lat: NDArray[np.float64], lng: NDArray[np.float64], prm: _R
     x = (px * u[0].take(face) + py * u[1].take(face) + pz * u[2].take(face)) * inv_den
     y = (px * v[0].take(face) + py * v[1].take(face) + pz * v[2].take(face)) * inv_den
 
-    # Nearest hexagon centre: axial (a, b) has hex2d centre (a - b / 2, b * sqrt(3) / 2).
+    # Nearest hexagon centre: axial (a, b) has hex2d centre (a - b / 2, b * sqrt(3) / 2), i.e.
+    # cube coordinates (a - b, b, -a); cube rounding re-derives the coordinate that rounded
+    # worst from the other two.
     bf = y * _M_RSIN60
     af = x + 0.5 * bf
-    a = np.rint(af)
-    b = np.rint(bf)
+    qf = af - bf
+    a0 = np.rint(af)
+    b0 = np.rint(bf)
+    q0 = np.rint(qf)
+    err_a = np.abs(a0 - af)
+    err_b = np.abs(b0 - bf)
+    err_q = np.abs(q0 - qf)
+    worst_q = (err_q > err_a) & (err_q > err_b)
+    worst_b = (err_b > err_a) & ~worst_q
+    worst_a = ~(worst_q | worst_b)
+    a = np.where(worst_a, q0 + b0, a0)
+    b = np.where(worst_b, a0 - q0, b0)
     da = af - a
     db = bf - b
-    fix = np.rint(0.5 * (2.0 * da - db))
-    a += fix
-    da -= fix
-    fix = np.rint(0.5 * (2.0 * db - da))
-    b += fix
-    db -= fix
     # Twice the offset from the centre along the three hexagon axis normals; the distance to
     # the cell boundary is (1 - max |u_k|) / 2.
     umax = np.maximum(np.maximum(np.abs(2.0 * da - db), np.abs(da + db)), np.abs(2.0 * db - da))
