@@ -102,7 +102,9 @@ class Replayer:
             self._max_ts = int(np.median(ts[in_range])) if in_range.any() else None
         if self._max_ts is None:
             return
-        ahead = in_range & (ts > self._max_ts + self.max_jump_ms)
+        # compare each ping with the latest event time before it (in arrival order)
+        before = np.maximum.accumulate(np.concatenate([[self._max_ts], np.where(in_range, ts, 0)]))
+        ahead = in_range & (ts > before[:-1] + self.max_jump_ms)
         self._reject_rows(batch, ahead, sources, "ts_ahead_of_stream",
                           f"ts more than {self.max_jump_ms // 1000} s ahead of the stream")
         ok = in_range & ~ahead
