@@ -1,7 +1,8 @@
 """``defacto demo``: the main job end to end on built-in defaults.
 
 simulate a scenario -> calibrate on its first day against the independent reference population ->
-replay all days (the state warms up on day 1) -> print the region table (estimated vs registered vs true) and the
+replay all days (the state warms up on day 1) -> print the region table (estimated vs
+registered vs true) and the
 accuracy against the simulator's truth. Every step is the public CLI, so the demo is also a
 worked example of the commands a user runs on real data.
 """
@@ -68,6 +69,7 @@ def run_demo(out: Path, scenario: str, scale: float, days: float, seed: int) -> 
     except ValueError as exc:
         print(f"\naccuracy: {exc}")
     else:
-        print(f"\naccuracy vs truth after the calibration day (regions >= {50_000 * scale:,.0f} simulated people, i.e. "
+        print("\naccuracy vs truth after the calibration day "
+              f"(regions >= {50_000 * scale:,.0f} simulated people, i.e. "
               f"50 k at full scale): {acc.line()}")
     return 0
