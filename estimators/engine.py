@@ -16,7 +16,7 @@ import numpy as np
 
 from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
-from estimators.estimate import Estimate, EstimateConfig, estimate
+from estimators.estimate import Estimate, EstimateConfig, class_coverage, estimate
 from estimators.presence import ROAMER, NightWindow, PresenceState, current_night
 from estimators.regions import RegionSet
 
@@ -140,10 +140,7 @@ class Engine:
         home = self.state.home_region(current_night(at_ms, offset, self.config.night),
                                       self.config.estimate.min_nights)
         has_home = home >= 0
-        n_active = np.bincount(cls[active], minlength=256).astype(np.float64)
-        n_home = np.bincount(cls[active & has_home], minlength=256).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coverage = np.where(n_home > 0, n_home / np.maximum(n_active, 1.0), 1.0)
+        coverage = class_coverage(cls, active, has_home)
         pick = active & has_home
         return fit_factors(self.regions, reference, home[pick], 1.0 / coverage[cls[pick]],
                            reference_rse)

@@ -70,7 +70,7 @@ class Estimate:
     coverage_resident: float
 
 
-def _class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.ndarray:
+def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """Share of each class's active devices that are also ``seen`` (1 where a class is empty)."""
     n_active = np.bincount(cls[active], minlength=N_CLASSES).astype(np.float64)
     n_seen = np.bincount(cls[active & seen], minlength=N_CLASSES).astype(np.float64)
@@ -120,8 +120,8 @@ def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
     domestic = cls != ROAMER
     has_home = (home >= 0) & domestic
 
-    cov_present = _class_coverage(cls, active, present)
-    cov_resident = _class_coverage(cls, active & domestic, has_home)
+    cov_present = class_coverage(cls, active, present)
+    cov_resident = class_coverage(cls, active & domestic, has_home)
     here = loc_region[loc].astype(np.int64) if len(loc) else np.zeros(0, dtype=np.int64)
     factor_region = np.where(has_home, home, here)
 
