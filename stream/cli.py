@@ -22,6 +22,7 @@ from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.presence import NightWindow
 from estimators.pseudonym import load_secret
+from estimators.regions import RegionSet
 from stream.files import (
     InputError,
     load_calibration,
@@ -96,8 +97,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
 
 
-def _build_engine(args: argparse.Namespace, calibration: Calibration | None) -> Engine:
-    regions = load_regions(args.regions)
+def _build_engine(args: argparse.Namespace, regions: RegionSet,
+                  calibration: Calibration | None) -> Engine:
     night_start, night_len = args.night
     try:
         config = EngineConfig(
@@ -172,14 +173,14 @@ def _load_truth(path: str) -> dict[str, dict[str, dict[str, int]]]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``defacto replay``: snapshots over ping files."""
-    regions_probe = load_regions(args.regions)
-    registry = load_population(args.registry, regions_probe) if args.registry else None
-    calibration = Calibration(load_calibration(args.calibration, regions_probe)) \
+    regions = load_regions(args.regions)
+    registry = load_population(args.registry, regions) if args.registry else None
+    calibration = Calibration(load_calibration(args.calibration, regions)) \
         if args.calibration else None
     if calibration is None:
         print("defacto: warning: no --calibration: every device counts as one person",
               file=sys.stderr)
-    engine = _build_engine(args, calibration)
+    engine = _build_engine(args, regions, calibration)
     secret, _ = load_secret(args.key_file)
     start, end = _period(args)
     out_fh = open(args.out, "w", encoding="utf-8") if args.out else None
@@ -223,9 +224,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``defacto calibrate``: fit factors on a reference period against a reference population."""
-    regions_probe = load_regions(args.regions)
-    reference = load_population(args.reference, regions_probe)
-    engine = _build_engine(args, None)
+    regions = load_regions(args.regions)
+    reference = load_population(args.reference, regions)
+    engine = _build_engine(args, regions, None)
     secret, _ = load_secret(args.key_file)
     start, end = _period(args)
     sink = _RejectSink(Path(args.rejects or f"{args.out}.rejects.jsonl"))

@@ -11,8 +11,6 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from estimators.cells import CellTable
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
@@ -108,7 +106,3 @@ def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | No
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
-
-def figures_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """NaN-aware exact equality of two figure arrays (used by tests and replay checks)."""
-    return bool(np.array_equal(a, b, equal_nan=True))
