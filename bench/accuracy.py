@@ -63,7 +63,7 @@ def main() -> None:
         for h in horizons:
             engine.config = replace(engine.config, estimate=replace(base, horizon_s=h))
             est = engine.estimate(hour.end_ms)
-            snaps[h].append(build_snapshot(est, regions, engine.cells, sim.registry))
+            snaps[h].append(build_snapshot(est, regions, engine.cells.res, sim.registry))
     secs = time.perf_counter() - t0
     print(f"{args.scenario} scale {args.scale} days {args.days} seed {args.seed}: "
           f"{len(sim.device_name):,} devices, {n_pings:,} pings, {secs:.0f} s; "

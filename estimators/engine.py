@@ -16,9 +16,10 @@ import numpy as np
 
 from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
-from estimators.estimate import Estimate, EstimateConfig, class_coverage, estimate
-from estimators.presence import ROAMER, NightWindow, PresenceState, current_night
+from estimators.estimate import Estimate, EstimateConfig, class_coverage, estimate_from_tally, tally_state
+from estimators.presence import MAX_LOCATIONS, ROAMER, NightWindow, PresenceState, current_night
 from estimators.regions import RegionSet
+from estimators.tally import Tally
 
 HOUR_MS = 3_600_000
 MAX_OPERATORS = 254
@@ -48,6 +49,7 @@ class Engine:
         self.operators: list[str] = []
         self._operator_index: dict[str, int] = {}
         self._factors: FactorMatrix | None = None
+        self._tally_factors: dict[tuple[str, ...], FactorMatrix] = {}
         self._tz = ZoneInfo(self.config.timezone)
         self._offset_cache: dict[int, int] = {}
         self.plan: CellPlan | None = None
@@ -112,10 +114,35 @@ class Engine:
         self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
                           self.utc_offset_s(ts_ms))
 
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Device state as arrays in portable terms (H3 cells, operator names) for checkpoints."""
+        arrays = self.state.export()
+        loc = (arrays["stamp"] & np.uint64(MAX_LOCATIONS)).astype(np.int64)
+        uniq, inverse = np.unique(loc, return_inverse=True)
+        arrays["stamp"] = (arrays["stamp"] & ~np.uint64(MAX_LOCATIONS)) | inverse.reshape(-1).astype(
+            np.uint64)
+        arrays["stamp_cells"] = self.cells.cell[uniq]
+        arrays["operators"] = np.array(self.operators, dtype=str)
+        return arrays
+
+    def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load :meth:`export_state` output into this engine, which must hold no devices yet."""
+        locs = self.cells.locate(np.asarray(arrays["stamp_cells"], dtype=np.uint64))
+        codes = np.arange(256, dtype=np.int64)
+        names = [str(o) for o in np.asarray(arrays["operators"]).tolist()]
+        codes[: len(names)] = [self.operator_code(o) for o in names]
+        stamp = np.asarray(arrays["stamp"], dtype=np.uint64)
+        index = (stamp & np.uint64(MAX_LOCATIONS)).astype(np.int64)
+        state = dict(arrays)
+        state["stamp"] = (stamp & ~np.uint64(MAX_LOCATIONS)) | locs[index].astype(np.uint64)
+        state["opclass"] = codes[np.asarray(arrays["opclass"], dtype=np.int64)].astype(np.uint8)
+        self.state.restore(state)
+
     def set_calibration(self, calibration: Calibration) -> None:
         """Replace the calibration (e.g. after fitting it on a reference period)."""
         self.calibration = calibration
         self._factors = None
+        self._tally_factors = {}
 
     def factors(self) -> FactorMatrix:
         """Calibration resolved for the current regions and operators (cached)."""
@@ -123,11 +150,28 @@ class Engine:
             self._factors = self.calibration.resolve(self.regions, self.operators)
         return self._factors
 
+    def _offset_at(self, at_ms: int) -> int:
+        return int(np.asarray(self.utc_offset_s(np.array([at_ms]))).reshape(-1)[0])
+
+    def tally(self, at_ms: int) -> Tally:
+        """Canonical device counts at ``at_ms`` (pings after it must not be ingested).
+
+        Tallies of engines fed disjoint devices add up (:func:`estimators.tally.merge_tallies`).
+        """
+        return tally_state(self.state, self.cells.cell, self.cells.region, tuple(self.operators),
+                           at_ms, self._offset_at(at_ms), self.config.estimate).canonical()
+
+    def estimate_tally(self, tally: Tally) -> Estimate:
+        """Figures from a (canonical, possibly merged) tally with this engine's calibration."""
+        factors = self._tally_factors.get(tally.operators)
+        if factors is None:
+            factors = self.calibration.resolve(self.regions, tally.operators)
+            self._tally_factors[tally.operators] = factors
+        return estimate_from_tally(tally, self.regions, factors, self.config.estimate)
+
     def estimate(self, at_ms: int) -> Estimate:
         """Present and resident population at ``at_ms`` (pings after it must not be ingested)."""
-        return estimate(self.state, self.cells.region, self.regions, self.factors(), at_ms,
-                        int(np.asarray(self.utc_offset_s(np.array([at_ms]))).reshape(-1)[0]),
-                        self.config.estimate)
+        return self.estimate_tally(self.tally(at_ms))
 
     def fit_calibration(self, at_ms: int, reference: dict[str, float],
                         reference_rse: float = 0.0) -> list[FactorRow]:
@@ -136,7 +180,7 @@ class Engine:
         cls = self.state.opclass[: self.state.n_devices].astype(np.int64)
         age = at_ms - ts
         active = (age >= 0) & (age < self.config.estimate.activity_s * 1000) & (cls != ROAMER)
-        offset = int(np.asarray(self.utc_offset_s(np.array([at_ms]))).reshape(-1)[0])
+        offset = self._offset_at(at_ms)
         home = self.state.home_region(current_night(at_ms, offset, self.config.night),
                                       self.config.estimate.min_nights)
         has_home = home >= 0

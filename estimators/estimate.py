@@ -26,6 +26,7 @@ import numpy as np
 from estimators.calibration import N_CLASSES, FactorMatrix
 from estimators.presence import ROAMER, PresenceState, current_night
 from estimators.regions import RegionSet
+from estimators.tally import Tally, sum_by_key
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class EstimateConfig:
 @dataclass
 class Estimate:
     """Figures at ``at_ms``: per region (index as in :class:`RegionSet`, aggregated over
-    subtrees) and per H3 cell (``cell_loc`` indexes the cell table)."""
+    subtrees) and per H3 cell (``cell_id``: H3 cell numbers, sorted)."""
 
     at_ms: int
     present: np.ndarray
@@ -62,7 +63,7 @@ class Estimate:
     resident_lo: np.ndarray
     resident_hi: np.ndarray
     resident_devices: np.ndarray
-    cell_loc: np.ndarray
+    cell_id: np.ndarray
     cell_present: np.ndarray
     cell_devices: np.ndarray
     active_devices: int
@@ -78,19 +79,20 @@ def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.
         return np.where(n_seen > 0, n_seen / np.maximum(n_active, 1.0), 1.0)
 
 
-def _region_figures(regions: RegionSet, where: np.ndarray, weight: np.ndarray, rse: np.ndarray,
-                    row: np.ndarray, config: EstimateConfig) -> tuple[np.ndarray, ...]:
-    """Totals, interval and device counts per region from per-device assignment and weight."""
+def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, weight: np.ndarray,
+                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig) -> tuple[np.ndarray, ...]:
+    """Totals, interval and device counts per region from counted (region, weight) rows."""
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
-    total = subtree @ np.bincount(where, weights=weight, minlength=n)
-    devices = subtree @ np.bincount(where, minlength=n).astype(np.float64)
-    count_var = subtree @ np.bincount(where, weights=weight * np.maximum(weight - 1.0, 0.0),
+    count = count.astype(np.float64)
+    total = subtree @ np.bincount(where, weights=count * weight, minlength=n)
+    devices = subtree @ np.bincount(where, weights=count, minlength=n)
+    count_var = subtree @ np.bincount(where, weights=count * weight * np.maximum(weight - 1.0, 0.0),
                                       minlength=n)
     rows = row + 1
     n_rows = int(rows.max()) + 1 if rows.size else 1
     by_row = np.zeros((n, n_rows))
-    np.add.at(by_row, (where, rows), weight * rse)
+    np.add.at(by_row, (where, rows), count * weight * rse)
     cal_sd_by_row = subtree @ by_row
     cal_var = (cal_sd_by_row**2).sum(axis=1)
     var = count_var + cal_var + (config.model_rse * total) ** 2
@@ -107,56 +109,100 @@ def _suppress(values: list[np.ndarray], devices: np.ndarray, k: int) -> None:
         v[small] = np.nan
 
 
-def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
-             factors: FactorMatrix, at_ms: int, utc_offset_s: int,
-             config: EstimateConfig) -> Estimate:
-    """Compute present and resident population at ``at_ms`` from the device state."""
+def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarray,
+                operators: tuple[str, ...], at_ms: int, utc_offset_s: int,
+                config: EstimateConfig) -> Tally:
+    """Count the devices behind every figure at ``at_ms`` (see :mod:`estimators.tally`)."""
     ts, loc = state.last_seen()
     cls = state.opclass[: state.n_devices].astype(np.int64)
     age_ms = at_ms - ts
     active = (age_ms >= 0) & (age_ms < config.activity_s * 1000)
     present = active & (age_ms < config.horizon_s * 1000)
     home = state.home_region(current_night(at_ms, utc_offset_s, state.window), config.min_nights)
-    domestic = cls != ROAMER
-    has_home = (home >= 0) & domestic
-
-    cov_present = class_coverage(cls, active, present)
-    cov_resident = class_coverage(cls, active & domestic, has_home)
+    has_home = (home >= 0) & (cls != ROAMER)
     here = loc_region[loc].astype(np.int64) if len(loc) else np.zeros(0, dtype=np.int64)
     factor_region = np.where(has_home, home, here)
 
     p = np.flatnonzero(present)
-    pf = (factor_region[p], cls[p])
-    p_weight = factors.factor[pf] / cov_present[cls[p]]
-    present_fig = _region_figures(regions, here[p], p_weight, factors.rse[pf], factors.row[pf],
-                                  config)
-
+    (p_loc, p_fr, p_cls), p_count = sum_by_key([loc[p], factor_region[p], cls[p]],
+                                               np.ones(p.size, dtype=np.int64))
     r = np.flatnonzero(active & has_home)
-    rf = (home[r], cls[r])
-    r_weight = factors.factor[rf] / cov_resident[cls[r]]
-    resident_fig = _region_figures(regions, home[r], r_weight, factors.rse[rf], factors.row[rf],
+    (r_reg, r_cls), r_count = sum_by_key([home[r], cls[r]], np.ones(r.size, dtype=np.int64))
+    return Tally(
+        at_ms=at_ms, operators=tuple(operators),
+        present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],
+        present_region=np.asarray(loc_region, dtype=np.int32)[p_loc],
+        present_factor_region=p_fr.astype(np.int32), present_cls=p_cls.astype(np.uint8),
+        present_count=p_count,
+        resident_region=r_reg.astype(np.int32), resident_cls=r_cls.astype(np.uint8),
+        resident_count=r_count,
+        n_active=np.bincount(cls[active], minlength=N_CLASSES).astype(np.int64),
+        n_present=np.bincount(cls[present], minlength=N_CLASSES).astype(np.int64),
+        n_housed=np.bincount(cls[active & has_home], minlength=N_CLASSES).astype(np.int64),
+    )
+
+
+def _coverage(seen: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """Share ``seen / of`` per class (1 where nothing was seen)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(seen > 0, seen / np.maximum(of, 1).astype(np.float64), 1.0)
+
+
+def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
+                        config: EstimateConfig) -> Estimate:
+    """Present and resident population from a tally (factors resolved for ``tally.operators``)."""
+    domestic_active = tally.n_active.copy()
+    domestic_active[ROAMER] = 0
+    cov_present = _coverage(tally.n_present, tally.n_active)
+    cov_resident = _coverage(tally.n_housed, domestic_active)
+
+    p_cls = tally.present_cls.astype(np.int64)
+    pf = (tally.present_factor_region.astype(np.int64), p_cls)
+    p_weight = factors.factor[pf] / cov_present[p_cls]
+    present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
+                                  tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
+                                  config)
+    r_cls = tally.resident_cls.astype(np.int64)
+    rf = (tally.resident_region.astype(np.int64), r_cls)
+    r_weight = factors.factor[rf] / cov_resident[r_cls]
+    resident_fig = _region_figures(regions, tally.resident_region.astype(np.int64),
+                                   tally.resident_count, r_weight, factors.rse[rf], factors.row[rf],
                                    config)
 
-    cell_sum = np.bincount(loc[p], weights=p_weight) if p.size else np.zeros(0)
-    cell_n = np.bincount(loc[p]) if p.size else np.zeros(0, dtype=np.int64)
-    cell_loc = np.flatnonzero(cell_n)
-    cell_present = cell_sum[cell_loc]
-    cell_devices = cell_n[cell_loc].astype(np.float64)
+    cell_id, inverse = np.unique(tally.present_cell, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    cell_present = np.bincount(inverse, weights=tally.present_count * p_weight,
+                               minlength=cell_id.size)
+    cell_devices = np.bincount(inverse, weights=tally.present_count.astype(np.float64),
+                               minlength=cell_id.size)
     _suppress([cell_present, cell_devices], cell_devices.copy(), config.k_anonymity)
 
     present_fig = [a.copy() for a in present_fig]
     resident_fig = [a.copy() for a in resident_fig]
     _suppress(present_fig, present_fig[3].copy(), config.k_anonymity)
     _suppress(resident_fig, resident_fig[3].copy(), config.k_anonymity)
-    n_active = int(active.sum())
+    n_active = int(tally.n_active.sum())
     return Estimate(
-        at_ms=at_ms,
+        at_ms=tally.at_ms,
         present=present_fig[0], present_lo=present_fig[1], present_hi=present_fig[2],
         present_devices=present_fig[3],
         resident=resident_fig[0], resident_lo=resident_fig[1], resident_hi=resident_fig[2],
         resident_devices=resident_fig[3],
-        cell_loc=cell_loc, cell_present=cell_present, cell_devices=cell_devices,
+        cell_id=cell_id, cell_present=cell_present, cell_devices=cell_devices,
         active_devices=n_active,
-        coverage_present=float(present.sum() / n_active) if n_active else 0.0,
-        coverage_resident=float(has_home[active].sum() / max(int((active & domestic).sum()), 1)),
+        coverage_present=float(tally.n_present.sum() / n_active) if n_active else 0.0,
+        coverage_resident=float(tally.n_housed.sum() / max(int(domestic_active.sum()), 1)),
     )
+
+
+def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
+             factors: FactorMatrix, at_ms: int, utc_offset_s: int,
+             config: EstimateConfig, loc_cell: np.ndarray | None = None) -> Estimate:
+    """Compute present and resident population at ``at_ms`` from the device state.
+
+    ``factors`` is indexed by the state's own class codes; cells are reported by ``loc_cell``
+    (H3 ids per location), or by location number when it is not given.
+    """
+    cells = np.arange(len(loc_region), dtype=np.uint64) if loc_cell is None else loc_cell
+    t = tally_state(state, cells, loc_region, (), at_ms, utc_offset_s, config)
+    return estimate_from_tally(t, regions, factors, config)

@@ -190,3 +190,30 @@ class PresenceState:
             nights_seen = valid.sum(axis=1)
             out[lo:hi] = np.where(nights_seen >= max(min_nights, 1), pick, -1)
         return out
+
+    def export(self) -> dict[str, np.ndarray]:
+        """The state as plain arrays (one row per device) for checkpoints."""
+        n = self.n_devices
+        return {"key": self.index.keys[:n].copy(), "stamp": self.stamp[:n].copy(),
+                "opclass": self.opclass[:n].copy(), "last_night": self.last_night[:n].copy(),
+                "ring": self.ring[:n].copy()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load rows written by :meth:`export` into this (empty) state.
+
+        ``stamp`` locations must already be in this state's location numbering.
+        """
+        if self.n_devices:
+            raise ValueError("restore needs an empty state")
+        keys = np.asarray(arrays["key"], dtype=np.uint64)
+        ring = np.asarray(arrays["ring"])
+        if ring.shape[1:] != (self.window.nights,) or ring.dtype != self.ring_dtype:
+            raise ValueError("checkpoint ring does not match this night window / region count")
+        if keys.size == 0:
+            return
+        rows, _ = self.index.rows(keys)
+        self._fit_capacity()
+        self.stamp[rows] = arrays["stamp"]
+        self.opclass[rows] = arrays["opclass"]
+        self.last_night[rows] = arrays["last_night"]
+        self.ring[rows] = ring

@@ -1,6 +1,6 @@
 """Keyed 64-bit device keys: the engine never keeps a device pseudonym, only this hash of it.
 
-``device_key = BLAKE2b-64(key=secret, operator || 0x00 || pseudonym)``. Including the operator
+``device_key = BLAKE2b-64(key=secret, operator || 0x1F || pseudonym)``. Including the operator
 keeps two operators' identical pseudonyms apart. The secret comes from configuration and can be
 rotated: a new secret gives every device a new, unlinkable key (so device state restarts, see
 the README). Hashing is done once per *distinct* pseudonym in a batch, not once per ping.
@@ -40,21 +40,25 @@ def load_secret(path: str | None = None) -> tuple[bytes, str]:
 
 
 def device_keys(operators: np.ndarray, devices: np.ndarray, secret: bytes) -> np.ndarray:
-    """Keyed 64-bit hashes (uint64) of (operator, pseudonym) pairs, one per input row."""
+    """Keyed 64-bit hashes (uint64) of (operator, pseudonym) pairs, one per input row.
+
+    Strings or UTF-8 bytes (numpy ``U``/``S``/object arrays) give the same keys.
+    """
     n = len(devices)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
-    pairs = np.char.add(np.char.add(np.asarray(operators, dtype=str), "\x00"),
-                        np.asarray(devices, dtype=str))
+    ops, devs = np.asarray(operators), np.asarray(devices)
+    if ops.dtype.kind != "S":
+        ops = np.char.encode(ops.astype(str), "utf-8")
+    if devs.dtype.kind != "S":
+        devs = np.char.encode(devs.astype(str), "utf-8")
+    # 0x1F (unit separator), not NUL: numpy strips trailing NULs from fixed-width strings
+    pairs = np.char.add(ops, np.char.add(b"\x1f", devs))
     uniq, inverse = np.unique(pairs, return_inverse=True)
     key = secret[:64]
+    blake2b = hashlib.blake2b
     hashed = np.fromiter(
-        (
-            int.from_bytes(
-                hashlib.blake2b(s.encode(), digest_size=8, key=key).digest(), "little"
-            )
-            for s in uniq.tolist()
-        ),
+        (int.from_bytes(blake2b(s, digest_size=8, key=key).digest(), "little") for s in uniq.tolist()),
         dtype=np.uint64,
         count=len(uniq),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class PingBatch:
     opclass: np.ndarray
     loc: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
+    row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -72,7 +73,7 @@ class PingBatch:
     def select(self, mask: np.ndarray) -> PingBatch:
         """The pings where ``mask`` is true (rejects are not carried over)."""
         return PingBatch(self.device_key[mask], self.ts_ms[mask], self.opclass[mask],
-                         self.loc[mask])
+                         self.loc[mask], row=self.row[mask] if len(self.row) else self.row)
 
 
 def ping_format(path: str | Path) -> str:
@@ -158,6 +159,39 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
+    """Reason and detail if a ping object breaks the contract, else None (types only)."""
+    device = f.get("device")
+    if device is None:
+        return "missing_device", "no device field"
+    if not isinstance(device, str) or not device or len(device) > MAX_DEVICE_CHARS:
+        return "bad_device", f"device must be a string of 1..{MAX_DEVICE_CHARS} characters"
+    ts = f.get("ts")
+    if ts is None:
+        return "missing_ts", "no ts field"
+    if not _is_int(ts):
+        return "bad_ts", f"ts must be integer milliseconds since 1970, got {ts!r:.40}"
+    op = f.get("operator")
+    if op is None:
+        return "missing_operator", "no operator field"
+    if not isinstance(op, str) or not op.isdigit() or not 5 <= len(op) <= 6:
+        return "bad_operator", f"operator must be an MCC+MNC string of 5-6 digits, got {op!r:.40}"
+    mcc = f.get("home_mcc")
+    if mcc is not None and (not _is_int(mcc) or not 0 <= mcc <= 999):
+        return "bad_home_mcc", f"home_mcc must be null or an integer 0..999, got {mcc!r:.40}"
+    cell = f.get("cell")
+    if cell is not None:
+        if not isinstance(cell, str) or not cell:
+            return "bad_cell", "cell must be a non-empty string"
+        return None
+    lat, lon = f.get("lat"), f.get("lon")
+    if lat is None and lon is None:
+        return "missing_location", "neither cell nor lat/lon"
+    if not _is_num(lat) or not _is_num(lon):
+        return "bad_coordinates", "lat and lon must both be numbers"
+    return None
+
+
 class PingDecoder:
     """Validates records against the ping contract and turns them into engine columns."""
 
@@ -167,112 +201,148 @@ class PingDecoder:
         self.secret = secret
         self.max_future_s = max_future_s
         self.now_ms = now_ms
-
-    def _check(self, f: dict[str, Any]) -> tuple[str, str] | None:
-        """Reason and detail if a record breaks the contract, else None (types only)."""
-        device = f.get("device")
-        if device is None:
-            return "missing_device", "no device field"
-        if not isinstance(device, str) or not device or len(device) > MAX_DEVICE_CHARS:
-            return "bad_device", f"device must be a string of 1..{MAX_DEVICE_CHARS} characters"
-        ts = f.get("ts")
-        if ts is None:
-            return "missing_ts", "no ts field"
-        if not _is_int(ts):
-            return "bad_ts", f"ts must be integer milliseconds since 1970, got {ts!r:.40}"
-        op = f.get("operator")
-        if op is None:
-            return "missing_operator", "no operator field"
-        if not isinstance(op, str) or not op.isdigit() or not 5 <= len(op) <= 6:
-            return "bad_operator", f"operator must be an MCC+MNC string of 5-6 digits, got {op!r:.40}"
-        mcc = f.get("home_mcc")
-        if mcc is not None and (not _is_int(mcc) or not 0 <= mcc <= 999):
-            return "bad_home_mcc", f"home_mcc must be null or an integer 0..999, got {mcc!r:.40}"
-        cell = f.get("cell")
-        if cell is not None:
-            if not isinstance(cell, str) or not cell:
-                return "bad_cell", "cell must be a non-empty string"
-            return None
-        lat, lon = f.get("lat"), f.get("lon")
-        if lat is None and lon is None:
-            return "missing_location", "neither cell nor lat/lon"
-        if not _is_num(lat) or not _is_num(lon):
-            return "bad_coordinates", "lat and lon must both be numbers"
-        return None
+        self._plan_index: tuple[Any, dict[bytes, int]] | None = None
 
     def decode(self, records: list[Record]) -> PingBatch:
-        """Validate a chunk of records and return the valid pings as columns plus rejects."""
+        """Validate a chunk of records and return the valid pings as columns plus rejects.
+
+        ``PingBatch.row`` indexes ``records``.
+        """
         rejects: list[Reject] = []
-        keep: list[Record] = []
         rows: list[dict[str, Any]] = []
-        for r in records:
+        kept: list[int] = []
+        for i, r in enumerate(records):
             if r.fields is None:
                 reason = "malformed_json" if r.error.startswith(("malformed", "not a")) \
                     else "malformed_csv"
                 rejects.append(Reject(r.source, reason, r.error, r.raw[:RAW_KEEP_CHARS]))
                 continue
-            bad = self._check(r.fields)
+            bad = check_ping(r.fields)
             if bad:
                 rejects.append(Reject(r.source, bad[0], bad[1], _redacted(r.fields)))
             else:
-                keep.append(r)
+                kept.append(i)
                 rows.append(r.fields)
-        n = len(rows)
-        ts = np.fromiter((f["ts"] for f in rows), dtype=np.int64, count=n)
-        ops = [f["operator"] for f in rows]
-        mcc = np.fromiter((-1 if f.get("home_mcc") is None else f["home_mcc"] for f in rows),
-                          dtype=np.int64, count=n)
-        cells = [f.get("cell") for f in rows]
-        lat = np.fromiter((np.nan if c is not None else float(f["lat"])
-                           for f, c in zip(rows, cells, strict=True)), dtype=np.float64, count=n)
-        lon = np.fromiter((np.nan if c is not None else float(f["lon"])
-                           for f, c in zip(rows, cells, strict=True)), dtype=np.float64, count=n)
-        is_cell = np.fromiter((c is not None for c in cells), dtype=bool, count=n)
+        batch = self.decode_columns(ping_columns(rows), lambda i: records[kept[i]].source)
+        batch.row = np.asarray(kept, dtype=np.int64)[batch.row]
+        batch.rejects = rejects + batch.rejects
+        return batch
 
-        plan_row = np.full(n, -1, dtype=np.int64)
+    def _plan_rows(self, operator: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """Cell-plan row of each (operator, cell id) pair, -1 when the plan does not know it."""
         plan = self.engine.plan
-        if is_cell.any():
-            lookup = plan.row.get if plan is not None else (lambda _k: None)
-            for i in np.flatnonzero(is_cell).tolist():
-                row = lookup((ops[i], cells[i]))
-                if row is not None:
-                    plan_row[i] = row
+        if plan is None or len(cell) == 0:
+            return np.full(len(cell), -1, dtype=np.int64)
+        if self._plan_index is None or self._plan_index[0] is not plan:
+            self._plan_index = (plan, {f"{op}\x1f{c}".encode(): r for (op, c), r in plan.row.items()})
+        index = self._plan_index[1]
+        pair = np.char.add(operator, np.char.add(b"\x1f", cell))
+        uniq, inverse = np.unique(pair, return_inverse=True)
+        found = np.fromiter((index.get(u, -1) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
+        return found[inverse.reshape(-1)]
 
+    def decode_columns(self, cols: dict[str, np.ndarray], source: Callable[[int], str]) -> PingBatch:
+        """Validate ping columns (see :func:`ping_columns`) and turn the valid ones into a batch.
+
+        ``source(i)`` names input row ``i`` in a reject; ``PingBatch.row`` indexes the input rows.
+        Every check is vectorized: this is the hot path of frame messages.
+        """
+        device, operator = cols["device"], cols["operator"]
+        n = len(device)
+        ts = np.asarray(cols["ts"], dtype=np.int64)
+        mcc = np.asarray(cols["home_mcc"], dtype=np.int64)
+        cell = cols.get("cell", np.zeros(n, dtype="S1"))
+        lat = np.asarray(cols.get("lat", np.full(n, np.nan)), dtype=np.float64)
+        lon = np.asarray(cols.get("lon", np.full(n, np.nan)), dtype=np.float64)
+        is_cell = np.char.str_len(cell) > 0
+        op_len = np.char.str_len(operator)
+        dev_len = np.char.str_len(device)
         now_ms = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        plan_row = np.full(n, -1, dtype=np.int64)
+        if is_cell.any():
+            plan_row[is_cell] = self._plan_rows(operator[is_cell], cell[is_cell])
+        checks = [
+            ((dev_len == 0) | (dev_len > MAX_DEVICE_CHARS), "bad_device"),
+            (~np.char.isdigit(operator) | (op_len < 5) | (op_len > 6), "bad_operator"),
+            ((mcc < -1) | (mcc > 999), "bad_home_mcc"),
+            (~is_cell & np.isnan(lat) & np.isnan(lon), "missing_location"),
+            ((ts < MIN_TS_MS) | (ts > MAX_TS_MS), "ts_out_of_range"),
+            (ts > now_ms + self.max_future_s * 1000, "ts_in_future"),
+            (~is_cell & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180)), "bad_coordinates"),
+            (is_cell & (plan_row < 0), "unknown_cell"),
+        ]
         reason = np.full(n, "", dtype=object)
-        reason[(ts < MIN_TS_MS) | (ts > MAX_TS_MS)] = "ts_out_of_range"
-        reason[(reason == "") & (ts > now_ms + self.max_future_s * 1000)] = "ts_in_future"
-        bad_xy = ~is_cell & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
-        reason[(reason == "") & bad_xy] = "bad_coordinates"
-        reason[(reason == "") & is_cell & (plan_row < 0)] = "unknown_cell"
+        for mask, code in checks:
+            reason[(reason == "") & mask] = code
         details = {
+            "bad_device": f"device must be a string of 1..{MAX_DEVICE_CHARS} characters",
+            "bad_operator": "operator must be an MCC+MNC string of 5-6 digits",
+            "bad_home_mcc": "home_mcc must be null or an integer 0..999",
+            "missing_location": "neither cell nor lat/lon",
             "ts_out_of_range": "ts outside 2020-01-01..2089 (milliseconds since 1970 expected)",
             "ts_in_future": f"ts more than {self.max_future_s} s ahead of the clock",
             "bad_coordinates": "lat must be in [-90, 90] and lon in [-180, 180]",
             "unknown_cell": "cell id not in the cell plan for this operator",
         }
-        bad_idx = np.flatnonzero(reason != "")
-        for i in bad_idx.tolist():
-            rejects.append(Reject(keep[i].source, reason[i], details[reason[i]],
-                                  _redacted(rows[i])))
-        ok = reason == ""
-        idx = np.flatnonzero(ok)
-        ops_ok = np.asarray([ops[i] for i in idx.tolist()], dtype=object)
-        devices = np.asarray([rows[i]["device"] for i in idx.tolist()], dtype=object)
-        codes = np.fromiter((self.engine.operator_code(o) for o in ops_ok.tolist()),
-                            dtype=np.int64, count=len(idx))
+        rejects = [Reject(source(i), reason[i], details[reason[i]], _redacted(_row_fields(cols, i)))
+                   for i in np.flatnonzero(reason != "").tolist()]
+        idx = np.flatnonzero(reason == "")
+        op_ok = operator[idx]
+        op_uniq, op_inverse = np.unique(op_ok, return_inverse=True)
+        op_codes = np.array([self.engine.operator_code(o.decode()) for o in op_uniq.tolist()],
+                            dtype=np.int64)[op_inverse.reshape(-1)]
         loc = np.empty(len(idx), dtype=np.int64)
         cell_ok = is_cell[idx]
         if cell_ok.any():
+            plan = self.engine.plan
             assert plan is not None
             loc[cell_ok] = plan.loc[plan_row[idx[cell_ok]]]
         if (~cell_ok).any():
             pick = idx[~cell_ok]
             loc[~cell_ok] = self.engine.cells.locate_latlng(lat[pick], lon[pick])
         return PingBatch(
-            device_key=device_keys(ops_ok, devices, self.secret),
+            device_key=device_keys(op_ok, device[idx], self.secret),
             ts_ms=ts[idx],
-            opclass=self.engine.operator_class(codes, mcc[idx]),
+            opclass=self.engine.operator_class(op_codes, mcc[idx]),
             loc=loc,
             rejects=rejects,
+            row=idx,
         )
+
+
+def _bytes_column(values: list[Any]) -> np.ndarray:
+    """A ``|S`` column of UTF-8 strings (None becomes empty)."""
+    return np.array([b"" if v is None else str(v).encode() for v in values], dtype=np.bytes_) \
+        if values else np.zeros(0, dtype="S1")
+
+
+def ping_columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Type-checked ping dicts (see :func:`check_ping`) as the columns the decoder validates."""
+    n = len(rows)
+    return {
+        "device": _bytes_column([f["device"] for f in rows]),
+        "ts": np.fromiter((f["ts"] for f in rows), dtype=np.int64, count=n),
+        "operator": _bytes_column([f["operator"] for f in rows]),
+        "home_mcc": np.fromiter((-1 if f.get("home_mcc") is None else f["home_mcc"] for f in rows),
+                                dtype=np.int64, count=n),
+        "cell": _bytes_column([f.get("cell") for f in rows]),
+        "lat": np.fromiter((np.nan if f.get("cell") is not None else float(f["lat"]) for f in rows),
+                           dtype=np.float64, count=n),
+        "lon": np.fromiter((np.nan if f.get("cell") is not None else float(f["lon"]) for f in rows),
+                           dtype=np.float64, count=n),
+    }
+
+
+def _row_fields(cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """One column row back as ping fields (for the text of a reject)."""
+    out: dict[str, Any] = {}
+    for name in PING_FIELDS:
+        if name not in cols:
+            continue
+        v = cols[name][i].item()
+        if isinstance(v, bytes):
+            v = v.decode(errors="replace") or None
+        elif (isinstance(v, float) and v != v) or (name == "home_mcc" and v == -1):
+            v = None
+        out[name] = v
+    return out

@@ -52,7 +52,8 @@ class Replayer:
                  end_ms: int | None = None,
                  on_snapshot: Callable[[Snapshot], None] | None = None,
                  on_reject: Callable[[Reject], None] | None = None,
-                 publish: bool = True) -> None:
+                 publish: bool = True,
+                 on_window: Callable[[int], None] | None = None) -> None:
         if every_ms <= 0:
             raise ValueError("snapshot interval must be positive")
         self.engine = engine
@@ -66,6 +67,7 @@ class Replayer:
         self.on_snapshot = on_snapshot or (lambda _s: None)
         self.on_reject = on_reject or (lambda _r: None)
         self.publish = publish
+        self.on_window = on_window or self._publish_snapshot
         self.stats = ReplayStats()
         self.last_snapshot: Snapshot | None = None
         self._pending: list[PingBatch] = []
@@ -78,25 +80,29 @@ class Replayer:
             self.stats.rejected[r.reason] += 1
             self.on_reject(r)
 
-    def _reject_rows(self, batch: PingBatch, mask: np.ndarray, sources: list[str],
+    def _reject_rows(self, batch: PingBatch, mask: np.ndarray, source: Callable[[int], str],
                      reason: str, detail: str) -> None:
-        self._reject(Reject(sources[i], reason, detail, "") for i in np.flatnonzero(mask).tolist())
+        rows = batch.row[mask].tolist()
+        self._reject(Reject(source(i), reason, detail, "") for i in rows)
 
     def feed(self, records: list[Record]) -> None:
         """Decode and apply one chunk of input records, emitting every snapshot now complete."""
         self.stats.read += len(records)
         batch = self.decoder.decode(records)
+        self.feed_batch(batch, lambda i: records[i].source)
+
+    def feed_batch(self, batch: PingBatch, source: Callable[[int], str]) -> None:
+        """Apply decoded pings (``batch.rejects`` included); ``source(batch.row[i])`` names a ping."""
         self._reject(batch.rejects)
         if len(batch) == 0:
             return
-        sources = self._valid_sources(records, batch)
         ts = batch.ts_ms
         in_range = np.ones(len(ts), dtype=bool)
         if self.start_ms is not None:
             in_range &= ts >= self.start_ms
         if self.end_ms is not None:
             in_range &= ts < self.end_ms
-        self._reject_rows(batch, ~in_range, sources, "outside_period",
+        self._reject_rows(batch, ~in_range, source, "outside_period",
                           "ts outside the requested --from/--to period")
         if self._max_ts is None:
             self._max_ts = int(np.median(ts[in_range])) if in_range.any() else None
@@ -105,12 +111,12 @@ class Replayer:
         # compare each ping with the latest event time before it (in arrival order)
         before = np.maximum.accumulate(np.concatenate([[self._max_ts], np.where(in_range, ts, 0)]))
         ahead = in_range & (ts > before[:-1] + self.max_jump_ms)
-        self._reject_rows(batch, ahead, sources, "ts_ahead_of_stream",
+        self._reject_rows(batch, ahead, source, "ts_ahead_of_stream",
                           f"ts more than {self.max_jump_ms // 1000} s ahead of the stream")
         ok = in_range & ~ahead
         if self._published_until is not None:
             late = ok & (ts < self._published_until)
-            self._reject_rows(batch, late, sources, "too_late",
+            self._reject_rows(batch, late, source, "too_late",
                               "arrived after the snapshot covering its time was published")
             ok &= ~late
         good = batch.select(ok)
@@ -129,10 +135,9 @@ class Replayer:
         self._pending.append(good)
         self._advance(self._max_ts - self.lateness_ms)
 
-    @staticmethod
-    def _valid_sources(records: list[Record], batch: PingBatch) -> list[str]:
-        rejected = {r.source for r in batch.rejects}
-        return [r.source for r in records if r.source not in rejected]
+    def advance_to(self, watermark_ms: int) -> None:
+        """A source's promise that no ping older than ``watermark_ms`` follows: close windows."""
+        self._advance(watermark_ms)
 
     def _advance(self, watermark: int) -> None:
         while self._next_boundary is not None and self._next_boundary <= watermark:
@@ -151,10 +156,13 @@ class Replayer:
                                pending.opclass[now], pending.loc[now])
             if not now.all():
                 self._pending = [pending.select(~now)]
+        self.on_window(boundary)
+
+    def _publish_snapshot(self, boundary: int) -> None:
         if not self.publish:
             return
         est = self.engine.estimate(boundary)
-        snap = build_snapshot(est, self.engine.regions, self.engine.cells, self.registry, {
+        snap = build_snapshot(est, self.engine.regions, self.engine.cells.res, self.registry, {
             "horizon_s": self.engine.config.estimate.horizon_s,
             "k": self.engine.config.estimate.k_anonymity,
         })
@@ -162,11 +170,16 @@ class Replayer:
         self.last_snapshot = snap
         self.on_snapshot(snap)
 
-    def finish(self) -> None:
-        """End of input: publish every remaining window up to the last ping (or ``end_ms``)."""
+    def finish(self, last_ts_ms: int | None = None) -> None:
+        """End of input: publish every remaining window up to the last ping (or ``end_ms``).
+
+        ``last_ts_ms`` is the last event time of the whole input when this replayer saw only part
+        of it (one Kafka partition); by default its own last accepted ping.
+        """
         if self._next_boundary is None or self.stats.last_ts_ms is None:
             return
-        last = self.stats.last_ts_ms if self.end_ms is None else self.end_ms - 1
+        last = max(self.stats.last_ts_ms, last_ts_ms or 0)
+        last = last if self.end_ms is None else self.end_ms - 1
         self._advance((last // self.every_ms + 1) * self.every_ms)
 
     def apply_all(self) -> None:
@@ -189,4 +202,5 @@ def _concat(batches: list[PingBatch]) -> PingBatch | None:
     if len(batches) == 1:
         return batches[0]
     return PingBatch(*(np.concatenate([getattr(b, f) for b in batches])
-                       for f in ("device_key", "ts_ms", "opclass", "loc")))
+                       for f in ("device_key", "ts_ms", "opclass", "loc")),
+                     row=np.concatenate([b.row for b in batches]))

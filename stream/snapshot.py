@@ -11,7 +11,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from estimators.cells import CellTable
+import h3
+
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 
@@ -38,7 +39,7 @@ def _count(x: float) -> int | None:
     return None if math.isnan(x) else round(x)
 
 
-def build_snapshot(est: Estimate, regions: RegionSet, cells: CellTable,
+def build_snapshot(est: Estimate, regions: RegionSet, res: int,
                    registry: dict[str, int] | None, extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """The published snapshot: per region figures with the registry gap, and per cell present."""
@@ -63,10 +64,10 @@ def build_snapshot(est: Estimate, regions: RegionSet, cells: CellTable,
             "devices": _count(est.present_devices[i]),
             "resident_devices": _count(est.resident_devices[i]),
         }
-    ids = cells.cell_ids(est.cell_loc)
+    ids = [h3.int_to_str(int(c)) for c in est.cell_id.tolist()]
     snapshot: dict[str, Any] = {
         "at": iso_utc(est.at_ms),
-        "res": cells.res,
+        "res": res,
         "regions": out_regions,
         "cells": {cid: _count(v) for cid, v in zip(ids, est.cell_present.tolist(), strict=True)},
     }

@@ -89,7 +89,7 @@ def test_estimate_counts_weights_and_suppresses(regions_doc: dict[str, Any]) -> 
     # residents: domestic devices with a home, corrected for the coverage of homes (all have one)
     assert est.resident[i["city"]] == pytest.approx((40 + 10) * 2 + 10 * 2)
     assert np.isnan(est.resident[i["rural"]])
-    assert est.cell_loc.tolist() == [0, 1]
+    assert est.cell_id.tolist() == [0, 1]
     assert est.cell_devices[0] == 60 and est.cell_present[0] == pytest.approx(100)
     assert np.isnan(est.cell_devices[1]) and np.isnan(est.cell_present[1])
 

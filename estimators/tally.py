@@ -1,0 +1,125 @@
+"""Tallies: the integer sufficient statistics of an estimate, summable across partitions.
+
+Every figure defacto publishes is a function of a few device counts at an instant ``at_ms``:
+
+- ``present`` rows: devices seen within the horizon, counted by (H3 cell, factor region,
+  operator class), where the factor region is the device's home region (its current region when
+  it has none) and selects the calibration factor;
+- ``resident`` rows: active domestic devices with a home, counted by (home region, class);
+- per-class totals of active, present and housed devices (the coverage corrections).
+
+A tally holds only these counts (no device keys), so tallies of disjoint device sets (Kafka
+partitions) add up exactly, and :func:`estimate_from_tally` on the sum gives the same figures,
+to the last bit, as on a single engine that saw all the pings. Replay and the live pipeline both
+go through it, which is what makes them agree.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from estimators.calibration import N_CLASSES
+from estimators.presence import ROAMER
+
+PRESENT_FIELDS = ("present_cell", "present_region", "present_factor_region", "present_cls",
+                  "present_count")
+RESIDENT_FIELDS = ("resident_region", "resident_cls", "resident_count")
+CLASS_FIELDS = ("n_active", "n_present", "n_housed")
+
+
+@dataclass
+class Tally:
+    """Device counts at ``at_ms``; class ``i`` is ``operators[i]``, class 255 is roamers."""
+
+    at_ms: int
+    operators: tuple[str, ...]
+    present_cell: np.ndarray
+    present_region: np.ndarray
+    present_factor_region: np.ndarray
+    present_cls: np.ndarray
+    present_count: np.ndarray
+    resident_region: np.ndarray
+    resident_cls: np.ndarray
+    resident_count: np.ndarray
+    n_active: np.ndarray
+    n_present: np.ndarray
+    n_housed: np.ndarray
+
+    def canonical(self) -> Tally:
+        """The same counts with operators sorted by name and rows in a fixed order."""
+        return merge_tallies([self])
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form (numpy ``.npz``, no pickled objects) for Redis and checkpoints."""
+        buf = io.BytesIO()
+        arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+        np.savez(buf, at_ms=np.array([self.at_ms], dtype=np.int64),
+                 operators=np.array(self.operators, dtype=str), **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tally:
+        """Inverse of :meth:`to_bytes`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+            return cls(at_ms=int(z["at_ms"][0]), operators=tuple(z["operators"].tolist()),
+                       **fields)
+
+
+def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sum ``counts`` over equal key tuples; rows come out sorted by the keys (first key first)."""
+    if counts.size == 0:
+        return [k[:0] for k in keys], counts[:0].astype(np.int64)
+    order = np.lexsort(tuple(reversed(keys)))
+    keys = [k[order] for k in keys]
+    change = np.zeros(counts.size, dtype=bool)
+    change[0] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    starts = np.flatnonzero(change)
+    summed = np.add.reduceat(counts[order].astype(np.int64), starts)
+    return [k[starts] for k in keys], summed
+
+
+def merge_tallies(tallies: Sequence[Tally]) -> Tally:
+    """Sum tallies taken at the same instant (e.g. one per partition) into one canonical tally."""
+    if not tallies:
+        raise ValueError("nothing to merge")
+    at_ms = tallies[0].at_ms
+    if any(t.at_ms != at_ms for t in tallies):
+        raise ValueError("cannot merge tallies taken at different instants")
+    operators = tuple(sorted({op for t in tallies for op in t.operators}))
+    if len(operators) >= ROAMER:
+        raise ValueError(f"more than {ROAMER - 1} operators")
+    code = {op: i for i, op in enumerate(operators)}
+    remaps = []
+    for t in tallies:
+        remap = np.arange(N_CLASSES, dtype=np.int64)
+        remap[: len(t.operators)] = [code[op] for op in t.operators]
+        remaps.append(remap)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(t, name) for t in tallies])
+
+    def cat_cls(name: str) -> np.ndarray:
+        return np.concatenate([r[getattr(t, name).astype(np.int64)]
+                               for t, r in zip(tallies, remaps, strict=True)]).astype(np.uint8)
+
+    (p_cell, p_fr, p_cls, p_reg), p_count = sum_by_key(
+        [cat("present_cell").astype(np.uint64), cat("present_factor_region").astype(np.int32),
+         cat_cls("present_cls"), cat("present_region").astype(np.int32)], cat("present_count"))
+    (r_reg, r_cls), r_count = sum_by_key(
+        [cat("resident_region").astype(np.int32), cat_cls("resident_cls")], cat("resident_count"))
+    per_class = {}
+    for name in CLASS_FIELDS:
+        total = np.zeros(N_CLASSES, dtype=np.int64)
+        for t, r in zip(tallies, remaps, strict=True):
+            np.add.at(total, r, getattr(t, name).astype(np.int64))
+        per_class[name] = total
+    return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
+                 present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
+                 resident_region=r_reg, resident_cls=r_cls, resident_count=r_count, **per_class)
