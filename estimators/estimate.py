@@ -172,9 +172,9 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     cell_id, inverse = np.unique(tally.present_cell, return_inverse=True)
     inverse = inverse.reshape(-1)
     cell_present = np.bincount(inverse, weights=tally.present_count * p_weight,
-                               minlength=cell_id.size)
+                               minlength=cell_id.size).astype(np.float64)
     cell_devices = np.bincount(inverse, weights=tally.present_count.astype(np.float64),
-                               minlength=cell_id.size)
+                               minlength=cell_id.size).astype(np.float64)
     _suppress([cell_present, cell_devices], cell_devices.copy(), config.k_anonymity)
 
     present_fig = [a.copy() for a in present_fig]

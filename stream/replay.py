@@ -108,14 +108,18 @@ class Replayer:
             self._max_ts = int(np.median(ts[in_range])) if in_range.any() else None
         if self._max_ts is None:
             return
-        # compare each ping with the latest event time before it (in arrival order)
-        before = np.maximum.accumulate(np.concatenate([[self._max_ts], np.where(in_range, ts, 0)]))
-        ahead = in_range & (ts > before[:-1] + self.max_jump_ms)
+        ahead, before = self._ahead_of_stream(ts, in_range)
         self._reject_rows(batch, ahead, source, "ts_ahead_of_stream",
                           f"ts more than {self.max_jump_ms // 1000} s ahead of the stream")
         ok = in_range & ~ahead
-        if self._published_until is not None:
-            late = ok & (ts < self._published_until)
+        if self._next_boundary is None and ok.any():
+            first = self.start_ms if self.start_ms is not None else int(ts[np.argmax(ok)])
+            self._next_boundary = (first // self.every_ms + 1) * self.every_ms
+        if self._next_boundary is not None:
+            # the windows closed by the time each ping arrives (as if pings came one at a time),
+            # so which pings are too late does not depend on how the input was batched
+            closed = self._closed_before(before)
+            late = ok & (ts < closed)
             self._reject_rows(batch, late, source, "too_late",
                               "arrived after the snapshot covering its time was published")
             ok &= ~late
@@ -129,14 +133,48 @@ class Replayer:
         self.stats.last_ts_ms = hi if self.stats.last_ts_ms is None else max(
             hi, self.stats.last_ts_ms)
         self._max_ts = max(self._max_ts, hi)
-        if self._next_boundary is None:
-            first = self.start_ms if self.start_ms is not None else lo
-            self._next_boundary = (first // self.every_ms + 1) * self.every_ms
         self._pending.append(good)
         self._advance(self._max_ts - self.lateness_ms)
 
+    def _ahead_of_stream(self, ts: np.ndarray, in_range: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pings too far ahead of the latest event time before them, and that running maximum.
+
+        Rejected pings do not move the maximum, which makes this a sequential rule; the vector
+        pass is exact when nothing is ahead, the loop runs only when something is.
+        """
+        assert self._max_ts is not None
+        masked = np.where(in_range, ts, np.iinfo(np.int64).min)
+        before = np.maximum.accumulate(np.concatenate([[self._max_ts], masked]))[:-1]
+        ahead = in_range & (ts > before + self.max_jump_ms)
+        if ahead.any():
+            running = self._max_ts
+            for i, (t, use) in enumerate(zip(ts.tolist(), in_range.tolist(), strict=True)):
+                before[i] = running
+                ahead[i] = use and t > running + self.max_jump_ms
+                if use and not ahead[i]:
+                    running = max(running, t)
+        return ahead, before
+
+    def _closed_before(self, before: np.ndarray) -> np.ndarray:
+        """For each ping, the end of the last window already closed when it arrives."""
+        assert self._next_boundary is not None
+        nb, every = self._next_boundary, self.every_ms
+        watermark = before - self.lateness_ms
+        k = np.floor_divide(watermark - nb, every)
+        closed = np.where(k >= 0, nb + k * every, np.iinfo(np.int64).min)
+        if self.end_ms is not None:
+            closed = np.minimum(closed, self.end_ms)
+        if self._published_until is not None:
+            closed = np.maximum(closed, self._published_until)
+        return closed
+
     def advance_to(self, watermark_ms: int) -> None:
-        """A source's promise that no ping older than ``watermark_ms`` follows: close windows."""
+        """A source's promise that no ping older than ``watermark_ms`` follows: close windows.
+
+        A replayer that has seen no ping yet starts its windows at this watermark.
+        """
+        if self._next_boundary is None:
+            self._next_boundary = (watermark_ms // self.every_ms) * self.every_ms
         self._advance(watermark_ms)
 
     def _advance(self, watermark: int) -> None:
@@ -176,9 +214,11 @@ class Replayer:
         ``last_ts_ms`` is the last event time of the whole input when this replayer saw only part
         of it (one Kafka partition); by default its own last accepted ping.
         """
-        if self._next_boundary is None or self.stats.last_ts_ms is None:
+        if last_ts_ms is not None and self._next_boundary is None:
+            self._next_boundary = (last_ts_ms // self.every_ms + 1) * self.every_ms
+        if self._next_boundary is None:
             return
-        last = max(self.stats.last_ts_ms, last_ts_ms or 0)
+        last = max(self.stats.last_ts_ms or 0, last_ts_ms or 0)
         last = last if self.end_ms is None else self.end_ms - 1
         self._advance((last // self.every_ms + 1) * self.every_ms)
 
