@@ -708,3 +708,20 @@ def _hex2d_to_axial_exact(x: NDArray[np.float64], y: NDArray[np.float64]
     i = np.where(neg_y, i - (2 * j + 1) // 2, i)
     j = np.where(neg_y, -j, j)
     return i, j
+
+
+def cell_to_parent(cells: ArrayLike, res: int) -> NDArray[np.uint64]:
+    """Parent cell at ``res`` of each H3 cell (uint64), like ``h3.cell_to_parent``, vectorized.
+
+    The resolution field is set to ``res`` and the digits below it to 7 (unused); cells already
+    at or above ``res`` must not be passed (their digits would be wrong).
+    """
+    if not 0 <= res <= 15:
+        raise ValueError(f"H3 resolution must be 0..15, got {res}")
+    c = np.asarray(cells, dtype=np.uint64)
+    res_mask = np.uint64(0xF << 52)
+    out = (c & ~res_mask) | np.uint64(res << 52)
+    unused = 0
+    for r in range(res + 1, 16):
+        unused |= 7 << ((15 - r) * 3)
+    return out | np.uint64(unused)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -267,6 +268,81 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kafka_error(exc: Exception) -> InputError:
+    return InputError(f"Kafka: {exc}")
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """``defacto produce``: send ping files to Kafka (bad rows too: the worker dead-letters them)."""
+    from confluent_kafka import KafkaException
+
+    from stream.produce import PingProducer, record_columns
+
+    try:
+        producer = PingProducer(args.kafka, args.topic, args.encoding, args.frame_rows)
+    except KafkaException as exc:
+        raise _kafka_error(exc) from None
+    bar = tqdm(desc="produce", unit=" pings", unit_scale=True, disable=args.quiet)
+    for records in read_records(args.pings):
+        cols, bad = record_columns(records)
+        producer.send_columns(cols)
+        for r in bad:
+            producer.send_raw(r.raw.encode())
+        bar.update(len(records))
+    bar.close()
+    if not args.no_final and producer.stats.max_ts_ms is not None:
+        producer.send_watermark(producer.stats.max_ts_ms, final=True)
+    left = producer.flush(args.timeout)
+    st = producer.stats
+    print(f"defacto: {st.pings:,} pings in {st.messages:,} message(s) to {args.topic} "
+          f"({producer.partitions} partitions): {st.delivered:,} delivered, {st.failed:,} failed, "
+          f"{left:,} unconfirmed", file=sys.stderr)
+    for e in st.errors:
+        print(f"defacto: delivery error: {e}", file=sys.stderr)
+    return 0 if st.failed == 0 and left == 0 else 1
+
+
+def worker_app(argv: Sequence[str]) -> Any:
+    """The Faust app of ``defacto worker ARGS`` (without running it)."""
+    from stream.app import create_app
+
+    args = build_parser().parse_args(["worker", *argv])
+    regions = load_regions(args.regions)
+    registry = load_population(args.registry, regions) if args.registry else None
+    calibration = Calibration(load_calibration(args.calibration, regions)) \
+        if args.calibration else None
+    secret, source = load_secret(args.key_file)
+    if source.startswith("a random"):
+        raise InputError("the worker needs a stable pseudonymization key shared by all workers: "
+                         "--key-file or $DEFACTO_PSEUDONYM_KEY")
+    _build_engine(args, regions, calibration)  # validate options once, with clear errors
+    if args.partitions is None:
+        args.partitions = _topic_partitions(args.kafka, args.topic)
+    return create_app(args, lambda: _build_engine(args, regions, calibration), secret, registry)
+
+
+def _topic_partitions(bootstrap: str, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=15)
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise InputError(f"topic {topic!r} not found on {bootstrap}: create it first "
+                         "(partitions = the most workers you will run)")
+    return len(info.partitions)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``defacto worker``: a Faust worker (run as many as there are partitions to share)."""
+    from faust.worker import Worker
+
+    app = worker_app(args.raw_argv[args.raw_argv.index("worker") + 1:])
+    print(f"defacto: worker for {args.topic} on {args.kafka}; Redis {args.redis}; "
+          f"web http://127.0.0.1:{args.web_port}/metrics", file=sys.stderr)
+    Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``defacto demo``: simulate, calibrate on the first day, replay the rest, print the table."""
     from stream.demo import run_demo
@@ -322,6 +398,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gz", action="store_true", help="gzip the ping file")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("produce", help="send ping files to Kafka",
+                       description="Send ping files to the pings topic, partitioned by device, "
+                                   "then a final watermark to every partition.")
+    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz)")
+    p.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                   help="bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    p.add_argument("--topic", default="pings", help="topic (default pings)")
+    p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
+                   help="frame: columnar batches (default); json/avro: one ping per message")
+    p.add_argument("--frame-rows", type=int, default=20_000, help="pings per frame (default 20000)")
+    p.add_argument("--no-final", action="store_true",
+                   help="do not send the final watermark (more input will follow)")
+    p.add_argument("--timeout", type=float, default=120.0, help="delivery wait in s (default 120)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("worker", help="run a live worker (Faust): Kafka in, Redis and metrics out",
+                       description="Consume pings from Kafka, keep the estimates current, "
+                                   "publish snapshots to Redis and serve /metrics and /api.")
+    p.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                   help="bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   help="Redis URL (default $REDIS_URL or redis://127.0.0.1:6379/0)")
+    p.add_argument("--topic", default="pings", help="pings topic (default pings)")
+    p.add_argument("--dead-letter-topic", default="pings.dead", help="default pings.dead")
+    p.add_argument("--group", default="defacto", help="consumer group / app id (default defacto)")
+    p.add_argument("--prefix", default="defacto", help="Redis key prefix (default defacto)")
+    p.add_argument("--partitions", type=int, help="partitions of the topic (default: ask Kafka)")
+    p.add_argument("--registry", help="registry CSV (region,registered)")
+    p.add_argument("--calibration", help="calibration CSV (region,operator,factor[,rse])")
+    p.add_argument("--every", type=_duration_arg, default=3600.0,
+                   help="snapshot interval, aligned to UTC (default 1h; same as replay)")
+    p.add_argument("--web-port", type=int, default=6066, help="metrics/API port on 127.0.0.1 "
+                   "(default 6066; 0 = off)")
+    p.add_argument("--web-host", help="bind address for the web port (default 127.0.0.1)")
+    p.add_argument("--batch", type=int, default=5000, help="max messages per batch (default 5000)")
+    p.add_argument("--batch-wait", type=float, default=0.05, help="max batch wait in s (default 0.05)")
+    p.add_argument("--checkpoint-every", type=_duration_arg, default=30.0,
+                   help="checkpoint each partition this often (default 30s)")
+    p.add_argument("--session-timeout", type=float, default=10.0,
+                   help="Kafka consumer session timeout in s (default 10)")
+    p.add_argument("--datadir", default=os.environ.get("DEFACTO_DATADIR", "/tmp/defacto-worker"),
+                   help="Faust data directory (default /tmp/defacto-worker)")
+    p.add_argument("--loglevel", default="warning", help="default warning")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_worker)
+
     p = sub.add_parser("demo", help="simulate, calibrate and replay a scenario; print the table",
                        description="The main job on built-in defaults: simulate a scenario, "
                                    "calibrate on day 1, replay the rest, print estimated vs "
@@ -339,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``defacto`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.raw_argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args))
     except InputError as exc:

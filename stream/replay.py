@@ -105,7 +105,8 @@ class Replayer:
         self._reject_rows(batch, ~in_range, source, "outside_period",
                           "ts outside the requested --from/--to period")
         if self._max_ts is None:
-            self._max_ts = int(np.median(ts[in_range])) if in_range.any() else None
+            # the first ping anchors the stream (ts_in_future guards it against the clock)
+            self._max_ts = int(ts[np.argmax(in_range)]) if in_range.any() else None
         if self._max_ts is None:
             return
         ahead, before = self._ahead_of_stream(ts, in_range)

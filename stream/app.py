@@ -1,0 +1,313 @@
+"""The Faust app: pings from Kafka into per-partition engines, snapshots out to Redis.
+
+One agent takes batches of messages (``stream.take_events``), groups them by partition and hands
+each partition's values to its :class:`~stream.partition.PartitionState` (vectorized decoding and
+engine updates, no per-ping objects). Closed windows become tallies in Redis, and a snapshot is
+published when every partition has closed its window (:mod:`stream.publish`). Rejects go to the
+dead-letter topic with their reason in headers.
+
+Offsets: the pings topic is consumed with Faust acks off, so Faust never commits on its own.
+After a partition's checkpoint is saved to Redis the worker commits exactly the checkpoint's
+offset; a restarted or newly assigned partition resumes from its checkpoint and skips anything
+below it. Delivery is at-least-once and replays are idempotent, so no broker transactions are needed.
+
+Run with ``defacto worker ...`` or ``DEFACTO_WORKER_ARGS="..." faust -A stream.app worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import TP
+from redis.exceptions import RedisError
+
+from estimators.engine import Engine
+from estimators.tally import Tally
+from stream.codec import sniff
+from stream.metrics import WorkerMetrics
+from stream.partition import LiveSettings, PartitionState
+from stream.pings import Reject
+from stream.publish import PublishSettings, SnapshotPublisher
+
+log = logging.getLogger("defacto.worker")
+ARGS_ENV = "DEFACTO_WORKER_ARGS"
+
+
+class Live:
+    """A worker's live state: its partitions, the publisher and the metrics."""
+
+    def __init__(self, app: faust.App, args: argparse.Namespace,
+                 make_engine: Callable[[], Engine], secret: bytes,
+                 registry: dict[str, int] | None) -> None:
+        self.app = app
+        self.args = args
+        self.make_engine = make_engine
+        self.secret = secret
+        self.settings = LiveSettings(every_ms=int(args.every * 1000),
+                                     lateness_ms=int(args.lateness * 1000))
+        self.metrics = WorkerMetrics()
+        self.redis = aioredis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=2)
+        self.publisher = SnapshotPublisher(
+            self.redis, make_engine(), args.partitions, registry,
+            PublishSettings(prefix=args.prefix), on_publish=self._published)
+        self.parts: dict[int, PartitionState] = {}
+        self.unsent: dict[int, list[Tally]] = defaultdict(list)
+        self.last_checkpoint: dict[int, float] = {}
+        self.last_seen_publish: int | None = None
+        self.redis_ok = True
+
+    def _published(self, snap: dict[str, Any], delay_s: float) -> None:
+        self.metrics.snapshot_delay.observe(max(delay_s, 0.0))
+
+    async def partition(self, p: int) -> PartitionState:
+        """The partition's state, restored from its checkpoint on first use."""
+        ps = self.parts.get(p)
+        if ps is None:
+            ps = PartitionState(self.args.topic, p, self.make_engine(), self.secret, self.settings)
+            blob = await self._redis(self.publisher.load_checkpoint(p))
+            if blob:
+                ps.restore(blob)
+                log.info("partition %d: resumed from checkpoint at offset %d", p, ps.next_offset)
+            self.parts[p] = ps
+            self.last_checkpoint[p] = time.monotonic()
+            self.metrics.partitions.set(len(self.parts))
+        return ps
+
+    async def _redis(self, coro: Any) -> Any:
+        try:
+            out = await coro
+        except (RedisError, OSError) as exc:
+            self.metrics.redis_errors.inc()
+            if self.redis_ok:
+                log.warning("Redis unavailable (%s): estimating on, publishing when it is back", exc)
+            self.redis_ok = False
+            raise
+        if not self.redis_ok:
+            log.info("Redis is back")
+        self.redis_ok = True
+        return out
+
+    async def handle(self, events: list[Any]) -> None:
+        """Process one batch of events from the pings topic."""
+        start = time.perf_counter()
+        grouped: dict[int, tuple[list[int], list[bytes], list[str | None]]] = defaultdict(
+            lambda: ([], [], []))
+        for ev in events:
+            m = ev.message
+            offs, vals, cts = grouped[m.partition]
+            offs.append(m.offset)
+            vals.append(m.value if isinstance(m.value, bytes) else bytes(m.value or b""))
+            cts.append(_content_type(m.headers))
+        newest = None
+        for p, (offs, vals, cts) in grouped.items():
+            ps = await self.partition(p)
+            for v, ct in zip(vals, cts, strict=True):
+                self.metrics.messages.labels(_encoding(v, ct)).inc()
+            result = ps.process(offs, vals, cts)
+            m = self.metrics
+            m.pings.labels("accepted").inc(result.accepted)
+            m.pings.labels("duplicate").inc(result.skipped)
+            m.pings.labels("rejected").inc(len(result.rejects))
+            for r in result.rejects:
+                m.rejects.labels(r.reason).inc()
+            await self.dead_letter(result.rejects)
+            self.unsent[p].extend(result.tallies)
+            if result.max_event_ms is not None:
+                newest = max(newest or 0, result.max_event_ms)
+            hw = self.app.consumer.highwater(TP(self.args.topic, p))
+            if hw is not None:
+                m.lag.labels(str(p)).set(max(hw - ps.next_offset, 0))
+        if newest is not None:
+            self.metrics.event_delay.set(time.time() - newest / 1000)
+        await self.flush()
+        self.metrics.batch_seconds.observe(time.perf_counter() - start)
+
+    async def dead_letter(self, rejects: list[Reject]) -> None:
+        """Send rejects to the dead-letter topic (reason and detail in headers)."""
+        for r in rejects:
+            try:
+                await self.dead_topic.send(value=r.record.encode(), headers={
+                    "defacto-reason": r.reason.encode(), "defacto-detail": r.detail.encode(),
+                    "defacto-source": r.source.encode()})
+            except Exception as exc:  # the dead-letter topic must never stop the pipeline
+                self.metrics.dead_letter_errors.inc()
+                log.warning("dead-letter send failed (%s): %s", exc, r.to_json())
+
+    async def flush(self, force_checkpoint: bool = False) -> None:
+        """Write pending tallies, checkpoint when due, publish what is complete."""
+        try:
+            for p, tallies in list(self.unsent.items()):
+                ps = self.parts.get(p)
+                if tallies or ps is not None:
+                    await self._redis(self.publisher.write_tallies(
+                        p, tallies, ps.closed_until if ps else None))
+                    self.unsent[p] = []
+            now = time.monotonic()
+            for p, ps in list(self.parts.items()):
+                if force_checkpoint or now - self.last_checkpoint.get(p, 0) >= self.args.checkpoint_every:
+                    await self.checkpoint(p, ps)
+            published = await self._redis(self.publisher.try_publish())
+            await self._refresh_metrics(published)
+        except (RedisError, OSError):
+            return
+
+    async def checkpoint(self, p: int, ps: PartitionState) -> None:
+        """Save a partition's checkpoint and commit its offset to Kafka."""
+        if self.unsent.get(p):
+            return
+        await self._redis(self.publisher.save_checkpoint(p, ps.next_offset, ps.checkpoint()))
+        self.last_checkpoint[p] = time.monotonic()
+        try:
+            await self.app.consumer._commit({TP(self.args.topic, p): ps.next_offset})
+        except Exception as exc:  # committing is an optimization; the checkpoint is the truth
+            log.debug("offset commit for partition %d failed: %s", p, exc)
+
+    async def _refresh_metrics(self, published: list[int]) -> None:
+        until = await self._redis(self.publisher.published_until())
+        if until is None or until == self.last_seen_publish:
+            return
+        self.last_seen_publish = until
+        snap = await self._redis(self.publisher.latest())
+        if snap:
+            self.metrics.show_snapshot(snap, time.time())
+            self.metrics.last_snapshot.set(until / 1000)
+
+    async def revoke(self, tps: set[TP]) -> None:
+        """Checkpoint and drop partitions this worker no longer owns."""
+        mine = [tp.partition for tp in tps if tp.topic == self.args.topic and tp.partition in self.parts]
+        if not mine:
+            return
+        await self.flush()
+        for p in mine:
+            ps = self.parts.pop(p)
+            try:
+                await self.checkpoint(p, ps)
+            except (RedisError, OSError):
+                log.warning("partition %d revoked without a checkpoint: its next owner replays more",
+                            p)
+        self.metrics.partitions.set(len(self.parts))
+
+
+def _content_type(headers: Any) -> str | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    for k, v in items:
+        if k.lower() == "content-type":
+            return v.decode() if isinstance(v, bytes) else str(v)
+    return None
+
+
+def _encoding(value: bytes, content_type: str | None) -> str:
+    try:
+        return sniff(value, content_type)
+    except ValueError:
+        return "unknown"
+
+
+def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secret: bytes,
+               registry: dict[str, int] | None) -> faust.App:
+    """Build the Faust app for a worker configured by ``defacto worker`` options."""
+    app = faust.App(
+        args.group, broker=f"kafka://{args.kafka}", value_serializer="raw", key_serializer="raw",
+        web_enabled=args.web_port > 0, web_bind="127.0.0.1" if args.web_host is None else args.web_host,
+        web_host="127.0.0.1" if args.web_host is None else args.web_host,
+        web_port=max(args.web_port, 1), broker_session_timeout=args.session_timeout,
+        broker_heartbeat_interval=min(3.0, args.session_timeout / 4),
+        broker_request_timeout=max(40.0, args.session_timeout * 2),
+        broker_rebalance_timeout=max(20.0, args.session_timeout * 2),
+        consumer_auto_offset_reset="earliest", producer_acks=1, topic_allow_declare=True,
+        store="memory://", datadir=args.datadir, loghandlers=[],
+    )
+    topic = app.topic(args.topic, acks=False, value_type=bytes, key_type=bytes)
+    live = Live(app, args, make_engine, secret, registry)
+    live.dead_topic = app.topic(args.dead_letter_topic, value_type=bytes, key_type=bytes,
+                                partitions=1)
+    app.live = live  # type: ignore[attr-defined]
+
+    @app.agent(topic, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(args.batch, within=args.batch_wait):
+            await live.handle(list(events))
+
+    @app.timer(interval=1.0)
+    async def tick() -> None:
+        await live.flush()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        await live.revoke(revoked)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(live.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        try:
+            until = await live.publisher.published_until()
+            redis_ok = True
+        except (RedisError, OSError):
+            until, redis_ok = None, False
+        body = {"status": "ok", "redis": redis_ok, "partitions": sorted(live.parts),
+                "published_until_ms": until}
+        return web.json(body)
+
+    @app.page("/api/regions")
+    async def api_regions(web: Any, request: Any) -> Any:
+        try:
+            snap = await live.publisher.latest()
+        except (RedisError, OSError):
+            return web.json({"error": "redis unavailable"}, status=503)
+        if snap is None:
+            return web.json({"error": "no snapshot published yet"}, status=404)
+        return web.json({"at": snap["at"], "regions": snap["regions"]})
+
+    @app.page("/api/cells")
+    async def api_cells(web: Any, request: Any) -> Any:
+        try:
+            res = int(request.query.get("res", args.res))
+        except ValueError:
+            return web.json({"error": "res must be an integer"}, status=400)
+        try:
+            cells = await live.redis.hgetall(live.publisher.key("cells", res))
+            snap = await live.publisher.latest()
+        except (RedisError, OSError):
+            return web.json({"error": "redis unavailable"}, status=503)
+        if snap is None:
+            return web.json({"error": "no snapshot published yet"}, status=404)
+        if res not in live.publisher.s.resolutions:
+            return web.json({"error": f"res must be one of {list(live.publisher.s.resolutions)}"},
+                            status=400)
+        return web.json({"at": snap["at"], "res": res,
+                         "cells": {k.decode(): int(v) for k, v in cells.items()}})
+
+    return app
+
+
+def worker_args_from_env() -> list[str]:
+    """``defacto worker`` arguments from ``$DEFACTO_WORKER_ARGS`` (for ``faust -A stream.app``)."""
+    return shlex.split(os.environ.get(ARGS_ENV, ""))
+
+
+def _app_from_env() -> faust.App | None:
+    if not os.environ.get(ARGS_ENV):
+        return None
+    from stream.cli import worker_app
+    return worker_app(worker_args_from_env())
+
+
+app = _app_from_env()
+
+__all__ = ["Live", "app", "asyncio", "create_app", "json"]

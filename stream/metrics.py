@@ -1,0 +1,87 @@
+"""Prometheus metrics of a worker: population per region and pipeline health.
+
+Names follow Prometheus conventions (``defacto_`` prefix, base units, ``_total`` counters); labels
+are regions, outcomes, reasons, encodings and partitions, never H3 cells or devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+DELAY_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+class WorkerMetrics:
+    """The worker's metric families, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("defacto_messages_consumed_total", "Kafka messages consumed",
+                                ["encoding"], registry=r)
+        self.pings = Counter("defacto_pings_consumed_total",
+                             "Pings consumed, by outcome (accepted, rejected, duplicate)",
+                             ["outcome"], registry=r)
+        self.rejects = Counter("defacto_pings_rejected_total",
+                               "Rejected pings and messages, by reason (sent to the dead-letter topic)",
+                               ["reason"], registry=r)
+        self.dead_letter_errors = Counter("defacto_dead_letter_errors_total",
+                                          "Rejects that could not be written to the dead-letter topic",
+                                          registry=r)
+        self.lag = Gauge("defacto_consumer_lag_messages", "Messages behind the partition end",
+                         ["partition"], registry=r)
+        self.batch_seconds = Histogram("defacto_batch_duration_seconds",
+                                       "Time to process one batch of messages",
+                                       buckets=LATENCY_BUCKETS_S, registry=r)
+        self.event_delay = Gauge("defacto_event_time_delay_seconds",
+                                 "Wall clock minus the newest event time processed", registry=r)
+        self.snapshot_delay = Histogram("defacto_snapshot_delay_seconds",
+                                        "Wall clock at publish minus the snapshot's event time",
+                                        buckets=DELAY_BUCKETS_S, registry=r)
+        self.last_publish = Gauge("defacto_last_publish_timestamp_seconds",
+                                  "Unix time of the last snapshot this worker saw published",
+                                  registry=r)
+        self.last_snapshot = Gauge("defacto_snapshot_timestamp_seconds",
+                                   "Event time of the latest published snapshot", registry=r)
+        self.redis_errors = Counter("defacto_redis_errors_total",
+                                    "Failed Redis operations (retried later)", registry=r)
+        self.partitions = Gauge("defacto_partitions_assigned", "Partitions this worker holds",
+                                registry=r)
+        fig = ["region"]
+        self.present = Gauge("defacto_present_population", "People present now", fig, registry=r)
+        self.resident = Gauge("defacto_resident_population", "People living here (de facto)",
+                              fig, registry=r)
+        self.resident_lo = Gauge("defacto_resident_population_lower",
+                                 "Lower end of the 90 % interval of resident", fig, registry=r)
+        self.resident_hi = Gauge("defacto_resident_population_upper",
+                                 "Upper end of the 90 % interval of resident", fig, registry=r)
+        self.registered = Gauge("defacto_registered_population", "People registered here",
+                                fig, registry=r)
+        self.gap_ratio = Gauge("defacto_gap_ratio", "(resident - registered) / registered",
+                               fig, registry=r)
+        self.gap_ratio_lo = Gauge("defacto_gap_ratio_lower",
+                                  "Gap ratio at the lower end of the resident interval", fig,
+                                  registry=r)
+
+    def show_snapshot(self, snap: dict[str, Any], published_unix_s: float) -> None:
+        """Set the per-region gauges from a published snapshot (suppressed figures are removed)."""
+        pairs = [(self.present, "present"), (self.resident, "resident"),
+                 (self.resident_lo, "resident_lo"), (self.resident_hi, "resident_hi"),
+                 (self.registered, "registered"), (self.gap_ratio, "gap_ratio")]
+        for rid, fig in snap["regions"].items():
+            for gauge, key in pairs:
+                if fig.get(key) is None:
+                    gauge.remove(rid) if (rid,) in gauge._metrics else None
+                else:
+                    gauge.labels(rid).set(fig[key])
+            lo, reg = fig.get("resident_lo"), fig.get("registered")
+            if lo is not None and reg:
+                self.gap_ratio_lo.labels(rid).set((lo - reg) / reg)
+        self.last_publish.set(published_unix_s)
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,221 @@
+"""Pings into Kafka: ping files or a live simulation, as frames or one message per ping.
+
+A device's pings must always land on one partition (its state lives there). This producer picks
+the partition itself, ``FNV-1a-64(device pseudonym) mod partitions``, for every encoding, so
+frames and single messages of one device agree. After the input it sends a final watermark
+control message to every partition, which closes the last windows exactly like the end of a
+``defacto replay``; a live simulation also sends a watermark every simulated few minutes so that
+partitions without traffic do not hold snapshots back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaException, Producer
+
+from stream.codec import CONTENT_TYPES, encode_avro, encode_control, encode_frame, encode_json
+from stream.pings import Record, check_ping, ping_columns
+from stream.simulator import HourChunk, Simulation
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+ENCODINGS = ("frame", "json", "avro")
+CONTENT_TYPE_OF = {kind: ct for ct, kind in CONTENT_TYPES.items()}
+
+
+def device_partition(device: np.ndarray, partitions: int) -> np.ndarray:
+    """Partition of each device pseudonym (``|S`` bytes array): FNV-1a-64 of its UTF-8 bytes."""
+    dev = np.asarray(device)
+    if dev.dtype.kind != "S":
+        dev = np.char.encode(dev.astype(str), "utf-8")
+    n, width = len(dev), dev.dtype.itemsize
+    h = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    if n == 0 or width == 0:
+        return (h % np.uint64(partitions)).astype(np.int64)
+    raw = np.frombuffer(np.ascontiguousarray(dev).tobytes(), dtype=np.uint8).reshape(n, width)
+    length = np.char.str_len(dev)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            live = length > j
+            if not live.any():
+                break
+            h = np.where(live, (h ^ raw[:, j].astype(np.uint64)) * FNV_PRIME, h)
+    return (h % np.uint64(partitions)).astype(np.int64)
+
+
+@dataclass
+class ProduceStats:
+    """What a producer sent and what the broker confirmed."""
+
+    pings: int = 0
+    messages: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    max_ts_ms: int | None = None
+
+
+class PingProducer:
+    """Sends ping columns to the pings topic, partitioned by device, with delivery reports."""
+
+    def __init__(self, bootstrap: str, topic: str, encoding: str = "frame",
+                 frame_rows: int = 20_000, config: dict[str, Any] | None = None) -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}")
+        self.topic = topic
+        self.encoding = encoding
+        self.frame_rows = frame_rows
+        conf = {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 10_000_000,
+                "compression.type": "none", "enable.idempotence": False}
+        conf.update(config or {})
+        self.producer = Producer(conf)
+        meta = self.producer.list_topics(topic, timeout=15)
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise KafkaException(f"topic {topic!r} not found on {bootstrap}")
+        self.partitions = len(info.partitions)
+        self.stats = ProduceStats()
+
+    def _report(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 10:
+                self.stats.errors.append(str(err))
+
+    def _send(self, value: bytes, partition: int, content_type: str, key: bytes | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, partition=partition,
+                                      headers=[("content-type", content_type.encode())],
+                                      on_delivery=self._report)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.stats.messages += 1
+        self.producer.poll(0)
+
+    def send_columns(self, cols: dict[str, np.ndarray]) -> None:
+        """Send pings given as frame columns (device/operator/cell as ``|S``)."""
+        n = len(cols["ts"])
+        if n == 0:
+            return
+        self.stats.pings += n
+        top = int(np.max(cols["ts"]))
+        self.stats.max_ts_ms = top if self.stats.max_ts_ms is None else max(self.stats.max_ts_ms, top)
+        part = device_partition(cols["device"], self.partitions)
+        if self.encoding == "frame":
+            order = np.argsort(part, kind="stable")
+            bounds = np.searchsorted(part[order], np.arange(self.partitions + 1))
+            for p in range(self.partitions):
+                rows = order[bounds[p]:bounds[p + 1]]
+                for lo in range(0, len(rows), self.frame_rows):
+                    pick = rows[lo:lo + self.frame_rows]
+                    self._send(encode_frame({k: v[pick] for k, v in cols.items()}), p,
+                               CONTENT_TYPE_OF["frame"])
+            return
+        encode = encode_json if self.encoding == "json" else encode_avro
+        for i, p in enumerate(part.tolist()):
+            ping = _ping_dict(cols, i)
+            self._send(encode(ping), p, CONTENT_TYPE_OF[self.encoding], key=cols["device"][i])
+
+    def send_raw(self, value: bytes, partition: int = 0) -> None:
+        """Send a message as is (a row that is not a valid ping: the worker dead-letters it)."""
+        self._send(value, partition, CONTENT_TYPE_OF["json"])
+
+    def send_watermark(self, ts_ms: int, final: bool = False) -> None:
+        """Tell every partition that no ping older than ``ts_ms`` follows (``final``: input ends)."""
+        for p in range(self.partitions):
+            self._send(encode_control(ts_ms, final), p, CONTENT_TYPE_OF["json"])
+
+    def flush(self, timeout_s: float = 60.0) -> int:
+        """Wait for delivery reports; returns the number of messages still undelivered."""
+        return self.producer.flush(timeout_s)
+
+
+def _ping_dict(cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    ping: dict[str, Any] = {"device": cols["device"][i].decode(), "ts": int(cols["ts"][i]),
+                            "operator": cols["operator"][i].decode()}
+    mcc = int(cols["home_mcc"][i])
+    ping["home_mcc"] = None if mcc < 0 else mcc
+    cell = cols["cell"][i].decode() if "cell" in cols else ""
+    if cell:
+        ping["cell"] = cell
+    else:
+        ping["lat"] = float(cols["lat"][i])
+        ping["lon"] = float(cols["lon"][i])
+    return ping
+
+
+def record_columns(records: list[Record]) -> tuple[dict[str, np.ndarray], list[Record]]:
+    """Split file records into ping columns and the records that are not valid pings."""
+    good, bad = [], []
+    for r in records:
+        (good if r.fields is not None and check_ping(r.fields) is None else bad).append(r)
+    return ping_columns([r.fields for r in good if r.fields is not None]), bad
+
+
+def simulation_columns(sim: Simulation, chunk: HourChunk) -> dict[str, np.ndarray]:
+    """One simulated hour as frame columns (the same pings ``defacto simulate`` writes)."""
+    plan = sim.cell_plan
+    ops = np.char.encode(np.asarray(sim.operators, dtype=str), "utf-8")
+    dev_names = np.char.encode(np.asarray(sim.device_name, dtype=str), "utf-8")
+    is_cell = chunk.cell >= 0
+    op_of_ping = np.where(is_cell, np.asarray(plan["operator"])[np.maximum(chunk.cell, 0)],
+                          sim.device_operator[chunk.device])
+    cell = np.where(is_cell, np.asarray(plan["cell"], dtype=str)[np.maximum(chunk.cell, 0)], "")
+    return {
+        "device": dev_names[chunk.device],
+        "ts": chunk.ts_ms.astype(np.int64),
+        "operator": ops[op_of_ping],
+        "home_mcc": sim.device_home_mcc[chunk.device].astype(np.int16),
+        "cell": np.char.encode(cell, "utf-8"),
+        "lat": np.where(is_cell, np.nan, chunk.lat),
+        "lon": np.where(is_cell, np.nan, chunk.lon),
+    }
+
+
+def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | None,
+                      watermark_every_ms: int = 300_000, step_ms: int = 60_000,
+                      hours: Iterable[HourChunk] | None = None,
+                      max_wall_s: float | None = None) -> Iterator[int]:
+    """Send a simulation as it happens: ``speed`` simulated seconds per second (None: at once).
+
+    Yields the simulated time reached after each step; ends with a final watermark.
+    """
+    wall0 = time.monotonic()
+    sim0: int | None = None
+    next_mark: int | None = None
+    for chunk in hours if hours is not None else sim.hours():
+        cols = simulation_columns(sim, chunk)
+        order = np.argsort(cols["ts"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+        ts = cols["ts"]
+        start = chunk.start_ms
+        sim0 = start if sim0 is None else sim0
+        next_mark = start + watermark_every_ms if next_mark is None else next_mark
+        last = max(int(ts[-1]) + 1, start + 3_600_000) if len(ts) else start + 3_600_000
+        for lo_ms in range(min(start, int(ts[0]) if len(ts) else start), last, step_ms):
+            a, b = np.searchsorted(ts, [lo_ms, lo_ms + step_ms])
+            producer.send_columns({k: v[a:b] for k, v in cols.items()})
+            now_sim = lo_ms + step_ms
+            if speed:
+                due = wall0 + (now_sim - sim0) / 1000 / speed
+                while (left := due - time.monotonic()) > 0:
+                    producer.producer.poll(min(left, 0.2))
+            if now_sim >= next_mark:
+                producer.send_watermark(now_sim - step_ms)
+                next_mark += watermark_every_ms
+            yield now_sim
+            if max_wall_s is not None and time.monotonic() - wall0 > max_wall_s:
+                producer.send_watermark(now_sim, final=True)
+                return
+    if producer.stats.max_ts_ms is not None:
+        producer.send_watermark(producer.stats.max_ts_ms, final=True)

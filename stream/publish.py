@@ -1,0 +1,197 @@
+"""Redis: partition tallies in, combined snapshots out; checkpoints; one atomic write per snapshot.
+
+Key layout (``P`` is the key prefix, default ``defacto``; documented in ``schemas/README.md``):
+
+- ``P:tally:<at_ms>`` hash partition -> tally blob, kept ``tally_ttl_s``;
+- ``P:closed`` hash partition -> end of the last window that partition closed (ms);
+- ``P:pending`` sorted set of window ends with at least one tally;
+- ``P:published_until`` the end of the last published window (ms);
+- ``P:snapshot`` the latest snapshot (JSON, ``schemas/snapshot.schema.json``);
+- ``P:regions`` hash region id -> JSON of its figures in the latest snapshot;
+- ``P:cells:<res>`` hash H3 cell -> present population (suppressed cells absent) per resolution;
+- ``P:history`` sorted set (score at_ms) of compact per-region snapshots, trimmed to retention;
+- ``P:snapshots`` stream of announcements (at, published_at), capped; ``P:announce`` pub/sub;
+- ``P:checkpoint:<partition>`` hash {offset, data}: the partition's resumable state.
+
+A window's snapshot is published once every partition has closed it: the tallies are summed,
+the estimate computed, and every key above written in one MULTI/EXEC guarded by
+``published_until`` (WATCH), so two workers racing to publish write it once, and a reader never
+sees half a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h3
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from estimators.engine import Engine
+from estimators.h3vec import cell_to_parent
+from estimators.tally import Tally, merge_tallies
+from stream.snapshot import build_snapshot, iso_utc
+
+_SAVE_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 'offset')
+if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'data', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RAISE_CLOSED = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+
+@dataclass
+class PublishSettings:
+    """Where and how snapshots go to Redis."""
+
+    prefix: str = "defacto"
+    resolutions: tuple[int, ...] = (6, 7, 8)
+    history_s: int = 7 * 86_400
+    announcements: int = 10_000
+    tally_ttl_s: int = 2 * 86_400
+
+
+class SnapshotPublisher:
+    """Writes tallies and checkpoints, and publishes combined snapshots, for one worker."""
+
+    def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int,
+                 registry: dict[str, int] | None, settings: PublishSettings,
+                 on_publish: Callable[[dict[str, Any], float], None] | None = None) -> None:
+        self.r = client
+        self.engine = engine
+        self.partitions = partitions
+        self.registry = registry
+        self.s = settings
+        self.on_publish = on_publish or (lambda _snap, _delay: None)
+        self._save = client.register_script(_SAVE_IF_NEWER)
+        self._raise_closed = client.register_script(_RAISE_CLOSED)
+
+    def key(self, *parts: object) -> str:
+        """A key under this deployment's prefix."""
+        return ":".join([self.s.prefix, *map(str, parts)])
+
+    async def write_tallies(self, partition: int, tallies: list[Tally],
+                            closed_until: int | None) -> None:
+        """Store a partition's tallies for closed windows and raise its closed mark."""
+        pipe = self.r.pipeline(transaction=True)
+        for t in tallies:
+            k = self.key("tally", t.at_ms)
+            pipe.hset(k, str(partition), t.to_bytes())
+            pipe.expire(k, self.s.tally_ttl_s)
+            pipe.zadd(self.key("pending"), {str(t.at_ms): t.at_ms})
+        await pipe.execute()
+        if closed_until is not None:
+            await self._raise_closed(keys=[self.key("closed")], args=[partition, closed_until])
+
+    async def save_checkpoint(self, partition: int, offset: int, blob: bytes) -> bool:
+        """Store a partition checkpoint unless a newer one (higher offset) is already there."""
+        return bool(await self._save(keys=[self.key("checkpoint", partition)], args=[offset, blob]))
+
+    async def load_checkpoint(self, partition: int) -> bytes | None:
+        """The partition's latest checkpoint, if any."""
+        return await self.r.hget(self.key("checkpoint", partition), "data")
+
+    async def published_until(self) -> int | None:
+        """End of the last published window (ms), if any."""
+        v = await self.r.get(self.key("published_until"))
+        return int(v) if v is not None else None
+
+    async def try_publish(self) -> list[int]:
+        """Publish every window that all partitions have closed; returns the windows published."""
+        closed = await self.r.hgetall(self.key("closed"))
+        if len(closed) < self.partitions:
+            return []
+        ready_until = min(int(v) for v in closed.values())
+        done: list[int] = []
+        ends = await self.r.zrangebyscore(self.key("pending"), "-inf", ready_until)
+        for at in sorted(int(e) for e in ends):
+            if await self._publish_one(at):
+                done.append(at)
+        return done
+
+    def _cells(self, tally: Tally, res: int) -> dict[str, int]:
+        if res == self.engine.config.res:
+            coarse = tally
+        else:
+            from dataclasses import replace
+            coarse = replace(tally, present_cell=cell_to_parent(tally.present_cell, res))
+        est = self.engine.estimate_tally(coarse)
+        ok = ~np.isnan(est.cell_present)
+        return {h3.int_to_str(int(c)): round(float(v))
+                for c, v in zip(est.cell_id[ok].tolist(), est.cell_present[ok].tolist(), strict=True)}
+
+    async def _publish_one(self, at_ms: int) -> bool:
+        pu_key = self.key("published_until")
+        async with self.r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(pu_key)
+                current = await pipe.get(pu_key)
+                if current is not None and int(current) >= at_ms:
+                    await pipe.unwatch()
+                    await self.r.zrem(self.key("pending"), str(at_ms))
+                    return False
+                blobs = await pipe.hgetall(self.key("tally", at_ms))
+                tally = merge_tallies([Tally.from_bytes(b) for b in blobs.values()]) if blobs \
+                    else None
+                if tally is None:
+                    return False
+                snap = self.snapshot(tally)
+                published_at = time.time()
+                snap["published_at"] = iso_utc(int(published_at * 1000))
+                body = json.dumps(snap, separators=(",", ":"))
+                cells = {res: self._cells(tally, res) for res in self.s.resolutions}
+                pipe.multi()
+                pipe.set(self.key("snapshot"), body)
+                pipe.delete(self.key("regions"))
+                pipe.hset(self.key("regions"), mapping={
+                    rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
+                for res, values in cells.items():
+                    pipe.delete(self.key("cells", res))
+                    if values:
+                        pipe.hset(self.key("cells", res), mapping=values)
+                compact = {"at": snap["at"], "regions": {
+                    rid: {k: fig[k] for k in ("present", "resident", "resident_lo", "resident_hi",
+                                              "registered", "gap_ratio")}
+                    for rid, fig in snap["regions"].items()}}
+                pipe.zadd(self.key("history"), {json.dumps(compact, separators=(",", ":")): at_ms})
+                pipe.zremrangebyscore(self.key("history"), "-inf", at_ms - self.s.history_s * 1000)
+                pipe.xadd(self.key("snapshots"), {"at": snap["at"], "at_ms": at_ms,
+                                                  "published_at": snap["published_at"]},
+                          maxlen=self.s.announcements, approximate=True)
+                pipe.publish(self.key("announce"), snap["at"])
+                pipe.set(pu_key, at_ms)
+                pipe.zremrangebyscore(self.key("pending"), "-inf", at_ms)
+                await pipe.execute()
+            except WatchError:
+                return False
+        self.on_publish(snap, published_at - at_ms / 1000)
+        return True
+
+    def snapshot(self, tally: Tally) -> dict[str, Any]:
+        """The snapshot JSON object of a (merged) tally."""
+        est = self.engine.estimate_tally(tally)
+        cfg = self.engine.config.estimate
+        return build_snapshot(est, self.engine.regions, self.engine.config.res, self.registry,
+                              {"horizon_s": cfg.horizon_s, "k": cfg.k_anonymity})
+
+    async def latest(self) -> dict[str, Any] | None:
+        """The latest published snapshot, if any."""
+        body = await self.r.get(self.key("snapshot"))
+        return json.loads(body) if body else None
+
+
+__all__ = ["PublishSettings", "RedisError", "SnapshotPublisher"]
