@@ -1,0 +1,229 @@
+"""The live pipeline end to end: real Tansu broker, real Redis, real Faust workers (processes).
+
+Live snapshots must equal ``defacto replay`` on the same pings, also when a worker is killed
+mid-stream and restarted; malformed messages end up in the dead-letter topic with their reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from stream.cli import main
+from stream.codec import encode_control, encode_frame
+from stream.embedded import Service, create_topic, free_port, redis_service, start_broker
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Service]:
+    svc = start_broker()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    svc = redis_service(prefer_local=True)
+    yield svc.url
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live") / "sim"
+    assert main(["simulate", "astana", "--scale", "0.002", "--days", "1.1", "--seed", "3",
+                 "--out", str(out)]) == 0
+    (out / "key").write_text("live-test-key-0123456789abcdef\n")
+    return out
+
+
+def _engine_args(sim: Path) -> list[str]:
+    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
+            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
+
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float,
+          procs: tuple[subprocess.Popen[bytes], ...] = ()) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"worker exited with {p.returncode}:\n"
+                                     + Path(p.log).read_text()[-3000:])  # type: ignore[attr-defined]
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Workers:
+    """Worker processes of one test, with their logs; all stopped at the end."""
+
+    def __init__(self, tmp: Path, broker: str, redis_url: str, topic: str, prefix: str,
+                 sim: Path) -> None:
+        self.tmp, self.broker, self.redis_url = tmp, broker, redis_url
+        self.topic, self.prefix, self.sim = topic, prefix, sim
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, web_port: int = 0) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        args = [sys.executable, "-m", "stream.cli", "worker", "--kafka", self.broker,
+                "--redis", self.redis_url, "--topic", self.topic, "--prefix", self.prefix,
+                "--group", self.prefix, "--dead-letter-topic", f"{self.topic}.dead",
+                "--web-port", str(web_port), "--checkpoint-every", "1s",
+                "--datadir", str(self.tmp / f"{name}-data"), *_engine_args(self.sim),
+                "--loglevel", "info"]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc.log = str(log)  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}", sim)
+    yield w
+    w.stop_all()
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(f"{w.prefix}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+def _replay(sim: Path, pings: Path, out: Path) -> list[dict[str, Any]]:
+    assert main(["replay", str(pings), "--out", str(out), *_engine_args(sim)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+
+
+def test_two_workers_with_a_crash_equal_replay(live: Workers, tmp_path: Path) -> None:
+    pings = live.sim / "pings.jsonl"
+    lines = pings.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(lines[: len(lines) // 2]))
+    second.write_text("".join(lines[len(lines) // 2:]))
+    expected = _replay(live.sim, pings, tmp_path / "replay.jsonl")
+    assert len(expected) >= 20
+    create_topic(live.broker, live.topic, 2)
+    r = redis.Redis.from_url(live.redis_url)
+
+    a = live.start("a")
+    b = live.start("b")
+    assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
+                 "--no-final", "--quiet"]) == 0
+    _wait("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90, (a, b))
+    _wait("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
+          and r.exists(f"{live.prefix}:checkpoint:1"), 30, (a, b))
+    a.kill()
+    a.wait()
+    live.start("a2")
+    assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
+                 "--quiet"]) == 0
+    last = expected[-1]["at"]
+    _wait("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
+        f'"at":"{last}"'.encode()) >= 0, 120, (b,))
+
+    history = _history(r, live.prefix)
+    assert [h["at"] for h in history] == [s["at"] for s in expected]
+    for snap, got in zip(expected, history, strict=True):
+        assert got["regions"] == {rid: {k: fig[k] for k in FIGURES}
+                                  for rid, fig in snap["regions"].items()}, snap["at"]
+    latest = json.loads(r.get(f"{live.prefix}:snapshot"))
+    assert latest["regions"] == expected[-1]["regions"]
+    assert latest["cells"] == expected[-1]["cells"]
+    assert r.xlen(f"{live.prefix}:snapshots") == len(expected)
+
+
+def _dead_letters(broker: str, topic: str, want: int) -> list[Any]:
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"dlq-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < want and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+    finally:
+        c.close()
+    return got
+
+
+def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Workers) -> None:
+    create_topic(live.broker, live.topic, 1)
+    create_topic(live.broker, f"{live.topic}.dead", 1)
+    port = free_port()
+    w = live.start("w", web_port=port)
+    t0 = 1_772_409_600_000
+    good = [{"device": f"d{i}", "ts": t0 + i * 1000, "operator": "40101", "home_mcc": 401,
+             "lat": 51.128 + i * 1e-4, "lon": 71.43} for i in range(40)]
+    p = Producer({"bootstrap.servers": live.broker})
+    for g in good[:20]:
+        p.produce(live.topic, json.dumps(g).encode(), partition=0)
+    bad = [b"{not json", b"\x00\x00\x00\x00\x01garbage", b"DFB1\xff\xff",
+           json.dumps({"device": "x", "ts": "yesterday", "operator": "40101", "lat": 1,
+                       "lon": 2}).encode(),
+           json.dumps({**good[0], "lat": 123.0}).encode(), b""]
+    for v in bad:
+        p.produce(live.topic, v, partition=0)
+    frame = encode_frame({"device": [g["device"] for g in good[20:]],
+                          "ts": [g["ts"] for g in good[20:]],
+                          "operator": ["40101"] * 20, "home_mcc": [401] * 20,
+                          "lat": [g["lat"] for g in good[20:]], "lon": [g["lon"] for g in good[20:]]})
+    p.produce(live.topic, frame, partition=0)
+    p.produce(live.topic, encode_control(t0 + 3_600_000, final=True), partition=0)
+    assert p.flush(30) == 0
+
+    dead = _dead_letters(live.broker, f"{live.topic}.dead", len(bad))
+    reasons = sorted(dict(m.headers())["defacto-reason"].decode() for m in dead)
+    assert reasons == sorted(["malformed_json", "bad_avro", "bad_frame", "bad_ts",
+                              "bad_coordinates", "empty_message"])
+    assert all(b"d0" not in m.value() for m in dead)  # device pseudonyms never leave the worker
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def accepted_all() -> str | None:
+        text = metrics()
+        return text if 'defacto_pings_consumed_total{outcome="accepted"} 40.0' in text else None
+
+    text = _wait("accepted pings in /metrics", accepted_all, 60, (w,))
+    assert 'defacto_pings_rejected_total{reason="bad_frame"} 1.0' in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        assert json.loads(resp.read())["status"] == "ok"
+    assert w.poll() is None
