@@ -171,10 +171,12 @@ def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
         return "missing_ts", "no ts field"
     if not _is_int(ts):
         return "bad_ts", f"ts must be integer milliseconds since 1970, got {ts!r:.40}"
+    if not MIN_TS_MS <= ts <= MAX_TS_MS:
+        return "ts_out_of_range", "ts outside 2020-01-01..2089 (milliseconds since 1970 expected)"
     op = f.get("operator")
     if op is None:
         return "missing_operator", "no operator field"
-    if not isinstance(op, str) or not op.isdigit() or not 5 <= len(op) <= 6:
+    if not isinstance(op, str) or not (op.isascii() and op.isdigit()) or not 5 <= len(op) <= 6:
         return "bad_operator", f"operator must be an MCC+MNC string of 5-6 digits, got {op!r:.40}"
     mcc = f.get("home_mcc")
     if mcc is not None and (not _is_int(mcc) or not 0 <= mcc <= 999):
@@ -187,8 +189,8 @@ def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
     lat, lon = f.get("lat"), f.get("lon")
     if lat is None and lon is None:
         return "missing_location", "neither cell nor lat/lon"
-    if not _is_num(lat) or not _is_num(lon):
-        return "bad_coordinates", "lat and lon must both be numbers"
+    if not _is_num(lat) or not _is_num(lon) or not (abs(lat) <= 90 and abs(lon) <= 180):
+        return "bad_coordinates", "lat must be in [-90, 90] and lon in [-180, 180]"
     return None
 
 
@@ -262,7 +264,8 @@ class PingDecoder:
         if is_cell.any():
             plan_row[is_cell] = self._plan_rows(operator[is_cell], cell[is_cell])
         checks = [
-            ((dev_len == 0) | (dev_len > MAX_DEVICE_CHARS), "bad_device"),
+            # UTF-8 bytes here; the 128-character limit is checked on the text by check_ping/codec
+            ((dev_len == 0) | (dev_len > 4 * MAX_DEVICE_CHARS), "bad_device"),
             (~np.char.isdigit(operator) | (op_len < 5) | (op_len > 6), "bad_operator"),
             ((mcc < -1) | (mcc > 999), "bad_home_mcc"),
             (~is_cell & np.isnan(lat) & np.isnan(lon), "missing_location"),
