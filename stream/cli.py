@@ -261,11 +261,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
     except (OSError, ValueError) as exc:
         raise InputError(str(exc)) from None
+    if not args.out and not args.kafka:
+        raise InputError("give --out DIR (write files), --kafka BOOTSTRAP (stream live), or both")
     sim = simulate(scenario, scale=args.scale, days=args.days, seed=args.seed)
-    paths = write_simulation(sim, args.out, fmt=args.format, gz=args.gz, progress=True)
-    for name, path in paths.items():
-        print(f"{name:>10}: {path}", file=sys.stderr)
+    if args.out:
+        paths = write_simulation(sim, args.out, fmt=args.format, gz=args.gz, progress=True)
+        for name, path in paths.items():
+            print(f"{name:>10}: {path}", file=sys.stderr)
+    if args.kafka:
+        return _stream_simulation(args, sim)
     return 0
+
+
+def _stream_simulation(args: argparse.Namespace, sim: Any) -> int:
+    from confluent_kafka import KafkaException
+
+    from stream.produce import PingProducer, stream_simulation
+
+    try:
+        producer = PingProducer(args.kafka, args.topic, args.encoding)
+    except KafkaException as exc:
+        raise _kafka_error(exc) from None
+    speed = None if args.speed <= 0 else args.speed
+    pace = "as fast as possible" if speed is None else f"at {speed:g}x"
+    print(f"defacto: streaming {sim.scenario.name} to {args.topic} on {args.kafka} {pace}",
+          file=sys.stderr)
+    total_min = int(args.days * 24 * 60)
+    bar = tqdm(total=total_min, desc="simulated", unit=" min")
+    t0 = None
+    try:
+        for now_ms in stream_simulation(producer, sim, speed):
+            t0 = now_ms if t0 is None else t0
+            bar.n = min((now_ms - t0) // 60_000 + 1, total_min)
+            bar.set_postfix(pings=f"{producer.stats.pings:,}", refresh=False)
+            bar.refresh()
+    except KeyboardInterrupt:
+        print("defacto: interrupted", file=sys.stderr)
+    finally:
+        bar.close()
+        left = producer.flush(60)
+    st = producer.stats
+    print(f"defacto: {st.pings:,} pings in {st.messages:,} message(s): {st.delivered:,} delivered, "
+          f"{st.failed:,} failed, {left:,} unconfirmed", file=sys.stderr)
+    return 0 if st.failed == 0 and left == 0 else 1
 
 
 def _kafka_error(exc: Exception) -> InputError:
@@ -345,9 +383,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``defacto demo``: simulate, calibrate on the first day, replay the rest, print the table."""
-    from stream.demo import run_demo
+    if args.offline:
+        from stream.demo import run_demo
 
-    return run_demo(Path(args.out), args.scenario, args.scale, args.days, args.seed)
+        return run_demo(Path(args.out), args.scenario, args.scale, args.days, args.seed)
+    from stream.live_demo import run_live_demo
+
+    return run_live_demo(Path(args.out), args.scenario, args.scale, args.days, args.seed,
+                         args.speed, web_port=args.web_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,8 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
     p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
+    p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="with --kafka: simulated seconds per second (default 60: an hour per "
+                        "minute; 1 = real time; 0 = as fast as possible)")
+    p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
+                   help="with --kafka: message encoding (default frame)")
     p.add_argument("--gz", action="store_true", help="gzip the ping file")
     p.set_defaults(func=cmd_simulate)
 
@@ -445,10 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("demo", help="simulate, calibrate and replay a scenario; print the table",
-                       description="The main job on built-in defaults: simulate a scenario, "
-                                   "calibrate on day 1, replay the rest, print estimated vs "
-                                   "registered vs true per region.")
+    p = sub.add_parser("demo", help="the live pipeline on this machine (or --offline: replay)",
+                       description="Live (default): embedded Kafka broker and Redis (unless "
+                                   "$KAFKA_BOOTSTRAP / $REDIS_URL), one worker, the scenario "
+                                   "streamed accelerated; prints each snapshot. --offline: "
+                                   "simulate, calibrate on day 1, replay the rest, print "
+                                   "estimated vs registered vs true per region.")
+    p.add_argument("--offline", action="store_true", help="replay files instead of going live")
+    p.add_argument("--speed", type=float, default=360.0,
+                   help="live: simulated seconds per second (default 360: an hour in 10 s)")
+    p.add_argument("--web-port", type=int, help="live: worker web port (default: a free port)")
     p.add_argument("--scenario", default="astana", help="scenario (default astana)")
     p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
     p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
