@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shlex
@@ -42,6 +41,7 @@ from stream.publish import PublishSettings, SnapshotPublisher
 
 log = logging.getLogger("defacto.worker")
 ARGS_ENV = "DEFACTO_WORKER_ARGS"
+REDIS_RETRY_S = 2.0
 
 
 class Live:
@@ -63,9 +63,11 @@ class Live:
             PublishSettings(prefix=args.prefix), on_publish=self._published)
         self.parts: dict[int, PartitionState] = {}
         self.unsent: dict[int, list[Tally]] = defaultdict(list)
+        self._flush_lock = asyncio.Lock()
         self.last_checkpoint: dict[int, float] = {}
         self.last_seen_publish: int | None = None
         self.redis_ok = True
+        self.redis_retry_at = 0.0
 
     def _published(self, snap: dict[str, Any], delay_s: float) -> None:
         self.metrics.snapshot_delay.observe(max(delay_s, 0.0))
@@ -75,7 +77,7 @@ class Live:
         ps = self.parts.get(p)
         if ps is None:
             ps = PartitionState(self.args.topic, p, self.make_engine(), self.secret, self.settings)
-            blob = await self._redis(self.publisher.load_checkpoint(p))
+            blob = await self._load_checkpoint(p)
             if blob:
                 ps.restore(blob)
                 log.info("partition %d: resumed from checkpoint at offset %d", p, ps.next_offset)
@@ -83,6 +85,16 @@ class Live:
             self.last_checkpoint[p] = time.monotonic()
             self.metrics.partitions.set(len(self.parts))
         return ps
+
+    async def _load_checkpoint(self, p: int) -> bytes | None:
+        """The partition's checkpoint; waits for Redis, since resuming without it would be wrong."""
+        delay = 0.5
+        while True:
+            try:
+                return await self._redis(self.publisher.load_checkpoint(p))
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _redis(self, coro: Any) -> Any:
         try:
@@ -92,6 +104,7 @@ class Live:
             if self.redis_ok:
                 log.warning("Redis unavailable (%s): estimating on, publishing when it is back", exc)
             self.redis_ok = False
+            self.redis_retry_at = time.monotonic() + REDIS_RETRY_S
             raise
         if not self.redis_ok:
             log.info("Redis is back")
@@ -145,22 +158,32 @@ class Live:
                 log.warning("dead-letter send failed (%s): %s", exc, r.to_json())
 
     async def flush(self, force_checkpoint: bool = False) -> None:
-        """Write pending tallies, checkpoint when due, publish what is complete."""
-        try:
-            for p, tallies in list(self.unsent.items()):
-                ps = self.parts.get(p)
-                if tallies or ps is not None:
-                    await self._redis(self.publisher.write_tallies(
-                        p, tallies, ps.closed_until if ps else None))
-                    self.unsent[p] = []
-            now = time.monotonic()
-            for p, ps in list(self.parts.items()):
-                if force_checkpoint or now - self.last_checkpoint.get(p, 0) >= self.args.checkpoint_every:
-                    await self.checkpoint(p, ps)
-            published = await self._redis(self.publisher.try_publish())
-            await self._refresh_metrics(published)
-        except (RedisError, OSError):
+        """Write pending tallies, checkpoint when due, publish what is complete.
+
+        Called by the agent after each batch and by a 1 s timer; a lock keeps them apart.
+        """
+        if not self.redis_ok and time.monotonic() < self.redis_retry_at:
             return
+        async with self._flush_lock:
+            try:
+                for p in list(self.unsent):
+                    tallies = self.unsent.pop(p)
+                    ps = self.parts.get(p)
+                    try:
+                        await self._redis(self.publisher.write_tallies(
+                            p, tallies, ps.closed_until if ps else None))
+                    except (RedisError, OSError):
+                        self.unsent[p][:0] = tallies  # keep them, in order, for the next try
+                        raise
+                now = time.monotonic()
+                for p, ps in list(self.parts.items()):
+                    due = now - self.last_checkpoint.get(p, 0) >= self.args.checkpoint_every
+                    if force_checkpoint or due:
+                        await self.checkpoint(p, ps)
+                published = await self._redis(self.publisher.try_publish())
+                await self._refresh_metrics(published)
+            except (RedisError, OSError):
+                return
 
     async def checkpoint(self, p: int, ps: PartitionState) -> None:
         """Save a partition's checkpoint and commit its offset to Kafka."""
@@ -189,13 +212,14 @@ class Live:
         if not mine:
             return
         await self.flush()
-        for p in mine:
-            ps = self.parts.pop(p)
-            try:
-                await self.checkpoint(p, ps)
-            except (RedisError, OSError):
-                log.warning("partition %d revoked without a checkpoint: its next owner replays more",
-                            p)
+        async with self._flush_lock:
+            for p in mine:
+                ps = self.parts.pop(p)
+                try:
+                    await self.checkpoint(p, ps)
+                except (RedisError, OSError):
+                    log.warning("partition %d revoked without a checkpoint: its next owner "
+                                "replays more", p)
         self.metrics.partitions.set(len(self.parts))
 
 
@@ -310,4 +334,4 @@ def _app_from_env() -> faust.App | None:
 
 app = _app_from_env()
 
-__all__ = ["Live", "app", "asyncio", "create_app", "json"]
+__all__ = ["Live", "app", "create_app"]

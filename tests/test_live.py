@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from confluent_kafka import Consumer, Producer
 
 from stream.cli import main
 from stream.codec import encode_control, encode_frame
-from stream.embedded import Service, create_topic, free_port, redis_service, start_broker
+from stream.embedded import Service, create_topic, free_port, redis_service, start_broker, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
@@ -227,3 +228,51 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert json.loads(resp.read())["status"] == "ok"
     assert w.poll() is None
+
+
+def _metric(port: int, line_start: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_worker_rides_out_a_redis_outage(live: Workers, tmp_path: Path) -> None:
+    store = start_redis()
+    try:
+        live.redis_url = store.url
+        pings = live.sim / "pings.jsonl"
+        lines = pings.read_text().splitlines(keepends=True)
+        first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+        cut = len(lines) * 2 // 3
+        first.write_text("".join(lines[:cut]))
+        second.write_text("".join(lines[cut:]))
+        expected = _replay(live.sim, pings, tmp_path / "replay.jsonl")
+        create_topic(live.broker, live.topic, 1)
+        port = free_port()
+        w = live.start("w", web_port=port)
+        r = redis.Redis.from_url(store.url)
+        assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
+                     "--no-final", "--quiet"]) == 0
+        _wait("snapshots before the outage", lambda: len(_history(r, live.prefix)) >= 3, 90, (w,))
+        os.kill(store.pid, signal.SIGSTOP)  # Redis hangs: connections time out
+        try:
+            assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
+                         "--quiet", "--encoding", "json"]) == 0
+            accepted = 'defacto_pings_consumed_total{outcome="accepted"}'
+            _wait("estimating on without Redis",
+                  lambda: _metric(port, accepted) >= len(lines), 120, (w,))
+            assert _metric(port, "defacto_redis_errors_total") > 0
+        finally:
+            os.kill(store.pid, signal.SIGCONT)
+        last = expected[-1]["at"]
+        _wait("publishing after the outage", lambda: (r.get(f"{live.prefix}:snapshot") or b"")
+              .find(f'"at":"{last}"'.encode()) >= 0, 120, (w,))
+        history = _history(r, live.prefix)
+        assert [h["at"] for h in history] == [s["at"] for s in expected]
+        latest = json.loads(r.get(f"{live.prefix}:snapshot"))
+        assert latest["regions"] == expected[-1]["regions"]
+    finally:
+        live.stop_all()
+        store.stop()

@@ -1,0 +1,767 @@
+"""Live pipeline speed through a real broker and ONE worker (a benchmark: prints figures, asserts nothing).
+
+    PYTHONPATH=. .venv/bin/python bench/live_throughput.py [--quick]
+
+Everything runs on 127.0.0.1: an embedded Tansu broker (memory storage), an isolated Redis (or
+``--redis URL`` with a unique key prefix per stage) and ``python -m stream.cli worker`` as a
+subprocess. Pings come from the scenario simulator (astana). Stages (``--stages``):
+
+``frames``
+    Pre-load a topic with N pings in batch frames (20 k pings each) and a final watermark, then
+    start the worker and time it from the first consumed ping to the last (``/metrics``,
+    ``defacto_pings_consumed_total``), so the consumer-group join is excluded.
+``json``
+    The same with one JSON ping per message.
+``latency``
+    Produce live at half the measured frame rate with event time = produce wall time, a watermark
+    control message to every partition every ~100 ms, a worker with a short ``--every``. Each
+    ping's delay is the publish wall time of the first snapshot that includes it (``at_ms`` = the
+    first window end after its ``ts``; ``P:snapshots`` stream) minus its produce wall time; a
+    window of length W adds up to W by construction, so the delay from the window end
+    (``published_at - at_ms``) is reported too.
+``naive``
+    ``bench/naive_faust.py``, a textbook Faust agent (``async for`` + a Table update per event,
+    with its changelog) on the same JSON messages, timed from its first to its last event.
+
+Every load loop is bounded in count and wall time; ``--profile DIR`` records the worker with
+py-spy (``pip install py-spy``) during the ``frames``/``json`` stages and prints the hottest
+functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import Producer
+
+from stream.cli import parse_duration_s
+from stream.codec import encode_control, encode_frame, encode_json
+from stream.embedded import Service, create_topic, free_port, start_broker, start_redis
+from stream.produce import device_partition, simulation_columns
+from stream.simulator import Simulation, load_scenario, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+CT_FRAME = b"application/x-defacto-frame"
+CT_JSON = b"application/json"
+KEY = "live-bench-key-0123456789abcdef"
+CONSUMED = re.compile(r'^defacto_pings_consumed_total\{outcome="(\w+)"\} (\S+)$', re.M)
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr with a wall-clock stamp."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Input: simulated pings and the worker's engine files
+
+
+@dataclass
+class Inputs:
+    """Simulated pings as frame columns (time ordered by hour) and the engine files for the worker."""
+
+    sim: Simulation
+    cols: dict[str, np.ndarray]
+    engine_args: list[str]
+
+    @property
+    def n(self) -> int:
+        """Number of pings available."""
+        return len(self.cols["ts"])
+
+
+def load_inputs(scale: float, n_pings: int, seed: int, workdir: Path) -> Inputs:
+    """Simulate astana at ``scale`` until ``n_pings`` pings; write cells/regions/registry/key files."""
+    t0 = time.perf_counter()
+    days = 30.0  # an upper bound: hours are generated lazily until n_pings are reached
+    sim = simulate(load_scenario("astana"), scale=scale, days=days, seed=seed)
+    parts: list[dict[str, np.ndarray]] = []
+    have = 0
+    for chunk in sim.hours():
+        cols = simulation_columns(sim, chunk)
+        order = np.argsort(cols["ts"], kind="stable")
+        parts.append({k: v[order] for k, v in cols.items()})
+        have += len(chunk)
+        if have >= n_pings:
+            break
+    cols = {k: np.concatenate([p[k] for p in parts])[:n_pings] for k in parts[0]}
+    log(f"simulated astana scale {scale}: {sim.n_devices:,} devices, {len(cols['ts']):,} pings over "
+        f"{len(parts)} h in {time.perf_counter() - t0:.1f} s")
+    plan = sim.cell_plan
+    cells = workdir / "cells.csv"
+    rows = [f"{sim.operators[o]},{c},{a:.6f},{b:.6f}" for o, c, a, b in zip(
+        plan["operator"].tolist(), plan["cell"].tolist(), plan["lat"].tolist(), plan["lon"].tolist(),
+        strict=True)]
+    cells.write_text("operator,cell,lat,lon\n" + "\n".join(rows) + "\n")
+    regions = workdir / "regions.geojson"
+    regions.write_text(json.dumps(sim.regions_geojson))
+    registry = workdir / "registry.csv"
+    registry.write_text("region,registered\n" + "".join(f"{k},{v}\n" for k, v in sim.registry.items()))
+    key = workdir / "key"
+    key.write_text(KEY + "\n")
+    return Inputs(sim, cols, ["--regions", str(regions), "--cells", str(cells),
+                              "--registry", str(registry), "--key-file", str(key)])
+
+
+def take(cols: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Rows ``lo:hi`` of every column."""
+    return {k: v[lo:hi] for k, v in cols.items()}
+
+
+def by_partition(cols: dict[str, np.ndarray], partitions: int) -> list[np.ndarray]:
+    """Row indices of each partition (the producer's rule: FNV-1a of the device pseudonym)."""
+    if partitions == 1:
+        return [np.arange(len(cols["ts"]))]
+    part = device_partition(cols["device"], partitions)
+    return [np.flatnonzero(part == p) for p in range(partitions)]
+
+
+def frame_messages(cols: dict[str, np.ndarray], partitions: int, rows: int) -> list[tuple[int, bytes]]:
+    """(partition, frame) pairs of ``rows`` pings each, in time order within each partition."""
+    out: list[tuple[int, bytes]] = []
+    for p, idx in enumerate(by_partition(cols, partitions)):
+        for lo in range(0, len(idx), rows):
+            pick = idx[lo:lo + rows]
+            out.append((p, encode_frame({k: v[pick] for k, v in cols.items()})))
+    return out
+
+
+def json_messages(cols: dict[str, np.ndarray], partitions: int) -> list[tuple[int, bytes]]:
+    """(partition, JSON ping) pairs, one ping per message, the ``defacto simulate`` JSON layout."""
+    part = (np.zeros(len(cols["ts"]), dtype=np.int64) if partitions == 1
+            else device_partition(cols["device"], partitions))
+    dev = [d.decode() for d in cols["device"].tolist()]
+    ops = [o.decode() for o in cols["operator"].tolist()]
+    cell = [c.decode() for c in cols["cell"].tolist()]
+    out: list[tuple[int, bytes]] = []
+    for i, (d, ts, op, mcc, c, lat, lon, p) in enumerate(zip(
+            dev, cols["ts"].tolist(), ops, cols["home_mcc"].tolist(), cell, cols["lat"].tolist(),
+            cols["lon"].tolist(), part.tolist(), strict=True)):
+        ping: dict[str, Any] = {"device": d, "ts": ts, "operator": op,
+                                "home_mcc": None if mcc < 0 else mcc}
+        if c:
+            ping["cell"] = c
+        else:
+            ping["lat"], ping["lon"] = lat, lon
+        out.append((p, encode_json(ping)))
+        if i and i % 250_000 == 0:
+            log(f"  encoded {i:,} JSON pings")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Kafka
+
+
+def make_producer(bootstrap: str) -> Producer:
+    """A confluent-kafka producer tuned like ``stream.produce.PingProducer``."""
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                     "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 10_000_000,
+                     "compression.type": "none", "enable.idempotence": False})
+
+
+@dataclass
+class Delivery:
+    """Delivery reports of a producer."""
+
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        """confluent-kafka ``on_delivery`` callback."""
+        if err is None:
+            self.ok += 1
+        else:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(str(err))
+
+
+def send(producer: Producer, topic: str, value: bytes, partition: int, content_type: bytes,
+         report: Delivery, deadline: float) -> None:
+    """Produce one message, waiting (bounded) for queue space."""
+    while True:
+        try:
+            producer.produce(topic, value=value, partition=partition,
+                             headers=[("content-type", content_type)], on_delivery=report)
+            return
+        except BufferError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("producer queue stayed full past the deadline") from None
+            producer.poll(0.05)
+
+
+def preload(bootstrap: str, topic: str, messages: list[tuple[int, bytes]], content_type: bytes,
+            final_ts: int, partitions: int, limit_s: float) -> float:
+    """Send every message, then a final watermark to each partition; returns the send rate (msg/s)."""
+    producer = make_producer(bootstrap)
+    report = Delivery()
+    t0 = time.monotonic()
+    deadline = t0 + limit_s
+    for i, (p, value) in enumerate(messages):
+        send(producer, topic, value, p, content_type, report, deadline)
+        if i % 1000 == 0:
+            producer.poll(0)
+        if i and i % 200_000 == 0:
+            log(f"  produced {i:,}/{len(messages):,} messages")
+    for p in range(partitions):
+        send(producer, topic, encode_control(final_ts, final=True), p, CT_JSON, report, deadline)
+    left = producer.flush(max(1.0, deadline - time.monotonic()))
+    took = time.monotonic() - t0
+    if left or report.failed:
+        raise RuntimeError(f"preload: {left} undelivered, {report.failed} failed: {report.errors}")
+    return len(messages) / took
+
+
+# ------------------------------------------------------------------------------------------------
+# The worker under test
+
+
+class Worker:
+    """``python -m stream.cli worker`` as a subprocess, with its log, /metrics and Redis keys."""
+
+    def __init__(self, name: str, bootstrap: str, redis_url: str, topic: str, partitions: int,
+                 workdir: Path, engine_args: list[str], extra: list[str]) -> None:
+        self.name = name
+        self.prefix = f"bench:{name}"
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.redis = redis.Redis.from_url(redis_url)
+        argv = [sys.executable, "-m", "stream.cli", "worker", "--kafka", bootstrap, "--redis", redis_url,
+                "--topic", topic, "--partitions", str(partitions), "--group", self.prefix,
+                "--prefix", self.prefix, "--dead-letter-topic", f"{topic}.dead",
+                "--web-port", str(self.port), "--datadir", str(workdir / f"{name}-data"),
+                *engine_args, *extra]
+        with open(self.log_path, "wb") as fh:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log(f"worker {name} started (pid {self.proc.pid}, metrics http://127.0.0.1:{self.port}/metrics)")
+
+    def alive(self) -> None:
+        """Raise with the log tail if the worker has exited."""
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def consumed(self) -> Counter[str] | None:
+        """``defacto_pings_consumed_total`` by outcome, or None while /metrics does not answer."""
+        self.alive()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        return Counter({k: int(float(v)) for k, v in CONSUMED.findall(text)})
+
+    def published_until(self) -> int | None:
+        """``P:published_until`` (end of the last published window, ms)."""
+        v = self.redis.get(f"{self.prefix}:published_until")
+        return int(v) if v is not None else None
+
+    def snapshots(self) -> list[tuple[int, float]]:
+        """(at_ms, published_at unix s) of every snapshot announced on ``P:snapshots``."""
+        out = []
+        for _id, f in self.redis.xrange(f"{self.prefix}:snapshots"):
+            pub = datetime.fromisoformat(f[b"published_at"].decode().replace("Z", "+00:00"))
+            out.append((int(f[b"at_ms"]), pub.timestamp()))
+        return out
+
+    def stop(self) -> None:
+        """SIGTERM, wait (bounded), then SIGKILL; drop this worker's Redis keys."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        with contextlib.suppress(redis.RedisError):
+            keys = list(self.redis.scan_iter(f"{self.prefix}:*"))
+            if keys:
+                self.redis.delete(*keys)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)  # polling interval, not synchronization: the deadline bounds the wait
+
+
+class Profiler:
+    """py-spy recording a process until stopped (raw collapsed stacks), or nothing."""
+
+    def __init__(self, pid: int, out: Path | None, rate: int = 200) -> None:
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if out is None:
+            return
+        if not Path(spy).exists():
+            log("py-spy not found (pip install py-spy): not profiling")
+            self.out = None
+            return
+        self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(rate),
+                                      "--format", "raw", "--nonblocking", "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Stop recording (SIGINT makes py-spy write its output) and print a summary."""
+        if self.proc is None or self.out is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.out.exists():
+            summarize_profile(self.out)
+
+
+def summarize_profile(path: Path, top: int = 25) -> None:
+    """Print the functions with the most samples on the stack (inclusive) and on top (self)."""
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = [re.sub(r" \((.*/)?([^/]+):\d+\)$", r" (\2)", f) for f in stack.split(";")]
+        count = int(n)
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    if not total:
+        return
+    print(f"\nprofile {path} ({total} samples)\n  inclusive:")
+    for f, c in incl.most_common(top):
+        print(f"  {100 * c / total:5.1f} %  {f}")
+    print("  self:")
+    for f, c in own.most_common(top):
+        print(f"  {100 * c / total:5.1f} %  {f}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Stages
+
+
+@dataclass
+class Env:
+    """Shared services and settings of one benchmark run."""
+
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+    inputs: Inputs
+    partitions: int
+    profile_dir: Path | None
+    timeout_s: float
+    worker_extra: list[str]
+
+
+def _name(stage: str) -> str:
+    return f"{stage}-{uuid.uuid4().hex[:8]}"
+
+
+def throughput(env: Env, stage: str, messages: list[tuple[int, bytes]], content_type: bytes,
+               n_pings: int, final_ts: int) -> dict[str, Any]:
+    """Pre-load ``messages``, start a worker, time it from the first consumed ping to the last."""
+    name = _name(stage)
+    topic = f"pings-{name}"
+    create_topic(env.bootstrap, topic, env.partitions)
+    log(f"{stage}: pre-loading {len(messages):,} messages ({n_pings:,} pings) into {topic}")
+    send_rate = preload(env.bootstrap, topic, messages, content_type, final_ts, env.partitions,
+                        env.timeout_s)
+    log(f"{stage}: produced at {send_rate:,.0f} msg/s")
+    w = Worker(name, env.bootstrap, env.redis_url, topic, env.partitions, env.workdir,
+               env.inputs.engine_args, ["--every", "1h", *env.worker_extra])
+    prof: Profiler | None = None
+    try:
+        t_start = time.monotonic()
+        first = wait_for("the first consumed ping", lambda: _first(w), env.timeout_s, 0.02)
+        t_first, c_first = first
+        log(f"{stage}: first pings consumed {t_first - t_start:.1f} s after start (group join)")
+        prof = Profiler(w.proc.pid, env.profile_dir / f"{stage}.txt" if env.profile_dir else None)
+        deadline = t_first + env.timeout_s
+        last_log = t_first
+        while True:
+            c = w.consumed() or Counter()
+            now = time.monotonic()
+            done = sum(c.values())
+            if done >= n_pings:
+                break
+            if now > deadline:
+                raise TimeoutError(f"{stage}: only {done:,}/{n_pings:,} pings consumed in "
+                                   f"{env.timeout_s:.0f} s")
+            if now - last_log >= 2:
+                log(f"{stage}: {done:,}/{n_pings:,} pings, {(done - c_first) / (now - t_first):,.0f}/s")
+                last_log = now
+            time.sleep(0.02)  # polling interval
+        t_done = now
+        if prof is not None:
+            prof.stop()
+            prof = None
+        last_boundary = (final_ts // 3_600_000 + 1) * 3_600_000
+        wait_for("the last snapshot", lambda: (w.published_until() or 0) >= last_boundary, 60)
+        t_pub = time.monotonic()
+        rate = (n_pings - c_first) / (t_done - t_first)
+        snaps = w.redis.xlen(f"{w.prefix}:snapshots")
+        log(f"{stage}: {rate:,.0f} pings/s ({dict(c)}); last snapshot {t_pub - t_done:.2f} s after "
+            f"the last ping; {snaps} snapshots")
+        return {"pings": n_pings, "messages": len(messages), "pings_per_s": rate,
+                "msgs_per_s": rate * len(messages) / n_pings, "outcomes": dict(c),
+                "seconds": t_done - t_first, "first_counted": c_first, "join_s": t_first - t_start,
+                "last_snapshot_after_s": t_pub - t_done, "snapshots": snaps,
+                "produce_msgs_per_s": send_rate}
+    finally:
+        if prof is not None:
+            prof.stop()
+        w.stop()
+
+
+def _first(w: Worker) -> tuple[float, int] | None:
+    c = w.consumed()
+    n = sum(c.values()) if c else 0
+    return (time.monotonic(), n) if n > 0 else None
+
+
+def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: int,
+            control_every_s: float = 0.1) -> dict[str, Any]:
+    """Live pings at ``rate``/s with ts = produce time; per-ping delay until a snapshot includes it."""
+    name = _name("latency")
+    topic = f"pings-{name}"
+    create_topic(env.bootstrap, topic, env.partitions)
+    w = Worker(name, env.bootstrap, env.redis_url, topic, env.partitions, env.workdir,
+               env.inputs.engine_args, ["--every", every, "--lateness", "1ms", *env.worker_extra])
+    every_ms = round(parse_duration_s(every) * 1000)
+    src = env.inputs.cols
+    n_src = len(src["ts"])
+    producer = make_producer(env.bootstrap)
+    report = Delivery()
+    sent: list[tuple[int, int, float]] = []  # (ts_ms, pings, produce wall time s) per frame
+    pos = 0
+
+    def frame(n: int) -> None:
+        nonlocal pos
+        if pos + n > n_src:
+            pos = 0
+        now = time.time()
+        ts_ms = int(now * 1000)
+        cols = take(src, pos, pos + n)
+        cols["ts"] = np.full(n, ts_ms, dtype=np.int64)
+        pos += n
+        for p, idx in enumerate(by_partition(cols, env.partitions)):
+            if len(idx):
+                send(producer, topic, encode_frame({k: v[idx] for k, v in cols.items()}), p,
+                     CT_FRAME, report, time.monotonic() + 10)
+        producer.poll(0)
+        sent.append((ts_ms, n, now))
+
+    def control() -> None:
+        ts_ms = int(time.time() * 1000)
+        for p in range(env.partitions):
+            send(producer, topic, encode_control(ts_ms), p, CT_JSON, report, time.monotonic() + 10)
+        producer.poll(0)
+
+    try:
+        log(f"latency: warming up (group join) on {topic}, --every {every}")
+        frame(1000)
+        producer.flush(10)
+        warm = sent[0][1]
+        wait_for("the warm-up frame", lambda: (w.consumed() or Counter())["accepted"] >= warm,
+                 env.timeout_s)
+        sent.clear()
+        log(f"latency: producing {rate:,.0f} pings/s in frames of {frame_rows:,} for {duration_s:.0f} s")
+        t0 = time.monotonic()
+        interval = frame_rows / rate
+        i = 0
+        next_control = t0
+        end = t0 + duration_s
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= next_control:
+                control()
+                next_control += control_every_s
+            due = t0 + i * interval
+            if now >= due:
+                frame(frame_rows)
+                i += 1
+                if now - due > 1.0:
+                    log("latency: producer is more than 1 s behind schedule")
+            producer.poll(max(0.0, min(due, next_control, end) - time.monotonic()))
+        produced = sum(n for _, n, _ in sent)
+        last_boundary = (sent[-1][0] // every_ms + 1) * every_ms
+        log(f"latency: produced {produced:,} pings in {len(sent):,} frames; waiting for the "
+            f"snapshot at {last_boundary}")
+        deadline = time.monotonic() + 60
+        while (w.published_until() or 0) < last_boundary:  # keep the watermark moving
+            if time.monotonic() > deadline:
+                raise TimeoutError("latency: the last window was not published within 60 s")
+            control()
+            producer.poll(control_every_s)
+        if producer.flush(10) or report.failed:
+            raise RuntimeError(f"latency: delivery failed: {report.errors}")
+        c = wait_for("every ping consumed", lambda: _all_counted(w, produced + warm), 30)
+        snaps = dict(w.snapshots())
+        at = np.array([(ts // every_ms + 1) * every_ms for ts, _, _ in sent], dtype=np.int64)
+        missing = sorted({int(a) for a in at} - set(snaps))
+        if missing:
+            raise RuntimeError(f"latency: {len(missing)} windows never announced, e.g. {missing[:3]}")
+        pub = np.array([snaps[int(a)] for a in at])
+        weights = np.array([n for _, n, _ in sent])
+        delay = pub - np.array([t for _, _, t in sent])
+        window = sorted(snaps.items())
+        first_at = int(at.min())
+        from_end = np.array([p - a / 1000 for a, p in window if first_at <= a <= last_boundary])
+        out = {"rate": rate, "every": every, "duration_s": duration_s, "pings": produced,
+               "frames": len(sent), "frame_rows": frame_rows, "outcomes": dict(c),
+               "delay_p50_s": _wpct(delay, weights, 50), "delay_p99_s": _wpct(delay, weights, 99),
+               "delay_max_s": float(delay.max()),
+               "from_window_end_p50_s": float(np.percentile(from_end, 50)),
+               "from_window_end_p99_s": float(np.percentile(from_end, 99)),
+               "from_window_end_max_s": float(from_end.max()), "windows": len(from_end)}
+        log(f"latency: delay p50 {out['delay_p50_s']:.3f} s, p99 {out['delay_p99_s']:.3f} s; from window "
+            f"end p50 {out['from_window_end_p50_s']:.3f} s, p99 {out['from_window_end_p99_s']:.3f} s "
+            f"({len(from_end)} windows)")
+        return out
+    finally:
+        w.stop()
+
+
+def _all_counted(w: Worker, n: int) -> Counter[str] | None:
+    c = w.consumed()
+    return c if c and sum(c.values()) >= n else None
+
+
+def _wpct(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """Weighted percentile (each value repeated ``weights`` times; lower interpolation)."""
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    k = int(np.searchsorted(cum, q / 100 * cum[-1]))
+    return float(values[order][min(k, len(values) - 1)])
+
+
+def naive(env: Env, messages: list[tuple[int, bytes]], n: int, limit_s: float) -> dict[str, Any]:
+    """Run ``bench/naive_faust.py`` over the first ``n`` JSON messages; events/s first to last."""
+    name = _name("naive")
+    topic = f"pings-{name}"
+    create_topic(env.bootstrap, topic, env.partitions)
+    log(f"naive: pre-loading {n:,} JSON messages into {topic}")
+    preload(env.bootstrap, topic, messages[:n], CT_JSON, 0, 0, env.timeout_s)
+    report = env.workdir / f"{name}.json"
+    log_path = env.workdir / f"{name}.log"
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "NAIVE_BROKER": env.bootstrap,
+               "NAIVE_TOPIC": topic, "NAIVE_GROUP": name, "NAIVE_EXPECT": str(n),
+               "NAIVE_REPORT": str(report), "NAIVE_PARTITIONS": str(env.partitions),
+               "NAIVE_DATADIR": str(env.workdir / f"{name}-data")}
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "naive_faust.py"), "worker",
+                                 "--without-web", "-l", "warning"], cwd=ROOT, env=environ,
+                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log(f"naive: Faust agent started (pid {proc.pid})")
+
+    def state() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"naive agent exited with {proc.returncode}:\n"
+                               + log_path.read_text(errors='replace')[-3000:])
+        try:
+            return json.loads(report.read_text())
+        except (OSError, ValueError):
+            return None
+
+    try:
+        t_start = time.monotonic()
+        wait_for("the naive agent's first events", state, env.timeout_s, 0.05)
+        log(f"naive: first events {time.monotonic() - t_start:.1f} s after start (group join)")
+        deadline = time.monotonic() + limit_s
+        last_log = time.monotonic()
+        while True:
+            s = state() or {"count": 0}
+            if s["count"] >= n or time.monotonic() > deadline:
+                break
+            if time.monotonic() - last_log >= 5:
+                log(f"naive: {s['count']:,}/{n:,} events")
+                last_log = time.monotonic()
+            time.sleep(0.1)  # polling interval
+        s = state() or {"count": 0, "t_first": 0.0, "t_last": 0.0}
+        rate = (s["count"] - 1) / max(s["t_last"] - s["t_first"], 1e-9)
+        log(f"naive: {s['count']:,} events at {rate:,.0f}/s"
+            + ("" if s["count"] >= n else f" (stopped at the {limit_s:.0f} s limit)"))
+        changelog = "changelog topic in use" if "changelog" in log_path.read_text(errors="replace") \
+            else ""
+        return {"events": s["count"], "msgs_per_s": rate, "complete": s["count"] >= n,
+                "note": changelog}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``--quick`` shrinks every stage)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a short run (about two minutes)")
+    p.add_argument("--stages", default="frames,json,latency,naive",
+                   help="comma-separated subset of frames,json,latency,naive")
+    p.add_argument("--pings", type=int, help="pings for the frame stage (default 3 M; quick 500 k)")
+    p.add_argument("--json-pings", type=int, help="pings for the JSON stage (default 500 k; quick 100 k)")
+    p.add_argument("--naive-msgs", type=int, help="messages for the naive agent (default 100 k; quick 20 k)")
+    p.add_argument("--naive-limit", type=float, default=120.0, help="naive agent time limit, s")
+    p.add_argument("--scale", type=float, help="astana simulation scale (default 0.1; quick 0.02)")
+    p.add_argument("--frame-rows", type=int, default=20_000, help="pings per frame (default 20000)")
+    p.add_argument("--partitions", type=int, default=1, help="topic partitions (one worker; default 1)")
+    p.add_argument("--latency-every", default="200ms", help="worker --every in the latency stage")
+    p.add_argument("--latency-s", type=float, help="latency run length (default 25 s; quick 10 s)")
+    p.add_argument("--latency-rate", type=float,
+                   help="pings/s in the latency stage (default: half the measured frame rate)")
+    p.add_argument("--latency-frame-rows", type=int, help="pings per live frame (default --frame-rows)")
+    p.add_argument("--redis", help="use this Redis (unique key prefixes) instead of a fresh one")
+    p.add_argument("--timeout", type=float, default=300.0, help="bound of each wait, s (default 300)")
+    p.add_argument("--worker-arg", action="append", default=[],
+                   help="extra `defacto worker` option (repeat; e.g. --worker-arg=--batch=20000)")
+    p.add_argument("--profile", help="record the worker with py-spy into this directory")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.pings = args.pings or (500_000 if q else 3_000_000)
+    args.json_pings = args.json_pings or (100_000 if q else 500_000)
+    args.naive_msgs = args.naive_msgs or (20_000 if q else 100_000)
+    args.scale = args.scale or (0.02 if q else 0.1)
+    args.latency_s = args.latency_s or (10.0 if q else 25.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stages and print the figures."""
+    args = parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="defacto-live-bench-"))
+    services: list[Service] = []
+    results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items()}}
+    try:
+        kafka = start_broker()
+        services.append(kafka)
+        if args.redis:
+            redis_url = args.redis
+        else:
+            rsvc = start_redis()
+            services.append(rsvc)
+            redis_url = rsvc.url
+        log(f"broker {kafka.url}, Redis {redis_url}, work dir {workdir}")
+        need = max(args.pings if "frames" in stages else 0,
+                   args.json_pings if {"json", "naive"} & set(stages) else 0,
+                   args.naive_msgs if "naive" in stages else 0, 200_000)
+        inputs = load_inputs(args.scale, need, args.seed, workdir)
+        profile_dir = Path(args.profile) if args.profile else None
+        if profile_dir:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+        env = Env(kafka.url, redis_url, workdir, inputs, args.partitions, profile_dir, args.timeout,
+                  args.worker_arg)
+        cols = inputs.cols
+        if "frames" in stages:
+            sub = take(cols, 0, args.pings)
+            msgs = frame_messages(sub, args.partitions, args.frame_rows)
+            results["frames"] = throughput(env, "frames", msgs, CT_FRAME, args.pings, int(sub["ts"].max()))
+            del msgs
+        json_msgs: list[tuple[int, bytes]] = []
+        if {"json", "naive"} & set(stages):
+            n = max(args.json_pings if "json" in stages else 0, args.naive_msgs if "naive" in stages else 0)
+            log(f"encoding {n:,} JSON pings")
+            json_msgs = json_messages(take(cols, 0, n), args.partitions)
+        if "json" in stages:
+            sub = take(cols, 0, args.json_pings)
+            results["json"] = throughput(env, "json", json_msgs[:args.json_pings], CT_JSON,
+                                         args.json_pings, int(sub["ts"].max()))
+        if "latency" in stages:
+            rate = args.latency_rate or (results["frames"]["pings_per_s"] / 2 if "frames" in results
+                                         else 250_000.0)
+            results["latency"] = latency(env, rate, args.latency_every, args.latency_s,
+                                         args.latency_frame_rows or args.frame_rows)
+        if "naive" in stages:
+            results["naive"] = naive(env, json_msgs, args.naive_msgs, args.naive_limit)
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    """Print the figures and the goals."""
+    print(f"\nLive pipeline (one worker, Tansu broker, Redis; machine: {os.cpu_count()} cores)")
+    goals: list[tuple[str, bool]] = []
+    if "frames" in r:
+        f = r["frames"]
+        print(f"  frames : {f['pings']:>10,} pings in {f['messages']:,} messages: {f['pings_per_s']:>12,.0f} "
+              f"pings/s ({f['msgs_per_s']:,.0f} msg/s) over {f['seconds']:.2f} s")
+        goals.append((">= 1 M pings/s with frames", f["pings_per_s"] >= 1_000_000))
+    if "json" in r:
+        j = r["json"]
+        print(f"  json   : {j['pings']:>10,} pings, one per message:   {j['pings_per_s']:>12,.0f} "
+              f"pings/s over {j['seconds']:.2f} s")
+        goals.append((">= 100 k pings/s with per-message JSON", j["pings_per_s"] >= 100_000))
+    if "latency" in r:
+        lat = r["latency"]
+        print(f"  latency: {lat['rate']:,.0f} pings/s for {lat['duration_s']:.0f} s, --every {lat['every']}: "
+              f"ping -> snapshot p50 {lat['delay_p50_s']:.3f} s, p99 {lat['delay_p99_s']:.3f} s "
+              f"(max {lat['delay_max_s']:.3f}); window end -> publish p50 "
+              f"{lat['from_window_end_p50_s']:.3f} s, p99 {lat['from_window_end_p99_s']:.3f} s")
+        goals.append(("p99 delay <= 2 s", lat["delay_p99_s"] <= 2.0))
+    if "naive" in r:
+        nv = r["naive"]
+        print(f"  naive Faust agent (async for + Table update per event): {nv['events']:,} events at "
+              f"{nv['msgs_per_s']:,.0f} msg/s")
+        for k in ("json", "frames"):
+            if k in r:
+                ratio = r[k]["pings_per_s"] / nv["msgs_per_s"]
+                print(f"    {k} worker / naive agent: {ratio:,.1f}x")
+                goals.append((f">= 50x the naive agent ({k})", ratio >= 50))
+    for text, ok in goals:
+        print(f"  goal {text}: {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
