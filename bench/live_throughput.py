@@ -242,7 +242,8 @@ class Worker:
     """``python -m stream.cli worker`` as a subprocess, with its log, /metrics and Redis keys."""
 
     def __init__(self, name: str, bootstrap: str, redis_url: str, topic: str, partitions: int,
-                 workdir: Path, engine_args: list[str], extra: list[str]) -> None:
+                 workdir: Path, engine_args: list[str], extra: list[str],
+                 environ: dict[str, str] | None = None) -> None:
         self.name = name
         self.prefix = f"bench:{name}"
         self.port = free_port()
@@ -256,7 +257,7 @@ class Worker:
         with open(self.log_path, "wb") as fh:
             self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(environ or {})})
         log(f"worker {name} started (pid {self.proc.pid}, metrics http://127.0.0.1:{self.port}/metrics)")
 
     def alive(self) -> None:
@@ -387,6 +388,7 @@ class Env:
     profile_dir: Path | None
     timeout_s: float
     worker_extra: list[str]
+    worker_env: dict[str, str]
 
 
 def _name(stage: str) -> str:
@@ -404,7 +406,7 @@ def throughput(env: Env, stage: str, messages: list[tuple[int, bytes]], content_
                         env.timeout_s)
     log(f"{stage}: produced at {send_rate:,.0f} msg/s")
     w = Worker(name, env.bootstrap, env.redis_url, topic, env.partitions, env.workdir,
-               env.inputs.engine_args, ["--every", "1h", *env.worker_extra])
+               env.inputs.engine_args, ["--every", "1h", *env.worker_extra], env.worker_env)
     prof: Profiler | None = None
     try:
         t_start = time.monotonic()
@@ -462,7 +464,8 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
     topic = f"pings-{name}"
     create_topic(env.bootstrap, topic, env.partitions)
     w = Worker(name, env.bootstrap, env.redis_url, topic, env.partitions, env.workdir,
-               env.inputs.engine_args, ["--every", every, "--lateness", "1ms", *env.worker_extra])
+               env.inputs.engine_args, ["--every", every, "--lateness", "1ms", *env.worker_extra],
+               env.worker_env)
     every_ms = round(parse_duration_s(every) * 1000)
     src = env.inputs.cols
     n_src = len(src["ts"])
@@ -658,6 +661,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="bound of each wait, s (default 300)")
     p.add_argument("--worker-arg", action="append", default=[],
                    help="extra `defacto worker` option (repeat; e.g. --worker-arg=--batch=20000)")
+    p.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment variable for the worker (repeat; e.g. a Faust setting "
+                        "such as CONSUMER_MAX_FETCH_SIZE=16777216)")
     p.add_argument("--profile", help="record the worker with py-spy into this directory")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="write the figures as JSON here")
@@ -696,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile_dir:
             profile_dir.mkdir(parents=True, exist_ok=True)
         env = Env(kafka.url, redis_url, workdir, inputs, args.partitions, profile_dir, args.timeout,
-                  args.worker_arg)
+                  args.worker_arg, dict(kv.split("=", 1) for kv in args.worker_env))
         cols = inputs.cols
         if "frames" in stages:
             sub = take(cols, 0, args.pings)

@@ -304,6 +304,9 @@ def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secr
             res = int(request.query.get("res", args.res))
         except ValueError:
             return web.json({"error": "res must be an integer"}, status=400)
+        if res not in live.publisher.s.resolutions:
+            return web.json({"error": f"res must be one of {list(live.publisher.s.resolutions)}"},
+                            status=400)
         try:
             cells = await live.redis.hgetall(live.publisher.key("cells", res))
             snap = await live.publisher.latest()
@@ -311,11 +314,9 @@ def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secr
             return web.json({"error": "redis unavailable"}, status=503)
         if snap is None:
             return web.json({"error": "no snapshot published yet"}, status=404)
-        if res not in live.publisher.s.resolutions:
-            return web.json({"error": f"res must be one of {list(live.publisher.s.resolutions)}"},
-                            status=400)
         return web.json({"at": snap["at"], "res": res,
-                         "cells": {k.decode(): int(v) for k, v in cells.items()}})
+                         "cells": {k.decode(): None if v == b"null" else int(v)
+                                   for k, v in cells.items()}})
 
     return app
 

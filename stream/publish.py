@@ -8,7 +8,7 @@ Key layout (``P`` is the key prefix, default ``defacto``; documented in ``schema
 - ``P:published_until`` the end of the last published window (ms);
 - ``P:snapshot`` the latest snapshot (JSON, ``schemas/snapshot.schema.json``);
 - ``P:regions`` hash region id -> JSON of its figures in the latest snapshot;
-- ``P:cells:<res>`` hash H3 cell -> present population (suppressed cells absent) per resolution;
+- ``P:cells:<res>`` hash H3 cell -> present population per resolution (``null``: suppressed);
 - ``P:history`` sorted set (score at_ms) of compact per-region snapshots, trimmed to retention;
 - ``P:snapshots`` stream of announcements (at, published_at), capped; ``P:announce`` pub/sub;
 - ``P:checkpoint:<partition>`` hash {offset, data}: the partition's resumable state.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h3
@@ -123,16 +123,13 @@ class SnapshotPublisher:
                 done.append(at)
         return done
 
-    def _cells(self, tally: Tally, res: int) -> dict[str, int]:
-        if res == self.engine.config.res:
-            coarse = tally
-        else:
-            from dataclasses import replace
-            coarse = replace(tally, present_cell=cell_to_parent(tally.present_cell, res))
+    def _cells(self, tally: Tally, res: int) -> dict[str, str]:
+        """Present population per H3 cell at ``res`` ("null": suppressed, under k devices)."""
+        coarse = tally if res == self.engine.config.res else replace(
+            tally, present_cell=cell_to_parent(tally.present_cell, res))
         est = self.engine.estimate_tally(coarse)
-        ok = ~np.isnan(est.cell_present)
-        return {h3.int_to_str(int(c)): round(float(v))
-                for c, v in zip(est.cell_id[ok].tolist(), est.cell_present[ok].tolist(), strict=True)}
+        return {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
+                for c, v in zip(est.cell_id.tolist(), est.cell_present.tolist(), strict=True)}
 
     async def _publish_one(self, at_ms: int) -> bool:
         pu_key = self.key("published_until")

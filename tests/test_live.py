@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from stream.cli import main
-from stream.codec import encode_control, encode_frame
+from stream.codec import encode_avro, encode_control, encode_frame
 from stream.embedded import Service, create_topic, free_port, redis_service, start_broker, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +194,10 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
     good = [{"device": f"d{i}", "ts": t0 + i * 1000, "operator": "40101", "home_mcc": 401,
              "lat": 51.128 + i * 1e-4, "lon": 71.43} for i in range(40)]
     p = Producer({"bootstrap.servers": live.broker})
-    for g in good[:20]:
+    for g in good[:19]:
         p.produce(live.topic, json.dumps(g).encode(), partition=0)
+    p.produce(live.topic, encode_avro(good[19]), partition=0,
+              headers=[("content-type", b"application/vnd.defacto.ping+avro")])
     bad = [b"{not json", b"\x00\x00\x00\x00\x01garbage", b"DFB1\xff\xff",
            json.dumps({"device": "x", "ts": "yesterday", "operator": "40101", "lat": 1,
                        "lon": 2}).encode(),
@@ -227,6 +230,21 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
     assert 'defacto_pings_rejected_total{reason="bad_frame"} 1.0' in text
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert json.loads(resp.read())["status"] == "ok"
+
+    def get(path: str) -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    regions = _wait("the final snapshot", lambda: (x := get("/api/regions")) != 404 and x, 60, (w,))
+    assert regions["at"] == "2026-03-02T02:00:00Z"  # final watermark t0+1h closes up to 02:00
+    city = regions["regions"]["astana"]
+    assert city["devices"] == 40 and city["present"] == 40  # no calibration: one person per device
+    cells = get("/api/cells?res=7")
+    assert cells["res"] == 7 and sum(v for v in cells["cells"].values() if v) == 40
+    assert get("/api/cells?res=3") == 400
     assert w.poll() is None
 
 
