@@ -294,3 +294,35 @@ def test_worker_rides_out_a_redis_outage(live: Workers, tmp_path: Path) -> None:
     finally:
         live.stop_all()
         store.stop()
+
+
+def test_simulate_streams_to_kafka_with_watermarks(broker: Service, tmp_path: Path) -> None:
+    from stream.codec import decode_messages
+    from stream.simulator import simulate
+
+    topic = f"pings-sim-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.url, topic, 2)
+    argv = ["simulate", "astana", "--scale", "0.001", "--days", "0.25", "--seed", "5",
+            "--kafka", broker.url, "--topic", topic, "--speed", "0"]
+    assert main(argv) == 0
+    want = sum(len(h) for h in simulate("astana", scale=0.001, days=0.25, seed=5).hours())
+    c = Consumer({"bootstrap.servers": broker.url, "group.id": f"sim-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    c.subscribe([topic])
+    pings, finals, devices = 0, set(), [set(), set()]
+    deadline = time.monotonic() + 60
+    try:
+        while len(finals) < 2 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error() is not None:
+                continue
+            d = decode_messages([m.value()])
+            assert not d.rejects
+            pings += len(d.source_rows)
+            devices[m.partition()].update(d.columns["device"].tolist())
+            finals |= {m.partition() for _, _, final in d.watermarks if final}
+    finally:
+        c.close()
+    assert finals == {0, 1}
+    assert pings == want
+    assert devices[0] and devices[1] and not devices[0] & devices[1]  # a device stays on one partition
