@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from stream.cli import parse_duration_s
 from stream.codec import encode_control, encode_frame, encode_json
@@ -335,14 +335,15 @@ class Profiler:
 
     def stop(self) -> None:
         """Stop recording (SIGINT makes py-spy write its output) and print a summary."""
-        if self.proc is None or self.out is None:
+        proc, self.proc = self.proc, None  # idempotent
+        if proc is None or self.out is None:
             return
-        self.proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            proc.kill()
+            proc.wait(timeout=10)
         if self.out.exists():
             summarize_profile(self.out)
 
@@ -472,12 +473,15 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
     producer = make_producer(env.bootstrap)
     report = Delivery()
     sent: list[tuple[int, int, float]] = []  # (ts_ms, pings, produce wall time s) per frame
+    prof: Profiler | None = None
     pos = 0
+    used = 0  # pool rows sent so far (the pool repeats once exhausted)
 
     def frame(n: int) -> None:
-        nonlocal pos
+        nonlocal pos, used
         if pos + n > n_src:
             pos = 0
+        used = max(used, pos + n)
         now = time.time()
         ts_ms = int(now * 1000)
         cols = take(src, pos, pos + n)
@@ -499,11 +503,16 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
     try:
         log(f"latency: warming up (group join) on {topic}, --every {every}")
         frame(1000)
-        producer.flush(10)
-        warm = sent[0][1]
-        wait_for("the warm-up frame", lambda: (w.consumed() or Counter())["accepted"] >= warm,
-                 env.timeout_s)
+        warm, warm_until = sent[0][1], (sent[0][0] // every_ms + 1) * every_ms
+        deadline = time.monotonic() + env.timeout_s
+        while not ((w.consumed() or Counter())["accepted"] >= warm
+                   and (w.published_until() or 0) >= warm_until):
+            if time.monotonic() > deadline:
+                raise TimeoutError("latency: the warm-up frame was not published in time")
+            control()  # watermarks flow from the start, so no backlog of windows builds up
+            producer.poll(control_every_s)
         sent.clear()
+        prof = Profiler(w.proc.pid, env.profile_dir / "latency.txt" if env.profile_dir else None)
         log(f"latency: producing {rate:,.0f} pings/s in frames of {frame_rows:,} for {duration_s:.0f} s")
         t0 = time.monotonic()
         interval = frame_rows / rate
@@ -524,6 +533,7 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
                 if now - due > 1.0:
                     log("latency: producer is more than 1 s behind schedule")
             producer.poll(max(0.0, min(due, next_control, end) - time.monotonic()))
+        prof.stop()
         produced = sum(n for _, n, _ in sent)
         last_boundary = (sent[-1][0] // every_ms + 1) * every_ms
         log(f"latency: produced {produced:,} pings in {len(sent):,} frames; waiting for the "
@@ -548,7 +558,9 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
         window = sorted(snaps.items())
         first_at = int(at.min())
         from_end = np.array([p - a / 1000 for a, p in window if first_at <= a <= last_boundary])
+        devices = len(np.unique(src["device"][:used]))
         out = {"rate": rate, "every": every, "duration_s": duration_s, "pings": produced,
+               "devices": devices,
                "frames": len(sent), "frame_rows": frame_rows, "outcomes": dict(c),
                "delay_p50_s": _wpct(delay, weights, 50), "delay_p99_s": _wpct(delay, weights, 99),
                "delay_max_s": float(delay.max()),
@@ -557,9 +569,11 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
                "from_window_end_max_s": float(from_end.max()), "windows": len(from_end)}
         log(f"latency: delay p50 {out['delay_p50_s']:.3f} s, p99 {out['delay_p99_s']:.3f} s; from window "
             f"end p50 {out['from_window_end_p50_s']:.3f} s, p99 {out['from_window_end_p99_s']:.3f} s "
-            f"({len(from_end)} windows)")
+            f"({len(from_end)} windows, {devices:,} devices)")
         return out
     finally:
+        if prof is not None:
+            prof.stop()
         w.stop()
 
 
@@ -574,6 +588,20 @@ def _wpct(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     cum = np.cumsum(weights[order])
     k = int(np.searchsorted(cum, q / 100 * cum[-1]))
     return float(values[order][min(k, len(values) - 1)])
+
+
+def changelog_records(bootstrap: str, topic: str, partitions: int) -> int:
+    """Records in a topic (sum of high watermarks; -1 if the topic does not exist)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        if topic not in c.list_topics(topic, timeout=10).topics:
+            return -1
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(partitions))
+    except KafkaException:
+        return -1
+    finally:
+        c.close()
 
 
 def naive(env: Env, messages: list[tuple[int, bytes]], n: int, limit_s: float) -> dict[str, Any]:
@@ -591,14 +619,14 @@ def naive(env: Env, messages: list[tuple[int, bytes]], n: int, limit_s: float) -
                "NAIVE_DATADIR": str(env.workdir / f"{name}-data")}
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "naive_faust.py"), "worker",
-                                 "--without-web", "-l", "warning"], cwd=ROOT, env=environ,
+                                 "--without-web", "-l", "warn"], cwd=ROOT, env=environ,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log(f"naive: Faust agent started (pid {proc.pid})")
 
     def state() -> dict[str, Any] | None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"naive agent exited with {proc.returncode}:\n"
-                               + log_path.read_text(errors='replace')[-3000:])
+        text = log_path.read_text(errors="replace")
+        if proc.poll() is not None or "Traceback" in text:  # a crashed agent leaves the worker up
+            raise RuntimeError(f"naive agent failed (exit code {proc.poll()}):\n{text[-3000:]}")
         try:
             return json.loads(report.read_text())
         except (OSError, ValueError):
@@ -622,10 +650,10 @@ def naive(env: Env, messages: list[tuple[int, bytes]], n: int, limit_s: float) -
         rate = (s["count"] - 1) / max(s["t_last"] - s["t_first"], 1e-9)
         log(f"naive: {s['count']:,} events at {rate:,.0f}/s"
             + ("" if s["count"] >= n else f" (stopped at the {limit_s:.0f} s limit)"))
-        changelog = "changelog topic in use" if "changelog" in log_path.read_text(errors="replace") \
-            else ""
+        changelog = changelog_records(env.bootstrap, f"{name}-last_seen-changelog", env.partitions)
+        log(f"naive: its table changelog holds {changelog:,} records")
         return {"events": s["count"], "msgs_per_s": rate, "complete": s["count"] >= n,
-                "note": changelog}
+                "changelog_records": changelog}
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -694,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             services.append(rsvc)
             redis_url = rsvc.url
         log(f"broker {kafka.url}, Redis {redis_url}, work dir {workdir}")
-        need = max(args.pings if "frames" in stages else 0,
+        need = max(args.pings if {"frames", "latency"} & set(stages) else 0,
                    args.json_pings if {"json", "naive"} & set(stages) else 0,
                    args.naive_msgs if "naive" in stages else 0, 200_000)
         inputs = load_inputs(args.scale, need, args.seed, workdir)
@@ -751,7 +779,8 @@ def report(r: dict[str, Any]) -> None:
         goals.append((">= 100 k pings/s with per-message JSON", j["pings_per_s"] >= 100_000))
     if "latency" in r:
         lat = r["latency"]
-        print(f"  latency: {lat['rate']:,.0f} pings/s for {lat['duration_s']:.0f} s, --every {lat['every']}: "
+        print(f"  latency: {lat['rate']:,.0f} pings/s for {lat['duration_s']:.0f} s "
+              f"({lat['devices']:,} devices), --every {lat['every']}: "
               f"ping -> snapshot p50 {lat['delay_p50_s']:.3f} s, p99 {lat['delay_p99_s']:.3f} s "
               f"(max {lat['delay_max_s']:.3f}); window end -> publish p50 "
               f"{lat['from_window_end_p50_s']:.3f} s, p99 {lat['from_window_end_p99_s']:.3f} s")
@@ -759,7 +788,7 @@ def report(r: dict[str, Any]) -> None:
     if "naive" in r:
         nv = r["naive"]
         print(f"  naive Faust agent (async for + Table update per event): {nv['events']:,} events at "
-              f"{nv['msgs_per_s']:,.0f} msg/s")
+              f"{nv['msgs_per_s']:,.0f} msg/s; its changelog got {nv['changelog_records']:,} records")
         for k in ("json", "frames"):
             if k in r:
                 ratio = r[k]["pings_per_s"] / nv["msgs_per_s"]

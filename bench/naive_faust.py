@@ -7,7 +7,7 @@ variables (the benchmark starts it as a subprocess)::
 
     NAIVE_BROKER=127.0.0.1:PORT NAIVE_TOPIC=pings NAIVE_GROUP=naive NAIVE_EXPECT=100000 \
     NAIVE_REPORT=/tmp/naive.json NAIVE_DATADIR=/tmp/naive-data \
-        python bench/naive_faust.py worker --without-web -l warning
+        python bench/naive_faust.py worker --without-web -l warn
 
 It counts events and, every ``NAIVE_REPORT_EVERY`` events (and at ``NAIVE_EXPECT``), atomically
 rewrites ``NAIVE_REPORT`` with ``{"count", "t_first", "t_last"}`` (wall-clock seconds of the first
@@ -42,7 +42,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest", producer_acks=1, loghandlers=[],
 )
 pings = app.topic(TOPIC, value_type=None, key_type=bytes)
-last_seen = app.Table("last_seen", default=None, partitions=PARTITIONS)
+last_seen = app.Table("last_seen", partitions=PARTITIONS)
 
 
 class Counter:
@@ -81,7 +81,7 @@ async def track(stream: Any) -> None:
         if isinstance(value, dict) and "device" in value:
             device = value["device"]
             where = value.get("cell") or f"{value.get('lat')},{value.get('lon')}"
-            old = last_seen[device]
+            old = last_seen.get(device)
             if old is None or value["ts"] >= old[0]:
                 last_seen[device] = [value["ts"], where]
         counter.tick()

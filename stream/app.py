@@ -29,6 +29,7 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from faust.types import TP
+from mode import CrashingSupervisor
 from redis.exceptions import RedisError
 
 from estimators.engine import Engine
@@ -42,6 +43,7 @@ from stream.publish import PublishSettings, SnapshotPublisher
 log = logging.getLogger("defacto.worker")
 ARGS_ENV = "DEFACTO_WORKER_ARGS"
 REDIS_RETRY_S = 2.0
+SEEK_RETRY_S = 10.0
 
 
 class Live:
@@ -59,10 +61,11 @@ class Live:
         self.metrics = WorkerMetrics()
         self.redis = aioredis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=2)
         self.publisher = SnapshotPublisher(
-            self.redis, make_engine(), args.partitions, registry,
+            self.redis, make_engine(), args.partitions, self.settings.every_ms, registry,
             PublishSettings(prefix=args.prefix), on_publish=self._published)
         self.parts: dict[int, PartitionState] = {}
         self.unsent: dict[int, list[Tally]] = defaultdict(list)
+        self.seeking: dict[int, float] = {}
         self._flush_lock = asyncio.Lock()
         self.last_checkpoint: dict[int, float] = {}
         self.last_seen_publish: int | None = None
@@ -125,9 +128,12 @@ class Live:
         newest = None
         for p, (offs, vals, cts) in grouped.items():
             ps = await self.partition(p)
+            if not await self._in_sequence(p, ps, offs[0]):
+                continue
             for v, ct in zip(vals, cts, strict=True):
                 self.metrics.messages.labels(_encoding(v, ct)).inc()
             result = ps.process(offs, vals, cts)
+            self.unsent[p].extend(result.tallies)  # before any await: a checkpoint must not pass them
             m = self.metrics
             m.pings.labels("accepted").inc(result.accepted)
             m.pings.labels("duplicate").inc(result.skipped)
@@ -135,7 +141,6 @@ class Live:
             for r in result.rejects:
                 m.rejects.labels(r.reason).inc()
             await self.dead_letter(result.rejects)
-            self.unsent[p].extend(result.tallies)
             if result.max_event_ms is not None:
                 newest = max(newest or 0, result.max_event_ms)
             hw = self.app.consumer.highwater(TP(self.args.topic, p))
@@ -146,12 +151,42 @@ class Live:
         await self.flush()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
 
+    async def _in_sequence(self, p: int, ps: PartitionState, first: int) -> bool:
+        """Whether messages from ``first`` on continue the partition's offsets.
+
+        A gap means the consumer started past the checkpoint (a checkpoint lost with Redis, or
+        offsets committed elsewhere): seek back and drop what arrives until the seek takes
+        effect. Offsets that Kafka no longer holds (retention) are a gap that cannot be filled:
+        logged, and processing goes on from the oldest message there is.
+        """
+        if first <= ps.next_offset:
+            self.seeking.pop(p, None)
+            return True
+        tp = TP(self.args.topic, p)
+        since = self.seeking.get(p)
+        if since is not None and time.monotonic() - since < SEEK_RETRY_S:
+            return False
+        low = (await self.app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if first <= low:
+            log.warning("partition %d: offsets %d..%d are no longer in Kafka; going on from %d",
+                        p, ps.next_offset, first - 1, first)
+            self.metrics.offset_gaps.inc()
+            ps.next_offset = first
+            return True
+        target = max(ps.next_offset, low)
+        log.warning("partition %d: consumer at offset %d, state at %d: seeking back to %d",
+                    p, first, ps.next_offset, target)
+        await self.app.consumer.seek(tp, target)
+        self.seeking[p] = time.monotonic()
+        return False
+
     async def dead_letter(self, rejects: list[Reject]) -> None:
         """Send rejects to the dead-letter topic (reason and detail in headers)."""
         for r in rejects:
             try:
-                await self.dead_topic.send(value=r.record.encode(), headers={
-                    "defacto-reason": r.reason.encode(), "defacto-detail": r.detail.encode(),
+                await self.dead_topic.send(value=r.record.encode(errors="backslashreplace"), headers={
+                    "defacto-reason": r.reason.encode(),
+                    "defacto-detail": r.detail.encode(errors="backslashreplace"),
                     "defacto-source": r.source.encode()})
             except Exception as exc:  # the dead-letter topic must never stop the pipeline
                 self.metrics.dead_letter_errors.inc()
@@ -171,7 +206,8 @@ class Live:
                     ps = self.parts.get(p)
                     try:
                         await self._redis(self.publisher.write_tallies(
-                            p, tallies, ps.closed_until if ps else None))
+                            p, tallies, ps.closed_until if ps else None,
+                            ps.replayer.stats.last_ts_ms if ps else None))
                     except (RedisError, OSError):
                         self.unsent[p][:0] = tallies  # keep them, in order, for the next try
                         raise
@@ -179,7 +215,10 @@ class Live:
                 for p, ps in list(self.parts.items()):
                     due = now - self.last_checkpoint.get(p, 0) >= self.args.checkpoint_every
                     if force_checkpoint or due:
-                        await self.checkpoint(p, ps)
+                        try:
+                            await self.checkpoint(p, ps)
+                        except (RedisError, OSError):  # publishing must not wait for a checkpoint
+                            self.last_checkpoint[p] = now
                 published = await self._redis(self.publisher.try_publish())
                 await self._refresh_metrics(published)
             except (RedisError, OSError):
@@ -229,7 +268,7 @@ def _content_type(headers: Any) -> str | None:
     items = headers.items() if isinstance(headers, dict) else headers
     for k, v in items:
         if k.lower() == "content-type":
-            return v.decode() if isinstance(v, bytes) else str(v)
+            return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
     return None
 
 
@@ -260,7 +299,9 @@ def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secr
                                 partitions=1)
     app.live = live  # type: ignore[attr-defined]
 
-    @app.agent(topic, name="ingest")
+    # an unexpected error must stop the worker loudly, not skip a batch (Faust's default restarts
+    # the agent and the batch is gone); a restarted worker resumes from the checkpoint
+    @app.agent(topic, name="ingest", supervisor_strategy=CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(args.batch, within=args.batch_wait):
             await live.handle(list(events))
@@ -304,19 +345,16 @@ def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secr
             res = int(request.query.get("res", args.res))
         except ValueError:
             return web.json({"error": "res must be an integer"}, status=400)
-        if res not in live.publisher.s.resolutions:
-            return web.json({"error": f"res must be one of {list(live.publisher.s.resolutions)}"},
+        if res not in live.publisher.resolutions:
+            return web.json({"error": f"res must be one of {list(live.publisher.resolutions)}"},
                             status=400)
         try:
-            cells = await live.redis.hgetall(live.publisher.key("cells", res))
-            snap = await live.publisher.latest()
+            at, cells = await live.publisher.latest_cells(res)
         except (RedisError, OSError):
             return web.json({"error": "redis unavailable"}, status=503)
-        if snap is None:
+        if at is None:
             return web.json({"error": "no snapshot published yet"}, status=404)
-        return web.json({"at": snap["at"], "res": res,
-                         "cells": {k.decode(): None if v == b"null" else int(v)
-                                   for k, v in cells.items()}})
+        return web.json({"at": at, "res": res, "cells": cells})
 
     return app
 

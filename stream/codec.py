@@ -31,7 +31,15 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from stream.pings import MAX_DEVICE_CHARS, RAW_KEEP_CHARS, _redacted, _row_fields, check_ping
+from stream.pings import (
+    MAX_DEVICE_CHARS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    RAW_KEEP_CHARS,
+    _redacted,
+    _row_fields,
+    check_ping,
+)
 
 FRAME_MAGIC = b"DFB1"
 CONTENT_TYPES = {
@@ -56,7 +64,6 @@ _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _CONTROL_PREFIX = re.compile(rb'\{\s*"control"\s*:')
 _json_decode = json.JSONDecoder().decode
-_DEVICE_IN_TEXT = re.compile(r'("device"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\s]*)')
 
 
 class CodecError(ValueError):
@@ -486,9 +493,12 @@ class _Rows:
 
 
 def _text_raw(data: bytes) -> str:
-    """Unparsable text kept for the reject file, with a recognizable device value redacted."""
-    text = bytes(data[:RAW_KEEP_CHARS * 4]).decode("utf-8", "backslashreplace")
-    return _DEVICE_IN_TEXT.sub(r'\1"<redacted>"', text)[:RAW_KEEP_CHARS]
+    """What a reject keeps of text that is not a ping object: a description, never the text.
+
+    Unparsable text can hold a device pseudonym in any shape (a CSV row, a Python dict), and
+    rejects leave the worker (dead-letter topic), so the text itself is not kept.
+    """
+    return f"<unparsable message, {len(data)} bytes; content not shown>"
 
 
 def _binary_raw(data: bytes, kind: str) -> str:
@@ -524,10 +534,11 @@ def _watermark(obj: dict[str, Any]) -> tuple[int, bool]:
     ts, final = obj.get("ts_ms"), obj.get("final", False)
     if obj.get("control") != "watermark":
         raise CodecError("not_a_ping_object", f"unknown control message {obj.get('control')!r:.40}")
-    if isinstance(ts, bool) or not isinstance(ts, int) or not _INT64_MIN <= ts <= _INT64_MAX:
-        raise CodecError("not_a_ping_object", f"watermark ts_ms must be a 64-bit integer, got {ts!r:.40}")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
+        raise CodecError("bad_watermark", "watermark ts_ms must be integer ms since 1970 within "
+                         f"2020-01-01..2089, got {ts!r:.40}")
     if not isinstance(final, bool):
-        raise CodecError("not_a_ping_object", f"watermark final must be true or false, got {final!r:.40}")
+        raise CodecError("bad_watermark", f"watermark final must be true or false, got {final!r:.40}")
     return ts, final
 
 

@@ -48,6 +48,8 @@ class WorkerMetrics:
                                    "Event time of the latest published snapshot", registry=r)
         self.redis_errors = Counter("defacto_redis_errors_total",
                                     "Failed Redis operations (retried later)", registry=r)
+        self.offset_gaps = Counter("defacto_offset_gaps_total",
+                                   "Offsets skipped because Kafka no longer held them", registry=r)
         self.partitions = Gauge("defacto_partitions_assigned", "Partitions this worker holds",
                                 registry=r)
         fig = ["region"]

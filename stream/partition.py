@@ -14,8 +14,10 @@ and it re-derives the same tallies from the same messages, so rewriting a tally 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +30,13 @@ from stream.pings import PingBatch, PingDecoder, Reject
 from stream.replay import Replayer
 
 CHECKPOINT_VERSION = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that this worker's configuration cannot resume from."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"cannot resume from the partition's checkpoint: {why}")
 
 
 @dataclass
@@ -70,6 +79,8 @@ class PartitionState:
                                  on_window=self._close_window)
         self.next_offset = 0
         self.closed_until: int | None = None
+        self.key_id = hashlib.blake2b(b"defacto checkpoint key id", key=secret[:64],
+                                      digest_size=8).hexdigest()
 
     def _close_window(self, boundary: int) -> None:
         self._out.tallies.append(self.engine.tally(boundary))
@@ -105,12 +116,25 @@ class PartitionState:
             start = stop
             if msg == len(values):
                 break
-            if final:
+            bad = self._bad_watermark(ts_ms)
+            if bad:
+                out.rejects.append(Reject(f"{self.topic}[{self.partition}]@{int(offs[msg])}",
+                                          "bad_watermark", bad, f"<watermark {ts_ms}>"))
+            elif final:
                 self.replayer.finish(ts_ms)
             else:
                 self.replayer.advance_to(ts_ms)
         self.next_offset = int(offs[-1]) + 1
         return out
+
+    def _bad_watermark(self, ts_ms: int) -> str | None:
+        """Why a watermark cannot be applied (it would close windows far beyond the data)."""
+        if ts_ms > time.time() * 1000 + self.settings.max_future_s * 1000:
+            return f"watermark more than {self.settings.max_future_s} s ahead of the clock"
+        top = self.replayer._max_ts
+        if top is not None and ts_ms > top + self.settings.max_jump_ms:
+            return f"watermark more than {self.settings.max_jump_ms // 1000} s ahead of the stream"
+        return None
 
     def _apply(self, cols: dict[str, np.ndarray], offsets: np.ndarray, msg_of_row: np.ndarray) -> None:
         batch: PingBatch = self.decoder.decode_columns(cols, self._source(offsets, msg_of_row))
@@ -137,6 +161,8 @@ class PartitionState:
             "next_boundary": r._next_boundary, "published_until": r._published_until,
             "max_ts": r._max_ts, "first_ts": r.stats.first_ts_ms, "last_ts": r.stats.last_ts_ms,
             "every_ms": self.settings.every_ms, "lateness_ms": self.settings.lateness_ms,
+            "ahead_run": r._ahead_run, "res": self.engine.config.res,
+            "key_id": self.key_id,
         }
         state = self.engine.export_state()
         buf = io.BytesIO()
@@ -154,7 +180,12 @@ class PartitionState:
                 raise ValueError(f"checkpoint version {meta.get('version')} is not supported")
             if (meta["every_ms"], meta["lateness_ms"]) != (self.settings.every_ms,
                                                           self.settings.lateness_ms):
-                raise ValueError("checkpoint was taken with another snapshot interval or lateness")
+                raise CheckpointMismatchError("it was taken with another --every or --lateness")
+            if meta["res"] != self.engine.config.res:
+                raise CheckpointMismatchError(f"it was taken at H3 resolution {meta['res']}")
+            if meta["key_id"] != self.key_id:
+                raise CheckpointMismatchError("it was taken with another pseudonymization key (after a "
+                                         "key rotation, start with a new --prefix: state restarts)")
             self.engine.restore_state({k[6:]: z[k] for k in z.files if k.startswith("state_")})
             held_loc = self.engine.cells.locate(z["held_cell"])
             if len(held_loc):
@@ -166,5 +197,6 @@ class PartitionState:
         r._next_boundary = meta["next_boundary"]
         r._published_until = meta["published_until"]
         r._max_ts = meta["max_ts"]
+        r._ahead_run = meta["ahead_run"]
         r.stats.first_ts_ms = meta["first_ts"]
         r.stats.last_ts_ms = meta["last_ts"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from estimators.engine import Engine
+from estimators.engine import MAX_OPERATORS, Engine
 from estimators.presence import EPOCH_MS, MAX_TS_REL_MS
 from estimators.pseudonym import device_keys
 from stream.files import InputError, open_text
@@ -243,6 +243,22 @@ class PingDecoder:
         found = np.fromiter((index.get(u, -1) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
         return found[inverse.reshape(-1)]
 
+    def _operator_codes(self, operator: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Engine operator code per row (only rows in ``ok`` register new operators); -1 when
+        the engine has no room for another operator."""
+        out = np.full(len(operator), -1, dtype=np.int64)
+        if not ok.any():
+            return out
+        uniq, inverse = np.unique(operator[ok], return_inverse=True)
+        codes = np.empty(len(uniq), dtype=np.int64)
+        for j, op in enumerate(uniq.tolist()):
+            try:
+                codes[j] = self.engine.operator_code(op.decode())
+            except ValueError:
+                codes[j] = -1
+        out[ok] = codes[inverse.reshape(-1)]
+        return out
+
     def decode_columns(self, cols: dict[str, np.ndarray], source: Callable[[int], str]) -> PingBatch:
         """Validate ping columns (see :func:`ping_columns`) and turn the valid ones into a batch.
 
@@ -287,13 +303,14 @@ class PingDecoder:
             "bad_coordinates": "lat must be in [-90, 90] and lon in [-180, 180]",
             "unknown_cell": "cell id not in the cell plan for this operator",
         }
-        rejects = [Reject(source(i), reason[i], details[reason[i]], _redacted(_row_fields(cols, i)))
-                   for i in np.flatnonzero(reason != "").tolist()]
+        op_code = self._operator_codes(operator, reason == "")
+        reason[(reason == "") & (op_code < 0)] = "too_many_operators"
+        details["too_many_operators"] = f"more than {MAX_OPERATORS} distinct operators"
         idx = np.flatnonzero(reason == "")
         op_ok = operator[idx]
-        op_uniq, op_inverse = np.unique(op_ok, return_inverse=True)
-        op_codes = np.array([self.engine.operator_code(o.decode()) for o in op_uniq.tolist()],
-                            dtype=np.int64)[op_inverse.reshape(-1)]
+        op_codes = op_code[idx]
+        rejects = [Reject(source(i), reason[i], details[reason[i]], _redacted(_row_fields(cols, i)))
+                   for i in np.flatnonzero(reason != "").tolist()]
         loc = np.empty(len(idx), dtype=np.int64)
         cell_ok = is_cell[idx]
         if cell_ok.any():

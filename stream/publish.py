@@ -4,6 +4,7 @@ Key layout (``P`` is the key prefix, default ``defacto``; documented in ``schema
 
 - ``P:tally:<at_ms>`` hash partition -> tally blob, kept ``tally_ttl_s``;
 - ``P:closed`` hash partition -> end of the last window that partition closed (ms);
+- ``P:last_accepted`` hash partition -> event time of its latest accepted ping (ms);
 - ``P:pending`` sorted set of window ends with at least one tally;
 - ``P:published_until`` the end of the last published window (ms);
 - ``P:snapshot`` the latest snapshot (JSON, ``schemas/snapshot.schema.json``);
@@ -59,7 +60,7 @@ class PublishSettings:
     """Where and how snapshots go to Redis."""
 
     prefix: str = "defacto"
-    resolutions: tuple[int, ...] = (6, 7, 8)
+    resolutions: tuple[int, ...] = (6, 7, 8)  # those finer than the engine's are skipped
     history_s: int = 7 * 86_400
     announcements: int = 10_000
     tally_ttl_s: int = 2 * 86_400
@@ -68,14 +69,17 @@ class PublishSettings:
 class SnapshotPublisher:
     """Writes tallies and checkpoints, and publishes combined snapshots, for one worker."""
 
-    def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int,
+    def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int, every_ms: int,
                  registry: dict[str, int] | None, settings: PublishSettings,
                  on_publish: Callable[[dict[str, Any], float], None] | None = None) -> None:
         self.r = client
         self.engine = engine
         self.partitions = partitions
+        self.every_ms = every_ms
         self.registry = registry
         self.s = settings
+        self.resolutions = tuple(sorted({r for r in (*settings.resolutions, engine.config.res)
+                                         if r <= engine.config.res}))
         self.on_publish = on_publish or (lambda _snap, _delay: None)
         self._save = client.register_script(_SAVE_IF_NEWER)
         self._raise_closed = client.register_script(_RAISE_CLOSED)
@@ -85,8 +89,8 @@ class SnapshotPublisher:
         return ":".join([self.s.prefix, *map(str, parts)])
 
     async def write_tallies(self, partition: int, tallies: list[Tally],
-                            closed_until: int | None) -> None:
-        """Store a partition's tallies for closed windows and raise its closed mark."""
+                            closed_until: int | None, last_accepted_ms: int | None = None) -> None:
+        """Store a partition's tallies for closed windows; raise its closed and last-ping marks."""
         pipe = self.r.pipeline(transaction=True)
         for t in tallies:
             k = self.key("tally", t.at_ms)
@@ -96,6 +100,9 @@ class SnapshotPublisher:
         await pipe.execute()
         if closed_until is not None:
             await self._raise_closed(keys=[self.key("closed")], args=[partition, closed_until])
+        if last_accepted_ms is not None:
+            await self._raise_closed(keys=[self.key("last_accepted")],
+                                     args=[partition, last_accepted_ms])
 
     async def save_checkpoint(self, partition: int, offset: int, blob: bytes) -> bool:
         """Store a partition checkpoint unless a newer one (higher offset) is already there."""
@@ -112,10 +119,15 @@ class SnapshotPublisher:
 
     async def try_publish(self) -> list[int]:
         """Publish every window that all partitions have closed; returns the windows published."""
-        closed = await self.r.hgetall(self.key("closed"))
-        if len(closed) < self.partitions:
+        closed = {int(k): int(v) for k, v in (await self.r.hgetall(self.key("closed"))).items()}
+        if any(p not in closed for p in range(self.partitions)):
             return []
-        ready_until = min(int(v) for v in closed.values())
+        last = [int(v) for v in (await self.r.hgetall(self.key("last_accepted"))).values()]
+        if not last:
+            return []
+        # like the end of a replay: no window beyond the one holding the last accepted ping
+        data_end = (max(last) // self.every_ms + 1) * self.every_ms
+        ready_until = min(min(closed[p] for p in range(self.partitions)), data_end)
         done: list[int] = []
         ends = await self.r.zrangebyscore(self.key("pending"), "-inf", ready_until)
         for at in sorted(int(e) for e in ends):
@@ -150,7 +162,7 @@ class SnapshotPublisher:
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * 1000))
                 body = json.dumps(snap, separators=(",", ":"))
-                cells = {res: self._cells(tally, res) for res in self.s.resolutions}
+                cells = {res: self._cells(tally, res) for res in self.resolutions}
                 pipe.multi()
                 pipe.set(self.key("snapshot"), body)
                 pipe.delete(self.key("regions"))
@@ -189,6 +201,16 @@ class SnapshotPublisher:
         """The latest published snapshot, if any."""
         body = await self.r.get(self.key("snapshot"))
         return json.loads(body) if body else None
+
+    async def latest_cells(self, res: int) -> tuple[str | None, dict[str, int | None]]:
+        """(``at`` of the latest snapshot, its present population per cell at ``res``), read in
+        one transaction so the two belong to the same snapshot."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(self.key("snapshot"))
+        pipe.hgetall(self.key("cells", res))
+        body, cells = await pipe.execute()
+        at = json.loads(body)["at"] if body else None
+        return at, {k.decode(): None if v == b"null" else int(v) for k, v in cells.items()}
 
 
 __all__ = ["PublishSettings", "RedisError", "SnapshotPublisher"]

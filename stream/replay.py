@@ -22,6 +22,7 @@ from stream.pings import PingBatch, PingDecoder, Record, Reject
 from stream.snapshot import build_snapshot, iso_utc
 
 Snapshot = dict[str, Any]
+REANCHOR_PINGS = 10
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Replayer:
         self._next_boundary: int | None = None
         self._published_until: int | None = None
         self._max_ts: int | None = None
+        self._ahead_run = 0
 
     def _reject(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:
@@ -141,19 +143,32 @@ class Replayer:
         """Pings too far ahead of the latest event time before them, and that running maximum.
 
         Rejected pings do not move the maximum, which makes this a sequential rule; the vector
-        pass is exact when nothing is ahead, the loop runs only when something is.
+        pass is exact when nothing is ahead, the loop runs only when something is. After
+        ``REANCHOR_PINGS`` pings in a row are ahead, the stream has moved on (or began with a
+        stale ping): the last of them becomes the new latest time.
         """
         assert self._max_ts is not None
         masked = np.where(in_range, ts, np.iinfo(np.int64).min)
         before = np.maximum.accumulate(np.concatenate([[self._max_ts], masked]))[:-1]
         ahead = in_range & (ts > before + self.max_jump_ms)
-        if ahead.any():
-            running = self._max_ts
-            for i, (t, use) in enumerate(zip(ts.tolist(), in_range.tolist(), strict=True)):
-                before[i] = running
-                ahead[i] = use and t > running + self.max_jump_ms
-                if use and not ahead[i]:
-                    running = max(running, t)
+        if not ahead.any():
+            if in_range.any():
+                self._ahead_run = 0
+            return ahead, before
+        running, run = self._max_ts, self._ahead_run
+        for i, (t, use) in enumerate(zip(ts.tolist(), in_range.tolist(), strict=True)):
+            before[i] = running
+            ahead[i] = False
+            if not use:
+                continue
+            if t > running + self.max_jump_ms:
+                run += 1
+                if run < REANCHOR_PINGS:
+                    ahead[i] = True
+                    continue
+            run = 0
+            running = max(running, t)
+        self._ahead_run = run
         return ahead, before
 
     def _closed_before(self, before: np.ndarray) -> np.ndarray:
@@ -176,6 +191,7 @@ class Replayer:
         """
         if self._next_boundary is None:
             self._next_boundary = (watermark_ms // self.every_ms) * self.every_ms
+        self._max_ts = watermark_ms if self._max_ts is None else max(self._max_ts, watermark_ms)
         self._advance(watermark_ms)
 
     def _advance(self, watermark: int) -> None:
