@@ -143,3 +143,45 @@ def test_device_partition_is_stable_and_spread() -> None:
     assert np.array_equal(p[:10], device_partition(devs[:10], 4))
     counts = np.bincount(p, minlength=4)
     assert counts.min() > 4_000
+
+
+def _ping(i: int, ts: int, operator: str = "40101") -> bytes:
+    import json
+
+    return json.dumps({"device": f"d{i}", "ts": ts, "operator": operator, "home_mcc": 401,
+                       "lat": 51.128, "lon": 71.43}).encode()
+
+
+T0 = 1_772_409_600_000
+
+
+def test_a_stale_first_ping_does_not_block_the_stream(sim: tuple[Simulation, Path]) -> None:
+    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    msgs = [_ping(0, T0 - 365 * 86_400_000)] + [_ping(i, T0 + i * 1000) for i in range(1, 31)]
+    res = ps.process(list(range(len(msgs))), msgs)
+    assert [r.reason for r in res.rejects] == ["ts_ahead_of_stream"] * 9
+    assert res.accepted == 31 - 9
+
+
+def test_bad_watermarks_and_too_many_operators_are_rejects(sim: tuple[Simulation, Path]) -> None:
+    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    msgs = [_ping(1, T0), encode_control(T0 + 30 * 86_400_000), encode_control(2**62),
+            *[_ping(i, T0 + i, operator=f"{40000 + i}") for i in range(300)]]
+    res = ps.process(list(range(len(msgs))), msgs)
+    reasons = [r.reason for r in res.rejects]
+    assert reasons.count("bad_watermark") == 2
+    too_many = reasons.count("too_many_operators")
+    assert too_many > 0 and len(ps.engine.operators) == 254
+    assert res.accepted == 301 - too_many
+    assert res.tallies == []  # nothing closed by the rejected watermarks
+    assert ps.next_offset == len(msgs)
+
+
+def test_checkpoint_from_another_key_is_refused(sim: tuple[Simulation, Path]) -> None:
+    from stream.partition import CheckpointMismatchError
+
+    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    ps.process([0], [_ping(1, T0)])
+    other = PartitionState("pings", 0, _engine(sim), b"another-secret-0123456789abcdef", SETTINGS)
+    with pytest.raises(CheckpointMismatchError, match="pseudonymization key"):
+        other.restore(ps.checkpoint())
