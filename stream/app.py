@@ -22,7 +22,7 @@ import logging
 import os
 import shlex
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -130,8 +130,8 @@ class Live:
             ps = await self.partition(p)
             if not await self._in_sequence(p, ps, offs[0]):
                 continue
-            for v, ct in zip(vals, cts, strict=True):
-                self.metrics.messages.labels(_encoding(v, ct)).inc()
+            for kind, n in Counter(map(_encoding, vals, cts)).items():
+                self.metrics.messages.labels(kind).inc(n)
             result = ps.process(offs, vals, cts)
             self.unsent[p].extend(result.tallies)  # before any await: a checkpoint must not pass them
             m = self.metrics
