@@ -1,6 +1,6 @@
 """A vectorized open-addressing hash index from 64-bit device keys to dense row numbers.
 
-Device keys are already uniformly distributed (keyed BLAKE2b), so the low bits are the home slot.
+Device keys are already uniformly distributed (keyed SipHash), so the low bits are the home slot.
 Lookups and inserts run on whole batches: each round gathers the slot of every pending key,
 resolves matches, claims empty slots for new keys (one winner per slot per round) and moves
 collided keys one slot on (linear probing). The slot table holds int32 row numbers (4 bytes per

@@ -26,7 +26,7 @@ import numpy as np
 from estimators.calibration import N_CLASSES, FactorMatrix
 from estimators.presence import ROAMER, PresenceState, current_night
 from estimators.regions import RegionSet
-from estimators.tally import Tally, sum_by_key
+from estimators.tally import Tally
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,15 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
     factor_region = np.where(has_home, home, here)
 
     p = np.flatnonzero(present)
-    (p_loc, p_fr, p_cls), p_count = sum_by_key([loc[p], factor_region[p], cls[p]],
-                                               np.ones(p.size, dtype=np.int64))
+    # one int64 code per device, (loc, factor region, class), counted with one sort
+    code = (loc[p] << 24) | (factor_region[p] << 8) | cls[p]
+    uniq, p_count = np.unique(code, return_counts=True)
+    p_loc, p_fr, p_cls = uniq >> 24, (uniq >> 8) & 0xFFFF, uniq & 0xFF
     r = np.flatnonzero(active & has_home)
-    (r_reg, r_cls), r_count = sum_by_key([home[r], cls[r]], np.ones(r.size, dtype=np.int64))
+    by_home = np.bincount(home[r] * 256 + cls[r], minlength=0) \
+        if r.size else np.zeros(0, dtype=np.int64)
+    r_code = np.flatnonzero(by_home)
+    r_reg, r_cls, r_count = r_code // 256, r_code % 256, by_home[r_code]
     return Tally(
         at_ms=at_ms, operators=tuple(operators),
         present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],

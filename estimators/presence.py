@@ -181,13 +181,19 @@ class PresenceState:
             region = (ring & region_mask) - 1
             valid = (ring != 0) & (slot_night > night_now - n_slots) & (slot_night <= night_now)
             region = np.where(valid, region, -1)
-            same = (region[:, :, None] == region[:, None, :]) & valid[:, None, :]
-            votes = same.sum(axis=2)
-            recency = n_slots - (night_now - slot_night)
-            score = np.where(valid, votes * (n_slots + 1) + recency, -1)
-            best = np.argmax(score, axis=1)
-            pick = region[np.arange(hi - lo), best]
             nights_seen = valid.sum(axis=1)
+            recency = n_slots - (night_now - slot_night)
+            latest = np.argmax(np.where(valid, recency, -1), axis=1)
+            rows = np.arange(hi - lo)
+            pick = region[rows, latest]
+            # most devices sleep in one region every night: only the others need a vote
+            mixed = np.flatnonzero((valid & (region != pick[:, None])).any(axis=1))
+            if mixed.size:
+                reg, val, rec = region[mixed], valid[mixed], recency[mixed]
+                same = (reg[:, :, None] == reg[:, None, :]) & val[:, None, :]
+                votes = same.sum(axis=2)
+                score = np.where(val, votes * (n_slots + 1) + rec, -1)
+                pick[mixed] = reg[np.arange(mixed.size), np.argmax(score, axis=1)]
             out[lo:hi] = np.where(nights_seen >= max(min_nights, 1), pick, -1)
         return out
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from estimators.engine import MAX_OPERATORS, Engine
 from estimators.presence import EPOCH_MS, MAX_TS_REL_MS
-from estimators.pseudonym import device_keys
+from estimators.pseudonym import device_keys, siphash24
 from stream.files import InputError, open_text
 
 MAX_DEVICE_CHARS = 128
@@ -238,10 +238,9 @@ class PingDecoder:
         if self._plan_index is None or self._plan_index[0] is not plan:
             self._plan_index = (plan, {f"{op}\x1f{c}".encode(): r for (op, c), r in plan.row.items()})
         index = self._plan_index[1]
-        pair = np.char.add(operator, np.char.add(b"\x1f", cell))
-        uniq, inverse = np.unique(pair, return_inverse=True)
+        uniq, inverse = unique_bytes(np.char.add(operator, np.char.add(b"\x1f", cell)))
         found = np.fromiter((index.get(u, -1) for u in uniq.tolist()), dtype=np.int64, count=len(uniq))
-        return found[inverse.reshape(-1)]
+        return found[inverse]
 
     def _operator_codes(self, operator: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """Engine operator code per row (only rows in ``ok`` register new operators); -1 when
@@ -249,14 +248,14 @@ class PingDecoder:
         out = np.full(len(operator), -1, dtype=np.int64)
         if not ok.any():
             return out
-        uniq, inverse = np.unique(operator[ok], return_inverse=True)
+        uniq, inverse = unique_bytes(operator[ok])
         codes = np.empty(len(uniq), dtype=np.int64)
         for j, op in enumerate(uniq.tolist()):
             try:
                 codes[j] = self.engine.operator_code(op.decode())
             except ValueError:
                 codes[j] = -1
-        out[ok] = codes[inverse.reshape(-1)]
+        out[ok] = codes[inverse]
         return out
 
     def decode_columns(self, cols: dict[str, np.ndarray], source: Callable[[int], str]) -> PingBatch:
@@ -328,6 +327,28 @@ class PingDecoder:
             rejects=rejects,
             row=idx,
         )
+
+
+_UNIQUE_KEY = b"defacto unique\x00\x00"
+
+
+def unique_bytes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct byte strings of a ``|S`` column and each row's index into them.
+
+    Like ``np.unique(values, return_inverse=True)`` without sorting strings: rows are hashed to
+    64-bit integers (SipHash) and those are sorted; a hash collision (checked) falls back to the
+    string sort. The distinct values come in hash order, not lexical order.
+    """
+    if len(values) == 0:
+        return values[:0], np.zeros(0, dtype=np.int64)
+    h = siphash24(_UNIQUE_KEY, values)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    uniq = values[first]
+    if not np.array_equal(uniq[inverse], values):
+        uniq, inverse = np.unique(values, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return uniq, inverse
 
 
 def _bytes_column(values: list[Any]) -> np.ndarray:

@@ -98,3 +98,19 @@ def test_state_stays_compact() -> None:
               np.zeros(1, np.int32), 18_000)
     assert st.n_devices == 200_000
     assert st.nbytes / st.n_devices <= 64
+
+
+def test_siphash24_matches_the_reference_implementation() -> None:
+    import siphashc
+
+    from estimators.pseudonym import device_keys, siphash24
+
+    key = bytes(range(16))
+    assert int(siphash24(key, np.array([bytes(range(15))]))[0]) == 0xA129CA6149BE45E5  # paper
+    rng = np.random.default_rng(4)
+    msgs = np.array([rng.bytes(int(n)).rstrip(b"\x00") for n in rng.integers(0, 70, 3000)],
+                    dtype=np.bytes_)
+    assert [int(h) for h in siphash24(key, msgs)] == [siphashc.siphash(key, m) for m in msgs.tolist()]
+    same = device_keys(np.array(["40101", "40101"]), np.array(["dévice", "dévice"]), b"s" * 32)
+    assert same[0] == same[1] == device_keys(np.array([b"40101"]), np.array(["dévice".encode()]),
+                                             b"s" * 32)[0]
