@@ -279,6 +279,32 @@ def _encoding(value: bytes, content_type: str | None) -> str:
         return "unknown"
 
 
+def _short_fetch_wait_transport(fetch_wait_ms: int) -> type:
+    """Faust's aiokafka transport with the consumer's fetch wait set to ``fetch_wait_ms``.
+
+    Faust hard-codes ``fetch_max_wait_ms=1500``. aiokafka keeps one fetch in flight per broker
+    and Faust always subscribes its (empty) assignor topic, so while the pings partition still has
+    records, a fetch can ask for the empty topic alone and sit out the full 1.5 s: the pipeline
+    then runs at a fraction of its speed (measured in ``bench/live_throughput.py``).
+    """
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    class Thread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_wait_ms  # read by aiokafka's fetcher at start
+            return consumer
+
+    class ShortWaitConsumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return Thread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        Consumer = ShortWaitConsumer
+
+    return Transport
+
+
 def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secret: bytes,
                registry: dict[str, int] | None) -> faust.App:
     """Build the Faust app for a worker configured by ``defacto worker`` options."""
@@ -292,7 +318,10 @@ def create_app(args: argparse.Namespace, make_engine: Callable[[], Engine], secr
         broker_rebalance_timeout=max(20.0, args.session_timeout * 2),
         consumer_auto_offset_reset="earliest", producer_acks=1, topic_allow_declare=True,
         store="memory://", datadir=args.datadir, loghandlers=[],
+        consumer_max_fetch_size=args.fetch_max_bytes, broker_max_poll_records=args.batch,
     )
+    transport_class = _short_fetch_wait_transport(int(args.fetch_wait * 1000))
+    app._new_transport = lambda: transport_class(app.conf.broker_consumer, app)  # type: ignore[method-assign]
     topic = app.topic(args.topic, acks=False, value_type=bytes, key_type=bytes)
     live = Live(app, args, make_engine, secret, registry)
     live.dead_topic = app.topic(args.dead_letter_topic, value_type=bytes, key_type=bytes,

@@ -485,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web-host", help="bind address for the web port (default 127.0.0.1)")
     p.add_argument("--batch", type=int, default=5000, help="max messages per batch (default 5000)")
     p.add_argument("--batch-wait", type=float, default=0.05, help="max batch wait in s (default 0.05)")
+    p.add_argument("--fetch-wait", type=_duration_arg, default=0.05,
+                   help="longest a Kafka fetch waits for data (default 50ms; Faust's own is 1.5s)")
+    p.add_argument("--fetch-max-bytes", type=int, default=16 << 20,
+                   help="bytes per partition per fetch (default 16 MiB: several frames)")
     p.add_argument("--checkpoint-every", type=_duration_arg, default=30.0,
                    help="checkpoint each partition this often (default 30s)")
     p.add_argument("--session-timeout", type=float, default=10.0,
