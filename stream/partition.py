@@ -131,7 +131,7 @@ class PartitionState:
         """Why a watermark cannot be applied (it would close windows far beyond the data)."""
         if ts_ms > time.time() * 1000 + self.settings.max_future_s * 1000:
             return f"watermark more than {self.settings.max_future_s} s ahead of the clock"
-        top = self.replayer._max_ts
+        top = self.replayer.latest_ts_ms
         if top is not None and ts_ms > top + self.settings.max_jump_ms:
             return f"watermark more than {self.settings.max_jump_ms // 1000} s ahead of the stream"
         return None
@@ -148,21 +148,15 @@ class PartitionState:
 
     def checkpoint(self) -> bytes:
         """Everything needed to resume this partition exactly, as one ``.npz`` blob."""
-        r = self.replayer
-        pending = r._pending
-        held = PingBatch(*(np.concatenate([getattr(b, f) for b in pending]) if pending else
-                           np.zeros(0, dtype=d) for f, d in (("device_key", np.uint64),
-                                                            ("ts_ms", np.int64),
-                                                            ("opclass", np.uint8),
-                                                            ("loc", np.int64))))
+        held = self.replayer.held() or PingBatch(
+            np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8),
+            np.zeros(0, np.int64))
         meta = {
             "version": CHECKPOINT_VERSION, "topic": self.topic, "partition": self.partition,
             "next_offset": self.next_offset, "closed_until": self.closed_until,
-            "next_boundary": r._next_boundary, "published_until": r._published_until,
-            "max_ts": r._max_ts, "first_ts": r.stats.first_ts_ms, "last_ts": r.stats.last_ts_ms,
+            "position": self.replayer.position(),
             "every_ms": self.settings.every_ms, "lateness_ms": self.settings.lateness_ms,
-            "ahead_run": r._ahead_run, "res": self.engine.config.res,
-            "key_id": self.key_id,
+            "res": self.engine.config.res, "key_id": self.key_id,
         }
         state = self.engine.export_state()
         buf = io.BytesIO()
@@ -184,19 +178,13 @@ class PartitionState:
             if meta["res"] != self.engine.config.res:
                 raise CheckpointMismatchError(f"it was taken at H3 resolution {meta['res']}")
             if meta["key_id"] != self.key_id:
-                raise CheckpointMismatchError("it was taken with another pseudonymization key (after a "
-                                         "key rotation, start with a new --prefix: state restarts)")
+                raise CheckpointMismatchError(
+                    "it was taken with another pseudonymization key (after a key rotation, start "
+                    "with a new --prefix: state restarts)")
             self.engine.restore_state({k[6:]: z[k] for k in z.files if k.startswith("state_")})
             held_loc = self.engine.cells.locate(z["held_cell"])
-            if len(held_loc):
-                self.replayer._pending = [PingBatch(z["held_key"], z["held_ts"], z["held_opclass"],
-                                                    held_loc, row=np.zeros(len(held_loc), np.int64))]
-        r = self.replayer
+            held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc,
+                             row=np.zeros(len(held_loc), np.int64))
+        self.replayer.resume(meta["position"], held)
         self.next_offset = int(meta["next_offset"])
         self.closed_until = meta["closed_until"]
-        r._next_boundary = meta["next_boundary"]
-        r._published_until = meta["published_until"]
-        r._max_ts = meta["max_ts"]
-        r._ahead_run = meta["ahead_run"]
-        r.stats.first_ts_ms = meta["first_ts"]
-        r.stats.last_ts_ms = meta["last_ts"]

@@ -246,6 +246,31 @@ class Replayer:
         if pending is not None:
             self.engine.ingest(pending.device_key, pending.ts_ms, pending.opclass, pending.loc)
 
+    @property
+    def latest_ts_ms(self) -> int | None:
+        """The latest event time of the stream so far (accepted pings and watermarks)."""
+        return self._max_ts
+
+    def held(self) -> PingBatch | None:
+        """Accepted pings waiting for their window to close (part of a checkpoint)."""
+        return _concat(self._pending)
+
+    def position(self) -> dict[str, int | None]:
+        """Where the windows stand (with :meth:`held`, everything needed to resume exactly)."""
+        return {"next_boundary": self._next_boundary, "published_until": self._published_until,
+                "max_ts": self._max_ts, "ahead_run": self._ahead_run,
+                "first_ts": self.stats.first_ts_ms, "last_ts": self.stats.last_ts_ms}
+
+    def resume(self, position: dict[str, int | None], held: PingBatch | None) -> None:
+        """Continue from a :meth:`position` and its held pings (on a fresh replayer)."""
+        self._next_boundary = position["next_boundary"]
+        self._published_until = position["published_until"]
+        self._max_ts = position["max_ts"]
+        self._ahead_run = int(position["ahead_run"] or 0)
+        self.stats.first_ts_ms = position["first_ts"]
+        self.stats.last_ts_ms = position["last_ts"]
+        self._pending = [held] if held is not None and len(held) else []
+
     def describe_period(self) -> str:
         """The event-time span of accepted pings, for messages."""
         if self.stats.first_ts_ms is None or self.stats.last_ts_ms is None:
