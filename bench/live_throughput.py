@@ -678,7 +678,7 @@ def naive(env: Env, messages: list[tuple[int, bytes]], n: int, limit_s: float) -
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--quick`` shrinks every stage)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="a short run (about two minutes)")
+    p.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     p.add_argument("--stages", default="frames,json,latency,naive",
                    help="comma-separated subset of frames,json,latency,naive")
     p.add_argument("--pings", type=int,
