@@ -23,6 +23,30 @@ def _say(text: str) -> None:
     print(f"\n$ {text}", file=sys.stderr)
 
 
+def simulate_and_calibrate(out: Path, scenario: str, scale: float, days: float, seed: int
+                           ) -> tuple[int, Path, str]:
+    """``defacto simulate`` into ``out/sim``, then ``defacto calibrate`` on its first day into
+    ``out/calibration.csv``; returns (exit code, simulation directory, end of calibration day)."""
+    from stream.cli import main
+
+    out.mkdir(parents=True, exist_ok=True)
+    sim_dir = out / "sim"
+    argv = ["simulate", scenario, "--scale", str(scale), "--days", str(days), "--seed", str(seed),
+            "--out", str(sim_dir)]
+    _say("defacto " + " ".join(argv))
+    if rc := main(argv):
+        return rc, sim_dir, ""
+    pings = str(sim_dir / "pings.jsonl")
+    with open(pings, encoding="utf-8") as fh:
+        first_ts = json.loads(fh.readline())["ts"]
+    cal_to = iso_utc(first_ts - first_ts % DAY_MS + DAY_MS)
+    argv = ["calibrate", pings, "--regions", str(sim_dir / "regions.geojson"),
+            "--cells", str(sim_dir / "cells.csv"), "--reference", str(sim_dir / "reference.csv"),
+            "--to", cal_to, "--out", str(out / "calibration.csv")]
+    _say("defacto " + " ".join(argv))
+    return main(argv), sim_dir, cal_to
+
+
 def run_demo(out: Path, scenario: str, scale: float, days: float, seed: int) -> int:
     """Run the demo in ``out`` and print the final table; returns the exit code."""
     from stream.cli import main
@@ -31,25 +55,11 @@ def run_demo(out: Path, scenario: str, scale: float, days: float, seed: int) -> 
         print("defacto: error: the demo needs --days >= 2 (one to calibrate, one to replay)",
               file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    sim_dir = out / "sim"
-    argv = ["simulate", scenario, "--scale", str(scale), "--days", str(days), "--seed", str(seed),
-            "--out", str(sim_dir)]
-    _say("defacto " + " ".join(argv))
-    if rc := main(argv):
+    rc, sim_dir, cal_to = simulate_and_calibrate(out, scenario, scale, days, seed)
+    if rc:
         return rc
     pings = str(sim_dir / "pings.jsonl")
-    first_ts = None
-    with open(pings, encoding="utf-8") as fh:
-        first_ts = json.loads(fh.readline())["ts"]
-    start = first_ts - first_ts % DAY_MS
-    cal_to = iso_utc(start + DAY_MS)
     common = ["--regions", str(sim_dir / "regions.geojson"), "--cells", str(sim_dir / "cells.csv")]
-    argv = ["calibrate", pings, *common, "--reference", str(sim_dir / "reference.csv"),
-            "--to", cal_to, "--out", str(out / "calibration.csv")]
-    _say("defacto " + " ".join(argv))
-    if rc := main(argv):
-        return rc
     snapshots = out / "snapshots.jsonl"
     argv = ["replay", pings, *common, "--registry", str(sim_dir / "registry.csv"),
             "--calibration", str(out / "calibration.csv"),

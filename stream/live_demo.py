@@ -22,43 +22,21 @@ from stream.embedded import Service, create_topic, free_port, kafka_service, red
 from stream.produce import PingProducer, stream_simulation
 from stream.snapshot import iso_utc, region_table
 
-DAY_MS = 86_400_000
-
 
 def _say(text: str) -> None:
     print(f"defacto demo: {text}", file=sys.stderr, flush=True)
 
 
-def _calibrate(out: Path, sim_dir: Path, first_ts: int) -> Path:
-    from stream.cli import main
-
-    start = first_ts - first_ts % DAY_MS
-    cal = out / "calibration.csv"
-    argv = ["calibrate", str(sim_dir / "pings.jsonl"), "--regions", str(sim_dir / "regions.geojson"),
-            "--cells", str(sim_dir / "cells.csv"), "--reference", str(sim_dir / "reference.csv"),
-            "--to", iso_utc(start + DAY_MS), "--out", str(cal)]
-    _say("$ defacto " + " ".join(argv))
-    if main(argv):
-        raise RuntimeError("calibration failed")
-    return cal
-
-
 def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int, speed: float,
                   partitions: int = 2, web_port: int | None = None) -> int:
     """Run the live demo until the simulation ends or Ctrl-C; returns the exit code."""
-    from stream.cli import main
+    from stream.demo import simulate_and_calibrate
     from stream.simulator import simulate
 
-    out.mkdir(parents=True, exist_ok=True)
-    sim_dir = out / "sim"
-    argv = ["simulate", scenario, "--scale", str(scale), "--days", str(days), "--seed", str(seed),
-            "--out", str(sim_dir)]
-    _say("$ defacto " + " ".join(argv))
-    if rc := main(argv):
+    rc, sim_dir, _ = simulate_and_calibrate(out, scenario, scale, days, seed)
+    if rc:
         return rc
-    with open(sim_dir / "pings.jsonl", encoding="utf-8") as fh:
-        first_ts = json.loads(fh.readline())["ts"]
-    calibration = _calibrate(out, sim_dir, first_ts)
+    calibration = out / "calibration.csv"
     key = out / "pseudonym.key"
     if not key.exists():
         key.write_text(secrets.token_hex(32))

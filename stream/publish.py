@@ -46,7 +46,7 @@ if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
 end
 return 0
 """
-_RAISE_CLOSED = """
+_RAISE_FIELD = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -82,7 +82,7 @@ class SnapshotPublisher:
                                          if r <= engine.config.res}))
         self.on_publish = on_publish or (lambda _snap, _delay: None)
         self._save = client.register_script(_SAVE_IF_NEWER)
-        self._raise_closed = client.register_script(_RAISE_CLOSED)
+        self._raise_field = client.register_script(_RAISE_FIELD)
 
     def key(self, *parts: object) -> str:
         """A key under this deployment's prefix."""
@@ -99,9 +99,9 @@ class SnapshotPublisher:
             pipe.zadd(self.key("pending"), {str(t.at_ms): t.at_ms})
         await pipe.execute()
         if closed_until is not None:
-            await self._raise_closed(keys=[self.key("closed")], args=[partition, closed_until])
+            await self._raise_field(keys=[self.key("closed")], args=[partition, closed_until])
         if last_accepted_ms is not None:
-            await self._raise_closed(keys=[self.key("last_accepted")],
+            await self._raise_field(keys=[self.key("last_accepted")],
                                      args=[partition, last_accepted_ms])
 
     async def save_checkpoint(self, partition: int, offset: int, blob: bytes) -> bool:
