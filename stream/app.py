@@ -39,6 +39,7 @@ from stream.metrics import WorkerMetrics
 from stream.partition import LiveSettings, PartitionState
 from stream.pings import Reject
 from stream.publish import PublishSettings, SnapshotPublisher
+from stream.snapshot import parse_iso_ms
 
 log = logging.getLogger("defacto.worker")
 ARGS_ENV = "DEFACTO_WORKER_ARGS"
@@ -59,10 +60,12 @@ class Live:
         self.settings = LiveSettings(every_ms=int(args.every * 1000),
                                      lateness_ms=int(args.lateness * 1000))
         self.metrics = WorkerMetrics()
+        self.metrics.configure(window_s=args.every, gap_threshold=args.gap_threshold)
         self.redis = aioredis.from_url(args.redis, socket_timeout=5, socket_connect_timeout=2)
         self.publisher = SnapshotPublisher(
             self.redis, make_engine(), args.partitions, self.settings.every_ms, registry,
-            PublishSettings(prefix=args.prefix), on_publish=self._published)
+            PublishSettings(prefix=args.prefix, gap_threshold=args.gap_threshold),
+            on_publish=self._published)
         self.parts: dict[int, PartitionState] = {}
         self.unsent: dict[int, list[Tally]] = defaultdict(list)
         self.seeking: dict[int, float] = {}
@@ -71,6 +74,10 @@ class Live:
         self.last_seen_publish: int | None = None
         self.redis_ok = True
         self.redis_retry_at = 0.0
+        self.geometry_written = False
+        self.lags: dict[int, int] = {}
+        self.seen: dict[int, float] = {}
+        self.counts: Counter[str] = Counter()
 
     def _published(self, snap: dict[str, Any], delay_s: float) -> None:
         self.metrics.snapshot_delay.observe(max(delay_s, 0.0))
@@ -138,14 +145,19 @@ class Live:
             m.pings.labels("accepted").inc(result.accepted)
             m.pings.labels("duplicate").inc(result.skipped)
             m.pings.labels("rejected").inc(len(result.rejects))
+            self.counts.update({"accepted": result.accepted, "duplicate": result.skipped,
+                                "rejected": len(result.rejects)})
             for r in result.rejects:
                 m.rejects.labels(r.reason).inc()
+                self.counts[f"rejected:{r.reason}"] += 1
+            self.seen[p] = time.time()
             await self.dead_letter(result.rejects)
             if result.max_event_ms is not None:
                 newest = max(newest or 0, result.max_event_ms)
             hw = self.app.consumer.highwater(TP(self.args.topic, p))
             if hw is not None:
                 m.lag.labels(str(p)).set(max(hw - ps.next_offset, 0))
+                self.lags[p] = max(hw - ps.next_offset, 0)
         if newest is not None:
             self.metrics.event_delay.set(time.time() - newest / 1000)
         await self.flush()
@@ -219,10 +231,23 @@ class Live:
                             await self.checkpoint(p, ps)
                         except (RedisError, OSError):  # publishing must not wait for a checkpoint
                             self.last_checkpoint[p] = now
+                await self._write_health()
                 published = await self._redis(self.publisher.try_publish())
                 await self._refresh_metrics(published)
             except (RedisError, OSError):
                 return
+
+    async def _write_health(self) -> None:
+        """Lag, last batch time and ping counts to Redis (for the dashboard); geometry once."""
+        if not self.geometry_written:
+            await self._redis(self.publisher.publish_geometry(self.publisher.engine.regions))
+            self.geometry_written = True
+        counts, self.counts = self.counts, Counter()
+        try:
+            await self._redis(self.publisher.write_health(self.lags, self.seen, counts))
+        except (RedisError, OSError):
+            self.counts.update(counts)  # counted on the next successful write
+            raise
 
     async def checkpoint(self, p: int, ps: PartitionState) -> None:
         """Save a partition's checkpoint and commit its offset to Kafka."""
@@ -242,7 +267,7 @@ class Live:
         self.last_seen_publish = until
         snap = await self._redis(self.publisher.latest())
         if snap:
-            self.metrics.show_snapshot(snap, time.time())
+            self.metrics.show_snapshot(snap, _published_unix_s(snap))
             self.metrics.last_snapshot.set(until / 1000)
 
     async def revoke(self, tps: set[TP]) -> None:
@@ -260,6 +285,13 @@ class Live:
                     log.warning("partition %d revoked without a checkpoint: its next owner "
                                 "replays more", p)
         self.metrics.partitions.set(len(self.parts))
+
+
+def _published_unix_s(snap: dict[str, Any]) -> float:
+    """When the snapshot was published (its ``published_at``, written by whichever worker
+    published it), so a restarted worker does not report an old snapshot as fresh."""
+    at = snap.get("published_at")
+    return parse_iso_ms(at) / 1000 if at else time.time()
 
 
 def _content_type(headers: Any) -> str | None:

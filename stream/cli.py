@@ -55,6 +55,16 @@ def _duration_arg(text: str) -> float:
     return value
 
 
+def _gap_threshold_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"gap threshold must be a number, got {text!r}") from None
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"gap threshold is a fraction such as 0.10, got {text!r}")
+    return value
+
+
 def _night_arg(text: str) -> tuple[float, float]:
     m = re.fullmatch(r"(\d{1,2})(?::(\d{2}))?-(\d{1,2})(?::(\d{2}))?", text.strip())
     if not m:
@@ -381,6 +391,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``defacto dashboard``: the planners' live web page, fed from Redis."""
+    from stream.dashboard import serve
+
+    return serve(args.redis, args.prefix, args.host, args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``defacto demo``: simulate, calibrate on the first day, replay the rest, print the table."""
     if args.offline:
@@ -495,9 +512,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kafka consumer session timeout in s (default 10)")
     p.add_argument("--datadir", default=os.environ.get("DEFACTO_DATADIR", "/tmp/defacto-worker"),
                    help="Faust data directory (default /tmp/defacto-worker)")
+    p.add_argument("--gap-threshold", type=_gap_threshold_arg, default=0.10,
+                   help="alert a region when its whole resident interval is more than this "
+                        "fraction above or below the registry (default 0.10)")
     p.add_argument("--loglevel", default="warning", help="default warning")
     _add_engine_options(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("dashboard", help="serve the live dashboard for planners (reads Redis)",
+                       description="A web page with the map of present population, the region "
+                                   "table with registry gaps, a region's history, alerts and "
+                                   "pipeline health, updated live from Redis.")
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   help="Redis URL (default $REDIS_URL or redis://127.0.0.1:6379/0)")
+    p.add_argument("--prefix", default="defacto", help="Redis key prefix (default defacto)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("demo", help="the live pipeline on this machine (or --offline: replay)",
                        description="Live (default): embedded Kafka broker and Redis (unless "

@@ -67,21 +67,31 @@ class WorkerMetrics:
         self.gap_ratio_lo = Gauge("defacto_gap_ratio_lower",
                                   "Gap ratio at the lower end of the resident interval", fig,
                                   registry=r)
+        self.gap_ratio_hi = Gauge("defacto_gap_ratio_upper",
+                                  "Gap ratio at the upper end of the resident interval", fig,
+                                  registry=r)
+        self.gap_threshold = Gauge("defacto_gap_threshold_ratio",
+                                   "Gap ratio beyond which a region is alerted (--gap-threshold)",
+                                   registry=r)
+        self.window = Gauge("defacto_window_seconds", "Snapshot interval (--every)", registry=r)
+
+    def configure(self, window_s: float, gap_threshold: float) -> None:
+        """Export the settings that alert rules compare against."""
+        self.window.set(window_s)
+        self.gap_threshold.set(gap_threshold)
 
     def show_snapshot(self, snap: dict[str, Any], published_unix_s: float) -> None:
         """Set the per-region gauges from a published snapshot (suppressed figures are removed)."""
         pairs = [(self.present, "present"), (self.resident, "resident"),
                  (self.resident_lo, "resident_lo"), (self.resident_hi, "resident_hi"),
-                 (self.registered, "registered"), (self.gap_ratio, "gap_ratio")]
+                 (self.registered, "registered"), (self.gap_ratio, "gap_ratio"),
+                 (self.gap_ratio_lo, "gap_ratio_lo"), (self.gap_ratio_hi, "gap_ratio_hi")]
         for rid, fig in snap["regions"].items():
             for gauge, key in pairs:
                 if fig.get(key) is None:
                     gauge.remove(rid) if (rid,) in gauge._metrics else None
                 else:
                     gauge.labels(rid).set(fig[key])
-            lo, reg = fig.get("resident_lo"), fig.get("registered")
-            if lo is not None and reg:
-                self.gap_ratio_lo.labels(rid).set((lo - reg) / reg)
         self.last_publish.set(published_unix_s)
 
     def exposition(self) -> bytes:

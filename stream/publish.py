@@ -12,7 +12,14 @@ Key layout (``P`` is the key prefix, default ``defacto``; documented in ``schema
 - ``P:cells:<res>`` hash H3 cell -> present population per resolution (``null``: suppressed);
 - ``P:history`` sorted set (score at_ms) of compact per-region snapshots, trimmed to retention;
 - ``P:snapshots`` stream of announcements (at, published_at), capped; ``P:announce`` pub/sub;
-- ``P:checkpoint:<partition>`` hash {offset, data}: the partition's resumable state.
+- ``P:checkpoint:<partition>`` hash {offset, data}: the partition's resumable state;
+- ``P:alerts:active`` hash region id -> JSON of its open gap alert
+  (:class:`~estimators.alerts.GapAlert`); ``P:alerts:log`` stream of opened/closed events;
+- ``P:geometry`` GeoJSON FeatureCollection of the region outlines (for the dashboard);
+- ``P:health`` hash ``lag:<partition>`` -> messages behind, ``seen:<partition>`` -> Unix time of
+  its latest batch; ``P:counts`` hash of pings ``accepted``/``duplicate``/``rejected`` and
+  ``rejected:<reason>``, summed over workers (at least once: a crashed worker's re-read batch
+  counts again).
 
 A window's snapshot is published once every partition has closed it: the tallies are summed,
 the estimate computed, and every key above written in one MULTI/EXEC guarded by
@@ -33,10 +40,12 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from estimators.alerts import GapAlert
 from estimators.engine import Engine
 from estimators.h3vec import cell_to_parent
+from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
-from stream.snapshot import build_snapshot, iso_utc
+from stream.snapshot import build_snapshot, gap_alerts, iso_utc
 
 _SAVE_IF_NEWER = """
 local cur = redis.call('HGET', KEYS[1], 'offset')
@@ -64,6 +73,8 @@ class PublishSettings:
     history_s: int = 7 * 86_400
     announcements: int = 10_000
     tally_ttl_s: int = 2 * 86_400
+    gap_threshold: float = 0.10
+    alert_log: int = 10_000
 
 
 class SnapshotPublisher:
@@ -163,6 +174,9 @@ class SnapshotPublisher:
                 snap["published_at"] = iso_utc(int(published_at * 1000))
                 body = json.dumps(snap, separators=(",", ":"))
                 cells = {res: self._cells(tally, res) for res in self.resolutions}
+                active = {rid.decode(): GapAlert(**json.loads(v)) for rid, v in
+                          (await pipe.hgetall(self.key("alerts", "active"))).items()}
+                still, opened, closed = gap_alerts(active, snap, at_ms, self.s.gap_threshold)
                 pipe.multi()
                 pipe.set(self.key("snapshot"), body)
                 pipe.delete(self.key("regions"))
@@ -181,6 +195,15 @@ class SnapshotPublisher:
                 pipe.xadd(self.key("snapshots"), {"at": snap["at"], "at_ms": at_ms,
                                                   "published_at": snap["published_at"]},
                           maxlen=self.s.announcements, approximate=True)
+                pipe.delete(self.key("alerts", "active"))
+                if still:
+                    pipe.hset(self.key("alerts", "active"), mapping={
+                        rid: json.dumps(a.to_dict()) for rid, a in still.items()})
+                for event, alerts in (("closed", closed), ("opened", opened)):
+                    for a in alerts:
+                        pipe.xadd(self.key("alerts", "log"),
+                                  {"event": event, "at_ms": at_ms, "alert": json.dumps(a.to_dict())},
+                                  maxlen=self.s.alert_log, approximate=True)
                 pipe.publish(self.key("announce"), snap["at"])
                 pipe.set(pu_key, at_ms)
                 pipe.zremrangebyscore(self.key("pending"), "-inf", at_ms)
@@ -195,7 +218,32 @@ class SnapshotPublisher:
         est = self.engine.estimate_tally(tally)
         cfg = self.engine.config.estimate
         return build_snapshot(est, self.engine.regions, self.engine.config.res, self.registry,
-                              {"horizon_s": cfg.horizon_s, "k": cfg.k_anonymity})
+                              {"horizon_s": cfg.horizon_s, "k": cfg.k_anonymity,
+                               "gap_threshold": self.s.gap_threshold,
+                               "cell_resolutions": list(self.resolutions)})
+
+    async def publish_geometry(self, regions: RegionSet) -> None:
+        """Store the region outlines (GeoJSON lines, 5 decimals) for the dashboard's map."""
+        features = [{"type": "Feature", "id": r.id,
+                     "properties": {"name": r.name, "parent": r.parent},
+                     "geometry": {"type": "MultiLineString", "coordinates": [
+                         np.round(ring, 5).tolist() for ring in r.rings]}}
+                    for r in regions.regions]
+        await self.r.set(self.key("geometry"), json.dumps(
+            {"type": "FeatureCollection", "features": features}, separators=(",", ":")))
+
+    async def write_health(self, lags: dict[int, int], seen: dict[int, float],
+                           counts: dict[str, int]) -> None:
+        """Record partitions' lag and last batch time, and add this worker's ping counts."""
+        pipe = self.r.pipeline(transaction=True)
+        fields = {f"lag:{p}": n for p, n in lags.items()}
+        fields.update({f"seen:{p}": round(t, 3) for p, t in seen.items()})
+        if fields:
+            pipe.hset(self.key("health"), mapping=fields)
+        for name, n in counts.items():
+            if n:
+                pipe.hincrby(self.key("counts"), name, n)
+        await pipe.execute()
 
     async def latest(self) -> dict[str, Any] | None:
         """The latest published snapshot, if any."""

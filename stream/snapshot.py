@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import h3
+import numpy as np
 
+from estimators.alerts import GapAlert, gap_crossings, update_gap_alerts
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 
@@ -39,6 +41,13 @@ def _count(x: float) -> int | None:
     return None if math.isnan(x) else round(x)
 
 
+def _ratio(resident: int | None, registered: int | None) -> float | None:
+    """``(resident - registered) / registered`` to 4 decimals, None when either is unknown."""
+    if resident is None or not registered:
+        return None
+    return round((resident - registered) / registered, 4)
+
+
 def build_snapshot(est: Estimate, regions: RegionSet, res: int,
                    registry: dict[str, int] | None, extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
@@ -50,17 +59,20 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
         registered = registry.get(rid)
         gap = resident - registered if resident is not None and registered is not None else None
         ratio = round(gap / registered, 4) if gap is not None and registered else None
+        lo, hi = _count(est.resident_lo[i]), _count(est.resident_hi[i])
         out_regions[rid] = {
             "name": regions.names[i],
             "present": _count(est.present[i]),
             "lo": _count(est.present_lo[i]),
             "hi": _count(est.present_hi[i]),
             "resident": resident,
-            "resident_lo": _count(est.resident_lo[i]),
-            "resident_hi": _count(est.resident_hi[i]),
+            "resident_lo": lo,
+            "resident_hi": hi,
             "registered": registered,
             "gap": gap,
             "gap_ratio": ratio,
+            "gap_ratio_lo": _ratio(lo, registered),
+            "gap_ratio_hi": _ratio(hi, registered),
             "devices": _count(est.present_devices[i]),
             "resident_devices": _count(est.resident_devices[i]),
         }
@@ -74,6 +86,19 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
     if extra:
         snapshot.update(extra)
     return snapshot
+
+
+def gap_alerts(active: dict[str, GapAlert], snapshot: dict[str, Any], at_ms: int, threshold: float
+               ) -> tuple[dict[str, GapAlert], list[GapAlert], list[GapAlert]]:
+    """A snapshot's gap alerts given the open ones: (open now, opened, closed); see
+    :mod:`estimators.alerts` (the whole resident interval must be beyond the threshold)."""
+    ids = list(snapshot["regions"])
+    figs = [snapshot["regions"][rid] for rid in ids]
+    lo = np.array([np.nan if f.get("gap_ratio_lo") is None else f["gap_ratio_lo"] for f in figs])
+    hi = np.array([np.nan if f.get("gap_ratio_hi") is None else f["gap_ratio_hi"] for f in figs])
+    direction, magnitude = gap_crossings(lo, hi, threshold)
+    return update_gap_alerts(active, ids, [f["name"] for f in figs], direction, magnitude, at_ms,
+                             threshold)
 
 
 def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | None = None) -> str:

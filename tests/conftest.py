@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny region set (a city with two districts inside a rural ring)."""
+"""Shared fixtures: a tiny region set (a city with two districts inside a rural ring); a Kafka
+broker (embedded Tansu) and a Redis per test module."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from stream.embedded import Service, redis_service, start_broker
 
 
 def square(lat0: float, lat1: float, lon0: float, lon1: float) -> list[list[float]]:
@@ -50,3 +54,17 @@ def regions_file(tmp_path: Path, regions_doc: dict[str, Any]) -> Path:
     path = tmp_path / "regions.geojson"
     path.write_text(json.dumps(regions_doc))
     return path
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Service]:
+    svc = start_broker()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    svc = redis_service(prefer_local=True)
+    yield svc.url
+    svc.stop()

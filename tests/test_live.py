@@ -9,40 +9,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
+from livekit import Workers, wait_for
 
 from stream.cli import main
 from stream.codec import encode_avro, encode_control, encode_frame
-from stream.embedded import Service, create_topic, free_port, redis_service, start_broker, start_redis
+from stream.embedded import Service, create_topic, free_port, start_redis
+from stream.snapshot import gap_alerts, parse_iso_ms
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Service]:
-    svc = start_broker()
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    svc = redis_service(prefer_local=True)
-    yield svc.url
-    svc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -59,61 +44,11 @@ def _engine_args(sim: Path) -> list[str]:
             "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
 
 
-def _wait(what: str, check: Callable[[], Any], timeout_s: float,
-          procs: tuple[subprocess.Popen[bytes], ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                raise AssertionError(f"worker exited with {p.returncode}:\n"
-                                     + Path(p.log).read_text()[-3000:])  # type: ignore[attr-defined]
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class Workers:
-    """Worker processes of one test, with their logs; all stopped at the end."""
-
-    def __init__(self, tmp: Path, broker: str, redis_url: str, topic: str, prefix: str,
-                 sim: Path) -> None:
-        self.tmp, self.broker, self.redis_url = tmp, broker, redis_url
-        self.topic, self.prefix, self.sim = topic, prefix, sim
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, web_port: int = 0) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        args = [sys.executable, "-m", "stream.cli", "worker", "--kafka", self.broker,
-                "--redis", self.redis_url, "--topic", self.topic, "--prefix", self.prefix,
-                "--group", self.prefix, "--dead-letter-topic", f"{self.topic}.dead",
-                "--web-port", str(web_port), "--checkpoint-every", "1s",
-                "--datadir", str(self.tmp / f"{name}-data"), *_engine_args(self.sim),
-                "--loglevel", "info"]
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        proc.log = str(log)  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 @pytest.fixture
 def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
     name = f"t{uuid.uuid4().hex[:10]}"
-    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}", sim)
+    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
+                _engine_args(sim))
     yield w
     w.stop_all()
     r = redis.Redis.from_url(redis_url)
@@ -146,8 +81,8 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, tmp_path: Path) ->
     b = live.start("b")
     assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
                  "--no-final", "--quiet"]) == 0
-    _wait("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90, (a, b))
-    _wait("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
+    wait_for("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90, (a, b))
+    wait_for("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
           and r.exists(f"{live.prefix}:checkpoint:1"), 30, (a, b))
     a.kill()
     a.wait()
@@ -155,7 +90,7 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, tmp_path: Path) ->
     assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
                  "--quiet"]) == 0
     last = expected[-1]["at"]
-    _wait("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
+    wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
         f'"at":"{last}"'.encode()) >= 0, 120, (b,))
 
     history = _history(r, live.prefix)
@@ -167,6 +102,19 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, tmp_path: Path) ->
     assert latest["regions"] == expected[-1]["regions"]
     assert latest["cells"] == expected[-1]["cells"]
     assert r.xlen(f"{live.prefix}:snapshots") == len(expected)
+    # the gap alerts recorded live are those that the replayed snapshots give, in order
+    active: dict[str, Any] = {}
+    want_log = []
+    for snap in expected:
+        at_ms = parse_iso_ms(snap["at"])
+        active, opened, closed = gap_alerts(active, snap, at_ms, 0.10)
+        want_log += [("closed", a.region, a.direction, a.since_ms, at_ms) for a in closed]
+        want_log += [("opened", a.region, a.direction, a.since_ms, at_ms) for a in opened]
+    got_log = [(f[b"event"].decode(), (a := json.loads(f[b"alert"]))["region"], a["direction"],
+                a["since_ms"], int(f[b"at_ms"])) for _, f in r.xrange(f"{live.prefix}:alerts:log")]
+    assert want_log and got_log == want_log
+    got_active = {k.decode(): json.loads(v) for k, v in r.hgetall(f"{live.prefix}:alerts:active").items()}
+    assert got_active == {rid: a.to_dict() for rid, a in active.items()}
 
 
 def _dead_letters(broker: str, topic: str, want: int) -> list[Any]:
@@ -226,8 +174,16 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
         text = metrics()
         return text if 'defacto_pings_consumed_total{outcome="accepted"} 40.0' in text else None
 
-    text = _wait("accepted pings in /metrics", accepted_all, 60, (w,))
+    text = wait_for("accepted pings in /metrics", accepted_all, 60, (w,))
     assert 'defacto_pings_rejected_total{reason="bad_frame"} 1.0' in text
+    r = redis.Redis.from_url(live.redis_url)
+    counts = wait_for("ping counts in Redis", lambda: (c := {
+        k.decode(): int(v) for k, v in r.hgetall(f"{live.prefix}:counts").items()}
+        ).get("accepted") == 40 and c, 30, (w,))
+    assert counts["rejected"] == 6 and counts["rejected:bad_frame"] == 1
+    assert r.hget(f"{live.prefix}:health", "lag:0") is not None
+    geometry = json.loads(r.get(f"{live.prefix}:geometry"))
+    assert "astana" in {f["id"] for f in geometry["features"]}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert json.loads(resp.read())["status"] == "ok"
 
@@ -238,7 +194,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    regions = _wait("the final snapshot", lambda: (x := get("/api/regions")) != 404 and x, 60, (w,))
+    regions = wait_for("the final snapshot", lambda: (x := get("/api/regions")) != 404 and x, 60, (w,))
     assert regions["at"] == "2026-03-02T01:00:00Z"  # like replay: up to the last ping's window
     city = regions["regions"]["astana"]
     assert city["devices"] == 40 and city["present"] == 40  # no calibration: one person per device
@@ -273,19 +229,19 @@ def test_worker_rides_out_a_redis_outage(live: Workers, tmp_path: Path) -> None:
         r = redis.Redis.from_url(store.url)
         assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
                      "--no-final", "--quiet"]) == 0
-        _wait("snapshots before the outage", lambda: len(_history(r, live.prefix)) >= 3, 90, (w,))
+        wait_for("snapshots before the outage", lambda: len(_history(r, live.prefix)) >= 3, 90, (w,))
         os.kill(store.pid, signal.SIGSTOP)  # Redis hangs: connections time out
         try:
             assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
                          "--quiet", "--encoding", "json"]) == 0
             accepted = 'defacto_pings_consumed_total{outcome="accepted"}'
-            _wait("estimating on without Redis",
+            wait_for("estimating on without Redis",
                   lambda: _metric(port, accepted) >= len(lines), 120, (w,))
             assert _metric(port, "defacto_redis_errors_total") > 0
         finally:
             os.kill(store.pid, signal.SIGCONT)
         last = expected[-1]["at"]
-        _wait("publishing after the outage", lambda: (r.get(f"{live.prefix}:snapshot") or b"")
+        wait_for("publishing after the outage", lambda: (r.get(f"{live.prefix}:snapshot") or b"")
               .find(f'"at":"{last}"'.encode()) >= 0, 120, (w,))
         history = _history(r, live.prefix)
         assert [h["at"] for h in history] == [s["at"] for s in expected]

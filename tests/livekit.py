@@ -1,0 +1,64 @@
+"""Shared pieces of the tests that run real worker processes (live pipeline, Prometheus)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float,
+          procs: tuple[subprocess.Popen[bytes], ...] = ()) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"worker exited with {p.returncode}:\n"
+                                     + Path(p.log).read_text()[-3000:])  # type: ignore[attr-defined]
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Workers:
+    """Worker processes of one test, with their logs; all stopped at the end."""
+
+    def __init__(self, tmp: Path, broker: str, redis_url: str, topic: str, prefix: str,
+                 engine_args: list[str]) -> None:
+        self.tmp, self.broker, self.redis_url = tmp, broker, redis_url
+        self.topic, self.prefix, self.engine_args = topic, prefix, engine_args
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, web_port: int = 0, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        args = [sys.executable, "-m", "stream.cli", "worker", "--kafka", self.broker,
+                "--redis", self.redis_url, "--topic", self.topic, "--prefix", self.prefix,
+                "--group", self.prefix, "--dead-letter-topic", f"{self.topic}.dead",
+                "--web-port", str(web_port), "--checkpoint-every", "1s",
+                "--datadir", str(self.tmp / f"{name}-data"), *self.engine_args,
+                "--loglevel", "info", *extra]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc.log = str(log)  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
