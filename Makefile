@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+# Debian packages the tests use: promtool/prometheus (rules, the Prometheus integration test),
+# amtool (Alertmanager config), chromium (the dashboard's browser test). Installed when missing.
+SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager chromium:chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench clean system-tools screenshot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,9 +24,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/defacto demo --out $(DEMO_DIR)
 
-test: $(STAMP)
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$(echo $$missing | tr ' ' '\n' | sort -u); \
+	fi
+
+test: $(STAMP) system-tools
 	$(BIN)/ruff check estimators stream tests bench
 	$(BIN)/python -m pytest -q tests
+
+screenshot: $(STAMP) system-tools
+	DEFACTO_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q tests/test_dashboard.py -k browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check estimators stream tests bench
@@ -29,6 +46,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine_speed.py
 	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/worker_memory.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -407,7 +407,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stream.live_demo import run_live_demo
 
     return run_live_demo(Path(args.out), args.scenario, args.scale, args.days, args.seed,
-                         args.speed, web_port=args.web_port)
+                         args.speed, web_port=args.web_port,
+                         dashboard_port=args.dashboard_port, hold=args.hold)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -540,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=360.0,
                    help="live: simulated seconds per second (default 360: an hour in 10 s)")
     p.add_argument("--web-port", type=int, help="live: worker web port (default: a free port)")
+    p.add_argument("--dashboard-port", type=int, help="live: dashboard port (default: a free port)")
+    p.add_argument("--hold", action="store_true",
+                   help="live: keep the dashboard and worker running after the stream ends")
     p.add_argument("--scenario", default="astana", help="scenario (default astana)")
     p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
     p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")

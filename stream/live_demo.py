@@ -3,8 +3,9 @@
 Starts an embedded Tansu broker and an embedded Redis (unless ``$KAFKA_BOOTSTRAP`` /
 ``$REDIS_URL`` name real ones), simulates the ``astana`` scenario, calibrates on its first day
 (offline, as an operator would on a reference period), starts one worker and streams the
-simulation into Kafka accelerated. Each new snapshot is printed as a region table; the metrics
-and the API are on 127.0.0.1. Ctrl-C stops everything it started.
+simulation into Kafka accelerated, and serves the planners' dashboard (``defacto dashboard``).
+Each new snapshot is printed as a region table; the dashboard, the metrics and the API are on
+127.0.0.1. With ``hold`` it keeps everything running after the stream ends, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def _say(text: str) -> None:
 
 
 def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int, speed: float,
-                  partitions: int = 2, web_port: int | None = None) -> int:
-    """Run the live demo until the simulation ends or Ctrl-C; returns the exit code."""
+                  partitions: int = 2, web_port: int | None = None,
+                  dashboard_port: int | None = None, hold: bool = False) -> int:
+    """Run the live demo until the simulation ends (or, with ``hold``, until Ctrl-C)."""
     from stream.demo import simulate_and_calibrate
     from stream.simulator import simulate
 
@@ -44,6 +46,7 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
 
     services: list[Service] = []
     worker: subprocess.Popen[bytes] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
     producer: PingProducer | None = None
     try:
         kafka = kafka_service()
@@ -69,6 +72,13 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
         _say(f"metrics  http://127.0.0.1:{port}/metrics")
         _say(f"regions  http://127.0.0.1:{port}/api/regions   cells http://127.0.0.1:{port}/api/cells?res=7")
         _say(f"health   http://127.0.0.1:{port}/healthz      Redis keys {prefix}:*")
+        dash_port = dashboard_port or free_port()
+        dash_log = out / "dashboard.log"
+        with open(dash_log, "wb") as fh:
+            dashboard = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "dashboard", "--redis", store.url,
+                 "--prefix", prefix, "--port", str(dash_port)], stdout=fh, stderr=subprocess.STDOUT)
+        _say(f"DASHBOARD http://127.0.0.1:{dash_port}/   (log {dash_log})")
         _say(f"streaming {scenario} at {speed:g}x (one simulated hour every {3600 / speed:.0f} s); "
              "Ctrl-C stops")
         sim = simulate(scenario, scale=scale, days=days, seed=seed)
@@ -86,7 +96,14 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
         while time.monotonic() < deadline and shown != last and worker.poll() is None:
             shown = _show_latest(r, prefix, shown)
             time.sleep(0.5)
-        _say("simulation finished; stopping")
+        if hold:
+            _say(f"simulation finished; the dashboard stays at http://127.0.0.1:{dash_port}/ "
+                 "until Ctrl-C")
+            while worker.poll() is None:
+                time.sleep(1)
+            _say(f"worker exited with {worker.returncode}; see {log}")
+            return 1
+        _say("simulation finished; stopping (--hold keeps the dashboard up)")
         return 0
     except KeyboardInterrupt:
         _say("interrupted; stopping")
@@ -95,12 +112,13 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
         if producer is not None:
             producer.flush(5)
             del producer  # close the Kafka client before the broker goes away
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for proc in (dashboard, worker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         for svc in reversed(services):
             svc.stop()
 
