@@ -279,6 +279,10 @@ class Live:
         async with self._flush_lock:
             for p in mine:
                 ps = self.parts.pop(p)
+                self.lags.pop(p, None)
+                self.seen.pop(p, None)
+                if (str(p),) in self.metrics.lag._metrics:
+                    self.metrics.lag.remove(str(p))  # its next owner reports it
                 try:
                     await self.checkpoint(p, ps)
                 except (RedisError, OSError):

@@ -209,7 +209,10 @@ def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | No
             if speed:
                 due = wall0 + (now_sim - sim0) / 1000 / speed
                 while (left := due - time.monotonic()) > 0:
-                    producer.producer.poll(min(left, 0.2))
+                    # sleep in Python, not inside librdkafka's poll: Ctrl-C there surfaces as a
+                    # SystemError instead of KeyboardInterrupt
+                    time.sleep(min(left, 0.2))
+                    producer.producer.poll(0)
             if now_sim >= next_mark:
                 producer.send_watermark(now_sim - step_ms)
                 next_mark += watermark_every_ms

@@ -66,13 +66,13 @@ def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
     return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
 
 
-def test_two_workers_with_a_crash_equal_replay(live: Workers, tmp_path: Path) -> None:
-    pings = live.sim / "pings.jsonl"
+def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_path: Path) -> None:
+    pings = sim / "pings.jsonl"
     lines = pings.read_text().splitlines(keepends=True)
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text("".join(lines[: len(lines) // 2]))
     second.write_text("".join(lines[len(lines) // 2:]))
-    expected = _replay(live.sim, pings, tmp_path / "replay.jsonl")
+    expected = _replay(sim, pings, tmp_path / "replay.jsonl")
     assert len(expected) >= 20
     create_topic(live.broker, live.topic, 2)
     r = redis.Redis.from_url(live.redis_url)
@@ -212,17 +212,17 @@ def _metric(port: int, line_start: str) -> float:
     return 0.0
 
 
-def test_worker_rides_out_a_redis_outage(live: Workers, tmp_path: Path) -> None:
+def test_worker_rides_out_a_redis_outage(live: Workers, sim: Path, tmp_path: Path) -> None:
     store = start_redis()
     try:
         live.redis_url = store.url
-        pings = live.sim / "pings.jsonl"
+        pings = sim / "pings.jsonl"
         lines = pings.read_text().splitlines(keepends=True)
         first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
         cut = len(lines) * 2 // 3
         first.write_text("".join(lines[:cut]))
         second.write_text("".join(lines[cut:]))
-        expected = _replay(live.sim, pings, tmp_path / "replay.jsonl")
+        expected = _replay(sim, pings, tmp_path / "replay.jsonl")
         create_topic(live.broker, live.topic, 1)
         port = free_port()
         w = live.start("w", web_port=port)
