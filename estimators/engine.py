@@ -30,6 +30,7 @@ class EngineConfig:
     """Static configuration of an engine (see ``docs/METHOD.md`` for the defaults)."""
 
     res: int = 8
+    coarse_res: tuple[int, ...] = (6, 7)  # also published, summed from res (coarser ones only)
     timezone: str = "Asia/Almaty"
     home_mcc: int = 401
     night: NightWindow = field(default_factory=NightWindow)
@@ -167,7 +168,14 @@ class Engine:
         if factors is None:
             factors = self.calibration.resolve(self.regions, tally.operators)
             self._tally_factors[tally.operators] = factors
-        return estimate_from_tally(tally, self.regions, factors, self.config.estimate)
+        return estimate_from_tally(tally, self.regions, factors, self.config.estimate,
+                                   self.config.res, self.cell_resolutions[:-1])
+
+    @property
+    def cell_resolutions(self) -> tuple[int, ...]:
+        """The H3 resolutions cells are published at, coarsest first (the engine's last)."""
+        return (*sorted({r for r in self.config.coarse_res if 0 <= r < self.config.res}),
+                self.config.res)
 
     def estimate(self, at_ms: int) -> Estimate:
         """Present and resident population at ``at_ms`` (pings after it must not be ingested)."""

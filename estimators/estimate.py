@@ -19,11 +19,12 @@ Figures resting on fewer than ``k`` devices are suppressed (NaN here, null when 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from estimators.calibration import N_CLASSES, FactorMatrix
+from estimators.disclosure import cell_levels, complementary_suppression
 from estimators.presence import ROAMER, PresenceState, current_night
 from estimators.regions import RegionSet
 from estimators.tally import Tally
@@ -69,6 +70,8 @@ class Estimate:
     active_devices: int
     coverage_present: float
     coverage_resident: float
+    coarse_cells: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    unresolved_groups: int = 0
 
 
 def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -154,8 +157,14 @@ def _coverage(seen: np.ndarray, of: np.ndarray) -> np.ndarray:
 
 
 def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
-                        config: EstimateConfig) -> Estimate:
-    """Present and resident population from a tally (factors resolved for ``tally.operators``)."""
+                        config: EstimateConfig, res: int = 0, coarser: tuple[int, ...] = ()
+                        ) -> Estimate:
+    """Present and resident population from a tally (factors resolved for ``tally.operators``).
+
+    Cells are published at the tally's resolution ``res`` and, summed, at each ``coarser``
+    resolution (which needs H3 cell ids), all under primary and complementary suppression
+    (:mod:`estimators.disclosure`).
+    """
     domestic_active = tally.n_active.copy()
     domestic_active[ROAMER] = 0
     cov_present = _coverage(tally.n_present, tally.n_active)
@@ -180,12 +189,20 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
                                minlength=cell_id.size).astype(np.float64)
     cell_devices = np.bincount(inverse, weights=tally.present_count.astype(np.float64),
                                minlength=cell_id.size).astype(np.float64)
-    _suppress([cell_present, cell_devices], cell_devices.copy(), config.k_anonymity)
 
     present_fig = [a.copy() for a in present_fig]
     resident_fig = [a.copy() for a in resident_fig]
     _suppress(present_fig, present_fig[3].copy(), config.k_anonymity)
     _suppress(resident_fig, resident_fig[3].copy(), config.k_anonymity)
+
+    cell_region = np.zeros(cell_id.size, dtype=np.int64)
+    cell_region[inverse] = tally.present_region
+    levels = cell_levels(res, cell_id, cell_present, cell_devices, coarser if cell_id.size else ())
+    masks, unresolved = complementary_suppression(levels, cell_region, ~np.isnan(present_fig[3]),
+                                                  config.k_anonymity)
+    for lvl, hidden in zip(levels, masks, strict=True):
+        lvl.present[hidden] = np.nan
+        lvl.devices[hidden] = np.nan
     n_active = int(tally.n_active.sum())
     return Estimate(
         at_ms=tally.at_ms,
@@ -197,6 +214,8 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
         active_devices=n_active,
         coverage_present=float(tally.n_present.sum() / n_active) if n_active else 0.0,
         coverage_resident=float(tally.n_housed.sum() / max(int(domestic_active.sum()), 1)),
+        coarse_cells={lvl.res: (lvl.cell_id, lvl.present) for lvl in levels[1:]},
+        unresolved_groups=unresolved,
     )
 
 

@@ -54,6 +54,7 @@ HEARTBEAT_S = 15.0
 REDIS_RETRY_S = 3.0
 ALERT_LOG_ENTRIES = 50
 SSE_BATCH = 100
+MAX_EVENT_CLIENTS = 100  # each open /events holds one Redis connection (XREAD BLOCK)
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _SECURITY_HEADERS = {
     # nothing outside this server may be loaded, framed or connected to
@@ -79,6 +80,7 @@ class _Ctx:
         self.redis: aioredis.Redis | None = None
         self.stream_redis: aioredis.Redis | None = None
         self.sse_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.max_event_clients = MAX_EVENT_CLIENTS
 
     def key(self, *parts: object) -> str:
         """A key under the dashboard's prefix."""
@@ -361,6 +363,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     """
     ctx = request.app[CTX]
     assert ctx.stream_redis is not None
+    if len(ctx.sse_tasks) >= ctx.max_event_clients:
+        # each stream holds a Redis connection: never let browsers exhaust the workers' Redis
+        return _error(503, f"too many live connections ({ctx.max_event_clients}); the page "
+                           "retries by itself", retry_after_s=int(ctx.retry_s) + 1)
     r = ctx.stream_redis
     key = ctx.key("snapshots")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
@@ -441,7 +447,8 @@ async def _startup(app: web.Application) -> None:
     ctx = app[CTX]
     ctx.redis = aioredis.from_url(ctx.redis_url, socket_timeout=5, socket_connect_timeout=2)
     ctx.stream_redis = aioredis.from_url(ctx.redis_url, socket_timeout=ctx.block_s + 10,
-                                         socket_connect_timeout=2)
+                                         socket_connect_timeout=2,
+                                         max_connections=ctx.max_event_clients + 4)
 
 
 async def _shutdown(app: web.Application) -> None:
@@ -459,16 +466,20 @@ async def _cleanup(app: web.Application) -> None:
 
 
 def create_dashboard_app(redis_url: str, prefix: str, *, heartbeat_s: float = HEARTBEAT_S,
-                         retry_s: float = REDIS_RETRY_S) -> web.Application:
+                         retry_s: float = REDIS_RETRY_S,
+                         max_event_clients: int = MAX_EVENT_CLIENTS) -> web.Application:
     """The dashboard's aiohttp application reading the keys under ``prefix`` at ``redis_url``.
 
-    ``heartbeat_s`` is the longest silence on ``/events`` (a comment line is sent then) and
-    ``retry_s`` how long ``/events`` waits before retrying an unavailable Redis.
+    ``heartbeat_s`` is the longest silence on ``/events`` (a comment line is sent then),
+    ``retry_s`` how long ``/events`` waits before retrying an unavailable Redis, and
+    ``max_event_clients`` how many ``/events`` streams may be open at once (each holds a Redis
+    connection; more get ``503`` and the browser retries).
     """
-    if not heartbeat_s > 0 or not retry_s > 0:
-        raise ValueError("heartbeat_s and retry_s must be positive")
+    if not heartbeat_s > 0 or not retry_s > 0 or max_event_clients < 1:
+        raise ValueError("heartbeat_s and retry_s must be positive, max_event_clients >= 1")
     app = web.Application(middlewares=[_middleware])
-    app[CTX] = _Ctx(redis_url, prefix, heartbeat_s, retry_s)
+    ctx = app[CTX] = _Ctx(redis_url, prefix, heartbeat_s, retry_s)
+    ctx.max_event_clients = max_event_clients
     app.router.add_get("/", index)
     app.router.add_get("/api/state", api_state)
     app.router.add_get("/api/cells", api_cells)

@@ -30,9 +30,10 @@ sees half a snapshot.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import h3
@@ -42,10 +43,12 @@ from redis.exceptions import RedisError, WatchError
 
 from estimators.alerts import GapAlert
 from estimators.engine import Engine
-from estimators.h3vec import cell_to_parent
+from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from stream.snapshot import build_snapshot, gap_alerts, iso_utc
+
+log = logging.getLogger("defacto.publish")
 
 _SAVE_IF_NEWER = """
 local cur = redis.call('HGET', KEYS[1], 'offset')
@@ -69,7 +72,6 @@ class PublishSettings:
     """Where and how snapshots go to Redis."""
 
     prefix: str = "defacto"
-    resolutions: tuple[int, ...] = (6, 7, 8)  # those finer than the engine's are skipped
     history_s: int = 7 * 86_400
     announcements: int = 10_000
     tally_ttl_s: int = 2 * 86_400
@@ -89,8 +91,7 @@ class SnapshotPublisher:
         self.every_ms = every_ms
         self.registry = registry
         self.s = settings
-        self.resolutions = tuple(sorted({r for r in (*settings.resolutions, engine.config.res)
-                                         if r <= engine.config.res}))
+        self.resolutions = engine.cell_resolutions
         self.on_publish = on_publish or (lambda _snap, _delay: None)
         self._save = client.register_script(_SAVE_IF_NEWER)
         self._raise_field = client.register_script(_RAISE_FIELD)
@@ -146,13 +147,14 @@ class SnapshotPublisher:
                 done.append(at)
         return done
 
-    def _cells(self, tally: Tally, res: int) -> dict[str, str]:
-        """Present population per H3 cell at ``res`` ("null": suppressed, under k devices)."""
-        coarse = tally if res == self.engine.config.res else replace(
-            tally, present_cell=cell_to_parent(tally.present_cell, res))
-        est = self.engine.estimate_tally(coarse)
-        return {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
-                for c, v in zip(est.cell_id.tolist(), est.cell_present.tolist(), strict=True)}
+    def _cells(self, est: Estimate) -> dict[int, dict[str, str]]:
+        """Present population per H3 cell at each published resolution ("null": suppressed)."""
+        out = {}
+        finest = (self.engine.config.res, (est.cell_id, est.cell_present))
+        for res, (ids, present) in [*est.coarse_cells.items(), finest]:
+            out[res] = {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
+                        for c, v in zip(ids.tolist(), present.tolist(), strict=True)}
+        return out
 
     async def _publish_one(self, at_ms: int) -> bool:
         pu_key = self.key("published_until")
@@ -169,20 +171,21 @@ class SnapshotPublisher:
                     else None
                 if tally is None:
                     return False
-                snap = self.snapshot(tally)
+                est = self.engine.estimate_tally(tally)
+                snap = self.snapshot(est)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * 1000))
                 body = json.dumps(snap, separators=(",", ":"))
-                cells = {res: self._cells(tally, res) for res in self.resolutions}
-                active = {rid.decode(): GapAlert(**json.loads(v)) for rid, v in
-                          (await pipe.hgetall(self.key("alerts", "active"))).items()}
+                cells = self._cells(est)
+                active = _open_alerts(await pipe.hgetall(self.key("alerts", "active")))
                 still, opened, closed = gap_alerts(active, snap, at_ms, self.s.gap_threshold)
                 pipe.multi()
                 pipe.set(self.key("snapshot"), body)
                 pipe.delete(self.key("regions"))
                 pipe.hset(self.key("regions"), mapping={
                     rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
-                for res, values in cells.items():
+                for res in self.resolutions:
+                    values = cells.get(res, {})
                     pipe.delete(self.key("cells", res))
                     if values:
                         pipe.hset(self.key("cells", res), mapping=values)
@@ -213,9 +216,8 @@ class SnapshotPublisher:
         self.on_publish(snap, published_at - at_ms / 1000)
         return True
 
-    def snapshot(self, tally: Tally) -> dict[str, Any]:
-        """The snapshot JSON object of a (merged) tally."""
-        est = self.engine.estimate_tally(tally)
+    def snapshot(self, est: Estimate) -> dict[str, Any]:
+        """The snapshot JSON object of the estimate from a (merged) tally."""
         cfg = self.engine.config.estimate
         return build_snapshot(est, self.engine.regions, self.engine.config.res, self.registry,
                               {"horizon_s": cfg.horizon_s, "k": cfg.k_anonymity,
@@ -259,6 +261,22 @@ class SnapshotPublisher:
         body, cells = await pipe.execute()
         at = json.loads(body)["at"] if body else None
         return at, {k.decode(): None if v == b"null" else int(v) for k, v in cells.items()}
+
+
+def _open_alerts(raw: dict[bytes, bytes]) -> dict[str, GapAlert]:
+    """The open alerts stored in Redis; an entry this version cannot read (another version's
+    fields, a hand edit) is logged and dropped rather than stopping every publish."""
+    known = set(GapAlert.__dataclass_fields__)
+    out: dict[str, GapAlert] = {}
+    for rid, value in raw.items():
+        region = rid.decode(errors="replace")
+        try:
+            fields = json.loads(value)
+            out[region] = GapAlert(**{k: v for k, v in fields.items() if k in known})
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("dropping unreadable open alert of region %s (%s): %r", region, exc,
+                        value[:200])
+    return out
 
 
 __all__ = ["PublishSettings", "RedisError", "SnapshotPublisher"]

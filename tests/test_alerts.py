@@ -25,7 +25,7 @@ from estimators.engine import Engine
 from stream.embedded import redis_service
 from stream.files import load_regions
 from stream.metrics import WorkerMetrics
-from stream.publish import PublishSettings, SnapshotPublisher
+from stream.publish import PublishSettings, SnapshotPublisher, _open_alerts
 from stream.snapshot import gap_alerts
 
 IDS = ["astana", "almaty", "rural"]
@@ -151,4 +151,14 @@ def test_metrics_export_both_ends_of_the_gap_interval() -> None:
     assert 'defacto_gap_ratio_upper{region="astana"} 0.4' in text
     assert "defacto_gap_threshold_ratio 0.1" in text and "defacto_window_seconds 3600.0" in text
     assert "defacto_last_publish_timestamp_seconds 1.7e+09" in text
-    assert json.loads(json.dumps(snap))  # plain JSON
+
+
+def test_unreadable_open_alerts_are_dropped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    """An open alert written by another version (extra field) or edited by hand must not stop
+    publishing: known fields are kept, an unreadable entry is logged and dropped."""
+    good = GapAlert("astana", "Astana", OVER, 1_000, 2_000, 0.3, 0.4, 0.1).to_dict()
+    raw = {b"astana": json.dumps({**good, "acknowledged_by": "ops"}).encode(),
+           b"almaty": b"{not json", b"rural": json.dumps({"region": "rural"}).encode()}
+    alerts = _open_alerts(raw)
+    assert list(alerts) == ["astana"] and alerts["astana"].to_dict() == good
+    assert "almaty" in caplog.text and "rural" in caplog.text

@@ -388,6 +388,29 @@ def test_events_stream_new_snapshots_and_heartbeats(redis_url: str) -> None:
         pop.cleanup()
 
 
+def test_event_streams_are_capped(redis_url: str) -> None:
+    """Each /events stream holds a Redis connection: beyond the cap, 503 (the browser retries)."""
+    prefix = unique_prefix("cap")
+
+    async def go(c: TestClient) -> None:
+        first = await c.get("/events")
+        assert first.status == 200 and (await _next_event(first))["retry"]
+        second = await c.get("/events")
+        assert second.status == 503 and "too many" in (await second.json())["error"]
+        first.close()
+        tasks = c.server.app[CTX].sse_tasks
+
+        async def ended() -> bool:
+            return len(tasks) == 0
+
+        await until(ended, 10, "the first stream to end")
+        third = await c.get("/events")
+        assert third.status == 200
+        third.close()
+
+    run_with_client((redis_url, prefix), go, heartbeat_s=0.3, max_event_clients=1)
+
+
 def test_recovers_when_redis_restarts() -> None:
     svc = start_redis()
     port = int(svc.url.rsplit(":", 1)[1].split("/")[0])
@@ -587,6 +610,23 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                 target = os.environ.get("DEFACTO_SCREENSHOT")
                 if target:
                     page.screenshot(path=target, full_page=True)
+
+                # a snapshot from an older worker (no gap interval, no threshold) still renders:
+                # failure injection of a rolling upgrade, announced like a real publish
+                r = redis.Redis.from_url(redis_url)
+                old = json.loads(r.get(f"{pop.prefix}:snapshot"))
+                for fig in old["regions"].values():
+                    fig.pop("gap_ratio_lo"), fig.pop("gap_ratio_hi")
+                old.pop("gap_threshold")
+                old["at"] = "2030-01-01T00:00:00Z"
+                r.set(f"{pop.prefix}:snapshot", json.dumps(old))
+                r.xadd(f"{pop.prefix}:snapshots", {"at": old["at"], "at_ms": 1_893_456_000_000,
+                                                   "published_at": old["published_at"]})
+                page.wait_for_function(
+                    "() => document.getElementById('snapshot-at').dataset.at === '2030-01-01T00:00:00Z'",
+                    timeout=20_000)
+                assert rows.count() == len(old["regions"])
+                assert "NaN" not in page.locator("body").inner_text()
             finally:
                 browser.close()
         assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"

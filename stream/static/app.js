@@ -33,6 +33,20 @@
     const s = nf.format(Math.abs(Math.round(v)));
     return (v > 0 ? '+' : v < 0 ? MINUS : '') + s;
   }
+  // A snapshot written by an older or newer worker may lack fields: missing figures are unknown
+  // (null), a missing alert threshold is the default 10 %.
+  const REGION_FIELDS = ['present', 'lo', 'hi', 'resident', 'resident_lo', 'resident_hi', 'registered',
+    'gap', 'gap_ratio', 'gap_ratio_lo', 'gap_ratio_hi', 'devices', 'resident_devices'];
+  function normalizeSnapshot(snap) {
+    if (typeof snap.gap_threshold !== 'number' || !(snap.gap_threshold > 0)) snap.gap_threshold = 0.10;
+    for (const rid of Object.keys(snap.regions || {})) {
+      const r = snap.regions[rid];
+      for (const f of REGION_FIELDS) if (r[f] === undefined) r[f] = null;
+      if (typeof r.name !== 'string') r.name = rid;
+    }
+    return snap;
+  }
+
   function fmtPct(r, digits) {
     if (r === null || r === undefined) return null;
     const d = digits === undefined ? 1 : digits;
@@ -144,7 +158,7 @@
       return;
     }
     const state = st.body;
-    const snap = state.snapshot;
+    const snap = normalizeSnapshot(state.snapshot);
     S.offsetMs = state.now_ms - Date.now();
     const key = snap.at + '|' + snap.published_at;
     const resList = snap.cell_resolutions && snap.cell_resolutions.length ? snap.cell_resolutions : [snap.res];
