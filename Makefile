@@ -28,9 +28,14 @@ system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$(echo $$missing | tr ' ' '\n' | sort -u); \
+	  pkgs=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	  echo "installing Debian packages: $$pkgs(services they ship are not started)"; \
+	  $(SUDO) sh -c 'set -e; guard=; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
+	    trap "[ -z \"$$guard\" ] || rm -f /usr/sbin/policy-rc.d" EXIT; \
+	    apt-get update -q; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends '"$$pkgs"; \
 	fi
 
 test: $(STAMP) system-tools

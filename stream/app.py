@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -154,10 +155,6 @@ class Live:
             await self.dead_letter(result.rejects)
             if result.max_event_ms is not None:
                 newest = max(newest or 0, result.max_event_ms)
-            hw = self.app.consumer.highwater(TP(self.args.topic, p))
-            if hw is not None:
-                m.lag.labels(str(p)).set(max(hw - ps.next_offset, 0))
-                self.lags[p] = max(hw - ps.next_offset, 0)
         if newest is not None:
             self.metrics.event_delay.set(time.time() - newest / 1000)
         await self.flush()
@@ -237,8 +234,18 @@ class Live:
             except (RedisError, OSError):
                 return
 
+    def _update_lags(self) -> None:
+        """Messages behind the partition end, for every partition held (also while it is stuck
+        seeking or waiting for Redis, so a growing lag shows)."""
+        for p, ps in self.parts.items():
+            hw = self.app.consumer.highwater(TP(self.args.topic, p))
+            if hw is not None:
+                self.lags[p] = max(hw - ps.next_offset, 0)
+                self.metrics.lag.labels(str(p)).set(self.lags[p])
+
     async def _write_health(self) -> None:
         """Lag, last batch time and ping counts to Redis (for the dashboard); geometry once."""
+        self._update_lags()
         if not self.geometry_written:
             await self._redis(self.publisher.publish_geometry(self.publisher.engine.regions))
             self.geometry_written = True
@@ -283,6 +290,8 @@ class Live:
                 self.seen.pop(p, None)
                 if (str(p),) in self.metrics.lag._metrics:
                     self.metrics.lag.remove(str(p))  # its next owner reports it
+                with contextlib.suppress(RedisError, OSError):
+                    await self.publisher.forget_health(p)
                 try:
                     await self.checkpoint(p, ps)
                 except (RedisError, OSError):

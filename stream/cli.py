@@ -385,7 +385,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     app = worker_app(args.raw_argv[args.raw_argv.index("worker") + 1:])
-    print(f"defacto: worker for {args.topic} on {args.kafka}; Redis {args.redis}; "
+    from stream.dashboard import redact_url
+
+    print(f"defacto: worker for {args.topic} on {args.kafka}; Redis {redact_url(args.redis)}; "
           f"web http://127.0.0.1:{args.web_port}/metrics", file=sys.stderr)
     Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     return 0

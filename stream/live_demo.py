@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -78,7 +79,10 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
             dashboard = subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", "dashboard", "--redis", store.url,
                  "--prefix", prefix, "--port", str(dash_port)], stdout=fh, stderr=subprocess.STDOUT)
-        _say(f"DASHBOARD http://127.0.0.1:{dash_port}/   (log {dash_log})")
+        if _serving(f"http://127.0.0.1:{dash_port}/healthz", dashboard, 15):
+            _say(f"DASHBOARD http://127.0.0.1:{dash_port}/   (log {dash_log})")
+        else:
+            _say(f"the dashboard did not start (see {dash_log}); going on without it")
         _say(f"streaming {scenario} at {speed:g}x (one simulated hour every {3600 / speed:.0f} s); "
              "Ctrl-C stops")
         sim = simulate(scenario, scale=scale, days=days, seed=seed)
@@ -121,6 +125,20 @@ def run_live_demo(out: Path, scenario: str, scale: float, days: float, seed: int
                     proc.kill()
         for svc in reversed(services):
             svc.stop()
+
+
+def _serving(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Whether ``url`` answers 200 before ``timeout_s`` (False as soon as ``proc`` exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _show_latest(r: redis.Redis, prefix: str, shown: str | None) -> str | None:

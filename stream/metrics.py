@@ -74,6 +74,9 @@ class WorkerMetrics:
                                    "Gap ratio beyond which a region is alerted (--gap-threshold)",
                                    registry=r)
         self.window = Gauge("defacto_window_seconds", "Snapshot interval (--every)", registry=r)
+        self.started = Gauge("defacto_worker_start_timestamp_seconds",
+                             "Unix time this worker process started", registry=r)
+        self.started.set_to_current_time()
 
     def configure(self, window_s: float, gap_threshold: float) -> None:
         """Export the settings that alert rules compare against."""

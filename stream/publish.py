@@ -234,6 +234,10 @@ class SnapshotPublisher:
         await self.r.set(self.key("geometry"), json.dumps(
             {"type": "FeatureCollection", "features": features}, separators=(",", ":")))
 
+    async def forget_health(self, partition: int) -> None:
+        """Drop a partition's health fields (it was revoked; its next owner writes them)."""
+        await self.r.hdel(self.key("health"), f"lag:{partition}", f"seen:{partition}")
+
     async def write_health(self, lags: dict[int, int], seen: dict[int, float],
                            counts: dict[str, int]) -> None:
         """Record partitions' lag and last batch time, and add this worker's ping counts."""

@@ -40,7 +40,8 @@ GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "defacto.json"
 
 DEBIAN_PACKAGE = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
-EXPECTED_ALERTS = {"DefactoRegistryGap", "DefactoPipelineStalled", "DefactoWorkerDown",
+EXPECTED_ALERTS = {"DefactoRegistryGap", "DefactoPipelineStalled", "DefactoNeverPublished",
+                   "DefactoWorkerDown",
                    "DefactoConsumerLagGrowing", "DefactoRejectRateHigh"}
 # Series Prometheus itself writes (scrape health, alert state): allowed in expressions.
 PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
