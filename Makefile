@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_speed.py
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/worker_memory.py
+	$(BIN)/python bench/disclosure_cost.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info
