@@ -22,16 +22,6 @@ OVER = "over"
 UNDER = "under"
 
 
-def gap_ratio_bounds(resident_lo: np.ndarray, resident_hi: np.ndarray, registered: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Gap ratio at the lower and the upper end of the resident interval (NaN: no registry)."""
-    reg = np.asarray(registered, dtype=np.float64)
-    safe = np.where(reg > 0, reg, np.nan)
-    lo = (np.asarray(resident_lo, dtype=np.float64) - reg) / safe
-    hi = (np.asarray(resident_hi, dtype=np.float64) - reg) / safe
-    return lo, hi
-
-
 def gap_crossings(gap_ratio_lo: np.ndarray, gap_ratio_hi: np.ndarray, threshold: float
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per region: direction code (+1 over, -1 under, 0 within) and magnitude of the crossing.

@@ -45,6 +45,7 @@ from stream.snapshot import parse_iso_ms
 log = logging.getLogger("defacto.worker")
 ARGS_ENV = "DEFACTO_WORKER_ARGS"
 REDIS_RETRY_S = 2.0
+HEALTH_EVERY_S = 1.0
 SEEK_RETRY_S = 10.0
 
 
@@ -76,6 +77,7 @@ class Live:
         self.redis_ok = True
         self.redis_retry_at = 0.0
         self.geometry_written = False
+        self.health_at = 0.0
         self.lags: dict[int, int] = {}
         self.seen: dict[int, float] = {}
         self.counts: Counter[str] = Counter()
@@ -244,7 +246,11 @@ class Live:
                 self.metrics.lag.labels(str(p)).set(self.lags[p])
 
     async def _write_health(self) -> None:
-        """Lag, last batch time and ping counts to Redis (for the dashboard); geometry once."""
+        """Lag, last batch time and ping counts to Redis (for the dashboard), at most once a
+        second (flushes follow every batch); the region outlines once."""
+        if time.monotonic() - self.health_at < HEALTH_EVERY_S:
+            return
+        self.health_at = time.monotonic()
         self._update_lags()
         if not self.geometry_written:
             await self._redis(self.publisher.publish_geometry(self.publisher.engine.regions))
