@@ -30,7 +30,8 @@ CITIES = np.array([[51.17, 71.45], [43.24, 76.89], [42.32, 69.59], [49.81, 73.09
                    [43.65, 51.17], [44.85, 65.51], [53.21, 63.62], [42.90, 71.37]])
 
 
-def _regions() -> RegionSet:
+def synthetic_regions() -> RegionSet:
+    """Four large boxes covering Kazakhstan (region lookup cost without real borders)."""
     boxes = []
     for i, (lat0, lon0) in enumerate([(40.0, 46.0), (40.0, 67.0), (48.0, 46.0), (48.0, 67.0)]):
         ring = np.array([[lon0, lat0], [lon0 + 21, lat0], [lon0 + 21, lat0 + 8],
@@ -63,7 +64,7 @@ def _pings(rng: np.random.Generator, n: int, n_dev: int, n_towers: int,
 
 
 def _engine(rng: np.random.Generator, n_towers: int) -> Engine:
-    engine = Engine(_regions(), EngineConfig(res=8))
+    engine = Engine(synthetic_regions(), EngineConfig(res=8))
     lat, lon = _positions(rng, n_towers, 0.08)
     ops = [("40101", "40102", "40177")[i % 3] for i in range(n_towers)]
     engine.load_cell_plan(ops, [f"c{i}" for i in range(n_towers)], lat, lon)

@@ -15,30 +15,16 @@ import argparse
 import time
 
 import numpy as np
+from engine_speed import CITIES, T0, synthetic_regions  # bench/ is on the path when run
 
 from estimators.engine import Engine, EngineConfig
-from estimators.regions import Region, RegionSet
 from stream.codec import encode_frame
 from stream.partition import LiveSettings, PartitionState
-
-T0 = 1_772_409_600_000
-CITIES = np.array([[51.17, 71.45], [43.24, 76.89], [42.32, 69.59], [49.81, 73.09],
-                   [50.28, 57.17], [52.29, 76.95], [49.95, 82.61], [47.11, 51.92],
-                   [43.65, 51.17], [44.85, 65.51], [53.21, 63.62], [42.90, 71.37]])
 
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096
-
-
-def _regions() -> RegionSet:
-    boxes = []
-    for i, (lat0, lon0) in enumerate([(40.0, 46.0), (40.0, 67.0), (48.0, 46.0), (48.0, 67.0)]):
-        ring = np.array([[lon0, lat0], [lon0 + 21, lat0], [lon0 + 21, lat0 + 8],
-                         [lon0, lat0 + 8], [lon0, lat0]], dtype=np.float64)
-        boxes.append(Region(f"r{i}", f"Region {i}", None, None, (ring,)))
-    return RegionSet(boxes)
 
 
 def _frames(first: int, n: int, ts0: int, rows: int) -> list[bytes]:
@@ -59,7 +45,7 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=500_000)
     ap.add_argument("--res", type=int, default=8)
     args = ap.parse_args()
-    ps = PartitionState("pings", 0, Engine(_regions(), EngineConfig(res=args.res)),
+    ps = PartitionState("pings", 0, Engine(synthetic_regions(), EngineConfig(res=args.res)),
                         b"bench-memory-key-0123456789abcdef", LiveSettings(every_ms=3_600_000))
     base = _rss_bytes()
     print(f"RSS before any device: {base / 2**20:.0f} MiB (Python, numpy, h3, the engine)")

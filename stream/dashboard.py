@@ -107,6 +107,14 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, "status": status, **extra}, status=status)
 
 
+def _compressed_json(body: str | bytes) -> web.Response:
+    """An uncached JSON response, compressed when the browser accepts it (cells are large)."""
+    resp = web.Response(body=body.encode() if isinstance(body, str) else body,
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
+    resp.enable_compression()
+    return resp
+
+
 def _text(v: bytes | str | None) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -254,10 +262,7 @@ async def api_cells(request: web.Request) -> web.Response:
             "k": snap.get("k"), "count": len(parts), "suppressed": len(parts) - len(values),
             "total": sum(values), "max": max(values) if values else None}
     body = json.dumps(head, separators=(",", ":"))[:-1] + ',"cells":[' + ",".join(parts) + "]}"
-    resp = web.Response(text=body, content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
-    resp.enable_compression()
-    return resp
+    return _compressed_json(body)
 
 
 async def api_geometry(request: web.Request) -> web.Response:
@@ -268,10 +273,7 @@ async def api_geometry(request: web.Request) -> web.Response:
     if not body:
         return _error(404, f"no region geometry under the Redis prefix {ctx.prefix!r} yet "
                            "(a worker writes it when it starts)", waiting=True)
-    resp = web.Response(body=body, content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
-    resp.enable_compression()
-    return resp
+    return _compressed_json(body)
 
 
 async def api_history(request: web.Request) -> web.Response:
