@@ -229,9 +229,8 @@ def start_broker(port: int | None = None, timeout_s: float = 30.0, log_path: str
     _check_port_unused(port)
     env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
     env["NO_COLOR"] = "1"  # plain-text log lines (Tansu uses ANSI colours by default)
-    attempts = 1 if port is not None else 3  # a freshly picked port can be grabbed by someone else: retry
-    for attempt in range(attempts):
-        p = port if port is not None else free_port()
+
+    def launch(p: int) -> Service:
         listener = f"tcp://{HOST}:{p}"
         argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
                 "--storage-engine", "memory://tansu/"]
@@ -241,15 +240,25 @@ def start_broker(port: int | None = None, timeout_s: float = 30.0, log_path: str
         # memory storage there is nothing to flush, so use SIGINT.
         svc.stop_signal = signal.SIGINT
         deadline = time.monotonic() + timeout_s
+        _wait_ready(svc, lambda t: _tcp_open(p, t), timeout_s, f"tansu broker on {svc.url}")
+        _wait_ready(svc, lambda t: _kafka_answers(svc.url, t), max(0.1, deadline - time.monotonic()),
+                    f"tansu broker on {svc.url}")
+        return svc
+
+    return _start_on_port(port, launch)
+
+
+def _start_on_port(port: int | None, launch: Callable[[int], Service]) -> Service:
+    """``launch`` on ``port``, or on a free port with up to 3 tries: a freshly picked port can be
+    taken by someone else before the server binds it (the server then exits at once)."""
+    attempts = 1 if port is not None else 3
+    for attempt in range(attempts):
         try:
-            _wait_ready(svc, lambda t, p=p: _tcp_open(p, t), timeout_s, f"tansu broker on {svc.url}")
-            _wait_ready(svc, lambda t, u=svc.url: _kafka_answers(u, t), max(0.1, deadline - time.monotonic()),
-                        f"tansu broker on {svc.url}")
+            return launch(port if port is not None else free_port())
         except RuntimeError as exc:
             if attempt + 1 < attempts and "exited with code" in str(exc):
                 continue
             raise
-        return svc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -287,22 +296,16 @@ def start_redis(port: int | None = None, timeout_s: float = 20.0, log_path: str 
     """Start a throwaway Redis (no persistence) on 127.0.0.1 and wait until it answers PING."""
     binary = resolve_redis_server()
     _check_port_unused(port)
-    attempts = 1 if port is not None else 3
-    for attempt in range(attempts):
-        p = port if port is not None else free_port()
+
+    def launch(p: int) -> Service:
         argv = [binary, "--bind", HOST, "--port", str(p), "--save", "", "--appendonly", "no",
                 "--daemonize", "no"]
         svc = _spawn("redis", argv, log_path, cwd=tempfile.gettempdir())
         svc.url = f"redis://{HOST}:{p}/0"
-        try:
-            _wait_ready(svc, lambda t, u=svc.url: _redis_answers(u, t), timeout_s,
-                        f"redis-server on {HOST}:{p}")
-        except RuntimeError as exc:
-            if attempt + 1 < attempts and "exited with code" in str(exc):
-                continue
-            raise
+        _wait_ready(svc, lambda t: _redis_answers(svc.url, t), timeout_s, f"redis-server on {HOST}:{p}")
         return svc
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    return _start_on_port(port, launch)
 
 
 def kafka_service(env_var: str = "KAFKA_BOOTSTRAP") -> Service:
