@@ -20,10 +20,11 @@ from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.regions import regions_from_geojson
-from stream.cli import parse_duration_s
-from stream.simfeed import SimulationFeed
+from estimators.units import HOUR_MS
+from stream.publish.snapshot import build_snapshot
 from stream.simulator import load_scenario, simulate
-from stream.snapshot import build_snapshot, iso_utc
+from stream.sources.simulation import SimulationFeed
+from stream.timefmt import iso_utc, parse_duration_ms
 
 DAY_MS = 86_400_000
 
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=8)
     args = ap.parse_args()
 
-    horizons = [int(parse_duration_s(h)) for h in args.horizons.split(",")]
+    horizons = [parse_duration_ms(h) for h in args.horizons.split(",")]
     t0 = time.perf_counter()
     sim = simulate(load_scenario(args.scenario), scale=args.scale, days=args.days, seed=args.seed)
     regions = regions_from_geojson(sim.regions_geojson)
@@ -61,7 +62,7 @@ def main() -> None:
             continue
         truth[iso_utc(hour.end_ms)] = hour.truth
         for h in horizons:
-            engine.config = replace(engine.config, estimate=replace(base, horizon_s=h))
+            engine.config = replace(engine.config, estimate=replace(base, horizon_ms=h))
             est = engine.estimate(hour.end_ms)
             snaps[h].append(build_snapshot(est, regions, engine.cells.res, sim.registry))
     secs = time.perf_counter() - t0
@@ -73,9 +74,9 @@ def main() -> None:
         try:
             acc = score(snaps[h], truth, args.min_true)
         except ValueError as exc:
-            print(f"horizon {h / 3600:>5.1f} h: {exc}")
+            print(f"horizon {h / HOUR_MS:>5.1f} h: {exc}")
             continue
-        print(f"horizon {h / 3600:>5.1f} h: {acc.line()}")
+        print(f"horizon {h / HOUR_MS:>5.1f} h: {acc.line()}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.h3vec import cell_to_parent
 from estimators.regions import regions_from_geojson
-from stream.simfeed import SimulationFeed
 from stream.simulator import simulate
+from stream.sources.simulation import SimulationFeed
 
 
 def main() -> None:

@@ -62,11 +62,14 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from stream.cli import parse_duration_s
-from stream.codec import encode_control, encode_frame, encode_json
-from stream.embedded import Service, create_topic, free_port, start_broker, start_redis
-from stream.produce import device_partition, simulation_columns
+from estimators.units import HOUR_MS
+from stream.decode.frame import encode_frame
+from stream.decode.messages import encode_control, encode_json
+from stream.local.embedded import Service, create_topic, free_port, start_broker, start_redis
 from stream.simulator import Simulation, load_scenario, simulate
+from stream.sources.kafka_producer import device_partition
+from stream.sources.simulation import simulation_columns
+from stream.timefmt import parse_duration_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 CT_FRAME = b"application/x-defacto-frame"
@@ -182,7 +185,7 @@ def json_messages(cols: dict[str, np.ndarray], partitions: int) -> list[tuple[in
 
 
 def make_producer(bootstrap: str) -> Producer:
-    """A confluent-kafka producer tuned like ``stream.produce.PingProducer``."""
+    """A confluent-kafka producer tuned like ``stream.sources.kafka_producer.PingProducer``."""
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                      "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 10_000_000,
                      "compression.type": "none", "enable.idempotence": False})
@@ -442,7 +445,7 @@ def throughput(env: Env, stage: str, messages: list[tuple[int, bytes]], content_
         if prof is not None:
             prof.stop()
             prof = None
-        last_boundary = (final_ts // 3_600_000 + 1) * 3_600_000
+        last_boundary = (final_ts // HOUR_MS + 1) * HOUR_MS
         wait_for("the last snapshot", lambda: (w.published_until() or 0) >= last_boundary, 60)
         t_pub = time.monotonic()
         rate = (n_pings - c_first) / (t_done - t_first)
@@ -475,7 +478,7 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
     w = Worker(name, env.bootstrap, env.redis_url, topic, env.partitions, env.workdir,
                env.inputs.engine_args, ["--every", every, "--lateness", "1ms", *env.worker_extra],
                env.worker_env)
-    every_ms = round(parse_duration_s(every) * 1000)
+    every_ms = parse_duration_ms(every)
     src = env.inputs.cols
     n_src = len(src["ts"])
     producer = make_producer(env.bootstrap)

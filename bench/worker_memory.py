@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/worker_memory.py [--devices 2000000] [--step 500000]
 
 Feeds synthetic lat/lon pings (devices around 12 Kazakh city centres, one hour apart so windows
-close) as DFB1 frames through :class:`stream.partition.PartitionState`, exactly as a worker does,
+close) as DFB1 frames through :class:`stream.estimate.partition.PartitionState`, exactly as a worker does,
 and after each step of new devices prints the process's resident memory (RSS), the engine state's
 bytes, and the checkpoint blob that the worker stores in Redis. The slope of RSS over devices is
 the figure to size workers with; the checkpoint size is what Redis holds per partition.
@@ -18,8 +18,10 @@ import numpy as np
 from engine_speed import CITIES, T0, synthetic_regions  # bench/ is on the path when run
 
 from estimators.engine import Engine, EngineConfig
-from stream.codec import encode_frame
-from stream.partition import LiveSettings, PartitionState
+from estimators.units import HOUR_MS
+from stream.decode.frame import encode_frame
+from stream.estimate.partition import PartitionState
+from stream.estimate.windows import WindowSettings
 
 
 def _rss_bytes() -> int:
@@ -46,7 +48,7 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=8)
     args = ap.parse_args()
     ps = PartitionState("pings", 0, Engine(synthetic_regions(), EngineConfig(res=args.res)),
-                        b"bench-memory-key-0123456789abcdef", LiveSettings(every_ms=3_600_000))
+                        b"bench-memory-key-0123456789abcdef", WindowSettings(every_ms=HOUR_MS))
     base = _rss_bytes()
     print(f"RSS before any device: {base / 2**20:.0f} MiB (Python, numpy, h3, the engine)")
     print(f"{'devices':>10} {'RSS MiB':>8} {'RSS B/device':>13} {'state B/device':>15} "
@@ -54,7 +56,7 @@ def main() -> None:
     offset = 0
     for step, first in enumerate(range(0, args.devices, args.step)):
         n = min(args.step, args.devices - first)
-        frames = _frames(first, n, T0 + step * 3_600_000, 20_000)
+        frames = _frames(first, n, T0 + step * HOUR_MS, 20_000)
         t = time.perf_counter()
         ps.process(list(range(offset, offset + len(frames))), frames)
         rate = n / (time.perf_counter() - t)

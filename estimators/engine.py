@@ -1,9 +1,10 @@
 """The estimation engine: one object that takes ping batches and answers population questions.
 
 It owns the cell table, the device state and the resolved calibration; it does no I/O and knows
-nothing of files, Kafka or Redis. Callers (``stream.replay`` now, Faust agents later) hand it
-columnar batches that the decoder has already validated, and ask for an :class:`Estimate` at the
-instants they publish.
+nothing of files, Kafka or Redis. Callers (``stream.estimate.windows`` for both ``defacto replay``
+and the live worker's partitions) hand it columnar batches that the decoder has already
+validated, and ask for a :class:`~estimators.tally.Tally` or an :class:`Estimate` at the instants
+they publish.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from estimators.estimate import Estimate, EstimateConfig, class_coverage, estima
 from estimators.presence import MAX_LOCATIONS, ROAMER, NightWindow, PresenceState, current_night
 from estimators.regions import RegionSet
 from estimators.tally import Tally
+from estimators.units import HOUR_MS, HOUR_S
 
-HOUR_MS = 3_600_000
 MAX_OPERATORS = 254
 
 
@@ -102,14 +103,27 @@ class Engine:
     def _offset_at_hour(self, hour: int) -> int:
         off = self._offset_cache.get(hour)
         if off is None:
-            when = datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(self._tz)
+            when = datetime.fromtimestamp(hour * HOUR_S, tz=UTC).astimezone(self._tz)
             off = int(when.utcoffset().total_seconds())  # type: ignore[union-attr]
             self._offset_cache[hour] = off
         return off
 
     def ingest(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
                loc: np.ndarray) -> None:
-        """Merge validated pings (device keys, event times, operator classes, locations)."""
+        """Merge validated pings into the device state (order and repetition do not matter).
+
+        Parameters
+        ----------
+        device_key : uint64[n]
+            Keyed device hashes (:func:`estimators.pseudonym.device_keys`).
+        ts_ms : int64[n]
+            Event times, UTC milliseconds since 1970, at least ``EPOCH_MS``.
+        opclass : uint8[n]
+            Operator classes (:meth:`operator_class`).
+        loc : int64[n]
+            Location indices into :attr:`cells` (:meth:`~estimators.cells.CellTable.locate_latlng`
+            or a cell-plan row's ``loc``).
+        """
         if len(device_key) == 0:
             return
         self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
@@ -187,7 +201,7 @@ class Engine:
         ts, _ = self.state.last_seen()
         cls = self.state.opclass[: self.state.n_devices].astype(np.int64)
         age = at_ms - ts
-        active = (age >= 0) & (age < self.config.estimate.activity_s * 1000) & (cls != ROAMER)
+        active = (age >= 0) & (age < self.config.estimate.activity_ms) & (cls != ROAMER)
         offset = self._offset_at(at_ms)
         home = self.state.home_region(current_night(at_ms, offset, self.config.night),
                                       self.config.estimate.min_nights)

@@ -4,11 +4,11 @@ Each device carries a weight ``factor / coverage``:
 
 - ``factor`` (calibration): people per active device, looked up for the device's home region
   (where it sleeps; its current region when it has no home yet) and its operator class;
-- ``coverage``: the share of its operator class's *active* devices (seen within ``activity_s``)
-  that the figure can see: devices seen within ``horizon_s`` for ``present``, devices with a
+- ``coverage``: the share of its operator class's *active* devices (seen within ``activity_ms``)
+  that the figure can see: devices seen within ``horizon_ms`` for ``present``, devices with a
   home for ``resident``. Dividing by it keeps both figures on the same footing as the factor.
 
-``present`` at ``t`` sums the weights of devices whose last ping is within ``horizon_s`` before
+``present`` at ``t`` sums the weights of devices whose last ping is within ``horizon_ms`` before
 ``t``, by the region of that ping; ``resident`` sums the weights of active domestic devices by
 home region. The interval model (``docs/METHOD.md``): each device is a Bernoulli draw of the
 ``w`` people it stands for (variance ``w(w-1)``), factors carry their calibration rse (errors of
@@ -28,23 +28,24 @@ from estimators.disclosure import cell_levels, complementary_suppression
 from estimators.presence import ROAMER, PresenceState, current_night
 from estimators.regions import RegionSet
 from estimators.tally import Tally
+from estimators.units import DAY_MS, HOUR_MS
 
 
 @dataclass(frozen=True)
 class EstimateConfig:
     """Tunables of the estimate (defaults and their reasons in ``docs/METHOD.md``)."""
 
-    horizon_s: int = 6 * 3600
-    activity_s: int = 24 * 3600
+    horizon_ms: int = 6 * HOUR_MS
+    activity_ms: int = DAY_MS
     min_nights: int = 1
     k_anonymity: int = 15
     z: float = 1.645
     model_rse: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.horizon_s <= 0 or self.activity_s <= 0:
+        if self.horizon_ms <= 0 or self.activity_ms <= 0:
             raise ValueError("horizon and activity window must be positive")
-        if self.horizon_s > self.activity_s:
+        if self.horizon_ms > self.activity_ms:
             raise ValueError("horizon must not exceed the activity window")
         if self.k_anonymity < 1:
             raise ValueError("k (disclosure threshold) must be >= 1")
@@ -119,8 +120,8 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
     ts, loc = state.last_seen()
     cls = state.opclass[: state.n_devices].astype(np.int64)
     age_ms = at_ms - ts
-    active = (age_ms >= 0) & (age_ms < config.activity_s * 1000)
-    present = active & (age_ms < config.horizon_s * 1000)
+    active = (age_ms >= 0) & (age_ms < config.activity_ms)
+    present = active & (age_ms < config.horizon_ms)
     home = state.home_region(current_night(at_ms, utc_offset_s, state.window), config.min_nights)
     has_home = (home >= 0) & (cls != ROAMER)
     here = loc_region[loc].astype(np.int64) if len(loc) else np.zeros(0, dtype=np.int64)

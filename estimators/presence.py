@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimators.device_index import DeviceIndex
+from estimators.units import DAY_S, EPOCH_MS, HOUR_S, SECOND_MS
 
-EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z: stamps count from here
 LOC_BITS = 23
 MAX_LOCATIONS = (1 << LOC_BITS) - 1
 MAX_TS_REL_MS = (1 << (64 - LOC_BITS)) - 1
 ROAMER = 255
-DAY_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,11 @@ def night_of(ts_ms: np.ndarray, utc_offset_s: np.ndarray | int, window: NightWin
 
     The night number is the day (since 1970, local) on whose evening the night starts.
     """
-    local_s = np.asarray(ts_ms, dtype=np.int64) // 1000 + np.asarray(utc_offset_s, dtype=np.int64)
-    shifted = local_s - int(round(window.start_h * 3600))
+    local_s = np.asarray(ts_ms, dtype=np.int64) // SECOND_MS + np.asarray(utc_offset_s, dtype=np.int64)
+    shifted = local_s - int(round(window.start_h * HOUR_S))
     night = shifted // DAY_S
     into = shifted - night * DAY_S
-    return into < int(round(window.length_h * 3600)), night, into
+    return into < int(round(window.length_h * HOUR_S)), night, into
 
 
 def current_night(at_ms: int, utc_offset_s: int, window: NightWindow) -> int:
@@ -78,7 +77,7 @@ class PresenceState:
         else:
             raise ValueError("at most 65534 regions are supported")
         self._bucket_bits = self.ring_dtype.itemsize * 8 - self._region_bits
-        self._night_len_s = int(round(window.length_h * 3600))
+        self._night_len_s = int(round(window.length_h * HOUR_S))
         cap = len(self.index.keys)
         self.stamp = np.zeros(cap, dtype=np.uint64)
         self.opclass = np.zeros(cap, dtype=np.uint8)

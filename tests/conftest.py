@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stream.embedded import Service, redis_service, start_broker
+from stream.local.embedded import Service, redis_service, start_broker
 
 
 def square(lat0: float, lat1: float, lon0: float, lon1: float) -> list[list[float]]:

@@ -12,9 +12,10 @@ from estimators.accuracy import score
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.regions import regions_from_geojson
-from stream.simfeed import SimulationFeed
+from stream.publish.snapshot import build_snapshot
 from stream.simulator import load_scenario, simulate
-from stream.snapshot import build_snapshot, iso_utc
+from stream.sources.simulation import SimulationFeed
+from stream.timefmt import iso_utc
 
 DAY_MS = 86_400_000
 

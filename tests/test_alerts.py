@@ -21,11 +21,11 @@ from estimators.alerts import (
     update_gap_alerts,
 )
 from estimators.engine import Engine
-from stream.embedded import redis_service
-from stream.files import load_regions
-from stream.metrics import WorkerMetrics
-from stream.publish import PublishSettings, SnapshotPublisher, _open_alerts
-from stream.snapshot import gap_alerts
+from stream.local.embedded import redis_service
+from stream.publish.metrics import WorkerMetrics
+from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher, _open_alerts
+from stream.publish.snapshot import gap_alerts
+from stream.sources.reference_files import load_regions
 
 IDS = ["astana", "almaty", "rural"]
 NAMES = ["Astana", "Almaty", "Rural"]

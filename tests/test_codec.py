@@ -9,18 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.codec import (
-    FRAME_MAGIC,
-    CodecError,
-    decode_frame,
-    decode_messages,
-    encode_avro,
-    encode_control,
-    encode_frame,
-    encode_json,
-    sniff,
-)
-from stream.pings import check_ping
+from stream.contract import CodecError, check_ping
+from stream.decode.frame import FRAME_MAGIC, decode_frame, encode_frame
+from stream.decode.messages import decode_messages, encode_avro, encode_control, encode_json, sniff
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 OPS = ["40101", "40102", "40177", "401011"]
@@ -216,11 +207,11 @@ def test_truncated_and_overlong_frames_are_rejects_not_exceptions() -> None:
                 decode_frame(v)
     dec = decode_messages(values)
     assert len(dec.source_rows) == 0
-    assert [r[0] for r in dec.rejects] == list(range(len(values)))
-    assert {r[1] for r in dec.rejects} <= {"bad_frame", "empty_message", "unknown_encoding"}
-    assert all(r[1] == "bad_frame" for r in dec.rejects if values[r[0]][:4] == FRAME_MAGIC)
+    assert [int(r.source) for r in dec.rejects] == list(range(len(values)))
+    assert {r.reason for r in dec.rejects} <= {"bad_frame", "empty_message", "unknown_encoding"}
+    assert all(r.reason == "bad_frame" for r in dec.rejects if values[int(r.source)][:4] == FRAME_MAGIC)
     for r in dec.rejects:  # frame rejects never carry column bytes (devices)
-        assert "a1b2c3" not in r[3] and len(r[3]) <= 2000
+        assert "a1b2c3" not in r.record and len(r.record) <= 2000
 
 
 def test_frame_header_garbage() -> None:
@@ -241,7 +232,7 @@ def test_frame_header_garbage() -> None:
         with pytest.raises(CodecError):
             decode_frame(v)
     dec = decode_messages(bad, [CT_FRAME] * len(bad))
-    assert [r[1] for r in dec.rejects] == ["bad_frame"] * len(bad)
+    assert [r.reason for r in dec.rejects] == ["bad_frame"] * len(bad)
 
 
 def test_random_garbage_never_raises() -> None:
@@ -259,7 +250,7 @@ def test_random_garbage_never_raises() -> None:
             prefix = [FRAME_MAGIC, b"\x00\x00\x00\x00\x01", b"{"][kind - 1]
             values.append(prefix + rng.randbytes(rng.randrange(0, 80)))
     dec = decode_messages(values)
-    rejected = {r[0] for r in dec.rejects}
+    rejected = {int(r.source) for r in dec.rejects}
     decoded = set(dec.source_rows.tolist())
     assert rejected | decoded == set(range(len(values)))
     assert len(dec.columns["ts"]) == len(dec.source_rows)
@@ -278,7 +269,7 @@ def test_frame_row_type_rules() -> None:
     }
     data = bytearray(encode_frame(cols))
     dec = decode_messages([b"{}", bytes(data)])
-    frame_rejects = [(r[1], r[2].split(":")[0]) for r in dec.rejects if r[0] == 1]
+    frame_rejects = [(r.reason, r.detail.split(":")[0]) for r in dec.rejects if int(r.source) == 1]
     assert frame_rejects == [("missing_device", "row 1"), ("bad_device", "row 3"), ("bad_operator", "row 4"),
                              ("bad_operator", "row 5"), ("missing_operator", "row 6"),
                              ("bad_home_mcc", "row 7"), ("missing_location", "row 8"),
@@ -286,9 +277,9 @@ def test_frame_row_type_rules() -> None:
     _assert_text(dec.columns["device"], ["a1b2c3d4", "é" * 128])
     assert dec.source_rows.tolist() == [1, 1]
     for r in dec.rejects:
-        assert "é" * 10 not in r[3]
-        if r[0] == 1:
-            assert json.loads(r[3])["device"] == "<redacted>"
+        assert "é" * 10 not in r.record
+        if int(r.source) == 1:
+            assert json.loads(r.record)["device"] == "<redacted>"
 
 
 def test_frame_invalid_utf8_device_and_cell() -> None:
@@ -296,7 +287,7 @@ def test_frame_invalid_utf8_device_and_cell() -> None:
             "ts": np.full(4, T0), "operator": np.array(["40101"] * 4), "home_mcc": np.full(4, 401),
             "cell": np.array([b"\xe2\x82", b"c1", b"c2", b"c3"])}
     dec = decode_messages([encode_frame(cols)])
-    assert [(r[1], r[2].split(":")[0]) for r in dec.rejects] == [
+    assert [(r.reason, r.detail.split(":")[0]) for r in dec.rejects] == [
         ("bad_cell", "row 0"), ("bad_device", "row 1"), ("bad_device", "row 2")]
     assert dec.columns["device"].tolist() == [b"\xc3\xa9ok"]
 
@@ -375,18 +366,18 @@ BAD_PINGS = [
 def test_json_rejects_match_the_ping_file_rules() -> None:
     dec = decode_messages([encode_json(p) for p in BAD_PINGS])
     assert len(dec.source_rows) == 0
-    assert [(r[0], r[1], r[2]) for r in dec.rejects] == [
+    assert [(int(r.source), r.reason, r.detail) for r in dec.rejects] == [
         (i, *check_ping(p)) for i, p in enumerate(BAD_PINGS)]  # type: ignore[misc]
     for r in dec.rejects:
-        assert "a1b2c3" not in r[3] and len(r[3]) <= 2000
+        assert "a1b2c3" not in r.record and len(r.record) <= 2000
 
 
 def test_avro_rejects_match_the_ping_file_rules() -> None:
     bad = [_ping(0, device=""), _ping(0, operator="4010x"), _ping(0, home_mcc=1000), _ping(0, cell=""),
            _ping(0, cell=...), _ping(0, cell=..., lon=71.0)]
     dec = decode_messages([encode_avro(p) for p in bad])
-    assert [(r[1], r[2]) for r in dec.rejects] == [check_ping(p) for p in bad]
-    assert all(json.loads(r[3])["device"] == "<redacted>" for r in dec.rejects)
+    assert [(r.reason, r.detail) for r in dec.rejects] == [check_ping(p) for p in bad]
+    assert all(json.loads(r.record)["device"] == "<redacted>" for r in dec.rejects)
 
 
 def test_json_values_that_do_not_fit_columns_are_rejected() -> None:
@@ -398,7 +389,7 @@ def test_json_values_that_do_not_fit_columns_are_rejected() -> None:
         encode_json(_ping(4)),
     ]
     dec = decode_messages(values)
-    assert [(r[0], r[1]) for r in dec.rejects] == [(0, "ts_out_of_range"), (1, "bad_coordinates"),
+    assert [(int(r.source), r.reason) for r in dec.rejects] == [(0, "ts_out_of_range"), (1, "bad_coordinates"),
                                                    (2, "bad_device"), (3, "bad_operator")]
     assert dec.source_rows.tolist() == [4]
 
@@ -407,9 +398,9 @@ def test_bad_avro_messages() -> None:
     good = encode_avro(_ping(0))
     values = [good[:4], good[:5], good[:-3], good + b"\x00", b"\x00\x00\x00\x00\x01" + b"\xff" * 20]
     dec = decode_messages(values, [CT_AVRO] * len(values))
-    assert [r[1] for r in dec.rejects] == ["bad_avro"] * len(values)
+    assert [r.reason for r in dec.rejects] == ["bad_avro"] * len(values)
     for r in dec.rejects:
-        assert "a1b2c3" not in r[3]
+        assert "a1b2c3" not in r.record
     with pytest.raises(CodecError):
         encode_avro({"device": "a1b2"})
     with pytest.raises(CodecError):
@@ -419,10 +410,10 @@ def test_bad_avro_messages() -> None:
 def test_bad_json_messages() -> None:
     values = [b'{"device": "a1b2c3d4e5", "ts": 17724', b"[1, 2]", b'"a1b2"', b"\xff{", b"{\xff}"]
     dec = decode_messages(values, [CT_JSON] * len(values))
-    assert [r[1] for r in dec.rejects] == ["malformed_json", "not_a_ping_object", "not_a_ping_object",
+    assert [r.reason for r in dec.rejects] == ["malformed_json", "not_a_ping_object", "not_a_ping_object",
                                            "malformed_json", "malformed_json"]
-    assert all("a1b2" not in r[3] for r in dec.rejects)  # unparsable text is described, not kept
-    assert dec.rejects[0][3] == "<unparsable message, 36 bytes; content not shown>"
+    assert all("a1b2" not in r.record for r in dec.rejects)  # unparsable text is described, not kept
+    assert dec.rejects[0].record == "<unparsable message, 36 bytes; content not shown>"
 
 
 # ---------------------------------------------------------------------------------------------- control
@@ -436,7 +427,7 @@ def test_control_messages() -> None:
               b'{"control": "watermark", "ts_ms": 1, "final": "yes"}']
     dec = decode_messages(values)
     assert dec.watermarks == [(0, T0, False), (1, T0 + 60_000, True), (2, T0, False), (3, T0, False)]
-    assert [(r[0], r[1]) for r in dec.rejects] == [(4, "not_a_ping_object"), (5, "bad_watermark"),
+    assert [(int(r.source), r.reason) for r in dec.rejects] == [(4, "not_a_ping_object"), (5, "bad_watermark"),
                                                    (6, "bad_watermark")]
     assert json.loads(encode_control(5, True)) == {"control": "watermark", "ts_ms": 5, "final": True}
     with pytest.raises(CodecError):
@@ -466,7 +457,7 @@ def test_mixed_batch() -> None:
     ]
     dec = decode_messages(values)
     assert dec.source_rows.tolist() == [0, 1, 2, 2, 2, 7, 9, 9]
-    assert [(r[0], r[1]) for r in dec.rejects] == [(4, "unknown_encoding"), (5, "bad_operator"),
+    assert [(int(r.source), r.reason) for r in dec.rejects] == [(4, "unknown_encoding"), (5, "bad_operator"),
                                                    (6, "empty_message"), (8, "bad_frame"),
                                                    (10, "malformed_json"), (11, "bad_avro")]
     assert dec.watermarks == [(3, T0 + 5_000, False), (12, T0 + 9_000, True)]
@@ -481,7 +472,7 @@ def test_mixed_batch() -> None:
     assert np.isnan(c["lat"][[0, 2, 3, 4, 5]]).all() and c["lat"][1] == 51.0
     assert c["home_mcc"].tolist() == [401, 401, 401, 250, -1, 401, 401, 250]
     for r in dec.rejects:
-        assert "a1b2c3d4" not in r[3] and len(r[3]) <= 2000
+        assert "a1b2c3d4" not in r.record and len(r.record) <= 2000
     # content types say what sniffing would have guessed; a batch of nothing is empty
     cts = [CT_JSON, CT_AVRO, CT_FRAME, CT_JSON, None, "application/json; charset=utf-8", None, None, CT_FRAME,
            CT_FRAME, CT_JSON, CT_AVRO, "text/plain"]
@@ -524,4 +515,4 @@ def test_sniff_content_type_wins() -> None:
     with pytest.raises(CodecError):
         sniff(b"", CT_JSON)
     dec = decode_messages([frame], [CT_JSON])
-    assert [r[1] for r in dec.rejects] == ["malformed_json"]
+    assert [r.reason for r in dec.rejects] == ["malformed_json"]

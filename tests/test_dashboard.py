@@ -30,11 +30,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.regions import regions_from_geojson
-from stream.dashboard import CTX, create_dashboard_app
-from stream.embedded import free_port, redis_service, start_redis
-from stream.publish import PublishSettings, SnapshotPublisher
-from stream.simfeed import FedHour, SimulationFeed
+from stream.local.embedded import free_port, redis_service, start_redis
+from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 from stream.simulator import simulate
+from stream.sources.simulation import FedHour, SimulationFeed
+from stream.web.dashboard import CTX, create_dashboard_app
 
 SECRET = b"dashboard-test-secret-0123456789"
 HOUR_MS = 3_600_000

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
+from setuptools import find_packages
 
 from stream.cli import build_parser
-from stream.metrics import WorkerMetrics
+from stream.publish.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -335,8 +336,9 @@ def test_docker_build_context_has_what_the_image_installs() -> None:
         *sources, _ = m[1].split()
         copied.update(s.rstrip("/") for s in sources if not s.startswith("--"))
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = pyproject["tool"]["setuptools"]["packages"]
-    needed = {"pyproject.toml", pyproject["project"]["readme"], *(p.split(".")[0] for p in packages)}
+    packages = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    needed = {"pyproject.toml", pyproject["project"]["readme"],
+              *(p.rstrip("*").split(".")[0] for p in packages)}
     assert needed <= copied, f"the Dockerfile does not copy {needed - copied}"
     for rel in needed:
         assert (ROOT / rel).exists() and not dockerignore_excludes(rel), f"{rel} is not in the context"
@@ -345,7 +347,7 @@ def test_docker_build_context_has_what_the_image_installs() -> None:
         assert dockerignore_excludes(rel), f".dockerignore lets {rel} into the build context"
     # the image installs a wheel, not the source tree: every data file must be package data
     data = pyproject["tool"]["setuptools"].get("package-data", {})
-    dirs = sorted(packages, key=len, reverse=True)
+    dirs = sorted(find_packages(str(ROOT), include=packages), key=len, reverse=True)
     for path in (ROOT / "stream").rglob("*"):
         rel = path.relative_to(ROOT).as_posix()
         if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in rel:

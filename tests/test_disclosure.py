@@ -9,8 +9,8 @@ from estimators.disclosure import CellLevel, complementary_suppression
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import cell_to_parent
 from estimators.regions import regions_from_geojson
-from stream.simfeed import SimulationFeed
 from stream.simulator import simulate
+from stream.sources.simulation import SimulationFeed
 
 K = 15
 

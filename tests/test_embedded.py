@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from stream import embedded
-from stream.embedded import Service, create_topic, kafka_service, redis_service, start_broker, start_redis
+from stream.local import embedded
+from stream.local.embedded import Service, create_topic, kafka_service, redis_service, start_broker, start_redis
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 redis = pytest.importorskip("redis")

@@ -75,7 +75,7 @@ def test_estimate_counts_weights_and_suppresses(regions_doc: dict[str, Any]) -> 
     rs, st, loc_region, at = _state_with(regions_doc, 40, 10, 20, 10)
     cal = Calibration([FactorRow("*", "*", 2.0, 0.0)])
     fm = cal.resolve(rs, ["40101", "40102"])
-    cfg = EstimateConfig(horizon_s=3600, k_anonymity=15, model_rse=0.0)
+    cfg = EstimateConfig(horizon_ms=3_600_000, k_anonymity=15, model_rse=0.0)
     est = estimate(st, loc_region, rs, fm, at, 18_000, cfg)
     i = rs.index
     # class 1 (10 stale devices) has coverage 0 within the horizon: nobody of it is seen; class 0

@@ -11,17 +11,20 @@ import pytest
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import cell_to_parent, latlng_to_cell
 from estimators.tally import Tally, merge_tallies
-from stream.codec import encode_control, encode_frame
-from stream.files import load_regions
-from stream.partition import LiveSettings, PartitionState
-from stream.pings import PingDecoder
-from stream.produce import device_partition, simulation_columns
-from stream.replay import Replayer
+from stream.decode.frame import encode_frame
+from stream.decode.messages import encode_control
+from stream.decode.validate import PingDecoder
+from stream.estimate.checkpoint import CheckpointMismatchError
+from stream.estimate.partition import PartitionState
+from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.simulator import Simulation, simulate
 from stream.simulator.writer import write_simulation
+from stream.sources.kafka_producer import device_partition
+from stream.sources.reference_files import load_regions
+from stream.sources.simulation import simulation_columns
 
 SECRET = b"partition-test-secret-0123456789"
-SETTINGS = LiveSettings(every_ms=3_600_000, lateness_ms=600_000)
+SETTINGS = WindowSettings(every_ms=3_600_000, lateness_ms=600_000)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +55,9 @@ def _all_columns(s: Simulation) -> dict[str, np.ndarray]:
 def _replay_tallies(sim: tuple[Simulation, Path], cols: dict[str, np.ndarray]) -> list[Tally]:
     engine = _engine(sim)
     out: list[Tally] = []
-    rep = Replayer(engine, PingDecoder(engine, SECRET), SETTINGS.every_ms,
-                   lateness_ms=SETTINGS.lateness_ms, on_window=lambda b: out.append(engine.tally(b)))
-    batch = rep.decoder.decode_columns(cols, str)
-    rep.feed_batch(batch, str)
+    rep = EventTimeWindows(engine, SETTINGS, on_window=lambda b: out.append(engine.tally(b)))
+    batch = PingDecoder(engine, SECRET).decode_columns(cols, str)
+    rep.feed(batch, str)
     rep.finish()
     return out
 
@@ -178,8 +180,6 @@ def test_bad_watermarks_and_too_many_operators_are_rejects(sim: tuple[Simulation
 
 
 def test_checkpoint_from_another_key_is_refused(sim: tuple[Simulation, Path]) -> None:
-    from stream.partition import CheckpointMismatchError
-
     ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
     ps.process([0], [_ping(1, T0)])
     other = PartitionState("pings", 0, _engine(sim), b"another-secret-0123456789abcdef", SETTINGS)

@@ -25,7 +25,7 @@ import yaml
 from livekit import ROOT, Workers, wait_for
 
 from stream.cli import main
-from stream.embedded import Service, create_topic, free_port
+from stream.local.embedded import Service, create_topic, free_port
 
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "defacto.rules.yml"
 MATCHING = "kokshetau"

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from estimators.engine import Engine, EngineConfig
-from stream.cli import main, parse_duration_s
-from stream.files import load_regions
-from stream.pings import PingDecoder, Record, read_records
-from stream.replay import Replayer
+from stream.cli import main
+from stream.contract import Record
+from stream.decode.validate import PingDecoder
+from stream.estimate.windows import EventTimeWindows, WindowSettings
+from stream.publish.snapshot import engine_snapshot
+from stream.sources.ping_files import read_records
+from stream.sources.reference_files import load_regions
+from stream.timefmt import parse_duration_ms
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -28,12 +32,16 @@ def _cells(tmp_path: Path) -> Path:
 
 
 def _engine(regions_file: Path, tmp_path: Path) -> Engine:
-    from stream.files import load_cell_plan
+    from stream.sources.reference_files import load_cell_plan
 
     engine = Engine(load_regions(regions_file), EngineConfig(res=8))
     plan = load_cell_plan(_cells(tmp_path))
     engine.load_cell_plan(plan.operator, plan.cell, plan.lat, plan.lon)
     return engine
+
+
+def _feed(windows: EventTimeWindows, decoder: PingDecoder, records: list[Record]) -> None:
+    windows.feed(decoder.decode(records), lambda i: records[i].source, rows_read=len(records))
 
 
 def _rec(i: int, fields: dict | None, raw: str = "") -> Record:
@@ -101,22 +109,23 @@ def test_replay_windows_lateness_and_too_late(regions_file: Path, tmp_path: Path
     engine = _engine(regions_file, tmp_path)
     snaps: list[dict] = []
     rejected: list[str] = []
-    rp = Replayer(engine, PingDecoder(engine, SECRET, now_ms=T0 + 48 * HOUR_MS), HOUR_MS,
-                  lateness_ms=600_000, on_snapshot=snaps.append,
-                  on_reject=lambda r: rejected.append(r.reason))
+    decoder = PingDecoder(engine, SECRET, now_ms=T0 + 48 * HOUR_MS)
+    rp = EventTimeWindows(engine, WindowSettings(every_ms=HOUR_MS, lateness_ms=600_000),
+                          on_window=lambda b: snaps.append(engine_snapshot(engine, b, None)),
+                          on_reject=lambda r: rejected.append(r.reason))
     first = _population(20, T0 + 10 * 60_000, "A", "n")           # 00:10, north
     # 5 min out of order but within lateness: still in the 01:00 snapshot
     slightly_late = _population(20, T0 + 55 * 60_000, "B", "s")
     early_next = _population(1, T0 + HOUR_MS + 5 * 60_000, "A", "e")  # 01:05: watermark 00:55
     later = _population(20, T0 + HOUR_MS + 20 * 60_000, "A", "x")  # 01:20
-    rp.feed([_rec(i, r) for i, r in enumerate(first + early_next)])
+    _feed(rp, decoder, [_rec(i, r) for i, r in enumerate(first + early_next)])
     assert snaps == []
-    rp.feed([_rec(100 + i, r) for i, r in enumerate(slightly_late + later)])
+    _feed(rp, decoder, [_rec(100 + i, r) for i, r in enumerate(slightly_late + later)])
     assert [s["at"] for s in snaps] == ["2026-03-02T01:00:00Z"]
     assert snaps[0]["regions"]["north"]["devices"] == 20
     assert snaps[0]["regions"]["south"]["devices"] == 20
     # a ping for 00:30 arriving now is too late for the published 01:00 window
-    rp.feed([_rec(999, {**GOOD, "ts": T0 + 30 * 60_000})])
+    _feed(rp, decoder, [_rec(999, {**GOOD, "ts": T0 + 30 * 60_000})])
     assert rejected == ["too_late"]
     rp.finish()
     assert [s["at"] for s in snaps] == ["2026-03-02T01:00:00Z", "2026-03-02T02:00:00Z"]
@@ -181,9 +190,10 @@ def test_csv_pings_and_latlon_pings(regions_file: Path, tmp_path: Path) -> None:
     assert len(records) == 33
     engine = _engine(regions_file, tmp_path)
     snaps: list[dict] = []
-    rp = Replayer(engine, PingDecoder(engine, SECRET, now_ms=T0 + HOUR_MS), HOUR_MS,
-                  on_snapshot=snaps.append)
-    rp.feed(records)
+    decoder = PingDecoder(engine, SECRET, now_ms=T0 + HOUR_MS)
+    rp = EventTimeWindows(engine, WindowSettings(every_ms=HOUR_MS),
+                          on_window=lambda b: snaps.append(engine_snapshot(engine, b, None)))
+    _feed(rp, decoder, records)
     rp.finish()
     assert rp.stats.rejected == {"bad_ts": 1}
     north = snaps[-1]["regions"]["north"]
@@ -209,7 +219,7 @@ def test_cli_errors_are_one_line(regions_file: Path, tmp_path: Path,
 
 
 def test_durations() -> None:
-    assert parse_duration_s("90") == 90
-    assert parse_duration_s("6h") == 21600
-    assert parse_duration_s("1h30m") == 5400
-    assert parse_duration_s("1d") == 86400
+    assert parse_duration_ms("90") == 90_000
+    assert parse_duration_ms("6h") == 21_600_000
+    assert parse_duration_ms("1h30m") == 5_400_000
+    assert parse_duration_ms("1d") == 86_400_000

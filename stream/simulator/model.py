@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.simulator.geometry import TowerGrid, mix64
 from stream.simulator.scenario import Migration, Scenario, load_scenario
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 YEAR_MS = 365.25 * DAY_MS
 M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON = 111_320.0
@@ -550,7 +549,7 @@ class Simulation:
         self._first_visitor_device = int(np.searchsorted(self._dev_person,
                                                          self.people.n_residents))
         self._offset_ms = self.scenario.utc_offset_h * HOUR_MS
-        self._disorder_ms = round(self.scenario.disorder_s * 1000)
+        self._disorder_ms = round(self.scenario.disorder_s * SECOND_MS)
 
     def _geojson(self) -> dict:
         features = []
@@ -680,9 +679,9 @@ class Simulation:
         go = rng.random(people.n_people) < (people.go_weekend if weekend else people.go_weekday)
         mob = self.scenario.mobility
         depart = (mob.depart_mean_h * HOUR_MS
-                  + rng.standard_normal(people.n_people) * mob.depart_sd_min * 60_000)
+                  + rng.standard_normal(people.n_people) * mob.depart_sd_min * MINUTE_MS)
         back = (mob.return_mean_h * HOUR_MS
-                + rng.standard_normal(people.n_people) * mob.return_sd_min * 60_000)
+                + rng.standard_normal(people.n_people) * mob.return_sd_min * MINUTE_MS)
         depart = np.clip(depart, 3 * HOUR_MS, 14 * HOUR_MS)
         back = np.clip(back, depart + HOUR_MS // 2, DAY_MS - HOUR_MS // 4)
         return _Schedule(go, depart.astype(np.int32), back.astype(np.int32))

@@ -17,10 +17,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from stream.simulator import geometry
+import stream.simulator.geometry as geometry
+from estimators.units import HOUR_MS, SECOND_MS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-HOUR_MS = 3_600_000
 RESERVED_REGION_IDS = frozenset({"unassigned"})
 _REQUIRED = object()
 
@@ -340,7 +340,7 @@ def _start_ms(top: _Table) -> int:
             top.fail("start", f"must be an ISO date-time like 2026-03-02T00:00:00Z, got {value!r}")
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         top.fail("start", "must be a UTC date-time with an offset, e.g. 2026-03-02T00:00:00Z")
-    start_ms = round(value.timestamp() * 1000)
+    start_ms = round(value.timestamp() * SECOND_MS)
     if start_ms % HOUR_MS:
         top.fail("start", "must fall on a whole hour (UTC)")
     return start_ms

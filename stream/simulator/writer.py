@@ -6,7 +6,6 @@ one JSON line per hour end. File formats are fixed contracts, documented in docs
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import io
 import json
@@ -19,15 +18,12 @@ from typing import TextIO
 import numpy as np
 from tqdm import tqdm
 
+from estimators.units import HOUR_MS
 from stream.simulator.model import HourChunk, Simulation
+from stream.timefmt import iso_utc
 
 CSV_HEADER = "device,ts,operator,home_mcc,cell,lat,lon"
 WRITE_BLOCK = 500_000  # pings formatted at a time, to bound memory
-
-
-def iso_utc(ms: int) -> str:
-    """UTC ms -> '2026-03-02T01:00:00Z' (the truth file's ``at``)."""
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextmanager
@@ -141,7 +137,7 @@ def _write_hours(sim: Simulation, pings_path: Path, truth_path: Path, fmt: str, 
             for lo in range(0, len(chunk), WRITE_BLOCK):
                 pings.write("\n".join(formatter.lines(chunk, lo, lo + WRITE_BLOCK)))
                 pings.write("\n")
-            record = {"at": iso_utc(chunk.start_ms + 3_600_000), "regions": chunk.truth_end}
+            record = {"at": iso_utc(chunk.start_ms + HOUR_MS), "regions": chunk.truth_end}
             truth.write(json.dumps(record, separators=(",", ":")) + "\n")
             bar.update(1)
             bar.set_postfix(pings=len(chunk), refresh=False)

@@ -1,30 +1,10 @@
 """Redis: partition tallies in, combined snapshots out; checkpoints; one atomic write per snapshot.
 
-Key layout (``P`` is the key prefix, default ``defacto``; documented in ``schemas/README.md``):
-
-- ``P:tally:<at_ms>`` hash partition -> tally blob, kept ``tally_ttl_s``;
-- ``P:closed`` hash partition -> end of the last window that partition closed (ms);
-- ``P:last_accepted`` hash partition -> event time of its latest accepted ping (ms);
-- ``P:pending`` sorted set of window ends with at least one tally;
-- ``P:published_until`` the end of the last published window (ms);
-- ``P:snapshot`` the latest snapshot (JSON, ``schemas/snapshot.schema.json``);
-- ``P:regions`` hash region id -> JSON of its figures in the latest snapshot;
-- ``P:cells:<res>`` hash H3 cell -> present population per resolution (``null``: suppressed);
-- ``P:history`` sorted set (score at_ms) of compact per-region snapshots, trimmed to retention;
-- ``P:snapshots`` stream of announcements (at, published_at), capped; ``P:announce`` pub/sub;
-- ``P:checkpoint:<partition>`` hash {offset, data}: the partition's resumable state;
-- ``P:alerts:active`` hash region id -> JSON of its open gap alert
-  (:class:`~estimators.alerts.GapAlert`); ``P:alerts:log`` stream of opened/closed events;
-- ``P:geometry`` GeoJSON FeatureCollection of the region outlines (for the dashboard);
-- ``P:health`` hash ``lag:<partition>`` -> messages behind, ``seen:<partition>`` -> Unix time of
-  its latest batch; ``P:counts`` hash of pings ``accepted``/``duplicate``/``rejected`` and
-  ``rejected:<reason>``, summed over workers (at least once: a crashed worker's re-read batch
-  counts again).
-
+The keys are :class:`~stream.publish.redis_keys.RedisKeys` (documented in ``schemas/README.md``).
 A window's snapshot is published once every partition has closed it: the tallies are summed,
-the estimate computed, and every key above written in one MULTI/EXEC guarded by
-``published_until`` (WATCH), so two workers racing to publish write it once, and a reader never
-sees half a snapshot.
+the estimate computed, and the snapshot, regions, cells, history, announcement and alerts are
+written in one MULTI/EXEC guarded by ``published_until`` (WATCH), so two workers racing to
+publish write it once, and a reader never sees half a snapshot.
 """
 
 from __future__ import annotations
@@ -46,7 +26,10 @@ from estimators.engine import Engine
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
-from stream.snapshot import build_snapshot, gap_alerts, iso_utc
+from estimators.units import DAY_S, SECOND_MS
+from stream.publish.redis_keys import RedisKeys
+from stream.publish.snapshot import build_snapshot, gap_alerts
+from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
 
@@ -67,14 +50,16 @@ return 1
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class PublishSettings:
-    """Where and how snapshots go to Redis."""
+    """Where and how snapshots go to Redis: key ``prefix``, how long history and tallies are
+    kept, how many announcements and alert events the streams keep, and the gap alert
+    threshold (a fraction of the registry)."""
 
     prefix: str = "defacto"
-    history_s: int = 7 * 86_400
+    history_s: int = 7 * DAY_S
     announcements: int = 10_000
-    tally_ttl_s: int = 2 * 86_400
+    tally_ttl_s: int = 2 * DAY_S
     gap_threshold: float = 0.10
     alert_log: int = 10_000
 
@@ -85,63 +70,60 @@ class SnapshotPublisher:
     def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int, every_ms: int,
                  registry: dict[str, int] | None, settings: PublishSettings,
                  on_publish: Callable[[dict[str, Any], float], None] | None = None) -> None:
-        self.r = client
+        self.redis = client
+        self.keys = RedisKeys(settings.prefix)
         self.engine = engine
         self.partitions = partitions
         self.every_ms = every_ms
         self.registry = registry
-        self.s = settings
+        self.settings = settings
         self.resolutions = engine.cell_resolutions
         self.on_publish = on_publish or (lambda _snap, _delay: None)
         self._save = client.register_script(_SAVE_IF_NEWER)
         self._raise_field = client.register_script(_RAISE_FIELD)
 
-    def key(self, *parts: object) -> str:
-        """A key under this deployment's prefix."""
-        return ":".join([self.s.prefix, *map(str, parts)])
-
     async def write_tallies(self, partition: int, tallies: list[Tally],
                             closed_until: int | None, last_accepted_ms: int | None = None) -> None:
         """Store a partition's tallies for closed windows; raise its closed and last-ping marks."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=True)
         for t in tallies:
-            k = self.key("tally", t.at_ms)
+            k = self.keys.tally(t.at_ms)
             pipe.hset(k, str(partition), t.to_bytes())
-            pipe.expire(k, self.s.tally_ttl_s)
-            pipe.zadd(self.key("pending"), {str(t.at_ms): t.at_ms})
+            pipe.expire(k, self.settings.tally_ttl_s)
+            pipe.zadd(self.keys.pending, {str(t.at_ms): t.at_ms})
         await pipe.execute()
         if closed_until is not None:
-            await self._raise_field(keys=[self.key("closed")], args=[partition, closed_until])
+            await self._raise_field(keys=[self.keys.closed], args=[partition, closed_until])
         if last_accepted_ms is not None:
-            await self._raise_field(keys=[self.key("last_accepted")],
+            await self._raise_field(keys=[self.keys.last_accepted],
                                      args=[partition, last_accepted_ms])
 
     async def save_checkpoint(self, partition: int, offset: int, blob: bytes) -> bool:
         """Store a partition checkpoint unless a newer one (higher offset) is already there."""
-        return bool(await self._save(keys=[self.key("checkpoint", partition)], args=[offset, blob]))
+        return bool(await self._save(keys=[self.keys.checkpoint(partition)], args=[offset, blob]))
 
     async def load_checkpoint(self, partition: int) -> bytes | None:
         """The partition's latest checkpoint, if any."""
-        return await self.r.hget(self.key("checkpoint", partition), "data")
+        return await self.redis.hget(self.keys.checkpoint(partition), "data")
 
     async def published_until(self) -> int | None:
         """End of the last published window (ms), if any."""
-        v = await self.r.get(self.key("published_until"))
+        v = await self.redis.get(self.keys.published_until)
         return int(v) if v is not None else None
 
     async def try_publish(self) -> list[int]:
         """Publish every window that all partitions have closed; returns the windows published."""
-        closed = {int(k): int(v) for k, v in (await self.r.hgetall(self.key("closed"))).items()}
+        closed = {int(k): int(v) for k, v in (await self.redis.hgetall(self.keys.closed)).items()}
         if any(p not in closed for p in range(self.partitions)):
             return []
-        last = [int(v) for v in (await self.r.hgetall(self.key("last_accepted"))).values()]
+        last = [int(v) for v in (await self.redis.hgetall(self.keys.last_accepted)).values()]
         if not last:
             return []
         # like the end of a replay: no window beyond the one holding the last accepted ping
         data_end = (max(last) // self.every_ms + 1) * self.every_ms
         ready_until = min(min(closed[p] for p in range(self.partitions)), data_end)
         done: list[int] = []
-        ends = await self.r.zrangebyscore(self.key("pending"), "-inf", ready_until)
+        ends = await self.redis.zrangebyscore(self.keys.pending, "-inf", ready_until)
         for at in sorted(int(e) for e in ends):
             if await self._publish_one(at):
                 done.append(at)
@@ -157,16 +139,16 @@ class SnapshotPublisher:
         return out
 
     async def _publish_one(self, at_ms: int) -> bool:
-        pu_key = self.key("published_until")
-        async with self.r.pipeline(transaction=True) as pipe:
+        pu_key = self.keys.published_until
+        async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(pu_key)
                 current = await pipe.get(pu_key)
                 if current is not None and int(current) >= at_ms:
                     await pipe.unwatch()
-                    await self.r.zrem(self.key("pending"), str(at_ms))
+                    await self.redis.zrem(self.keys.pending, str(at_ms))
                     return False
-                blobs = await pipe.hgetall(self.key("tally", at_ms))
+                blobs = await pipe.hgetall(self.keys.tally(at_ms))
                 tally = merge_tallies([Tally.from_bytes(b) for b in blobs.values()]) if blobs \
                     else None
                 if tally is None:
@@ -174,54 +156,54 @@ class SnapshotPublisher:
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est)
                 published_at = time.time()
-                snap["published_at"] = iso_utc(int(published_at * 1000))
+                snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
                 body = json.dumps(snap, separators=(",", ":"))
                 cells = self._cells(est)
-                active = _open_alerts(await pipe.hgetall(self.key("alerts", "active")))
-                still, opened, closed = gap_alerts(active, snap, at_ms, self.s.gap_threshold)
+                active = _open_alerts(await pipe.hgetall(self.keys.alerts_active))
+                still, opened, closed = gap_alerts(active, snap, at_ms, self.settings.gap_threshold)
                 pipe.multi()
-                pipe.set(self.key("snapshot"), body)
-                pipe.delete(self.key("regions"))
-                pipe.hset(self.key("regions"), mapping={
+                pipe.set(self.keys.snapshot, body)
+                pipe.delete(self.keys.regions)
+                pipe.hset(self.keys.regions, mapping={
                     rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
                 for res in self.resolutions:
                     values = cells.get(res, {})
-                    pipe.delete(self.key("cells", res))
+                    pipe.delete(self.keys.cells(res))
                     if values:
-                        pipe.hset(self.key("cells", res), mapping=values)
+                        pipe.hset(self.keys.cells(res), mapping=values)
                 compact = {"at": snap["at"], "regions": {
                     rid: {k: fig[k] for k in ("present", "resident", "resident_lo", "resident_hi",
                                               "registered", "gap_ratio")}
                     for rid, fig in snap["regions"].items()}}
-                pipe.zadd(self.key("history"), {json.dumps(compact, separators=(",", ":")): at_ms})
-                pipe.zremrangebyscore(self.key("history"), "-inf", at_ms - self.s.history_s * 1000)
-                pipe.xadd(self.key("snapshots"), {"at": snap["at"], "at_ms": at_ms,
+                pipe.zadd(self.keys.history, {json.dumps(compact, separators=(",", ":")): at_ms})
+                pipe.zremrangebyscore(self.keys.history, "-inf", at_ms - self.settings.history_s * SECOND_MS)
+                pipe.xadd(self.keys.snapshots, {"at": snap["at"], "at_ms": at_ms,
                                                   "published_at": snap["published_at"]},
-                          maxlen=self.s.announcements, approximate=True)
-                pipe.delete(self.key("alerts", "active"))
+                          maxlen=self.settings.announcements, approximate=True)
+                pipe.delete(self.keys.alerts_active)
                 if still:
-                    pipe.hset(self.key("alerts", "active"), mapping={
+                    pipe.hset(self.keys.alerts_active, mapping={
                         rid: json.dumps(a.to_dict()) for rid, a in still.items()})
                 for event, alerts in (("closed", closed), ("opened", opened)):
                     for a in alerts:
-                        pipe.xadd(self.key("alerts", "log"),
+                        pipe.xadd(self.keys.alerts_log,
                                   {"event": event, "at_ms": at_ms, "alert": json.dumps(a.to_dict())},
-                                  maxlen=self.s.alert_log, approximate=True)
-                pipe.publish(self.key("announce"), snap["at"])
+                                  maxlen=self.settings.alert_log, approximate=True)
+                pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)
-                pipe.zremrangebyscore(self.key("pending"), "-inf", at_ms)
+                pipe.zremrangebyscore(self.keys.pending, "-inf", at_ms)
                 await pipe.execute()
             except WatchError:
                 return False
-        self.on_publish(snap, published_at - at_ms / 1000)
+        self.on_publish(snap, published_at - at_ms / SECOND_MS)
         return True
 
     def snapshot(self, est: Estimate) -> dict[str, Any]:
         """The snapshot JSON object of the estimate from a (merged) tally."""
         cfg = self.engine.config.estimate
         return build_snapshot(est, self.engine.regions, self.engine.config.res, self.registry,
-                              {"horizon_s": cfg.horizon_s, "k": cfg.k_anonymity,
-                               "gap_threshold": self.s.gap_threshold,
+                              {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity,
+                               "gap_threshold": self.settings.gap_threshold,
                                "cell_resolutions": list(self.resolutions)})
 
     async def publish_geometry(self, regions: RegionSet) -> None:
@@ -231,37 +213,37 @@ class SnapshotPublisher:
                      "geometry": {"type": "MultiLineString", "coordinates": [
                          np.round(ring, 5).tolist() for ring in r.rings]}}
                     for r in regions.regions]
-        await self.r.set(self.key("geometry"), json.dumps(
+        await self.redis.set(self.keys.geometry, json.dumps(
             {"type": "FeatureCollection", "features": features}, separators=(",", ":")))
 
     async def forget_health(self, partition: int) -> None:
         """Drop a partition's health fields (it was revoked; its next owner writes them)."""
-        await self.r.hdel(self.key("health"), f"lag:{partition}", f"seen:{partition}")
+        await self.redis.hdel(self.keys.health, f"lag:{partition}", f"seen:{partition}")
 
     async def write_health(self, lags: dict[int, int], seen: dict[int, float],
                            counts: dict[str, int]) -> None:
         """Record partitions' lag and last batch time, and add this worker's ping counts."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=True)
         fields = {f"lag:{p}": n for p, n in lags.items()}
         fields.update({f"seen:{p}": round(t, 3) for p, t in seen.items()})
         if fields:
-            pipe.hset(self.key("health"), mapping=fields)
+            pipe.hset(self.keys.health, mapping=fields)
         for name, n in counts.items():
             if n:
-                pipe.hincrby(self.key("counts"), name, n)
+                pipe.hincrby(self.keys.counts, name, n)
         await pipe.execute()
 
     async def latest(self) -> dict[str, Any] | None:
         """The latest published snapshot, if any."""
-        body = await self.r.get(self.key("snapshot"))
+        body = await self.redis.get(self.keys.snapshot)
         return json.loads(body) if body else None
 
     async def latest_cells(self, res: int) -> tuple[str | None, dict[str, int | None]]:
         """(``at`` of the latest snapshot, its present population per cell at ``res``), read in
         one transaction so the two belong to the same snapshot."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.get(self.key("snapshot"))
-        pipe.hgetall(self.key("cells", res))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.snapshot)
+        pipe.hgetall(self.keys.cells(res))
         body, cells = await pipe.execute()
         at = json.loads(body)["at"] if body else None
         return at, {k.decode(): None if v == b"null" else int(v) for k, v in cells.items()}

@@ -1,26 +1,24 @@
-"""Pings into Kafka: ping files or a live simulation, as frames or one message per ping.
+"""Pings into Kafka: ping columns as frames or one message per ping, partitioned by device.
 
 A device's pings must always land on one partition (its state lives there). This producer picks
 the partition itself, ``FNV-1a-64(device pseudonym) mod partitions``, for every encoding, so
 frames and single messages of one device agree. After the input it sends a final watermark
 control message to every partition, which closes the last windows exactly like the end of a
-``defacto replay``; a live simulation also sends a watermark every simulated few minutes so that
-partitions without traffic do not hold snapshots back.
+``defacto replay`` (:mod:`stream.sources.simulation` paces a simulation through this producer).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
-from stream.codec import CONTENT_TYPES, encode_avro, encode_control, encode_frame, encode_json
-from stream.pings import Record, check_ping, ping_columns
-from stream.simulator import HourChunk, Simulation
+from stream.contract import PingColumns, Record, check_ping
+from stream.decode.frame import encode_frame
+from stream.decode.messages import CONTENT_TYPES, encode_avro, encode_control, encode_json
+from stream.decode.validate import ping_columns
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -102,7 +100,7 @@ class PingProducer:
         self.stats.messages += 1
         self.producer.poll(0)
 
-    def send_columns(self, cols: dict[str, np.ndarray]) -> None:
+    def send_columns(self, cols: PingColumns) -> None:
         """Send pings given as frame columns (device/operator/cell as ``|S``)."""
         n = len(cols["ts"])
         if n == 0:
@@ -140,7 +138,7 @@ class PingProducer:
         return self.producer.flush(timeout_s)
 
 
-def _ping_dict(cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+def _ping_dict(cols: PingColumns, i: int) -> dict[str, Any]:
     ping: dict[str, Any] = {"device": cols["device"][i].decode(), "ts": int(cols["ts"][i]),
                             "operator": cols["operator"][i].decode()}
     mcc = int(cols["home_mcc"][i])
@@ -154,71 +152,9 @@ def _ping_dict(cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
     return ping
 
 
-def record_columns(records: list[Record]) -> tuple[dict[str, np.ndarray], list[Record]]:
+def record_columns(records: list[Record]) -> tuple[PingColumns, list[Record]]:
     """Split file records into ping columns and the records that are not valid pings."""
     good, bad = [], []
     for r in records:
         (good if r.fields is not None and check_ping(r.fields) is None else bad).append(r)
     return ping_columns([r.fields for r in good if r.fields is not None]), bad
-
-
-def simulation_columns(sim: Simulation, chunk: HourChunk) -> dict[str, np.ndarray]:
-    """One simulated hour as frame columns (the same pings ``defacto simulate`` writes)."""
-    plan = sim.cell_plan
-    ops = np.char.encode(np.asarray(sim.operators, dtype=str), "utf-8")
-    dev_names = np.char.encode(np.asarray(sim.device_name, dtype=str), "utf-8")
-    is_cell = chunk.cell >= 0
-    op_of_ping = np.where(is_cell, np.asarray(plan["operator"])[np.maximum(chunk.cell, 0)],
-                          sim.device_operator[chunk.device])
-    cell = np.where(is_cell, np.asarray(plan["cell"], dtype=str)[np.maximum(chunk.cell, 0)], "")
-    return {
-        "device": dev_names[chunk.device],
-        "ts": chunk.ts_ms.astype(np.int64),
-        "operator": ops[op_of_ping],
-        "home_mcc": sim.device_home_mcc[chunk.device].astype(np.int16),
-        "cell": np.char.encode(cell, "utf-8"),
-        "lat": np.where(is_cell, np.nan, chunk.lat),
-        "lon": np.where(is_cell, np.nan, chunk.lon),
-    }
-
-
-def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | None,
-                      watermark_every_ms: int = 300_000, step_ms: int = 60_000,
-                      hours: Iterable[HourChunk] | None = None,
-                      max_wall_s: float | None = None) -> Iterator[int]:
-    """Send a simulation as it happens: ``speed`` simulated seconds per second (None: at once).
-
-    Yields the simulated time reached after each step; ends with a final watermark.
-    """
-    wall0 = time.monotonic()
-    sim0: int | None = None
-    next_mark: int | None = None
-    for chunk in hours if hours is not None else sim.hours():
-        cols = simulation_columns(sim, chunk)
-        order = np.argsort(cols["ts"], kind="stable")
-        cols = {k: v[order] for k, v in cols.items()}
-        ts = cols["ts"]
-        start = chunk.start_ms
-        sim0 = start if sim0 is None else sim0
-        next_mark = start + watermark_every_ms if next_mark is None else next_mark
-        last = max(int(ts[-1]) + 1, start + 3_600_000) if len(ts) else start + 3_600_000
-        for lo_ms in range(min(start, int(ts[0]) if len(ts) else start), last, step_ms):
-            a, b = np.searchsorted(ts, [lo_ms, lo_ms + step_ms])
-            producer.send_columns({k: v[a:b] for k, v in cols.items()})
-            now_sim = lo_ms + step_ms
-            if speed:
-                due = wall0 + (now_sim - sim0) / 1000 / speed
-                while (left := due - time.monotonic()) > 0:
-                    # sleep in Python, not inside librdkafka's poll: Ctrl-C there surfaces as a
-                    # SystemError instead of KeyboardInterrupt
-                    time.sleep(min(left, 0.2))
-                    producer.producer.poll(0)
-            if now_sim >= next_mark:
-                producer.send_watermark(now_sim - step_ms)
-                next_mark += watermark_every_ms
-            yield now_sim
-            if max_wall_s is not None and time.monotonic() - wall0 > max_wall_s:
-                producer.send_watermark(now_sim, final=True)
-                return
-    if producer.stats.max_ts_ms is not None:
-        producer.send_watermark(producer.stats.max_ts_ms, final=True)

@@ -1,11 +1,13 @@
-"""Offline replay: run the engine over ping files in event-time order and emit snapshots.
+"""Event-time windows: the engine driven in event time, for ``defacto replay`` and live alike.
 
-Pings are applied in event-time windows: a snapshot at boundary ``b`` (every ``every_ms``, aligned
-to UTC) reflects exactly the accepted pings with ``ts < b``. Input may be lightly out of order: a
-ping is held until the watermark (the latest accepted event time minus ``lateness_ms``) passes
-its window. Pings that arrive after their window was published are rejected as ``too_late``;
+Pings are applied in tumbling windows: the window ending at boundary ``b`` (every ``every_ms``,
+aligned to UTC) holds exactly the accepted pings with ``ts < b``. Input may be lightly out of
+order: a ping is held until the watermark (the latest accepted event time minus ``lateness_ms``)
+passes its window. Pings that arrive after their window was closed are rejected as ``too_late``;
 pings far ahead of the stream (``ts_ahead_of_stream``) would drag the watermark forward and are
-rejected too. The same rules drive the live pipeline, which is what makes the two agree.
+rejected too. When a window closes, :class:`EventTimeWindows` calls ``on_window(boundary)``: a
+replay publishes a snapshot there, a live partition keeps a tally. The same rules drive both,
+which is what makes them agree.
 """
 
 from __future__ import annotations
@@ -13,26 +15,48 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from estimators.engine import Engine
-from stream.pings import PingBatch, PingDecoder, Record, Reject
-from stream.snapshot import build_snapshot, iso_utc
+from estimators.units import HOUR_MS, MINUTE_MS
+from stream.contract import Reject
+from stream.decode.validate import PingBatch
+from stream.timefmt import iso_utc
 
-Snapshot = dict[str, Any]
 REANCHOR_PINGS = 10
 
 
+@dataclass(frozen=True)
+class WindowSettings:
+    """Windowing settings; a live worker's must equal the replay's for the two to agree.
+
+    ``every_ms``: window length (UTC-aligned); ``lateness_ms``: how far behind the latest event
+    time a ping may arrive and still count; ``max_jump_ms``: pings further ahead of the stream
+    are ``ts_ahead_of_stream``; ``max_future_ms``: pings (and watermarks) further ahead of the
+    wall clock are rejected. Raises ``ValueError`` for a non-positive window or negative lateness.
+    """
+
+    every_ms: int = HOUR_MS
+    lateness_ms: int = 10 * MINUTE_MS
+    max_jump_ms: int = 6 * HOUR_MS
+    max_future_ms: int = HOUR_MS
+
+    def __post_init__(self) -> None:
+        if self.every_ms <= 0:
+            raise ValueError("snapshot interval must be positive")
+        if self.lateness_ms < 0:
+            raise ValueError("lateness must not be negative")
+
+
 @dataclass
-class ReplayStats:
+class WindowStats:
     """Counts of what happened to the input, by outcome and reject reason."""
 
     read: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
-    snapshots: int = 0
+    windows: int = 0
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
 
@@ -44,33 +68,40 @@ class ReplayStats:
         return line + (f" ({reasons})" if reasons else "")
 
 
-class Replayer:
-    """Feeds decoded batches to an engine in event-time windows and emits snapshots."""
+class EventTimeWindows:
+    """Feeds decoded batches to an engine in event-time windows; calls back when one closes.
 
-    def __init__(self, engine: Engine, decoder: PingDecoder, every_ms: int,
-                 registry: dict[str, int] | None = None, lateness_ms: int = 600_000,
-                 max_jump_ms: int = 6 * 3_600_000, start_ms: int | None = None,
-                 end_ms: int | None = None,
-                 on_snapshot: Callable[[Snapshot], None] | None = None,
+    Parameters
+    ----------
+    engine : Engine
+        Receives the pings of each window before ``on_window`` is called for it.
+    settings : WindowSettings
+        Window length, lateness and the guards against times far ahead.
+    on_window : callable(boundary_ms) -> None
+        Called for each closed window, in order, with its end (UTC ms): the engine then holds
+        exactly the accepted pings with ``ts < boundary_ms``.
+    on_reject : callable(Reject) -> None, optional
+        Receives every reject (also those already in a fed batch); they are counted in
+        :attr:`stats` either way.
+    start_ms, end_ms : int, optional
+        Only pings with ``start_ms <= ts < end_ms`` count (``outside_period`` otherwise), and no
+        window ends after ``end_ms``.
+    """
+
+    def __init__(self, engine: Engine, settings: WindowSettings,
+                 on_window: Callable[[int], None],
                  on_reject: Callable[[Reject], None] | None = None,
-                 publish: bool = True,
-                 on_window: Callable[[int], None] | None = None) -> None:
-        if every_ms <= 0:
-            raise ValueError("snapshot interval must be positive")
+                 start_ms: int | None = None, end_ms: int | None = None) -> None:
         self.engine = engine
-        self.decoder = decoder
-        self.every_ms = every_ms
-        self.registry = registry
-        self.lateness_ms = lateness_ms
-        self.max_jump_ms = max_jump_ms
+        self.settings = settings
+        self.every_ms = settings.every_ms
+        self.lateness_ms = settings.lateness_ms
+        self.max_jump_ms = settings.max_jump_ms
         self.start_ms = start_ms
         self.end_ms = end_ms
-        self.on_snapshot = on_snapshot or (lambda _s: None)
         self.on_reject = on_reject or (lambda _r: None)
-        self.publish = publish
-        self.on_window = on_window or self._publish_snapshot
-        self.stats = ReplayStats()
-        self.last_snapshot: Snapshot | None = None
+        self.on_window = on_window
+        self.stats = WindowStats()
         self._pending: list[PingBatch] = []
         self._next_boundary: int | None = None
         self._published_until: int | None = None
@@ -87,17 +118,25 @@ class Replayer:
         rows = batch.row[mask].tolist()
         self._reject(Reject(source(i), reason, detail, "") for i in rows)
 
-    def feed(self, records: list[Record]) -> None:
-        """Decode and apply one chunk of input records, emitting every snapshot now complete."""
-        self.stats.read += len(records)
-        batch = self.decoder.decode(records)
-        self.feed_batch(batch, lambda i: records[i].source)
+    def feed(self, batch: PingBatch, source: Callable[[int], str], rows_read: int = 0) -> int:
+        """Apply decoded pings (``batch.rejects`` included), closing every window now complete.
 
-    def feed_batch(self, batch: PingBatch, source: Callable[[int], str]) -> None:
-        """Apply decoded pings (``batch.rejects`` included); ``source(batch.row[i])`` names a ping."""
+        ``source(batch.row[i])`` names ping ``i`` in a reject; ``rows_read`` is how many input
+        rows the batch came from (counted in :attr:`stats`). Returns the pings accepted.
+        """
+        self.stats.read += rows_read
         self._reject(batch.rejects)
         if len(batch) == 0:
-            return
+            return 0
+        before = self.stats.accepted
+        self._feed(batch, source)
+        return self.stats.accepted - before
+
+    def count_read(self, rows: int) -> None:
+        """Count input rows (pings and unreadable messages) that reached this stage."""
+        self.stats.read += rows
+
+    def _feed(self, batch: PingBatch, source: Callable[[int], str]) -> None:
         ts = batch.ts_ms
         in_range = np.ones(len(ts), dtype=bool)
         if self.start_ms is not None:
@@ -199,6 +238,7 @@ class Replayer:
             if self.end_ms is not None and self._next_boundary > self.end_ms:
                 break
             self._emit(self._next_boundary)
+            self.stats.windows += 1
             self._published_until = self._next_boundary
             self._next_boundary += self.every_ms
 
@@ -212,18 +252,6 @@ class Replayer:
             if not now.all():
                 self._pending = [pending.select(~now)]
         self.on_window(boundary)
-
-    def _publish_snapshot(self, boundary: int) -> None:
-        if not self.publish:
-            return
-        est = self.engine.estimate(boundary)
-        snap = build_snapshot(est, self.engine.regions, self.engine.cells.res, self.registry, {
-            "horizon_s": self.engine.config.estimate.horizon_s,
-            "k": self.engine.config.estimate.k_anonymity,
-        })
-        self.stats.snapshots += 1
-        self.last_snapshot = snap
-        self.on_snapshot(snap)
 
     def finish(self, last_ts_ms: int | None = None) -> None:
         """End of input: publish every remaining window up to the last ping (or ``end_ms``).
@@ -240,7 +268,7 @@ class Replayer:
         self._advance((last // self.every_ms + 1) * self.every_ms)
 
     def apply_all(self) -> None:
-        """Ingest every held ping without publishing (used by calibration at the period end)."""
+        """Ingest every held ping without closing a window (calibration, at the period end)."""
         pending = _concat(self._pending)
         self._pending = []
         if pending is not None:

@@ -1,9 +1,9 @@
 """``defacto dashboard``: the planners' live web page, read from the Redis a worker publishes to.
 
-One aiohttp application serves a static page (``stream/static``: vanilla JavaScript drawing SVG,
-nothing loaded from outside the server) and the JSON it draws from. Every figure comes from the
-public Redis keys of ``stream/publish.py`` under a prefix ``P``; nothing is written to Redis and
-no device pseudonym or key exists there to be shown.
+One aiohttp application serves a static page (``stream/web/static``: vanilla JavaScript drawing
+SVG, nothing loaded from outside the server) and the JSON it draws from. Every figure comes from
+the public Redis keys (:class:`~stream.publish.redis_keys.RedisKeys`) under a prefix ``P``;
+nothing is written to Redis and no device pseudonym or key exists there to be shown.
 
 Endpoints:
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import re
 import signal
@@ -40,14 +39,15 @@ import time
 import weakref
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import h3
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from stream.snapshot import iso_utc, parse_iso_ms
+from estimators.units import SECOND_MS
+from stream.publish.cells_view import cells_document, error_body, no_snapshot
+from stream.publish.redis_keys import RedisKeys, redact_url
+from stream.timefmt import iso_utc, parse_iso_ms
 
 STATIC_DIR = Path(__file__).with_name("static")
 HEARTBEAT_S = 15.0
@@ -66,12 +66,13 @@ _SECURITY_HEADERS = {
 }
 
 
-class _Ctx:
+class DashboardContext:
     """Per-application settings and Redis clients."""
 
     def __init__(self, redis_url: str, prefix: str, heartbeat_s: float, retry_s: float) -> None:
         self.redis_url = redis_url
         self.shown_url = redact_url(redis_url)
+        self.keys = RedisKeys(prefix)
         self.prefix = prefix
         self.heartbeat_s = heartbeat_s
         self.retry_s = retry_s
@@ -82,29 +83,16 @@ class _Ctx:
         self.sse_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self.max_event_clients = MAX_EVENT_CLIENTS
 
-    def key(self, *parts: object) -> str:
-        """A key under the dashboard's prefix."""
-        return ":".join([self.prefix, *map(str, parts)])
 
-
-CTX: web.AppKey[_Ctx] = web.AppKey("defacto_dashboard", _Ctx)
-
-
-def redact_url(url: str) -> str:
-    """The Redis URL without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+CTX: web.AppKey[DashboardContext] = web.AppKey("defacto_dashboard", DashboardContext)
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, "status": status, **extra}, status=status)
+    return _json_bytes(status, error_body(status, message, **extra))
+
+
+def _json_bytes(status: int, body: bytes) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _compressed_json(body: str | bytes) -> web.Response:
@@ -127,22 +115,6 @@ def _number(v: bytes | str | None) -> float | None:
         return float(text)
     except ValueError:
         return None
-
-
-def cell_boundary(cell: str) -> list[list[float]]:
-    """An H3 cell's outline as ``[lon, lat]`` pairs (5 decimals, about a metre)."""
-    return [[round(lng, 5), round(lat, 5)] for lat, lng in h3.cell_to_boundary(cell)]
-
-
-@functools.lru_cache(maxsize=200_000)
-def _boundary_json(cell: str) -> str:
-    """:func:`cell_boundary` as JSON text, cached (cells repeat from snapshot to snapshot)."""
-    return json.dumps(cell_boundary(cell), separators=(",", ":"))
-
-
-def _no_snapshot(ctx: _Ctx) -> web.Response:
-    return _error(404, "waiting for the first snapshot: nothing has been published yet under the "
-                       f"Redis prefix {ctx.prefix!r}", waiting=True)
 
 
 def _alerts(active: dict[bytes, bytes], log: list[tuple[bytes, dict[bytes, bytes]]]
@@ -197,15 +169,15 @@ def _counts(fields: dict[bytes, bytes]) -> dict[str, Any]:
     return out
 
 
-async def _read_state(ctx: _Ctx) -> dict[str, Any] | None:
+async def _read_state(ctx: DashboardContext) -> dict[str, Any] | None:
     """Snapshot (without cells), alerts, health and counts, read in one transaction."""
     assert ctx.redis is not None
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.get(ctx.key("snapshot"))
-    pipe.hgetall(ctx.key("alerts", "active"))
-    pipe.xrevrange(ctx.key("alerts", "log"), count=ALERT_LOG_ENTRIES)
-    pipe.hgetall(ctx.key("health"))
-    pipe.hgetall(ctx.key("counts"))
+    pipe.get(ctx.keys.snapshot)
+    pipe.hgetall(ctx.keys.alerts_active)
+    pipe.xrevrange(ctx.keys.alerts_log, count=ALERT_LOG_ENTRIES)
+    pipe.hgetall(ctx.keys.health)
+    pipe.hgetall(ctx.keys.counts)
     body, active, log, health, counts = await pipe.execute()
     if not body:
         return None
@@ -214,7 +186,7 @@ async def _read_state(ctx: _Ctx) -> dict[str, Any] | None:
     with contextlib.suppress(KeyError, ValueError, TypeError, AttributeError):
         snap["at_ms"] = parse_iso_ms(snap["at"])
     now = time.time()
-    return {"prefix": ctx.prefix, "now": iso_utc(int(now * 1000)), "now_ms": int(now * 1000),
+    return {"prefix": ctx.prefix, "now": iso_utc(int(now * SECOND_MS)), "now_ms": int(now * SECOND_MS),
             "snapshot": snap, "alerts": _alerts(active, log), "health": _health(health, now),
             "counts": _counts(counts)}
 
@@ -224,52 +196,24 @@ async def api_state(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     state = await _read_state(ctx)
     if state is None:
-        return _no_snapshot(ctx)
+        return _json_bytes(*no_snapshot(ctx.keys))
     return web.json_response(state, headers={"Cache-Control": "no-store"})
 
 
 async def api_cells(request: web.Request) -> web.Response:
-    """``GET /api/cells?res=N``: present population per H3 cell (``null``: suppressed)."""
+    """``GET /api/cells?res=N``: present population per H3 cell (``null``: suppressed); see
+    :func:`~stream.publish.cells_view.cells_document`."""
     ctx = request.app[CTX]
     assert ctx.redis is not None
-    raw = request.query.get("res", "").strip()
-    res = int(raw) if raw.isdigit() and len(raw) < 3 else -1
-    # the snapshot and its cells are read together so they belong to the same snapshot
-    pipe = ctx.redis.pipeline(transaction=True)
-    pipe.get(ctx.key("snapshot"))
-    pipe.hgetall(ctx.key("cells", res))
-    body, cells = await pipe.execute()
-    if not body:
-        return _no_snapshot(ctx)
-    snap = json.loads(body)
-    resolutions = [int(r) for r in snap.get("cell_resolutions") or [snap.get("res")] if r is not None]
-    if res not in resolutions:
-        return _error(400, f"res must be one of the published resolutions {resolutions}, "
-                           f"got {raw!r}", resolutions=resolutions)
-    parts: list[str] = []
-    values: list[int] = []
-    for cid_b, v in sorted(cells.items()):
-        cid = cid_b.decode()
-        try:
-            boundary = _boundary_json(cid)
-        except (ValueError, h3.H3BaseException):
-            continue  # not an H3 cell id: nothing to draw
-        value = None if v in (b"null", b"") else int(float(v))
-        if value is not None:
-            values.append(value)
-        parts.append(f'{{"id":{json.dumps(cid)},"value":{json.dumps(value)},"boundary":{boundary}}}')
-    head = {"at": snap.get("at"), "published_at": snap.get("published_at"), "res": res,
-            "k": snap.get("k"), "count": len(parts), "suppressed": len(parts) - len(values),
-            "total": sum(values), "max": max(values) if values else None}
-    body = json.dumps(head, separators=(",", ":"))[:-1] + ',"cells":[' + ",".join(parts) + "]}"
-    return _compressed_json(body)
+    status, body = await cells_document(ctx.redis, ctx.keys, request.query.get("res", ""))
+    return _compressed_json(body) if status == 200 else _json_bytes(status, body)
 
 
 async def api_geometry(request: web.Request) -> web.Response:
     """``GET /api/geometry``: the region outlines written by the worker."""
     ctx = request.app[CTX]
     assert ctx.redis is not None
-    body = await ctx.redis.get(ctx.key("geometry"))
+    body = await ctx.redis.get(ctx.keys.geometry)
     if not body:
         return _error(404, f"no region geometry under the Redis prefix {ctx.prefix!r} yet "
                            "(a worker writes it when it starts)", waiting=True)
@@ -284,11 +228,11 @@ async def api_history(request: web.Request) -> web.Response:
     if not region:
         return _error(400, "give the region: /api/history?region=ID")
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.get(ctx.key("snapshot"))
-    pipe.zrange(ctx.key("history"), 0, -1, withscores=True)
+    pipe.get(ctx.keys.snapshot)
+    pipe.zrange(ctx.keys.history, 0, -1, withscores=True)
     body, entries = await pipe.execute()
     if not body and not entries:
-        return _no_snapshot(ctx)
+        return _json_bytes(*no_snapshot(ctx.keys))
     snap = json.loads(body) if body else {"regions": {}}
     name = (snap["regions"].get(region) or {}).get("name")
     points = []
@@ -311,8 +255,8 @@ async def api_alerts(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     assert ctx.redis is not None
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.hgetall(ctx.key("alerts", "active"))
-    pipe.xrevrange(ctx.key("alerts", "log"), count=ALERT_LOG_ENTRIES)
+    pipe.hgetall(ctx.keys.alerts_active)
+    pipe.xrevrange(ctx.keys.alerts_log, count=ALERT_LOG_ENTRIES)
     active, log = await pipe.execute()
     return web.json_response(_alerts(active, log), headers={"Cache-Control": "no-store"})
 
@@ -323,7 +267,7 @@ async def healthz(request: web.Request) -> web.Response:
     assert ctx.redis is not None
     try:
         await ctx.redis.ping()
-        body = await ctx.redis.get(ctx.key("snapshot"))
+        body = await ctx.redis.get(ctx.keys.snapshot)
     except RedisError as exc:
         return _error(503, f"Redis at {ctx.shown_url} is unavailable: {exc}", redis="down")
     at = json.loads(body).get("at") if body else None
@@ -370,7 +314,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return _error(503, f"too many live connections ({ctx.max_event_clients}); the page "
                            "retries by itself", retry_after_s=int(ctx.retry_s) + 1)
     r = ctx.stream_redis
-    key = ctx.key("snapshots")
+    key = ctx.keys.snapshots
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
@@ -480,7 +424,7 @@ def create_dashboard_app(redis_url: str, prefix: str, *, heartbeat_s: float = HE
     if not heartbeat_s > 0 or not retry_s > 0 or max_event_clients < 1:
         raise ValueError("heartbeat_s and retry_s must be positive, max_event_clients >= 1")
     app = web.Application(middlewares=[_middleware])
-    ctx = app[CTX] = _Ctx(redis_url, prefix, heartbeat_s, retry_s)
+    ctx = app[CTX] = DashboardContext(redis_url, prefix, heartbeat_s, retry_s)
     ctx.max_event_clients = max_event_clients
     app.router.add_get("/", index)
     app.router.add_get("/api/state", api_state)
@@ -545,4 +489,4 @@ def serve(redis_url: str, prefix: str, host: str = "127.0.0.1", port: int = 8050
         return 130
 
 
-__all__ = ["cell_boundary", "create_dashboard_app", "redact_url", "serve"]
+__all__ = ["CTX", "DashboardContext", "create_dashboard_app", "serve"]

@@ -1,38 +1,27 @@
-"""Loaders for defacto's input files (formats in ``schemas/``), with one-line errors.
+"""Reference data files (formats in ``schemas/``): regions, registry, reference population,
+calibration, cell plan, and the simulator's truth.
 
-Every loader raises :class:`InputError` naming the file, the line and what is wrong, so the CLI can
-print it and exit instead of showing a traceback.
+Every loader raises :class:`~stream.contract.InputError` naming the file, the line and what is
+wrong, so a command can print it and exit instead of showing a traceback.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
-from estimators.calibration import ANY, FactorRow
+from estimators.calibration import ANY, Calibration, FactorRow
 from estimators.regions import RegionSet, regions_from_geojson
+from stream.contract import InputError
+from stream.sources.text_files import open_text
 
-
-class InputError(ValueError):
-    """A user-facing problem with an input file: the message says where and what."""
-
-
-def open_text(path: str | Path) -> IO[str]:
-    """Open a text file for reading, transparently un-gzipping ``.gz`` files."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+Truth = dict[str, dict[str, dict[str, int]]]
+"""The simulator's truth: snapshot time (ISO) → region id → ``present``/``resident`` people."""
 
 
 def _csv_rows(path: str | Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -150,3 +139,52 @@ def load_cell_plan(path: str | Path) -> CellPlanRows:
         values.append((lat, lon, az, rng))
     arr = np.array(values, dtype=np.float64).reshape(-1, 4)
     return CellPlanRows(operator, cell, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def load_truth(path: str | Path) -> Truth:
+    """Read ``truth.jsonl`` from ``defacto simulate``: the true figures per snapshot time."""
+    out: Truth = {}
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                out[doc["at"]] = doc["regions"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{line_no}: not a truth record ({exc})") from None
+    return out
+
+
+@dataclass(frozen=True)
+class ReferencePaths:
+    """Where a run's reference data is: regions (required), registry, calibration, cell plan."""
+
+    regions: Path
+    registry: Path | None = None
+    calibration: Path | None = None
+    cells: Path | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A run's reference data, loaded and checked against the regions."""
+
+    regions: RegionSet
+    registry: dict[str, int] | None
+    calibration: Calibration | None
+    cell_plan: CellPlanRows | None
+
+
+def load_reference(paths: ReferencePaths) -> Reference:
+    """Load and cross-check the files of ``paths`` (raises :class:`~stream.contract.InputError`)."""
+    regions = load_regions(paths.regions)
+    registry = load_population(paths.registry, regions) if paths.registry else None
+    calibration = Calibration(load_calibration(paths.calibration, regions)) \
+        if paths.calibration else None
+    if calibration is not None:
+        unknown = calibration.unknown_regions(regions)
+        if unknown:
+            raise InputError(f"calibration names unknown region(s): {', '.join(unknown)}")
+    plan = load_cell_plan(paths.cells) if paths.cells else None
+    return Reference(regions, registry, calibration, plan)

@@ -92,10 +92,14 @@ class WorkerMetrics:
         for rid, fig in snap["regions"].items():
             for gauge, key in pairs:
                 if fig.get(key) is None:
-                    gauge.remove(rid) if (rid,) in gauge._metrics else None
+                    gauge.remove(rid)  # a no-op when absent (prometheus-client 0.26)
                 else:
                     gauge.labels(rid).set(fig[key])
         self.last_publish.set(published_unix_s)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop a revoked partition's lag gauge (its next owner reports it)."""
+        self.lag.remove(str(partition))
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""

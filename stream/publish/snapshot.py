@@ -8,41 +8,26 @@ never appear: only counts per region and per H3 cell.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import h3
 import numpy as np
 
 from estimators.alerts import GapAlert, gap_crossings, update_gap_alerts
+from estimators.engine import Engine
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
-
-
-def iso_utc(ts_ms: int) -> str:
-    """ISO-8601 UTC with a ``Z``: ``2026-03-02T01:00:00Z`` (milliseconds only when non-zero)."""
-    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    text = dt.isoformat(timespec="milliseconds" if ts_ms % 1000 else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-def parse_iso_ms(text: str) -> int:
-    """Milliseconds since 1970 from an ISO-8601 time; a time without zone is taken as UTC."""
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(round(dt.timestamp() * 1000))
+from estimators.units import SECOND_MS
+from stream.timefmt import iso_utc
 
 
 def _count(x: float) -> int | None:
     return None if math.isnan(x) else round(x)
 
 
-def _ratio(resident: int | None, registered: int | None) -> float | None:
-    """``(resident - registered) / registered`` to 4 decimals, None when either is unknown."""
+def gap_ratio(resident: int | None, registered: int | None) -> float | None:
+    """``(resident - registered) / registered`` to 4 decimals; None when either is unknown or
+    nobody is registered."""
     if resident is None or not registered:
         return None
     return round((resident - registered) / registered, 4)
@@ -51,14 +36,17 @@ def _ratio(resident: int | None, registered: int | None) -> float | None:
 def build_snapshot(est: Estimate, regions: RegionSet, res: int,
                    registry: dict[str, int] | None, extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """The published snapshot: per region figures with the registry gap, and per cell present."""
+    """The published snapshot: per region figures with the registry gap, and per cell present.
+
+    ``est`` holds ``float64[n_regions]`` people (NaN = suppressed) per figure; they are rounded
+    to whole people, NaN becomes ``None``. ``extra`` keys are added at the top level.
+    """
     registry = registry or {}
     out_regions: dict[str, Any] = {}
     for i, rid in enumerate(regions.ids):
         resident = _count(est.resident[i])
         registered = registry.get(rid)
         gap = resident - registered if resident is not None and registered is not None else None
-        ratio = round(gap / registered, 4) if gap is not None and registered else None
         lo, hi = _count(est.resident_lo[i]), _count(est.resident_hi[i])
         out_regions[rid] = {
             "name": regions.names[i],
@@ -70,9 +58,9 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
             "resident_hi": hi,
             "registered": registered,
             "gap": gap,
-            "gap_ratio": ratio,
-            "gap_ratio_lo": _ratio(lo, registered),
-            "gap_ratio_hi": _ratio(hi, registered),
+            "gap_ratio": gap_ratio(resident, registered),
+            "gap_ratio_lo": gap_ratio(lo, registered),
+            "gap_ratio_hi": gap_ratio(hi, registered),
             "devices": _count(est.present_devices[i]),
             "resident_devices": _count(est.resident_devices[i]),
         }
@@ -88,6 +76,14 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
     return snapshot
 
 
+def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None) -> dict[str, Any]:
+    """The snapshot of ``engine``'s estimate at ``at_ms`` as ``defacto replay`` writes it
+    (with ``horizon_s`` and ``k``)."""
+    cfg = engine.config.estimate
+    return build_snapshot(engine.estimate(at_ms), engine.regions, engine.cells.res, registry,
+                          {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity})
+
+
 def gap_alerts(active: dict[str, GapAlert], snapshot: dict[str, Any], at_ms: int, threshold: float
                ) -> tuple[dict[str, GapAlert], list[GapAlert], list[GapAlert]]:
     """A snapshot's gap alerts given the open ones: (open now, opened, closed); see
@@ -99,36 +95,3 @@ def gap_alerts(active: dict[str, GapAlert], snapshot: dict[str, Any], at_ms: int
     direction, magnitude = gap_crossings(lo, hi, threshold)
     return update_gap_alerts(active, ids, [f["name"] for f in figs], direction, magnitude, at_ms,
                              threshold)
-
-
-def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | None = None) -> str:
-    """A readable fixed-width table of a snapshot's regions (with true figures when given)."""
-    head = ["region", "present", "90% interval", "resident", "registered", "gap", "gap %"]
-    if truth is not None:
-        head += ["true present", "true resident"]
-    rows = [head]
-
-    def fmt(v: Any) -> str:
-        return "—" if v is None else f"{v:,}"
-
-    for rid, r in snapshot["regions"].items():
-        if rid == "unassigned" and r["devices"] is None and r["resident"] is None:
-            continue
-        interval = "—" if r["lo"] is None else f"{r['lo']:,}–{r['hi']:,}"
-        pct = "—" if r["gap_ratio"] is None else f"{100 * r['gap_ratio']:+.1f}%"
-        row = [f"{r['name']} ({rid})", fmt(r["present"]), interval, fmt(r["resident"]),
-               fmt(r["registered"]), fmt(r["gap"]), pct]
-        if truth is not None:
-            t = truth.get(rid, {})
-            row += [fmt(t.get("present")), fmt(t.get("resident"))]
-        rows.append(row)
-    widths = [max(len(str(r[c])) for r in rows) for c in range(len(head))]
-    lines = []
-    for k, r in enumerate(rows):
-        cells_ = [str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
-                  for c, v in enumerate(r)]
-        lines.append("  ".join(cells_))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-

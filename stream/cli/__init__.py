@@ -1,0 +1,46 @@
+"""The ``defacto`` command line: argv → typed config → call. Nothing else imports this package
+(but for the ``stream/app.py`` entry shim).
+
+Input problems end the command with one clear line (``defacto: error: ...``) and exit code 2;
+bad *rows* in ping files never stop a run: they are counted, written to the reject file and
+summarized in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from stream.cli.demo import add_demo_parser
+from stream.cli.live import add_dashboard_parser, add_produce_parser, add_worker_parser
+from stream.cli.offline import add_calibrate_parser, add_replay_parser, add_simulate_parser
+from stream.contract import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="defacto",
+        description="Live de facto population from anonymized mobile-network pings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_replay_parser, add_calibrate_parser, add_simulate_parser, add_produce_parser,
+                add_worker_parser, add_dashboard_parser, add_demo_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``defacto`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"defacto: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("defacto: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,354 @@
+"""``defacto replay``, ``calibrate`` and ``simulate``: typed run functions and their parsers.
+
+``run_replay``, ``run_calibrate`` and ``run_simulate`` take frozen configs and do the work (the
+demo calls them); the ``add_*_parser`` functions and ``cmd_*`` wrappers turn argv into those
+configs. Input problems raise :class:`~stream.contract.InputError`; bad *rows* never stop a run:
+they are counted, written to the reject file and summarized in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from estimators.calibration import FactorRow
+from estimators.units import HOUR_MS, SECOND_MS
+from stream.cli import options
+from stream.contract import InputError, Reject
+from stream.decode.validate import PingDecoder
+from stream.estimate.engine_options import EngineOptions, build_engine
+from stream.estimate.windows import EventTimeWindows, WindowSettings
+from stream.publish.snapshot import engine_snapshot
+from stream.publish.table import region_table
+from stream.sources.key_file import load_pseudonym_key
+from stream.sources.ping_files import read_records
+from stream.sources.reference_files import (
+    ReferencePaths,
+    load_population,
+    load_reference,
+    load_truth,
+    write_calibration,
+)
+
+Snapshot = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """A replay: ping files, reference files, engine and window settings, where output goes.
+
+    ``out``: snapshots JSON Lines (None: none written); ``rejects``: reject file (default
+    ``OUT.rejects.jsonl`` or ``rejects.jsonl``); ``start_ms``/``end_ms``: only pings in between.
+    """
+
+    pings: tuple[Path, ...]
+    reference: ReferencePaths
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    windows: WindowSettings = field(default_factory=WindowSettings)
+    key_file: Path | None = None
+    out: Path | None = None
+    rejects: Path | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    @property
+    def rejects_path(self) -> Path:
+        """Where rejected rows are written."""
+        if self.rejects is not None:
+            return self.rejects
+        return Path(f"{self.out}.rejects.jsonl") if self.out else Path("rejects.jsonl")
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did: the last snapshot, how many were written, the input counts."""
+
+    last_snapshot: Snapshot | None
+    snapshots: int
+    summary: str
+    rejected: int
+    period: str
+    uncalibrated: list[tuple[str, str]]
+
+
+class RejectFile:
+    """Writes rejects to a JSON Lines file, opened on the first reject only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: TextIO | None = None
+
+    def __call__(self, reject: Reject) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")
+        self._fh.write(reject.to_json() + "\n")
+
+    def close(self) -> None:
+        """Close the file (if a reject opened it)."""
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path]) -> None:
+    """Read, decode and feed ping files with a progress bar on stderr."""
+    with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        for chunk in read_records(pings):
+            batch = decoder.decode(chunk)
+            windows.feed(batch, lambda i, chunk=chunk: chunk[i].source, rows_read=len(chunk))
+            bar.update(len(chunk))
+            bar.set_postfix(windows=windows.stats.windows, refresh=False)
+
+
+def run_replay(config: ReplayConfig) -> ReplayResult:
+    """Replay ping files in event-time order, writing a snapshot at every window end.
+
+    Raises :class:`~stream.contract.InputError` for bad files or options.
+    """
+    reference = load_reference(config.reference)
+    engine = build_engine(config.engine, reference)
+    secret = load_pseudonym_key(config.key_file)
+    out_fh = open(config.out, "w", encoding="utf-8") if config.out else None
+    reject_file = RejectFile(config.rejects_path)
+    last: list[Snapshot] = []
+
+    def publish(boundary_ms: int) -> None:
+        snap = engine_snapshot(engine, boundary_ms, reference.registry)
+        last[:] = [snap]
+        if out_fh is not None:
+            out_fh.write(json.dumps(snap, separators=(",", ":")) + "\n")
+
+    windows = EventTimeWindows(engine, config.windows, on_window=publish, on_reject=reject_file,
+                               start_ms=config.start_ms, end_ms=config.end_ms)
+    try:
+        _feed_files(windows, PingDecoder(engine, secret, config.windows.max_future_ms), config.pings)
+        windows.finish()
+    finally:
+        reject_file.close()
+        if out_fh is not None:
+            out_fh.close()
+    stats = windows.stats
+    return ReplayResult(last[0] if last else None, stats.windows, stats.summary(),
+                        sum(stats.rejected.values()), windows.describe_period(),
+                        engine.factors().uncalibrated if reference.calibration else [])
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """A calibration: pings of a reference period against a reference population."""
+
+    pings: tuple[Path, ...]
+    reference_population: Path
+    out: Path
+    reference: ReferencePaths
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    lateness_ms: int = WindowSettings.lateness_ms
+    reference_rse: float = 0.0
+    key_file: Path | None = None
+    rejects: Path | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass
+class CalibrateResult:
+    """The fitted factors and what the input gave."""
+
+    rows: list[FactorRow]
+    summary: str
+    period: str
+
+
+def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
+    """Fit people-per-device factors per region at the end of the reference period.
+
+    Raises :class:`~stream.contract.InputError` for bad files or options, or when the period
+    holds no accepted ping.
+    """
+    reference = load_reference(config.reference)
+    population = load_population(config.reference_population, reference.regions)
+    engine = build_engine(config.engine, reference, calibrated=False)
+    secret = load_pseudonym_key(config.key_file)
+    settings = WindowSettings(every_ms=HOUR_MS, lateness_ms=config.lateness_ms)
+    reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))
+    windows = EventTimeWindows(engine, settings, on_window=lambda _at: None, on_reject=reject_file,
+                               start_ms=config.start_ms, end_ms=config.end_ms)
+    try:
+        _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings)
+    finally:
+        reject_file.close()
+    windows.apply_all()
+    last_ms = windows.stats.last_ts_ms
+    if last_ms is None:
+        raise InputError("no accepted pings in the calibration period")
+    at_ms = config.end_ms if config.end_ms is not None else last_ms + 1
+    try:
+        rows = engine.fit_calibration(at_ms, population, config.reference_rse)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    write_calibration(config.out, rows)
+    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period())
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """A simulation: scenario (name or TOML path), size, length, seed, and where it goes."""
+
+    scenario: str
+    scale: float = 0.01
+    days: float = 3.0
+    seed: int = 1
+    out: Path | None = None
+    file_format: str = "jsonl"
+    gz: bool = False
+
+
+def run_simulate(config: SimulateConfig) -> Any:
+    """Simulate a scenario; with ``out``, write its files (names printed to stderr).
+
+    Returns the :class:`~stream.simulator.Simulation`. Raises
+    :class:`~stream.contract.InputError` for an unknown or invalid scenario.
+    """
+    from stream.simulator import load_scenario, simulate, write_simulation
+
+    try:
+        scenario = load_scenario(config.scenario)
+    except (OSError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    sim = simulate(scenario, scale=config.scale, days=config.days, seed=config.seed)
+    if config.out:
+        paths = write_simulation(sim, config.out, fmt=config.file_format, gz=config.gz, progress=True)
+        for name, path in paths.items():
+            print(f"{name:>10}: {path}", file=sys.stderr)
+    return sim
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _key_file(args: argparse.Namespace) -> Path | None:
+    return Path(args.key_file) if args.key_file else None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``defacto replay``: snapshots over ping files."""
+    start, end = options.period(args)
+    config = ReplayConfig(
+        pings=tuple(map(Path, args.pings)), reference=options.reference_paths(args),
+        engine=options.engine_options(args), windows=options.window_settings(args),
+        key_file=_key_file(args), out=Path(args.out) if args.out else None,
+        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
+    if config.reference.calibration is None:
+        print("defacto: warning: no --calibration: every device counts as one person",
+              file=sys.stderr)
+    result = run_replay(config)
+    rej = f" -> {config.rejects_path}" if result.rejected else ""
+    print(f"defacto: {result.summary}{rej}", file=sys.stderr)
+    print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
+          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    if result.uncalibrated:
+        shown = ", ".join(f"{r}/{o}" for r, o in result.uncalibrated[:5])
+        print(f"defacto: warning: {len(result.uncalibrated)} region/operator pair(s) have no "
+              f"calibration factor and count 1 person per device (e.g. {shown})", file=sys.stderr)
+    if not args.out or args.table:
+        snap = result.last_snapshot
+        if snap is None:
+            print("defacto: no snapshot: the input has no accepted pings", file=sys.stderr)
+            return 1
+        truth = load_truth(args.truth).get(snap["at"]) if args.truth else None
+        print(f"Snapshot at {snap['at']} (horizon {config.engine.horizon_ms // SECOND_MS} s, "
+              f"k = {args.k})")
+        print(region_table(snap, truth))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``defacto calibrate``: fit factors on a reference period against a reference population."""
+    start, end = options.period(args)
+    config = CalibrateConfig(
+        pings=tuple(map(Path, args.pings)), reference_population=Path(args.reference),
+        out=Path(args.out), reference=options.reference_paths(args),
+        engine=options.engine_options(args), lateness_ms=args.lateness,
+        reference_rse=args.reference_rse, key_file=_key_file(args),
+        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
+    result = run_calibrate(config)
+    print(f"defacto: {result.summary}", file=sys.stderr)
+    print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``defacto simulate``: write a scenario's pings, reference files and ground truth."""
+    if not args.out and not args.kafka:
+        raise InputError("give --out DIR (write files), --kafka BOOTSTRAP (stream live), or both")
+    sim = run_simulate(SimulateConfig(args.scenario, args.scale, args.days, args.seed,
+                                      Path(args.out) if args.out else None, args.format, args.gz))
+    if args.kafka:
+        from stream.cli.live import stream_simulation_live
+
+        return stream_simulation_live(sim, args.kafka, args.topic, args.encoding, args.speed, args.days)
+    return 0
+
+
+def add_replay_parser(sub: Any) -> None:
+    """``defacto replay``."""
+    p = sub.add_parser("replay", help="run the engine over ping files and write snapshots",
+                       description="Replay ping files in event-time order; write a snapshot "
+                                   "at every --every boundary (UTC-aligned).")
+    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz)")
+    options.add_reference_options(p)
+    options.add_every_option(p)
+    p.add_argument("--out", help="snapshots JSON Lines file (default: print a region table)")
+    p.add_argument("--table", action="store_true", help="also print the table with --out")
+    p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl or rejects.jsonl)")
+    p.add_argument("--truth", help="truth.jsonl from `defacto simulate`: adds true columns")
+    options.add_engine_options(p)
+    p.set_defaults(func=cmd_replay)
+
+
+def add_calibrate_parser(sub: Any) -> None:
+    """``defacto calibrate``."""
+    p = sub.add_parser("calibrate", help="fit calibration factors on a reference period",
+                       description="Fit people-per-device factors per region from the pings "
+                                   "of a reference period against a reference population.")
+    p.add_argument("pings", nargs="+", help="ping files of the reference period")
+    p.add_argument("--reference", required=True,
+                   help="reference population CSV (region,registered): usual residents from a "
+                        "source independent of the registry you compare with")
+    p.add_argument("--reference-rse", type=float, default=0.0,
+                   help="relative standard error of the reference figures (default 0)")
+    p.add_argument("--out", required=True, help="calibration CSV to write")
+    p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
+    options.add_engine_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
+def add_simulate_parser(sub: Any) -> None:
+    """``defacto simulate``."""
+    p = sub.add_parser("simulate", help="simulate a scenario: pings plus the true population",
+                       description="Write pings, cell plan, regions, registry, reference and "
+                                   "truth for a built-in scenario name or a scenario TOML file.")
+    p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
+    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
+    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
+    p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="with --kafka: simulated seconds per second (default 60: an hour per "
+                        "minute; 1 = real time; 0 = as fast as possible)")
+    p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
+                   help="with --kafka: message encoding (default frame)")
+    p.add_argument("--gz", action="store_true", help="gzip the ping file")
+    p.set_defaults(func=cmd_simulate)

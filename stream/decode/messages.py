@@ -1,0 +1,344 @@
+"""Kafka message values: the four encodings accepted on the ping topic, decoded into columns.
+
+One topic carries, in any mix (layouts in ``schemas/README.md``, section "Kafka messages"):
+
+* **JSON** -- one ping per message, a UTF-8 JSON object (one line of a ``.jsonl`` ping file);
+* **Avro** -- one ping per message in the Confluent wire format: ``0x00``, a 4-byte big-endian
+  schema id, then the schemaless Avro body per ``schemas/ping.avsc``;
+* **batch frame** -- thousands of pings per message in a columnar binary layout
+  (:mod:`stream.decode.frame`), decoded as zero-copy numpy views;
+* **control** -- ``{"control": "watermark", "ts_ms": W, "final": bool}``: the producer promises no
+  more pings with ``ts < W`` on this partition; ``final`` marks the end of its input.
+
+:func:`decode_messages` turns a batch of message values into ONE set of ping columns, a map from
+each ping row back to its message, the rejects and the watermarks. It never raises on bad input:
+a bad message (or a bad row inside a frame) becomes a reject. JSON and Avro pings go through the
+same type rules as ping files (:func:`stream.contract.check_ping`), and frame rows through a
+vectorized equivalent; range checks (ts range, coordinate range, unknown cell) are left to the
+downstream validator.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+
+from stream.contract import (
+    MAX_TS_MS,
+    MIN_TS_MS,
+    PING_DTYPES,
+    RAW_KEEP_CHARS,
+    CodecError,
+    PingColumns,
+    Reject,
+    check_ping,
+    empty_ping_columns,
+    redacted,
+)
+from stream.decode.frame import FRAME_MAGIC, check_frame_rows, decode_frame
+
+CONTENT_TYPES = {
+    "application/x-defacto-frame": "frame",
+    "application/vnd.defacto.ping+avro": "avro",
+    "application/json": "json",
+}
+AVRO_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "ping.avsc"
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_WS = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+_CONTROL_PREFIX = re.compile(rb'\{\s*"control"\s*:')
+_json_decode = json.JSONDecoder().decode
+
+
+@dataclass
+class Decoded:
+    """Pings of a batch of messages as columns, plus rejects and watermarks.
+
+    ``columns``: :data:`~stream.contract.PingColumns` (``device`` ``S``, ``ts`` ``i8``,
+    ``operator`` ``S6``, ``home_mcc`` ``i2`` with -1 = unknown, ``cell`` ``S`` with ``b""`` = none,
+    ``lat``/``lon`` ``f8`` with NaN = none); a row has either a cell or lat/lon, never both (a
+    cell wins, as for ping files). Arrays may be read-only views of the message bytes.
+    ``source_rows[i]`` (int64) is the index of the message ping row ``i`` came from; rows keep
+    message order, so it is non-decreasing. ``rejects`` (named by the ``source`` given to
+    :func:`decode_messages`) and ``watermarks`` ``(message index, ts_ms, final)`` are in message
+    order.
+    """
+
+    columns: PingColumns
+    source_rows: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+    watermarks: list[tuple[int, int, bool]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_json(ping: dict[str, Any]) -> bytes:
+    """One ping as a compact UTF-8 JSON object (the JSON Lines ping format, without newline)."""
+    return json.dumps(ping, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _avro_schema_dict() -> dict[str, Any]:
+    schema = json.loads(AVRO_SCHEMA_PATH.read_text(encoding="utf-8"))
+    # ts is a plain long on the wire; without the logical type fastavro returns ints, not datetimes
+    for f in schema["fields"]:
+        if isinstance(f["type"], dict):
+            f["type"] = {k: v for k, v in f["type"].items() if k != "logicalType"}
+    return schema
+
+
+@cache
+def _avro_schema() -> Any:
+    """``schemas/ping.avsc``, parsed once (timestamp logical type dropped: ts stays an int)."""
+    return fastavro.parse_schema(_avro_schema_dict())
+
+
+def encode_avro(ping: dict[str, Any], schema_id: int = 1) -> bytes:
+    """One ping in the Confluent Avro wire format: ``0x00``, big-endian schema id, Avro body."""
+    if not 0 <= schema_id <= 0xFFFFFFFF:
+        raise CodecError("bad_avro", f"schema id {schema_id} does not fit 4 bytes")
+    buf = io.BytesIO()
+    buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
+    try:
+        fastavro.schemaless_writer(buf, _avro_schema(), ping)
+    except Exception as exc:
+        raise CodecError("bad_avro", f"ping does not fit ping.avsc: {exc}") from exc
+    return buf.getvalue()
+
+
+def encode_control(ts_ms: int, final: bool = False) -> bytes:
+    """A watermark control message: no pings with ``ts < ts_ms`` follow on this partition."""
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, int):
+        raise CodecError("not_a_ping_object", f"watermark ts_ms must be an integer, got {ts_ms!r:.40}")
+    return json.dumps({"control": "watermark", "ts_ms": ts_ms, "final": bool(final)},
+                      separators=(",", ":")).encode()
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def sniff(data: bytes, content_type: str | None = None) -> str:
+    """The encoding of a message value: ``frame``, ``avro``, ``json`` or ``control``.
+
+    A known ``content_type`` header wins (parameters such as ``; charset=utf-8`` are ignored);
+    otherwise, or for an unknown content type, the first bytes decide: ``DFB1`` is a frame,
+    ``0x00`` Avro, ``{`` (after whitespace / a BOM) JSON. Only a prefix is looked at: a JSON
+    object whose first key is ``"control"`` is reported as ``control``; :func:`decode_messages`
+    decides from the parsed object either way. Raises :class:`CodecError` (``empty_message`` or
+    ``unknown_encoding``).
+    """
+    if not data:
+        raise CodecError("empty_message", "empty message value")
+    kind = None
+    if content_type:
+        kind = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+        if kind in ("frame", "avro"):
+            return kind
+    if kind is None:
+        if data[:4] == FRAME_MAGIC:
+            return "frame"
+        if data[0] == 0:
+            return "avro"
+    head = bytes(data[:256]).lstrip(_WS)
+    if head.startswith(_BOM):
+        head = head[3:].lstrip(_WS)
+    if head.startswith(b"{"):
+        return "control" if _CONTROL_PREFIX.match(head) else "json"
+    if kind == "json":
+        return "json"
+    if not head and len(data) <= 256:
+        raise CodecError("empty_message", "message value is only whitespace")
+    raise CodecError("unknown_encoding", f"no known encoding starts with {bytes(data[:4])!r}")
+
+
+class _Rows:
+    """JSON/Avro pings gathered one by one until the next frame (or the end of the batch)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the gathered pings."""
+        self.device: list[bytes] = []
+        self.ts: list[int] = []
+        self.operator: list[bytes] = []
+        self.home_mcc: list[int] = []
+        self.cell: list[bytes] = []
+        self.lat: list[float] = []
+        self.lon: list[float] = []
+        self.src: list[int] = []
+
+    def add(self, f: dict[str, Any], msg: int) -> tuple[str, str] | None:
+        """Append a ping that passed the type rules; (reason, detail) if it cannot be represented."""
+        ts = f["ts"]
+        if not _INT64_MIN <= ts <= _INT64_MAX:
+            return "ts_out_of_range", "ts does not fit 64 bits (milliseconds since 1970 expected)"
+        try:
+            device = f["device"].encode("utf-8")
+        except UnicodeEncodeError:
+            return "bad_device", "device is not encodable as UTF-8"
+        cell = f.get("cell")
+        if cell is not None:
+            try:
+                cell_b, lat, lon = cell.encode("utf-8"), np.nan, np.nan
+            except UnicodeEncodeError:
+                return "bad_cell", "cell is not encodable as UTF-8"
+        else:
+            try:
+                cell_b, lat, lon = b"", float(f["lat"]), float(f["lon"])
+            except OverflowError:
+                return "bad_coordinates", "lat and lon must be finite numbers"
+        if not f["operator"].isascii():
+            return "bad_operator", "operator must be an MCC+MNC string of 5-6 ASCII digits"
+        mcc = f.get("home_mcc")
+        self.device.append(device)
+        self.ts.append(ts)
+        self.operator.append(f["operator"].encode("ascii"))
+        self.home_mcc.append(-1 if mcc is None else mcc)
+        self.cell.append(cell_b)
+        self.lat.append(lat)
+        self.lon.append(lon)
+        self.src.append(msg)
+        return None
+
+    def flush(self, parts: list[tuple[PingColumns, np.ndarray]]) -> None:
+        """Turn the gathered pings into one block of columns and start over."""
+        if not self.src:
+            return
+        cols = {
+            name: np.array(getattr(self, name), dtype=dt) for name, dt in PING_DTYPES.items()
+        }
+        parts.append((cols, np.array(self.src, dtype=np.int64)))
+        self.clear()
+
+
+def _text_raw(data: bytes) -> str:
+    """What a reject keeps of text that is not a ping object: a description, never the text.
+
+    Unparsable text can hold a device pseudonym in any shape (a CSV row, a Python dict), and
+    rejects leave the worker (dead-letter topic), so the text itself is not kept.
+    """
+    return f"<unparsable message, {len(data)} bytes; content not shown>"
+
+
+def _binary_raw(data: bytes, kind: str) -> str:
+    """What a reject file keeps of a binary message: a description, never the Avro body."""
+    if kind == "avro":
+        sid = int.from_bytes(data[1:5], "big") if len(data) >= 5 else None
+        return f"<avro message, {len(data)} bytes, schema id {sid}; body not shown>"
+    head = ""
+    if len(data) >= 8 and data[:4] == FRAME_MAGIC:
+        hlen = int.from_bytes(data[4:8], "little")
+        head = " header " + bytes(data[8:8 + min(hlen, 1000)]).decode("utf-8", "backslashreplace").rstrip()
+    return f"<batch frame, {len(data)} bytes; columns not shown>{head}"[:RAW_KEEP_CHARS]
+
+
+def _read_avro(data: bytes) -> dict[str, Any]:
+    if len(data) < 5 or data[0] != 0:
+        raise CodecError("bad_avro", "not Confluent Avro (needs 0x00 and a 4-byte schema id)")
+    body = io.BytesIO(data[5:])
+    try:
+        rec = fastavro.schemaless_reader(body, _avro_schema(), None)
+    except Exception as exc:
+        raise CodecError("bad_avro", f"Avro body does not decode with ping.avsc: "
+                         f"{type(exc).__name__}: {exc}".splitlines()[0][:200]) from None
+    left = len(data) - 5 - body.tell()
+    if left:
+        raise CodecError("bad_avro", f"{left} bytes after the Avro record")
+    if not isinstance(rec, dict):
+        raise CodecError("bad_avro", "Avro body is not a record")
+    return rec
+
+
+def _watermark(obj: dict[str, Any]) -> tuple[int, bool]:
+    ts, final = obj.get("ts_ms"), obj.get("final", False)
+    if obj.get("control") != "watermark":
+        raise CodecError("not_a_ping_object", f"unknown control message {obj.get('control')!r:.40}")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
+        raise CodecError("bad_watermark", "watermark ts_ms must be integer ms since 1970 within "
+                         f"2020-01-01..2089, got {ts!r:.40}")
+    if not isinstance(final, bool):
+        raise CodecError("bad_watermark", f"watermark final must be true or false, got {final!r:.40}")
+    return ts, final
+
+
+def decode_messages(values: list[bytes], content_types: list[str | None] | None = None,
+                    source: Callable[[int], str] = str) -> Decoded:
+    """Decode a batch of Kafka message values (in order) into one set of ping columns.
+
+    JSON and Avro pings are gathered into columns, frames are appended as blocks; row order
+    follows message order. ``content_types[i]`` (the message's ``content-type`` header, if any)
+    overrides sniffing for message ``i``. Never raises on bad input: a bad message, or a bad row
+    in a frame, becomes a reject with the same reason codes as ping files (type rules only; ranges
+    and cell-plan lookups are checked downstream) or one of the :class:`CodecError` codes.
+    ``source(i)`` names message ``i`` in its rejects (default: the index as text). Raises
+    ``ValueError`` only when ``content_types`` and ``values`` differ in length.
+    """
+    if content_types is not None and len(content_types) != len(values):
+        raise ValueError(f"{len(content_types)} content types for {len(values)} messages")
+    parts: list[tuple[PingColumns, np.ndarray]] = []
+    rows = _Rows()
+    rejects: list[Reject] = []
+    watermarks: list[tuple[int, int, bool]] = []
+    for i, data in enumerate(values):
+        kind = "unknown"
+        fields: dict[str, Any] | None = None
+        try:
+            ct = content_types[i] if content_types is not None else None
+            kind = "json" if ct is None and data and data[:1] == b"{" else sniff(data, ct)
+            if kind == "frame":
+                cols = decode_frame(data)
+                rows.flush(parts)
+                block = check_frame_rows(cols, lambda i=i: source(i), rejects)
+                parts.append((block, np.full(len(block["ts"]), i, dtype=np.int64)))
+                continue
+            if kind == "avro":
+                fields = _read_avro(data)
+            else:
+                try:
+                    obj = _json_decode(data.decode("utf-8").lstrip().removeprefix("\ufeff"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise CodecError("malformed_json", f"malformed JSON: {exc}".splitlines()[0][:200]) from None
+                if not isinstance(obj, dict):
+                    raise CodecError("not_a_ping_object", f"JSON {type(obj).__name__}, not an object")
+                fields = obj
+                if "control" in obj:
+                    ts_ms, final = _watermark(obj)
+                    watermarks.append((i, ts_ms, final))
+                    continue
+            bad = check_ping(fields) or rows.add(fields, i)
+            if bad:
+                rejects.append(Reject(source(i), bad[0], bad[1], redacted(fields)))
+        except Exception as exc:  # a message must never break the batch
+            if isinstance(exc, CodecError):
+                reason, detail = exc.reason, exc.detail
+            else:
+                reason = {"frame": "bad_frame", "avro": "bad_avro", "unknown": "unknown_encoding"}.get(
+                    kind, "malformed_json")
+                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            if fields is not None:
+                raw = redacted(fields)
+            elif kind in ("frame", "avro"):
+                raw = _binary_raw(data or b"", kind)
+            else:
+                raw = _text_raw(data or b"")
+            rejects.append(Reject(source(i), reason, detail, raw))
+    rows.flush(parts)
+    if not parts:
+        return Decoded(empty_ping_columns(), np.empty(0, dtype=np.int64), rejects, watermarks)
+    if len(parts) == 1:
+        return Decoded(parts[0][0], parts[0][1], rejects, watermarks)
+    columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    return Decoded(columns, np.concatenate([p[1] for p in parts]), rejects, watermarks)

@@ -1,0 +1,117 @@
+"""The Redis key layout of one deployment: the contract between workers, dashboards and demo.
+
+Every key lives under a prefix ``P`` (``--prefix``, default ``defacto``); ``schemas/README.md``
+("Redis keys") documents each one. Workers write them (:mod:`stream.publish.redis_publisher`);
+dashboards only read them (:mod:`stream.web.dashboard`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """The keys under ``prefix``."""
+
+    prefix: str = "defacto"
+
+    def key(self, *parts: object) -> str:
+        """``prefix:part:part...``."""
+        return ":".join([self.prefix, *map(str, parts)])
+
+    def tally(self, at_ms: int) -> str:
+        """Hash partition → tally blob of the window ending at ``at_ms``."""
+        return self.key("tally", at_ms)
+
+    @property
+    def closed(self) -> str:
+        """Hash partition → end of the last window that partition closed (ms)."""
+        return self.key("closed")
+
+    @property
+    def last_accepted(self) -> str:
+        """Hash partition → event time of its latest accepted ping (ms)."""
+        return self.key("last_accepted")
+
+    @property
+    def pending(self) -> str:
+        """Sorted set of window ends with at least one tally."""
+        return self.key("pending")
+
+    @property
+    def published_until(self) -> str:
+        """The end of the last published window (ms)."""
+        return self.key("published_until")
+
+    @property
+    def snapshot(self) -> str:
+        """The latest snapshot (JSON, ``schemas/snapshot.schema.json``)."""
+        return self.key("snapshot")
+
+    @property
+    def regions(self) -> str:
+        """Hash region id → JSON of its figures in the latest snapshot."""
+        return self.key("regions")
+
+    def cells(self, res: int | str) -> str:
+        """Hash H3 cell → present population at ``res`` (``null``: suppressed)."""
+        return self.key("cells", res)
+
+    @property
+    def history(self) -> str:
+        """Sorted set (score at_ms) of compact per-region snapshots."""
+        return self.key("history")
+
+    @property
+    def snapshots(self) -> str:
+        """Stream of snapshot announcements (at, at_ms, published_at)."""
+        return self.key("snapshots")
+
+    @property
+    def announce(self) -> str:
+        """Pub/sub channel of snapshot times."""
+        return self.key("announce")
+
+    def checkpoint(self, partition: int) -> str:
+        """Hash {offset, data}: the partition's resumable state."""
+        return self.key("checkpoint", partition)
+
+    @property
+    def alerts_active(self) -> str:
+        """Hash region id → JSON of its open gap alert."""
+        return self.key("alerts", "active")
+
+    @property
+    def alerts_log(self) -> str:
+        """Stream of gap alert opened/closed events."""
+        return self.key("alerts", "log")
+
+    @property
+    def geometry(self) -> str:
+        """GeoJSON FeatureCollection of the region outlines."""
+        return self.key("geometry")
+
+    @property
+    def health(self) -> str:
+        """Hash ``lag:<partition>`` and ``seen:<partition>`` (Unix s of its latest batch)."""
+        return self.key("health")
+
+    @property
+    def counts(self) -> str:
+        """Hash of ping counts by outcome and ``rejected:<reason>``."""
+        return self.key("counts")
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{parts.username + ':' if parts.username else ':'}***@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,40 @@
+"""A snapshot as a fixed-width text table, for the command line and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | None = None) -> str:
+    """A readable fixed-width table of a snapshot's regions; ``truth`` (region id → true
+    ``present``/``resident``, one snapshot time of :func:`~stream.sources.reference_files.load_truth`)
+    adds the true figures."""
+    head = ["region", "present", "90% interval", "resident", "registered", "gap", "gap %"]
+    if truth is not None:
+        head += ["true present", "true resident"]
+    rows = [head]
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:,}"
+
+    for rid, r in snapshot["regions"].items():
+        if rid == "unassigned" and r["devices"] is None and r["resident"] is None:
+            continue
+        interval = "—" if r["lo"] is None else f"{r['lo']:,}–{r['hi']:,}"
+        pct = "—" if r["gap_ratio"] is None else f"{100 * r['gap_ratio']:+.1f}%"
+        row = [f"{r['name']} ({rid})", fmt(r["present"]), interval, fmt(r["resident"]),
+               fmt(r["registered"]), fmt(r["gap"]), pct]
+        if truth is not None:
+            t = truth.get(rid, {})
+            row += [fmt(t.get("present")), fmt(t.get("resident"))]
+        rows.append(row)
+    widths = [max(len(str(r[c])) for r in rows) for c in range(len(head))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells_ = [str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
+                  for c, v in enumerate(r)]
+        lines.append("  ".join(cells_))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+

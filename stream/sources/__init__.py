@@ -1,0 +1,10 @@
+"""Stage 1: where pings and reference data come from.
+
+- :mod:`~stream.sources.ping_files`: JSON Lines / CSV ping files (optionally gzipped) as chunks of
+  :class:`~stream.contract.Record`;
+- :mod:`~stream.sources.reference_files`: regions, registry, reference population, calibration,
+  cell plan and the simulator's truth, with one-line :class:`~stream.contract.InputError`;
+- :mod:`~stream.sources.kafka_producer`: ping files or columns into the Kafka pings topic;
+- :mod:`~stream.sources.simulation`: the simulator (:mod:`stream.simulator`, the truth oracle) as
+  ping columns, paced into Kafka or fed straight into an engine.
+"""

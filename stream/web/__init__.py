@@ -1,0 +1,1 @@
+"""Shell: the planners' dashboard (aiohttp), read-only on the Redis key layout."""

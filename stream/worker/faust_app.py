@@ -1,0 +1,148 @@
+"""The Faust app of a worker: the ingest agent, a 1 s timer, the revoke hook and the web pages.
+
+``defacto worker ...`` runs it; so does ``DEFACTO_WORKER_ARGS="..." faust -A stream.app worker``
+(the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
+``/metrics`` (Prometheus), ``/healthz``, ``/api/regions`` (the latest snapshot's regions) and
+``/api/cells?res=N`` (the same document as the dashboard's ``/api/cells``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import faust
+from faust.types import TP
+from mode import CrashingSupervisor
+from redis.exceptions import RedisError
+
+from estimators.units import SECOND_MS
+from stream.contract import InputError
+from stream.estimate.engine_options import build_engine
+from stream.publish.cells_view import cells_document
+from stream.publish.redis_keys import redact_url
+from stream.sources.key_file import load_pseudonym_key
+from stream.sources.reference_files import Reference, load_reference
+from stream.worker.config import WorkerConfig
+from stream.worker.faust_compat import short_fetch_wait_transport, use_transport
+from stream.worker.runtime import WorkerRuntime
+
+
+def _faust_settings(config: WorkerConfig) -> dict[str, Any]:
+    """Faust's settings for the worker (broker, web, timeouts, fetch sizes)."""
+    timeout_s = config.session_timeout_s
+    return dict(
+        broker=f"kafka://{config.kafka}", value_serializer="raw", key_serializer="raw",
+        web_enabled=config.web_port > 0, web_bind=config.web_host, web_host=config.web_host,
+        web_port=max(config.web_port, 1), broker_session_timeout=timeout_s,
+        broker_heartbeat_interval=min(3.0, timeout_s / 4),
+        broker_request_timeout=max(40.0, timeout_s * 2),
+        broker_rebalance_timeout=max(20.0, timeout_s * 2),
+        consumer_auto_offset_reset="earliest", producer_acks=1, topic_allow_declare=True,
+        store="memory://", datadir=str(config.datadir), loghandlers=[],
+        consumer_max_fetch_size=config.fetch_max_bytes, broker_max_poll_records=config.batch_messages,
+    )
+
+
+def create_app(config: WorkerConfig, reference: Reference, secret: bytes, partitions: int) -> faust.App:
+    """The Faust app of a worker (not started). ``partitions``: of the pings topic."""
+    app = faust.App(config.group, **_faust_settings(config))
+    use_transport(app, short_fetch_wait_transport(config.fetch_wait_ms))
+    topic = app.topic(config.topic, acks=False, value_type=bytes, key_type=bytes)
+    dead_topic = app.topic(config.dead_letter_topic, value_type=bytes, key_type=bytes, partitions=1)
+    runtime = WorkerRuntime(app, config, partitions, lambda: build_engine(config.engine, reference),
+                            secret, reference.registry, dead_topic)
+    app.runtime = runtime  # type: ignore[attr-defined]
+
+    # an unexpected error must stop the worker loudly, not skip a batch (Faust's default restarts
+    # the agent and the batch is gone); a restarted worker resumes from the checkpoint
+    @app.agent(topic, name="ingest", supervisor_strategy=CrashingSupervisor)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(config.batch_messages, within=config.batch_wait_s):
+            await runtime.handle(list(events))
+
+    @app.timer(interval=1.0)
+    async def tick() -> None:
+        await runtime.flush()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        await runtime.revoke(revoked)
+
+    _register_pages(app, runtime, config)
+    return app
+
+
+def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig) -> None:
+    """``/metrics``, ``/healthz``, ``/api/regions`` and ``/api/cells`` on the worker's web port."""
+    publisher = runtime.publisher
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(runtime.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        try:
+            until = await publisher.published_until()
+            redis_ok = True
+        except (RedisError, OSError):
+            until, redis_ok = None, False
+        return web.json({"status": "ok", "redis": redis_ok, "partitions": sorted(runtime.parts),
+                         "published_until_ms": until})
+
+    @app.page("/api/regions")
+    async def api_regions(web: Any, request: Any) -> Any:
+        try:
+            snap = await publisher.latest()
+        except (RedisError, OSError):
+            return web.json({"error": "redis unavailable"}, status=503)
+        if snap is None:
+            return web.json({"error": "no snapshot published yet"}, status=404)
+        return web.json({"at": snap["at"], "regions": snap["regions"]})
+
+    @app.page("/api/cells")
+    async def api_cells(web: Any, request: Any) -> Any:
+        raw = request.query.get("res", "")
+        try:
+            status, body = await cells_document(publisher.redis, publisher.keys, raw)
+        except (RedisError, OSError):
+            return web.json({"error": "redis unavailable"}, status=503)
+        return web.bytes(body, content_type="application/json", status=status)
+
+
+def topic_partitions(bootstrap: str, topic: str) -> int:
+    """The partition count of ``topic``; raises :class:`~stream.contract.InputError` when the
+    topic does not exist."""
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=15)
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise InputError(f"topic {topic!r} not found on {bootstrap}: create it first "
+                         "(partitions = the most workers you will run)")
+    return len(info.partitions)
+
+
+def build_worker_app(config: WorkerConfig) -> faust.App:
+    """Load the reference files and the key, check the options, and build the app.
+
+    Raises :class:`~stream.contract.InputError` for a bad file, option or missing key.
+    """
+    reference = load_reference(config.reference)
+    secret = load_pseudonym_key(config.key_file, stable=True)
+    build_engine(config.engine, reference)  # validate the options once, with clear errors
+    partitions = config.partitions or topic_partitions(config.kafka, config.topic)
+    return create_app(config, reference, secret, partitions)
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Run a worker until it is stopped (Faust's worker owns the event loop and signals)."""
+    from faust.worker import Worker
+
+    app = build_worker_app(config)
+    web = f"http://{config.web_host}:{config.web_port}/metrics" if config.web_port else "off"
+    print(f"defacto: worker for {config.topic} on {config.kafka}; Redis {redact_url(config.redis_url)}; "
+          f"web {web}; window {config.windows.every_ms // SECOND_MS} s", file=sys.stderr)
+    Worker(app, loglevel=config.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    return 0
