@@ -43,7 +43,7 @@ test: $(STAMP) system-tools
 	$(BIN)/python -m pytest -q tests
 
 screenshot: $(STAMP) system-tools
-	DEFACTO_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q tests/test_dashboard.py -k chromium
+	DEFACTO_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q tests/web/test_dashboard.py -k chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check estimators stream tests bench

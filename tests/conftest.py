@@ -1,5 +1,10 @@
 """Shared fixtures: a tiny region set (a city with two districts inside a rural ring); a Kafka
-broker (embedded Tansu) and a Redis per test module."""
+broker (embedded Tansu) and a Redis per test module.
+
+Tests that start a broker, Redis, Prometheus or Chromium carry the ``integration`` marker, so
+``pytest -m "not integration"`` is the fast loop; a test that takes the ``broker`` or
+``redis_url`` fixture without the marker fails collection.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,18 @@ def regions_file(tmp_path: Path, regions_doc: dict[str, Any]) -> Path:
     path = tmp_path / "regions.geojson"
     path.write_text(json.dumps(regions_doc))
     return path
+
+
+SERVICE_FIXTURES = ("broker", "redis_url")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the ``integration`` marker true: service fixtures only in marked tests."""
+    for item in items:
+        used = [f for f in SERVICE_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if used and item.get_closest_marker("integration") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {', '.join(used)} but is not marked "
+                                    "@pytest.mark.integration")
 
 
 @pytest.fixture(scope="module")

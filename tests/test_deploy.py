@@ -362,6 +362,7 @@ def test_docker_build_context_has_what_the_image_installs() -> None:
 # --- Prometheus and Alertmanager --------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_promtool_check_config() -> None:
     proc = run_tool("promtool", "check", "config", "prometheus.yml", cwd=PROM)
     assert_ok(proc)
@@ -377,6 +378,7 @@ def test_promtool_check_config() -> None:
     assert am == ["alertmanager:9093"] and "alertmanager" in services
 
 
+@pytest.mark.integration
 def test_promtool_check_config_kubernetes_variant(tmp_path: Path) -> None:
     """prometheus-k8s.yml with its Kubernetes discovery swapped for an empty static list (Debian's
     promtool is built without Kubernetes service discovery); the relabelling is still checked."""
@@ -390,11 +392,13 @@ def test_promtool_check_config_kubernetes_variant(tmp_path: Path) -> None:
     assert_ok(run_tool("promtool", "check", "config", str(tmp_path / "prometheus.yml")))
 
 
+@pytest.mark.integration
 def test_promtool_check_rules() -> None:
     proc = run_tool("promtool", "check", "rules", str(RULES))
     assert_ok(proc)
 
 
+@pytest.mark.integration
 def test_promtool_rule_unit_tests() -> None:
     proc = run_tool("promtool", "test", "rules", str(RULE_TESTS))
     assert_ok(proc)
@@ -432,6 +436,7 @@ def test_registry_gap_alert_uses_the_whole_interval_and_the_exported_threshold()
         assert "by (region)" in r["expr"] and "region" in r["annotations"]["description"]
 
 
+@pytest.mark.integration
 def test_amtool_check_config_and_routing() -> None:
     assert_ok(run_tool("amtool", "check-config", str(ALERTMANAGER)))
     conf = load_yaml(ALERTMANAGER)

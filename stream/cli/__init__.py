@@ -13,8 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from stream.cli.demo import add_demo_parser
-from stream.cli.live import add_dashboard_parser, add_produce_parser, add_worker_parser
-from stream.cli.offline import add_calibrate_parser, add_replay_parser, add_simulate_parser
+from stream.cli.live import (
+    add_dashboard_parser,
+    add_produce_parser,
+    add_simulate_parser,
+    add_worker_parser,
+)
+from stream.cli.offline import add_calibrate_parser, add_replay_parser
 from stream.contract import InputError
 
 

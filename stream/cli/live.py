@@ -1,4 +1,5 @@
-"""``defacto produce``, ``worker`` and ``dashboard``, and the simulation streamed live.
+"""``defacto simulate``, ``produce``, ``worker`` and ``dashboard``: pings into Kafka and the
+live shells.
 
 Each command turns argv into a typed config and calls the shell that does the work:
 :func:`stream.worker.faust_app.run_worker`, :func:`stream.web.dashboard.serve`, or the Kafka
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from estimators.units import MINUTE_MS
 from stream.cli import options
+from stream.cli.offline import SimulateConfig, run_simulate
 from stream.contract import InputError
 
 WORKER_ARGS_ENV = "DEFACTO_WORKER_ARGS"
@@ -62,6 +64,17 @@ def stream_simulation_live(sim: Any, kafka: str, topic: str, encoding: str, spee
     print(f"defacto: {st.pings:,} pings in {st.messages:,} message(s): {st.delivered:,} delivered, "
           f"{st.failed:,} failed, {left:,} unconfirmed", file=sys.stderr)
     return 0 if st.failed == 0 and left == 0 else 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``defacto simulate``: write a scenario's pings, reference files and ground truth."""
+    if not args.out and not args.kafka:
+        raise InputError("give --out DIR (write files), --kafka BOOTSTRAP (stream live), or both")
+    sim = run_simulate(SimulateConfig(args.scenario, args.scale, args.days, args.seed,
+                                      Path(args.out) if args.out else None, args.format, args.gz))
+    if args.kafka:
+        return stream_simulation_live(sim, args.kafka, args.topic, args.encoding, args.speed, args.days)
+    return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -123,10 +136,11 @@ def worker_app_from_env() -> Any:
     (for ``faust -A stream.app worker``). A bad option or file exits with the CLI's message."""
     if not os.environ.get(WORKER_ARGS_ENV):
         return None
-    from stream.cli import build_parser
     from stream.worker.faust_app import build_worker_app
 
-    args = build_parser().parse_args(["worker", *shlex.split(os.environ[WORKER_ARGS_ENV])])
+    parser = argparse.ArgumentParser(prog="defacto", description=f"${WORKER_ARGS_ENV}")
+    add_worker_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["worker", *shlex.split(os.environ[WORKER_ARGS_ENV])])
     try:
         return build_worker_app(worker_config(args))
     except InputError as exc:
@@ -207,3 +221,25 @@ def add_dashboard_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     p.set_defaults(func=cmd_dashboard)
+
+
+def add_simulate_parser(sub: Any) -> None:
+    """``defacto simulate``."""
+    p = sub.add_parser("simulate", help="simulate a scenario: pings plus the true population",
+                       description="Write pings, cell plan, regions, registry, reference and "
+                                   "truth for a built-in scenario name or a scenario TOML file.")
+    p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
+    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
+    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
+    p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="with --kafka: simulated seconds per second (default 60: an hour per "
+                        "minute; 1 = real time; 0 = as fast as possible)")
+    p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
+                   help="with --kafka: message encoding (default frame)")
+    p.add_argument("--gz", action="store_true", help="gzip the ping file")
+    p.set_defaults(func=cmd_simulate)

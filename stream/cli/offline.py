@@ -1,9 +1,9 @@
-"""``defacto replay``, ``calibrate`` and ``simulate``: typed run functions and their parsers.
+"""``defacto replay`` and ``calibrate`` (and simulating to files): typed run functions, parsers.
 
 ``run_replay``, ``run_calibrate`` and ``run_simulate`` take frozen configs and do the work (the
-demo calls them); the ``add_*_parser`` functions and ``cmd_*`` wrappers turn argv into those
-configs. Input problems raise :class:`~stream.contract.InputError`; bad *rows* never stop a run:
-they are counted, written to the reject file and summarized in one line.
+demo and ``defacto simulate`` call them); the ``add_*_parser`` functions and ``cmd_*`` wrappers
+turn argv into those configs. Input problems raise :class:`~stream.contract.InputError`; bad
+*rows* never stop a run: they are counted, written to the reject file and summarized in one line.
 """
 
 from __future__ import annotations
@@ -286,19 +286,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    """``defacto simulate``: write a scenario's pings, reference files and ground truth."""
-    if not args.out and not args.kafka:
-        raise InputError("give --out DIR (write files), --kafka BOOTSTRAP (stream live), or both")
-    sim = run_simulate(SimulateConfig(args.scenario, args.scale, args.days, args.seed,
-                                      Path(args.out) if args.out else None, args.format, args.gz))
-    if args.kafka:
-        from stream.cli.live import stream_simulation_live
-
-        return stream_simulation_live(sim, args.kafka, args.topic, args.encoding, args.speed, args.days)
-    return 0
-
-
 def add_replay_parser(sub: Any) -> None:
     """``defacto replay``."""
     p = sub.add_parser("replay", help="run the engine over ping files and write snapshots",
@@ -330,25 +317,3 @@ def add_calibrate_parser(sub: Any) -> None:
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
     options.add_engine_options(p)
     p.set_defaults(func=cmd_calibrate)
-
-
-def add_simulate_parser(sub: Any) -> None:
-    """``defacto simulate``."""
-    p = sub.add_parser("simulate", help="simulate a scenario: pings plus the true population",
-                       description="Write pings, cell plan, regions, registry, reference and "
-                                   "truth for a built-in scenario name or a scenario TOML file.")
-    p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
-    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
-    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
-    p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
-    p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
-    p.add_argument("--speed", type=float, default=60.0,
-                   help="with --kafka: simulated seconds per second (default 60: an hour per "
-                        "minute; 1 = real time; 0 = as fast as possible)")
-    p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
-                   help="with --kafka: message encoding (default frame)")
-    p.add_argument("--gz", action="store_true", help="gzip the ping file")
-    p.set_defaults(func=cmd_simulate)

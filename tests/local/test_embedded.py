@@ -71,6 +71,7 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
+@pytest.mark.integration
 def test_broker_roundtrip_loopback_and_stop() -> None:
     svc = start_broker()
     try:
@@ -126,6 +127,7 @@ def test_broker_roundtrip_loopback_and_stop() -> None:
     svc.stop()  # idempotent
 
 
+@pytest.mark.integration
 def test_create_topic_rejects_wrong_partition_count() -> None:
     with start_broker() as svc:
         create_topic(svc.url, "fixed", partitions=2)
@@ -133,6 +135,7 @@ def test_create_topic_rejects_wrong_partition_count() -> None:
             create_topic(svc.url, "fixed", partitions=4, timeout_s=1.0)
 
 
+@pytest.mark.integration
 def test_start_broker_on_busy_port_fails_fast() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -141,6 +144,7 @@ def test_start_broker_on_busy_port_fails_fast() -> None:
             start_broker(port=sock.getsockname()[1], timeout_s=5.0)
 
 
+@pytest.mark.integration
 def test_redis_roundtrip_and_stop() -> None:
     svc = start_redis()
     try:

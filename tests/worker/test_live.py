@@ -29,6 +29,8 @@ from stream.local.embedded import Service, create_topic, free_port, start_redis
 from stream.publish.snapshot import gap_alerts
 from stream.timefmt import parse_iso_ms
 
+pytestmark = pytest.mark.integration  # real broker, Redis, Prometheus or Chromium
+
 FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
 
 

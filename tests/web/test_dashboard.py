@@ -36,12 +36,14 @@ from stream.simulator import simulate
 from stream.sources.simulation import FedHour, SimulationFeed
 from stream.web.dashboard import CTX, create_dashboard_app
 
+pytestmark = pytest.mark.integration  # real broker, Redis, Prometheus or Chromium
+
 SECRET = b"dashboard-test-secret-0123456789"
 HOUR_MS = 3_600_000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 

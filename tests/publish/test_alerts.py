@@ -108,6 +108,7 @@ def test_snapshot_gap_alerts() -> None:
     assert not still and [(a.region, a.until_ms) for a in closed] == [("astana", 7_200_000)]
 
 
+@pytest.mark.integration
 def test_publisher_writes_health_and_geometry(store: str, regions_file: Path) -> None:
     """Lag, batch times and summed ping counts, and the region outlines, in a real Redis."""
     prefix = f"defacto-test-alerts:{secrets.token_hex(4)}"

@@ -27,6 +27,8 @@ from livekit import ROOT, Workers, wait_for
 from stream.cli import main
 from stream.local.embedded import Service, create_topic, free_port
 
+pytestmark = pytest.mark.integration  # real broker, Redis, Prometheus or Chromium
+
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "defacto.rules.yml"
 MATCHING = "kokshetau"
 
