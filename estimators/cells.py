@@ -69,10 +69,6 @@ class CellTable:
         """``loc`` of each WGS84 position (validated beforehand), binned at this resolution."""
         return self.locate(latlng_to_cell(lat, lon, self.res))
 
-    def cell_ids(self, locs: np.ndarray) -> list[str]:
-        """H3 cell id strings of the given locations (for output)."""
-        return [h3.int_to_str(int(c)) for c in self.cell[locs].tolist()]
-
 
 def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, range_m: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:

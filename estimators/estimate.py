@@ -33,7 +33,15 @@ from estimators.units import DAY_MS, HOUR_MS
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """Tunables of the estimate (defaults and their reasons in ``docs/METHOD.md``)."""
+    """Tunables of the estimate (defaults and their reasons in ``docs/METHOD.md``).
+
+    ``horizon_ms``: a device is present where its last ping within this time was;
+    ``activity_ms``: devices seen within this time are active; ``min_nights``: nights seen before
+    a device has a home; ``k_anonymity``: figures resting on fewer devices are suppressed; ``z``:
+    the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
+    error. Raises ``ValueError`` for a non-positive horizon or activity window, a horizon
+    longer than the activity window, or k < 1.
+    """
 
     horizon_ms: int = 6 * HOUR_MS
     activity_ms: int = DAY_MS
@@ -53,8 +61,18 @@ class EstimateConfig:
 
 @dataclass
 class Estimate:
-    """Figures at ``at_ms``: per region (index as in :class:`RegionSet`, aggregated over
-    subtrees) and per H3 cell (``cell_id``: H3 cell numbers, sorted)."""
+    """Figures at ``at_ms`` (UTC ms), per region and per H3 cell.
+
+    Per region, ``float64[n_regions]`` in people (index as in :class:`RegionSet`, aggregated
+    over subtrees; NaN = suppressed, fewer than k devices): ``present`` with its 90 % interval
+    ``present_lo``/``present_hi``, ``resident`` with ``resident_lo``/``resident_hi``, and the
+    device counts behind them, ``present_devices`` and ``resident_devices``.
+    Per cell at the engine's resolution: ``cell_id`` ``uint64[n_cells]`` H3 cell numbers
+    (sorted), ``cell_present`` ``float64[n_cells]`` people (NaN = suppressed) and
+    ``cell_devices``; ``coarse_cells`` maps each coarser published resolution to
+    ``(cell_id, cell_present)``. ``active_devices``: devices active at ``at_ms``;
+    ``coverage_present``/``coverage_resident``: the share of them the figures can see.
+    """
 
     at_ms: int
     present: np.ndarray
@@ -218,16 +236,3 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
         coarse_cells={lvl.res: (lvl.cell_id, lvl.present) for lvl in levels[1:]},
         unresolved_groups=unresolved,
     )
-
-
-def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
-             factors: FactorMatrix, at_ms: int, utc_offset_s: int,
-             config: EstimateConfig, loc_cell: np.ndarray | None = None) -> Estimate:
-    """Compute present and resident population at ``at_ms`` from the device state.
-
-    ``factors`` is indexed by the state's own class codes; cells are reported by ``loc_cell``
-    (H3 ids per location), or by location number when it is not given.
-    """
-    cells = np.arange(len(loc_region), dtype=np.uint64) if loc_cell is None else loc_cell
-    t = tally_state(state, cells, loc_region, (), at_ms, utc_offset_s, config)
-    return estimate_from_tally(t, regions, factors, config)

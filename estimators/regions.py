@@ -154,10 +154,6 @@ class RegionSet:
             todo[hit] = False
         return out
 
-    def aggregate(self, per_region: np.ndarray) -> np.ndarray:
-        """Sum per-assignment figures (length n+1) into per-region totals over each subtree."""
-        return self.subtree.astype(per_region.dtype if per_region.dtype.kind == "f" else np.int64) @ per_region
-
     def ancestors(self, i: int) -> list[int]:
         """``i`` followed by its parent, grandparent, ... up to the top."""
         chain = [i]

@@ -20,10 +20,4 @@ EPOCH_MS = 1_577_836_800_000
 """2020-01-01T00:00:00Z: device-state stamps count from here; no ping is older."""
 
 
-def seconds_to_ms(seconds: float) -> int:
-    """Milliseconds from a duration in (possibly fractional) seconds, rounded to the nearest ms."""
-    return round(seconds * SECOND_MS)
-
-
-__all__ = ["DAY_MS", "DAY_S", "EPOCH_MS", "HOUR_MS", "HOUR_S", "MINUTE_MS", "SECOND_MS",
-           "seconds_to_ms"]
+__all__ = ["DAY_MS", "DAY_S", "EPOCH_MS", "HOUR_MS", "HOUR_S", "MINUTE_MS", "SECOND_MS"]

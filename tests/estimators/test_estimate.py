@@ -7,10 +7,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from estimators.calibration import Calibration, FactorRow, fit_factors
-from estimators.estimate import EstimateConfig, estimate
+from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
+from estimators.estimate import Estimate, EstimateConfig, estimate_from_tally, tally_state
 from estimators.presence import ROAMER, NightWindow, PresenceState
-from estimators.regions import regions_from_geojson
+from estimators.regions import RegionSet, regions_from_geojson
+
+
+def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
+             factors: FactorMatrix, at_ms: int, utc_offset_s: int,
+             config: EstimateConfig) -> Estimate:
+    """The estimate straight from a device state (the engine goes through a tally too);
+    cells are reported by location number."""
+    cells = np.arange(len(loc_region), dtype=np.uint64)
+    t = tally_state(state, cells, loc_region, (), at_ms, utc_offset_s, config)
+    return estimate_from_tally(t, regions, factors, config)
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 local)
 HOUR_MS = 3_600_000
