@@ -32,6 +32,8 @@ from stream.publish.snapshot import build_snapshot, gap_alerts
 from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
+HISTORY_FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
+"""The figures kept per region in ``P:history`` (the dashboard's chart)."""
 
 _SAVE_IF_NEWER = """
 local cur = redis.call('HGET', KEYS[1], 'offset')
@@ -139,6 +141,8 @@ class SnapshotPublisher:
         return out
 
     async def _publish_one(self, at_ms: int) -> bool:
+        """Publish the window ending at ``at_ms`` unless another worker already did (WATCH on
+        ``published_until``); every key of the snapshot in one MULTI/EXEC."""
         pu_key = self.keys.published_until
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
@@ -149,46 +153,17 @@ class SnapshotPublisher:
                     await self.redis.zrem(self.keys.pending, str(at_ms))
                     return False
                 blobs = await pipe.hgetall(self.keys.tally(at_ms))
-                tally = merge_tallies([Tally.from_bytes(b) for b in blobs.values()]) if blobs \
-                    else None
-                if tally is None:
+                if not blobs:
                     return False
-                est = self.engine.estimate_tally(tally)
+                est = self.engine.estimate_tally(merge_tallies([Tally.from_bytes(b) for b in blobs.values()]))
                 snap = self.snapshot(est)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
-                body = json.dumps(snap, separators=(",", ":"))
-                cells = self._cells(est)
                 active = _open_alerts(await pipe.hgetall(self.keys.alerts_active))
-                still, opened, closed = gap_alerts(active, snap, at_ms, self.settings.gap_threshold)
+                alerts = gap_alerts(active, snap, at_ms, self.settings.gap_threshold)
                 pipe.multi()
-                pipe.set(self.keys.snapshot, body)
-                pipe.delete(self.keys.regions)
-                pipe.hset(self.keys.regions, mapping={
-                    rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
-                for res in self.resolutions:
-                    values = cells.get(res, {})
-                    pipe.delete(self.keys.cells(res))
-                    if values:
-                        pipe.hset(self.keys.cells(res), mapping=values)
-                compact = {"at": snap["at"], "regions": {
-                    rid: {k: fig[k] for k in ("present", "resident", "resident_lo", "resident_hi",
-                                              "registered", "gap_ratio")}
-                    for rid, fig in snap["regions"].items()}}
-                pipe.zadd(self.keys.history, {json.dumps(compact, separators=(",", ":")): at_ms})
-                pipe.zremrangebyscore(self.keys.history, "-inf", at_ms - self.settings.history_s * SECOND_MS)
-                pipe.xadd(self.keys.snapshots, {"at": snap["at"], "at_ms": at_ms,
-                                                  "published_at": snap["published_at"]},
-                          maxlen=self.settings.announcements, approximate=True)
-                pipe.delete(self.keys.alerts_active)
-                if still:
-                    pipe.hset(self.keys.alerts_active, mapping={
-                        rid: json.dumps(a.to_dict()) for rid, a in still.items()})
-                for event, alerts in (("closed", closed), ("opened", opened)):
-                    for a in alerts:
-                        pipe.xadd(self.keys.alerts_log,
-                                  {"event": event, "at_ms": at_ms, "alert": json.dumps(a.to_dict())},
-                                  maxlen=self.settings.alert_log, approximate=True)
+                self._queue_snapshot(pipe, at_ms, snap, self._cells(est))
+                self._queue_alerts(pipe, at_ms, *alerts)
                 pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)
                 pipe.zremrangebyscore(self.keys.pending, "-inf", at_ms)
@@ -197,6 +172,39 @@ class SnapshotPublisher:
                 return False
         self.on_publish(snap, published_at - at_ms / SECOND_MS)
         return True
+
+    def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
+                        cells: dict[int, dict[str, str]]) -> None:
+        """Queue the snapshot, its regions, cells, history entry and announcement."""
+        pipe.set(self.keys.snapshot, json.dumps(snap, separators=(",", ":")))
+        pipe.delete(self.keys.regions)
+        pipe.hset(self.keys.regions, mapping={
+            rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
+        for res in self.resolutions:
+            values = cells.get(res, {})
+            pipe.delete(self.keys.cells(res))
+            if values:
+                pipe.hset(self.keys.cells(res), mapping=values)
+        compact = {"at": snap["at"], "regions": {
+            rid: {k: fig[k] for k in HISTORY_FIGURES} for rid, fig in snap["regions"].items()}}
+        pipe.zadd(self.keys.history, {json.dumps(compact, separators=(",", ":")): at_ms})
+        pipe.zremrangebyscore(self.keys.history, "-inf", at_ms - self.settings.history_s * SECOND_MS)
+        pipe.xadd(self.keys.snapshots, {"at": snap["at"], "at_ms": at_ms,
+                                        "published_at": snap["published_at"]},
+                  maxlen=self.settings.announcements, approximate=True)
+
+    def _queue_alerts(self, pipe: Any, at_ms: int, still: dict[str, GapAlert],
+                      opened: list[GapAlert], closed: list[GapAlert]) -> None:
+        """Queue the open alerts (replacing the previous set) and the opened/closed events."""
+        pipe.delete(self.keys.alerts_active)
+        if still:
+            pipe.hset(self.keys.alerts_active, mapping={
+                rid: json.dumps(a.to_dict()) for rid, a in still.items()})
+        for event, alerts in (("closed", closed), ("opened", opened)):
+            for a in alerts:
+                pipe.xadd(self.keys.alerts_log,
+                          {"event": event, "at_ms": at_ms, "alert": json.dumps(a.to_dict())},
+                          maxlen=self.settings.alert_log, approximate=True)
 
     def snapshot(self, est: Estimate) -> dict[str, Any]:
         """The snapshot JSON object of the estimate from a (merged) tally."""
