@@ -20,13 +20,11 @@ from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.regions import regions_from_geojson
-from estimators.units import HOUR_MS
+from estimators.units import DAY_MS, HOUR_MS
 from stream.publish.snapshot import build_snapshot
 from stream.simulator import load_scenario, simulate
 from stream.sources.simulation import SimulationFeed
 from stream.timefmt import iso_utc, parse_duration_ms
-
-DAY_MS = 86_400_000
 
 
 def main() -> None:

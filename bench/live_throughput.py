@@ -54,7 +54,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,15 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from estimators.units import HOUR_MS
+from estimators.units import HOUR_MS, SECOND_MS
 from stream.decode.frame import encode_frame
 from stream.decode.messages import encode_control, encode_json
 from stream.local.embedded import Service, create_topic, free_port, start_broker, start_redis
+from stream.publish.redis_keys import RedisKeys
 from stream.simulator import Simulation, load_scenario, simulate
 from stream.sources.kafka_producer import device_partition
 from stream.sources.simulation import simulation_columns
-from stream.timefmt import parse_duration_ms
+from stream.timefmt import parse_duration_ms, parse_iso_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 CT_FRAME = b"application/x-defacto-frame"
@@ -289,15 +289,14 @@ class Worker:
 
     def published_until(self) -> int | None:
         """``P:published_until`` (end of the last published window, ms)."""
-        v = self.redis.get(f"{self.prefix}:published_until")
+        v = self.redis.get(RedisKeys(self.prefix).published_until)
         return int(v) if v is not None else None
 
     def snapshots(self) -> list[tuple[int, float]]:
         """(at_ms, published_at unix s) of every snapshot announced on ``P:snapshots``."""
         out = []
-        for _id, f in self.redis.xrange(f"{self.prefix}:snapshots"):
-            pub = datetime.fromisoformat(f[b"published_at"].decode().replace("Z", "+00:00"))
-            out.append((int(f[b"at_ms"]), pub.timestamp()))
+        for _id, f in self.redis.xrange(RedisKeys(self.prefix).snapshots):
+            out.append((int(f[b"at_ms"]), parse_iso_ms(f[b"published_at"].decode()) / SECOND_MS))
         return out
 
     def stop(self) -> None:
@@ -449,7 +448,7 @@ def throughput(env: Env, stage: str, messages: list[tuple[int, bytes]], content_
         wait_for("the last snapshot", lambda: (w.published_until() or 0) >= last_boundary, 60)
         t_pub = time.monotonic()
         rate = (n_pings - c_first) / (t_done - t_first)
-        snaps = w.redis.xlen(f"{w.prefix}:snapshots")
+        snaps = w.redis.xlen(RedisKeys(w.prefix).snapshots)
         log(f"{stage}: {rate:,.0f} pings/s ({dict(c)}); last snapshot {t_pub - t_done:.2f} s after "
             f"the last ping; {snaps} snapshots")
         return {"pings": n_pings, "messages": len(messages), "pings_per_s": rate,

@@ -64,7 +64,8 @@ class Estimate:
     """Figures at ``at_ms`` (UTC ms), per region and per H3 cell.
 
     Per region, ``float64[n_regions]`` in people (index as in :class:`RegionSet`, aggregated
-    over subtrees; NaN = suppressed, fewer than k devices): ``present`` with its 90 % interval
+    over subtrees; NaN = suppressed, fewer than k devices): ``present`` with its interval (90 %
+    at the default ``z``)
     ``present_lo``/``present_hi``, ``resident`` with ``resident_lo``/``resident_hi``, and the
     device counts behind them, ``present_devices`` and ``resident_devices``.
     Per cell at the engine's resolution: ``cell_id`` ``uint64[n_cells]`` H3 cell numbers

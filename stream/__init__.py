@@ -10,5 +10,6 @@
 
 Shells at the edge: :mod:`stream.worker` (Faust), :mod:`stream.web` (dashboard),
 :mod:`stream.local` (embedded broker and Redis) and :mod:`stream.cli` (argv → config → call).
-Stages never import the shells, Faust or aiohttp; nothing imports the CLI (``tests/test_layers.py``).
+Stages never import the shells, Faust or aiohttp; nothing imports the CLI but the ``stream/app.py``
+shim of ``faust -A stream.app worker`` (``tests/test_layers.py``).
 """

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from estimators.accuracy import score
-from estimators.units import DAY_MS, HOUR_MS
+from estimators.units import DAY_MS, HOUR_MS, HOUR_S
 from stream.cli.offline import (
     CalibrateConfig,
     ReplayConfig,
@@ -38,6 +38,7 @@ from stream.cli.offline import (
     run_calibrate,
     run_replay,
     run_simulate,
+    warn_uncalibrated,
 )
 from stream.contract import InputError
 from stream.publish.redis_keys import RedisKeys
@@ -90,6 +91,7 @@ def simulate_and_calibrate(out: Path, scenario: str, scale: float, days: float, 
         pings=(pings,), reference_population=sim_dir / "reference.csv", out=calibration,
         reference=ReferencePaths(regions=sim_dir / "regions.geojson", cells=sim_dir / "cells.csv"),
         end_ms=end_ms))
+    print(f"defacto: {result.summary}", file=sys.stderr)
     print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {calibration}",
           file=sys.stderr)
     return DemoFiles(sim_dir, calibration, iso_utc(end_ms))
@@ -110,6 +112,7 @@ def run_offline_demo(out: Path, scenario: str, scale: float, days: float, seed: 
     print(f"defacto: {result.summary}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period} -> {snapshots}",
           file=sys.stderr)
+    warn_uncalibrated(result.uncalibrated)
     truth = load_truth(truth_path)
     last = result.last_snapshot
     if last is None:
@@ -279,7 +282,7 @@ def run_live_demo(demo: LiveDemo) -> int:
             else:
                 _say(f"the dashboard did not start (see {dash_log}); going on without it")
             _say(f"streaming {demo.scenario} at {demo.speed:g}x (one simulated hour every "
-                 f"{3600 / demo.speed:.0f} s); Ctrl-C stops")
+                 f"{HOUR_S / demo.speed:.0f} s); Ctrl-C stops")
             rc = _stream_and_show(demo, kafka.url, topic, store.url, keys, worker, log)
             if rc or not demo.hold:
                 if not rc:

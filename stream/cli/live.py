@@ -18,10 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from estimators.units import MINUTE_MS
+from estimators.units import DAY_MS, MINUTE_MS, SECOND_MS
 from stream.cli import options
 from stream.cli.offline import SimulateConfig, run_simulate
 from stream.contract import InputError
+from stream.worker.config import LOOPBACK, WorkerConfig
 
 WORKER_ARGS_ENV = "DEFACTO_WORKER_ARGS"
 
@@ -46,7 +47,7 @@ def stream_simulation_live(sim: Any, kafka: str, topic: str, encoding: str, spee
     pace = None if speed <= 0 else speed
     shown = "as fast as possible" if pace is None else f"at {pace:g}x"
     print(f"defacto: streaming {sim.scenario.name} to {topic} on {kafka} {shown}", file=sys.stderr)
-    total_min = int(days * 24 * 60)
+    total_min = int(days * DAY_MS // MINUTE_MS)
     bar = tqdm(total=total_min, desc="simulated", unit=" min")
     t0 = None
     try:
@@ -68,6 +69,12 @@ def stream_simulation_live(sim: Any, kafka: str, topic: str, encoding: str, spee
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``defacto simulate``: write a scenario's pings, reference files and ground truth."""
+    from stream.simulator import load_scenario
+
+    try:
+        load_scenario(args.scenario)
+    except (OSError, ValueError) as exc:
+        raise InputError(str(exc)) from None
     if not args.out and not args.kafka:
         raise InputError("give --out DIR (write files), --kafka BOOTSTRAP (stream live), or both")
     sim = run_simulate(SimulateConfig(args.scenario, args.scale, args.days, args.seed,
@@ -108,9 +115,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0 if st.failed == 0 and left == 0 else 1
 
 
-def worker_config(args: argparse.Namespace) -> Any:
+def worker_config(args: argparse.Namespace) -> WorkerConfig:
     """The parsed ``defacto worker`` options as a :class:`~stream.worker.config.WorkerConfig`."""
-    from stream.worker.config import LOOPBACK, WorkerConfig
 
     return WorkerConfig(
         reference=options.reference_paths(args), kafka=args.kafka, redis_url=args.redis,
@@ -120,7 +126,7 @@ def worker_config(args: argparse.Namespace) -> Any:
         key_file=Path(args.key_file) if args.key_file else None, web_port=args.web_port,
         web_host=args.web_host or LOOPBACK, batch_messages=args.batch, batch_wait_s=args.batch_wait,
         fetch_wait_ms=args.fetch_wait, fetch_max_bytes=args.fetch_max_bytes,
-        checkpoint_every_s=args.checkpoint_every / 1000, session_timeout_s=args.session_timeout,
+        checkpoint_every_s=args.checkpoint_every / SECOND_MS, session_timeout_s=args.session_timeout,
         datadir=Path(args.datadir), gap_threshold=args.gap_threshold, loglevel=args.loglevel)
 
 
@@ -174,38 +180,42 @@ def add_produce_parser(sub: Any) -> None:
 
 
 def add_worker_parser(sub: Any) -> None:
-    """``defacto worker``."""
+    """``defacto worker`` (defaults from :class:`~stream.worker.config.WorkerConfig`)."""
+    w = WorkerConfig
     p = sub.add_parser("worker", help="run a live worker (Faust): Kafka in, Redis and metrics out",
                        description="Consume pings from Kafka, keep the estimates current, "
                                    "publish snapshots to Redis and serve /metrics and /api.")
     options.add_kafka_option(p)
     options.add_redis_option(p)
-    p.add_argument("--topic", default="pings", help="pings topic (default pings)")
-    p.add_argument("--dead-letter-topic", default="pings.dead", help="default pings.dead")
-    p.add_argument("--group", default="defacto", help="consumer group / app id (default defacto)")
-    p.add_argument("--prefix", default="defacto", help="Redis key prefix (default defacto)")
+    p.add_argument("--topic", default=w.topic, help="pings topic (default %(default)s)")
+    p.add_argument("--dead-letter-topic", default=w.dead_letter_topic, help="default %(default)s")
+    p.add_argument("--group", default=w.group, help="consumer group / app id (default %(default)s)")
+    p.add_argument("--prefix", default=w.prefix, help="Redis key prefix (default %(default)s)")
     p.add_argument("--partitions", type=int, help="partitions of the topic (default: ask Kafka)")
     options.add_reference_options(p)
     options.add_every_option(p)
-    p.add_argument("--web-port", type=int, default=6066, help="metrics/API port on 127.0.0.1 "
-                   "(default 6066; 0 = off)")
+    p.add_argument("--web-port", type=int, default=w.web_port, help="metrics/API port on 127.0.0.1 "
+                   "(default %(default)s; 0 = off)")
     p.add_argument("--web-host", help="bind address for the web port (default 127.0.0.1)")
-    p.add_argument("--batch", type=int, default=5000, help="max messages per batch (default 5000)")
-    p.add_argument("--batch-wait", type=float, default=0.05, help="max batch wait in s (default 0.05)")
-    p.add_argument("--fetch-wait", type=options.duration_ms_arg, default=50,
+    p.add_argument("--batch", type=int, default=w.batch_messages,
+                   help="max messages per batch (default %(default)s)")
+    p.add_argument("--batch-wait", type=float, default=w.batch_wait_s,
+                   help="max batch wait in s (default %(default)s)")
+    p.add_argument("--fetch-wait", type=options.duration_ms_arg, default=w.fetch_wait_ms,
                    help="longest a Kafka fetch waits for data (default 50ms; Faust's own is 1.5s)")
-    p.add_argument("--fetch-max-bytes", type=int, default=16 << 20,
+    p.add_argument("--fetch-max-bytes", type=int, default=w.fetch_max_bytes,
                    help="bytes per partition per fetch (default 16 MiB: several frames)")
-    p.add_argument("--checkpoint-every", type=options.duration_ms_arg, default=30_000,
+    p.add_argument("--checkpoint-every", type=options.duration_ms_arg,
+                   default=round(w.checkpoint_every_s * SECOND_MS),
                    help="checkpoint each partition this often (default 30s)")
-    p.add_argument("--session-timeout", type=float, default=10.0,
-                   help="Kafka consumer session timeout in s (default 10)")
-    p.add_argument("--datadir", default=options.env_default("DEFACTO_DATADIR", "/tmp/defacto-worker"),
+    p.add_argument("--session-timeout", type=float, default=w.session_timeout_s,
+                   help="Kafka consumer session timeout in s (default %(default)s)")
+    p.add_argument("--datadir", default=options.env_default("DEFACTO_DATADIR", str(w.datadir)),
                    help="Faust data directory (default $DEFACTO_DATADIR or /tmp/defacto-worker)")
-    p.add_argument("--gap-threshold", type=options.gap_threshold_arg, default=0.10,
+    p.add_argument("--gap-threshold", type=options.gap_threshold_arg, default=w.gap_threshold,
                    help="alert a region when its whole resident interval is more than this "
                         "fraction above or below the registry (default 0.10)")
-    p.add_argument("--loglevel", default="warning", help="default warning")
+    p.add_argument("--loglevel", default=w.loglevel, help="default %(default)s")
     options.add_engine_options(p)
     p.set_defaults(func=cmd_worker)
 

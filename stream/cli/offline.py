@@ -27,6 +27,7 @@ from stream.estimate.engine_options import EngineOptions, build_engine
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.snapshot import engine_snapshot
 from stream.publish.table import region_table
+from stream.simulator import Simulation, load_scenario, simulate, write_simulation
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.ping_files import read_records
 from stream.sources.reference_files import (
@@ -210,14 +211,12 @@ class SimulateConfig:
     gz: bool = False
 
 
-def run_simulate(config: SimulateConfig) -> Any:
+def run_simulate(config: SimulateConfig) -> Simulation:
     """Simulate a scenario; with ``out``, write its files (names printed to stderr).
 
     Returns the :class:`~stream.simulator.Simulation`. Raises
     :class:`~stream.contract.InputError` for an unknown or invalid scenario.
     """
-    from stream.simulator import load_scenario, simulate, write_simulation
-
     try:
         scenario = load_scenario(config.scenario)
     except (OSError, ValueError) as exc:
@@ -238,6 +237,14 @@ def _key_file(args: argparse.Namespace) -> Path | None:
     return Path(args.key_file) if args.key_file else None
 
 
+def warn_uncalibrated(pairs: list[tuple[str, str]]) -> None:
+    """Warn (stderr) about region/operator pairs that had no calibration factor."""
+    if pairs:
+        shown = ", ".join(f"{r}/{o}" for r, o in pairs[:5])
+        print(f"defacto: warning: {len(pairs)} region/operator pair(s) have no calibration factor "
+              f"and count 1 person per device (e.g. {shown})", file=sys.stderr)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """``defacto replay``: snapshots over ping files."""
     start, end = options.period(args)
@@ -254,10 +261,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
-    if result.uncalibrated:
-        shown = ", ".join(f"{r}/{o}" for r, o in result.uncalibrated[:5])
-        print(f"defacto: warning: {len(result.uncalibrated)} region/operator pair(s) have no "
-              f"calibration factor and count 1 person per device (e.g. {shown})", file=sys.stderr)
+    warn_uncalibrated(result.uncalibrated)
     if not args.out or args.table:
         snap = result.last_snapshot
         if snap is None:

@@ -13,16 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from estimators.estimate import EstimateConfig
-from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS
 from stream.contract import InputError
 from stream.estimate.engine_options import EngineOptions
 from stream.estimate.windows import WindowSettings
 from stream.sources.reference_files import ReferencePaths
 from stream.timefmt import parse_duration_ms, parse_iso_ms
+from stream.worker.config import WorkerConfig
 
 KAFKA_ENV, REDIS_ENV = "KAFKA_BOOTSTRAP", "REDIS_URL"
-DEFAULT_KAFKA, DEFAULT_REDIS = "127.0.0.1:9092", "redis://127.0.0.1:6379/0"
+DEFAULT_KAFKA, DEFAULT_REDIS = WorkerConfig.kafka, WorkerConfig.redis_url
 
 
 def duration_ms_arg(text: str) -> int:
@@ -34,11 +33,6 @@ def duration_ms_arg(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
     return value
-
-
-def seconds_arg(text: str) -> float:
-    """A positive duration in seconds (``0.05``, ``250ms``, ``10s``)."""
-    return duration_ms_arg(text) / 1000
 
 
 def gap_threshold_arg(text: str) -> float:
@@ -92,7 +86,7 @@ def add_reference_options(p: argparse.ArgumentParser, registry: bool = True,
 
 def add_every_option(p: argparse.ArgumentParser) -> None:
     """``--every``: the snapshot interval."""
-    p.add_argument("--every", type=duration_ms_arg, default=HOUR_MS,
+    p.add_argument("--every", type=duration_ms_arg, default=WindowSettings.every_ms,
                    help="snapshot interval, aligned to UTC (default 1h; the same in replay and worker)")
 
 
@@ -102,28 +96,31 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
     g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
                    "needed for pings that carry a cell id")
-    g.add_argument("--res", type=int, default=8, help="H3 resolution of cells (default 8)")
-    g.add_argument("--horizon", type=duration_ms_arg, default=6 * HOUR_MS,
+    g.add_argument("--res", type=int, default=EngineOptions.res,
+                   help="H3 resolution of cells (default %(default)s)")
+    g.add_argument("--horizon", type=duration_ms_arg, default=EngineOptions.horizon_ms,
                    help="a device counts as present where its last ping within this time was "
                         "(default 6h; see docs/METHOD.md)")
-    g.add_argument("--activity", type=duration_ms_arg, default=DAY_MS,
+    g.add_argument("--activity", type=duration_ms_arg, default=EngineOptions.activity_ms,
                    help="devices seen within this window are active (default 1d)")
-    g.add_argument("--night", type=night_arg, default=(22.0, 8.0),
+    g.add_argument("--night", type=night_arg,
+                   default=(EngineOptions.night_start_h, EngineOptions.night_length_h),
                    help="local night window for residence (default 22:00-06:00)")
-    g.add_argument("--nights", type=int, default=7,
-                   help="residence = modal night region over this many nights (default 7)")
-    g.add_argument("--min-nights", type=int, default=1,
-                   help="nights a device must be seen at night to get a home (default 1)")
-    g.add_argument("--timezone", default="Asia/Almaty", help="local time zone (default Asia/Almaty)")
-    g.add_argument("--home-mcc", type=int, default=401,
+    g.add_argument("--nights", type=int, default=EngineOptions.nights,
+                   help="residence = modal night region over this many nights (default %(default)s)")
+    g.add_argument("--min-nights", type=int, default=EngineOptions.min_nights,
+                   help="nights a device must be seen at night to get a home (default %(default)s)")
+    g.add_argument("--timezone", default=EngineOptions.timezone,
+                   help="local time zone (default %(default)s)")
+    g.add_argument("--home-mcc", type=int, default=EngineOptions.home_mcc,
                    help="MCC of domestic SIMs; others are roamers (default 401, Kazakhstan)")
-    g.add_argument("--k", type=int, default=15,
-                   help="suppress figures resting on fewer devices (default 15)")
-    g.add_argument("--model-rse", type=float, default=EstimateConfig.model_rse,
+    g.add_argument("--k", type=int, default=EngineOptions.k,
+                   help="suppress figures resting on fewer devices (default %(default)s)")
+    g.add_argument("--model-rse", type=float, default=EngineOptions.model_rse,
                    help="model-error relative standard error in the interval (default %(default)s)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
                    "else a random per-run key)")
-    g.add_argument("--lateness", type=duration_ms_arg, default=10 * MINUTE_MS,
+    g.add_argument("--lateness", type=duration_ms_arg, default=WindowSettings.lateness_ms,
                    help="how late (event time) a ping may arrive and still count (default 10m)")
     g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
     g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
@@ -138,9 +135,9 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse)
 
 
-def window_settings(args: argparse.Namespace, every_ms: int = HOUR_MS) -> WindowSettings:
-    """The parsed ``--every`` (or ``every_ms``) and ``--lateness`` as window settings."""
-    return WindowSettings(every_ms=getattr(args, "every", every_ms), lateness_ms=args.lateness)
+def window_settings(args: argparse.Namespace) -> WindowSettings:
+    """The parsed ``--every`` and ``--lateness`` as window settings."""
+    return WindowSettings(every_ms=args.every, lateness_ms=args.lateness)
 
 
 def _path(value: Any) -> Path | None:

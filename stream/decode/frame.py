@@ -100,7 +100,7 @@ def encode_frame(columns: PingColumns) -> bytes:
     out: dict[str, np.ndarray] = {}
     for name in _ENCODE_ORDER:
         if name == "home_mcc" and name not in columns:
-            out[name] = np.full(n, -1, dtype="<i2")
+            out[name] = np.full(n, -1, dtype=_FIXED["home_mcc"])
         elif name not in columns:
             continue
         elif name in _TEXT:
@@ -109,7 +109,7 @@ def encode_frame(columns: PingColumns) -> bytes:
             op = _text_column(name, columns[name], n)
             if op.dtype.itemsize > 6 and n and np.strings.str_len(op).max() > 6:
                 raise CodecError("bad_frame", "operator values must be at most 6 bytes")
-            out[name] = op.astype("S6")
+            out[name] = op.astype(_FIXED["operator"])
         else:
             out[name] = _numeric_column(name, columns[name], n, "iuf" if name in ("lat", "lon") else "iu")
     for name, values in columns.items():

@@ -227,13 +227,13 @@ def ping_columns(rows: list[dict[str, Any]]) -> PingColumns:
     n = len(rows)
     return {
         "device": _bytes_column([f["device"] for f in rows]),
-        "ts": np.fromiter((f["ts"] for f in rows), dtype=np.int64, count=n),
-        "operator": _bytes_column([f["operator"] for f in rows]),
+        "ts": np.fromiter((f["ts"] for f in rows), dtype=PING_DTYPES["ts"], count=n),
+        "operator": _bytes_column([f["operator"] for f in rows]).astype(PING_DTYPES["operator"]),
         "home_mcc": np.fromiter((-1 if f.get("home_mcc") is None else f["home_mcc"] for f in rows),
                                 dtype=PING_DTYPES["home_mcc"], count=n),
         "cell": _bytes_column([f.get("cell") for f in rows]),
         "lat": np.fromiter((np.nan if f.get("cell") is not None else float(f["lat"]) for f in rows),
-                           dtype=np.float64, count=n),
+                           dtype=PING_DTYPES["lat"], count=n),
         "lon": np.fromiter((np.nan if f.get("cell") is not None else float(f["lon"]) for f in rows),
-                           dtype=np.float64, count=n),
+                           dtype=PING_DTYPES["lon"], count=n),
     }

@@ -49,7 +49,12 @@ class BatchResult:
 
 
 class PartitionState:
-    """Engine, windows and offset of one partition of the pings topic."""
+    """Engine, windows and offset of one partition of the pings topic.
+
+    ``engine`` must be fresh (its device state becomes this partition's); ``secret`` keys the
+    device hashes (every worker must share it); ``settings`` must equal every other partition's
+    and the replay's. :attr:`next_offset` is the first message offset not yet applied.
+    """
 
     def __init__(self, topic: str, partition: int, engine: Engine, secret: bytes,
                  settings: WindowSettings) -> None:
@@ -142,6 +147,9 @@ class PartitionState:
         return checkpoint.write(self)
 
     def restore(self, blob: bytes) -> None:
-        """Load a :meth:`checkpoint` into this fresh partition state (raises
-        :class:`~stream.estimate.checkpoint.CheckpointMismatchError` when it cannot)."""
+        """Load a :meth:`checkpoint` into this fresh partition state.
+
+        Raises :class:`~stream.estimate.checkpoint.CheckpointMismatchError` for a checkpoint of
+        other settings or another key, ``ValueError`` for an unsupported checkpoint version.
+        """
         checkpoint.restore(self, blob)

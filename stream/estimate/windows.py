@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from estimators.engine import Engine
-from estimators.units import HOUR_MS, MINUTE_MS
+from estimators.units import HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.contract import Reject
 from stream.decode.validate import PingBatch
 from stream.timefmt import iso_utc
@@ -152,7 +152,7 @@ class EventTimeWindows:
             return
         ahead, before = self._ahead_of_stream(ts, in_range)
         self._reject_rows(batch, ahead, source, "ts_ahead_of_stream",
-                          f"ts more than {self.max_jump_ms // 1000} s ahead of the stream")
+                          f"ts more than {self.max_jump_ms // SECOND_MS} s ahead of the stream")
         ok = in_range & ~ahead
         if self._next_boundary is None and ok.any():
             first = self.start_ms if self.start_ms is not None else int(ts[np.argmax(ok)])
@@ -226,7 +226,7 @@ class EventTimeWindows:
     def advance_to(self, watermark_ms: int) -> None:
         """A source's promise that no ping older than ``watermark_ms`` follows: close windows.
 
-        A replayer that has seen no ping yet starts its windows at this watermark.
+        Windows that have seen no ping yet start at this watermark.
         """
         if self._next_boundary is None:
             self._next_boundary = (watermark_ms // self.every_ms) * self.every_ms
@@ -254,9 +254,9 @@ class EventTimeWindows:
         self.on_window(boundary)
 
     def finish(self, last_ts_ms: int | None = None) -> None:
-        """End of input: publish every remaining window up to the last ping (or ``end_ms``).
+        """End of input: close every remaining window up to the last ping (or ``end_ms``).
 
-        ``last_ts_ms`` is the last event time of the whole input when this replayer saw only part
+        ``last_ts_ms`` is the last event time of the whole input when these windows saw only part
         of it (one Kafka partition); by default its own last accepted ping.
         """
         if last_ts_ms is not None and self._next_boundary is None:
@@ -290,7 +290,7 @@ class EventTimeWindows:
                 "first_ts": self.stats.first_ts_ms, "last_ts": self.stats.last_ts_ms}
 
     def resume(self, position: dict[str, int | None], held: PingBatch | None) -> None:
-        """Continue from a :meth:`position` and its held pings (on a fresh replayer)."""
+        """Continue from a :meth:`position` and its held pings (on fresh windows)."""
         self._next_boundary = position["next_boundary"]
         self._published_until = position["published_until"]
         self._max_ts = position["max_ts"]

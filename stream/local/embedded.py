@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from estimators.units import SECOND_MS
+
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
@@ -199,7 +201,7 @@ def _admin(bootstrap: str, timeout_s: float) -> AdminClient:
 
     return AdminClient({
         "bootstrap.servers": bootstrap,
-        "socket.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "socket.timeout.ms": max(SECOND_MS, int(timeout_s * SECOND_MS)),
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 500,
         "log_level": 2,  # only critical messages from librdkafka while we poll a server that is starting

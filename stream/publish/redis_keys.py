@@ -104,6 +104,21 @@ class RedisKeys:
         return self.key("counts")
 
 
+def health_field(kind: str, partition: int) -> str:
+    """A field of the health hash: ``lag:<partition>`` or ``seen:<partition>``."""
+    return f"{kind}:{partition}"
+
+
+def parse_health_field(field: str) -> tuple[str, int] | None:
+    """``(kind, partition)`` of a health field, None for anything else."""
+    kind, _, p = field.partition(":")
+    return (kind, int(p)) if kind in ("lag", "seen") and p.isascii() and p.isdigit() else None
+
+
+REJECTED_PREFIX = "rejected:"
+"""Counts fields ``rejected:<reason>`` hold rejects by reason; the others are outcomes."""
+
+
 def redact_url(url: str) -> str:
     """A Redis URL without its password (for messages and logs)."""
     parts = urlsplit(url)

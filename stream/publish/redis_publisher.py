@@ -27,7 +27,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
-from stream.publish.redis_keys import RedisKeys
+from stream.publish.redis_keys import RedisKeys, health_field
 from stream.publish.snapshot import build_snapshot, gap_alerts
 from stream.timefmt import iso_utc
 
@@ -67,7 +67,14 @@ class PublishSettings:
 
 
 class SnapshotPublisher:
-    """Writes tallies and checkpoints, and publishes combined snapshots, for one worker."""
+    """Writes tallies and checkpoints, and publishes combined snapshots, for one worker.
+
+    ``engine`` (no devices needed) turns merged tallies into estimates with the deployment's
+    calibration; ``partitions`` is the pings topic's partition count (a window is published
+    once all of them closed it); ``every_ms`` the window length (UTC ms); ``registry`` region id
+    → registered people; ``on_publish(snapshot, delay_s)`` is called after each publish with
+    the wall-clock delay behind the window's end.
+    """
 
     def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int, every_ms: int,
                  registry: dict[str, int] | None, settings: PublishSettings,
@@ -226,14 +233,15 @@ class SnapshotPublisher:
 
     async def forget_health(self, partition: int) -> None:
         """Drop a partition's health fields (it was revoked; its next owner writes them)."""
-        await self.redis.hdel(self.keys.health, f"lag:{partition}", f"seen:{partition}")
+        await self.redis.hdel(self.keys.health, health_field("lag", partition),
+                              health_field("seen", partition))
 
     async def write_health(self, lags: dict[int, int], seen: dict[int, float],
                            counts: dict[str, int]) -> None:
         """Record partitions' lag and last batch time, and add this worker's ping counts."""
         pipe = self.redis.pipeline(transaction=True)
-        fields = {f"lag:{p}": n for p, n in lags.items()}
-        fields.update({f"seen:{p}": round(t, 3) for p, t in seen.items()})
+        fields = {health_field("lag", p): n for p, n in lags.items()}
+        fields.update({health_field("seen", p): round(t, 3) for p, t in seen.items()})
         if fields:
             pipe.hset(self.keys.health, mapping=fields)
         for name, n in counts.items():
@@ -245,16 +253,6 @@ class SnapshotPublisher:
         """The latest published snapshot, if any."""
         body = await self.redis.get(self.keys.snapshot)
         return json.loads(body) if body else None
-
-    async def latest_cells(self, res: int) -> tuple[str | None, dict[str, int | None]]:
-        """(``at`` of the latest snapshot, its present population per cell at ``res``), read in
-        one transaction so the two belong to the same snapshot."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.get(self.keys.snapshot)
-        pipe.hgetall(self.keys.cells(res))
-        body, cells = await pipe.execute()
-        at = json.loads(body)["at"] if body else None
-        return at, {k.decode(): None if v == b"null" else int(v) for k, v in cells.items()}
 
 
 def _open_alerts(raw: dict[bytes, bytes]) -> dict[str, GapAlert]:

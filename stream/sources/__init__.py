@@ -3,7 +3,9 @@
 - :mod:`~stream.sources.ping_files`: JSON Lines / CSV ping files (optionally gzipped) as chunks of
   :class:`~stream.contract.Record`;
 - :mod:`~stream.sources.reference_files`: regions, registry, reference population, calibration,
-  cell plan and the simulator's truth, with one-line :class:`~stream.contract.InputError`;
+  cell plan and the simulator's truth, with one-line :class:`~stream.contract.InputError`
+  (:mod:`~stream.sources.text_files` opens them, gzipped or not);
+- :mod:`~stream.sources.key_file`: the pseudonymization key;
 - :mod:`~stream.sources.kafka_producer`: ping files or columns into the Kafka pings topic;
 - :mod:`~stream.sources.simulation`: the simulator (:mod:`stream.simulator`, the truth oracle) as
   ping columns, paced into Kafka or fed straight into an engine.

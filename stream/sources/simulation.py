@@ -17,8 +17,8 @@ import numpy as np
 
 from estimators.engine import Engine
 from estimators.pseudonym import device_keys
-from estimators.units import HOUR_MS, MINUTE_MS
-from stream.contract import PingColumns
+from estimators.units import HOUR_MS, MINUTE_MS, SECOND_MS
+from stream.contract import PING_DTYPES, PingColumns
 from stream.simulator import HourChunk, Simulation
 from stream.sources.kafka_producer import PingProducer
 
@@ -34,9 +34,9 @@ def simulation_columns(sim: Simulation, chunk: HourChunk) -> PingColumns:
     cell = np.where(is_cell, np.asarray(plan["cell"], dtype=str)[np.maximum(chunk.cell, 0)], "")
     return {
         "device": dev_names[chunk.device],
-        "ts": chunk.ts_ms.astype(np.int64),
+        "ts": chunk.ts_ms.astype(PING_DTYPES["ts"]),
         "operator": ops[op_of_ping],
-        "home_mcc": sim.device_home_mcc[chunk.device].astype(np.int16),
+        "home_mcc": sim.device_home_mcc[chunk.device].astype(PING_DTYPES["home_mcc"]),
         "cell": np.char.encode(cell, "utf-8"),
         "lat": np.where(is_cell, np.nan, chunk.lat),
         "lon": np.where(is_cell, np.nan, chunk.lon),
@@ -68,7 +68,7 @@ def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | No
             producer.send_columns({k: v[a:b] for k, v in cols.items()})
             now_sim = lo_ms + step_ms
             if speed:
-                due = wall0 + (now_sim - sim0) / 1000 / speed
+                due = wall0 + (now_sim - sim0) / SECOND_MS / speed
                 while (left := due - time.monotonic()) > 0:
                     # sleep in Python, not inside librdkafka's poll: Ctrl-C there surfaces as a
                     # SystemError instead of KeyboardInterrupt

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 
 from estimators.units import SECOND_MS
 from stream.publish.cells_view import cells_document, error_body, no_snapshot
-from stream.publish.redis_keys import RedisKeys, redact_url
+from stream.publish.redis_keys import REJECTED_PREFIX, RedisKeys, parse_health_field, redact_url
 from stream.timefmt import iso_utc, parse_iso_ms
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -139,11 +139,11 @@ def _health(fields: dict[bytes, bytes], now: float) -> dict[str, Any]:
     """Per-partition consumer lag and last-batch time, with the total lag."""
     parts: dict[int, dict[str, Any]] = {}
     for k, v in fields.items():
-        kind, _, p = k.decode().partition(":")
-        if kind not in ("lag", "seen") or not p.isdigit():
+        parsed = parse_health_field(k.decode(errors="replace"))
+        if parsed is None:
             continue
-        row = parts.setdefault(int(p), {"partition": int(p), "lag": None, "seen": None,
-                                        "seen_age_s": None})
+        kind, p = parsed
+        row = parts.setdefault(p, {"partition": p, "lag": None, "seen": None, "seen_age_s": None})
         n = _number(v)
         if kind == "lag":
             row["lag"] = int(n) if n is not None else None
@@ -160,8 +160,8 @@ def _counts(fields: dict[bytes, bytes]) -> dict[str, Any]:
     out: dict[str, Any] = {"accepted": 0, "duplicate": 0, "rejected": 0, "rejected_by_reason": {}}
     for k, v in fields.items():
         name, n = k.decode(), int(_number(v) or 0)
-        if name.startswith("rejected:"):
-            out["rejected_by_reason"][name.split(":", 1)[1]] = n
+        if name.startswith(REJECTED_PREFIX):
+            out["rejected_by_reason"][name.removeprefix(REJECTED_PREFIX)] = n
         else:
             out[name] = n
     out["rejected_by_reason"] = dict(sorted(out["rejected_by_reason"].items(),
@@ -326,7 +326,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     redis_up: bool | None = None
     try:
-        await resp.write(f"retry: {int(ctx.retry_s * 1000)}\n\n".encode())
+        await resp.write(f"retry: {int(ctx.retry_s * SECOND_MS)}\n\n".encode())
         last_write = loop.time()
         while not _gone(request):
             out: list[bytes] = []
@@ -343,7 +343,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                         last_id, fields = _entry(*latest[0])
                         out.append(_sse("snapshot", fields, last_id))
                 wait = max(0.05, min(ctx.block_s, ctx.heartbeat_s - (loop.time() - last_write)))
-                got = await r.xread({key: last_id}, count=SSE_BATCH, block=int(wait * 1000))
+                got = await r.xread({key: last_id}, count=SSE_BATCH, block=int(wait * SECOND_MS))
             except RedisError as exc:
                 if redis_up is not False:
                     await resp.write(_sse("status", {

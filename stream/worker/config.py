@@ -1,7 +1,8 @@
 """A worker's configuration: one typed, frozen object, built by the command line or the env shim.
 
-Durations are converted to their unit once, here (``*_ms`` for event time, ``*_s`` for wall-clock
-timers); nothing below reads the command line.
+Durations carry their unit in their names: ``*_ms`` for event time (converted once, when the
+command line is parsed), ``*_s`` for the worker's wall-clock timers (the unit asyncio and Faust
+take). Nothing below reads the command line.
 """
 
 from __future__ import annotations

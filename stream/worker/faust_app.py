@@ -24,7 +24,7 @@ from stream.publish.redis_keys import redact_url
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import Reference, load_reference
 from stream.worker.config import WorkerConfig
-from stream.worker.faust_compat import short_fetch_wait_transport, use_transport
+from stream.worker.faust_compat import check_faust_version, short_fetch_wait_transport, use_transport
 from stream.worker.runtime import WorkerRuntime
 
 
@@ -103,7 +103,7 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
 
     @app.page("/api/cells")
     async def api_cells(web: Any, request: Any) -> Any:
-        raw = request.query.get("res", "")
+        raw = request.query.get("res", "") or str(config.engine.res)  # default: the engine's
         try:
             status, body = await cells_document(publisher.redis, publisher.keys, raw)
         except (RedisError, OSError):
@@ -132,7 +132,10 @@ def build_worker_app(config: WorkerConfig) -> faust.App:
     reference = load_reference(config.reference)
     secret = load_pseudonym_key(config.key_file, stable=True)
     build_engine(config.engine, reference)  # validate the options once, with clear errors
-    partitions = config.partitions or topic_partitions(config.kafka, config.topic)
+    partitions = config.partitions if config.partitions is not None \
+        else topic_partitions(config.kafka, config.topic)
+    if partitions < 1:
+        raise InputError(f"--partitions must be at least 1, got {partitions}")
     return create_app(config, reference, secret, partitions)
 
 
@@ -140,6 +143,7 @@ def run_worker(config: WorkerConfig) -> int:
     """Run a worker until it is stopped (Faust's worker owns the event loop and signals)."""
     from faust.worker import Worker
 
+    check_faust_version()
     app = build_worker_app(config)
     web = f"http://{config.web_host}:{config.web_port}/metrics" if config.web_port else "off"
     print(f"defacto: worker for {config.topic} on {config.kafka}; Redis {redact_url(config.redis_url)}; "

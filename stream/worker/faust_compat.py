@@ -11,12 +11,26 @@ upgrade, re-run the end-to-end tests (``tests/worker/``): they fail if either ho
 
 from __future__ import annotations
 
+import logging
+from importlib.metadata import version
 from typing import Any
 
 import faust
 from faust.types import TP
 
 FAUST_VERSION_CHECKED = "0.15.3"
+log = logging.getLogger("defacto.worker")
+
+
+def check_faust_version() -> bool:
+    """Whether the installed faust-streaming is the version these hooks were checked against;
+    logs a warning naming both when it is not."""
+    installed = version("faust-streaming")
+    if installed != FAUST_VERSION_CHECKED:
+        log.warning("faust-streaming %s is installed; defacto's Faust hooks were checked against %s: "
+                    "re-run the end-to-end tests (tests/worker/) before trusting this worker",
+                    installed, FAUST_VERSION_CHECKED)
+    return installed == FAUST_VERSION_CHECKED
 
 
 def short_fetch_wait_transport(fetch_wait_ms: int) -> type:

@@ -36,6 +36,7 @@ from stream.contract import CodecError, Reject
 from stream.decode.messages import sniff
 from stream.estimate.partition import PartitionState
 from stream.publish.metrics import WorkerMetrics
+from stream.publish.redis_keys import REJECTED_PREFIX
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 from stream.timefmt import parse_iso_ms
 from stream.worker.config import WorkerConfig
@@ -156,7 +157,7 @@ class WorkerRuntime:
                                 "rejected": len(result.rejects)})
             for r in result.rejects:
                 m.rejects.labels(r.reason).inc()
-                self.counts[f"rejected:{r.reason}"] += 1
+                self.counts[REJECTED_PREFIX + r.reason] += 1
             self.seen[p] = time.time()
             await self.dead_letter(result.rejects)
             if result.max_event_ms is not None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from estimators.engine import Engine, EngineConfig
+from estimators.units import HOUR_MS
 from stream.cli import main
 from stream.contract import Record
 from stream.decode.validate import PingDecoder
@@ -21,7 +22,6 @@ from stream.timefmt import parse_duration_ms
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
-HOUR_MS = 3_600_000
 
 
 def _cells(tmp_path: Path) -> Path:

@@ -12,12 +12,11 @@ from estimators.accuracy import score
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.regions import regions_from_geojson
+from estimators.units import DAY_MS
 from stream.publish.snapshot import build_snapshot
 from stream.simulator import load_scenario, simulate
 from stream.sources.simulation import SimulationFeed
 from stream.timefmt import iso_utc
-
-DAY_MS = 86_400_000
 
 
 @pytest.mark.parametrize(("scenario", "scale", "min_true"), [("astana", 0.004, 2_000), ("kz", 0.002, 2_000)])

@@ -11,6 +11,7 @@ from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_fac
 from estimators.estimate import Estimate, EstimateConfig, estimate_from_tally, tally_state
 from estimators.presence import ROAMER, NightWindow, PresenceState
 from estimators.regions import RegionSet, regions_from_geojson
+from estimators.units import HOUR_MS
 
 
 def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
@@ -23,7 +24,6 @@ def estimate(state: PresenceState, loc_region: np.ndarray, regions: RegionSet,
     return estimate_from_tally(t, regions, factors, config)
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 local)
-HOUR_MS = 3_600_000
 
 
 def test_most_specific_calibration_row_wins(regions_doc: dict[str, Any]) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 
 from estimators.device_index import DeviceIndex
 from estimators.presence import NightWindow, PresenceState, night_of
+from estimators.units import DAY_MS
 
-DAY_MS = 86_400_000
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from estimators.units import HOUR_MS
 from stream.simulator import (
     HourChunk,
     Simulation,
@@ -20,8 +21,6 @@ from stream.simulator import (
     simulate,
     write_simulation,
 )
-
-HOUR_MS = 3_600_000
 
 TOY = """
 name = "toy"

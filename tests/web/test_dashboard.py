@@ -30,6 +30,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.regions import regions_from_geojson
+from estimators.units import HOUR_MS
 from stream.local.embedded import free_port, redis_service, start_redis
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 from stream.simulator import simulate
@@ -39,7 +40,6 @@ from stream.web.dashboard import CTX, create_dashboard_app
 pytestmark = pytest.mark.integration  # real broker, Redis, Prometheus or Chromium
 
 SECRET = b"dashboard-test-secret-0123456789"
-HOUR_MS = 3_600_000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

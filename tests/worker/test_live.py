@@ -206,6 +206,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
     # the worker serves the dashboard's document (stream.publish.cells_view)
     assert cells["res"] == 7 and sum(c["value"] for c in cells["cells"] if c["value"]) == 40
     assert get("/api/cells?res=3") == 400
+    assert get("/api/cells")["res"] == 8  # without ?res=, the engine's resolution
     assert w.poll() is None
 
 
