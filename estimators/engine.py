@@ -18,10 +18,18 @@ import numpy as np
 from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
 from estimators.estimate import Estimate, EstimateConfig, class_coverage, estimate_from_tally, tally_state
-from estimators.presence import MAX_LOCATIONS, ROAMER, NightWindow, PresenceState, current_night
+from estimators.migration import MigrationConfig, MigrationState
+from estimators.presence import (
+    MAX_LOCATIONS,
+    ROAMER,
+    NightWindow,
+    PresenceState,
+    current_night,
+    night_of,
+)
 from estimators.regions import RegionSet
 from estimators.tally import Tally
-from estimators.units import HOUR_MS, HOUR_S
+from estimators.units import HOUR_MS, HOUR_S, SECOND_MS
 
 MAX_OPERATORS = 254
 
@@ -36,6 +44,7 @@ class EngineConfig:
     home_mcc: int = 401
     night: NightWindow = field(default_factory=NightWindow)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    migration: MigrationConfig | None = field(default_factory=MigrationConfig)  # None: off
 
 
 class Engine:
@@ -46,7 +55,10 @@ class Engine:
         self.config = config or EngineConfig()
         self.regions = regions
         self.cells = CellTable(regions, self.config.res)
-        self.state = PresenceState(len(regions.ids), self.config.night)
+        mig = self.config.migration
+        ring = max(self.config.night.nights, mig.window_nights) if mig else None
+        self.state = PresenceState(len(regions.ids), self.config.night, ring_nights=ring)
+        self.migration = MigrationState(len(regions.ids), mig) if mig else None
         self.calibration = calibration or Calibration()
         self.operators: list[str] = []
         self._operator_index: dict[str, int] = {}
@@ -126,8 +138,58 @@ class Engine:
         """
         if len(device_key) == 0:
             return
-        self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
-                          self.utc_offset_s(ts_ms))
+        if self.migration is None:
+            self._update(device_key, ts_ms, opclass, loc)
+            return
+        ts_ms = np.asarray(ts_ms, dtype=np.int64)
+        if self.migration.evaluated_night is None:
+            first = int(ts_ms.min())
+            _, night, _ = night_of(np.array([first]), self._offset_at(first), self.config.night)
+            self.migration.evaluated_night = int(night[0]) - 1
+        done = np.zeros(len(ts_ms), dtype=bool)
+        top = int(ts_ms.max())
+        while (close := self.night_close_ms(self.migration.evaluated_night + 1)) <= top:
+            part = ~done & (ts_ms < close)
+            self._update(device_key[part], ts_ms[part], opclass[part], loc[part])
+            done |= part
+            self._evaluate_night(self.migration.evaluated_night + 1)
+        rest = ~done
+        self._update(device_key[rest], ts_ms[rest], opclass[rest], loc[rest])
+
+    def _update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
+                loc: np.ndarray) -> None:
+        if len(device_key):
+            self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
+                              self.utc_offset_s(ts_ms))
+
+    def night_close_ms(self, night: int) -> int:
+        """When ``night`` (days since 1970 of its local evening) ends, in UTC ms."""
+        w = self.config.night
+        local_ms = (night * 24 + w.start_h + w.length_h) * HOUR_MS
+        local_ms = round(local_ms)
+        guess = local_ms - self._offset_at(local_ms) * SECOND_MS
+        return local_ms - self._offset_at(guess) * SECOND_MS
+
+    def _evaluate_night(self, night: int) -> None:
+        """Usual residence and migration events of ``night`` for every device (in order)."""
+        assert self.migration is not None
+        st = self.state
+        n = st.n_devices
+        ts, _ = st.last_seen()
+        _, last_night, _ = night_of(ts, self.utc_offset_s(ts), self.config.night)
+        active = (last_night > night - self.migration.config.lapse_nights) & (n > 0)
+        votes = st.night_votes(night, self.migration.config.window_nights)
+        domestic = st.opclass[:n] != ROAMER
+        self.migration.evaluate(night, n, domestic, active, votes.region, votes.nights,
+                                votes.seen, votes.first)
+
+    def evaluate_nights_until(self, at_ms: int) -> None:
+        """Evaluate every night that has closed by ``at_ms`` (pings before it all ingested)."""
+        mig = self.migration
+        if mig is None or mig.evaluated_night is None:
+            return
+        while self.night_close_ms(mig.evaluated_night + 1) <= at_ms:
+            self._evaluate_night(mig.evaluated_night + 1)
 
     def export_state(self) -> dict[str, np.ndarray]:
         """Device state as arrays in portable terms (H3 cells, operator names) for checkpoints."""
@@ -138,6 +200,8 @@ class Engine:
             np.uint64)
         arrays["stamp_cells"] = self.cells.cell[uniq]
         arrays["operators"] = np.array(self.operators, dtype=str)
+        if self.migration is not None:
+            arrays.update(self.migration.export(self.state.n_devices))
         return arrays
 
     def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -152,6 +216,9 @@ class Engine:
         state["stamp"] = (stamp & ~np.uint64(MAX_LOCATIONS)) | locs[index].astype(np.uint64)
         state["opclass"] = codes[np.asarray(arrays["opclass"], dtype=np.int64)].astype(np.uint8)
         self.state.restore(state)
+        if self.migration is not None:
+            rows, _ = self.state.index.rows(np.asarray(arrays["key"], dtype=np.uint64))
+            self.migration.restore(arrays, rows)
 
     def set_calibration(self, calibration: Calibration) -> None:
         """Replace the calibration (e.g. after fitting it on a reference period)."""
@@ -173,8 +240,12 @@ class Engine:
 
         Tallies of engines fed disjoint devices add up (:func:`estimators.tally.merge_tallies`).
         """
-        return tally_state(self.state, self.cells.cell, self.cells.region, tuple(self.operators),
-                           at_ms, self._offset_at(at_ms), self.config.estimate).canonical()
+        self.evaluate_nights_until(at_ms)
+        tally = tally_state(self.state, self.cells.cell, self.cells.region, tuple(self.operators),
+                            at_ms, self._offset_at(at_ms), self.config.estimate)
+        if self.migration is not None:
+            tally.migration = self.migration.tally(self.state.n_devices)
+        return tally.canonical()
 
     def estimate_tally(self, tally: Tally) -> Estimate:
         """Figures from a (canonical, possibly merged) tally with this engine's calibration."""

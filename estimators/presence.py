@@ -7,15 +7,18 @@ State per device (33 bytes plus ~8-11 bytes of index, see :mod:`estimators.devic
   order or repetition of the input (last-writer-wins; equal times tie-break on the location).
 - ``opclass`` (uint8): operator index for domestic SIMs, ``ROAMER`` for foreign SIMs.
 - ``last_night`` (uint16): the latest night (days since 1970 of the evening it starts) that the
-  device was seen in, and ``ring`` (``nights`` x uint16/uint32): for each of the last ``nights``
-  nights, ``(time-in-night bucket, region + 1)`` of the device's last ping in that night, again
-  merged with ``max``. A slot is cleared before a newer night reuses it, which keeps the whole
-  state independent of arrival order (see ``docs/METHOD.md``).
+  device was seen in, and ``ring`` (``ring_nights`` x uint16/uint32): for each of the last
+  ``ring_nights`` nights, ``(time-in-night bucket, region + 1)`` of the device's last ping in that
+  night, again merged with ``max``. Residence reads the last ``window.nights`` of them; usual
+  residence for migration (:mod:`estimators.migration`) reads more. A slot is cleared before a
+  newer night reuses it, which keeps the whole state independent of arrival order (see
+  ``docs/METHOD.md``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,11 +67,35 @@ def current_night(at_ms: int, utc_offset_s: int, window: NightWindow) -> int:
     return int(night[0])
 
 
-class PresenceState:
-    """The mutable state of all tracked devices; every update is an order-independent merge."""
+class NightVotes(NamedTuple):
+    """The night regions of each device over a span of nights (one row per device).
 
-    def __init__(self, n_regions: int, window: NightWindow, capacity: int = 1024) -> None:
+    ``region`` int64: the region with most nights (ties: the most recent of them), -1 when no
+    night was seen; ``nights`` int64: nights it holds; ``seen`` int64: nights with any region;
+    ``first`` int64: the earliest night in the span on which it was the night region (-1: none).
+    """
+
+    region: np.ndarray
+    nights: np.ndarray
+    seen: np.ndarray
+    first: np.ndarray
+
+
+class PresenceState:
+    """The mutable state of all tracked devices; every update is an order-independent merge.
+
+    ``ring_nights`` (default ``window.nights``, at least that) is how many nights of night
+    regions are kept per device. Raises ``ValueError`` for more than 65534 regions or a ring
+    shorter than the night window.
+    """
+
+    def __init__(self, n_regions: int, window: NightWindow, capacity: int = 1024,
+                 ring_nights: int | None = None) -> None:
         self.window = window
+        self.ring_nights = window.nights if ring_nights is None else ring_nights
+        if not window.nights <= self.ring_nights <= 366:
+            raise ValueError(f"ring of {self.ring_nights} nights: must hold the night window "
+                             f"({window.nights}) and at most 366")
         self.index = DeviceIndex(capacity)
         if n_regions + 1 < 256:
             self.ring_dtype, self._region_bits = np.dtype(np.uint16), 8
@@ -82,7 +109,7 @@ class PresenceState:
         self.stamp = np.zeros(cap, dtype=np.uint64)
         self.opclass = np.zeros(cap, dtype=np.uint8)
         self.last_night = np.zeros(cap, dtype=np.uint16)
-        self.ring = np.zeros((cap, window.nights), dtype=self.ring_dtype)
+        self.ring = np.zeros((cap, self.ring_nights), dtype=self.ring_dtype)
 
     @property
     def n_devices(self) -> int:
@@ -104,7 +131,7 @@ class PresenceState:
         self.opclass = np.concatenate([self.opclass, np.zeros(cap - n, dtype=np.uint8)])
         self.last_night = np.concatenate([self.last_night, np.zeros(cap - n, dtype=np.uint16)])
         self.ring = np.concatenate(
-            [self.ring, np.zeros((cap - n, self.window.nights), dtype=self.ring_dtype)])
+            [self.ring, np.zeros((cap - n, self.ring_nights), dtype=self.ring_dtype)])
 
     def update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
                loc: np.ndarray, loc_region: np.ndarray, utc_offset_s: np.ndarray | int) -> None:
@@ -132,7 +159,7 @@ class PresenceState:
             return
         sel = np.flatnonzero(in_night)
         rows, night, into, region = rows[sel], night[sel], into[sel], region[sel]
-        n_slots = self.window.nights
+        n_slots = self.ring_nights
         old_last = self.last_night[rows].astype(np.int64)
         np.maximum.at(self.last_night, rows, night.astype(np.uint16))
         advanced = night > old_last
@@ -161,15 +188,25 @@ class PresenceState:
         loc = (stamp & np.uint64(MAX_LOCATIONS)).astype(np.int64)
         return ts, loc
 
-    def home_region(self, night_now: int, min_nights: int = 1, chunk: int = 1 << 20) -> np.ndarray:
-        """Modal night region over the last ``nights`` nights up to ``night_now``, or -1.
+    def home_region(self, night_now: int, min_nights: int = 1, chunk: int = 1 << 15) -> np.ndarray:
+        """Modal night region over the last ``window.nights`` nights up to ``night_now``, or -1.
 
         Ties go to the region of the most recent night among the tied ones; devices seen on fewer
         than ``min_nights`` of those nights get -1 (no home).
         """
+        votes = self.night_votes(night_now, self.window.nights, chunk)
+        return np.where(votes.seen >= max(min_nights, 1), votes.region, -1)
+
+    def night_votes(self, night_now: int, span: int, chunk: int = 1 << 15) -> NightVotes:
+        """Each device's night regions over the ``span`` nights ending with ``night_now``.
+
+        ``span`` must not exceed ``ring_nights`` (raises ``ValueError``).
+        """
+        if not 1 <= span <= self.ring_nights:
+            raise ValueError(f"span of {span} nights: the ring holds {self.ring_nights}")
         n = self.n_devices
-        n_slots = self.window.nights
-        out = np.full(n, -1, dtype=np.int64)
+        n_slots = self.ring_nights
+        out = NightVotes(*(np.full(n, fill, dtype=np.int64) for fill in (-1, 0, 0, -1)))
         region_mask = (1 << self._region_bits) - 1
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
@@ -178,9 +215,8 @@ class PresenceState:
             slots = np.arange(n_slots)[None, :]
             slot_night = last - np.mod(last - slots, n_slots)
             region = (ring & region_mask) - 1
-            valid = (ring != 0) & (slot_night > night_now - n_slots) & (slot_night <= night_now)
+            valid = (ring != 0) & (slot_night > night_now - span) & (slot_night <= night_now)
             region = np.where(valid, region, -1)
-            nights_seen = valid.sum(axis=1)
             recency = n_slots - (night_now - slot_night)
             latest = np.argmax(np.where(valid, recency, -1), axis=1)
             rows = np.arange(hi - lo)
@@ -189,11 +225,14 @@ class PresenceState:
             mixed = np.flatnonzero((valid & (region != pick[:, None])).any(axis=1))
             if mixed.size:
                 reg, val, rec = region[mixed], valid[mixed], recency[mixed]
-                same = (reg[:, :, None] == reg[:, None, :]) & val[:, None, :]
-                votes = same.sum(axis=2)
-                score = np.where(val, votes * (n_slots + 1) + rec, -1)
+                score = np.where(val, _slot_votes(reg) * (n_slots + 1) + rec, -1)
                 pick[mixed] = reg[np.arange(mixed.size), np.argmax(score, axis=1)]
-            out[lo:hi] = np.where(nights_seen >= max(min_nights, 1), pick, -1)
+            held = valid & (region == pick[:, None])
+            out.region[lo:hi] = np.where(valid.any(axis=1), pick, -1)
+            out.nights[lo:hi] = held.sum(axis=1)
+            out.seen[lo:hi] = valid.sum(axis=1)
+            out.first[lo:hi] = np.where(held, slot_night, np.iinfo(np.int64).max).min(axis=1)
+            out.first[lo:hi][~held.any(axis=1)] = -1
         return out
 
     def export(self) -> dict[str, np.ndarray]:
@@ -212,8 +251,11 @@ class PresenceState:
             raise ValueError("restore needs an empty state")
         keys = np.asarray(arrays["key"], dtype=np.uint64)
         ring = np.asarray(arrays["ring"])
-        if ring.shape[1:] != (self.window.nights,) or ring.dtype != self.ring_dtype:
-            raise ValueError("checkpoint ring does not match this night window / region count")
+        if ring.ndim != 2 or ring.dtype != self.ring_dtype:
+            raise ValueError("checkpoint ring does not match this region count")
+        if ring.shape[1] != self.ring_nights:
+            ring = _resize_ring(ring, np.asarray(arrays["last_night"], dtype=np.int64),
+                                self.ring_nights)
         if keys.size == 0:
             return
         rows, _ = self.index.rows(keys)
@@ -222,3 +264,31 @@ class PresenceState:
         self.opclass[rows] = arrays["opclass"]
         self.last_night[rows] = arrays["last_night"]
         self.ring[rows] = ring
+
+
+def _slot_votes(region: np.ndarray) -> np.ndarray:
+    """For each slot of each row, how many slots of the row hold the same value (sort-based:
+    rows x slots x log(slots), not rows x slots**2)."""
+    rows, slots = region.shape
+    order = np.argsort(region, axis=1, kind="stable")
+    ranked = np.take_along_axis(region, order, axis=1)
+    starts = np.ones(ranked.shape, dtype=bool)
+    starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    run = np.cumsum(starts, axis=1) - 1
+    flat = (np.arange(rows)[:, None] * slots + run).ravel()
+    run_len = np.bincount(flat, minlength=rows * slots).reshape(rows, slots)
+    votes = np.empty_like(run)
+    np.put_along_axis(votes, order, np.take_along_axis(run_len, run, axis=1), axis=1)
+    return votes
+
+
+def _resize_ring(ring: np.ndarray, last_night: np.ndarray, n_slots: int) -> np.ndarray:
+    """A ring of ``n_slots`` nights holding the same nights as ``ring`` (the newest ones when it
+    shrinks): night ``t`` lives in slot ``t mod n_slots`` either way."""
+    old = ring.shape[1]
+    out = np.zeros((ring.shape[0], n_slots), dtype=ring.dtype)
+    for slot in range(old):
+        night = last_night - np.mod(last_night - slot, old)
+        keep = night > last_night - n_slots
+        out[np.flatnonzero(keep), np.mod(night[keep], n_slots)] = ring[keep, slot]
+    return out

@@ -6,7 +6,9 @@ Every figure defacto publishes is a function of a few device counts at an instan
   operator class), where the factor region is the device's home region (its current region when
   it has none) and selects the calibration factor;
 - ``resident`` rows: active domestic devices with a home, counted by (home region, class);
-- per-class totals of active, present and housed devices (the coverage corrections).
+- per-class totals of active, present and housed devices (the coverage corrections);
+- with migration on, the period counts of :mod:`estimators.migration` (open and last closed
+  week and month).
 
 A tally holds only these counts (no device keys), so tallies of disjoint device sets (Kafka
 partitions) add up exactly, and :func:`estimate_from_tally` on the sum gives the same figures,
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimators.calibration import N_CLASSES
+from estimators.migration import MigrationTally, merge_migration
 from estimators.presence import ROAMER
 
 PRESENT_FIELDS = ("present_cell", "present_region", "present_factor_region", "present_cls",
@@ -48,6 +51,7 @@ class Tally:
     n_active: np.ndarray
     n_present: np.ndarray
     n_housed: np.ndarray
+    migration: MigrationTally | None = None
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -57,6 +61,8 @@ class Tally:
         """Compact binary form (numpy ``.npz``, no pickled objects) for Redis and checkpoints."""
         buf = io.BytesIO()
         arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+        if self.migration is not None:
+            arrays.update(self.migration.to_arrays())
         np.savez(buf, at_ms=np.array([self.at_ms], dtype=np.int64),
                  operators=np.array(self.operators, dtype=str), **arrays)
         return buf.getvalue()
@@ -66,8 +72,9 @@ class Tally:
         """Inverse of :meth:`to_bytes`."""
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+            migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
             return cls(at_ms=int(z["at_ms"][0]), operators=tuple(z["operators"].tolist()),
-                       **fields)
+                       migration=migration, **fields)
 
 
 def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -120,6 +127,13 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
         for t, r in zip(tallies, remaps, strict=True):
             np.add.at(total, r, getattr(t, name).astype(np.int64))
         per_class[name] = total
+    with_migration = [t.migration is not None for t in tallies]
+    if any(with_migration) and not all(with_migration):
+        raise ValueError("cannot merge tallies with and without migration counts "
+                         "(workers with different settings?)")
+    migration = merge_migration([t.migration for t in tallies if t.migration is not None]) \
+        if all(with_migration) else None
     return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
                  present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
-                 resident_region=r_reg, resident_cls=r_cls, resident_count=r_count, **per_class)
+                 resident_region=r_reg, resident_cls=r_cls, resident_count=r_count,
+                 migration=migration, **per_class)

@@ -114,3 +114,27 @@ def test_siphash24_matches_the_reference_implementation() -> None:
     same = device_keys(np.array(["40101", "40101"]), np.array(["dévice", "dévice"]), b"s" * 32)
     assert same[0] == same[1] == device_keys(np.array([b"40101"]), np.array(["dévice".encode()]),
                                              b"s" * 32)[0]
+
+
+def test_a_longer_ring_keeps_residence_and_restores_a_shorter_one() -> None:
+    rng = np.random.default_rng(11)
+    dev, ts, opc, loc = _random_pings(rng, 40_000, 1_500, 30)
+    loc_region = rng.integers(0, 6, size=300).astype(np.int32)
+    window = NightWindow(22, 8, 7)
+    short = PresenceState(6, window)
+    short.update(dev, ts, opc, loc, loc_region, 18_000)
+    long = PresenceState(6, window, ring_nights=28)
+    long.update(dev, ts, opc, loc, loc_region, 18_000)
+    restored = PresenceState(6, window, ring_nights=28)
+    restored.restore(short.export())  # a checkpoint of the 7-night ring
+    keys = np.unique(dev)
+    _, nights, _ = night_of(ts, 18_000, window)
+    # as the engine asks: for the current night (no ping of a later night ingested), and later
+    for night_now in range(int(nights.max()), int(nights.max()) + 9):
+        _, h_short = _state_by_key(short, keys, night_now)
+        _, h_long = _state_by_key(long, keys, night_now)
+        _, h_restored = _state_by_key(restored, keys, night_now)
+        assert np.array_equal(h_short, h_long) and np.array_equal(h_short, h_restored)
+    votes = long.night_votes(int(nights.max()), 28)
+    assert (votes.seen > 7).any() and (votes.nights <= votes.seen).all()
+    assert ((votes.first >= 0) == (votes.region >= 0)).all()

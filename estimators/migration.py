@@ -1,0 +1,395 @@
+"""Internal migration: usual residence with hysteresis, relocations and their tiers, lapse.
+
+Method (reasons and measurements in ``docs/METHOD.md`` §9; sources in the project's method note):
+
+- **Usual residence (UR).** At the close of night ``n``, over nights ``n-W+1..n`` (``W`` =
+  ``window_nights``, 28): ``R`` is the region with most nights (ties: the most recent). ``R``
+  *qualifies* when it holds more than half of the observed nights and at least ``min_nights``
+  (10) of them: FlowKit's ``MajorityLocation`` and monthly home rule, the UN 50 %+1 principle.
+  No UR yet and a qualifier → *housed* there (not a move). UR ``H`` and another qualifier ``R``
+  → a **relocation** ``H→R``. Otherwise the UR is kept: quiet or split nights never remove one.
+- **Dates and tiers.** ``detected`` is night ``n``; ``effective`` the first night in the window
+  on which ``R`` was the night region. A relocation is **confirmed** once the UR has stayed ``R``
+  for ``confirm_nights`` (90, the UN's 3-month boundary) after ``effective``; a relocation back
+  to ``H`` before that is a **return** (and itself a relocation ``R→H``).
+- **Lapse.** A device without any ping for ``lapse_nights`` (30) nights is *lapsed*: it leaves
+  the UR stock and is never an out-migrant; when it pings again it is *reactivated* with its UR.
+  A new SIM enters as housed, never as an in-migrant (multimno and FlowKit drop both silently).
+- **Determinism.** Every night is evaluated once, in night order, for every device, on the pings
+  before the night's close only (:class:`~estimators.engine.Engine` splits its input there), so
+  the results depend on the set of accepted pings alone: not on batching, window length,
+  partitions or restarts.
+
+Counts are kept per tumbling period (ISO week, calendar month), by the night an event is
+detected on, in device units. The stock-flow identity holds exactly per region::
+
+    end_stock - start_stock = in - out + housed - lapsed + reactivated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+
+PERIOD_KINDS = ("week", "month")
+_EPOCH = date(1970, 1, 1)
+# the region-vector counters of a period, then its OD matrices (from region, to region)
+VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated")
+MATRIX_FIELDS = ("relocations", "cohort_relocations", "confirmed", "returns")
+# per-device arrays: dtype and the value of a device without that state
+DEVICE_FIELDS: dict[str, tuple[type, int | bool]] = {
+    "ur": (np.int16, -1), "lapsed": (np.bool_, False), "pend_from": (np.int16, -1),
+    "pend_to": (np.int16, -1), "pend_effective": (np.int32, -1), "cohort_week": (np.int16, -1),
+    "cohort_month": (np.int16, -1)}
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    """The usual-residence and tier rules (defaults and their reasons in ``docs/METHOD.md``).
+
+    ``window_nights``: nights the majority is taken over; ``min_nights``: nights the majority
+    region must hold; ``confirm_nights``: nights after ``effective`` that confirm a move;
+    ``lapse_nights``: nights without any ping that lapse a device. Raises ``ValueError`` for
+    ``min_nights`` outside 1..``window_nights``, a window outside 1..366 nights, or
+    non-positive confirmation or lapse spans.
+    """
+
+    window_nights: int = 28
+    min_nights: int = 10
+    confirm_nights: int = 90
+    lapse_nights: int = 30
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window_nights <= 366:
+            raise ValueError("the migration window must be 1..366 nights")
+        if not 1 <= self.min_nights <= self.window_nights:
+            raise ValueError(f"--move-min-nights must be 1..{self.window_nights} (the window)")
+        if self.confirm_nights < 1 or self.lapse_nights < 1:
+            raise ValueError("confirmation and lapse spans must be at least one night")
+
+
+def period_of(night: int, kind: str) -> int:
+    """The period number of a night (days since 1970 of its evening, local): ISO weeks counted
+    from the Monday 1969-12-29 (``week``), or months since January 1970 (``month``)."""
+    if kind == "week":
+        return (night + 3) // 7
+    d = _EPOCH + timedelta(days=night)
+    return (d.year - 1970) * 12 + d.month - 1
+
+
+def period_nights(kind: str, number: int) -> tuple[int, int]:
+    """``(first night, last night)`` of a period (days since 1970, inclusive)."""
+    if kind == "week":
+        first = number * 7 - 3
+        return first, first + 6
+    year, month = divmod(number, 12)
+    start = date(1970 + year, month + 1, 1)
+    end = date(1970 + year + (month == 11), (month + 1) % 12 + 1, 1)
+    return (start - _EPOCH).days, (end - _EPOCH).days - 1
+
+
+def period_label(kind: str, number: int) -> str:
+    """``2026-W10`` (ISO week) or ``2026-03`` (month)."""
+    first, _ = period_nights(kind, number)
+    d = _EPOCH + timedelta(days=first)
+    if kind == "week":
+        year, week, _ = d.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{d.year}-{d.month:02d}"
+
+
+@dataclass
+class PeriodCounts:
+    """Device counts of one period (``kind``, ``number``) over ``n`` regions (assignment index,
+    ``unassigned`` included): int64 vectors ``[n]`` and OD matrices ``[n, n]`` (from, to).
+
+    ``start_stock``/``end_stock``: UR stock (devices with that UR, not lapsed) at the period's
+    start and end (end: so far, for an open period); ``cohort``: devices with that UR at the
+    start and not lapsed at the end (the at-risk population of the cohort rate);
+    ``relocations``: all relocations; ``cohort_relocations``: those of cohort members, by their
+    origin; ``confirmed``: moves confirmed in the period (by origin and destination);
+    ``returns``: returns in the period, by the relocation they undo; ``housed``, ``lapsed``,
+    ``reactivated``: by region. ``last_night``: the latest night evaluated (the period is final
+    once it is the period's last night).
+    """
+
+    kind: str
+    number: int
+    n: int
+    last_night: int = -1
+    start_stock: np.ndarray = field(default=None)  # type: ignore[assignment]
+    end_stock: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cohort: np.ndarray = field(default=None)  # type: ignore[assignment]
+    housed: np.ndarray = field(default=None)  # type: ignore[assignment]
+    lapsed: np.ndarray = field(default=None)  # type: ignore[assignment]
+    reactivated: np.ndarray = field(default=None)  # type: ignore[assignment]
+    relocations: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cohort_relocations: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confirmed: np.ndarray = field(default=None)  # type: ignore[assignment]
+    returns: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        for name in VECTOR_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(self.n, dtype=np.int64))
+        for name in MATRIX_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros((self.n, self.n), dtype=np.int64))
+
+    @property
+    def label(self) -> str:
+        """``2026-W10`` or ``2026-03``."""
+        return period_label(self.kind, self.number)
+
+    @property
+    def final(self) -> bool:
+        """Whether every night of the period has been evaluated."""
+        return self.last_night >= period_nights(self.kind, self.number)[1]
+
+    def copy(self) -> PeriodCounts:
+        """A deep copy."""
+        return PeriodCounts(self.kind, self.number, self.n, self.last_night,
+                            **{f: getattr(self, f).copy() for f in VECTOR_FIELDS + MATRIX_FIELDS})
+
+    def balance_error(self) -> np.ndarray:
+        """Per region, how far the stock-flow identity is off (zero when the books balance)."""
+        flows = (self.relocations.sum(axis=0) - self.relocations.sum(axis=1) + self.housed
+                 - self.lapsed + self.reactivated)
+        return self.end_stock - self.start_stock - flows
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Flat arrays (OD matrices as sparse ``from, to, count`` triplets) under ``prefix``."""
+        out = {f"{prefix}meta": np.array([PERIOD_KINDS.index(self.kind), self.number, self.n,
+                                          self.last_night], dtype=np.int64)}
+        for name in VECTOR_FIELDS:
+            out[prefix + name] = getattr(self, name)
+        for name in MATRIX_FIELDS:
+            m = getattr(self, name)
+            src, dst = np.nonzero(m)
+            out[prefix + name] = np.stack([src, dst, m[src, dst]]).astype(np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> PeriodCounts:
+        """Inverse of :meth:`to_arrays`."""
+        kind_i, number, n, last_night = (int(v) for v in arrays[f"{prefix}meta"])
+        fields = {name: np.asarray(arrays[prefix + name], dtype=np.int64).copy()
+                  for name in VECTOR_FIELDS}
+        for name in MATRIX_FIELDS:
+            m = np.zeros((n, n), dtype=np.int64)
+            src, dst, count = np.asarray(arrays[prefix + name], dtype=np.int64).reshape(3, -1)
+            np.add.at(m, (src, dst), count)
+            fields[name] = m
+        return cls(PERIOD_KINDS[kind_i], number, n, last_night, **fields)
+
+
+def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
+    """Sum the counts of one period from disjoint device sets (e.g. partitions).
+
+    Raises ``ValueError`` when the periods or region counts differ.
+    """
+    first = periods[0]
+    if any((p.kind, p.number, p.n) != (first.kind, first.number, first.n) for p in periods):
+        raise ValueError("cannot merge counts of different periods or region sets")
+    return PeriodCounts(first.kind, first.number, first.n, max(p.last_night for p in periods),
+                        **{f: sum(getattr(p, f) for p in periods)
+                           for f in VECTOR_FIELDS + MATRIX_FIELDS})
+
+
+@dataclass
+class MigrationTally:
+    """The migration part of a tally: per period kind, the open period and the last closed one.
+
+    Tallies of disjoint device sets at the same instant add up (:func:`merge_migration`).
+    """
+
+    periods: list[PeriodCounts]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the tally's binary form."""
+        out: dict[str, np.ndarray] = {"mig_count": np.array([len(self.periods)], dtype=np.int64)}
+        for i, p in enumerate(self.periods):
+            out.update(p.to_arrays(f"mig{i}_"))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MigrationTally | None:
+        """Inverse of :meth:`to_arrays`; None when the arrays hold no migration part."""
+        if "mig_count" not in arrays:
+            return None
+        count = int(np.asarray(arrays["mig_count"])[0])
+        return cls([PeriodCounts.from_arrays(arrays, f"mig{i}_") for i in range(count)])
+
+
+def merge_migration(tallies: list[MigrationTally]) -> MigrationTally:
+    """Sum migration tallies: each period summed over the tallies that hold it."""
+    by_key: dict[tuple[str, int], list[PeriodCounts]] = {}
+    for t in tallies:
+        for p in t.periods:
+            by_key.setdefault((p.kind, p.number), []).append(p)
+    keys = sorted(by_key, key=lambda k: (PERIOD_KINDS.index(k[0]), k[1]))
+    return MigrationTally([merge_periods(by_key[k]) for k in keys])
+
+
+class MigrationState:
+    """Per-device usual residence, pending relocation and lapse, plus the period ledgers.
+
+    Rows are the presence state's device rows. Per device (13 bytes): ``ur`` int16 (region, -1
+    none), ``lapsed`` bool, the pending (unconfirmed) relocation ``pend_from``/``pend_to`` int16
+    and ``pend_effective`` int32 (night), and the UR at the start of the current week and month
+    (``cohort_week``/``cohort_month`` int16, -1 none or lapsed).
+    """
+
+    def __init__(self, n_regions: int, config: MigrationConfig) -> None:
+        self.n = n_regions
+        self.config = config
+        self.arrays = {k: np.full(0, fill, dtype=dt) for k, (dt, fill) in DEVICE_FIELDS.items()}
+        self.evaluated_night: int | None = None
+        self.current: dict[str, PeriodCounts] = {}
+        self.closed: dict[str, PeriodCounts] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of per-device state held."""
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def _grow(self, n_devices: int) -> None:
+        have = len(self.arrays["ur"])
+        if n_devices > have:
+            cap = max(n_devices, int(have * 1.25) + 1024)
+            self.arrays = {k: np.concatenate([a, np.full(cap - have, DEVICE_FIELDS[k][1], dtype=a.dtype)])
+                           for k, a in self.arrays.items()}
+
+    def stock(self, n_devices: int) -> np.ndarray:
+        """UR stock per region now: devices with a UR that are not lapsed (int64[n])."""
+        self._grow(n_devices)
+        a = self.arrays
+        ur, lapsed = a["ur"][:n_devices], a["lapsed"][:n_devices]
+        return np.bincount(ur[(ur >= 0) & ~lapsed], minlength=self.n).astype(np.int64)
+
+    def _cohort(self, kind: str, n_devices: int) -> np.ndarray:
+        self._grow(n_devices)
+        a = self.arrays
+        start = a[f"cohort_{kind}"][:n_devices]
+        member = (start >= 0) & ~a["lapsed"][:n_devices]
+        return np.bincount(start[member], minlength=self.n).astype(np.int64)
+
+    def _open(self, kind: str, night: int, n_devices: int) -> None:
+        """Start the period of ``night``: its start stock and the cohort of its members."""
+        a = self.arrays
+        ur, lapsed = a["ur"][:n_devices], a["lapsed"][:n_devices]
+        a[f"cohort_{kind}"][:n_devices] = np.where((ur >= 0) & ~lapsed, ur, -1)
+        self.current[kind] = PeriodCounts(kind, period_of(night, kind), self.n,
+                                          start_stock=self.stock(n_devices))
+
+    def _close(self, kind: str, n_devices: int) -> None:
+        p = self.current.pop(kind)
+        p.end_stock = self.stock(n_devices)
+        p.cohort = self._cohort(kind, n_devices)
+        self.closed[kind] = p
+
+    def evaluate(self, night: int, n_devices: int, domestic: np.ndarray, active: np.ndarray,
+                 pick: np.ndarray, pick_nights: np.ndarray, seen: np.ndarray,
+                 first: np.ndarray) -> None:
+        """Apply the rules of the module docstring for ``night`` to devices ``0..n_devices-1``.
+
+        ``domestic``/``active`` bool[n_devices] (active: a ping within ``lapse_nights``);
+        ``pick``, ``pick_nights``, ``seen``, ``first`` int64[n_devices]: the night votes over
+        the window ending with ``night`` (:meth:`estimators.presence.PresenceState.night_votes`).
+        Nights must come in order, each once.
+        """
+        if self.evaluated_night is not None and night != self.evaluated_night + 1:
+            raise ValueError(f"night {night} evaluated after night {self.evaluated_night}")
+        self._grow(n_devices)
+        for kind in PERIOD_KINDS:
+            if kind not in self.current:
+                self._open(kind, night, n_devices)
+        cfg, a = self.config, self.arrays
+        ur = a["ur"][:n_devices].astype(np.int64)
+        lapsed = a["lapsed"][:n_devices]
+        has_ur = ur >= 0
+        react = has_ur & lapsed & active
+        lapse = has_ur & ~lapsed & ~active
+        qualify = (domestic & active & (pick >= 0) & (2 * pick_nights > seen)
+                   & (pick_nights >= cfg.min_nights))
+        housed = qualify & ~has_ur
+        move = qualify & has_ur & (pick != ur)
+        pend_from = a["pend_from"][:n_devices].astype(np.int64)
+        pend_to = a["pend_to"][:n_devices].astype(np.int64)
+        back = move & (pend_from >= 0) & (pick == pend_from)
+        moved_ur = ur[move]
+        for kind in PERIOD_KINDS:
+            p = self.current[kind]
+            np.add.at(p.reactivated, ur[react], 1)
+            np.add.at(p.lapsed, ur[lapse], 1)
+            np.add.at(p.housed, pick[housed], 1)
+            np.add.at(p.relocations, (moved_ur, pick[move]), 1)
+            member = move & (a[f"cohort_{kind}"][:n_devices] >= 0)
+            np.add.at(p.cohort_relocations, (ur[member], pick[member]), 1)
+            np.add.at(p.returns, (pend_from[back], pend_to[back]), 1)
+        a["lapsed"][:n_devices] = ~active
+        new_ur = np.where(housed | move, pick, ur)
+        a["ur"][:n_devices] = new_ur
+        # pending relocations: a return clears one, a new switch replaces it
+        opened = move & ~back
+        a["pend_from"][:n_devices][back] = -1
+        a["pend_to"][:n_devices][back] = -1
+        a["pend_from"][:n_devices][opened] = ur[opened]
+        a["pend_to"][:n_devices][opened] = pick[opened]
+        a["pend_effective"][:n_devices][opened] = first[opened]
+        pend_from = a["pend_from"][:n_devices].astype(np.int64)
+        pend_to = a["pend_to"][:n_devices].astype(np.int64)
+        eff = a["pend_effective"][:n_devices].astype(np.int64)
+        confirm = (pend_from >= 0) & (new_ur == pend_to) & (night - eff >= cfg.confirm_nights)
+        for kind in PERIOD_KINDS:
+            np.add.at(self.current[kind].confirmed, (pend_from[confirm], pend_to[confirm]), 1)
+            self.current[kind].last_night = night
+        a["pend_from"][:n_devices][confirm] = -1
+        a["pend_to"][:n_devices][confirm] = -1
+        self.evaluated_night = night
+        for kind in PERIOD_KINDS:
+            if night >= period_nights(kind, self.current[kind].number)[1]:
+                self._close(kind, n_devices)
+
+    def tally(self, n_devices: int) -> MigrationTally:
+        """The open periods (counts so far, end stock and cohort as of now) and the last closed
+        ones, in a fixed order."""
+        periods = []
+        for kind in PERIOD_KINDS:
+            if kind in self.closed:
+                periods.append(self.closed[kind].copy())
+            if kind in self.current:
+                p = self.current[kind].copy()
+                p.end_stock = self.stock(n_devices)
+                p.cohort = self._cohort(kind, n_devices)
+                periods.append(p)
+        return MigrationTally(periods)
+
+    def export(self, n_devices: int) -> dict[str, np.ndarray]:
+        """Per-device arrays (first ``n_devices`` rows) and ledgers as plain arrays."""
+        self._grow(n_devices)
+        out = {f"mig_{k}": a[:n_devices].copy() for k, a in self.arrays.items()}
+        out["mig_evaluated"] = np.array([-1 if self.evaluated_night is None
+                                         else self.evaluated_night], dtype=np.int64)
+        ledgers = [("cur", k, p) for k, p in self.current.items()] + \
+                  [("old", k, p) for k, p in self.closed.items()]
+        for which, kind, p in ledgers:
+            out.update(p.to_arrays(f"migp_{which}_{kind}_"))
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Load :meth:`export` output; ``rows`` maps exported row ``i`` to this state's row."""
+        n = int(rows.max()) + 1 if rows.size else 0
+        self._grow(n)
+        for k in DEVICE_FIELDS:
+            if f"mig_{k}" in arrays:
+                self.arrays[k][rows] = arrays[f"mig_{k}"]
+        night = int(np.asarray(arrays.get("mig_evaluated", [-1]))[0])
+        self.evaluated_night = None if night < 0 else night
+        for which, target in (("cur", self.current), ("old", self.closed)):
+            for kind in PERIOD_KINDS:
+                prefix = f"migp_{which}_{kind}_"
+                if f"{prefix}meta" in arrays:
+                    target[kind] = PeriodCounts.from_arrays(arrays, prefix)
