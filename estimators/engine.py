@@ -51,14 +51,14 @@ class Engine:
     """Pings in, present and resident population out; deterministic and order-independent."""
 
     def __init__(self, regions: RegionSet, config: EngineConfig | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, record_migration: bool = False) -> None:
         self.config = config or EngineConfig()
         self.regions = regions
         self.cells = CellTable(regions, self.config.res)
         mig = self.config.migration
         ring = max(self.config.night.nights, mig.window_nights) if mig else None
         self.state = PresenceState(len(regions.ids), self.config.night, ring_nights=ring)
-        self.migration = MigrationState(len(regions.ids), mig) if mig else None
+        self.migration = MigrationState(len(regions.ids), mig, record_migration) if mig else None
         self.calibration = calibration or Calibration()
         self.operators: list[str] = []
         self._operator_index: dict[str, int] = {}

@@ -73,6 +73,9 @@ class Estimate:
     ``cell_devices``; ``coarse_cells`` maps each coarser published resolution to
     ``(cell_id, cell_present)``. ``active_devices``: devices active at ``at_ms``;
     ``coverage_present``/``coverage_resident``: the share of them the figures can see.
+    ``resident_by_home``/``resident_by_home_rse`` ``float64[n_regions]``: resident people by
+    home region itself (no subtree sums, no suppression) and their calibration error; inputs
+    of the migration flows (:mod:`estimators.flows`), never published as they are.
     """
 
     at_ms: int
@@ -92,6 +95,8 @@ class Estimate:
     coverage_resident: float
     coarse_cells: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     unresolved_groups: int = 0
+    resident_by_home: np.ndarray | None = None
+    resident_by_home_rse: np.ndarray | None = None
 
 
 def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -202,6 +207,8 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     resident_fig = _region_figures(regions, tally.resident_region.astype(np.int64),
                                    tally.resident_count, r_weight, factors.rse[rf], factors.row[rf],
                                    config)
+    by_home, by_home_rse = _by_home(len(regions.ids), tally.resident_region.astype(np.int64),
+                                    tally.resident_count, r_weight, factors.rse[rf], factors.row[rf])
 
     cell_id, inverse = np.unique(tally.present_cell, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -236,4 +243,17 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
         coverage_resident=float(tally.n_housed.sum() / max(int(domestic_active.sum()), 1)),
         coarse_cells={lvl.res: (lvl.cell_id, lvl.present) for lvl in levels[1:]},
         unresolved_groups=unresolved,
+        resident_by_home=by_home, resident_by_home_rse=by_home_rse,
     )
+
+
+def _by_home(n: int, where: np.ndarray, count: np.ndarray, weight: np.ndarray, rse: np.ndarray,
+             row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """People per home region itself and the calibration's relative error of that figure."""
+    people = np.bincount(where, weights=count * weight, minlength=n)
+    rows = row + 1
+    by_row = np.zeros((n, int(rows.max()) + 1 if rows.size else 1))
+    np.add.at(by_row, (where, rows), count * weight * rse)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(people > 0, np.sqrt((by_row**2).sum(axis=1)) / people, 0.0)
+    return people, rel

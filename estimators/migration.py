@@ -111,14 +111,16 @@ class PeriodCounts:
     ``relocations``: all relocations; ``cohort_relocations``: those of cohort members, by their
     origin; ``confirmed``: moves confirmed in the period (by origin and destination);
     ``returns``: returns in the period, by the relocation they undo; ``housed``, ``lapsed``,
-    ``reactivated``: by region. ``last_night``: the latest night evaluated (the period is final
-    once it is the period's last night).
+    ``reactivated``: by region. ``first_night``/``last_night``: the earliest and latest nights
+    evaluated (the period is final once ``last_night`` is its last night, and complete when
+    ``first_night`` is its first: data began before it).
     """
 
     kind: str
     number: int
     n: int
     last_night: int = -1
+    first_night: int = -1
     start_stock: np.ndarray = field(default=None)  # type: ignore[assignment]
     end_stock: np.ndarray = field(default=None)  # type: ignore[assignment]
     cohort: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -145,12 +147,17 @@ class PeriodCounts:
 
     @property
     def final(self) -> bool:
-        """Whether every night of the period has been evaluated."""
+        """Whether the period's last night has been evaluated (its counts change no more)."""
         return self.last_night >= period_nights(self.kind, self.number)[1]
+
+    @property
+    def complete(self) -> bool:
+        """Whether its first night was evaluated too (the data did not begin inside it)."""
+        return 0 <= self.first_night <= period_nights(self.kind, self.number)[0]
 
     def copy(self) -> PeriodCounts:
         """A deep copy."""
-        return PeriodCounts(self.kind, self.number, self.n, self.last_night,
+        return PeriodCounts(self.kind, self.number, self.n, self.last_night, self.first_night,
                             **{f: getattr(self, f).copy() for f in VECTOR_FIELDS + MATRIX_FIELDS})
 
     def balance_error(self) -> np.ndarray:
@@ -162,7 +169,7 @@ class PeriodCounts:
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Flat arrays (OD matrices as sparse ``from, to, count`` triplets) under ``prefix``."""
         out = {f"{prefix}meta": np.array([PERIOD_KINDS.index(self.kind), self.number, self.n,
-                                          self.last_night], dtype=np.int64)}
+                                          self.last_night, self.first_night], dtype=np.int64)}
         for name in VECTOR_FIELDS:
             out[prefix + name] = getattr(self, name)
         for name in MATRIX_FIELDS:
@@ -174,7 +181,7 @@ class PeriodCounts:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> PeriodCounts:
         """Inverse of :meth:`to_arrays`."""
-        kind_i, number, n, last_night = (int(v) for v in arrays[f"{prefix}meta"])
+        kind_i, number, n, last_night, first_night = (int(v) for v in arrays[f"{prefix}meta"])
         fields = {name: np.asarray(arrays[prefix + name], dtype=np.int64).copy()
                   for name in VECTOR_FIELDS}
         for name in MATRIX_FIELDS:
@@ -182,7 +189,7 @@ class PeriodCounts:
             src, dst, count = np.asarray(arrays[prefix + name], dtype=np.int64).reshape(3, -1)
             np.add.at(m, (src, dst), count)
             fields[name] = m
-        return cls(PERIOD_KINDS[kind_i], number, n, last_night, **fields)
+        return cls(PERIOD_KINDS[kind_i], number, n, last_night, first_night, **fields)
 
 
 def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
@@ -193,7 +200,9 @@ def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
     first = periods[0]
     if any((p.kind, p.number, p.n) != (first.kind, first.number, first.n) for p in periods):
         raise ValueError("cannot merge counts of different periods or region sets")
+    firsts = [p.first_night for p in periods if p.first_night >= 0]
     return PeriodCounts(first.kind, first.number, first.n, max(p.last_night for p in periods),
+                        min(firsts) if firsts else -1,
                         **{f: sum(getattr(p, f) for p in periods)
                            for f in VECTOR_FIELDS + MATRIX_FIELDS})
 
@@ -242,9 +251,10 @@ class MigrationState:
     (``cohort_week``/``cohort_month`` int16, -1 none or lapsed).
     """
 
-    def __init__(self, n_regions: int, config: MigrationConfig) -> None:
+    def __init__(self, n_regions: int, config: MigrationConfig, record: bool = False) -> None:
         self.n = n_regions
         self.config = config
+        self._log: list[tuple[np.ndarray, ...]] | None = [] if record else None
         self.arrays = {k: np.full(0, fill, dtype=dt) for k, (dt, fill) in DEVICE_FIELDS.items()}
         self.evaluated_night: int | None = None
         self.current: dict[str, PeriodCounts] = {}
@@ -281,7 +291,7 @@ class MigrationState:
         a = self.arrays
         ur, lapsed = a["ur"][:n_devices], a["lapsed"][:n_devices]
         a[f"cohort_{kind}"][:n_devices] = np.where((ur >= 0) & ~lapsed, ur, -1)
-        self.current[kind] = PeriodCounts(kind, period_of(night, kind), self.n,
+        self.current[kind] = PeriodCounts(kind, period_of(night, kind), self.n, first_night=night,
                                           start_stock=self.stock(n_devices))
 
     def _close(self, kind: str, n_devices: int) -> None:
@@ -320,6 +330,9 @@ class MigrationState:
         pend_to = a["pend_to"][:n_devices].astype(np.int64)
         back = move & (pend_from >= 0) & (pick == pend_from)
         moved_ur = ur[move]
+        if self._log is not None:
+            self._record(night, housed, np.full(n_devices, -1), pick, first, 0)
+            self._record(night, move, ur, pick, first, 1)
         for kind in PERIOD_KINDS:
             p = self.current[kind]
             np.add.at(p.reactivated, ur[react], 1)
@@ -343,6 +356,8 @@ class MigrationState:
         pend_to = a["pend_to"][:n_devices].astype(np.int64)
         eff = a["pend_effective"][:n_devices].astype(np.int64)
         confirm = (pend_from >= 0) & (new_ur == pend_to) & (night - eff >= cfg.confirm_nights)
+        if self._log is not None:
+            self._record(night, confirm, pend_from, pend_to, eff, 2)
         for kind in PERIOD_KINDS:
             np.add.at(self.current[kind].confirmed, (pend_from[confirm], pend_to[confirm]), 1)
             self.current[kind].last_night = night
@@ -352,6 +367,25 @@ class MigrationState:
         for kind in PERIOD_KINDS:
             if night >= period_nights(kind, self.current[kind].number)[1]:
                 self._close(kind, n_devices)
+
+    def _record(self, night: int, mask: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                effective: np.ndarray, kind: int) -> None:
+        rows = np.flatnonzero(mask)
+        if rows.size and self._log is not None:
+            self._log.append((rows, np.full(rows.size, night), np.full(rows.size, kind),
+                              src[rows], dst[rows], effective[rows]))
+
+    def events(self) -> dict[str, np.ndarray]:
+        """Every event since the start, when created with ``record=True`` (benchmarks, tests):
+        ``row`` (device row), ``night`` (detected), ``kind`` (0 housed, 1 relocation,
+        2 confirmed), ``src``/``dst`` regions and ``effective`` night, all int64 arrays."""
+        if self._log is None:
+            raise ValueError("this migration state was created without record=True")
+        names = ("row", "night", "kind", "src", "dst", "effective")
+        if not self._log:
+            return {n: np.zeros(0, dtype=np.int64) for n in names}
+        return {n: np.concatenate([e[i] for e in self._log]).astype(np.int64)
+                for i, n in enumerate(names)}
 
     def tally(self, n_devices: int) -> MigrationTally:
         """The open periods (counts so far, end stock and cohort as of now) and the last closed

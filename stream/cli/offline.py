@@ -19,12 +19,17 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from estimators.calibration import FactorRow
+from estimators.engine import Engine
+from estimators.estimate import Estimate
+from estimators.migration import PeriodCounts
+from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
 from stream.contract import InputError, Reject
 from stream.decode.validate import PingDecoder
 from stream.estimate.engine_options import EngineOptions, build_engine
 from stream.estimate.windows import EventTimeWindows, WindowSettings
+from stream.publish.flows import flows_table, period_flows
 from stream.publish.snapshot import engine_snapshot
 from stream.publish.table import region_table
 from stream.simulator import Simulation, load_scenario, simulate, write_simulation
@@ -45,7 +50,8 @@ Snapshot = dict[str, Any]
 class ReplayConfig:
     """A replay: ping files, reference files, engine and window settings, where output goes.
 
-    ``out``: snapshots JSON Lines (None: none written); ``rejects``: reject file (default
+    ``out``: snapshots JSON Lines (None: none written); ``flows_out``: migration flows JSON
+    Lines, one object per period (``schemas/flows.schema.json``); ``rejects``: reject file (default
     ``OUT.rejects.jsonl`` or ``rejects.jsonl``); ``start_ms``/``end_ms``: only pings in between.
     """
 
@@ -55,6 +61,7 @@ class ReplayConfig:
     windows: WindowSettings = field(default_factory=WindowSettings)
     key_file: Path | None = None
     out: Path | None = None
+    flows_out: Path | None = None
     rejects: Path | None = None
     start_ms: int | None = None
     end_ms: int | None = None
@@ -77,6 +84,8 @@ class ReplayResult:
     rejected: int
     period: str
     uncalibrated: list[tuple[str, str]]
+    flows: list[dict[str, Any]] = field(default_factory=list)
+    flows_written: list[str] = field(default_factory=list)
 
 
 class RejectFile:
@@ -117,14 +126,18 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     engine = build_engine(config.engine, reference)
     secret = load_pseudonym_key(config.key_file)
     out_fh = open(config.out, "w", encoding="utf-8") if config.out else None
+    flows = FlowsWriter(config.flows_out, engine, config.engine.k)
     reject_file = RejectFile(config.rejects_path)
     last: list[Snapshot] = []
 
     def publish(boundary_ms: int) -> None:
-        snap = engine_snapshot(engine, boundary_ms, reference.registry)
+        tally = engine.tally(boundary_ms)
+        estimate = engine.estimate_tally(tally)
+        snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate)
         last[:] = [snap]
         if out_fh is not None:
             out_fh.write(json.dumps(snap, separators=(",", ":")) + "\n")
+        flows.add(tally, estimate)
 
     windows = EventTimeWindows(engine, config.windows, on_window=publish, on_reject=reject_file,
                                start_ms=config.start_ms, end_ms=config.end_ms)
@@ -133,12 +146,72 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
         windows.finish()
     finally:
         reject_file.close()
+        flows.close()
         if out_fh is not None:
             out_fh.close()
     stats = windows.stats
     return ReplayResult(last[0] if last else None, stats.windows, stats.summary(),
                         sum(stats.rejected.values()), windows.describe_period(),
-                        engine.factors().uncalibrated if reference.calibration else [])
+                        engine.factors().uncalibrated if reference.calibration else [],
+                        flows.latest(), flows.written())
+
+
+class FlowsWriter:
+    """Writes each period's flows once, at the first snapshot after it closed; at the end, the
+    periods still open (``final: false``). Without a path it only keeps the latest ones."""
+
+    def __init__(self, path: Path | None, engine: Engine, k: int) -> None:
+        self.engine = engine
+        self.k = k
+        self._fh = open(path, "w", encoding="utf-8") if path else None
+        self._written: set[tuple[str, int]] = set()
+        self._docs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._last: tuple[Tally, Estimate] | None = None
+
+    def _doc(self, period: PeriodCounts, estimate: Estimate) -> dict[str, Any]:
+        assert self.engine.config.migration is not None
+        return period_flows(period, estimate, self.engine.regions, self.k,
+                            self.engine.config.migration)
+
+    def add(self, tally: Tally, estimate: Estimate) -> None:
+        """A snapshot's tally and estimate: write the periods that closed since the last one."""
+        if tally.migration is None:
+            return
+        self._last = (tally, estimate)
+        for p in tally.migration.periods:
+            key = (p.kind, p.number)
+            if p.final and key not in self._written:
+                self._write(key, self._doc(p, estimate))
+
+    def _write(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
+        self._written.add(key)
+        self._docs[key] = doc
+        if self._fh is not None:
+            self._fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        """Write the periods still open at the last snapshot, then close the file."""
+        if self._last is not None:
+            tally, estimate = self._last
+            assert tally.migration is not None
+            for p in tally.migration.periods:
+                key = (p.kind, p.number)
+                if key not in self._written:
+                    self._write(key, self._doc(p, estimate))
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def written(self) -> list[str]:
+        """Labels of the periods written, in order."""
+        return [doc["period"] for doc in self._docs.values()]
+
+    def latest(self) -> list[dict[str, Any]]:
+        """The newest period written of each kind (week, month)."""
+        newest: dict[str, dict[str, Any]] = {}
+        for (kind, _number), doc in sorted(self._docs.items(), key=lambda kv: kv[0][1]):
+            newest[kind] = doc
+        return list(newest.values())
 
 
 @dataclass(frozen=True)
@@ -252,6 +325,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pings=tuple(map(Path, args.pings)), reference=options.reference_paths(args),
         engine=options.engine_options(args), windows=options.window_settings(args),
         key_file=_key_file(args), out=Path(args.out) if args.out else None,
+        flows_out=Path(args.flows_out) if args.flows_out else None,
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
     if config.reference.calibration is None:
         print("defacto: warning: no --calibration: every device counts as one person",
@@ -261,6 +335,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    if args.flows_out:
+        print(f"defacto: migration flows of {len(result.flows_written)} period(s) -> {args.flows_out}",
+              file=sys.stderr)
     warn_uncalibrated(result.uncalibrated)
     if not args.out or args.table:
         snap = result.last_snapshot
@@ -271,6 +348,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"Snapshot at {snap['at']} (horizon {config.engine.horizon_ms // SECOND_MS} s, "
               f"k = {args.k})")
         print(region_table(snap, truth))
+        if not args.flows_out:
+            for doc in result.flows:
+                print()
+                print(flows_table(doc))
     return 0
 
 
@@ -299,6 +380,8 @@ def add_replay_parser(sub: Any) -> None:
     options.add_reference_options(p)
     options.add_every_option(p)
     p.add_argument("--out", help="snapshots JSON Lines file (default: print a region table)")
+    p.add_argument("--flows-out", help="migration flows JSON Lines file, one object per ISO week "
+                   "and month (default: print the latest week's and month's flows with the table)")
     p.add_argument("--table", action="store_true", help="also print the table with --out")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl or rejects.jsonl)")
     p.add_argument("--truth", help="truth.jsonl from `defacto simulate`: adds true columns")

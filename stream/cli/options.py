@@ -118,6 +118,16 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="suppress figures resting on fewer devices (default %(default)s)")
     g.add_argument("--model-rse", type=float, default=EngineOptions.model_rse,
                    help="model-error relative standard error in the interval (default %(default)s)")
+    g.add_argument("--move-min-nights", type=int, default=EngineOptions.move_min_nights,
+                   help="migration: nights out of the last --move-window a new region must hold "
+                        "(and more than half of those seen) to become the usual residence "
+                        "(default %(default)s)")
+    g.add_argument("--move-window", type=int, default=EngineOptions.move_window_nights,
+                   metavar="NIGHTS", help="migration: nights of the majority window (default %(default)s)")
+    g.add_argument("--confirm-nights", type=int, default=EngineOptions.confirm_nights,
+                   help="migration: nights in the new region that confirm a move (default %(default)s)")
+    g.add_argument("--lapse-nights", type=int, default=EngineOptions.lapse_nights,
+                   help="migration: nights without any ping that lapse a SIM (default %(default)s)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
                    "else a random per-run key)")
     g.add_argument("--lateness", type=duration_ms_arg, default=WindowSettings.lateness_ms,
@@ -132,7 +142,9 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(res=args.res, horizon_ms=args.horizon, activity_ms=args.activity,
                          night_start_h=night_start, night_length_h=night_length,
                          nights=args.nights, min_nights=args.min_nights, timezone=args.timezone,
-                         home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse)
+                         home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse,
+                         move_window_nights=args.move_window, move_min_nights=args.move_min_nights,
+                         confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights)
 
 
 def window_settings(args: argparse.Namespace) -> WindowSettings:

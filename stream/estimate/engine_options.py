@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
+from estimators.migration import MigrationConfig
 from estimators.presence import NightWindow
 from estimators.units import DAY_MS, HOUR_MS
 from stream.contract import InputError
@@ -27,7 +28,8 @@ class EngineOptions:
     is the modal night region over this many nights, ``min_nights`` of them seen; ``timezone``:
     IANA zone of the nights; ``home_mcc``: domestic SIMs' MCC (others are roamers); ``k``:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
-    interval.
+    interval. Migration (:mod:`estimators.migration`): ``move_window_nights`` (majority window),
+    ``move_min_nights`` (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
     """
 
     res: int = 8
@@ -41,6 +43,20 @@ class EngineOptions:
     home_mcc: int = 401
     k: int = 15
     model_rse: float = EstimateConfig.model_rse
+    move_window_nights: int = MigrationConfig.window_nights
+    move_min_nights: int = MigrationConfig.min_nights
+    confirm_nights: int = MigrationConfig.confirm_nights
+    lapse_nights: int = MigrationConfig.lapse_nights
+
+    def migration_config(self) -> MigrationConfig:
+        """The migration rules; raises :class:`~stream.contract.InputError` when out of range."""
+        try:
+            return MigrationConfig(window_nights=self.move_window_nights,
+                                   min_nights=self.move_min_nights,
+                                   confirm_nights=self.confirm_nights,
+                                   lapse_nights=self.lapse_nights)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     def engine_config(self) -> EngineConfig:
         """The estimators' configuration; raises :class:`~stream.contract.InputError` naming
@@ -51,7 +67,8 @@ class EngineOptions:
                 night=NightWindow(self.night_start_h, self.night_length_h, self.nights),
                 estimate=EstimateConfig(horizon_ms=self.horizon_ms, activity_ms=self.activity_ms,
                                         min_nights=self.min_nights, k_anonymity=self.k,
-                                        model_rse=self.model_rse))
+                                        model_rse=self.model_rse),
+                migration=self.migration_config())
         except ValueError as exc:
             raise InputError(str(exc)) from None
 

@@ -76,11 +76,13 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
     return snapshot
 
 
-def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None) -> dict[str, Any]:
-    """The snapshot of ``engine``'s estimate at ``at_ms`` as ``defacto replay`` writes it
-    (with ``horizon_s`` and ``k``)."""
+def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None,
+                    estimate: Estimate | None = None) -> dict[str, Any]:
+    """The snapshot of ``engine``'s estimate at ``at_ms`` (or of ``estimate``, computed from
+    its tally at ``at_ms``) as ``defacto replay`` writes it (with ``horizon_s`` and ``k``)."""
     cfg = engine.config.estimate
-    return build_snapshot(engine.estimate(at_ms), engine.regions, engine.cells.res, registry,
+    est = engine.estimate(at_ms) if estimate is None else estimate
+    return build_snapshot(est, engine.regions, engine.cells.res, registry,
                           {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity})
 
 

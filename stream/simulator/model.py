@@ -10,6 +10,7 @@ purpose (and by hour or local day), so a given hour is identical however the run
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ KZ_MCC = 401
 DEFAULT_CONCENTRATION = {True: 0.8, False: 0.0}
 _KEY_BITS = 21
 
-(_HOMES, _DEVICES, _VISITORS, _MIGRATION, _NAMES, _REFERENCE, _DAY, _HOUR, _GRID) = range(1, 10)
+(_HOMES, _DEVICES, _VISITORS, _MIGRATION, _NAMES, _REFERENCE, _DAY, _HOUR, _GRID, _TEMPORARY,
+ _CHURN) = range(1, 12)
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -91,6 +93,21 @@ class Moves:
     work_leaf: np.ndarray
     work_lat: np.ndarray
     work_lon: np.ndarray
+
+
+@dataclass
+class Stays:
+    """Temporary stays away from home (holidays, shift rotations): not moves. Sorted by start;
+    ``start_ms``/``end_ms`` on whole hours; the person sleeps and spends the day at
+    (``leaf``, ``lat``, ``lon``) in between. ``kind`` 0 = holiday, 1 = shift rotation."""
+
+    person: np.ndarray
+    start_ms: np.ndarray
+    end_ms: np.ndarray
+    leaf: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    kind: np.ndarray
 
 
 @dataclass
@@ -336,6 +353,77 @@ def _moves(scenario: Scenario, leaves: _Leaves, people: People, scale: float, se
                  np.where(worker, work_lat, home_lat), np.where(worker, work_lon, home_lon))
 
 
+def _stays(scenario: Scenario, leaves: _Leaves, people: People, moves: Moves, seed: int,
+           start_ms: int, end_ms: int) -> Stays:
+    """Holidays and shift rotations of residents who do not move (scenario ``[temporary]``).
+
+    Holidays: Poisson many per resident-year, uniform whole-day lengths, starting at a uniform
+    hour (also before the run, so the run can begin mid-holiday), in a leaf drawn by population.
+    Shift workers: ``shift_days`` away then as many at home, each with a random phase, always at
+    the same place. A stay that starts while its person is away is skipped at run time.
+    """
+    t = scenario.temporary
+    rng = _stream(seed, _TEMPORARY)
+    n_res = people.n_residents
+    eligible = np.setdiff1d(np.arange(n_res), moves.person)
+    span_days = (end_ms - start_ms) / DAY_MS
+    lo_days, hi_days = t.holiday_days
+    n_hol = int(rng.poisson(t.holidays_per_year * eligible.size * (span_days + hi_days) / 365.25))
+    hol_person = rng.choice(eligible, n_hol) if eligible.size else np.zeros(0, dtype=np.int64)
+    hol_len = rng.integers(lo_days, hi_days + 1, n_hol) * DAY_MS
+    hol_start = (start_ms - hi_days * DAY_MS) + rng.integers(
+        0, int((span_days + hi_days) * 24), n_hol).astype(np.int64) * HOUR_MS
+    hol_leaf = _choose(rng, leaves.population, n_hol)
+    n_shift = round(t.shift_share * eligible.size)
+    shift_person = rng.choice(eligible, n_shift, replace=False) if n_shift else np.zeros(0, np.int64)
+    cycle = 2 * t.shift_days * DAY_MS
+    if t.shift_to:
+        targets = np.zeros(len(leaves.ids))
+        for to_id, weight in t.shift_to.items():
+            targets += weight * leaves.by_population(scenario.leaves_under(to_id))
+    else:
+        targets = leaves.population
+    shift_leaf_of = _choose(rng, targets, n_shift)
+    phase = rng.integers(0, 2 * t.shift_days * 24, n_shift).astype(np.int64) * HOUR_MS
+    reps = int((end_ms - start_ms) // cycle) + 2
+    k = np.arange(reps, dtype=np.int64)
+    sh_start = (start_ms - cycle + phase[:, None] + k[None, :] * cycle).ravel()
+    sh_person = np.repeat(shift_person, reps)
+    sh_leaf = np.repeat(shift_leaf_of, reps)
+    person = np.concatenate([hol_person, sh_person]).astype(np.int32)
+    start = np.concatenate([hol_start, sh_start]).astype(np.int64)
+    end = np.concatenate([hol_start + hol_len, sh_start + t.shift_days * DAY_MS])
+    leaf = np.concatenate([hol_leaf, sh_leaf]).astype(np.int16)
+    kind = np.concatenate([np.zeros(n_hol, np.int8), np.ones(sh_person.size, np.int8)])
+    keep = (end > start_ms) & (start < end_ms)
+    order = np.argsort(start[keep], kind="stable")
+    person, start, end, leaf, kind = (a[keep][order] for a in (person, start, end, leaf, kind))
+    lat, lon = _sample_in_leaves(scenario, leaves, leaf, rng)
+    return Stays(person, start, end, leaf, lat, lon, kind)
+
+
+def _device_windows(scenario: Scenario, person: np.ndarray, n_residents: int, seed: int,
+                    start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """When each device pings: ``[from_ms, until_ms)`` (scenario ``[churn]``), or None (always).
+
+    Residents' devices lapse for good at a uniform time (``lapse_per_year``) or first appear at
+    one (``new_share``: new SIMs); visitors' devices follow their stay instead.
+    """
+    c = scenario.churn
+    if c.lapse_per_year == 0 and c.new_share == 0:
+        return None
+    rng = _stream(seed, _CHURN)
+    n = person.size
+    resident = person < n_residents
+    years = (end_ms - start_ms) / YEAR_MS
+    lapse = resident & (rng.random(n) < c.lapse_per_year * years)
+    new = resident & ~lapse & (rng.random(n) < c.new_share)
+    when = rng.integers(start_ms, end_ms, n)
+    from_ms = np.where(new, when, np.iinfo(np.int64).min)
+    until_ms = np.where(lapse, when, np.iinfo(np.int64).max)
+    return from_ms.astype(np.int64), until_ms.astype(np.int64)
+
+
 @dataclass
 class _Devices:
     person: np.ndarray
@@ -503,8 +591,12 @@ class Simulation:
         self.people = _people(scenario, self._leaves, scale, seed, start_ms, self.end_ms)
         self.moves = _moves(scenario, self._leaves, self.people, scale, seed, start_ms,
                             self.end_ms)
+        self.stays = _stays(scenario, self._leaves, self.people, self.moves, seed, start_ms,
+                            self.end_ms)
         devices = _devices(scenario, self._leaves, self.people, seed)
         self._dev_person, self._dev_rate = devices.person, devices.rate_per_h
+        self.device_window = _device_windows(scenario, devices.person, self.people.n_residents,
+                                             seed, start_ms, self.end_ms)
         self.device_operator, self.device_home_mcc = devices.operator, devices.home_mcc
         self.device_name = _device_names(devices.person.size, seed)
         self._plan = _CellPlan(scenario, self._leaves, seed, self._positions())
@@ -526,9 +618,10 @@ class Simulation:
         return self._dev_person
 
     def _positions(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        p, m = self.people, self.moves
+        p, m, st = self.people, self.moves, self.stays
         return [(p.home_leaf, p.home_lat, p.home_lon), (p.work_leaf, p.work_lat, p.work_lon),
-                (m.home_leaf, m.home_lat, m.home_lon), (m.work_leaf, m.work_lat, m.work_lon)]
+                (m.home_leaf, m.home_lat, m.home_lon), (m.work_leaf, m.work_lat, m.work_lon),
+                (st.leaf, st.lat, st.lon)]
 
     def _device_cells(self, people: People, devices: _Devices,
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -594,6 +687,7 @@ class Simulation:
         rng = _stream(self.seed, _HOUR, h)
         local = t0 + self._offset_ms
         day, local_hour = local // DAY_MS, (local % DAY_MS) // HOUR_MS
+        state.apply_stays(t0)
         dev, ts = self._ping_times(rng, t0, self._profile[local_hour])
         person = self._dev_person[dev]
         schedule = state.schedule(day)
@@ -615,9 +709,16 @@ class Simulation:
         vis = self._dev_person[first_vis:] - self.people.n_residents
         here = (self.people.arrive_ms[vis] < t0 + HOUR_MS) & (self.people.depart_ms[vis] > t0)
         lam[first_vis:] *= here
+        window = self.device_window
+        if window is not None:
+            lam = lam * ((window[0] < t0 + HOUR_MS) & (window[1] > t0))
         counts = rng.poisson(lam)
         dev = np.repeat(np.arange(counts.size, dtype=np.int32), counts)
         ts = t0 + rng.integers(0, HOUR_MS, dev.size)
+        if window is not None:
+            inside = (ts >= window[0][dev]) & (ts < window[1][dev])
+            if not inside.all():
+                dev, ts = dev[inside], ts[inside]
         tail = int(np.searchsorted(dev, first_vis))
         vp = self._dev_person[dev[tail:]] - self.people.n_residents
         keep = (ts[tail:] >= self.people.arrive_ms[vp]) & (ts[tail:] < self.people.depart_ms[vp])
@@ -667,7 +768,7 @@ class Simulation:
         here = (self.people.arrive_ms <= t_ms) & (self.people.depart_ms > t_ms)
         present = (np.bincount(leaf[:n_res], minlength=n_leaf)
                    + np.bincount(leaf[n_res:][here], minlength=n_leaf)).astype(np.int64)
-        resident = np.bincount(state.home_leaf[:n_res], minlength=n_leaf).astype(np.int64)
+        resident = np.bincount(state.res_leaf[:n_res], minlength=n_leaf).astype(np.int64)
         p_tot, r_tot = self._leaves.totals(present), self._leaves.totals(resident)
         return {rid: {"present": p_tot[rid], "resident": r_tot[rid]} for rid in p_tot}
 
@@ -697,9 +798,13 @@ class _State:
                                                         p.home_lon.copy())
         self.work_leaf, self.work_lat, self.work_lon = (p.work_leaf.copy(), p.work_lat.copy(),
                                                         p.work_lon.copy())
+        self.res_leaf = p.home_leaf.copy()  # usual residence: changed by moves only, not by stays
         self.dev_home_cell = sim._dev_home_cell.copy()
         self.dev_work_cell = sim._dev_work_cell.copy()
         self.next_move = 0
+        self.next_stay = 0
+        self.stay_ends: list[tuple[int, int, int]] = []  # heap of (end_ms, stay index, person)
+        self.away = np.full(p.n_people, -1, dtype=np.int64)
         self.schedules: dict[int, _Schedule] = {}
         self.apply_moves(sim.start_ms, np.empty(0, np.int32), np.empty(0, np.int64))
 
@@ -721,6 +826,7 @@ class _State:
             return np.empty(0, dtype=np.int64)
         self.home_leaf[movers], self.home_lat[movers], self.home_lon[movers] = (
             moves.home_leaf[now], moves.home_lat[now], moves.home_lon[now])
+        self.res_leaf[movers] = moves.home_leaf[now]
         self.work_leaf[movers], self.work_lat[movers], self.work_lon[movers] = (
             moves.work_leaf[now], moves.work_lat[now], moves.work_lon[now])
         self._move_devices(movers)
@@ -728,6 +834,35 @@ class _State:
         when = dict(zip(movers.tolist(), moves.at_ms[now].tolist(), strict=True))
         after = np.array([ts[i] >= when[person[i]] for i in hit.tolist()], dtype=bool)
         return hit[after] if hit.size else hit
+
+    def apply_stays(self, t_ms: int) -> None:
+        """Start and end the temporary stays due by ``t_ms`` (a whole hour)."""
+        stays, p = self.sim.stays, self.sim.people
+        changed: list[int] = []
+        while self.stay_ends and self.stay_ends[0][0] <= t_ms:
+            _, i, person = heapq.heappop(self.stay_ends)
+            if self.away[person] == i:
+                self.away[person] = -1
+                for arr, base in ((self.home_leaf, p.home_leaf), (self.home_lat, p.home_lat),
+                                  (self.home_lon, p.home_lon), (self.work_leaf, p.work_leaf),
+                                  (self.work_lat, p.work_lat), (self.work_lon, p.work_lon)):
+                    arr[person] = base[person]
+                changed.append(person)
+        stop = int(np.searchsorted(stays.start_ms, t_ms, side="right"))
+        for i in range(self.next_stay, stop):
+            person = int(stays.person[i])
+            if self.away[person] >= 0 or stays.end_ms[i] <= t_ms:
+                continue  # already away (overlapping stays), or over before it is seen
+            self.away[person] = i
+            heapq.heappush(self.stay_ends, (int(stays.end_ms[i]), i, person))
+            for arr, value in ((self.home_leaf, stays.leaf[i]), (self.work_leaf, stays.leaf[i]),
+                               (self.home_lat, stays.lat[i]), (self.work_lat, stays.lat[i]),
+                               (self.home_lon, stays.lon[i]), (self.work_lon, stays.lon[i])):
+                arr[person] = value
+            changed.append(person)
+        self.next_stay = stop
+        if changed:
+            self._move_devices(np.unique(np.array(changed, dtype=np.int32)))
 
     def _move_devices(self, movers: np.ndarray) -> None:
         sim = self.sim

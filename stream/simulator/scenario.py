@@ -120,6 +120,33 @@ class VisitorParams:
 
 
 @dataclass(frozen=True)
+class TemporaryParams:
+    """Stays away from home that are not moves (the oracle's "no" for migration).
+
+    ``holidays_per_year``: holidays per resident and year, each ``holiday_days`` long (uniform
+    range, whole days) in a leaf drawn by population; ``shift_share``: share of residents on
+    rotational shift work, ``shift_days`` away then as many at home, at a leaf drawn from
+    ``shift_to`` (region id → weight; default by population).
+    """
+
+    holidays_per_year: float = 0.0
+    holiday_days: tuple[int, int] = (7, 28)
+    shift_share: float = 0.0
+    shift_days: int = 15
+    shift_to: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class ChurnParams:
+    """SIMs that go silent for good (``lapse_per_year``: share of residents' devices per year)
+    and SIMs that first appear during the run (``new_share``: share of residents' devices that
+    start at a uniform time within it)."""
+
+    lapse_per_year: float = 0.0
+    new_share: float = 0.0
+
+
+@dataclass(frozen=True)
 class Commute:
     """A share of the workers living in ``from_id`` who work in the ``to`` regions."""
 
@@ -156,6 +183,8 @@ class Scenario:
     visitors: VisitorParams
     commutes: tuple[Commute, ...]
     migrations: tuple[Migration, ...]
+    temporary: TemporaryParams
+    churn: ChurnParams
     outline: tuple[tuple[float, float], ...]
     shapes: dict[str, geometry.Shape]
     text: str
@@ -319,6 +348,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         visitors=_visitor_params(top.sub("visitors")),
         commutes=tuple(_commute(t) for t in top.items("commute")),
         migrations=tuple(_migration(t) for t in top.items("migration")),
+        temporary=_temporary(top.sub("temporary")),
+        churn=_churn(top.sub("churn")),
         outline=_points(top, "outline", required=False),
         shapes={},
         text=text,
@@ -623,6 +654,31 @@ def _visitor_params(t: _Table) -> VisitorParams:
     return params
 
 
+def _temporary(t: _Table) -> TemporaryParams:
+    days = t.raw("holiday_days", [7, 28])
+    if (not isinstance(days, list) or len(days) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in days)
+            or not 1 <= days[0] <= days[1] <= 365):
+        t.fail("holiday_days", f"must be [min, max] whole days within 1..365, got {days!r}")
+    shift_to = _weights(t, "shift_to") if "shift_to" in t.data else None
+    params = TemporaryParams(
+        holidays_per_year=t.number("holidays_per_year", 0.0, 0.0, 12.0),
+        holiday_days=(days[0], days[1]),
+        shift_share=t.number("shift_share", 0.0, 0.0, 0.5),
+        shift_days=t.integer("shift_days", 15, 1, 90),
+        shift_to=shift_to,
+    )
+    t.done()
+    return params
+
+
+def _churn(t: _Table) -> ChurnParams:
+    params = ChurnParams(lapse_per_year=t.number("lapse_per_year", 0.0, 0.0, 1.0),
+                         new_share=t.number("new_share", 0.0, 0.0, 0.5))
+    t.done()
+    return params
+
+
 def _commute(t: _Table) -> Commute:
     flow = Commute(from_id=t.text("from"), to=_weights(t, "to"),
                    share=t.number("share", lo=0.0, hi=1.0))
@@ -659,6 +715,8 @@ def _check_references(scenario: Scenario, top: _Table) -> None:
             check(f"migration[{i}].from", src)
         for to in m.to:
             check(f"migration[{i}].to", to)
+    for to in scenario.temporary.shift_to or {}:
+        check("temporary.shift_to", to)
     for r in scenario.regions:
         for other in r.shape.minus if r.shape else ():
             check(f"{r.path}.shape.minus", other)

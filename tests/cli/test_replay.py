@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from estimators.engine import Engine, EngineConfig
-from estimators.units import HOUR_MS
+from estimators.units import DAY_MS, HOUR_MS
 from stream.cli import main
 from stream.contract import Record
 from stream.decode.validate import PingDecoder
@@ -223,3 +223,46 @@ def test_durations() -> None:
     assert parse_duration_ms("6h") == 21_600_000
     assert parse_duration_ms("1h30m") == 5_400_000
     assert parse_duration_ms("1d") == 86_400_000
+
+
+def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """40 devices sleep in the north, then move to the rural ring; 40 stay: the week of the
+    switch shows the move, its books balance, and every object fits flows.schema.json."""
+    import jsonschema
+
+    rows = []
+    for d in range(80):
+        for night in range(45):
+            lat, lon = (51.15, 71.45) if d >= 40 or night < 20 else (50.7, 71.0)
+            rows.append({"device": f"m{d}", "ts": T0 + night * DAY_MS + 18 * HOUR_MS + d,
+                         "operator": "40101", "home_mcc": 401, "lat": lat, "lon": lon})
+    # a device that pings every hour keeps the stream going between nights (no ping is then
+    # more than --lateness ahead of the stream)
+    rows += [{"device": "hb", "ts": T0 + h * HOUR_MS, "operator": "40101", "home_mcc": 401,
+              "lat": 51.15, "lon": 71.45} for h in range(45 * 24)]
+    rows.sort(key=lambda r: r["ts"])
+    pings = _write_pings(tmp_path / "moves.jsonl", rows)
+    flows = tmp_path / "flows.jsonl"
+    assert main(["replay", str(pings), "--regions", str(regions_file), "--every", "6h",
+                 "--flows-out", str(flows), "--out", str(tmp_path / "snaps.jsonl")]) == 0
+    assert "migration flows of" in capsys.readouterr().err
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "flows.schema.json").read_text())
+    docs = [json.loads(line) for line in flows.read_text().splitlines()]
+    for doc in docs:
+        jsonschema.validate(doc, schema)
+    weeks = {d["period"]: d for d in docs if d["kind"] == "week"}
+    # south of the window's majority from night 20 on: detected on night 34 (2026-04-05, W14)
+    moved = [d for d in weeks.values() if d["regions"]["rural"]["in_devices"]]
+    assert [d["period"] for d in moved] == ["2026-W14"]
+    week = moved[0]
+    assert week["final"] and week["regions"]["rural"]["in_devices"] == 40
+    assert week["regions"]["north"]["out_devices"] == 40
+    assert week["regions"]["rural"]["inflow"] == 40 and week["regions"]["north"]["outflow"] == 40
+    # a net needs both of its sides published (its outflow of zero devices is not)
+    assert week["regions"]["rural"]["net"] is None and week["regions"]["north"]["net"] is None
+    assert {(c["from"], c["to"], c["devices"]) for c in week["od"]} == {("north", "rural", 40)}
+    assert week["rural"]["balance"] is None  # the reverse flow rests on no device: not shown
+    assert not docs[-1]["final"]  # the period still open comes last
+    # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
+    assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]

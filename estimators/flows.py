@@ -1,0 +1,220 @@
+"""Migration flows in people: the cohort rate, intervals and disclosure control.
+
+From a period's device counts (:class:`~estimators.migration.PeriodCounts`), flows in people by
+the **cohort rate** (``docs/METHOD.md`` §9): origin ``r``'s relocating devices ``m_rs`` times the
+people each of ``r``'s devices stands for::
+
+    F_rs = m_rs * R_r / U_r
+
+``R_r`` is the calibrated resident estimate of ``r`` (by home region, before the subtree sums)
+and ``U_r`` the usual-residence stock of ``r`` (devices with that UR, not lapsed) at the period's
+end, both taken at the same time, so SIMs per person and churn cancel: a person with two SIMs
+adds two to ``m`` and to ``U``, a lapsed SIM leaves ``U`` and never moves. The binomial part of
+the interval treats ``m_rs`` as drawn from the at-risk cohort ``N_r`` (UR ``r`` at the period
+start, not lapsed at its end). A region's inflow and outflow sum the flows that cross its boundary, so moves
+inside a parent cancel in the parent. The rural balance is the net migration of the regions
+flagged ``urban: false`` with those flagged ``urban: true``.
+
+**Interval** (90 % at ``z`` = 1.645): per cell, binomial variance ``R² p(1-p)/N`` with
+``p = m/N``, the origin's calibration error ``(rse_r F)²`` (shared by all flows out of ``r``, so
+it is added once per origin to sums), and a model term ``(model_rse_flow * gross)²`` that scales
+with the gross flows (in + out), not the net.
+
+**Disclosure**: a cell, inflow, outflow or rural flow is published only when it rests on at
+least ``k`` devices (devices, never scaled people: a one-device cell must never pass); a net
+only when both its inflow and outflow are published. Complementary suppression: in a leaf
+region's out-row (in-column) whose margin is published, a single hidden non-zero cell could be
+recovered by subtraction, so the smallest published cell of that row (column) is hidden too,
+until no row or column has exactly one hidden non-zero cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from estimators.migration import PeriodCounts
+from estimators.regions import RegionSet
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Disclosure threshold ``k`` (devices), interval ``z`` and the model error term.
+
+    Raises ``ValueError`` for k < 1 or a negative model term.
+    """
+
+    k: int = 15
+    z: float = 1.645
+    model_rse_flow: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("k (disclosure threshold) must be >= 1")
+        if self.model_rse_flow < 0:
+            raise ValueError("the flow model error must not be negative")
+
+
+@dataclass
+class FlowEstimate:
+    """A period's flows in people (NaN = suppressed), with 90 % intervals and device counts.
+
+    OD (origin × destination, assignment regions, ``float64[n, n]``): ``od``, ``od_lo``,
+    ``od_hi`` people and ``od_devices`` (cohort relocations). Per region (subtree sums,
+    ``float64[n]``): ``inflow``, ``outflow``, ``net`` (``net_lo``/``net_hi``) and
+    ``net_per_1000`` (per 1,000 residents), with ``in_devices``/``out_devices``. Rural
+    balance (people): ``rural_to_urban``, ``urban_to_rural``, ``rural_balance`` =
+    urban→rural − rural→urban (negative when rural regions lose people), its interval and
+    device counts.
+    """
+
+    period: PeriodCounts
+    od: np.ndarray
+    od_lo: np.ndarray
+    od_hi: np.ndarray
+    od_devices: np.ndarray
+    inflow: np.ndarray
+    outflow: np.ndarray
+    net: np.ndarray
+    net_lo: np.ndarray
+    net_hi: np.ndarray
+    net_per_1000: np.ndarray
+    in_devices: np.ndarray
+    out_devices: np.ndarray
+    rural_to_urban: float
+    urban_to_rural: float
+    rural_balance: float
+    rural_balance_lo: float
+    rural_balance_hi: float
+    rural_to_urban_devices: float
+    urban_to_rural_devices: float
+
+
+def _complementary(hidden: np.ndarray, devices: np.ndarray, row_published: np.ndarray,
+                   col_published: np.ndarray, leaf: np.ndarray) -> np.ndarray:
+    """Hide more cells until no published leaf margin has exactly one hidden non-zero cell."""
+    hidden = hidden.copy()
+    while True:
+        changed = False
+        for axis, published in ((1, row_published), (0, col_published)):
+            lines = np.flatnonzero(leaf & published)
+            for i in lines.tolist():
+                line_hidden = hidden[i] if axis == 1 else hidden[:, i]
+                line_dev = devices[i] if axis == 1 else devices[:, i]
+                if int((line_hidden & (line_dev > 0)).sum()) != 1:
+                    continue
+                shown = np.flatnonzero(~line_hidden & (line_dev > 0))
+                if shown.size == 0:
+                    continue
+                j = int(shown[np.argmin(line_dev[shown])])
+                if axis == 1:
+                    hidden[i, j] = True
+                else:
+                    hidden[j, i] = True
+                changed = True
+        if not changed:
+            return hidden
+
+
+def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarray,
+                   resident_rse: np.ndarray, config: FlowConfig | None = None) -> FlowEstimate:
+    """Flows in people of one period.
+
+    Parameters
+    ----------
+    period : PeriodCounts
+        The period's device counts (summed over partitions), ``n`` = ``len(regions.ids)``.
+    regions : RegionSet
+        Subtrees (parents sum their children) and the ``urban`` flags.
+    resident : float64[n]
+        Resident people by home region (assignment level, not subtree sums), estimated at the
+        time of ``period.end_stock``.
+    resident_rse : float64[n]
+        Relative standard error of ``resident`` (the calibration's).
+    """
+    cfg = config or FlowConfig()
+    n = len(regions.ids)
+    m = period.cohort_relocations.astype(np.float64)
+    cohort = period.cohort.astype(np.float64)
+    stock = period.end_stock.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_device = np.where(stock > 0, resident / stock, 0.0)
+        share = np.where(cohort[:, None] > 0, np.minimum(m / cohort[:, None], 1.0), 0.0)
+    per_device = np.nan_to_num(per_device)
+    flow = m * per_device[:, None]
+    binom = per_device[:, None] ** 2 * m * (1.0 - share)
+    rse = np.nan_to_num(resident_rse)
+
+    sub = regions.subtree.astype(np.float64)  # sub[g, j]: j in the subtree of g
+    out_of = 1.0 - sub
+
+    def crossing(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(into g from outside, out of g to outside) for each region g."""
+        into = np.einsum("gs,st,gt->g", out_of, values, sub)
+        out = np.einsum("gs,st,gt->g", sub, values, out_of)
+        return into, out
+
+    inflow, outflow = crossing(flow)
+    in_dev, out_dev = crossing(m)
+    var_in, var_out = crossing(binom)
+    # the origin's calibration error, once per origin: to g (origins outside), from g (inside)
+    to_g = flow @ sub.T      # [s, g]: people from s into g's subtree
+    from_g = flow @ out_of.T  # [s, g]: people from s out of g's subtree
+    cal_in = ((rse[:, None] * to_g) ** 2 * out_of.T).sum(axis=0)
+    cal_out = ((rse[:, None] * from_g) ** 2 * sub.T).sum(axis=0)
+    model = cfg.model_rse_flow
+    sd_net = np.sqrt(var_in + var_out + cal_in + cal_out + (model * (inflow + outflow)) ** 2)
+    net = inflow - outflow
+
+    k = cfg.k
+    in_ok, out_ok = in_dev >= k, out_dev >= k
+    leaf = ~(regions.subtree & ~np.eye(n, dtype=bool)).any(axis=1)
+    hidden = _complementary((m < k) | (cohort[:, None] < k), m, out_ok, in_ok, leaf)
+    sd_cell = np.sqrt(binom + (rse[:, None] * flow) ** 2 + (model * flow) ** 2)
+
+    def shown(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        return np.where(ok, values, np.nan)
+
+    od_ok = ~hidden
+    with np.errstate(divide="ignore", invalid="ignore"):
+        resident_sub = sub @ np.nan_to_num(resident)
+        per_1000 = np.where(resident_sub > 0, 1000.0 * net / resident_sub, np.nan)
+    both = in_ok & out_ok
+    urban = np.array([_urban(regions, i) for i in range(n)], dtype=object)
+    rural_rows = np.array([u is False for u in urban])
+    urban_rows = np.array([u is True for u in urban])
+    r2u, u2r = flow[np.ix_(rural_rows, urban_rows)].sum(), flow[np.ix_(urban_rows, rural_rows)].sum()
+    r2u_dev = int(m[np.ix_(rural_rows, urban_rows)].sum())
+    u2r_dev = int(m[np.ix_(urban_rows, rural_rows)].sum())
+    var_bal = binom[np.ix_(rural_rows, urban_rows)].sum() + binom[np.ix_(urban_rows, rural_rows)].sum()
+    cal_bal = (((rse * flow[:, urban_rows].sum(axis=1)) ** 2)[rural_rows].sum()
+               + ((rse * flow[:, rural_rows].sum(axis=1)) ** 2)[urban_rows].sum())
+    sd_bal = float(np.sqrt(var_bal + cal_bal + (model * (r2u + u2r)) ** 2))
+    bal_ok = r2u_dev >= k and u2r_dev >= k
+    balance = float(u2r - r2u)
+    z = cfg.z
+    return FlowEstimate(
+        period=period,
+        od=shown(flow, od_ok), od_lo=shown(np.maximum(flow - z * sd_cell, 0.0), od_ok),
+        od_hi=shown(flow + z * sd_cell, od_ok), od_devices=np.where(od_ok, m, np.nan),
+        inflow=shown(inflow, in_ok), outflow=shown(outflow, out_ok), net=shown(net, both),
+        net_lo=shown(net - z * sd_net, both), net_hi=shown(net + z * sd_net, both),
+        net_per_1000=shown(per_1000, both),
+        in_devices=shown(in_dev, in_ok), out_devices=shown(out_dev, out_ok),
+        rural_to_urban=float(r2u) if r2u_dev >= k else np.nan,
+        urban_to_rural=float(u2r) if u2r_dev >= k else np.nan,
+        rural_balance=balance if bal_ok else np.nan,
+        rural_balance_lo=balance - z * sd_bal if bal_ok else np.nan,
+        rural_balance_hi=balance + z * sd_bal if bal_ok else np.nan,
+        rural_to_urban_devices=float(r2u_dev) if r2u_dev >= k else np.nan,
+        urban_to_rural_devices=float(u2r_dev) if u2r_dev >= k else np.nan,
+    )
+
+
+def _urban(regions: RegionSet, i: int) -> bool | None:
+    """A region's urban flag, inherited from the nearest ancestor that has one."""
+    for j in regions.ancestors(i):
+        if j < len(regions.regions) and regions.regions[j].urban is not None:
+            return regions.regions[j].urban
+    return None

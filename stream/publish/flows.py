@@ -1,0 +1,163 @@
+"""Migration flows as the JSON object defacto publishes (``schemas/flows.schema.json``), and a table.
+
+One object per period (ISO week or calendar month): OD flows, inflow / outflow / net migration
+per region with 90 % intervals, the rural balance, and the device bookkeeping behind them (UR
+stock at the start and end, housed, lapsed, reactivated, confirmed moves, returns). Figures
+resting on fewer than k devices are ``null``; see :mod:`estimators.flows` for the method and
+the disclosure rules, and ``docs/METHOD.md`` §9.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+
+from estimators.estimate import Estimate
+from estimators.flows import FlowConfig, FlowEstimate, estimate_flows
+from estimators.migration import MigrationConfig, PeriodCounts, period_nights
+from estimators.regions import RegionSet
+from stream.timefmt import iso_utc
+
+BOOKKEEPING = ("stock_start", "stock_end", "in_devices", "out_devices", "housed", "lapsed",
+               "reactivated")
+"""The terms of the stock-flow identity per region, in devices."""
+
+
+def _people(x: float) -> int | None:
+    return None if x is None or math.isnan(x) else round(x)
+
+
+def _ratio(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 3)
+
+
+def _night_date(night: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=night)).isoformat()
+
+
+def _bookkeeping(counts: dict[str, int], k: int) -> dict[str, int | None]:
+    """The identity's terms, each ``null`` under ``k``; when exactly one is hidden it could be
+    recovered from the others, so the smallest shown one is hidden as well."""
+    shown: dict[str, int | None] = {name: (v if v >= k else None) for name, v in counts.items()}
+    hidden = [name for name, v in shown.items() if v is None and counts[name] > 0]
+    if len(hidden) == 1:
+        rest = [name for name, v in shown.items() if v is not None and counts[name] > 0]
+        if rest:
+            shown[min(rest, key=lambda name: counts[name])] = None
+    return shown
+
+
+def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
+                   migration: MigrationConfig) -> dict[str, Any]:
+    """The published object of one period's flows (``schemas/flows.schema.json``)."""
+    p = fe.period
+    first, last = period_nights(p.kind, p.number)
+    sub = regions.subtree.astype(np.int64)
+    out_of = 1 - sub
+
+    def crossing(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        into = np.einsum("gs,st,gt->g", out_of, matrix, sub)
+        out = np.einsum("gs,st,gt->g", sub, matrix, out_of)
+        return into, out
+
+    moved_in, moved_out = crossing(p.relocations)
+    confirmed_in, confirmed_out = crossing(p.confirmed)
+    _, returns_out = crossing(p.returns)
+    stock_start, stock_end = sub @ p.start_stock, sub @ p.end_stock
+    housed, lapsed, reactivated = sub @ p.housed, sub @ p.lapsed, sub @ p.reactivated
+    cohort = sub @ p.cohort
+    out_regions: dict[str, Any] = {}
+    for i, rid in enumerate(regions.ids):
+        books = _bookkeeping({"stock_start": int(stock_start[i]), "stock_end": int(stock_end[i]),
+                              "in_devices": int(moved_in[i]), "out_devices": int(moved_out[i]),
+                              "housed": int(housed[i]), "lapsed": int(lapsed[i]),
+                              "reactivated": int(reactivated[i])}, k)
+        out_regions[rid] = {
+            "name": regions.names[i],
+            "inflow": _people(fe.inflow[i]), "outflow": _people(fe.outflow[i]),
+            "net": _people(fe.net[i]), "net_lo": _people(fe.net_lo[i]),
+            "net_hi": _people(fe.net_hi[i]), "net_per_1000": _ratio(fe.net_per_1000[i]),
+            **books,
+            "cohort": int(cohort[i]) if cohort[i] >= k else None,
+            "confirmed_in": int(confirmed_in[i]) if confirmed_in[i] >= k else None,
+            "confirmed_out": int(confirmed_out[i]) if confirmed_out[i] >= k else None,
+            "returns": int(returns_out[i]) if returns_out[i] >= k else None,
+        }
+    od = []
+    for s, t in zip(*np.nonzero(~np.isnan(fe.od)), strict=True):
+        if s == t:
+            continue
+        od.append({"from": regions.ids[s], "to": regions.ids[t], "people": _people(fe.od[s, t]),
+                   "lo": _people(fe.od_lo[s, t]), "hi": _people(fe.od_hi[s, t]),
+                   "devices": int(fe.od_devices[s, t])})
+    od.sort(key=lambda c: (-c["people"], c["from"], c["to"]))
+    return {
+        "period": p.label, "kind": p.kind, "first_night": _night_date(first),
+        "last_night": _night_date(last), "final": p.final, "complete": p.complete,
+        "observed_from": _night_date(p.first_night) if p.first_night >= 0 else None,
+        "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
+        "at": iso_utc(at_ms),
+        "settings": {"window_nights": migration.window_nights,
+                     "min_nights": migration.min_nights,
+                     "confirm_nights": migration.confirm_nights,
+                     "lapse_nights": migration.lapse_nights, "k": k},
+        "regions": out_regions,
+        "od": od,
+        "rural": {
+            "rural_to_urban": _people(fe.rural_to_urban),
+            "urban_to_rural": _people(fe.urban_to_rural),
+            "balance": _people(fe.rural_balance),
+            "balance_lo": _people(fe.rural_balance_lo),
+            "balance_hi": _people(fe.rural_balance_hi),
+            "rural_to_urban_devices": _people(fe.rural_to_urban_devices),
+            "urban_to_rural_devices": _people(fe.urban_to_rural_devices),
+        },
+    }
+
+
+def period_flows(period: PeriodCounts, estimate: Estimate, regions: RegionSet, k: int,
+                 migration: MigrationConfig, model_rse_flow: float = FlowConfig.model_rse_flow
+                 ) -> dict[str, Any]:
+    """A period's published flows, scaled with the residents of ``estimate``."""
+    assert estimate.resident_by_home is not None and estimate.resident_by_home_rse is not None
+    fe = estimate_flows(period, regions, estimate.resident_by_home, estimate.resident_by_home_rse,
+                        FlowConfig(k=k, model_rse_flow=model_rse_flow))
+    return flows_document(fe, regions, estimate.at_ms, k, migration)
+
+
+def flows_table(doc: dict[str, Any]) -> str:
+    """A readable fixed-width table of one period's flows per region, and the rural balance."""
+    head = ["region", "inflow", "outflow", "net", "90% interval", "per 1,000", "housed", "lapsed"]
+    rows = [head]
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:,}"
+
+    for rid, r in doc["regions"].items():
+        if rid == "unassigned" and r["inflow"] is None and r["outflow"] is None:
+            continue
+        interval = "—" if r["net_lo"] is None else f"{r['net_lo']:,}–{r['net_hi']:,}"
+        per = "—" if r["net_per_1000"] is None else f"{r['net_per_1000']:+.2f}"
+        rows.append([f"{r['name']} ({rid})", fmt(r["inflow"]), fmt(r["outflow"]), fmt(r["net"]),
+                     interval, per, fmt(r["housed"]), fmt(r["lapsed"])])
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(head))]
+    state = ("final" if doc["final"] else f"so far, to {doc['observed_until']}") + \
+        ("" if doc["complete"] else f", observed from {doc['observed_from']} only")
+    lines = [f"Migration {doc['period']} ({doc['first_night']} .. {doc['last_night']}; {state}): "
+             f"people; — = fewer than {doc['settings']['k']} devices"]
+    for n, row in enumerate(rows):
+        lines.append("  ".join(str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
+                               for c, v in enumerate(row)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    rural = doc["rural"]
+    if rural["balance"] is not None:
+        lines.append(f"rural balance {rural['balance']:+,} ({rural['balance_lo']:,}–"
+                     f"{rural['balance_hi']:,}); rural→urban {rural['rural_to_urban']:,}, "
+                     f"urban→rural {rural['urban_to_rural']:,}")
+    else:
+        lines.append("rural balance: — (fewer than k devices moved between rural and urban regions)")
+    return "\n".join(lines)
