@@ -11,7 +11,9 @@ Method (reasons and measurements in ``docs/METHOD.md`` §9; sources in the proje
 - **Dates and tiers.** ``detected`` is night ``n``; ``effective`` the first night in the window
   on which ``R`` was the night region. A relocation is **confirmed** once the UR has stayed ``R``
   for ``confirm_nights`` (90, the UN's 3-month boundary) after ``effective``; a relocation back
-  to ``H`` before that is a **return** (and itself a relocation ``R→H``).
+  to ``H`` before that is a **return** (and itself a relocation ``R→H``). Only a relocation
+  from a UR held for at least ``window_nights`` can be confirmed: a UR set on a device's first
+  nights (a SIM first seen on a holiday, say) is provisional, and correcting it is no move.
 - **Lapse.** A device without any ping for ``lapse_nights`` (30) nights is *lapsed*: it leaves
   the UR stock and is never an out-migrant; when it pings again it is *reactivated* with its UR.
   A new SIM enters as housed, never as an in-migrant (multimno and FlowKit drop both silently).
@@ -40,7 +42,8 @@ VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reac
 MATRIX_FIELDS = ("relocations", "cohort_relocations", "confirmed", "returns")
 # per-device arrays: dtype and the value of a device without that state
 DEVICE_FIELDS: dict[str, tuple[type, int | bool]] = {
-    "ur": (np.int16, -1), "lapsed": (np.bool_, False), "pend_from": (np.int16, -1),
+    "ur": (np.int16, -1), "ur_since": (np.int32, -1), "lapsed": (np.bool_, False),
+    "pend_from": (np.int16, -1),
     "pend_to": (np.int16, -1), "pend_effective": (np.int32, -1), "cohort_week": (np.int16, -1),
     "cohort_month": (np.int16, -1)}
 
@@ -245,8 +248,9 @@ def merge_migration(tallies: list[MigrationTally]) -> MigrationTally:
 class MigrationState:
     """Per-device usual residence, pending relocation and lapse, plus the period ledgers.
 
-    Rows are the presence state's device rows. Per device (13 bytes): ``ur`` int16 (region, -1
-    none), ``lapsed`` bool, the pending (unconfirmed) relocation ``pend_from``/``pend_to`` int16
+    Rows are the presence state's device rows. Per device (17 bytes): ``ur`` int16 (region, -1
+    none) and ``ur_since`` int32 (the night it was set), ``lapsed`` bool, the pending
+    (unconfirmed) relocation ``pend_from``/``pend_to`` int16
     and ``pend_effective`` int32 (night), and the UR at the start of the current week and month
     (``cohort_week``/``cohort_month`` int16, -1 none or lapsed).
     """
@@ -343,10 +347,17 @@ class MigrationState:
             np.add.at(p.cohort_relocations, (ur[member], pick[member]), 1)
             np.add.at(p.returns, (pend_from[back], pend_to[back]), 1)
         a["lapsed"][:n_devices] = ~active
+        since = a["ur_since"][:n_devices].astype(np.int64)
+        stable = night - since >= cfg.window_nights
         new_ur = np.where(housed | move, pick, ur)
         a["ur"][:n_devices] = new_ur
-        # pending relocations: a return clears one, a new switch replaces it
-        opened = move & ~back
+        a["ur_since"][:n_devices][housed | move] = night
+        # pending relocations: a return clears one, a new switch from a stable UR replaces it,
+        # a switch from a provisional UR leaves none (it cannot be confirmed)
+        opened = move & ~back & stable
+        dropped = move & ~back & ~stable
+        a["pend_from"][:n_devices][dropped] = -1
+        a["pend_to"][:n_devices][dropped] = -1
         a["pend_from"][:n_devices][back] = -1
         a["pend_to"][:n_devices][back] = -1
         a["pend_from"][:n_devices][opened] = ur[opened]

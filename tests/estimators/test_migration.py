@@ -69,16 +69,27 @@ def test_housed_then_relocated_with_dates(regions_doc: dict[str, Any]) -> None:
     engine = _engine(regions_doc)
     rs = engine.regions
     north, south = rs.index["north"], rs.index["south"]
-    periods = _run(engine, _nights(engine, 0, ["north"] * 20 + ["south"] * 20), days=40)
+    periods = _run(engine, _nights(engine, 0, ["north"] * 40 + ["south"] * 20), days=60)
     housed, moves = _total(periods, "housed"), _total(periods, "relocations")
     assert housed[north] == 1 and housed.sum() == 1
     assert moves[north, south] == 1 and moves.sum() == 1
     mig = engine.migration
     assert mig is not None
     first_night = (T0 + NIGHT_UTC_MS) // DAY_MS
-    # south from night 20 on: it holds more than half of the 28-night window from night 34 on
-    assert int(mig.arrays["pend_effective"][0]) == first_night + 20
+    # south from night 40 on: it holds more than half of the 28-night window from night 54 on
+    assert int(mig.arrays["pend_effective"][0]) == first_night + 40
     assert int(mig.arrays["ur"][0]) == south
+    assert int(mig.arrays["ur_since"][0]) == first_night + 54
+
+
+def test_correcting_a_provisional_residence_is_no_pending_move(regions_doc: dict[str, Any]) -> None:
+    """Housed after 10 nights, switched 25 nights later: the first UR was provisional (held
+    for less than the 28-night window), so the switch can never be confirmed as a move."""
+    engine = _engine(regions_doc)
+    periods = _run(engine, _nights(engine, 0, ["north"] * 20 + ["south"] * 20), days=40)
+    assert _total(periods, "relocations").sum() == 1
+    mig = engine.migration
+    assert mig is not None and int(mig.arrays["pend_from"][0]) == -1
 
 
 def test_a_holiday_is_not_a_move(regions_doc: dict[str, Any]) -> None:
