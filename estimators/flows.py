@@ -63,7 +63,8 @@ class FlowEstimate:
     OD (origin × destination, assignment regions, ``float64[n, n]``): ``od``, ``od_lo``,
     ``od_hi`` people and ``od_devices`` (cohort relocations). Per region (subtree sums,
     ``float64[n]``): ``inflow``, ``outflow``, ``net`` (``net_lo``/``net_hi``) and
-    ``net_per_1000`` (per 1,000 residents), with ``in_devices``/``out_devices``. Rural
+    ``net_per_1000`` (per 1,000 residents, with ``net_per_1000_lo``/``_hi``), with
+    ``in_devices``/``out_devices``. Rural
     balance (people): ``rural_to_urban``, ``urban_to_rural``, ``rural_balance`` =
     urban→rural − rural→urban (negative when rural regions lose people), its interval and
     device counts.
@@ -80,6 +81,8 @@ class FlowEstimate:
     net_lo: np.ndarray
     net_hi: np.ndarray
     net_per_1000: np.ndarray
+    net_per_1000_lo: np.ndarray
+    net_per_1000_hi: np.ndarray
     in_devices: np.ndarray
     out_devices: np.ndarray
     rural_to_urban: float
@@ -179,7 +182,7 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
     od_ok = ~hidden
     with np.errstate(divide="ignore", invalid="ignore"):
         resident_sub = sub @ np.nan_to_num(resident)
-        per_1000 = np.where(resident_sub > 0, 1000.0 * net / resident_sub, np.nan)
+        per_resident = np.where(resident_sub > 0, 1000.0 / resident_sub, np.nan)
     both = in_ok & out_ok
     urban = np.array([_urban(regions, i) for i in range(n)], dtype=object)
     rural_rows = np.array([u is False for u in urban])
@@ -200,7 +203,9 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         od_hi=shown(flow + z * sd_cell, od_ok), od_devices=np.where(od_ok, m, np.nan),
         inflow=shown(inflow, in_ok), outflow=shown(outflow, out_ok), net=shown(net, both),
         net_lo=shown(net - z * sd_net, both), net_hi=shown(net + z * sd_net, both),
-        net_per_1000=shown(per_1000, both),
+        net_per_1000=shown(net * per_resident, both),
+        net_per_1000_lo=shown((net - cfg.z * sd_net) * per_resident, both),
+        net_per_1000_hi=shown((net + cfg.z * sd_net) * per_resident, both),
         in_devices=shown(in_dev, in_ok), out_devices=shown(out_dev, out_ok),
         rural_to_urban=float(r2u) if r2u_dev >= k else np.nan,
         urban_to_rural=float(u2r) if u2r_dev >= k else np.nan,

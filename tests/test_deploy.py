@@ -42,7 +42,7 @@ DASHBOARD = GRAFANA / "dashboards" / "defacto.json"
 
 DEBIAN_PACKAGE = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 EXPECTED_ALERTS = {"DefactoRegistryGap", "DefactoPipelineStalled", "DefactoNeverPublished",
-                   "DefactoWorkerDown",
+                   "DefactoWorkerDown", "DefactoMigrationSurge",
                    "DefactoConsumerLagGrowing", "DefactoRejectRateHigh"}
 # Series Prometheus itself writes (scrape health, alert state): allowed in expressions.
 PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped",

@@ -127,7 +127,8 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
         web_host=args.web_host or LOOPBACK, batch_messages=args.batch, batch_wait_s=args.batch_wait,
         fetch_wait_ms=args.fetch_wait, fetch_max_bytes=args.fetch_max_bytes,
         checkpoint_every_s=args.checkpoint_every / SECOND_MS, session_timeout_s=args.session_timeout,
-        datadir=Path(args.datadir), gap_threshold=args.gap_threshold, loglevel=args.loglevel)
+        datadir=Path(args.datadir), gap_threshold=args.gap_threshold,
+        migration_alert_rate=args.migration_alert_rate, loglevel=args.loglevel)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -215,6 +216,10 @@ def add_worker_parser(sub: Any) -> None:
     p.add_argument("--gap-threshold", type=options.gap_threshold_arg, default=w.gap_threshold,
                    help="alert a region when its whole resident interval is more than this "
                         "fraction above or below the registry (default 0.10)")
+    p.add_argument("--migration-alert-rate", type=float, default=w.migration_alert_rate,
+                   help="alert a region whose weekly net inflow, the whole 90 %% interval, is "
+                        "beyond this many per 1,000 residents (default %(default)s; read by the "
+                        "Prometheus rule DefactoMigrationSurge)")
     p.add_argument("--loglevel", default=w.loglevel, help="default %(default)s")
     options.add_engine_options(p)
     p.set_defaults(func=cmd_worker)

@@ -74,14 +74,59 @@ class WorkerMetrics:
                                    "Gap ratio beyond which a region is alerted (--gap-threshold)",
                                    registry=r)
         self.window = Gauge("defacto_window_seconds", "Snapshot interval (--every)", registry=r)
+        mig = ["region", "window"]  # window: week, month (open), last_week, last_month (closed)
+        self.net_migration = Gauge("defacto_net_migration", "Net migration (people) in the window",
+                                   mig, registry=r)
+        self.net_migration_lo = Gauge("defacto_net_migration_lower",
+                                      "Lower end of the 90 % interval of net migration", mig,
+                                      registry=r)
+        self.net_migration_hi = Gauge("defacto_net_migration_upper",
+                                      "Upper end of the 90 % interval of net migration", mig,
+                                      registry=r)
+        self.net_per_1000_lo = Gauge("defacto_net_migration_per_1000_lower",
+                                     "Lower end of the interval of net migration per 1,000 residents",
+                                     mig, registry=r)
+        self.net_per_1000_hi = Gauge("defacto_net_migration_per_1000_upper",
+                                     "Upper end of the interval of net migration per 1,000 residents",
+                                     mig, registry=r)
+        self.rural_balance = Gauge("defacto_rural_balance",
+                                   "Rural regions' net migration (people) in the window", ["window"],
+                                   registry=r)
+        self.migration_alert_rate = Gauge(
+            "defacto_migration_alert_rate_per_1000",
+            "Weekly net inflow per 1,000 residents beyond which a region is alerted "
+            "(--migration-alert-rate)", registry=r)
         self.started = Gauge("defacto_worker_start_timestamp_seconds",
                              "Unix time this worker process started", registry=r)
         self.started.set_to_current_time()
 
-    def configure(self, window_s: float, gap_threshold: float) -> None:
+    def configure(self, window_s: float, gap_threshold: float,
+                  migration_alert_rate: float = 5.0) -> None:
         """Export the settings that alert rules compare against."""
         self.window.set(window_s)
         self.gap_threshold.set(gap_threshold)
+        self.migration_alert_rate.set(migration_alert_rate)
+
+    def show_flows(self, flows: dict[str, dict[str, Any]]) -> None:
+        """Set the migration gauges from the published flows (``P:flows`` fields ``week``,
+        ``month``, ``week:closed``, ``month:closed``); suppressed figures are removed."""
+        pairs = [(self.net_migration, "net"), (self.net_migration_lo, "net_lo"),
+                 (self.net_migration_hi, "net_hi"), (self.net_per_1000_lo, "net_per_1000_lo"),
+                 (self.net_per_1000_hi, "net_per_1000_hi")]
+        for field, doc in flows.items():
+            kind, _, closed = field.partition(":")
+            window = f"last_{kind}" if closed else kind
+            for rid, fig in doc["regions"].items():
+                for gauge, key in pairs:
+                    if fig.get(key) is None:
+                        gauge.remove(rid, window)
+                    else:
+                        gauge.labels(rid, window).set(fig[key])
+            balance = doc["rural"]["balance"]
+            if balance is None:
+                self.rural_balance.remove(window)
+            else:
+                self.rural_balance.labels(window).set(balance)
 
     def show_snapshot(self, snap: dict[str, Any], published_unix_s: float) -> None:
         """Set the per-region gauges from a published snapshot (suppressed figures are removed)."""

@@ -89,6 +89,12 @@ class RedisKeys:
         return self.key("alerts", "log")
 
     @property
+    def flows(self) -> str:
+        """Hash ``week``, ``month`` (the open periods), ``week:closed``, ``month:closed`` (the
+        last closed ones) → JSON of that period's migration flows (``flows.schema.json``)."""
+        return self.key("flows")
+
+    @property
     def geometry(self) -> str:
         """GeoJSON FeatureCollection of the region outlines."""
         return self.key("geometry")

@@ -27,6 +27,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
+from stream.publish.flows import period_flows
 from stream.publish.redis_keys import RedisKeys, health_field
 from stream.publish.snapshot import build_snapshot, gap_alerts
 from stream.timefmt import iso_utc
@@ -162,14 +163,20 @@ class SnapshotPublisher:
                 blobs = await pipe.hgetall(self.keys.tally(at_ms))
                 if not blobs:
                     return False
-                est = self.engine.estimate_tally(merge_tallies([Tally.from_bytes(b) for b in blobs.values()]))
+                tally = merge_tallies([Tally.from_bytes(b) for b in blobs.values()])
+                est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est)
+                flows = self.flows(tally, est)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
                 active = _open_alerts(await pipe.hgetall(self.keys.alerts_active))
                 alerts = gap_alerts(active, snap, at_ms, self.settings.gap_threshold)
                 pipe.multi()
                 self._queue_snapshot(pipe, at_ms, snap, self._cells(est))
+                pipe.delete(self.keys.flows)
+                if flows:
+                    pipe.hset(self.keys.flows, mapping={
+                        field: json.dumps(doc, separators=(",", ":")) for field, doc in flows.items()})
                 self._queue_alerts(pipe, at_ms, *alerts)
                 pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)
@@ -179,6 +186,18 @@ class SnapshotPublisher:
                 return False
         self.on_publish(snap, published_at - at_ms / SECOND_MS)
         return True
+
+    def flows(self, tally: Tally, est: Estimate) -> dict[str, dict[str, Any]]:
+        """The migration flows of a merged tally's periods: ``week``/``month`` for the open
+        ones, ``week:closed``/``month:closed`` for the last closed ones (empty without
+        migration)."""
+        mig = self.engine.config.migration
+        if tally.migration is None or mig is None:
+            return {}
+        k = self.engine.config.estimate.k_anonymity
+        return {(p.kind if not p.final else f"{p.kind}:closed"):
+                period_flows(p, est, self.engine.regions, k, mig)
+                for p in tally.migration.periods}
 
     def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
                         cells: dict[int, dict[str, str]]) -> None:
@@ -248,6 +267,11 @@ class SnapshotPublisher:
             if n:
                 pipe.hincrby(self.keys.counts, name, n)
         await pipe.execute()
+
+    async def latest_flows(self) -> dict[str, dict[str, Any]]:
+        """The migration flows published with the latest snapshot (see :meth:`flows`)."""
+        raw = await self.redis.hgetall(self.keys.flows)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def latest(self) -> dict[str, Any] | None:
         """The latest published snapshot, if any."""

@@ -28,7 +28,8 @@ class WorkerConfig:
     ``fetch_wait_ms``, ``fetch_max_bytes`` (per partition and fetch), ``session_timeout_s``.
     Redis: ``redis_url``, ``prefix`` (key prefix), ``checkpoint_every_s``. Web:
     ``web_port`` (0 = off) on ``web_host``. Figures: ``engine``, ``windows``, ``reference``,
-    ``gap_threshold`` (a fraction of the registry). Process: ``key_file`` (else
+    ``gap_threshold`` (a fraction of the registry), ``migration_alert_rate`` (weekly net inflow
+    per 1,000 residents that alerts, exported for the Prometheus rule). Process: ``key_file`` (else
     ``$DEFACTO_PSEUDONYM_KEY``), ``datadir`` (Faust's), ``loglevel``.
     """
 
@@ -53,4 +54,5 @@ class WorkerConfig:
     session_timeout_s: float = 10.0
     datadir: Path = Path("/tmp/defacto-worker")
     gap_threshold: float = 0.10
+    migration_alert_rate: float = 5.0
     loglevel: str = "warning"

@@ -67,7 +67,8 @@ class WorkerRuntime:
         self.settings = config.windows
         self.metrics = WorkerMetrics()
         self.metrics.configure(window_s=self.settings.every_ms / SECOND_MS,
-                               gap_threshold=config.gap_threshold)
+                               gap_threshold=config.gap_threshold,
+                               migration_alert_rate=config.migration_alert_rate)
         self.redis = aioredis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.publisher = SnapshotPublisher(
             self.redis, make_engine(), partitions, self.settings.every_ms, registry,
@@ -287,6 +288,7 @@ class WorkerRuntime:
         if snap:
             self.metrics.show_snapshot(snap, _published_unix_s(snap))
             self.metrics.last_snapshot.set(until / SECOND_MS)
+        self.metrics.show_flows(await self._redis(self.publisher.latest_flows()))
 
     async def revoke(self, tps: set[TP]) -> None:
         """Checkpoint and drop partitions this worker no longer owns."""

@@ -61,8 +61,9 @@ def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator
         r.delete(*keys)
 
 
-def _replay(sim: Path, pings: Path, out: Path) -> list[dict[str, Any]]:
-    assert main(["replay", str(pings), "--out", str(out), *_engine_args(sim)]) == 0
+def _replay(sim: Path, pings: Path, out: Path, flows: Path | None = None) -> list[dict[str, Any]]:
+    extra = ["--flows-out", str(flows)] if flows else []
+    assert main(["replay", str(pings), "--out", str(out), *extra, *_engine_args(sim)]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -76,7 +77,7 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text("".join(lines[: len(lines) // 2]))
     second.write_text("".join(lines[len(lines) // 2:]))
-    expected = _replay(sim, pings, tmp_path / "replay.jsonl")
+    expected = _replay(sim, pings, tmp_path / "replay.jsonl", tmp_path / "flows.jsonl")
     assert len(expected) >= 20
     create_topic(live.broker, live.topic, 2)
     r = redis.Redis.from_url(live.redis_url)
@@ -119,6 +120,15 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     assert want_log and got_log == want_log
     got_active = {k.decode(): json.loads(v) for k, v in r.hgetall(f"{live.prefix}:alerts:active").items()}
     assert got_active == {rid: a.to_dict() for rid, a in active.items()}
+    # migration flows: the periods still open at the last snapshot equal the replay's
+    live_flows = {k.decode(): json.loads(v) for k, v in r.hgetall(f"{live.prefix}:flows").items()}
+    replay_open = {d["kind"]: d for d in map(json.loads, (tmp_path / "flows.jsonl").read_text()
+                                              .splitlines()) if not d["final"]}
+    assert set(replay_open) == {"week", "month"} and live_flows["week"] == replay_open["week"]
+    assert live_flows["month"] == replay_open["month"]
+    # the data begins in the night of Sunday 1 March: week 9 closed at once, February never opened
+    assert set(live_flows) == {"week", "month", "week:closed"}
+    assert live_flows["week:closed"]["period"] == "2026-W09" and not live_flows["week:closed"]["complete"]
 
 
 def _dead_letters(broker: str, topic: str, want: int) -> list[Any]:
