@@ -17,6 +17,7 @@ Endpoints:
 - ``GET /api/history?region=ID`` that region's figures over the retained snapshots (``404`` for
   an unknown region);
 - ``GET /api/alerts`` open alerts and the latest opened/closed events;
+- ``GET /api/flows`` the migration flows of the open and last closed week and month;
 - ``GET /healthz`` ``200`` when Redis answers, ``503`` otherwise;
 - ``GET /events`` server-sent events: one ``snapshot`` event per entry of ``P:snapshots`` (read
   with ``XREAD BLOCK``, the entry id as the event id so a reconnecting browser resumes), a
@@ -250,6 +251,16 @@ async def api_history(request: web.Request) -> web.Response:
                              headers={"Cache-Control": "no-store"})
 
 
+async def api_flows(request: web.Request) -> web.Response:
+    """``GET /api/flows``: the migration flows published with the latest snapshot, by period
+    (``week``, ``month`` open; ``week:closed``, ``month:closed`` the last closed ones)."""
+    ctx = request.app[CTX]
+    assert ctx.redis is not None
+    raw = await ctx.redis.hgetall(ctx.keys.flows)
+    periods = {k.decode(): json.loads(v) for k, v in raw.items()}
+    return _compressed_json(json.dumps({"periods": periods}, separators=(",", ":")))
+
+
 async def api_alerts(request: web.Request) -> web.Response:
     """``GET /api/alerts``: open gap alerts and the latest opened/closed events."""
     ctx = request.app[CTX]
@@ -432,6 +443,7 @@ def create_dashboard_app(redis_url: str, prefix: str, *, heartbeat_s: float = HE
     app.router.add_get("/api/geometry", api_geometry)
     app.router.add_get("/api/history", api_history)
     app.router.add_get("/api/alerts", api_alerts)
+    app.router.add_get("/api/flows", api_flows)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/events", events)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

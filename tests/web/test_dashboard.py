@@ -592,6 +592,24 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                 assert "bad ts" in page.locator("#reasons").inner_text()
                 assert "ago" in page.locator("#h-age").inner_text()
 
+                # migration: the published periods, by the selector; a period without figures
+                # says so (2 days of data cannot house anyone: a UR needs 10 nights)
+                raw = redis.Redis.from_url(redis_url).hgetall(f"{pop.prefix}:flows")
+                flows = {k.decode(): json.loads(v) for k, v in raw.items()}
+                assert {"week", "month"} <= set(flows)
+                for period in ("week:closed", "week", "month"):
+                    page.select_option("#mig-period", period)
+                    sub = page.locator("#mig-sub").inner_text()
+                    mig_rows = page.locator("#mig-table tbody tr[data-region]")
+                    if period in flows:
+                        assert flows[period]["period"] in sub, (period, sub)
+                        assert mig_rows.count() >= 1
+                        assert "—" in page.locator("#mig-table").inner_text()  # suppressed
+                    else:
+                        assert mig_rows.count() == 0
+                        assert "no migration figures" in page.locator("#mig-table").inner_text()
+                assert "suppressed" in page.locator("#mig-rural").inner_text()
+
                 # a new snapshot is shown without reloading the page
                 shown_at = page.locator("#snapshot-at").inner_text()
                 assert shown_at == snap["at"][:16].replace("T", " ") + " UTC"

@@ -15,7 +15,7 @@
   const S = {
     state: null, geometry: null, cells: null, history: null,
     res: null, userRes: false, region: null, userRegion: false,
-    shownKey: null, loading: false, again: false, retryTimer: null,
+    shownKey: null, loading: false, again: false, retryTimer: null, flows: null, flowsKey: null,
     offsetMs: 0, fetchedAt: 0, view: null, fullView: null, viewMode: 'auto', proj: null, cellById: null,
   };
 
@@ -186,7 +186,13 @@
       const h = await getJSON('/api/history?region=' + encodeURIComponent(S.region));
       history = h.ok ? h.body : { region: S.region, name: S.region, points: [] };
     }
+    let flows = S.flows;
+    if (key !== S.flowsKey || !flows) {
+      const f = await getJSON('/api/flows');
+      flows = f.ok ? f.body : null;
+    }
     S.state = state; S.cells = cells; S.history = history; S.shownKey = key;
+    S.flows = flows; S.flowsKey = key;
     S.fetchedAt = Date.now();
     setBanner(null);
     $('main').classList.remove('is-empty');
@@ -227,6 +233,57 @@
     renderMap();
     renderHealth();  // before the chart: the bottom row's height depends on it
     renderChart();
+    renderMigration();
+  }
+
+  // ---------- migration ----------
+  function renderMigration() {
+    const tbody = $('mig-table').tBodies[0];
+    clear(tbody);
+    clear($('mig-od'));
+    const periods = (S.flows && S.flows.periods) || {};
+    const doc = periods[$('mig-period').value];
+    if (!doc) {
+      const tr = el('tr');
+      const td = el('td', 'muted', 'no migration figures for this period yet (a usual residence needs 10 nights)');
+      td.colSpan = 5;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+      $('mig-rural').textContent = '—';
+      $('mig-sub').textContent = 'Relocations of usual residence (majority of the last 28 nights).';
+      return;
+    }
+    const state = doc.final ? 'final' : 'so far, to ' + doc.observed_until;
+    $('mig-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
+      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') + '): people, 90 % intervals; ' +
+      'figures resting on fewer than ' + doc.settings.k + ' devices are suppressed.';
+    const rows = Object.entries(doc.regions).filter(([rid, r]) =>
+      !(rid === 'unassigned' && r.inflow === null && r.outflow === null));
+    rows.sort((a, b) => Math.abs(b[1].net || 0) - Math.abs(a[1].net || 0));
+    for (const [rid, r] of rows) {
+      const tr = el('tr');
+      tr.dataset.region = rid;
+      tr.appendChild(el('td', null, r.name));
+      const cells = [figure(r.inflow), figure(r.outflow)];
+      const net = el('span');
+      net.appendChild(figure(r.net));
+      if (r.net_lo !== null) net.appendChild(el('span', 'interval', ' ' + fmtInt(r.net_lo) + '–' + fmtInt(r.net_hi)));
+      cells.push(net);
+      const per = r.net_per_1000;
+      cells.push(el('span', null, per === null ? '—' : (per > 0 ? '+' : per < 0 ? MINUS : '') + Math.abs(per).toFixed(2)));
+      for (const c of cells) { const td = el('td', 'num'); td.appendChild(c); tr.appendChild(td); }
+      tbody.appendChild(tr);
+    }
+    const names = regionNames();
+    for (const c of doc.od.slice(0, 8)) {
+      $('mig-od').appendChild(el('li', null, (names[c.from] || c.from) + ' → ' + (names[c.to] || c.to) + ': ' +
+        fmtInt(c.people) + ' (' + fmtInt(c.lo) + '–' + fmtInt(c.hi) + ')'));
+    }
+    if (!doc.od.length) $('mig-od').appendChild(el('li', 'muted', 'no flow rests on enough devices'));
+    const ru = doc.rural;
+    $('mig-rural').textContent = ru.balance === null ? 'suppressed (fewer than ' + doc.settings.k + ' devices each way)'
+      : fmtSigned(ru.balance) + ' people (' + fmtInt(ru.balance_lo) + ' to ' + fmtInt(ru.balance_hi) + '); rural → urban ' +
+        fmtInt(ru.rural_to_urban) + ', urban → rural ' + fmtInt(ru.urban_to_rural);
   }
 
   function renderHeader() {
@@ -687,6 +744,7 @@
     map.addEventListener('pointercancel', end);
     map.addEventListener('pointerleave', hideTip);
     $('map-reset').addEventListener('click', () => { S.viewMode = 'all'; if (S.fullView) setView(Object.assign({}, S.fullView)); });
+    $('mig-period').addEventListener('change', () => { if (S.state) renderMigration(); });
     $('res').addEventListener('change', () => {
       S.res = parseInt($('res').value, 10); S.userRes = true;
       refresh();
