@@ -19,6 +19,7 @@ from estimators.estimate import Estimate
 from estimators.flows import FlowConfig, FlowEstimate, estimate_flows
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
+from stream.publish.table import fixed_width, fmt
 from stream.timefmt import iso_utc
 
 BOOKKEEPING = ("stock_start", "stock_end", "in_devices", "out_devices", "housed", "lapsed",
@@ -132,12 +133,7 @@ def period_flows(period: PeriodCounts, estimate: Estimate, regions: RegionSet, k
 
 def flows_table(doc: dict[str, Any]) -> str:
     """A readable fixed-width table of one period's flows per region, and the rural balance."""
-    head = ["region", "inflow", "outflow", "net", "90% interval", "per 1,000", "housed", "lapsed"]
-    rows = [head]
-
-    def fmt(v: Any) -> str:
-        return "—" if v is None else f"{v:,}"
-
+    rows = [["region", "inflow", "outflow", "net", "90% interval", "per 1,000", "housed", "lapsed"]]
     for rid, r in doc["regions"].items():
         if rid == "unassigned" and r["inflow"] is None and r["outflow"] is None:
             continue
@@ -145,16 +141,10 @@ def flows_table(doc: dict[str, Any]) -> str:
         per = "—" if r["net_per_1000"] is None else f"{r['net_per_1000']:+.2f}"
         rows.append([f"{r['name']} ({rid})", fmt(r["inflow"]), fmt(r["outflow"]), fmt(r["net"]),
                      interval, per, fmt(r["housed"]), fmt(r["lapsed"])])
-    widths = [max(len(str(row[c])) for row in rows) for c in range(len(head))]
     state = ("final" if doc["final"] else f"so far, to {doc['observed_until']}") + \
         ("" if doc["complete"] else f", observed from {doc['observed_from']} only")
     lines = [f"Migration {doc['period']} ({doc['first_night']} .. {doc['last_night']}; {state}): "
-             f"people; — = fewer than {doc['settings']['k']} devices"]
-    for n, row in enumerate(rows):
-        lines.append("  ".join(str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
-                               for c, v in enumerate(row)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+             f"people; — = fewer than {doc['settings']['k']} devices", fixed_width(rows)]
     rural = doc["rural"]
     if rural["balance"] is not None:
         lines.append(f"rural balance {rural['balance']:+,} ({rural['balance_lo']:,}–"

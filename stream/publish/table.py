@@ -13,10 +13,6 @@ def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | No
     if truth is not None:
         head += ["true present", "true resident"]
     rows = [head]
-
-    def fmt(v: Any) -> str:
-        return "—" if v is None else f"{v:,}"
-
     for rid, r in snapshot["regions"].items():
         if rid == "unassigned" and r["devices"] is None and r["resident"] is None:
             continue
@@ -28,12 +24,22 @@ def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | No
             t = truth.get(rid, {})
             row += [fmt(t.get("present")), fmt(t.get("resident"))]
         rows.append(row)
-    widths = [max(len(str(r[c])) for r in rows) for c in range(len(head))]
+    return fixed_width(rows)
+
+
+def fmt(v: Any) -> str:
+    """A count for a table: ``1,234``, or ``—`` when suppressed (None)."""
+    return "—" if v is None else f"{v:,}"
+
+
+def fixed_width(rows: list[list[str]]) -> str:
+    """Rows (the first is the header) as aligned text: first column left, the others right,
+    a rule under the header."""
+    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
     lines = []
     for k, r in enumerate(rows):
-        cells_ = [str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
-                  for c, v in enumerate(r)]
-        lines.append("  ".join(cells_))
+        lines.append("  ".join(str(v).ljust(widths[c]) if c == 0 else str(v).rjust(widths[c])
+                               for c, v in enumerate(r)))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
