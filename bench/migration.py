@@ -32,9 +32,11 @@ import numpy as np
 
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
+from estimators.flows import crossing
 from estimators.migration import MigrationConfig
+from estimators.presence import night_of
 from estimators.regions import regions_from_geojson
-from estimators.units import DAY_MS, HOUR_MS
+from estimators.units import DAY_MS
 from stream.simulator import load_scenario, simulate
 from stream.simulator.scenario import ChurnParams, Scenario, TemporaryParams
 from stream.sources.simulation import SimulationFeed
@@ -82,9 +84,7 @@ def _run(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
 
 def _night(ts_ms: np.ndarray, engine: Engine) -> np.ndarray:
     """Night number (days since 1970 of the local evening) of instants."""
-    w = engine.config.night
-    local = ts_ms + engine.utc_offset_s(ts_ms) * 1000 - round(w.start_h * HOUR_MS)
-    return np.floor_divide(local, DAY_MS)
+    return night_of(ts_ms, engine.utc_offset_s(ts_ms), engine.config.night)[1]
 
 
 def _device_metrics(run: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +173,6 @@ def _net_accuracy(run: dict[str, Any], dm: dict[str, Any], min_net: float) -> st
     sim, engine, regions, est = run["sim"], run["engine"], run["regions"], run["estimate"]
     lo, hi = dm["window"]
     n = len(regions.ids)
-    sub = regions.subtree.astype(np.float64)
     sel = (dm["eff"] >= lo) & (dm["eff"] <= hi)
     moves = np.zeros((n, n))
     np.add.at(moves, (dm["src"][sel], dm["dst"][sel]), 1.0)
@@ -182,8 +181,8 @@ def _net_accuracy(run: dict[str, Any], dm: dict[str, Any], min_net: float) -> st
     with np.errstate(divide="ignore", invalid="ignore"):
         per_device = np.nan_to_num(np.where(stock > 0, est.resident_by_home / stock, 0.0))
     flow = moves * per_device[:, None]
-    out_of = 1.0 - sub
-    est_net = np.einsum("gs,st,gt->g", out_of, flow, sub) - np.einsum("gs,st,gt->g", sub, flow, out_of)
+    est_in, est_out = crossing(regions, flow)
+    est_net = est_in - est_out
     # truth: people moving, effective in the window
     region_of_leaf = np.array([regions.index[leaf] for leaf in sim.leaf_ids])
     m = sim.moves
@@ -192,7 +191,8 @@ def _net_accuracy(run: dict[str, Any], dm: dict[str, Any], min_net: float) -> st
     true = np.zeros((n, n))
     np.add.at(true, (region_of_leaf[sim.people.home_leaf[m.person[keep]]],
                      region_of_leaf[m.home_leaf[keep]]), 1.0)
-    true_net = np.einsum("gs,st,gt->g", out_of, true, sub) - np.einsum("gs,st,gt->g", sub, true, out_of)
+    true_in, true_out = crossing(regions, true)
+    true_net = true_in - true_out
     rows = []
     for g in np.flatnonzero(np.abs(true_net) >= min_net).tolist():
         err = (est_net[g] - true_net[g]) / abs(true_net[g])

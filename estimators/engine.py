@@ -165,8 +165,7 @@ class Engine:
     def night_close_ms(self, night: int) -> int:
         """When ``night`` (days since 1970 of its local evening) ends, in UTC ms."""
         w = self.config.night
-        local_ms = (night * 24 + w.start_h + w.length_h) * HOUR_MS
-        local_ms = round(local_ms)
+        local_ms = round((night * 24 + w.start_h + w.length_h) * HOUR_MS)
         guess = local_ms - self._offset_at(local_ms) * SECOND_MS
         return local_ms - self._offset_at(guess) * SECOND_MS
 

@@ -120,6 +120,15 @@ def _complementary(hidden: np.ndarray, devices: np.ndarray, row_published: np.nd
             return hidden
 
 
+def crossing(regions: RegionSet, od: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per region ``g``, the sums of an OD matrix (``[n, n]``, from × to, assignment regions)
+    over the cells that cross ``g``'s boundary: ``(into g's subtree from outside it, out of it
+    to outside)``, in ``od``'s dtype. Moves inside a subtree count in neither."""
+    sub = regions.subtree.astype(od.dtype)  # sub[g, j]: j in the subtree of g
+    out_of = 1 - sub
+    return (np.einsum("gs,st,gt->g", out_of, od, sub), np.einsum("gs,st,gt->g", sub, od, out_of))
+
+
 def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarray,
                    resident_rse: np.ndarray, config: FlowConfig | None = None) -> FlowEstimate:
     """Flows in people of one period.
@@ -151,16 +160,9 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
 
     sub = regions.subtree.astype(np.float64)  # sub[g, j]: j in the subtree of g
     out_of = 1.0 - sub
-
-    def crossing(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(into g from outside, out of g to outside) for each region g."""
-        into = np.einsum("gs,st,gt->g", out_of, values, sub)
-        out = np.einsum("gs,st,gt->g", sub, values, out_of)
-        return into, out
-
-    inflow, outflow = crossing(flow)
-    in_dev, out_dev = crossing(m)
-    var_in, var_out = crossing(binom)
+    inflow, outflow = crossing(regions, flow)
+    in_dev, out_dev = crossing(regions, m)
+    var_in, var_out = crossing(regions, binom)
     # the origin's calibration error, once per origin: to g (origins outside), from g (inside)
     to_g = flow @ sub.T      # [s, g]: people from s into g's subtree
     from_g = flow @ out_of.T  # [s, g]: people from s out of g's subtree

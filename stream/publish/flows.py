@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from estimators.estimate import Estimate
-from estimators.flows import FlowConfig, FlowEstimate, estimate_flows
+from estimators.flows import FlowConfig, FlowEstimate, crossing, estimate_flows
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
 from stream.publish.table import fixed_width, fmt
@@ -57,16 +57,9 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     p = fe.period
     first, last = period_nights(p.kind, p.number)
     sub = regions.subtree.astype(np.int64)
-    out_of = 1 - sub
-
-    def crossing(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        into = np.einsum("gs,st,gt->g", out_of, matrix, sub)
-        out = np.einsum("gs,st,gt->g", sub, matrix, out_of)
-        return into, out
-
-    moved_in, moved_out = crossing(p.relocations)
-    confirmed_in, confirmed_out = crossing(p.confirmed)
-    _, returns_out = crossing(p.returns)
+    moved_in, moved_out = crossing(regions, p.relocations)
+    confirmed_in, confirmed_out = crossing(regions, p.confirmed)
+    _, returns_out = crossing(regions, p.returns)
     stock_start, stock_end = sub @ p.start_stock, sub @ p.end_stock
     housed, lapsed, reactivated = sub @ p.housed, sub @ p.lapsed, sub @ p.reactivated
     cohort = sub @ p.cohort
