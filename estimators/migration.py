@@ -10,10 +10,12 @@ Method (reasons and measurements in ``docs/METHOD.md`` §9; sources in the proje
   → a **relocation** ``H→R``. Otherwise the UR is kept: quiet or split nights never remove one.
 - **Dates and tiers.** ``detected`` is night ``n``; ``effective`` the first night in the window
   on which ``R`` was the night region. A relocation is **confirmed** once the UR has stayed ``R``
-  for ``confirm_nights`` (90, the UN's 3-month boundary) after ``effective``; a relocation back
+  for ``confirm_nights`` (90, the UN's 3-month boundary) after ``effective`` and ``R`` still
+  qualifies that night (a device silent or split since keeps ``R`` but proves nothing); a relocation back
   to ``H`` before that is a **return** (and itself a relocation ``R→H``). Only a relocation
-  from a UR held for at least ``window_nights`` can be confirmed: a UR set on a device's first
-  nights (a SIM first seen on a holiday, say) is provisional, and correcting it is no move.
+  from an *established* UR can be confirmed: one that still qualified ``window_nights`` or more
+  after it was set. A UR set on a device's first nights (a SIM first seen on a holiday) or by a
+  stay that then ended is provisional, and correcting it is no move.
 - **Lapse.** A device without any ping for ``lapse_nights`` (30) nights is *lapsed*: it leaves
   the UR stock and is never an out-migrant; when it pings again it is *reactivated* with its UR.
   A new SIM enters as housed, never as an in-migrant (multimno and FlowKit drop both silently).
@@ -45,7 +47,7 @@ DEVICE_FIELDS: dict[str, tuple[type, int | bool]] = {
     "ur": (np.int16, -1), "ur_since": (np.int32, -1), "lapsed": (np.bool_, False),
     "pend_from": (np.int16, -1),
     "pend_to": (np.int16, -1), "pend_effective": (np.int32, -1), "cohort_week": (np.int16, -1),
-    "cohort_month": (np.int16, -1)}
+    "cohort_month": (np.int16, -1), "established": (np.bool_, False)}
 
 
 @dataclass(frozen=True)
@@ -248,11 +250,12 @@ def merge_migration(tallies: list[MigrationTally]) -> MigrationTally:
 class MigrationState:
     """Per-device usual residence, pending relocation and lapse, plus the period ledgers.
 
-    Rows are the presence state's device rows. Per device (17 bytes): ``ur`` int16 (region, -1
+    Rows are the presence state's device rows. Per device (18 bytes): ``ur`` int16 (region, -1
     none) and ``ur_since`` int32 (the night it was set), ``lapsed`` bool, the pending
     (unconfirmed) relocation ``pend_from``/``pend_to`` int16
     and ``pend_effective`` int32 (night), and the UR at the start of the current week and month
-    (``cohort_week``/``cohort_month`` int16, -1 none or lapsed).
+    (``cohort_week``/``cohort_month`` int16, -1 none or lapsed), ``established`` bool (the UR
+    still qualified a full window after it was set).
     """
 
     def __init__(self, n_regions: int, config: MigrationConfig, record: bool = False) -> None:
@@ -348,12 +351,15 @@ class MigrationState:
             np.add.at(p.returns, (pend_from[back], pend_to[back]), 1)
         a["lapsed"][:n_devices] = ~active
         since = a["ur_since"][:n_devices].astype(np.int64)
-        stable = night - since >= cfg.window_nights
+        established = a["established"][:n_devices]
+        established |= qualify & (pick == ur) & (night - since >= cfg.window_nights)
+        stable = established.copy()
         new_ur = np.where(housed | move, pick, ur)
         a["ur"][:n_devices] = new_ur
         a["ur_since"][:n_devices][housed | move] = night
-        # pending relocations: a return clears one, a new switch from a stable UR replaces it,
-        # a switch from a provisional UR leaves none (it cannot be confirmed)
+        established[housed | move] = False
+        # pending relocations: a return clears one, a new switch from an established UR
+        # replaces it, a switch from a provisional UR leaves none (it cannot be confirmed)
         opened = move & ~back & stable
         dropped = move & ~back & ~stable
         a["pend_from"][:n_devices][dropped] = -1
@@ -366,7 +372,10 @@ class MigrationState:
         pend_from = a["pend_from"][:n_devices].astype(np.int64)
         pend_to = a["pend_to"][:n_devices].astype(np.int64)
         eff = a["pend_effective"][:n_devices].astype(np.int64)
-        confirm = (pend_from >= 0) & (new_ur == pend_to) & (night - eff >= cfg.confirm_nights)
+        # confirmed on evidence: R still qualifies tonight (a device that went silent or split
+        # its nights after a stay keeps its UR, but that is no proof of a move)
+        confirm = ((pend_from >= 0) & (new_ur == pend_to) & (night - eff >= cfg.confirm_nights)
+                   & qualify & (pick == pend_to))
         if self._log is not None:
             self._record(night, confirm, pend_from, pend_to, eff, 2)
         for kind in PERIOD_KINDS:

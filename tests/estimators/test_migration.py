@@ -92,6 +92,20 @@ def test_correcting_a_provisional_residence_is_no_pending_move(regions_doc: dict
     assert mig is not None and int(mig.arrays["pend_from"][0]) == -1
 
 
+def test_a_stay_that_housed_a_new_device_is_never_a_move(regions_doc: dict[str, Any]) -> None:
+    """First seen on a 12-night stay (housed there), then split nights long enough for that
+    UR to be held 28 nights, then home for good: the UR never qualified again after being set,
+    so going home corrects it and is never confirmed as a move."""
+    engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
+    rs = engine.regions
+    rural, north = rs.index["rural"], rs.index["north"]
+    plan = ["rural"] * 12 + ["north", "south"] * 15 + ["north"] * 110
+    periods = _run(engine, _nights(engine, 0, plan), days=len(plan))
+    assert _total(periods, "housed")[rural] == 1
+    assert _total(periods, "relocations")[rural, north] == 1
+    assert _total(periods, "confirmed").sum() == 0
+
+
 def test_a_holiday_is_not_a_move(regions_doc: dict[str, Any]) -> None:
     engine = _engine(regions_doc)
     periods = _run(engine, _nights(engine, 0, ["north"] * 30 + ["rural"] * 13 + ["north"] * 20),
@@ -122,6 +136,21 @@ def test_a_move_is_confirmed_after_90_nights(regions_doc: dict[str, Any]) -> Non
     engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
     confirmed = _total(_run(engine, _nights(engine, 0, plan), days=150), "confirmed")
     assert confirmed[north, south] == 1 and confirmed.sum() == 1
+
+
+def test_a_stay_then_silence_is_not_confirmed(regions_doc: dict[str, Any]) -> None:
+    """A SIM that goes silent after a relocation keeps the new UR, but silence is no proof:
+    the move is confirmed only once the device is seen living there again."""
+    engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
+    rs = engine.regions
+    north, rural = rs.index["north"], rs.index["rural"]
+    plan: list[str | None] = ["north"] * 30 + ["rural"] * 20 + [None] * 100
+    periods = _run(engine, _nights(engine, 0, plan), days=150)
+    assert _total(periods, "relocations")[north, rural] == 1
+    assert _total(periods, "confirmed").sum() == 0
+    engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
+    periods = _run(engine, _nights(engine, 0, plan + ["rural"] * 15), days=165)
+    assert _total(periods, "confirmed")[north, rural] == 1
 
 
 def test_silence_lapses_and_a_new_ping_reactivates(regions_doc: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -609,8 +610,26 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                         assert mig_rows.count() == 0
                         assert "no migration figures" in page.locator("#mig-table").inner_text()
                 assert "suppressed" in page.locator("#mig-rural").inner_text()
+                # the net-migration map: one region shape per leaf region, hatched when suppressed
+                geometry = json.loads(urllib.request.urlopen(base + "/api/geometry", timeout=10).read())
+                parents = {f["properties"].get("parent") for f in geometry["features"]}
+                leaves = {f["id"] for f in geometry["features"]} - parents
+                shapes = page.locator("#mig-map path.region")
+                assert set(shapes.evaluate_all("ps => ps.map(p => p.dataset.region)")) == leaves
+                assert page.locator("#mig-map path.region.suppressed").count() == len(leaves)
 
-                # a new snapshot is shown without reloading the page
+                # a new snapshot is shown without reloading the page; its flows (2 days of data
+                # suppress all of them) are served with two leaf regions shown, to see the map
+                # colour a gain and a loss
+                gain, loss = sorted(leaves)[:2]
+
+                def with_figures(route: Any) -> None:
+                    doc = route.fetch().json()
+                    regions = doc["periods"]["week"]["regions"]
+                    regions[gain]["net_per_1000"], regions[loss]["net_per_1000"] = 4.25, -1.5
+                    route.fulfill(json=doc)
+
+                page.route("**/api/flows", with_figures)
                 shown_at = page.locator("#snapshot-at").inner_text()
                 assert shown_at == snap["at"][:16].replace("T", " ") + " UTC"
                 page.evaluate("window.__noReload = 1")
@@ -619,6 +638,13 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                 page.wait_for_function(
                     "old => document.getElementById('snapshot-at').textContent !== old",
                     arg=shown_at, timeout=20_000)
+                page.select_option("#mig-period", "week")
+                fills = {rid: page.locator(f'#mig-map path[data-region="{rid}"]').get_attribute("fill")
+                         for rid in (gain, loss)}
+                assert fills[gain] != fills[loss] and "hatch" not in fills[gain] + fills[loss], fills
+                assert page.locator("#mig-map path.region.suppressed").count() == len(leaves) - 2
+                assert "+4.25" in page.locator("#mig-legend").inner_text()
+                page.unroute("**/api/flows")
                 assert page.evaluate("window.__noReload") == 1
                 new_at = page.locator("#snapshot-at").get_attribute("data-at")
                 assert new_at == json.loads(redis.Redis.from_url(redis_url).get(

@@ -250,6 +250,7 @@
       tr.appendChild(td);
       tbody.appendChild(tr);
       $('mig-rural').textContent = '—';
+      renderMigMap(null);
       $('mig-sub').textContent = 'Relocations of usual residence (majority of the last 28 nights).';
       return;
     }
@@ -274,6 +275,7 @@
       for (const c of cells) { const td = el('td', 'num'); td.appendChild(c); tr.appendChild(td); }
       tbody.appendChild(tr);
     }
+    renderMigMap(doc);
     const names = regionNames();
     for (const c of doc.od.slice(0, 8)) {
       $('mig-od').appendChild(el('li', null, (names[c.from] || c.from) + ' → ' + (names[c.to] || c.to) + ': ' +
@@ -284,6 +286,74 @@
     $('mig-rural').textContent = ru.balance === null ? 'suppressed (fewer than ' + doc.settings.k + ' devices each way)'
       : fmtSigned(ru.balance) + ' people (' + fmtInt(ru.balance_lo) + ' to ' + fmtInt(ru.balance_hi) + '); rural → urban ' +
         fmtInt(ru.rural_to_urban) + ', urban → rural ' + fmtInt(ru.urban_to_rural);
+  }
+
+  // net migration per 1,000 residents of each leaf region: blue gains, orange losses,
+  // hatched where suppressed (the same figures as the table beside it)
+  const GAIN = ['#c6dbef', '#6baed6', '#2171b5'];
+  const LOSS = ['#fdd0a2', '#fd8d3c', '#d94801'];
+  function renderMigMap(doc) {
+    const map = $('mig-map');
+    const lg = $('mig-legend');
+    clear(map);
+    clear(lg);
+    if (!S.geometry || !S.proj) return;
+    const pr = S.proj;
+    const v = S.view || pr.full;
+    map.setAttribute('viewBox', `${v.x} ${v.y} ${v.w} ${v.h}`);
+    map.setAttribute('preserveAspectRatio', 'xMidYMid meet');
+    const defs = svg('defs', null, map);
+    const pat = svg('pattern', { id: 'mig-hatch', patternUnits: 'userSpaceOnUse', width: 1, height: 1, patternTransform: 'rotate(45)' }, defs);
+    svg('rect', { x: 0, y: 0, width: 1, height: 1, fill: '#eef0f3' }, pat);
+    svg('rect', { x: 0, y: 0, width: 0.35, height: 1, fill: '#b8c0cc' }, pat);
+    const parents = new Set(S.geometry.features.map((f) => f.properties && f.properties.parent).filter(Boolean));
+    // larger regions first, so that a city's districts are drawn over the region around it
+    const extent = (f) => {
+      const xs = []; const ys = [];
+      for (const ring of f.geometry.coordinates) for (const p of ring) { xs.push(p[0]); ys.push(p[1]); }
+      return (Math.max(...xs) - Math.min(...xs)) * (Math.max(...ys) - Math.min(...ys));
+    };
+    const leaves = S.geometry.features.filter((f) => !parents.has(f.id))
+      .map((f) => [extent(f), f]).sort((a, b) => b[0] - a[0]).map((x) => x[1]);
+    const regions = (doc && doc.regions) || {};
+    const per = leaves.map((f) => (regions[f.id] ? regions[f.id].net_per_1000 : null)).filter((v) => v !== null && v !== undefined);
+    const top = per.length ? Math.max(...per.map(Math.abs)) : 0;
+    const names = regionNames();
+    for (const f of leaves) {
+      const r = regions[f.id];
+      const v = r ? r.net_per_1000 : null;
+      let d = '';
+      for (const ring of f.geometry.coordinates) d += ringPath(ring, pr.P) + 'Z';
+      let fill = 'url(#mig-hatch)';
+      let cls = 'region suppressed';
+      if (v !== null && v !== undefined) {
+        const level = top > 0 ? Math.min(2, Math.floor(3 * Math.abs(v) / top - 1e-9)) : 0;
+        fill = v === 0 ? '#f7f7f7' : (v > 0 ? GAIN : LOSS)[Math.max(0, level)];
+        cls = 'region';
+      }
+      const p = svg('path', { d, class: cls, fill, 'fill-rule': 'evenodd', 'data-region': f.id, 'vector-effect': 'non-scaling-stroke' }, map);
+      if (v !== null && v !== undefined) p.dataset.net = String(v);
+      const t = svg('title', null, p);
+      t.textContent = (names[f.id] || f.id) + ': ' + (v === null || v === undefined ? 'suppressed'
+        : (v > 0 ? '+' : v < 0 ? MINUS : '') + Math.abs(v).toFixed(2) + ' per 1,000');
+    }
+    if (!doc) return;
+    const item = (fill, text) => {
+      const it = el('span', 'item');
+      const sw = el('span', 'swatch');
+      sw.style.background = fill;
+      it.appendChild(sw);
+      it.appendChild(el('span', null, text));
+      lg.appendChild(it);
+    };
+    if (top > 0) {
+      item(GAIN[2], 'gain, up to +' + top.toFixed(2));
+      item(LOSS[2], 'loss, down to ' + MINUS + top.toFixed(2));
+    }
+    const it = el('span', 'item');
+    it.appendChild(el('span', 'swatch suppressed'));
+    it.appendChild(el('span', null, 'suppressed (< ' + doc.settings.k + ' devices)'));
+    lg.appendChild(it);
   }
 
   function renderHeader() {
@@ -639,6 +709,8 @@
     const map = $('map');
     S.view = v;
     map.setAttribute('viewBox', `${v.x} ${v.y} ${v.w} ${v.h}`);
+    // the migration map follows the population map's view
+    $('mig-map').setAttribute('viewBox', `${v.x} ${v.y} ${v.w} ${v.h}`);
     // keep the hatching ~6 px wide on screen whatever the zoom
     const px = Math.max(v.w / Math.max(1, map.clientWidth), v.h / Math.max(1, map.clientHeight));
     const pat = map.querySelector('#hatch');
