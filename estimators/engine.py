@@ -160,7 +160,17 @@ class Engine:
                 loc: np.ndarray) -> None:
         if len(device_key):
             self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
-                              self.utc_offset_s(ts_ms))
+                              self.utc_offset_s(ts_ms), loc_rank=self.cells.cell,
+                              class_rank=self._class_rank())
+
+    def _class_rank(self) -> np.ndarray:
+        """Tie-break rank of each class code: operators by name, then ``ROAMER`` (int64[256]);
+        a foreign SIM code beats an unknown home code at the same millisecond."""
+        rank = np.zeros(256, dtype=np.int64)
+        by_name = sorted(range(len(self.operators)), key=lambda code: self.operators[code])
+        rank[by_name] = np.arange(1, len(by_name) + 1)
+        rank[ROAMER] = 256
+        return rank
 
     def night_close_ms(self, night: int) -> int:
         """When ``night`` (days since 1970 of its local evening) ends, in UTC ms."""

@@ -4,8 +4,11 @@ State per device (33 bytes plus ~8-11 bytes of index, see :mod:`estimators.devic
 
 - ``stamp`` (uint64): ``(ts_ms - EPOCH_MS) << LOC_BITS | loc`` of the device's latest ping.
   Updating it is a scatter-``max``, so the result is the last ping by event time whatever the
-  order or repetition of the input (last-writer-wins; equal times tie-break on the location).
-- ``opclass`` (uint8): operator index for domestic SIMs, ``ROAMER`` for foreign SIMs.
+  order or repetition of the input (last-writer-wins). Pings of one device in the same
+  millisecond that disagree are settled by rank: the larger H3 cell id, then the class (see
+  :meth:`PresenceState.update`), never by input order.
+- ``opclass`` (uint8): the class of the latest ping: operator index for domestic SIMs,
+  ``ROAMER`` for foreign SIMs.
 - ``last_night`` (uint16): the latest night (days since 1970 of the evening it starts) that the
   device was seen in, and ``ring`` (``ring_nights`` x uint16/uint32): for each of the last
   ``ring_nights`` nights, ``(time-in-night bucket, region + 1)`` of the device's last ping in that
@@ -134,23 +137,65 @@ class PresenceState:
             [self.ring, np.zeros((cap - n, self.ring_nights), dtype=self.ring_dtype)])
 
     def update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
-               loc: np.ndarray, loc_region: np.ndarray, utc_offset_s: np.ndarray | int) -> None:
+               loc: np.ndarray, loc_region: np.ndarray, utc_offset_s: np.ndarray | int,
+               loc_rank: np.ndarray | None = None, class_rank: np.ndarray | None = None) -> None:
         """Merge a batch of pings (parallel arrays) into the state.
 
         ``loc`` indexes the cell table (``< 2**23``), ``loc_region`` maps a location to its region
         index, ``ts_ms`` must be >= ``EPOCH_MS`` (the decoder rejects older pings).
+
+        A device's location and class are those of its latest ping. Pings of one device in the
+        same millisecond that disagree are ranked by ``loc_rank[loc]`` (uint64, e.g. the H3 cell
+        id) and then ``class_rank[opclass]`` (e.g. operator names in order, ``ROAMER`` last), so
+        the winner depends on the set of pings only, never on their order or batching; without
+        ranks the location number and class code decide (deterministic only when they are).
         """
         if len(device_key) == 0:
             return
-        rows, n_before = self.index.rows(device_key)
+        rows, _ = self.index.rows(device_key)
         self._fit_capacity()
         ts = np.asarray(ts_ms, dtype=np.int64)
+        loc = np.asarray(loc, dtype=np.int64)
+        opclass = np.asarray(opclass, dtype=np.uint8)
         stamp = ((ts - EPOCH_MS).astype(np.uint64) << np.uint64(LOC_BITS)) | loc.astype(np.uint64)
+        before, held = self.stamp[rows], self.opclass[rows]
         np.maximum.at(self.stamp, rows, stamp)
-        new = rows >= n_before
-        if new.any():
-            self.opclass[rows[new]] = opclass[new]
+        self._settle_ties(rows, stamp, opclass, loc, (before, held), loc_rank, class_rank)
         self._update_nights(rows, ts, loc_region[loc], utc_offset_s)
+
+    def _settle_ties(self, rows: np.ndarray, stamp: np.ndarray, opclass: np.ndarray,
+                     loc: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
+                     loc_rank: np.ndarray | None, class_rank: np.ndarray | None) -> None:
+        """Set the class of the devices whose latest ping is in this batch, and settle pings of
+        one device at the same millisecond (rare) by rank instead of input order. ``prior``:
+        each ping's device's stamp and class before the batch."""
+        before, held = prior
+        shift = np.uint64(LOC_BITS)
+        winning = self.stamp[rows]
+        latest = (stamp >> shift) == (winning >> shift)  # pings at their device's latest time
+        if not latest.any():
+            return
+        w_rows = rows[latest]
+        self.opclass[w_rows] = opclass[latest]
+        loc_mask = np.uint64(MAX_LOCATIONS)
+        old_tie = (latest & ((before >> shift) == (winning >> shift)) & (before != 0)
+                   & ((before != stamp) | (held != opclass)))
+        clash = latest & ((stamp != winning) | (self.opclass[rows] != opclass) | old_tie)
+        if not clash.any():
+            return
+        tied = np.unique(rows[clash])
+        pick = np.isin(rows, tied) & latest
+        c_rows = np.concatenate([rows[pick], rows[old_tie]])
+        c_loc = np.concatenate([loc[pick], (before[old_tie] & loc_mask).astype(np.int64)])
+        c_cls = np.concatenate([opclass[pick], held[old_tie]])
+        l_rank = loc_rank[c_loc] if loc_rank is not None else c_loc.astype(np.uint64)
+        k_rank = class_rank[c_cls] if class_rank is not None else c_cls.astype(np.int64)
+        order = np.lexsort((k_rank, l_rank, c_rows))
+        last = np.r_[c_rows[order][1:] != c_rows[order][:-1], True]
+        best = order[last]
+        time_bits = self.stamp[c_rows[best]] & ~loc_mask
+        self.stamp[c_rows[best]] = time_bits | c_loc[best].astype(np.uint64)
+        self.opclass[c_rows[best]] = c_cls[best]
 
     def _update_nights(self, rows: np.ndarray, ts_ms: np.ndarray, region: np.ndarray,
                        utc_offset_s: np.ndarray | int) -> None:
