@@ -32,8 +32,8 @@ import numpy as np
 
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
-from estimators.flows import crossing
-from estimators.migration import MigrationConfig
+from estimators.flows import FlowConfig, crossing, estimate_flows
+from estimators.migration import MigrationConfig, PeriodCounts, periods_of
 from estimators.presence import night_of
 from estimators.regions import regions_from_geojson
 from estimators.units import DAY_MS
@@ -67,10 +67,12 @@ def _run(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     feed = SimulationFeed(sim, engine, SECRET)
     cal_end = sim.start_ms + DAY_MS
     pings = 0
+    settled: dict[tuple[str, int], tuple[PeriodCounts, np.ndarray, np.ndarray]] = {}
     for hour in feed.hours():
         pings += hour.pings
         if hour.end_ms == cal_end:
             engine.set_calibration(Calibration(engine.fit_calibration(cal_end, sim.reference)))
+        _collect_settled(engine, hour.end_ms, settled)
     tally = engine.tally(sim.end_ms)
     estimate = engine.estimate_tally(tally)
     seconds = time.perf_counter() - t0
@@ -79,7 +81,22 @@ def _run(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     engine.evaluate_nights_until(engine.night_close_ms(engine.migration.evaluated_night + 1))
     night_s = time.perf_counter() - t1
     return {"sim": sim, "engine": engine, "feed": feed, "estimate": estimate, "pings": pings,
-            "seconds": seconds, "night_s": night_s, "regions": regions}
+            "seconds": seconds, "night_s": night_s, "regions": regions, "settled": settled}
+
+
+def _collect_settled(engine: Engine, at_ms: int,
+                     out: dict[tuple[str, int], tuple[PeriodCounts, np.ndarray, np.ndarray]]) -> None:
+    """Each period dated by effective night, once, when it settles, with the resident estimate
+    (and its relative error) of that moment, which scales it when published."""
+    mig = engine.migration
+    if mig is None or not any(p.settled and (p.kind, p.number) not in out for p in mig.past):
+        return
+    tally = engine.tally(at_ms)
+    est = engine.estimate_tally(tally)
+    for p in tally.migration.periods:
+        if p.settled and p.complete and (p.kind, p.number) not in out:
+            out[(p.kind, p.number)] = (p.by_effective(), est.resident_by_home.copy(),
+                                       est.resident_by_home_rse.copy())
 
 
 def _night(ts_ms: np.ndarray, engine: Engine) -> np.ndarray:
@@ -206,6 +223,55 @@ def _net_accuracy(run: dict[str, Any], dm: dict[str, Any], min_net: float) -> st
             f"{100 * errs.max():.1f} %), sign right {100 * signs:.0f} %; true/estimated: {detail}")
 
 
+def _coverage(run: dict[str, Any], min_net: float, model_rse: tuple[float, ...]) -> str:
+    """Settled periods (dated by effective night) against the true net migration of the same
+    period, per region with |true net| >= ``min_net`` people: error, and the 90 % interval's
+    coverage for each model error term in ``model_rse``."""
+    sim, engine, regions = run["sim"], run["engine"], run["regions"]
+    region_of_leaf = np.array([regions.index[leaf] for leaf in sim.leaf_ids])
+    m = sim.moves
+    night = _night(m.at_ms, engine)
+    src = region_of_leaf[sim.people.home_leaf[m.person]]
+    dst = region_of_leaf[m.home_leaf]
+    n = len(regions.ids)
+    lines = []
+    for kind in ("week", "month"):
+        numbers = periods_of(night, kind)
+        errs, signs = [], []
+        covered: dict[float, list[bool]] = {m: [] for m in model_rse}
+        for (k, number), (period, resident, rse) in sorted(run["settled"].items()):
+            if k != kind:
+                continue
+            fes = {m: estimate_flows(period, regions, resident, rse,
+                                     FlowConfig(k=1, model_rse_flow=m)) for m in model_rse}
+            fe = fes[model_rse[0]]
+            true = np.zeros((n, n))
+            sel = numbers == number
+            np.add.at(true, (src[sel], dst[sel]), 1.0)
+            t_in, t_out = crossing(regions, true)
+            t_net = t_in - t_out
+            for g in np.flatnonzero(np.abs(t_net) >= min_net).tolist():
+                if t_net[g]:
+                    errs.append(abs(fe.net[g] - t_net[g]) / abs(t_net[g]))
+                for m, f in fes.items():
+                    covered[m].append(bool(f.net_lo[g] <= t_net[g] <= f.net_hi[g]))
+                if t_net[g]:
+                    signs.append(np.sign(fe.net[g]) == np.sign(t_net[g]))
+        periods = sum(1 for k, _ in run["settled"] if k == kind)
+        cells = len(next(iter(covered.values())))
+        if cells:
+            errors = (f"|error| median {100 * np.median(errs):.0f} %, sign right "
+                      f"{100 * np.mean(signs):.0f} %, " if errs else "")
+            lines.append(f"{kind}: {periods} settled periods, {cells} region-periods with |true "
+                         f"net| >= {min_net:g}: {errors}90 % interval covers the truth " +
+                         ", ".join(f"{100 * np.mean(c):.0f} % (model term {m:g})"
+                                   for m, c in covered.items()))
+        else:
+            lines.append(f"{kind}: {periods} settled periods, no region with |true net| >= "
+                         f"{min_net:g}")
+    return "; ".join(lines)
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -219,6 +285,9 @@ def main() -> None:
     ap.add_argument("--new", type=float, default=0.05, help="share of SIMs appearing")
     ap.add_argument("--min-net", type=float, default=30.0, help="people (simulation scale)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--model-rse", type=lambda t: tuple(float(x) for x in t.split(",")),
+                    default=(FlowConfig.model_rse_flow, 0.1, 0.2),
+                    help="flow model error terms to measure interval coverage with (comma-separated)")
     ap.add_argument("--window", type=int, default=MigrationConfig.window_nights)
     ap.add_argument("--min-nights", type=int, default=MigrationConfig.min_nights)
     args = ap.parse_args()
@@ -243,6 +312,9 @@ def main() -> None:
               f"120+ nights before the end")
         if with_migration:
             print(f"  net migration over the window: {_net_accuracy(run, dm, args.min_net)}")
+            print(f"  by effective period: {_coverage(run, args.min_net, args.model_rse)}")
+        if not with_migration:
+            print(f"  by effective period (truth 0 everywhere): {_coverage(run, 0.0, args.model_rse)}")
         print(f"  cost: {(engine.state.nbytes + engine.migration.nbytes) / n:.0f} B of state per "
               f"device ({engine.migration.nbytes / n:.0f} B migration, ring "
               f"{engine.state.ring_nights} nights); one night evaluated in {run['night_s'] * 1000:.0f} ms")

@@ -41,7 +41,8 @@ PERIOD_KINDS = ("week", "month")
 _EPOCH = date(1970, 1, 1)
 # the region-vector counters of a period, then its OD matrices (from region, to region)
 VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated")
-MATRIX_FIELDS = ("relocations", "cohort_relocations", "confirmed", "returns")
+MATRIX_FIELDS = ("relocations", "cohort_relocations", "confirmed", "returns",
+                 "relocations_by_effective")
 # per-device arrays: dtype and the value of a device without that state
 DEVICE_FIELDS: dict[str, tuple[type, int | bool]] = {
     "ur": (np.int16, -1), "ur_since": (np.int32, -1), "lapsed": (np.bool_, False),
@@ -84,6 +85,14 @@ def period_of(night: int, kind: str) -> int:
     return (d.year - 1970) * 12 + d.month - 1
 
 
+def periods_of(nights: np.ndarray, kind: str) -> np.ndarray:
+    """:func:`period_of` for an int64 array of nights (int64 array)."""
+    nights = np.asarray(nights, dtype=np.int64)
+    if kind == "week":
+        return (nights + 3) // 7
+    return nights.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+
+
 def period_nights(kind: str, number: int) -> tuple[int, int]:
     """``(first night, last night)`` of a period (days since 1970, inclusive)."""
     if kind == "week":
@@ -119,6 +128,12 @@ class PeriodCounts:
     ``reactivated``: by region. ``first_night``/``last_night``: the earliest and latest nights
     evaluated (the period is final once ``last_night`` is its last night, and complete when
     ``first_night`` is its first: data began before it).
+
+    ``relocations_by_effective``: relocations whose ``effective`` night lies in this period,
+    whenever detected; they keep arriving until ``settles_on`` (the period's last night plus
+    the window less one: a relocation is detected at most that long after its effective night),
+    and ``revised_night`` is the latest night evaluated for it. :meth:`by_effective` gives the
+    period dated by effective night (``dating`` ``effective``), final once settled.
     """
 
     kind: str
@@ -136,6 +151,10 @@ class PeriodCounts:
     cohort_relocations: np.ndarray = field(default=None)  # type: ignore[assignment]
     confirmed: np.ndarray = field(default=None)  # type: ignore[assignment]
     returns: np.ndarray = field(default=None)  # type: ignore[assignment]
+    relocations_by_effective: np.ndarray = field(default=None)  # type: ignore[assignment]
+    settles_on: int = -1
+    revised_night: int = -1
+    dating: str = "detected"
 
     def __post_init__(self) -> None:
         for name in VECTOR_FIELDS:
@@ -152,8 +171,26 @@ class PeriodCounts:
 
     @property
     def final(self) -> bool:
-        """Whether the period's last night has been evaluated (its counts change no more)."""
+        """Whether its counts change no more: the period's last night has been evaluated (dated
+        by detection), or it has settled (dated by effective night)."""
+        if self.dating == "effective":
+            return self.settled
         return self.last_night >= period_nights(self.kind, self.number)[1]
+
+    @property
+    def settled(self) -> bool:
+        """Whether no more relocations can be dated into it (``revised_night >= settles_on``)."""
+        return 0 <= self.settles_on <= self.revised_night
+
+    def by_effective(self) -> PeriodCounts:
+        """This period with its relocations dated by effective night: ``relocations`` and
+        ``cohort_relocations`` (the flows' numerator) are ``relocations_by_effective``; the
+        stocks, cohort and the other counts stay those of the period."""
+        view = self.copy()
+        view.relocations = view.relocations_by_effective.copy()
+        view.cohort_relocations = view.relocations_by_effective.copy()
+        view.dating = "effective"
+        return view
 
     @property
     def complete(self) -> bool:
@@ -163,7 +200,9 @@ class PeriodCounts:
     def copy(self) -> PeriodCounts:
         """A deep copy."""
         return PeriodCounts(self.kind, self.number, self.n, self.last_night, self.first_night,
-                            **{f: getattr(self, f).copy() for f in VECTOR_FIELDS + MATRIX_FIELDS})
+                            **{f: getattr(self, f).copy() for f in VECTOR_FIELDS + MATRIX_FIELDS},
+                            settles_on=self.settles_on, revised_night=self.revised_night,
+                            dating=self.dating)
 
     def balance_error(self) -> np.ndarray:
         """Per region, how far the stock-flow identity is off (zero when the books balance)."""
@@ -174,7 +213,8 @@ class PeriodCounts:
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Flat arrays (OD matrices as sparse ``from, to, count`` triplets) under ``prefix``."""
         out = {f"{prefix}meta": np.array([PERIOD_KINDS.index(self.kind), self.number, self.n,
-                                          self.last_night, self.first_night], dtype=np.int64)}
+                                          self.last_night, self.first_night, self.settles_on,
+                                          self.revised_night], dtype=np.int64)}
         for name in VECTOR_FIELDS:
             out[prefix + name] = getattr(self, name)
         for name in MATRIX_FIELDS:
@@ -186,15 +226,18 @@ class PeriodCounts:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> PeriodCounts:
         """Inverse of :meth:`to_arrays`."""
-        kind_i, number, n, last_night, first_night = (int(v) for v in arrays[f"{prefix}meta"])
+        meta = [int(v) for v in arrays[f"{prefix}meta"]] + [-1, -1]  # before settling: 5 values
+        kind_i, number, n, last_night, first_night, settles_on, revised_night = meta[:7]
         fields = {name: np.asarray(arrays[prefix + name], dtype=np.int64).copy()
                   for name in VECTOR_FIELDS}
         for name in MATRIX_FIELDS:
             m = np.zeros((n, n), dtype=np.int64)
-            src, dst, count = np.asarray(arrays[prefix + name], dtype=np.int64).reshape(3, -1)
-            np.add.at(m, (src, dst), count)
+            if prefix + name in arrays:
+                src, dst, count = np.asarray(arrays[prefix + name], dtype=np.int64).reshape(3, -1)
+                np.add.at(m, (src, dst), count)
             fields[name] = m
-        return cls(PERIOD_KINDS[kind_i], number, n, last_night, first_night, **fields)
+        return cls(PERIOD_KINDS[kind_i], number, n, last_night, first_night, **fields,
+                   settles_on=settles_on, revised_night=revised_night)
 
 
 def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
@@ -209,17 +252,39 @@ def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
     return PeriodCounts(first.kind, first.number, first.n, max(p.last_night for p in periods),
                         min(firsts) if firsts else -1,
                         **{f: sum(getattr(p, f) for p in periods)
-                           for f in VECTOR_FIELDS + MATRIX_FIELDS})
+                           for f in VECTOR_FIELDS + MATRIX_FIELDS},
+                        settles_on=max(p.settles_on for p in periods),
+                        revised_night=min(p.revised_night for p in periods))
 
 
 @dataclass
 class MigrationTally:
-    """The migration part of a tally: per period kind, the open period and the last closed one.
+    """The migration part of a tally: per period kind, the open period, the closed ones still
+    settling (relocations dated by effective night may still arrive) and the latest settled one.
 
     Tallies of disjoint device sets at the same instant add up (:func:`merge_migration`).
     """
 
     periods: list[PeriodCounts]
+
+    def published(self) -> dict[str, PeriodCounts]:
+        """The periods defacto publishes, by field: ``week``/``month`` (open, dated by
+        detection), ``week:closed``/``month:closed`` (the latest closed one, dated by
+        detection), ``week:effective``/``month:effective`` (the latest settled one, dated by
+        effective night: final, revised no more)."""
+        out: dict[str, PeriodCounts] = {}
+        for kind in PERIOD_KINDS:
+            mine = sorted((p for p in self.periods if p.kind == kind), key=lambda p: p.number)
+            open_ = [p for p in mine if not p.final]
+            closed = [p for p in mine if p.final]
+            settled = [p for p in closed if p.settled]
+            if open_:
+                out[kind] = open_[-1]
+            if closed:
+                out[f"{kind}:closed"] = closed[-1]
+            if settled:
+                out[f"{kind}:effective"] = settled[-1].by_effective()
+        return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for the tally's binary form."""
@@ -265,7 +330,7 @@ class MigrationState:
         self.arrays = {k: np.full(0, fill, dtype=dt) for k, (dt, fill) in DEVICE_FIELDS.items()}
         self.evaluated_night: int | None = None
         self.current: dict[str, PeriodCounts] = {}
-        self.closed: dict[str, PeriodCounts] = {}
+        self.past: list[PeriodCounts] = []  # closed: settling, and the latest settled per kind
 
     @property
     def nbytes(self) -> int:
@@ -298,14 +363,53 @@ class MigrationState:
         a = self.arrays
         ur, lapsed = a["ur"][:n_devices], a["lapsed"][:n_devices]
         a[f"cohort_{kind}"][:n_devices] = np.where((ur >= 0) & ~lapsed, ur, -1)
-        self.current[kind] = PeriodCounts(kind, period_of(night, kind), self.n, first_night=night,
-                                          start_stock=self.stock(n_devices))
+        number = period_of(night, kind)
+        self.current[kind] = PeriodCounts(kind, number, self.n, first_night=night,
+                                          start_stock=self.stock(n_devices),
+                                          settles_on=self._settles_on(kind, number))
+
+    def _settles_on(self, kind: str, number: int) -> int:
+        return period_nights(kind, number)[1] + self.config.window_nights - 1
 
     def _close(self, kind: str, n_devices: int) -> None:
         p = self.current.pop(kind)
         p.end_stock = self.stock(n_devices)
         p.cohort = self._cohort(kind, n_devices)
-        self.closed[kind] = p
+        self.past.append(p)
+
+    def _ledger(self, kind: str, number: int) -> PeriodCounts:
+        """The ledger of a period, for relocations dated into it: the open one, a closed one
+        still settling, or (a relocation effective before the first evaluated night) a new,
+        incomplete one."""
+        if self.current[kind].number == number:
+            return self.current[kind]
+        for p in self.past:
+            if (p.kind, p.number) == (kind, number):
+                return p
+        p = PeriodCounts(kind, number, self.n, settles_on=self._settles_on(kind, number))
+        self.past.append(p)
+        return p
+
+    def _date_by_effective(self, src: np.ndarray, dst: np.ndarray, effective: np.ndarray) -> None:
+        """Count relocations into the ledgers of the periods of their effective nights."""
+        for kind in PERIOD_KINDS:
+            numbers = periods_of(effective, kind)
+            for number in np.unique(numbers).tolist():
+                sel = numbers == number
+                np.add.at(self._ledger(kind, number).relocations_by_effective,
+                          (src[sel], dst[sel]), 1)
+
+    def _settle(self, night: int) -> None:
+        """Mark every ledger revised through ``night``; keep the closed ones still settling and
+        the latest settled one per kind."""
+        for p in [*self.current.values(), *self.past]:
+            p.revised_night = night
+        keep = []
+        for kind in PERIOD_KINDS:
+            mine = sorted((p for p in self.past if p.kind == kind), key=lambda p: p.number)
+            settled = [p for p in mine if p.settled]
+            keep += [p for p in mine if not p.settled] + settled[-1:]
+        self.past = sorted(keep, key=lambda p: (PERIOD_KINDS.index(p.kind), p.number))
 
     def evaluate(self, night: int, n_devices: int, domestic: np.ndarray, active: np.ndarray,
                  pick: np.ndarray, pick_nights: np.ndarray, seen: np.ndarray,
@@ -349,6 +453,7 @@ class MigrationState:
             member = move & (a[f"cohort_{kind}"][:n_devices] >= 0)
             np.add.at(p.cohort_relocations, (ur[member], pick[member]), 1)
             np.add.at(p.returns, (pend_from[back], pend_to[back]), 1)
+        self._date_by_effective(moved_ur, pick[move], first[move])
         a["lapsed"][:n_devices] = ~active
         since = a["ur_since"][:n_devices].astype(np.int64)
         established = a["established"][:n_devices]
@@ -384,6 +489,7 @@ class MigrationState:
         a["pend_from"][:n_devices][confirm] = -1
         a["pend_to"][:n_devices][confirm] = -1
         self.evaluated_night = night
+        self._settle(night)
         for kind in PERIOD_KINDS:
             if night >= period_nights(kind, self.current[kind].number)[1]:
                 self._close(kind, n_devices)
@@ -408,12 +514,11 @@ class MigrationState:
                 for i, n in enumerate(names)}
 
     def tally(self, n_devices: int) -> MigrationTally:
-        """The open periods (counts so far, end stock and cohort as of now) and the last closed
-        ones, in a fixed order."""
+        """The open periods (counts so far, end stock and cohort as of now) and the closed ones
+        kept (:class:`MigrationTally`), in a fixed order."""
         periods = []
         for kind in PERIOD_KINDS:
-            if kind in self.closed:
-                periods.append(self.closed[kind].copy())
+            periods += [p.copy() for p in self.past if p.kind == kind]
             if kind in self.current:
                 p = self.current[kind].copy()
                 p.end_stock = self.stock(n_devices)
@@ -427,10 +532,11 @@ class MigrationState:
         out = {f"mig_{k}": a[:n_devices].copy() for k, a in self.arrays.items()}
         out["mig_evaluated"] = np.array([-1 if self.evaluated_night is None
                                          else self.evaluated_night], dtype=np.int64)
-        ledgers = [("cur", k, p) for k, p in self.current.items()] + \
-                  [("old", k, p) for k, p in self.closed.items()]
-        for which, kind, p in ledgers:
-            out.update(p.to_arrays(f"migp_{which}_{kind}_"))
+        for kind, p in self.current.items():
+            out.update(p.to_arrays(f"migp_cur_{kind}_"))
+        out["migp_past_count"] = np.array([len(self.past)], dtype=np.int64)
+        for i, p in enumerate(self.past):
+            out.update(p.to_arrays(f"migp_past{i}_"))
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> None:
@@ -442,8 +548,13 @@ class MigrationState:
                 self.arrays[k][rows] = arrays[f"mig_{k}"]
         night = int(np.asarray(arrays.get("mig_evaluated", [-1]))[0])
         self.evaluated_night = None if night < 0 else night
-        for which, target in (("cur", self.current), ("old", self.closed)):
-            for kind in PERIOD_KINDS:
-                prefix = f"migp_{which}_{kind}_"
-                if f"{prefix}meta" in arrays:
-                    target[kind] = PeriodCounts.from_arrays(arrays, prefix)
+        for kind in PERIOD_KINDS:
+            if f"migp_cur_{kind}_meta" in arrays:
+                self.current[kind] = PeriodCounts.from_arrays(arrays, f"migp_cur_{kind}_")
+            if f"migp_old_{kind}_meta" in arrays:  # a checkpoint from before settling
+                self.past.append(PeriodCounts.from_arrays(arrays, f"migp_old_{kind}_"))
+        count = int(np.asarray(arrays.get("migp_past_count", [0]))[0])
+        self.past += [PeriodCounts.from_arrays(arrays, f"migp_past{i}_") for i in range(count)]
+        for p in [*self.current.values(), *self.past]:
+            if p.settles_on < 0:
+                p.settles_on = self._settles_on(p.kind, p.number)

@@ -1,8 +1,11 @@
 """Migration flows as the JSON object defacto publishes (``schemas/flows.schema.json``), and a table.
 
-One object per period (ISO week or calendar month): OD flows, inflow / outflow / net migration
-per region with 90 % intervals, the rural balance, and the device bookkeeping behind them (UR
-stock at the start and end, housed, lapsed, reactivated, confirmed moves, returns). Figures
+One object per period (ISO week or calendar month) and dating: OD flows, inflow / outflow / net
+migration per region with 90 % intervals, the rural balance, and the device bookkeeping behind
+them (UR stock at the start and end, housed, lapsed, reactivated, confirmed moves, returns).
+Dated by ``detected`` night, a period is final when it closes; dated by ``effective`` night
+(when the move happened), relocations keep arriving for a window after it ends, so it is
+revisable until ``revisable_until`` and final after. Figures
 resting on fewer than k devices are ``null``; see :mod:`estimators.flows` for the method and
 the disclosure rules, and ``docs/METHOD.md`` §9.
 """
@@ -91,8 +94,9 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
                    "devices": int(fe.od_devices[s, t])})
     od.sort(key=lambda c: (-c["people"], c["from"], c["to"]))
     return {
-        "period": p.label, "kind": p.kind, "first_night": _night_date(first),
+        "period": p.label, "kind": p.kind, "dating": p.dating, "first_night": _night_date(first),
         "last_night": _night_date(last), "final": p.final, "complete": p.complete,
+        "revisable_until": _night_date(p.settles_on) if p.dating == "effective" else None,
         "observed_from": _night_date(p.first_night) if p.first_night >= 0 else None,
         "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
         "at": iso_utc(at_ms),

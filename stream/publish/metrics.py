@@ -109,13 +109,15 @@ class WorkerMetrics:
 
     def show_flows(self, flows: dict[str, dict[str, Any]]) -> None:
         """Set the migration gauges from the published flows (``P:flows`` fields ``week``,
-        ``month``, ``week:closed``, ``month:closed``); suppressed figures are removed."""
+        ``month``, ``week:closed``, ``month:closed``, ``week:effective``, ``month:effective``:
+        windows ``week``, ``month``, ``last_week``, ``last_month``, ``settled_week``,
+        ``settled_month``); suppressed figures are removed."""
         pairs = [(self.net_migration, "net"), (self.net_migration_lo, "net_lo"),
                  (self.net_migration_hi, "net_hi"), (self.net_per_1000_lo, "net_per_1000_lo"),
                  (self.net_per_1000_hi, "net_per_1000_hi")]
         for field, doc in flows.items():
-            kind, _, closed = field.partition(":")
-            window = f"last_{kind}" if closed else kind
+            kind, _, which = field.partition(":")
+            window = {"": kind, "closed": f"last_{kind}", "effective": f"settled_{kind}"}[which]
             for rid, fig in doc["regions"].items():
                 for gauge, key in pairs:
                     if fig.get(key) is None:

@@ -188,16 +188,17 @@ class SnapshotPublisher:
         return True
 
     def flows(self, tally: Tally, est: Estimate) -> dict[str, dict[str, Any]]:
-        """The migration flows of a merged tally's periods: ``week``/``month`` for the open
-        ones, ``week:closed``/``month:closed`` for the last closed ones (empty without
-        migration)."""
+        """The migration flows of a merged tally's published periods
+        (:meth:`~estimators.migration.MigrationTally.published`: ``week``/``month`` open,
+        ``week:closed``/``month:closed`` the latest closed, ``week:effective``/
+        ``month:effective`` the latest settled, dated by effective night); empty without
+        migration."""
         mig = self.engine.config.migration
         if tally.migration is None or mig is None:
             return {}
         k = self.engine.config.estimate.k_anonymity
-        return {(p.kind if not p.final else f"{p.kind}:closed"):
-                period_flows(p, est, self.engine.regions, k, mig)
-                for p in tally.migration.periods}
+        return {field: period_flows(p, est, self.engine.regions, k, mig)
+                for field, p in tally.migration.published().items()}
 
     def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
                         cells: dict[int, dict[str, str]]) -> None:

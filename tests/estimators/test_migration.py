@@ -184,7 +184,8 @@ def _columns(engine: Engine, plans: list[list[str | None]]) -> list[np.ndarray]:
 
 
 FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated",
-          "relocations", "cohort_relocations", "confirmed", "returns")
+          "relocations", "cohort_relocations", "confirmed", "returns", "relocations_by_effective",
+          "settles_on", "revised_night")
 
 
 def test_stock_flow_identity_and_order_independence(regions_doc: dict[str, Any]) -> None:
@@ -240,6 +241,52 @@ def test_checkpoint_keeps_the_migration_state(regions_doc: dict[str, Any]) -> No
     for x, y in zip(a.periods, b.periods, strict=True):
         for field in FIELDS:
             assert np.array_equal(getattr(x, field), getattr(y, field)), (x.label, field)
+
+
+def test_relocations_dated_by_effective_night_settle_a_window_after_the_period(
+        regions_doc: dict[str, Any]) -> None:
+    """North from day 0, south from day 52 (effective, in April): the switch is detected 14
+    nights later, in the next period; by effective night it is April's, which settles 27
+    nights after April ends and is then published as ``month:effective``."""
+    engine = _engine(regions_doc)
+    rs = engine.regions
+    north, south = rs.index["north"], rs.index["south"]
+    plan = ["north"] * 52 + ["south"] * 90
+    cols = _nights(engine, 0, plan)
+    fed = 0
+    first_night = (T0 + NIGHT_UTC_MS) // DAY_MS
+    effective = first_night + 52
+    detected = effective + 14
+    april = period_of(effective, "month")
+    assert period_of(detected, "month") == april + 1 and period_of(detected, "week") > \
+        period_of(effective, "week")
+
+    def at_night(night: int) -> dict[str, PeriodCounts]:
+        nonlocal fed
+        at = engine.night_close_ms(night)
+        upto = int(np.searchsorted(cols[1], at))
+        engine.ingest(*(c[fed:upto] for c in cols))
+        fed = upto
+        tally = engine.tally(at)
+        assert tally.migration is not None
+        return tally.migration.published()
+
+    apr_last = period_nights("month", april)[1]
+    pub = at_night(detected)
+    assert pub["month"].relocations[north, south] == 1  # detected in May
+    assert pub["month:closed"].number == april and pub["month:closed"].relocations.sum() == 0
+    assert "month:effective" not in pub or pub["month:effective"].number < april
+    april_ledger = next(p for p in engine.tally(engine.night_close_ms(detected)).migration.periods
+                        if (p.kind, p.number) == ("month", april))
+    assert april_ledger.relocations_by_effective[north, south] == 1 and not april_ledger.settled
+    pub = at_night(apr_last + 26)
+    assert pub.get("month:effective") is None or pub["month:effective"].number < april
+    pub = at_night(apr_last + 27)
+    eff = pub["month:effective"]
+    assert eff.number == april and eff.final and eff.dating == "effective"
+    assert eff.relocations[north, south] == 1 and eff.cohort_relocations[north, south] == 1
+    week = pub["week:effective"]
+    assert week.dating == "effective" and week.final
 
 
 def test_periods() -> None:

@@ -254,7 +254,8 @@
       $('mig-sub').textContent = 'Relocations of usual residence (majority of the last 28 nights).';
       return;
     }
-    const state = doc.final ? 'final' : 'so far, to ' + doc.observed_until;
+    const state = (doc.dating === 'effective' ? 'by move date, ' : '') +
+      (doc.final ? 'final' : 'so far, to ' + doc.observed_until);
     $('mig-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
       (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') + '): people, 90 % intervals; ' +
       'figures resting on fewer than ' + doc.settings.k + ' devices are suppressed.';
