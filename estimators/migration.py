@@ -386,7 +386,9 @@ class MigrationState:
         for p in self.past:
             if (p.kind, p.number) == (kind, number):
                 return p
-        p = PeriodCounts(kind, number, self.n, settles_on=self._settles_on(kind, number))
+        # closed before it was observed: final, and incomplete (no night of it was evaluated)
+        p = PeriodCounts(kind, number, self.n, last_night=period_nights(kind, number)[1],
+                         settles_on=self._settles_on(kind, number))
         self.past.append(p)
         return p
 
