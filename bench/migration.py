@@ -32,7 +32,7 @@ import numpy as np
 
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
-from estimators.flows import FlowConfig, crossing, estimate_flows
+from estimators.flows import FlowConfig, crossing, estimate_flows, rural_urban
 from estimators.migration import MigrationConfig, PeriodCounts, periods_of
 from estimators.presence import night_of
 from estimators.regions import regions_from_geojson
@@ -216,11 +216,19 @@ def _net_accuracy(run: dict[str, Any], dm: dict[str, Any], min_net: float) -> st
         rows.append((regions.ids[g], true_net[g], est_net[g], err))
     if not rows:
         return f"no region with |true net| >= {min_net:g} people in the window"
+    rural, urban = rural_urban(regions)
+    est_balance = flow[np.ix_(urban, rural)].sum() - flow[np.ix_(rural, urban)].sum()
+    true_balance = true[np.ix_(urban, rural)].sum() - true[np.ix_(rural, urban)].sum()
+    years = (hi - lo + 1) / 365.25
+    balance = (f"; rural balance {true_balance:+.0f} true / {est_balance:+.0f} estimated "
+               f"({true_balance / years:+.0f} / {est_balance / years:+.0f} a year)"
+               if rural.any() and urban.any() else "")
     errs = np.array([abs(r[3]) for r in rows])
     signs = np.mean([np.sign(r[1]) == np.sign(r[2]) for r in rows])
     detail = ", ".join(f"{rid} {t:+.0f}/{e:+.0f}" for rid, t, e, _ in rows[:8])
     return (f"{len(rows)} regions, |error| median {100 * np.median(errs):.1f} % (max "
-            f"{100 * errs.max():.1f} %), sign right {100 * signs:.0f} %; true/estimated: {detail}")
+            f"{100 * errs.max():.1f} %), sign right {100 * signs:.0f} %; true/estimated: {detail}"
+            f"{balance}")
 
 
 def _coverage(run: dict[str, Any], min_net: float, model_rse: tuple[float, ...]) -> str:
@@ -237,7 +245,7 @@ def _coverage(run: dict[str, Any], min_net: float, model_rse: tuple[float, ...])
     lines = []
     for kind in ("week", "month"):
         numbers = periods_of(night, kind)
-        errs, signs = [], []
+        errs, signs, hidden = [], [], 0
         covered: dict[float, list[bool]] = {m: [] for m in model_rse}
         for (k, number), (period, resident, rse) in sorted(run["settled"].items()):
             if k != kind:
@@ -251,6 +259,9 @@ def _coverage(run: dict[str, Any], min_net: float, model_rse: tuple[float, ...])
             t_in, t_out = crossing(regions, true)
             t_net = t_in - t_out
             for g in np.flatnonzero(np.abs(t_net) >= min_net).tolist():
+                if np.isnan(fe.net[g]):  # no device moved one way (hidden even at k = 1)
+                    hidden += 1
+                    continue
                 if t_net[g]:
                     errs.append(abs(fe.net[g] - t_net[g]) / abs(t_net[g]))
                 for m, f in fes.items():
@@ -263,7 +274,8 @@ def _coverage(run: dict[str, Any], min_net: float, model_rse: tuple[float, ...])
             errors = (f"|error| median {100 * np.median(errs):.0f} %, sign right "
                       f"{100 * np.mean(signs):.0f} %, " if errs else "")
             lines.append(f"{kind}: {periods} settled periods, {cells} region-periods with |true "
-                         f"net| >= {min_net:g}: {errors}90 % interval covers the truth " +
+                         f"net| >= {min_net:g} ({hidden} more without a device moving one way): "
+                         f"{errors}90 % interval covers the truth " +
                          ", ".join(f"{100 * np.mean(c):.0f} % (model term {m:g})"
                                    for m, c in covered.items()))
         else:

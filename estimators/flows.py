@@ -186,9 +186,7 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         resident_sub = sub @ np.nan_to_num(resident)
         per_resident = np.where(resident_sub > 0, 1000.0 / resident_sub, np.nan)
     both = in_ok & out_ok
-    urban = np.array([_urban(regions, i) for i in range(n)], dtype=object)
-    rural_rows = np.array([u is False for u in urban])
-    urban_rows = np.array([u is True for u in urban])
+    rural_rows, urban_rows = rural_urban(regions)
     r2u, u2r = flow[np.ix_(rural_rows, urban_rows)].sum(), flow[np.ix_(urban_rows, rural_rows)].sum()
     r2u_dev = int(m[np.ix_(rural_rows, urban_rows)].sum())
     u2r_dev = int(m[np.ix_(urban_rows, rural_rows)].sum())
@@ -217,6 +215,14 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         rural_to_urban_devices=float(r2u_dev) if r2u_dev >= k else np.nan,
         urban_to_rural_devices=float(u2r_dev) if u2r_dev >= k else np.nan,
     )
+
+
+def rural_urban(regions: RegionSet) -> tuple[np.ndarray, np.ndarray]:
+    """Which regions are rural and which urban (bool[n] each; a region without a flag of its
+    own or of an ancestor is neither): the sides of the rural balance."""
+    urban = [_urban(regions, i) for i in range(len(regions.ids))]
+    return (np.array([u is False for u in urban], dtype=bool),
+            np.array([u is True for u in urban], dtype=bool))
 
 
 def _urban(regions: RegionSet, i: int) -> bool | None:
