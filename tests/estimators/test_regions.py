@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from estimators.regions import regions_from_geojson
+from estimators.regions import Region, RegionSet, regions_from_geojson
 
 
 def test_deepest_region_wins_and_holes_are_respected(regions_doc: dict[str, Any]) -> None:
@@ -48,3 +48,12 @@ def test_bad_region_files_are_explained(regions_doc: dict[str, Any], mutate: Any
     mutate(regions_doc)
     with pytest.raises(ValueError, match=message):
         regions_from_geojson(regions_doc)
+
+
+def test_regions_built_from_rings_alone_use_the_first_as_exterior() -> None:
+    outer = np.array([[70.0, 50.0], [73.0, 50.0], [73.0, 53.0], [70.0, 53.0], [70.0, 50.0]])
+    hole = np.array([[71.0, 51.0], [72.0, 51.0], [72.0, 52.0], [71.0, 52.0], [71.0, 51.0]])
+    rs = RegionSet([Region("a", "A", None, None, (outer, hole))])
+    got = rs.locate(np.array([50.5, 51.5, 54.0]), np.array([70.5, 71.5, 71.5]))
+    assert [rs.ids[i] for i in got] == ["a", "unassigned", "unassigned"]
+    assert rs.warnings == ()
