@@ -3,24 +3,30 @@
 Layout (``schemas/README.md``, section "Kafka messages"): the magic ``DFB1``, a 4-byte
 little-endian header length, a JSON header ``{"n": rows, "columns": [{"name", "dtype"}, ...]}``
 padded to a multiple of 8, then each column's ``n`` values back to back. Decoding gives read-only
-numpy views of the message (no copies); :func:`check_frame_rows` applies the ping contract's type
-rules to the rows, vectorized.
+numpy views of the message (no copies), after checking every size the header declares against the
+message's length and every text column's width against its field's limit
+(:data:`~stream.contract.MAX_TEXT_BYTES`): a frame never makes a column wider than the contract
+allows, whatever its row count. :func:`check_frame_rows` applies the ping contract's type rules to
+the rows, vectorized.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from stream.contract import (
-    MAX_DEVICE_CHARS,
+    MAX_TEXT_BYTES,
     PING_DTYPES,
     CodecError,
     PingColumns,
     Reject,
+    describe,
+    field_name,
     redacted,
     row_fields,
 )
@@ -28,6 +34,10 @@ from stream.contract import (
 FRAME_MAGIC = b"DFB1"
 MAX_FRAME_HEADER = 1 << 20
 """Largest frame header (bytes) accepted; a real header is a few hundred bytes."""
+MAX_ROWS_SHOWN = 1_000_000_000
+MAX_COLUMNS_SHOWN = 20
+_DTYPE_STR = re.compile(r"[<>|=]?[A-Za-z][0-9]{0,10}(\[[A-Za-z0-9]{1,8}\])?")
+"""The form of ``numpy.dtype(...).str`` (``<i8``, ``|S6``, ``<M8[ms]``): the only dtype strings read."""
 
 _FIXED = {name: PING_DTYPES[name] for name in ("ts", "operator", "home_mcc", "lat", "lon")}
 _TEXT = ("device", "cell")
@@ -83,8 +93,10 @@ def encode_frame(columns: PingColumns) -> bytes:
     Needs ``device``, ``ts``, ``operator`` and a location: ``cell`` (``""``/``None`` = none) and/or
     ``lat`` + ``lon`` (NaN = none). ``home_mcc`` (-1 = unknown) defaults to all -1. Text columns
     may be numpy ``U``, ``S`` or object arrays; they are written as UTF-8 ``S<w>`` padded to the
-    widest value. Other columns are written as they are (any fixed-size, non-object dtype) and
-    ignored by the decoder. Raises :class:`CodecError` (``bad_frame``) on bad columns.
+    widest value, which must fit :data:`~stream.contract.MAX_TEXT_BYTES` (a wider frame would be
+    rejected whole by the decoder). Other columns are written as they are (any fixed-size,
+    non-object dtype) and ignored by the decoder. Raises :class:`CodecError` (``bad_frame``) on
+    bad columns.
     """
     missing = [c for c in ("device", "ts", "operator") if c not in columns]
     if "cell" not in columns and not ("lat" in columns and "lon" in columns):
@@ -105,6 +117,9 @@ def encode_frame(columns: PingColumns) -> bytes:
             continue
         elif name in _TEXT:
             out[name] = _text_column(name, columns[name], n)
+            if out[name].dtype.itemsize > MAX_TEXT_BYTES[name]:
+                raise CodecError("bad_frame", f"{name} values must be at most {MAX_TEXT_BYTES[name]} "
+                                 "bytes of UTF-8 (see stream.contract.check_ping)")
         elif name == "operator":
             op = _text_column(name, columns[name], n)
             if op.dtype.itemsize > 6 and n and np.strings.str_len(op).max() > 6:
@@ -129,14 +144,13 @@ def _frame_fail(detail: str) -> CodecError:
     return CodecError("bad_frame", detail)
 
 
-def decode_frame(data: bytes) -> PingColumns:
-    """The known columns of a batch frame as read-only numpy views of ``data`` (no copies).
+def _name(name: Any) -> str:
+    """A column name for a detail: shown only where it cannot be data (see ``field_name``)."""
+    return field_name(name) or "<name not shown>"
 
-    Returns ``device``, ``ts``, ``operator``, ``home_mcc`` and whichever of ``cell``, ``lat``,
-    ``lon`` the frame has; unknown columns are skipped. Raises :class:`CodecError` (``bad_frame``)
-    on a bad magic or header, a missing or mistyped required column, or data that is shorter or
-    longer than the header says. Row contents are not checked here (see :func:`decode_messages`).
-    """
+
+def _header(data: bytes) -> dict[str, Any]:
+    """The JSON header of a frame message. Raises :class:`CodecError` (``bad_frame``)."""
     mv = memoryview(data).cast("B")
     size = len(mv)
     if size < 8 or mv[:4] != FRAME_MAGIC:
@@ -148,38 +162,91 @@ def decode_frame(data: bytes) -> PingColumns:
         header = json.loads(bytes(mv[8:8 + hlen]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _frame_fail(f"header is not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+        raise _frame_fail(f"header is not readable JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise _frame_fail("header is not a JSON object")
+    return header
+
+
+def _column_dtype(col: Any) -> tuple[str, np.dtype[Any]]:
+    """Name and dtype of a header column entry, checked against the contract before any byte is
+    read: a dtype string of the form of ``numpy.dtype.str``, the known columns' dtypes, and text
+    columns no wider than their field (:data:`~stream.contract.MAX_TEXT_BYTES`). Raises
+    :class:`CodecError` (``bad_frame``)."""
+    if not isinstance(col, dict) or not isinstance(col.get("name"), str) \
+            or not isinstance(col.get("dtype"), str):
+        raise _frame_fail(f"bad column entry {describe(col)}: needs name and dtype strings")
+    name, dtype = col["name"], col["dtype"]
+    if not _DTYPE_STR.fullmatch(dtype):
+        raise _frame_fail(f"column {_name(name)}: dtype is not of the form '<i8' or '|S6'")
+    try:
+        dt = np.dtype(dtype)
+    except Exception:
+        raise _frame_fail(f"column {_name(name)}: unknown dtype {dtype}") from None
+    if dt.hasobject or dt.itemsize == 0:
+        raise _frame_fail(f"column {_name(name)}: dtype {dtype} is not a fixed-size plain type")
+    want = _FIXED.get(name)
+    if (want is not None and dt != want) or (name in _TEXT and dt.kind != "S"):
+        raise _frame_fail(f"column {name}: dtype {dt.str}, expected "
+                          f"{want.str if want is not None else '|S<w>'}")
+    if name in _TEXT and dt.itemsize > MAX_TEXT_BYTES[name]:
+        raise _frame_fail(f"column {name}: width {dt.itemsize} bytes exceeds the field's "
+                          f"{MAX_TEXT_BYTES[name]}")
+    return name, dt
+
+
+def describe_frame(data: bytes) -> str:
+    """What a reject keeps of a frame message: its size and, where the header reads, its row
+    count and columns (names that could be data and odd dtypes are not shown); never values."""
+    try:
+        header = _header(data)
+    except CodecError as exc:
+        return f"<batch frame, {len(data)} bytes, {exc.detail.split(':')[0]}; values not shown>"
+    n, cols = header.get("n"), header.get("columns")
+    rows = n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_ROWS_SHOWN \
+        else describe(n)
+    shown = []
+    for c in cols[:MAX_COLUMNS_SHOWN] if isinstance(cols, list) else []:
+        name, dtype = (c.get("name"), c.get("dtype")) if isinstance(c, dict) else (None, None)
+        ok = isinstance(dtype, str) and _DTYPE_STR.fullmatch(dtype)
+        shown.append(f"{_name(name)} {dtype if ok else '?'}")
+    if isinstance(cols, list) and len(cols) > MAX_COLUMNS_SHOWN:
+        shown.append(f"+{len(cols) - MAX_COLUMNS_SHOWN} more")
+    return (f"<batch frame, {len(data)} bytes, {rows} rows, columns: {', '.join(shown) or '?'}; "
+            "values not shown>")
+
+
+def decode_frame(data: bytes) -> PingColumns:
+    """The known columns of a batch frame as read-only numpy views of ``data`` (no copies).
+
+    Returns ``device``, ``ts``, ``operator``, ``home_mcc`` and whichever of ``cell``, ``lat``,
+    ``lon`` the frame has; unknown columns are skipped. Raises :class:`CodecError` (``bad_frame``)
+    on a bad magic or header, a missing or mistyped required column, a text column wider than its
+    field allows (checked from the header, before any allocation: whatever ``n``, no column of
+    the decoded batch is wider than :data:`~stream.contract.MAX_TEXT_BYTES`), or data that is
+    shorter or longer than the header says. Row contents are not checked here (see
+    :func:`check_frame_rows`). No detail quotes a value or a name that could be data.
+    """
+    header = _header(data)
+    size = len(data)
+    offset = 8 + int.from_bytes(data[4:8], "little")
     n, cols = header.get("n"), header.get("columns")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise _frame_fail(f"header n must be a non-negative integer, got {n!r:.40}")
+        raise _frame_fail(f"header n must be a non-negative integer, got {describe(n)}")
     if not isinstance(cols, list):
         raise _frame_fail("header columns must be a list")
     out: dict[str, np.ndarray] = {}
     seen: set[str] = set()
-    offset = 8 + hlen
     for col in cols:
-        if not isinstance(col, dict) or not isinstance(col.get("name"), str) \
-                or not isinstance(col.get("dtype"), str):
-            raise _frame_fail(f"bad column entry {col!r:.80}")
-        name = col["name"]
+        name, dt = _column_dtype(col)
         if name in seen:
-            raise _frame_fail(f"duplicate column {name}")
+            raise _frame_fail(f"duplicate column {_name(name)}")
         seen.add(name)
-        try:
-            dt = np.dtype(col["dtype"])
-        except Exception:
-            raise _frame_fail(f"column {name}: unknown dtype {col['dtype']!r:.40}") from None
-        if dt.hasobject or dt.itemsize == 0:
-            raise _frame_fail(f"column {name}: dtype {col['dtype']!r:.40} is not a fixed-size plain type")
-        want = _FIXED.get(name)
-        if (want is not None and dt != want) or (name in _TEXT and dt.kind != "S"):
-            raise _frame_fail(f"column {name}: dtype {dt.str}, expected "
-                              f"{want.str if want is not None else '|S<w>'}")
         nbytes = n * dt.itemsize
         if offset + nbytes > size:
-            raise _frame_fail(f"truncated: column {name} needs {nbytes} bytes at offset {offset}, "
-                              f"message has {size}")
+            raise _frame_fail(f"truncated: column {_name(name)} needs {nbytes} bytes at offset "
+                              f"{offset}, message has {size}")
         if name in _KNOWN:
             out[name] = np.frombuffer(data, dtype=dt, count=n, offset=offset)
         offset += nbytes
@@ -235,13 +302,7 @@ def check_frame_rows(cols: PingColumns, source: Callable[[], str], rejects: list
     lon = cols.get("lon", np.full(n, np.nan))
 
     dev_len = np.strings.str_len(dev)
-    dev_bad = _utf8_bad(dev)
-    if dev.dtype.itemsize > MAX_DEVICE_CHARS:
-        long = np.flatnonzero(dev_len > MAX_DEVICE_CHARS)
-        if len(long):
-            u8 = np.ascontiguousarray(dev[long]).view(np.uint8).reshape(len(long), -1)
-            chars = dev_len[long] - ((u8 & 0xC0) == 0x80).sum(axis=1)
-            dev_bad[long[chars > MAX_DEVICE_CHARS]] = True
+    dev_bad = _utf8_bad(dev)  # the width cap of decode_frame bounds the length
     op8 = np.ascontiguousarray(op).view(np.uint8).reshape(n, 6)
     digit = (op8 >= 0x30) & (op8 <= 0x39)
     op_ok = digit[:, :5].all(axis=1) & (digit[:, 5] | (op8[:, 5] == 0))
@@ -250,11 +311,11 @@ def check_frame_rows(cols: PingColumns, source: Callable[[], str], rejects: list
 
     conditions = [
         (dev_len == 0, "missing_device", "empty device"),
-        (dev_bad, "bad_device", f"device must be a UTF-8 string of 1..{MAX_DEVICE_CHARS} characters"),
+        (dev_bad, "bad_device", "device must be UTF-8 text"),
         (op8[:, 0] == 0, "missing_operator", "empty operator"),
         (~op_ok, "bad_operator", "operator must be an MCC+MNC string of 5-6 digits"),
         ((mcc < -1) | (mcc > 999), "bad_home_mcc", "home_mcc must be -1 (unknown) or 0..999"),
-        (cell_bad, "bad_cell", "cell must be a UTF-8 string"),
+        (cell_bad, "bad_cell", "cell must be UTF-8 text"),
         (~has_cell & lat_nan & lon_nan, "missing_location", "neither cell nor lat/lon"),
         (~has_cell & (lat_nan != lon_nan), "bad_coordinates", "lat and lon must both be numbers"),
     ]
@@ -262,9 +323,10 @@ def check_frame_rows(cols: PingColumns, source: Callable[[], str], rejects: list
     for k in range(len(conditions) - 1, -1, -1):
         reason[conditions[k][0]] = k + 1
     bad = np.flatnonzero(reason)
+    src = source() if len(bad) else ""
     for i in bad.tolist():
         _, code, detail = conditions[reason[i] - 1]
-        rejects.append(Reject(source(), code, f"row {i}: {detail}", redacted(row_fields(cols, i))))
+        rejects.append(Reject(src, code, f"row {i}: {detail}", redacted(row_fields(cols, i))))
 
     out = {"device": dev, "ts": cols["ts"], "operator": op, "home_mcc": mcc,
            "cell": cols["cell"] if "cell" in cols else np.zeros(n, dtype="S1"), "lat": lat, "lon": lon}

@@ -36,15 +36,17 @@ from stream.contract import (
     MAX_TS_MS,
     MIN_TS_MS,
     PING_DTYPES,
-    RAW_KEEP_CHARS,
     CodecError,
     PingColumns,
     Reject,
     check_ping,
+    describe,
     empty_ping_columns,
+    field_name,
     redacted,
+    unparsable,
 )
-from stream.decode.frame import FRAME_MAGIC, check_frame_rows, decode_frame
+from stream.decode.frame import FRAME_MAGIC, check_frame_rows, decode_frame, describe_frame
 
 CONTENT_TYPES = {
     "application/x-defacto-frame": "frame",
@@ -53,7 +55,6 @@ CONTENT_TYPES = {
 }
 AVRO_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "ping.avsc"
 
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _CONTROL_PREFIX = re.compile(rb'\{\s*"control"\s*:')
@@ -113,7 +114,8 @@ def encode_avro(ping: dict[str, Any], schema_id: int = 1) -> bytes:
     try:
         fastavro.schemaless_writer(buf, _avro_schema(), ping)
     except Exception as exc:
-        raise CodecError("bad_avro", f"ping does not fit ping.avsc: {exc}") from exc
+        # fastavro's message quotes the whole ping (its pseudonym): only the kind of error
+        raise CodecError("bad_avro", f"ping does not fit ping.avsc ({type(exc).__name__})") from None
     return buf.getvalue()
 
 
@@ -180,38 +182,19 @@ class _Rows:
         self.lon: list[float] = []
         self.src: list[int] = []
 
-    def add(self, f: dict[str, Any], msg: int) -> tuple[str, str] | None:
-        """Append a ping that passed the type rules; (reason, detail) if it cannot be represented."""
-        ts = f["ts"]
-        if not _INT64_MIN <= ts <= _INT64_MAX:
-            return "ts_out_of_range", "ts does not fit 64 bits (milliseconds since 1970 expected)"
-        try:
-            device = f["device"].encode("utf-8")
-        except UnicodeEncodeError:
-            return "bad_device", "device is not encodable as UTF-8"
+    def add(self, f: dict[str, Any], msg: int) -> None:
+        """Append a ping that passed :func:`~stream.contract.check_ping` (which makes every
+        value fit its column: ts within int64, text valid Unicode of bounded length)."""
         cell = f.get("cell")
-        if cell is not None:
-            try:
-                cell_b, lat, lon = cell.encode("utf-8"), np.nan, np.nan
-            except UnicodeEncodeError:
-                return "bad_cell", "cell is not encodable as UTF-8"
-        else:
-            try:
-                cell_b, lat, lon = b"", float(f["lat"]), float(f["lon"])
-            except OverflowError:
-                return "bad_coordinates", "lat and lon must be finite numbers"
-        if not f["operator"].isascii():
-            return "bad_operator", "operator must be an MCC+MNC string of 5-6 ASCII digits"
         mcc = f.get("home_mcc")
-        self.device.append(device)
-        self.ts.append(ts)
+        self.device.append(f["device"].encode("utf-8"))
+        self.ts.append(f["ts"])
         self.operator.append(f["operator"].encode("ascii"))
         self.home_mcc.append(-1 if mcc is None else mcc)
-        self.cell.append(cell_b)
-        self.lat.append(lat)
-        self.lon.append(lon)
+        self.cell.append(b"" if cell is None else cell.encode("utf-8"))
+        self.lat.append(np.nan if cell is not None else float(f["lat"]))
+        self.lon.append(np.nan if cell is not None else float(f["lon"]))
         self.src.append(msg)
-        return None
 
     def flush(self, parts: list[tuple[PingColumns, np.ndarray]]) -> None:
         """Turn the gathered pings into one block of columns and start over."""
@@ -224,25 +207,12 @@ class _Rows:
         self.clear()
 
 
-def _text_raw(data: bytes) -> str:
-    """What a reject keeps of text that is not a ping object: a description, never the text.
-
-    Unparsable text can hold a device pseudonym in any shape (a CSV row, a Python dict), and
-    rejects leave the worker (dead-letter topic), so the text itself is not kept.
-    """
-    return f"<unparsable message, {len(data)} bytes; content not shown>"
-
-
 def _binary_raw(data: bytes, kind: str) -> str:
-    """What a reject file keeps of a binary message: a description, never the Avro body."""
+    """What a reject keeps of a binary message: a description, never the body."""
     if kind == "avro":
         sid = int.from_bytes(data[1:5], "big") if len(data) >= 5 else None
         return f"<avro message, {len(data)} bytes, schema id {sid}; body not shown>"
-    head = ""
-    if len(data) >= 8 and data[:4] == FRAME_MAGIC:
-        hlen = int.from_bytes(data[4:8], "little")
-        head = " header " + bytes(data[8:8 + min(hlen, 1000)]).decode("utf-8", "backslashreplace").rstrip()
-    return f"<batch frame, {len(data)} bytes; columns not shown>{head}"[:RAW_KEEP_CHARS]
+    return describe_frame(data)
 
 
 def _read_avro(data: bytes) -> dict[str, Any]:
@@ -252,8 +222,8 @@ def _read_avro(data: bytes) -> dict[str, Any]:
     try:
         rec = fastavro.schemaless_reader(body, _avro_schema(), None)
     except Exception as exc:
-        raise CodecError("bad_avro", f"Avro body does not decode with ping.avsc: "
-                         f"{type(exc).__name__}: {exc}".splitlines()[0][:200]) from None
+        raise CodecError("bad_avro", "Avro body does not decode with ping.avsc "
+                         f"({type(exc).__name__})") from None
     left = len(data) - 5 - body.tell()
     if left:
         raise CodecError("bad_avro", f"{left} bytes after the Avro record")
@@ -265,12 +235,14 @@ def _read_avro(data: bytes) -> dict[str, Any]:
 def _watermark(obj: dict[str, Any]) -> tuple[int, bool]:
     ts, final = obj.get("ts_ms"), obj.get("final", False)
     if obj.get("control") != "watermark":
-        raise CodecError("not_a_ping_object", f"unknown control message {obj.get('control')!r:.40}")
+        control = obj.get("control")
+        raise CodecError("not_a_ping_object",
+                         f"unknown control message {field_name(control) or describe(control)}")
     if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
         raise CodecError("bad_watermark", "watermark ts_ms must be integer ms since 1970 within "
-                         f"2020-01-01..2089, got {ts!r:.40}")
+                         f"2020-01-01..2089, got {describe(ts)}")
     if not isinstance(final, bool):
-        raise CodecError("bad_watermark", f"watermark final must be true or false, got {final!r:.40}")
+        raise CodecError("bad_watermark", f"watermark final must be true or false, got {describe(final)}")
     return ts, final
 
 
@@ -311,6 +283,10 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
                     obj = _json_decode(data.decode("utf-8").lstrip().removeprefix("\ufeff"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise CodecError("malformed_json", f"malformed JSON: {exc}".splitlines()[0][:200]) from None
+                except RecursionError:
+                    raise CodecError("malformed_json", "malformed JSON: nested too deeply") from None
+                except ValueError:  # int() of a number with more than 4300 digits
+                    raise CodecError("malformed_json", "malformed JSON: a number of too many digits") from None
                 if not isinstance(obj, dict):
                     raise CodecError("not_a_ping_object", f"JSON {type(obj).__name__}, not an object")
                 fields = obj
@@ -318,22 +294,24 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
                     ts_ms, final = _watermark(obj)
                     watermarks.append((i, ts_ms, final))
                     continue
-            bad = check_ping(fields) or rows.add(fields, i)
+            bad = check_ping(fields)
             if bad:
                 rejects.append(Reject(source(i), bad[0], bad[1], redacted(fields)))
+            else:
+                rows.add(fields, i)
         except Exception as exc:  # a message must never break the batch
             if isinstance(exc, CodecError):
                 reason, detail = exc.reason, exc.detail
             else:
                 reason = {"frame": "bad_frame", "avro": "bad_avro", "unknown": "unknown_encoding"}.get(
                     kind, "malformed_json")
-                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                detail = f"unexpected {type(exc).__name__}"  # its text could quote the input
             if fields is not None:
                 raw = redacted(fields)
             elif kind in ("frame", "avro"):
                 raw = _binary_raw(data or b"", kind)
             else:
-                raw = _text_raw(data or b"")
+                raw = unparsable("message", len(data or b""))
             rejects.append(Reject(source(i), reason, detail, raw))
     rows.flush(parts)
     if not parts:

@@ -19,11 +19,10 @@ from estimators.engine import MAX_OPERATORS, Engine
 from estimators.pseudonym import device_keys, siphash24
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.contract import (
-    MAX_DEVICE_CHARS,
+    MAX_TEXT_BYTES,
     MAX_TS_MS,
     MIN_TS_MS,
     PING_DTYPES,
-    RAW_KEEP_CHARS,
     REJECT_REASONS,
     PingColumns,
     Record,
@@ -31,6 +30,7 @@ from stream.contract import (
     check_ping,
     redacted,
     row_fields,
+    unparsable,
 )
 
 
@@ -78,7 +78,8 @@ class PingDecoder:
     def decode(self, records: list[Record]) -> PingBatch:
         """Validate a chunk of records and return the valid pings as columns plus rejects.
 
-        ``PingBatch.row`` indexes ``records``.
+        ``PingBatch.row`` indexes ``records``. A reject keeps the :func:`~stream.contract.redacted`
+        fields of a parsed row and only the size of an unparsable one (never ``Record.raw``).
         """
         rejects: list[Reject] = []
         rows: list[dict[str, Any]] = []
@@ -87,11 +88,13 @@ class PingDecoder:
             if r.fields is None:
                 reason = "malformed_json" if r.error.startswith(("malformed", "not a")) \
                     else "malformed_csv"
-                rejects.append(Reject(r.source, reason, r.error, r.raw[:RAW_KEEP_CHARS]))
+                size = len(r.raw.encode("utf-8", "surrogatepass"))
+                detail = (r.error.splitlines() or [""])[0][:200]
+                rejects.append(Reject(r.source, reason, detail, unparsable("row", size)))
                 continue
             bad = check_ping(r.fields)
             if bad:
-                rejects.append(Reject(r.source, bad[0], bad[1], redacted(r.fields)))
+                rejects.append(Reject(r.source, bad[0], bad[1], redacted(r.fields, now_ms=self.now_ms)))
             else:
                 kept.append(i)
                 rows.append(r.fields)
@@ -142,7 +145,8 @@ class PingDecoder:
         cell = cols.get("cell", np.zeros(n, dtype="S1"))
         lat = np.asarray(cols.get("lat", np.full(n, np.nan)), dtype=np.float64)
         lon = np.asarray(cols.get("lon", np.full(n, np.nan)), dtype=np.float64)
-        is_cell = np.char.str_len(cell) > 0
+        cell_len = np.char.str_len(cell)
+        is_cell = cell_len > 0
         op_len = np.char.str_len(operator)
         dev_len = np.char.str_len(device)
         now_ms = self.now_ms if self.now_ms is not None else int(time.time() * SECOND_MS)
@@ -150,10 +154,11 @@ class PingDecoder:
         if is_cell.any():
             plan_row[is_cell] = self._plan_rows(operator[is_cell], cell[is_cell])
         checks = [
-            # UTF-8 bytes here; the 128-character limit is checked on the text by check_ping/frame
-            ((dev_len == 0) | (dev_len > 4 * MAX_DEVICE_CHARS), "bad_device"),
+            # UTF-8 bytes here; the character limits are checked on the text by check_ping/frame
+            ((dev_len == 0) | (dev_len > MAX_TEXT_BYTES["device"]), "bad_device"),
             (~np.char.isdigit(operator) | (op_len < 5) | (op_len > 6), "bad_operator"),
             ((mcc < -1) | (mcc > 999), "bad_home_mcc"),
+            (cell_len > MAX_TEXT_BYTES["cell"], "bad_cell"),
             (~is_cell & np.isnan(lat) & np.isnan(lon), "missing_location"),
             ((ts < MIN_TS_MS) | (ts > MAX_TS_MS), "ts_out_of_range"),
             (ts > now_ms + self.max_future_ms, "ts_in_future"),
@@ -169,7 +174,8 @@ class PingDecoder:
                    "ts_in_future": f"ts more than {self.max_future_ms // SECOND_MS} s ahead of the clock",
                    "too_many_operators": f"more than {MAX_OPERATORS} distinct operators"}
         idx = np.flatnonzero(reason == "")
-        rejects = [Reject(source(i), reason[i], details[reason[i]], redacted(row_fields(cols, i)))
+        rejects = [Reject(source(i), reason[i], details[reason[i]],
+                          redacted(row_fields(cols, i), known_cell=bool(plan_row[i] >= 0), now_ms=now_ms))
                    for i in np.flatnonzero(reason != "").tolist()]
         return PingBatch(
             device_key=device_keys(operator[idx], device[idx], self.secret),
