@@ -27,11 +27,37 @@ from estimators.regions import RegionSet
 ANY = "*"
 ROAMING = "roaming"
 N_CLASSES = 256
+FACTOR_RANGE = (0.01, 10_000.0)
+"""Plausible people per counted device (inclusive): a factor outside is a unit or column mistake,
+and one of 1e155 would overflow the interval's variance."""
+RSE_RANGE = (0.0, 10.0)
+"""Plausible relative standard error of a factor: ``0 <= rse < 10``."""
+
+
+def factor_problem(factor: float) -> str | None:
+    """Why ``factor`` is not a plausible calibration factor, or None."""
+    lo, hi = FACTOR_RANGE
+    if not (np.isfinite(factor) and lo <= factor <= hi):
+        return (f"factor must be > 0, in the plausible range {lo:g}..{hi:g} people per counted "
+                f"device; got {factor:g}")
+    return None
+
+
+def rse_problem(rse: float) -> str | None:
+    """Why ``rse`` is not a plausible relative standard error of a factor, or None."""
+    lo, hi = RSE_RANGE
+    if not (np.isfinite(rse) and lo <= rse < hi):
+        return f"rse must be in [{lo:g}, {hi:g}), got {rse:g}"
+    return None
 
 
 @dataclass(frozen=True)
 class FactorRow:
-    """One calibration row: people per counted device, with its relative standard error."""
+    """One calibration row: people per counted device, with its relative standard error.
+
+    Raises ``ValueError`` for a factor outside :data:`FACTOR_RANGE` or an rse outside
+    :data:`RSE_RANGE` (NaN and infinities included).
+    """
 
     region: str
     operator: str
@@ -39,10 +65,9 @@ class FactorRow:
     rse: float = 0.0
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.factor) or self.factor <= 0:
-            raise ValueError(f"calibration {self.region},{self.operator}: factor must be > 0")
-        if not np.isfinite(self.rse) or self.rse < 0:
-            raise ValueError(f"calibration {self.region},{self.operator}: rse must be >= 0")
+        problem = factor_problem(self.factor) or rse_problem(self.rse)
+        if problem is not None:
+            raise ValueError(f"calibration {self.region},{self.operator}: {problem}")
 
 
 @dataclass
@@ -113,7 +138,10 @@ def fit_factors(regions: RegionSet, reference: Mapping[str, float], home: np.nda
     ``home`` is each active domestic device's home region index (-1: unknown, ignored) and
     ``weight`` its coverage correction (1 / share of its operator's active devices that have a
     home). The factor's rse combines the binomial noise of the device count with
-    ``reference_rse``, the stated uncertainty of the reference figures.
+    ``reference_rse``, the stated uncertainty of the reference figures. Raises ``ValueError``
+    for an unknown region, a region without devices, a population <= 0, or a fitted factor
+    outside :data:`FACTOR_RANGE` (too few devices for the population: a wrong reference file or
+    a too short period).
     """
     known = home >= 0
     per_assignment = np.bincount(home[known], weights=weight[known], minlength=len(regions.ids))
@@ -131,6 +159,12 @@ def fit_factors(regions: RegionSet, reference: Mapping[str, float], home: np.nda
         if population <= 0:
             raise ValueError(f"reference region {rid!r}: population must be > 0")
         factor = float(population) / per_region[i]
+        if factor_problem(factor) is not None:
+            lo, hi = FACTOR_RANGE
+            raise ValueError(f"reference region {rid!r}: {population:g} people on "
+                             f"{per_region[i]:.1f} devices with a home there is {factor:.3g} "
+                             f"people per device, outside the plausible {lo:g}..{hi:g} (check "
+                             "the reference file and the calibration period)")
         p = min(1.0, 1.0 / factor)
         rse = float(np.sqrt((1.0 - p) / max(raw_region[i], 1.0) + reference_rse**2))
         rows.append(FactorRow(rid, ANY, factor, rse))

@@ -74,13 +74,18 @@ def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, ran
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Move each antenna half its range along its azimuth: the centre of a sector's footprint.
 
-    Rows with a missing (NaN) azimuth or range stay at the antenna (omni cells).
+    Rows with a missing (NaN) azimuth or range stay at the antenna (omni cells). The centre
+    stays a WGS84 position: latitude held within [-90, 90] (a sector reaching past a pole ends at
+    it), longitude wrapped into [-180, 180) across the antimeridian.
     """
     d = np.where(np.isfinite(azimuth_deg) & np.isfinite(range_m), range_m / 2.0, 0.0)
     az = np.radians(np.nan_to_num(azimuth_deg))
     dlat = np.degrees(d * np.cos(az) / EARTH_RADIUS_M)
-    dlon = np.degrees(d * np.sin(az) / (EARTH_RADIUS_M * np.cos(np.radians(lat))))
-    return lat + dlat, lon + dlon
+    coslat = np.maximum(np.cos(np.radians(lat)), 1e-9)  # at a pole every direction is south/north
+    dlon = np.where(d > 0, np.degrees(d * np.sin(az) / (EARTH_RADIUS_M * coslat)), 0.0)
+    lon = lon + dlon
+    lon = np.where((lon < -180.0) | (lon > 180.0), (lon + 180.0) % 360.0 - 180.0, lon)
+    return np.clip(lat + dlat, -90.0, 90.0), lon
 
 
 class CellPlan:

@@ -1,7 +1,8 @@
 """The ``defacto`` command line: argv → typed config → call. Nothing else imports this package
 (but for the ``stream/app.py`` entry shim).
 
-Input problems end the command with one clear line (``defacto: error: ...``) and exit code 2;
+Input problems end the command with one clear line (``defacto: error: ...``) and exit code 2,
+whether the parser finds them (a bad or out-of-range option value) or a loader or config does;
 bad *rows* in ping files never stop a run: they are counted, written to the reject file and
 summarized in one line.
 """
@@ -20,12 +21,13 @@ from stream.cli.live import (
     add_worker_parser,
 )
 from stream.cli.offline import add_calibrate_parser, add_replay_parser
+from stream.cli.options import Parser
 from stream.contract import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="defacto",
         description="Live de facto population from anonymized mobile-network pings.")
     sub = parser.add_subparsers(dest="command", required=True)

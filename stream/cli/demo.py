@@ -32,15 +32,19 @@ from typing import Any
 from estimators.accuracy import score
 from estimators.units import DAY_MS, HOUR_MS, HOUR_S
 from stream.cli.offline import (
+    SIMULATE_LIMITS,
+    SPEED,
     CalibrateConfig,
     ReplayConfig,
     SimulateConfig,
+    add_simulation_options,
     run_calibrate,
     run_replay,
     run_simulate,
     warn_uncalibrated,
 )
 from stream.contract import InputError
+from stream.estimate.engine_options import Limit, check_limits
 from stream.publish.redis_keys import RedisKeys
 from stream.publish.table import region_table
 from stream.sources.reference_files import ReferencePaths, load_truth
@@ -74,7 +78,11 @@ def simulate_and_calibrate(out: Path, scenario: str, scale: float, days: float, 
                            ) -> DemoFiles:
     """``defacto simulate`` into ``out/sim``, then ``defacto calibrate`` on its first day into
     ``out/calibration.csv``."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot make the working directory ({exc.strerror or exc})") \
+            from None
     sim_dir = out / "sim"
     _command(["simulate", scenario, "--scale", str(scale), "--days", str(days), "--seed",
               str(seed), "--out", str(sim_dir)])
@@ -184,9 +192,20 @@ def _show_latest(r: Any, keys: RedisKeys, shown: str | None) -> str | None:
     return str(snap["at"])
 
 
+DEMO_LIMITS: dict[str, Limit] = {
+    **SIMULATE_LIMITS,
+    "speed": SPEED,
+    "partitions": Limit("--partitions", "partitions of the demo topic", 1, 64, integer=True),
+    "web_port": Limit("--web-port", "TCP port", 1, 65_535, integer=True),
+    "dashboard_port": Limit("--dashboard-port", "TCP port", 1, 65_535, integer=True),
+}
+"""The range of the numeric :class:`LiveDemo` fields (``None`` ports: a free one)."""
+
+
 @dataclass(frozen=True)
 class LiveDemo:
-    """The live demo's settings."""
+    """The demo's settings (the offline demo uses ``out``, ``scenario``, ``scale``, ``days`` and
+    ``seed``). Ranges: :data:`DEMO_LIMITS` (raises :class:`~stream.contract.InputError`)."""
 
     out: Path
     scenario: str = "astana"
@@ -198,6 +217,9 @@ class LiveDemo:
     web_port: int | None = None
     dashboard_port: int | None = None
     hold: bool = False
+
+    def __post_init__(self) -> None:
+        check_limits(self, DEMO_LIMITS)
 
 
 def _worker_argv(demo: LiveDemo, files: DemoFiles, kafka: str, redis_url: str, topic: str,
@@ -301,12 +323,11 @@ def run_live_demo(demo: LiveDemo) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``defacto demo``: the live pipeline on this machine, or ``--offline`` a replay."""
-    out = Path(args.out)
+    demo = LiveDemo(Path(args.out), args.scenario, args.scale, args.days, args.seed, args.speed,
+                    web_port=args.web_port, dashboard_port=args.dashboard_port, hold=args.hold)
     if args.offline:
-        return run_offline_demo(out, args.scenario, args.scale, args.days, args.seed)
-    return run_live_demo(LiveDemo(out, args.scenario, args.scale, args.days, args.seed, args.speed,
-                                  web_port=args.web_port, dashboard_port=args.dashboard_port,
-                                  hold=args.hold))
+        return run_offline_demo(demo.out, demo.scenario, demo.scale, demo.days, demo.seed)
+    return run_live_demo(demo)
 
 
 def add_demo_parser(sub: Any) -> None:
@@ -318,15 +339,15 @@ def add_demo_parser(sub: Any) -> None:
                                    "simulate, calibrate on day 1, replay the rest, print "
                                    "estimated vs registered vs true per region.")
     p.add_argument("--offline", action="store_true", help="replay files instead of going live")
-    p.add_argument("--speed", type=float, default=360.0,
+    p.add_argument("--speed", type=SPEED.arg, default=LiveDemo.speed,
                    help="live: simulated seconds per second (default 360: an hour in 10 s)")
-    p.add_argument("--web-port", type=int, help="live: worker web port (default: a free port)")
-    p.add_argument("--dashboard-port", type=int, help="live: dashboard port (default: a free port)")
+    p.add_argument("--web-port", type=DEMO_LIMITS["web_port"].arg,
+                   help="live: worker web port (default: a free port)")
+    p.add_argument("--dashboard-port", type=DEMO_LIMITS["dashboard_port"].arg,
+                   help="live: dashboard port (default: a free port)")
     p.add_argument("--hold", action="store_true",
                    help="live: keep the dashboard and worker running after the stream ends")
     p.add_argument("--scenario", default="astana", help="scenario (default astana)")
-    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
-    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    add_simulation_options(p)
     p.add_argument("--out", default="demo-out", help="working directory (default demo-out)")
     p.set_defaults(func=cmd_demo)

@@ -20,11 +20,16 @@ from tqdm import tqdm
 
 from estimators.units import DAY_MS, MINUTE_MS, SECOND_MS
 from stream.cli import options
-from stream.cli.offline import SimulateConfig, run_simulate
+from stream.cli.offline import SPEED, SimulateConfig, add_simulation_options, run_simulate
 from stream.contract import InputError
-from stream.worker.config import LOOPBACK, WorkerConfig
+from stream.estimate.engine_options import Limit
+from stream.worker.config import CHECKPOINT_EVERY, LOGLEVELS, LOOPBACK, WORKER_LIMITS, WorkerConfig
 
 WORKER_ARGS_ENV = "DEFACTO_WORKER_ARGS"
+
+FRAME_ROWS = Limit("--frame-rows", "pings per frame", 1, 1_000_000, integer=True)
+DELIVERY_TIMEOUT = Limit("--timeout", "seconds to wait for delivery", 0, 86_400)
+PORT = Limit("--port", "TCP port", 1, 65_535, integer=True)
 
 
 def _kafka_error(exc: Exception) -> InputError:
@@ -145,7 +150,7 @@ def worker_app_from_env() -> Any:
         return None
     from stream.worker.faust_app import build_worker_app
 
-    parser = argparse.ArgumentParser(prog="defacto", description=f"${WORKER_ARGS_ENV}")
+    parser = options.Parser(prog="defacto", description=f"${WORKER_ARGS_ENV}")
     add_worker_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["worker", *shlex.split(os.environ[WORKER_ARGS_ENV])])
     try:
@@ -167,15 +172,18 @@ def add_produce_parser(sub: Any) -> None:
     p = sub.add_parser("produce", help="send ping files to Kafka",
                        description="Send ping files to the pings topic, partitioned by device, "
                                    "then a final watermark to every partition.")
-    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz)")
+    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz); several "
+                   "files are one input, merged by event time")
     options.add_kafka_option(p)
     p.add_argument("--topic", default="pings", help="topic (default pings)")
     p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",
                    help="frame: columnar batches (default); json/avro: one ping per message")
-    p.add_argument("--frame-rows", type=int, default=20_000, help="pings per frame (default 20000)")
+    p.add_argument("--frame-rows", type=FRAME_ROWS.arg, default=20_000,
+                   help="pings per frame (default 20000)")
     p.add_argument("--no-final", action="store_true",
                    help="do not send the final watermark (more input will follow)")
-    p.add_argument("--timeout", type=float, default=120.0, help="delivery wait in s (default 120)")
+    p.add_argument("--timeout", type=DELIVERY_TIMEOUT.arg, default=120.0,
+                   help="delivery wait in s (default 120)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_produce)
 
@@ -192,35 +200,40 @@ def add_worker_parser(sub: Any) -> None:
     p.add_argument("--dead-letter-topic", default=w.dead_letter_topic, help="default %(default)s")
     p.add_argument("--group", default=w.group, help="consumer group / app id (default %(default)s)")
     p.add_argument("--prefix", default=w.prefix, help="Redis key prefix (default %(default)s)")
-    p.add_argument("--partitions", type=int, help="partitions of the topic (default: ask Kafka)")
+    lim = WORKER_LIMITS
+    p.add_argument("--partitions", type=lim["partitions"].arg,
+                   help="partitions of the topic (default: ask Kafka)")
     options.add_reference_options(p)
     options.add_every_option(p)
-    p.add_argument("--web-port", type=int, default=w.web_port, help="metrics/API port on 127.0.0.1 "
-                   "(default %(default)s; 0 = off)")
+    p.add_argument("--web-port", type=lim["web_port"].arg, default=w.web_port,
+                   help="metrics/API port on 127.0.0.1 (default %(default)s; 0 = off)")
     p.add_argument("--web-host", help="bind address for the web port (default 127.0.0.1)")
-    p.add_argument("--batch", type=int, default=w.batch_messages,
+    p.add_argument("--batch", type=lim["batch_messages"].arg, default=w.batch_messages,
                    help="max messages per batch (default %(default)s)")
-    p.add_argument("--batch-wait", type=float, default=w.batch_wait_s,
+    p.add_argument("--batch-wait", type=lim["batch_wait_s"].arg, default=w.batch_wait_s,
                    help="max batch wait in s (default %(default)s)")
-    p.add_argument("--fetch-wait", type=options.duration_ms_arg, default=w.fetch_wait_ms,
+    p.add_argument("--fetch-wait", type=lim["fetch_wait_ms"].arg, default=w.fetch_wait_ms,
                    help="longest a Kafka fetch waits for data (default 50ms; Faust's own is 1.5s)")
-    p.add_argument("--fetch-max-bytes", type=int, default=w.fetch_max_bytes,
+    p.add_argument("--fetch-max-bytes", type=lim["fetch_max_bytes"].arg, default=w.fetch_max_bytes,
                    help="bytes per partition per fetch (default 16 MiB: several frames)")
-    p.add_argument("--checkpoint-every", type=options.duration_ms_arg,
+    p.add_argument("--checkpoint-every", type=CHECKPOINT_EVERY.arg,
                    default=round(w.checkpoint_every_s * SECOND_MS),
                    help="checkpoint each partition this often (default 30s)")
-    p.add_argument("--session-timeout", type=float, default=w.session_timeout_s,
+    p.add_argument("--session-timeout", type=lim["session_timeout_s"].arg,
+                   default=w.session_timeout_s,
                    help="Kafka consumer session timeout in s (default %(default)s)")
     p.add_argument("--datadir", default=options.env_default("DEFACTO_DATADIR", str(w.datadir)),
                    help="Faust data directory (default $DEFACTO_DATADIR or /tmp/defacto-worker)")
-    p.add_argument("--gap-threshold", type=options.gap_threshold_arg, default=w.gap_threshold,
+    p.add_argument("--gap-threshold", type=lim["gap_threshold"].arg, default=w.gap_threshold,
                    help="alert a region when its whole resident interval is more than this "
                         "fraction above or below the registry (default 0.10)")
-    p.add_argument("--migration-alert-rate", type=float, default=w.migration_alert_rate,
+    p.add_argument("--migration-alert-rate", type=lim["migration_alert_rate"].arg,
+                   default=w.migration_alert_rate,
                    help="alert a region whose weekly net inflow, the whole 90 %% interval, is "
                         "beyond this many per 1,000 residents (default %(default)s; read by the "
                         "Prometheus rule DefactoMigrationSurge)")
-    p.add_argument("--loglevel", default=w.loglevel, help="default %(default)s")
+    p.add_argument("--loglevel", type=str.lower, choices=LOGLEVELS, default=w.loglevel,
+                   help="default %(default)s")
     options.add_engine_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -234,7 +247,7 @@ def add_dashboard_parser(sub: Any) -> None:
     options.add_redis_option(p)
     p.add_argument("--prefix", default="defacto", help="Redis key prefix (default defacto)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    p.add_argument("--port", type=PORT.arg, default=8050, help="port (default 8050)")
     p.set_defaults(func=cmd_dashboard)
 
 
@@ -244,14 +257,12 @@ def add_simulate_parser(sub: Any) -> None:
                        description="Write pings, cell plan, regions, registry, reference and "
                                    "truth for a built-in scenario name or a scenario TOML file.")
     p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
-    p.add_argument("--scale", type=float, default=0.01, help="fraction of real size (default 0.01)")
-    p.add_argument("--days", type=float, default=3.0, help="days to simulate (default 3)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    add_simulation_options(p)
     p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
     p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
     p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
-    p.add_argument("--speed", type=float, default=60.0,
+    p.add_argument("--speed", type=SPEED.arg, default=60.0,
                    help="with --kafka: simulated seconds per second (default 60: an hour per "
                         "minute; 1 = real time; 0 = as fast as possible)")
     p.add_argument("--encoding", choices=["frame", "json", "avro"], default="frame",

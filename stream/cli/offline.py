@@ -27,7 +27,14 @@ from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
 from stream.contract import InputError, Reject
 from stream.decode.validate import PingDecoder
-from stream.estimate.engine_options import EngineOptions, build_engine
+from stream.estimate.engine_options import (
+    WINDOW_LIMITS,
+    EngineOptions,
+    Limit,
+    build_engine,
+    check_limits,
+    check_window_settings,
+)
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.flows import flows_table, period_flows
 from stream.publish.snapshot import engine_snapshot
@@ -66,6 +73,9 @@ class ReplayConfig:
     start_ms: int | None = None
     end_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        check_window_settings(self.windows)
+
     @property
     def rejects_path(self) -> Path:
         """Where rejected rows are written."""
@@ -88,6 +98,18 @@ class ReplayResult:
     flows_written: list[str] = field(default_factory=list)
 
 
+def open_output(path: Path) -> TextIO:
+    """Open an output file for writing, making its folder; raises
+    :class:`~stream.contract.InputError` ``PATH: cannot write (...)`` when it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8")
+    except FileExistsError:
+        raise InputError(f"{path}: cannot write (a file stands where its folder would be)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
 class RejectFile:
     """Writes rejects to a JSON Lines file, opened on the first reject only."""
 
@@ -97,8 +119,7 @@ class RejectFile:
 
     def __call__(self, reject: Reject) -> None:
         if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "w", encoding="utf-8")
+            self._fh = open_output(self.path)
         self._fh.write(reject.to_json() + "\n")
 
     def close(self) -> None:
@@ -125,7 +146,7 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     reference = load_reference(config.reference)
     engine = build_engine(config.engine, reference)
     secret = load_pseudonym_key(config.key_file)
-    out_fh = open(config.out, "w", encoding="utf-8") if config.out else None
+    out_fh = open_output(config.out) if config.out else None
     flows = FlowsWriter(config.flows_out, engine, config.engine.k)
     reject_file = RejectFile(config.rejects_path)
     last: list[Snapshot] = []
@@ -157,15 +178,16 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
 
 
 class FlowsWriter:
-    """Writes each period's flows once, at the first snapshot after it closed; at the end, the
-    periods still open (``final: false``). Without a path it only keeps the latest ones."""
+    """Writes each period's flows once per dating: dated by detection at the first snapshot
+    after the period closed, dated by effective night at the first snapshot after it settled;
+    at the end, what is still open or revisable (``final: false``). Without a path it only
+    keeps the latest ones."""
 
     def __init__(self, path: Path | None, engine: Engine, k: int) -> None:
         self.engine = engine
         self.k = k
-        self._fh = open(path, "w", encoding="utf-8") if path else None
-        self._written: set[tuple[str, int]] = set()
-        self._docs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._fh = open_output(path) if path else None
+        self._docs: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._last: tuple[Tally, Estimate] | None = None
 
     def _doc(self, period: PeriodCounts, estimate: Estimate) -> dict[str, Any]:
@@ -173,45 +195,61 @@ class FlowsWriter:
         return period_flows(period, estimate, self.engine.regions, self.k,
                             self.engine.config.migration)
 
+    @staticmethod
+    def _views(period: PeriodCounts) -> list[PeriodCounts]:
+        """The period dated by detection and, once closed, by effective night."""
+        return [period, period.by_effective()] if period.final else [period]
+
     def add(self, tally: Tally, estimate: Estimate) -> None:
-        """A snapshot's tally and estimate: write the periods that closed since the last one."""
+        """A snapshot's tally and estimate: write what closed or settled since the last one."""
         if tally.migration is None:
             return
         self._last = (tally, estimate)
         for p in tally.migration.periods:
-            key = (p.kind, p.number)
-            if p.final and key not in self._written:
-                self._write(key, self._doc(p, estimate))
+            for view in self._views(p):
+                key = (view.dating, view.kind, view.number)
+                if view.final and key not in self._docs:
+                    self._write(key, self._doc(view, estimate))
 
-    def _write(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
-        self._written.add(key)
+    def _write(self, key: tuple[str, str, int], doc: dict[str, Any]) -> None:
         self._docs[key] = doc
         if self._fh is not None:
             self._fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
-        """Write the periods still open at the last snapshot, then close the file."""
+        """Write the periods still open or revisable at the last snapshot, then close the file."""
         if self._last is not None:
             tally, estimate = self._last
             assert tally.migration is not None
             for p in tally.migration.periods:
-                key = (p.kind, p.number)
-                if key not in self._written:
-                    self._write(key, self._doc(p, estimate))
+                for view in (p, p.by_effective()):
+                    key = (view.dating, view.kind, view.number)
+                    if key not in self._docs:
+                        self._write(key, self._doc(view, estimate))
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
     def written(self) -> list[str]:
-        """Labels of the periods written, in order."""
-        return [doc["period"] for doc in self._docs.values()]
+        """Labels of the periods written, in order (``2026-W10``, ``2026-03 by effective``)."""
+        return [doc["period"] + (" by effective" if doc["dating"] == "effective" else "")
+                for doc in self._docs.values()]
 
     def latest(self) -> list[dict[str, Any]]:
-        """The newest period written of each kind (week, month)."""
+        """The newest period of each kind (week, month) dated by detection."""
         newest: dict[str, dict[str, Any]] = {}
-        for (kind, _number), doc in sorted(self._docs.items(), key=lambda kv: kv[0][1]):
-            newest[kind] = doc
+        for (dating, kind, _number), doc in sorted(self._docs.items(), key=lambda kv: kv[0][2]):
+            if dating == "detected":
+                newest[kind] = doc
         return list(newest.values())
+
+
+CALIBRATE_LIMITS: dict[str, Limit] = {
+    "lateness_ms": WINDOW_LIMITS["lateness_ms"],
+    "reference_rse": Limit("--reference-rse", "relative standard error of the reference figures",
+                           0, 1, open_hi=True),
+}
+"""The range of the numeric :class:`CalibrateConfig` fields."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +268,9 @@ class CalibrateConfig:
     start_ms: int | None = None
     end_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        check_limits(self, CALIBRATE_LIMITS)
+
 
 @dataclass
 class CalibrateResult:
@@ -247,7 +288,7 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     holds no accepted ping.
     """
     reference = load_reference(config.reference)
-    population = load_population(config.reference_population, reference.regions)
+    population = load_population(config.reference_population, reference.regions, minimum=1)
     engine = build_engine(config.engine, reference, calibrated=False)
     secret = load_pseudonym_key(config.key_file)
     settings = WindowSettings(every_ms=HOUR_MS, lateness_ms=config.lateness_ms)
@@ -271,9 +312,22 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     return CalibrateResult(rows, windows.stats.summary(), windows.describe_period())
 
 
+SIMULATE_LIMITS: dict[str, Limit] = {
+    "scale": Limit("--scale", "fraction of the real population", 0, 10, open_lo=True),
+    "days": Limit("--days", "days to simulate", 0, 366, open_lo=True),
+    "seed": Limit("--seed", "random seed", 0, (1 << 63) - 1, integer=True),
+}
+"""The range of the numeric :class:`SimulateConfig` fields (the demo's too)."""
+
+SPEED = Limit("--speed", "simulated seconds per second, 0 = as fast as possible", 0, 1_000_000)
+"""``--speed`` of ``simulate --kafka`` and the live demo."""
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
-    """A simulation: scenario (name or TOML path), size, length, seed, and where it goes."""
+    """A simulation: scenario (name or TOML path), size, length, seed, and where it goes.
+
+    Ranges: :data:`SIMULATE_LIMITS` (raises :class:`~stream.contract.InputError`)."""
 
     scenario: str
     scale: float = 0.01
@@ -282,6 +336,9 @@ class SimulateConfig:
     out: Path | None = None
     file_format: str = "jsonl"
     gz: bool = False
+
+    def __post_init__(self) -> None:
+        check_limits(self, SIMULATE_LIMITS)
 
 
 def run_simulate(config: SimulateConfig) -> Simulation:
@@ -292,11 +349,15 @@ def run_simulate(config: SimulateConfig) -> Simulation:
     """
     try:
         scenario = load_scenario(config.scenario)
+        sim = simulate(scenario, scale=config.scale, days=config.days, seed=config.seed)
     except (OSError, ValueError) as exc:
         raise InputError(str(exc)) from None
-    sim = simulate(scenario, scale=config.scale, days=config.days, seed=config.seed)
     if config.out:
-        paths = write_simulation(sim, config.out, fmt=config.file_format, gz=config.gz, progress=True)
+        try:
+            paths = write_simulation(sim, config.out, fmt=config.file_format, gz=config.gz,
+                                     progress=True)
+        except OSError as exc:
+            raise InputError(f"{config.out}: cannot write ({exc.strerror or exc})") from None
         for name, path in paths.items():
             print(f"{name:>10}: {path}", file=sys.stderr)
     return sim
@@ -304,6 +365,17 @@ def run_simulate(config: SimulateConfig) -> Simulation:
 
 # ----------------------------------------------------------------------------------------------
 # Command line
+
+
+def add_simulation_options(p: argparse.ArgumentParser) -> None:
+    """``--scale``, ``--days`` and ``--seed`` (``defacto simulate`` and ``demo``)."""
+    lim = SIMULATE_LIMITS
+    p.add_argument("--scale", type=lim["scale"].arg, default=SimulateConfig.scale,
+                   help="fraction of real size, in (0, 10] (default %(default)s)")
+    p.add_argument("--days", type=lim["days"].arg, default=SimulateConfig.days,
+                   help="days to simulate (default %(default)g)")
+    p.add_argument("--seed", type=lim["seed"].arg, default=SimulateConfig.seed,
+                   help="random seed (default %(default)s)")
 
 
 def _key_file(args: argparse.Namespace) -> Path | None:
@@ -327,10 +399,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         key_file=_key_file(args), out=Path(args.out) if args.out else None,
         flows_out=Path(args.flows_out) if args.flows_out else None,
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
+    result = run_replay(config)
     if config.reference.calibration is None:
         print("defacto: warning: no --calibration: every device counts as one person",
               file=sys.stderr)
-    result = run_replay(config)
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
@@ -376,7 +448,8 @@ def add_replay_parser(sub: Any) -> None:
     p = sub.add_parser("replay", help="run the engine over ping files and write snapshots",
                        description="Replay ping files in event-time order; write a snapshot "
                                    "at every --every boundary (UTC-aligned).")
-    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz)")
+    p.add_argument("pings", nargs="+", help="ping files (.jsonl/.csv, optionally .gz); several "
+                   "files are one input, merged by event time")
     options.add_reference_options(p)
     options.add_every_option(p)
     p.add_argument("--out", help="snapshots JSON Lines file (default: print a region table)")
@@ -394,11 +467,12 @@ def add_calibrate_parser(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit calibration factors on a reference period",
                        description="Fit people-per-device factors per region from the pings "
                                    "of a reference period against a reference population.")
-    p.add_argument("pings", nargs="+", help="ping files of the reference period")
+    p.add_argument("pings", nargs="+", help="ping files of the reference period (several files "
+                   "are one input, merged by event time)")
     p.add_argument("--reference", required=True,
                    help="reference population CSV (region,registered): usual residents from a "
                         "source independent of the registry you compare with")
-    p.add_argument("--reference-rse", type=float, default=0.0,
+    p.add_argument("--reference-rse", type=CALIBRATE_LIMITS["reference_rse"].arg, default=0.0,
                    help="relative standard error of the reference figures (default 0)")
     p.add_argument("--out", required=True, help="calibration CSV to write")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")

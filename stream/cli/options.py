@@ -1,8 +1,12 @@
 """Argument types and shared option groups of the command line, and their typed configs.
 
-Durations are parsed into milliseconds here (``6h`` → ``21_600_000``), once; the configs built
-from the parsed options (:func:`engine_options`, :func:`window_settings`,
-:func:`reference_paths`) are what the rest of defacto receives.
+Durations are parsed into milliseconds here (``6h`` → ``21_600_000``), once. Every numeric option
+is parsed and range-checked by its :class:`~stream.estimate.engine_options.Limit` (the tables
+:data:`~stream.estimate.engine_options.ENGINE_LIMITS`, ``WINDOW_LIMITS``,
+:data:`~stream.worker.config.WORKER_LIMITS`, ...), the same one its config checks again; a value
+out of range is one line ``defacto: error: argument --res: must be an integer 0..15 ...``
+(:class:`Parser`). The configs built from the parsed options (:func:`engine_options`,
+:func:`window_settings`, :func:`reference_paths`) are what the rest of defacto receives.
 """
 
 from __future__ import annotations
@@ -11,39 +15,31 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from stream.contract import InputError
-from stream.estimate.engine_options import EngineOptions
+from stream.estimate.engine_options import (
+    ENGINE_LIMITS,
+    WINDOW_LIMITS,
+    EngineOptions,
+    check_window_settings,
+    timezone_arg,
+)
 from stream.estimate.windows import WindowSettings
 from stream.sources.reference_files import ReferencePaths
-from stream.timefmt import parse_duration_ms, parse_iso_ms
+from stream.timefmt import parse_iso_ms
 from stream.worker.config import WorkerConfig
 
 KAFKA_ENV, REDIS_ENV = "KAFKA_BOOTSTRAP", "REDIS_URL"
 DEFAULT_KAFKA, DEFAULT_REDIS = WorkerConfig.kafka, WorkerConfig.redis_url
 
 
-def duration_ms_arg(text: str) -> int:
-    """A positive duration (``90s``, ``30m``, ``6h``, ``1d``) in milliseconds."""
-    try:
-        value = parse_duration_ms(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return value
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``defacto: error: ...``, exit code 2 (like
+    every other input problem; ``--help`` still shows the usage)."""
 
-
-def gap_threshold_arg(text: str) -> float:
-    """A gap threshold: a fraction such as ``0.10``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"gap threshold must be a number, got {text!r}") from None
-    if not 0 < value < 10:
-        raise argparse.ArgumentTypeError(f"gap threshold is a fraction such as 0.10, got {text!r}")
-    return value
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"defacto: error: {message} (see {self.prog} --help)\n")
 
 
 def night_arg(text: str) -> tuple[float, float]:
@@ -86,7 +82,7 @@ def add_reference_options(p: argparse.ArgumentParser, registry: bool = True,
 
 def add_every_option(p: argparse.ArgumentParser) -> None:
     """``--every``: the snapshot interval."""
-    p.add_argument("--every", type=duration_ms_arg, default=WindowSettings.every_ms,
+    p.add_argument("--every", type=WINDOW_LIMITS["every_ms"].arg, default=WindowSettings.every_ms,
                    help="snapshot interval, aligned to UTC (default 1h; the same in replay and worker)")
 
 
@@ -96,41 +92,49 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
     g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
                    "needed for pings that carry a cell id")
-    g.add_argument("--res", type=int, default=EngineOptions.res,
-                   help="H3 resolution of cells (default %(default)s)")
-    g.add_argument("--horizon", type=duration_ms_arg, default=EngineOptions.horizon_ms,
+    lim = ENGINE_LIMITS
+    g.add_argument("--res", type=lim["res"].arg, default=EngineOptions.res,
+                   help="H3 resolution of cells, 0..15 (default %(default)s)")
+    g.add_argument("--horizon", type=lim["horizon_ms"].arg, default=EngineOptions.horizon_ms,
                    help="a device counts as present where its last ping within this time was "
                         "(default 6h; see docs/METHOD.md)")
-    g.add_argument("--activity", type=duration_ms_arg, default=EngineOptions.activity_ms,
+    g.add_argument("--activity", type=lim["activity_ms"].arg, default=EngineOptions.activity_ms,
                    help="devices seen within this window are active (default 1d)")
     g.add_argument("--night", type=night_arg,
                    default=(EngineOptions.night_start_h, EngineOptions.night_length_h),
                    help="local night window for residence (default 22:00-06:00)")
-    g.add_argument("--nights", type=int, default=EngineOptions.nights,
-                   help="residence = modal night region over this many nights (default %(default)s)")
-    g.add_argument("--min-nights", type=int, default=EngineOptions.min_nights,
+    g.add_argument("--nights", type=lim["nights"].arg, default=EngineOptions.nights,
+                   help="residence = modal night region over this many nights, 1..60 "
+                        "(default %(default)s)")
+    g.add_argument("--min-nights", type=lim["min_nights"].arg, default=EngineOptions.min_nights,
                    help="nights a device must be seen at night to get a home (default %(default)s)")
-    g.add_argument("--timezone", default=EngineOptions.timezone,
-                   help="local time zone (default %(default)s)")
-    g.add_argument("--home-mcc", type=int, default=EngineOptions.home_mcc,
+    g.add_argument("--timezone", type=timezone_arg, default=EngineOptions.timezone,
+                   help="local time zone, an IANA name (default %(default)s)")
+    g.add_argument("--home-mcc", type=lim["home_mcc"].arg, default=EngineOptions.home_mcc,
                    help="MCC of domestic SIMs; others are roamers (default 401, Kazakhstan)")
-    g.add_argument("--k", type=int, default=EngineOptions.k,
+    g.add_argument("--k", type=lim["k"].arg, default=EngineOptions.k,
                    help="suppress figures resting on fewer devices (default %(default)s)")
-    g.add_argument("--model-rse", type=float, default=EngineOptions.model_rse,
-                   help="model-error relative standard error in the interval (default %(default)s)")
-    g.add_argument("--move-min-nights", type=int, default=EngineOptions.move_min_nights,
+    g.add_argument("--model-rse", type=lim["model_rse"].arg, default=EngineOptions.model_rse,
+                   help="model-error relative standard error in the interval, in [0, 1) "
+                        "(default %(default)s)")
+    g.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
+                   default=EngineOptions.move_min_nights,
                    help="migration: nights out of the last --move-window a new region must hold "
                         "(and more than half of those seen) to become the usual residence "
                         "(default %(default)s)")
-    g.add_argument("--move-window", type=int, default=EngineOptions.move_window_nights,
-                   metavar="NIGHTS", help="migration: nights of the majority window (default %(default)s)")
-    g.add_argument("--confirm-nights", type=int, default=EngineOptions.confirm_nights,
+    g.add_argument("--move-window", type=lim["move_window_nights"].arg,
+                   default=EngineOptions.move_window_nights, metavar="NIGHTS",
+                   help="migration: nights of the majority window (default %(default)s)")
+    g.add_argument("--confirm-nights", type=lim["confirm_nights"].arg,
+                   default=EngineOptions.confirm_nights,
                    help="migration: nights in the new region that confirm a move (default %(default)s)")
-    g.add_argument("--lapse-nights", type=int, default=EngineOptions.lapse_nights,
+    g.add_argument("--lapse-nights", type=lim["lapse_nights"].arg,
+                   default=EngineOptions.lapse_nights,
                    help="migration: nights without any ping that lapse a SIM (default %(default)s)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
                    "else a random per-run key)")
-    g.add_argument("--lateness", type=duration_ms_arg, default=WindowSettings.lateness_ms,
+    g.add_argument("--lateness", type=WINDOW_LIMITS["lateness_ms"].arg,
+                   default=WindowSettings.lateness_ms,
                    help="how late (event time) a ping may arrive and still count (default 10m)")
     g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
     g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
@@ -149,7 +153,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
 
 def window_settings(args: argparse.Namespace) -> WindowSettings:
     """The parsed ``--every`` and ``--lateness`` as window settings."""
-    return WindowSettings(every_ms=args.every, lateness_ms=args.lateness)
+    return check_window_settings(WindowSettings(every_ms=args.every, lateness_ms=args.lateness))
 
 
 def _path(value: Any) -> Path | None:
@@ -167,9 +171,12 @@ def period(args: argparse.Namespace) -> tuple[int | None, int | None]:
     """``--from``/``--to`` as UTC ms; raises :class:`~stream.contract.InputError`."""
     try:
         start = parse_iso_ms(args.from_) if args.from_ else None
+    except ValueError as exc:
+        raise InputError(f"--from: {exc}") from None
+    try:
         end = parse_iso_ms(args.to) if args.to else None
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(f"--to: {exc}") from None
     if start is not None and end is not None and end <= start:
         raise InputError("--to must be after --from")
     return start, end

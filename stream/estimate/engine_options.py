@@ -3,19 +3,238 @@
 Every option a person sets (``--res``, ``--horizon``, ``--night``, ...) lands here once, with its
 durations already in ``*_ms``; ``defacto replay``, ``calibrate`` and the worker build their
 engines with :func:`build_engine`, so equal options give equal engines everywhere.
+
+Each numeric option's allowed range is stated once, as a :class:`Limit` in a table
+(:data:`ENGINE_LIMITS`, :data:`WINDOW_LIMITS`; the worker's and the simulator's tables use the
+same class). The command line parses with :meth:`Limit.arg` and the typed configs check again in
+``__post_init__`` with :meth:`Limit.check`, so a value out of range is one clear
+:class:`~stream.contract.InputError` naming the option, however the config was built.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import re
+import zoneinfo
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.migration import MigrationConfig
 from estimators.presence import NightWindow
-from estimators.units import DAY_MS, HOUR_MS
+from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.contract import InputError
+from stream.estimate.windows import WindowSettings
 from stream.sources.reference_files import CellPlanRows, Reference
+from stream.timefmt import parse_duration_ms
+
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+_DECIMAL = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+"""Numbers on the command line: ASCII digits only (``int``/``float`` would take ``١٢`` or
+``1_000``); ``nan`` and ``inf`` are not numbers here."""
+
+SHOWN_CHARS = 40
+"""At most this many characters of a rejected value are echoed back in an error."""
+
+_DURATION_UNITS = (("d", DAY_MS), ("h", HOUR_MS), ("m", MINUTE_MS), ("s", SECOND_MS), ("ms", 1))
+
+
+def duration_text(ms: int) -> str:
+    """``21_600_000`` → ``6h``: the largest unit that divides ``ms`` exactly (``0`` for 0)."""
+    if ms == 0:
+        return "0"
+    for unit, size in _DURATION_UNITS:
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _bound(value: float, duration: bool) -> str:
+    if duration:
+        return duration_text(int(value))
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of one numeric option, stated once.
+
+    ``option``: the command-line flag (``--res``); ``what``: what the value means, in the field's
+    words; ``lo``/``hi``: the bounds (None: none), included unless ``open_lo``/``open_hi``;
+    ``integer``: whole numbers only; ``duration``: milliseconds, written as ``90s``, ``6h``, ...
+    Every value must be finite (NaN and infinities never pass).
+    """
+
+    option: str
+    what: str
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    duration: bool = False
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def allowed(self) -> str:
+        """The range in words: ``an integer 0..15``, ``a number in [0, 1)``, ``a duration 1s..30d``."""
+        kind = "an integer" if self.integer else "a duration" if self.duration else "a number"
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            if (self.integer or self.duration) and not (self.open_lo or self.open_hi):
+                return f"{kind} {_bound(lo, self.duration)}..{_bound(hi, self.duration)}"
+            return (f"{kind} in {'(' if self.open_lo else '['}{_bound(lo, self.duration)}, "
+                    f"{_bound(hi, self.duration)}{')' if self.open_hi else ']'}")
+        if lo is not None:
+            return f"{kind} {'>' if self.open_lo else '>='} {_bound(lo, self.duration)}"
+        if hi is not None:
+            return f"{kind} {'<' if self.open_hi else '<='} {_bound(hi, self.duration)}"
+        return f"a finite {kind.split()[-1]}"
+
+    def _shown(self, value: Any) -> str:
+        if self.duration and isinstance(value, Integral) and not isinstance(value, bool):
+            return duration_text(int(value))
+        text = value if isinstance(value, str) else repr(value)
+        return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (``must be an integer 0..15 (H3 resolution), got 16``),
+        or None when it is allowed."""
+        if self.integer or self.duration:
+            ok = isinstance(value, Integral) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+        if ok:
+            v = value
+            ok = ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo))
+                  and (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
+        if ok:
+            return None
+        return f"must be {self.allowed()} ({self.what}), got {self._shown(value)}"
+
+    def check(self, value: Any) -> Any:
+        """``value`` if allowed; else raises :class:`~stream.contract.InputError`
+        ``--res must be an integer 0..15 (H3 resolution), got 16``."""
+        problem = self.problem(value)
+        if problem is not None:
+            raise InputError(f"{self.option} {problem}")
+        return value
+
+    def arg(self, text: str) -> Any:
+        """Parse and check command-line ``text`` (an argparse ``type``); raises
+        ``argparse.ArgumentTypeError`` with the allowed range."""
+        shown = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+        try:
+            if self.duration:
+                value: Any = parse_duration_ms(text)
+            elif self.integer:
+                value = int(text) if _INTEGER.fullmatch(text) else None
+            else:
+                value = float(text) if _DECIMAL.fullmatch(text) else None
+        except ValueError:  # an integer of more than 4,300 digits
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"must be {self.allowed()} ({self.what}), "
+                                             f"got {shown!r}")
+        if self.problem(value) is not None:
+            raise argparse.ArgumentTypeError(f"must be {self.allowed()} ({self.what}), got {shown}")
+        return value
+
+
+def check_limits(obj: Any, limits: dict[str, Limit]) -> None:
+    """Check every field of ``obj`` named in ``limits`` (None values are not set: skipped)."""
+    for name, limit in limits.items():
+        value = getattr(obj, name)
+        if value is not None:
+            limit.check(value)
+
+
+ENGINE_LIMITS: dict[str, Limit] = {
+    "res": Limit("--res", "H3 resolution of cells", 0, 15, integer=True),
+    "horizon_ms": Limit("--horizon", "presence horizon, at most --activity", SECOND_MS, 30 * DAY_MS,
+                        duration=True),
+    "activity_ms": Limit("--activity", "activity window", SECOND_MS, 366 * DAY_MS, duration=True),
+    "night_start_h": Limit("--night", "start hour of the local night", 0, 24, open_hi=True),
+    "night_length_h": Limit("--night", "length of the local night in hours", 0, 24, open_lo=True,
+                            open_hi=True),
+    "nights": Limit("--nights", "nights of the residence window", 1, 60, integer=True),
+    "min_nights": Limit("--min-nights", "nights seen for a home, at most --nights", 1, 60,
+                        integer=True),
+    "home_mcc": Limit("--home-mcc", "MCC of domestic SIMs", 0, 999, integer=True),
+    "k": Limit("--k", "disclosure threshold in devices", 1, 1_000_000, integer=True),
+    "model_rse": Limit("--model-rse", "model-error relative standard error", 0, 1, open_hi=True),
+    "move_window_nights": Limit("--move-window", "nights of the migration majority window", 1, 366,
+                                integer=True),
+    "move_min_nights": Limit("--move-min-nights", "nights a new region must hold, at most "
+                             "--move-window", 1, 366, integer=True),
+    "confirm_nights": Limit("--confirm-nights", "nights that confirm a move", 1, 730, integer=True),
+    "lapse_nights": Limit("--lapse-nights", "nights without a ping that lapse a SIM", 1, 730,
+                          integer=True),
+}
+"""The range of every numeric :class:`EngineOptions` field (the key is the field's name)."""
+
+WINDOW_LIMITS: dict[str, Limit] = {
+    "every_ms": Limit("--every", "snapshot interval", 100, 31 * DAY_MS, duration=True),
+    "lateness_ms": Limit("--lateness", "allowed lateness", 0, 7 * DAY_MS, duration=True),
+}
+"""The range of the :class:`~stream.estimate.windows.WindowSettings` a person sets."""
+
+
+def check_window_settings(settings: WindowSettings) -> WindowSettings:
+    """``settings`` when ``--every`` and ``--lateness`` are in range (else
+    :class:`~stream.contract.InputError`)."""
+    check_limits(settings, WINDOW_LIMITS)
+    return settings
+
+
+_OFFSET = re.compile(r"(?:UTC|GMT|Z)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
+
+
+def timezone_problem(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone this machine knows (with a hint), or None."""
+    try:
+        zoneinfo.ZoneInfo(name)
+        return None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    shown = name if len(name) <= SHOWN_CHARS else name[:SHOWN_CHARS] + "..."
+    m = _OFFSET.fullmatch(name.strip())
+    if m:
+        sign, hours, minutes = m[1], int(m[2]), int(m[3] or 0)
+        etc = "UTC" if hours == 0 else f"Etc/GMT{'-' if sign == '+' else '+'}{hours}"
+        if minutes == 0 and (hours == 0 or (-14 <= (hours if sign == "-" else -hours) <= 12)):
+            return (f"{shown!r} is not an IANA time zone name: use the zone of a place, such as "
+                    f"Asia/Almaty, or for a fixed UTC{sign}{hours} offset {etc} (Etc signs are "
+                    "inverted)")
+        return (f"{shown!r} is not an IANA time zone name: use the zone of a place with that "
+                "offset, such as Asia/Kolkata for UTC+5:30")
+    try:
+        known = zoneinfo.available_timezones()
+    except OSError:
+        known = set()
+    same = sorted(z for z in known if z.lower() == name.strip().lower())
+    hint = f"did you mean {same[0]}?" if same else "use an IANA name such as Asia/Almaty or Etc/GMT-5"
+    return f"unknown time zone {shown!r}: {hint}"
+
+
+def timezone_arg(text: str) -> str:
+    """``--timezone``: an IANA zone name (an argparse ``type``)."""
+    problem = timezone_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def check_timezone(name: str) -> str:
+    """``name`` when it is an IANA time zone; else :class:`~stream.contract.InputError`
+    ``--timezone: unknown time zone 'Asia/Astana': use an IANA name such as Asia/Almaty ...``."""
+    problem = timezone_problem(name) if isinstance(name, str) else "must be a string"
+    if problem is not None:
+        raise InputError(f"--timezone: {problem}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -30,6 +249,10 @@ class EngineOptions:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
     interval. Migration (:mod:`estimators.migration`): ``move_window_nights`` (majority window),
     ``move_min_nights`` (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
+
+    Ranges: :data:`ENGINE_LIMITS`, plus ``horizon <= activity``, ``min_nights <= nights``,
+    ``move_min_nights <= move_window_nights`` and an IANA ``timezone``; raises
+    :class:`~stream.contract.InputError` naming the option otherwise.
     """
 
     res: int = 8
@@ -47,6 +270,19 @@ class EngineOptions:
     move_min_nights: int = MigrationConfig.min_nights
     confirm_nights: int = MigrationConfig.confirm_nights
     lapse_nights: int = MigrationConfig.lapse_nights
+
+    def __post_init__(self) -> None:
+        check_limits(self, ENGINE_LIMITS)
+        if self.horizon_ms > self.activity_ms:
+            raise InputError(f"--horizon ({duration_text(self.horizon_ms)}) must not exceed "
+                             f"--activity ({duration_text(self.activity_ms)})")
+        if self.min_nights > self.nights:
+            raise InputError(f"--min-nights must be at most --nights ({self.nights}), "
+                             f"got {self.min_nights}")
+        if self.move_min_nights > self.move_window_nights:
+            raise InputError(f"--move-min-nights must be at most --move-window "
+                             f"({self.move_window_nights}), got {self.move_min_nights}")
+        check_timezone(self.timezone)
 
     def migration_config(self) -> MigrationConfig:
         """The migration rules; raises :class:`~stream.contract.InputError` when out of range."""
@@ -77,16 +313,27 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
     """A fresh engine for ``reference``'s regions with its cell plan loaded.
 
     ``calibrated=False`` leaves out the calibration (to fit one). Raises
-    :class:`~stream.contract.InputError` for options out of range.
+    :class:`~stream.contract.InputError` for options out of range, or a cell plan the engine
+    cannot hold (naming the plan file).
     """
-    engine = Engine(reference.regions, options.engine_config(),
-                    reference.calibration if calibrated else None)
+    config = options.engine_config()
+    try:
+        engine = Engine(reference.regions, config, reference.calibration if calibrated else None)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if reference.cell_plan is not None:
         load_plan(engine, reference.cell_plan)
     return engine
 
 
 def load_plan(engine: Engine, plan: CellPlanRows) -> None:
-    """Bin a cell plan into ``engine`` (once; cell-id pings then resolve by plan row)."""
-    engine.load_cell_plan(plan.operator, plan.cell, plan.lat, plan.lon, plan.azimuth_deg,
-                          plan.range_m)
+    """Bin a cell plan into ``engine`` (once; cell-id pings then resolve by plan row).
+
+    Raises :class:`~stream.contract.InputError` naming the plan's file when the engine cannot
+    hold it (too many operators or distinct H3 cells at this resolution).
+    """
+    try:
+        engine.load_cell_plan(plan.operator, plan.cell, plan.lat, plan.lon, plan.azimuth_deg,
+                              plan.range_m)
+    except ValueError as exc:
+        raise InputError(f"{plan.path or 'cell plan'}: {exc}") from None

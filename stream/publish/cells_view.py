@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 import h3
@@ -28,6 +29,22 @@ def _boundary_json(cell: str) -> str:
     return json.dumps(cell_boundary(cell), separators=(",", ":"))
 
 
+SHOWN_CHARS = 40
+"""At most this many characters of a request's value are echoed back in an error."""
+
+
+def shown(text: str) -> str:
+    """``text`` as it is echoed in an error: quoted, cut to :data:`SHOWN_CHARS` characters."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+
+
+def requested_resolution(text: str) -> int | None:
+    """The H3 resolution of ``?res=``: one or two ASCII digits (``7``, `` 07 ``); None for
+    anything else (``²``, ``٣``, ``-1``, ``7.5``, 3,000 digits)."""
+    raw = text.strip()
+    return int(raw) if re.fullmatch(r"[0-9]{1,2}", raw, flags=re.ASCII) else None
+
+
 def error_body(status: int, message: str, **extra: Any) -> bytes:
     """The JSON body of an error answer: ``{"error", "status", ...}``."""
     return json.dumps({"error": message, "status": status, **extra}).encode()
@@ -44,22 +61,25 @@ async def cells_document(redis: aioredis.Redis, keys: RedisKeys, res_text: str) 
 
     ``200``: ``{"at", "published_at", "res", "k", "count", "suppressed", "total", "max",
     "cells": [{"id", "value", "boundary"}, ...]}``; ``400`` for a resolution the snapshot was not
-    published at (with ``resolutions``); ``404`` before the first snapshot. The snapshot and its
-    cells are read in one transaction, so they belong together. Redis errors propagate.
+    published at (with ``resolutions``; text that is not one or two ASCII digits counts as
+    such, echoed cut to :data:`SHOWN_CHARS` characters); ``404`` before the first snapshot. The
+    snapshot and its cells are read in one transaction, so they belong together. Redis errors
+    propagate.
     """
-    raw = res_text.strip()
-    res = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 3 else -1
+    res = requested_resolution(res_text)
     pipe = redis.pipeline(transaction=True)
     pipe.get(keys.snapshot)
-    pipe.hgetall(keys.cells(res))
-    body, cells = await pipe.execute()
+    if res is not None:
+        pipe.hgetall(keys.cells(res))
+    body, *found = await pipe.execute()
     if not body:
         return no_snapshot(keys)
     snap = json.loads(body)
     resolutions = [int(r) for r in snap.get("cell_resolutions") or [snap.get("res")] if r is not None]
-    if res not in resolutions:
+    cells = found[0] if found else {}
+    if res is None or res not in resolutions:
         return 400, error_body(400, f"res must be one of the published resolutions {resolutions}, "
-                                    f"got {raw!r}", resolutions=resolutions)
+                                    f"got {shown(res_text.strip())}", resolutions=resolutions)
     parts: list[str] = []
     values: list[int] = []
     for cid_b, v in sorted(cells.items()):

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from estimators.calibration import ANY, Calibration, FactorRow
+from estimators.calibration import ANY, ROAMING, Calibration, FactorRow, factor_problem, rse_problem
+from estimators.engine import MAX_OPERATORS
+from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
 from stream.sources.text_files import open_text
@@ -23,92 +27,181 @@ from stream.sources.text_files import open_text
 Truth = dict[str, dict[str, dict[str, int]]]
 """The simulator's truth: snapshot time (ISO) → region id → ``present``/``resident`` people."""
 
+MAX_PEOPLE = 10**10
+"""Largest registered/reference population of one region (above the world's population)."""
+LAT_RANGE, LON_RANGE = (-90.0, 90.0), (-180.0, 180.0)
+AZIMUTH_RANGE = (0.0, 360.0)
+"""A cell plan's ``azimuth_deg``: degrees clockwise from north."""
+RANGE_M_RANGE = (0.0, 100_000.0)
+"""A cell plan's ``range_m``: a sector's reach in metres (extended-range cells reach ~100 km)."""
+MAX_NUMBER_CHARS = 40
+"""A number in a reference CSV is at most this many characters (longer ones are refused)."""
+VALIDITY_COLUMNS = ("valid_from", "valid_to")
+"""Cell-plan history columns defacto does not read (one row per cell, the plan of the period)."""
 
-def _csv_rows(path: str | Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    with open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
-                             f"(header is {','.join(header) or 'empty'})")
-        reader.fieldnames = header
-        for line, row in enumerate(reader, start=2):
-            yield line, {k: (v or "").strip() for k, v in row.items() if k is not None}
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_OPERATOR = re.compile(r"[0-9]{5,6}")
 
 
-def _number(path: str | Path, line: int, column: str, text: str, kind: type = float) -> float:
+def _csv_problem(path: str | Path, line: int, exc: csv.Error) -> InputError:
+    """A row the ``csv`` module cannot read (a field over its size limit, a stray quote)."""
+    return InputError(f"{path}:{line}: not a CSV row ({exc})")
+
+
+def _csv_rows(path: str | Path, required: list[str], one_of: tuple[str, ...] = ()
+              ) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, row)`` of a CSV file with a header, values stripped (missing ones ``""``).
+
+    ``required`` columns must all be in the header, and one of ``one_of`` when given. Raises
+    :class:`~stream.contract.InputError` naming the file and line for a missing column or a
+    row the ``csv`` module cannot read (:func:`~stream.sources.text_files.open_text` does so for
+    bytes that are not UTF-8 and broken gzip streams).
+    """
+    reader: csv.DictReader[str] | None = None
     try:
-        value = kind(text)
-    except ValueError:
-        raise InputError(f"{path}:{line}: {column} {text!r} is not a number") from None
+        with open_text(path) as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if one_of and not set(one_of) & set(header):
+                missing.append(" or ".join(one_of))
+            if missing:
+                shown = repr(",".join(header)[:200]) if header else "empty"
+                raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
+                                 f"(header is {shown})")
+            reader.fieldnames = header
+            for row in reader:
+                yield reader.line_num, {k: (v or "").strip() for k, v in row.items()
+                                        if k is not None}
+    except csv.Error as exc:
+        raise _csv_problem(path, reader.line_num + 1 if reader is not None else 1, exc) from None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= MAX_NUMBER_CHARS else text[:MAX_NUMBER_CHARS] + "...")
+
+
+def _plain(value: float) -> str:
+    """``10000000000`` rather than ``1e+10`` for whole bounds."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
+
+
+def _number(path: str | Path, line: int, column: str, text: str,
+            bounds: tuple[float, float] | None = None, what: str = "") -> float:
+    """The decimal number ``text`` of ``column`` (ASCII digits, optional sign, fraction and
+    exponent; finite; within ``bounds``, inclusive). Raises :class:`~stream.contract.InputError`
+    ``FILE:LINE: COLUMN must be LO..HI (WHAT), got TEXT``."""
+    if len(text) > MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(text):
+        raise InputError(f"{path}:{line}: {column} {_shown(text)} is not a decimal number")
+    value = float(text)
+    if bounds is not None and not (np.isfinite(value) and bounds[0] <= value <= bounds[1]):
+        raise InputError(f"{path}:{line}: {column} must be {_plain(bounds[0])}..{_plain(bounds[1])}"
+                         f"{f' ({what})' if what else ''}, got {text}")
     if not np.isfinite(value):
-        raise InputError(f"{path}:{line}: {column} must be finite")
+        raise InputError(f"{path}:{line}: {column} must be finite, got {text}")
     return value
 
 
 def load_regions(path: str | Path) -> RegionSet:
-    """Read a regions GeoJSON FeatureCollection."""
+    """Read a regions GeoJSON FeatureCollection, checked by the geometry rules of
+    ``schemas/README.md`` (:mod:`estimators.region_checks`); prints a ``defacto: warning:`` line
+    on stderr per implausible trait. Raises :class:`~stream.contract.InputError` (one line)
+    for a file that is not JSON or breaks a rule."""
     with open_text(path) as fh:
         try:
             doc = json.load(fh)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
+        except (RecursionError, ValueError) as exc:  # nesting too deep, a 5,000-digit number
+            raise InputError(f"{path}: not valid JSON ({type(exc).__name__}: "
+                             f"{str(exc)[:80]})") from None
     try:
-        return regions_from_geojson(doc)
+        regions = regions_from_geojson(doc)
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
+    for warning in region_warnings(regions):
+        print(f"defacto: warning: {path}: {warning}", file=sys.stderr)
+    return regions
 
 
-def load_population(path: str | Path, regions: RegionSet | None = None) -> dict[str, int]:
-    """Read a registry or reference CSV (``region,registered``; ``population`` also accepted)."""
-    with open_text(path) as fh:
-        header = next(csv.reader(fh), [])
-    column = "registered" if "registered" in [h.strip() for h in header] else "population"
+def load_population(path: str | Path, regions: RegionSet | None = None,
+                    minimum: int = 0) -> dict[str, int]:
+    """Read a registry or reference CSV (``region,registered``; ``population`` also accepted).
+
+    Counts are decimal numbers in ``minimum..MAX_PEOPLE`` (rounded to whole people); a region
+    may appear once and, with ``regions``, must be one of them. Raises
+    :class:`~stream.contract.InputError` naming the file and line.
+    """
     out: dict[str, int] = {}
-    for line, row in _csv_rows(path, ["region", column]):
+    first: dict[str, int] = {}
+    for line, row in _csv_rows(path, ["region"], one_of=("registered", "population")):
+        column = "registered" if "registered" in row else "population"
         region = row["region"]
+        if not region:
+            raise InputError(f"{path}:{line}: region must not be empty")
         if regions is not None and region not in regions.index:
-            raise InputError(f"{path}:{line}: unknown region {region!r}")
+            raise InputError(f"{path}:{line}: unknown region {_shown(region)}")
         if region in out:
-            raise InputError(f"{path}:{line}: region {region!r} listed twice")
-        value = _number(path, line, column, row[column])
-        if value < 0:
-            raise InputError(f"{path}:{line}: {column} must be >= 0")
+            raise InputError(f"{path}:{line}: region {_shown(region)} listed twice "
+                             f"(first on line {first[region]})")
+        value = _number(path, line, column, row[column], (minimum, MAX_PEOPLE), "people")
         out[region] = int(round(value))
+        first[region] = line
     if not out:
         raise InputError(f"{path}: no rows")
     return out
 
 
 def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list[FactorRow]:
-    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse``."""
+    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse``.
+
+    ``region`` is a region id (one of ``regions`` when given) or ``*`` (also when empty);
+    ``operator`` an MCC+MNC of 5-6 digits, ``roaming`` or ``*`` (also when empty); ``factor`` in
+    :data:`~estimators.calibration.FACTOR_RANGE`, ``rse`` in
+    :data:`~estimators.calibration.RSE_RANGE` (default 0); each (region, operator) once. Raises
+    :class:`~stream.contract.InputError` naming the file and line.
+    """
     rows: list[FactorRow] = []
+    first: dict[tuple[str, str], int] = {}
     for line, row in _csv_rows(path, ["region", "operator", "factor"]):
         region = row["region"] or ANY
+        operator = row["operator"] or ANY
         if regions is not None and region != ANY and region not in regions.index:
-            raise InputError(f"{path}:{line}: unknown region {region!r}")
+            raise InputError(f"{path}:{line}: unknown region {_shown(region)}")
+        if operator not in (ANY, ROAMING) and not _OPERATOR.fullmatch(operator):
+            raise InputError(f"{path}:{line}: operator must be an MCC+MNC of 5-6 digits, "
+                             f"{ROAMING!r} or {ANY!r}, got {_shown(operator)}")
+        if (region, operator) in first:
+            raise InputError(f"{path}:{line}: duplicate row for region {_shown(region)}, operator "
+                             f"{_shown(operator)} (first on line {first[(region, operator)]})")
         factor = _number(path, line, "factor", row["factor"])
         rse = _number(path, line, "rse", row["rse"]) if row.get("rse") else 0.0
-        try:
-            rows.append(FactorRow(region, row["operator"] or ANY, factor, rse))
-        except ValueError as exc:
-            raise InputError(f"{path}:{line}: {exc}") from None
+        problem = factor_problem(factor) or rse_problem(rse)
+        if problem is not None:
+            raise InputError(f"{path}:{line}: {problem}")
+        rows.append(FactorRow(region, operator, factor, rse))
+        first[(region, operator)] = line
+    if not rows:
+        raise InputError(f"{path}: no rows")
     return rows
 
 
 def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
-    """Write calibration rows as CSV (``region,operator,factor,rse``)."""
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["region", "operator", "factor", "rse"])
-        for r in rows:
-            writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}"])
+    """Write calibration rows as CSV (``region,operator,factor,rse``); raises
+    :class:`~stream.contract.InputError` when ``path`` cannot be written."""
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["region", "operator", "factor", "rse"])
+            for r in rows:
+                writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}"])
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 @dataclass
 class CellPlanRows:
-    """A cell plan as columns (``azimuth_deg``/``range_m`` NaN where not given)."""
+    """A cell plan as columns (``azimuth_deg``/``range_m`` NaN where not given), and its file."""
 
     operator: list[str]
     cell: list[str]
@@ -116,29 +209,58 @@ class CellPlanRows:
     lon: np.ndarray
     azimuth_deg: np.ndarray
     range_m: np.ndarray
+    path: Path | None = None
+
+
+def _optional(path: str | Path, line: int, row: dict[str, str], column: str,
+              bounds: tuple[float, float], what: str) -> float:
+    text = row.get(column, "")
+    return _number(path, line, column, text, bounds, what) if text else float("nan")
 
 
 def load_cell_plan(path: str | Path) -> CellPlanRows:
-    """Read a cell plan CSV: ``operator,cell,lat,lon`` plus optional ``azimuth_deg,range_m``."""
+    """Read a cell plan CSV: ``operator,cell,lat,lon`` plus optional ``azimuth_deg,range_m``.
+
+    ``operator`` is an MCC+MNC of 5-6 digits (at most ``MAX_OPERATORS`` distinct), ``cell`` a
+    non-empty id, ``lat``/``lon`` WGS84 degrees, ``azimuth_deg`` in ``AZIMUTH_RANGE``,
+    ``range_m`` in ``RANGE_M_RANGE``; each ``(operator, cell)`` once (a plan history with
+    ``valid_from``/``valid_to`` rows is refused at its second row of a cell: give the plan in
+    force for the period). Raises :class:`~stream.contract.InputError` naming file and line.
+    """
     operator: list[str] = []
     cell: list[str] = []
     values: list[tuple[float, float, float, float]] = []
+    first: dict[tuple[str, str], int] = {}
+    operators: set[str] = set()
+    history = False
     for line, row in _csv_rows(path, ["operator", "cell", "lat", "lon"]):
-        if not row["operator"] or not row["cell"]:
+        history = history or any(c in row for c in VALIDITY_COLUMNS)
+        op, cid = row["operator"], row["cell"]
+        if not op or not cid:
             raise InputError(f"{path}:{line}: operator and cell must not be empty")
-        lat = _number(path, line, "lat", row["lat"])
-        lon = _number(path, line, "lon", row["lon"])
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise InputError(f"{path}:{line}: lat/lon out of range")
-        az = _number(path, line, "azimuth_deg", row["azimuth_deg"]) if row.get("azimuth_deg") \
-            else float("nan")
-        rng = _number(path, line, "range_m", row["range_m"]) if row.get("range_m") \
-            else float("nan")
-        operator.append(row["operator"])
-        cell.append(row["cell"])
+        if not _OPERATOR.fullmatch(op):
+            raise InputError(f"{path}:{line}: operator must be an MCC+MNC of 5-6 digits, "
+                             f"got {_shown(op)}")
+        if (op, cid) in first:
+            hint = ("; defacto reads one row per cell and no validity dates: give the plan in "
+                    "force for the period") if history else ""
+            raise InputError(f"{path}:{line}: duplicate cell {_shown(cid)} for operator {op!r} "
+                             f"(first on line {first[(op, cid)]}){hint}")
+        operators.add(op)
+        if len(operators) > MAX_OPERATORS:
+            raise InputError(f"{path}:{line}: more than {MAX_OPERATORS} distinct operators")
+        lat = _number(path, line, "lat", row["lat"], LAT_RANGE, "degrees")
+        lon = _number(path, line, "lon", row["lon"], LON_RANGE, "degrees")
+        az = _optional(path, line, row, "azimuth_deg", AZIMUTH_RANGE, "degrees from north")
+        rng = _optional(path, line, row, "range_m", RANGE_M_RANGE, "metres")
+        first[(op, cid)] = line
+        operator.append(op)
+        cell.append(cid)
         values.append((lat, lon, az, rng))
+    if not values:
+        raise InputError(f"{path}: no rows")
     arr = np.array(values, dtype=np.float64).reshape(-1, 4)
-    return CellPlanRows(operator, cell, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+    return CellPlanRows(operator, cell, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], Path(path))
 
 
 def load_truth(path: str | Path) -> Truth:
@@ -151,7 +273,7 @@ def load_truth(path: str | Path) -> Truth:
             try:
                 doc = json.loads(line)
                 out[doc["at"]] = doc["regions"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:
                 raise InputError(f"{path}:{line_no}: not a truth record ({exc})") from None
     return out
 

@@ -46,7 +46,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from estimators.units import SECOND_MS
-from stream.publish.cells_view import cells_document, error_body, no_snapshot
+from stream.publish.cells_view import cells_document, error_body, no_snapshot, shown
 from stream.publish.redis_keys import REJECTED_PREFIX, RedisKeys, parse_health_field, redact_url
 from stream.timefmt import iso_utc, parse_iso_ms
 
@@ -56,7 +56,7 @@ REDIS_RETRY_S = 3.0
 ALERT_LOG_ENTRIES = 50
 SSE_BATCH = 100
 MAX_EVENT_CLIENTS = 100  # each open /events holds one Redis connection (XREAD BLOCK)
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"\A[0-9]{1,20}-[0-9]{1,20}\Z")  # ASCII only (\d takes any Unicode digit)
 _SECURITY_HEADERS = {
     # nothing outside this server may be loaded, framed or connected to
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -108,6 +108,12 @@ def _text(v: bytes | str | None) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _millis(v: str | None) -> int | None:
+    """Milliseconds from a stream entry's ``at_ms`` (ASCII digits only, as the worker writes
+    them; ``str.isdigit`` would pass ``²``, which ``int`` refuses), else None."""
+    return int(v) if v is not None and re.fullmatch(r"[0-9]{1,18}", v) else None
+
+
 def _number(v: bytes | str | None) -> float | None:
     text = _text(v)
     if text is None:
@@ -129,7 +135,7 @@ def _alerts(active: dict[bytes, bytes], log: list[tuple[bytes, dict[bytes, bytes
     events = []
     for eid, fields in log:
         f = {k.decode(): v.decode() for k, v in fields.items()}
-        at_ms = int(f["at_ms"]) if f.get("at_ms", "").isdigit() else None
+        at_ms = _millis(f.get("at_ms"))
         events.append({"id": eid.decode(), "event": f.get("event"), "at_ms": at_ms,
                        "at": iso_utc(at_ms) if at_ms is not None else None,
                        "alert": json.loads(f["alert"]) if f.get("alert") else None})
@@ -245,7 +251,8 @@ async def api_history(request: web.Request) -> web.Response:
         name = name or fig.get("name")
         points.append({"at": doc.get("at"), "at_ms": int(score), **fig})
     if not points and region not in snap["regions"]:
-        return _error(404, f"unknown region {region!r}: not in the latest snapshot nor its history")
+        return _error(404, f"unknown region {shown(region)}: not in the latest snapshot nor its "
+                           "history")
     points.sort(key=lambda p: p["at_ms"])
     return web.json_response({"region": region, "name": name or region, "points": points},
                              headers={"Cache-Control": "no-store"})
@@ -302,8 +309,9 @@ def _sse(event: str | None, data: Any, eid: str | None = None) -> bytes:
 
 def _entry(eid: bytes, fields: dict[bytes, bytes]) -> tuple[str, dict[str, Any]]:
     f: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-    if str(f.get("at_ms", "")).isdigit():
-        f["at_ms"] = int(f["at_ms"])
+    at_ms = _millis(f.get("at_ms"))
+    if at_ms is not None:
+        f["at_ms"] = at_ms
     return eid.decode(), f
 
 

@@ -7,14 +7,38 @@ take). Nothing below reads the command line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream.estimate.engine_options import EngineOptions
+from estimators.units import DAY_MS, MINUTE_MS, SECOND_MS
+from stream.contract import InputError
+from stream.estimate.engine_options import EngineOptions, Limit, check_limits, check_window_settings
 from stream.estimate.windows import WindowSettings
 from stream.sources.reference_files import ReferencePaths
 
 LOOPBACK = "127.0.0.1"
+LOGLEVELS = ("debug", "info", "warning", "error", "critical")
+
+WORKER_LIMITS: dict[str, Limit] = {
+    "partitions": Limit("--partitions", "partitions of the topic", 1, 10_000, integer=True),
+    "web_port": Limit("--web-port", "TCP port, 0 = off", 0, 65_535, integer=True),
+    "batch_messages": Limit("--batch", "messages per batch", 1, 1_000_000, integer=True),
+    "batch_wait_s": Limit("--batch-wait", "longest wait for a batch, s", 0, 60, open_lo=True),
+    "fetch_wait_ms": Limit("--fetch-wait", "longest Kafka fetch wait", 1, MINUTE_MS, duration=True),
+    "fetch_max_bytes": Limit("--fetch-max-bytes", "bytes per partition and fetch", 1024,
+                             (1 << 31) - 1, integer=True),
+    "session_timeout_s": Limit("--session-timeout", "Kafka session timeout, s", 1, 1800),
+    "gap_threshold": Limit("--gap-threshold", "a fraction of the registry such as 0.10", 0, 10,
+                           open_lo=True, open_hi=True),
+    "migration_alert_rate": Limit("--migration-alert-rate", "weekly net inflow per 1,000 "
+                                  "residents", 0, 1000, open_lo=True),
+}
+"""The range of every numeric :class:`WorkerConfig` field set from the command line."""
+
+CHECKPOINT_EVERY = Limit("--checkpoint-every", "checkpoint interval", SECOND_MS, DAY_MS,
+                         duration=True)
+"""``--checkpoint-every`` (a duration; the config holds it as ``checkpoint_every_s``)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,9 @@ class WorkerConfig:
     ``gap_threshold`` (a fraction of the registry), ``migration_alert_rate`` (weekly net inflow
     per 1,000 residents that alerts, exported for the Prometheus rule). Process: ``key_file`` (else
     ``$DEFACTO_PSEUDONYM_KEY``), ``datadir`` (Faust's), ``loglevel``.
+
+    Ranges: :data:`WORKER_LIMITS`, :data:`CHECKPOINT_EVERY`, the engine's and the windows'; raises
+    :class:`~stream.contract.InputError` naming the option otherwise.
     """
 
     reference: ReferencePaths
@@ -56,3 +83,12 @@ class WorkerConfig:
     gap_threshold: float = 0.10
     migration_alert_rate: float = 5.0
     loglevel: str = "warning"
+
+    def __post_init__(self) -> None:
+        check_limits(self, WORKER_LIMITS)
+        every_ms = self.checkpoint_every_s * SECOND_MS
+        CHECKPOINT_EVERY.check(round(every_ms) if math.isfinite(every_ms) else every_ms)
+        check_window_settings(self.windows)
+        if self.loglevel.lower() not in LOGLEVELS:
+            raise InputError(f"--loglevel must be one of {', '.join(LOGLEVELS)}, "
+                             f"got {self.loglevel[:40]!r}")

@@ -251,7 +251,7 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     docs = [json.loads(line) for line in flows.read_text().splitlines()]
     for doc in docs:
         jsonschema.validate(doc, schema)
-    weeks = {d["period"]: d for d in docs if d["kind"] == "week"}
+    weeks = {d["period"]: d for d in docs if d["kind"] == "week" and d["dating"] == "detected"}
     # south of the window's majority from night 20 on: detected on night 34 (2026-04-05, W14)
     moved = [d for d in weeks.values() if d["regions"]["rural"]["in_devices"]]
     assert [d["period"] for d in moved] == ["2026-W14"]
@@ -263,6 +263,15 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     assert week["regions"]["rural"]["net"] is None and week["regions"]["north"]["net"] is None
     assert {(c["from"], c["to"], c["devices"]) for c in week["od"]} == {("north", "rural", 40)}
     assert week["rural"]["balance"] is None  # the reverse flow rests on no device: not shown
-    assert not docs[-1]["final"]  # the period still open comes last
+    # dated by effective night, the move is in week 12 (first night in the rural ring: Sunday
+    # 22 March), still revisable at the end: relocations effective then can be detected until
+    # 27 nights after the week
+    by_effective = [d for d in docs if d["dating"] == "effective"
+                    and d["regions"]["rural"]["in_devices"]]
+    assert [(d["period"], d["final"], d["revisable_until"]) for d in by_effective] == \
+        [("2026-W12", False, "2026-04-18"), ("2026-03", False, "2026-04-27")]
+    assert all(d["regions"]["rural"]["in_devices"] == 40 for d in by_effective)
+    assert all(d["revisable_until"] is None for d in docs if d["dating"] == "detected")
+    assert not docs[-1]["final"]  # the periods still open come last
     # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
     assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]

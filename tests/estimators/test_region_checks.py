@@ -392,8 +392,9 @@ def _replay(tmp_path: Path, pings: Path, regions: str, capsys: pytest.CaptureFix
     out = tmp_path / f"{regions}.snap.jsonl"
     rc = main(["replay", str(pings), "--regions", str(DATA / regions), "--k", "1",
                "--out", str(out)])
-    errors = [line for line in capsys.readouterr().err.splitlines()
-              if line.startswith("defacto: error")]
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if line.startswith("defacto: error")]
+    errors += [line for line in err if line.startswith("defacto: warning") and "regions" in line]
     last = json.loads(out.read_text().splitlines()[-1])["regions"] if rc == 0 else None
     return rc, last, errors
 
@@ -435,7 +436,8 @@ def test_field_case_06_projected_crs_and_swapped_axes(
                               "RFC 7946 requires WGS84 lon/lat degrees (reproject to EPSG:4326)")
 
     # swapped [lat, lon] are valid degrees: loaded (everyone unassigned), with a warning
-    rc, last, _ = _replay(tmp_path, pings, "regions_06_latlon_swapped.geojson", capsys)
+    rc, last, warned = _replay(tmp_path, pings, "regions_06_latlon_swapped.geojson", capsys)
     assert rc == 0 and last is not None and last["unassigned"]["present"] == 40
+    assert len(warned) == 1 and "regions_06_latlon_swapped.geojson: every region lies" in warned[0]
     swapped = region_warnings(load("regions_06_latlon_swapped.geojson"))
     assert len(swapped) == 1 and "are positions [lat, lon]?" in swapped[0]

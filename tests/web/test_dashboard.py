@@ -33,6 +33,7 @@ from estimators.engine import Engine, EngineConfig
 from estimators.regions import regions_from_geojson
 from estimators.units import HOUR_MS
 from stream.local.embedded import free_port, redis_service, start_redis
+from stream.publish.cells_view import requested_resolution
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 from stream.simulator import simulate
 from stream.sources.simulation import FedHour, SimulationFeed
@@ -293,13 +294,24 @@ def test_cells_suppression_and_bad_resolution(population: Population, redis_url:
                 for lon, lat in cell["boundary"]:
                     assert 60 < lon < 80 and 45 < lat < 56  # [lon, lat] around Astana
         assert suppressed > 0, "a small simulation must have suppressed cells"
-        for bad in ("9", "5", "x", "", "-1", "7.5"):
+        for bad in ("9", "5", "x", "", "-1", "7.5", "²", "٣", "７", "1" * 3000, "%00", "8%008"):
             r = await c.get(f"/api/cells?res={bad}")
             assert r.status == 400, bad
-            assert (await r.json())["resolutions"] == raw["snapshot"]["cell_resolutions"]
+            doc = await r.json()
+            assert doc["resolutions"] == raw["snapshot"]["cell_resolutions"]
+            assert doc["error"].startswith("res must be one of the published resolutions")
+            assert len(doc["error"]) < 120, bad  # a long value is echoed cut short
         assert (await c.get("/api/cells")).status == 400
+        r = await c.get(f"/api/history?region={'x' * 3000}")
+        assert r.status == 404 and len((await r.json())["error"]) < 150
 
     run_with_client((redis_url, population.prefix), go)
+
+
+def test_requested_resolution_takes_one_or_two_ascii_digits() -> None:
+    assert [requested_resolution(t) for t in ("0", "7", " 07 ", "15", "99")] == [0, 7, 7, 15, 99]
+    for text in ("", "²", "٣", "７", "-1", "+7", "7.5", "1e1", "100", "1" * 3000, "7\x00"):
+        assert requested_resolution(text) is None, text
 
 
 def test_nothing_published_yet_and_redis_down(redis_url: str) -> None:
