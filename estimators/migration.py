@@ -40,7 +40,8 @@ import numpy as np
 PERIOD_KINDS = ("week", "month")
 _EPOCH = date(1970, 1, 1)
 # the region-vector counters of a period, then its OD matrices (from region, to region)
-VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated")
+VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated",
+                 "end_observed")
 MATRIX_FIELDS = ("relocations", "cohort_relocations", "confirmed", "returns",
                  "relocations_by_effective")
 # per-device arrays: dtype and the value of a device without that state
@@ -122,6 +123,8 @@ class PeriodCounts:
     ``start_stock``/``end_stock``: UR stock (devices with that UR, not lapsed) at the period's
     start and end (end: so far, for an open period); ``cohort``: devices with that UR at the
     start and not lapsed at the end (the at-risk population of the cohort rate);
+    ``end_observed``: the part of ``end_stock`` seen on at least ``min_nights`` nights of the
+    window at the period's end (devices whose move could be detected: the flows' denominator);
     ``relocations``: all relocations; ``cohort_relocations``: those of cohort members, by their
     origin; ``confirmed``: moves confirmed in the period (by origin and destination);
     ``returns``: returns in the period, by the relocation they undo; ``housed``, ``lapsed``,
@@ -147,6 +150,7 @@ class PeriodCounts:
     housed: np.ndarray = field(default=None)  # type: ignore[assignment]
     lapsed: np.ndarray = field(default=None)  # type: ignore[assignment]
     reactivated: np.ndarray = field(default=None)  # type: ignore[assignment]
+    end_observed: np.ndarray = field(default=None)  # type: ignore[assignment]
     relocations: np.ndarray = field(default=None)  # type: ignore[assignment]
     cohort_relocations: np.ndarray = field(default=None)  # type: ignore[assignment]
     confirmed: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -228,7 +232,8 @@ class PeriodCounts:
         """Inverse of :meth:`to_arrays`."""
         meta = [int(v) for v in arrays[f"{prefix}meta"]] + [-1, -1]  # before settling: 5 values
         kind_i, number, n, last_night, first_night, settles_on, revised_night = meta[:7]
-        fields = {name: np.asarray(arrays[prefix + name], dtype=np.int64).copy()
+        fields = {name: (np.asarray(arrays[prefix + name], dtype=np.int64).copy()
+                         if prefix + name in arrays else np.zeros(n, dtype=np.int64))
                   for name in VECTOR_FIELDS}
         for name in MATRIX_FIELDS:
             m = np.zeros((n, n), dtype=np.int64)
@@ -331,6 +336,7 @@ class MigrationState:
         self.evaluated_night: int | None = None
         self.current: dict[str, PeriodCounts] = {}
         self.past: list[PeriodCounts] = []  # closed: settling, and the latest settled per kind
+        self.observed_stock = np.zeros(n_regions, dtype=np.int64)  # as of the last night
 
     @property
     def nbytes(self) -> int:
@@ -374,6 +380,7 @@ class MigrationState:
     def _close(self, kind: str, n_devices: int) -> None:
         p = self.current.pop(kind)
         p.end_stock = self.stock(n_devices)
+        p.end_observed = self.observed_stock.copy()
         p.cohort = self._cohort(kind, n_devices)
         self.past.append(p)
 
@@ -491,6 +498,8 @@ class MigrationState:
         a["pend_from"][:n_devices][confirm] = -1
         a["pend_to"][:n_devices][confirm] = -1
         self.evaluated_night = night
+        observed = (new_ur >= 0) & active & (seen >= cfg.min_nights)
+        self.observed_stock = np.bincount(new_ur[observed], minlength=self.n).astype(np.int64)
         self._settle(night)
         for kind in PERIOD_KINDS:
             if night >= period_nights(kind, self.current[kind].number)[1]:
@@ -524,6 +533,7 @@ class MigrationState:
             if kind in self.current:
                 p = self.current[kind].copy()
                 p.end_stock = self.stock(n_devices)
+                p.end_observed = self.observed_stock.copy()
                 p.cohort = self._cohort(kind, n_devices)
                 periods.append(p)
         return MigrationTally(periods)
@@ -534,6 +544,7 @@ class MigrationState:
         out = {f"mig_{k}": a[:n_devices].copy() for k, a in self.arrays.items()}
         out["mig_evaluated"] = np.array([-1 if self.evaluated_night is None
                                          else self.evaluated_night], dtype=np.int64)
+        out["mig_observed_stock"] = self.observed_stock.copy()
         for kind, p in self.current.items():
             out.update(p.to_arrays(f"migp_cur_{kind}_"))
         out["migp_past_count"] = np.array([len(self.past)], dtype=np.int64)
@@ -549,6 +560,8 @@ class MigrationState:
             if f"mig_{k}" in arrays:
                 self.arrays[k][rows] = arrays[f"mig_{k}"]
         night = int(np.asarray(arrays.get("mig_evaluated", [-1]))[0])
+        if "mig_observed_stock" in arrays:
+            self.observed_stock = np.asarray(arrays["mig_observed_stock"], dtype=np.int64).copy()
         self.evaluated_night = None if night < 0 else night
         for kind in PERIOD_KINDS:
             if f"migp_cur_{kind}_meta" in arrays:
