@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean system-tools screenshot
+.PHONY: demo test lint bench clean system-tools screenshot fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: $(STAMP) system-tools
 	$(BIN)/ruff check estimators stream tests bench
 	$(BIN)/python -m pytest -q tests
 
+# The fuzz tests (file reader, message decoder, reference loaders) with many more examples than
+# `make test` runs (FUZZ_EXAMPLES per test; 3,000 take a few minutes per test).
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	DEFACTO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests -k fuzz
+
 screenshot: $(STAMP) system-tools
 	DEFACTO_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q tests/web/test_dashboard.py -k chromium
 
@@ -53,6 +59,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/worker_memory.py
 	$(BIN)/python bench/disclosure_cost.py
+	$(BIN)/python bench/migration.py
+	$(BIN)/python bench/night_close.py --devices 1000000
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info

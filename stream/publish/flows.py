@@ -22,6 +22,7 @@ from estimators.estimate import Estimate
 from estimators.flows import FlowConfig, FlowEstimate, crossing, estimate_flows
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
+from stream.publish.snapshot import count_or_null
 from stream.publish.table import fixed_width, fmt
 from stream.timefmt import iso_utc
 
@@ -30,12 +31,8 @@ BOOKKEEPING = ("stock_start", "stock_end", "in_devices", "out_devices", "housed"
 """The terms of the stock-flow identity per region, in devices."""
 
 
-def _people(x: float) -> int | None:
-    return None if x is None or math.isnan(x) else round(x)
-
-
 def _ratio(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 3)
+    return None if not math.isfinite(x) else round(x, 3)
 
 
 def _night_date(night: int) -> str:
@@ -74,9 +71,9 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
                               "reactivated": int(reactivated[i])}, k)
         out_regions[rid] = {
             "name": regions.names[i],
-            "inflow": _people(fe.inflow[i]), "outflow": _people(fe.outflow[i]),
-            "net": _people(fe.net[i]), "net_lo": _people(fe.net_lo[i]),
-            "net_hi": _people(fe.net_hi[i]), "net_per_1000": _ratio(fe.net_per_1000[i]),
+            "inflow": count_or_null(fe.inflow[i]), "outflow": count_or_null(fe.outflow[i]),
+            "net": count_or_null(fe.net[i]), "net_lo": count_or_null(fe.net_lo[i]),
+            "net_hi": count_or_null(fe.net_hi[i]), "net_per_1000": _ratio(fe.net_per_1000[i]),
             "net_per_1000_lo": _ratio(fe.net_per_1000_lo[i]),
             "net_per_1000_hi": _ratio(fe.net_per_1000_hi[i]),
             **books,
@@ -89,8 +86,8 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     for s, t in zip(*np.nonzero(~np.isnan(fe.od)), strict=True):
         if s == t:
             continue
-        od.append({"from": regions.ids[s], "to": regions.ids[t], "people": _people(fe.od[s, t]),
-                   "lo": _people(fe.od_lo[s, t]), "hi": _people(fe.od_hi[s, t]),
+        od.append({"from": regions.ids[s], "to": regions.ids[t], "people": count_or_null(fe.od[s, t]),
+                   "lo": count_or_null(fe.od_lo[s, t]), "hi": count_or_null(fe.od_hi[s, t]),
                    "devices": int(fe.od_devices[s, t])})
     od.sort(key=lambda c: (-c["people"], c["from"], c["to"]))
     return {
@@ -107,13 +104,13 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
         "regions": out_regions,
         "od": od,
         "rural": {
-            "rural_to_urban": _people(fe.rural_to_urban),
-            "urban_to_rural": _people(fe.urban_to_rural),
-            "balance": _people(fe.rural_balance),
-            "balance_lo": _people(fe.rural_balance_lo),
-            "balance_hi": _people(fe.rural_balance_hi),
-            "rural_to_urban_devices": _people(fe.rural_to_urban_devices),
-            "urban_to_rural_devices": _people(fe.urban_to_rural_devices),
+            "rural_to_urban": count_or_null(fe.rural_to_urban),
+            "urban_to_rural": count_or_null(fe.urban_to_rural),
+            "balance": count_or_null(fe.rural_balance),
+            "balance_lo": count_or_null(fe.rural_balance_lo),
+            "balance_hi": count_or_null(fe.rural_balance_hi),
+            "rural_to_urban_devices": count_or_null(fe.rural_to_urban_devices),
+            "urban_to_rural_devices": count_or_null(fe.urban_to_rural_devices),
         },
     }
 

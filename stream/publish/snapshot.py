@@ -7,6 +7,7 @@ never appear: only counts per region and per H3 cell.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -20,9 +21,19 @@ from estimators.regions import RegionSet
 from estimators.units import SECOND_MS
 from stream.timefmt import iso_utc
 
+log = logging.getLogger("defacto.publish")
 
-def _count(x: float) -> int | None:
-    return None if math.isnan(x) else round(x)
+
+def count_or_null(x: float | None) -> int | None:
+    """A published count: rounded, or None when suppressed (NaN) or not finite. An infinite
+    figure (an overflow upstream; input limits should make it impossible) is logged, never
+    published and never allowed to stop a snapshot."""
+    if x is None or math.isnan(x):
+        return None
+    if not math.isfinite(x):
+        log.warning("a non-finite figure (%s) was published as null", x)
+        return None
+    return round(x)
 
 
 def gap_ratio(resident: int | None, registered: int | None) -> float | None:
@@ -44,15 +55,15 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
     registry = registry or {}
     out_regions: dict[str, Any] = {}
     for i, rid in enumerate(regions.ids):
-        resident = _count(est.resident[i])
+        resident = count_or_null(est.resident[i])
         registered = registry.get(rid)
         gap = resident - registered if resident is not None and registered is not None else None
-        lo, hi = _count(est.resident_lo[i]), _count(est.resident_hi[i])
+        lo, hi = count_or_null(est.resident_lo[i]), count_or_null(est.resident_hi[i])
         out_regions[rid] = {
             "name": regions.names[i],
-            "present": _count(est.present[i]),
-            "lo": _count(est.present_lo[i]),
-            "hi": _count(est.present_hi[i]),
+            "present": count_or_null(est.present[i]),
+            "lo": count_or_null(est.present_lo[i]),
+            "hi": count_or_null(est.present_hi[i]),
             "resident": resident,
             "resident_lo": lo,
             "resident_hi": hi,
@@ -61,15 +72,15 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
             "gap_ratio": gap_ratio(resident, registered),
             "gap_ratio_lo": gap_ratio(lo, registered),
             "gap_ratio_hi": gap_ratio(hi, registered),
-            "devices": _count(est.present_devices[i]),
-            "resident_devices": _count(est.resident_devices[i]),
+            "devices": count_or_null(est.present_devices[i]),
+            "resident_devices": count_or_null(est.resident_devices[i]),
         }
     ids = [h3.int_to_str(int(c)) for c in est.cell_id.tolist()]
     snapshot: dict[str, Any] = {
         "at": iso_utc(est.at_ms),
         "res": res,
         "regions": out_regions,
-        "cells": {cid: _count(v) for cid, v in zip(ids, est.cell_present.tolist(), strict=True)},
+        "cells": {cid: count_or_null(v) for cid, v in zip(ids, est.cell_present.tolist(), strict=True)},
     }
     if extra:
         snapshot.update(extra)
