@@ -12,6 +12,7 @@ the disclosure rules, and ``docs/METHOD.md`` §9.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, timedelta
 from typing import Any
@@ -123,6 +124,19 @@ def period_flows(period: PeriodCounts, estimate: Estimate, regions: RegionSet, k
     fe = estimate_flows(period, regions, estimate.resident_by_home, estimate.resident_by_home_rse,
                         FlowConfig(k=k, model_rse_flow=model_rse_flow))
     return flows_document(fe, regions, estimate.at_ms, k, migration)
+
+
+def flows_history(published: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The history entries of the final periods among published flow documents: field
+    ``<kind>:<dating>:<period>`` → JSON of ``period``, ``kind``, ``dating``, ``first_night`` and
+    the ``rural`` balance (a final period never changes, so rewriting an entry is harmless)."""
+    out = {}
+    for doc in published.values():
+        if doc["final"]:
+            entry = {key: doc[key] for key in ("period", "kind", "dating", "first_night", "rural")}
+            out[f"{doc['kind']}:{doc['dating']}:{doc['period']}"] = json.dumps(
+                entry, separators=(",", ":"))
+    return out
 
 
 def flows_table(doc: dict[str, Any]) -> str:

@@ -91,8 +91,16 @@ class RedisKeys:
     @property
     def flows(self) -> str:
         """Hash ``week``, ``month`` (the open periods), ``week:closed``, ``month:closed`` (the
-        last closed ones) → JSON of that period's migration flows (``flows.schema.json``)."""
+        last closed ones), ``week:effective``, ``month:effective`` (the last settled ones, dated
+        by effective night) → JSON of that period's migration flows (``flows.schema.json``)."""
         return self.key("flows")
+
+    @property
+    def flows_history(self) -> str:
+        """Hash ``<kind>:<dating>:<period>`` (e.g. ``week:detected:2026-W10``) → JSON of a final
+        period's rural balance (``period``, ``kind``, ``dating``, ``first_night``, ``rural``):
+        every closed and every settled period, about 130 small fields a year."""
+        return self.key("flows:history")
 
     @property
     def geometry(self) -> str:

@@ -27,7 +27,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
-from stream.publish.flows import period_flows
+from stream.publish.flows import flows_history, period_flows
 from stream.publish.redis_keys import RedisKeys, health_field
 from stream.publish.snapshot import build_snapshot, gap_alerts
 from stream.timefmt import iso_utc
@@ -177,6 +177,9 @@ class SnapshotPublisher:
                 if flows:
                     pipe.hset(self.keys.flows, mapping={
                         field: json.dumps(doc, separators=(",", ":")) for field, doc in flows.items()})
+                    history = flows_history(flows)
+                    if history:
+                        pipe.hset(self.keys.flows_history, mapping=history)
                 self._queue_alerts(pipe, at_ms, *alerts)
                 pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)

@@ -260,12 +260,20 @@ async def api_history(request: web.Request) -> web.Response:
 
 async def api_flows(request: web.Request) -> web.Response:
     """``GET /api/flows``: the migration flows published with the latest snapshot, by period
-    (``week``, ``month`` open; ``week:closed``, ``month:closed`` the last closed ones)."""
+    (``week``, ``month`` open; ``week:closed``, ``month:closed`` the last closed ones;
+    ``week:effective``, ``month:effective`` the last settled ones), and ``history``: the rural
+    balance of every final period, oldest first."""
     ctx = request.app[CTX]
     assert ctx.redis is not None
-    raw = await ctx.redis.hgetall(ctx.keys.flows)
+    pipe = ctx.redis.pipeline(transaction=True)
+    pipe.hgetall(ctx.keys.flows)
+    pipe.hvals(ctx.keys.flows_history)
+    raw, history_raw = await pipe.execute()
     periods = {k.decode(): json.loads(v) for k, v in raw.items()}
-    return _compressed_json(json.dumps({"periods": periods}, separators=(",", ":")))
+    history = sorted((json.loads(v) for v in history_raw),
+                     key=lambda h: (h["kind"], h["dating"], h["first_night"]))
+    return _compressed_json(json.dumps({"periods": periods, "history": history},
+                                       separators=(",", ":")))
 
 
 async def api_alerts(request: web.Request) -> web.Response:

@@ -639,6 +639,13 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                     doc = route.fetch().json()
                     regions = doc["periods"]["week"]["regions"]
                     regions[gain]["net_per_1000"], regions[loss]["net_per_1000"] = 4.25, -1.5
+                    rural = {"balance": -120, "balance_lo": -180, "balance_hi": -60}
+                    doc["history"] = [
+                        {"period": p, "kind": "week", "dating": "detected", "first_night": f,
+                         "rural": dict(rural, balance=b) if b is None or b < 0 else
+                         {"balance": b, "balance_lo": 10, "balance_hi": 50}}
+                        for p, f, b in (("2026-W06", "2026-02-02", -120), ("2026-W07", "2026-02-09", None),
+                                        ("2026-W08", "2026-02-16", 30))]
                     route.fulfill(json=doc)
 
                 page.route("**/api/flows", with_figures)
@@ -656,6 +663,15 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
                 assert fills[gain] != fills[loss] and "hatch" not in fills[gain] + fills[loss], fills
                 assert page.locator("#mig-map path.region.suppressed").count() == len(leaves) - 2
                 assert "+4.25" in page.locator("#mig-legend").inner_text()
+                # the rural balance of past weeks: a loss, a suppressed week, a gain
+                bars = page.locator("#mig-history g[data-period]")
+                assert bars.evaluate_all("gs => gs.map(g => [g.dataset.period, g.getAttribute('class')])") == [
+                    ["2026-W06", "shown"], ["2026-W07", "suppressed"], ["2026-W08", "shown"]]
+                assert page.locator("#mig-history rect.loss").count() == 1
+                assert page.locator("#mig-history rect.gain").count() == 1
+                assert "2 shown" in page.locator("#mig-history-note").inner_text()
+                page.select_option("#mig-period", "month:effective")
+                assert "No month has settled yet" in page.locator("#mig-history-note").inner_text()
                 page.unroute("**/api/flows")
                 assert page.evaluate("window.__noReload") == 1
                 new_at = page.locator("#snapshot-at").get_attribute("data-at")

@@ -130,6 +130,11 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     # the data begins in the night of Sunday 1 March: week 9 closed at once, February never opened
     assert set(live_flows) == {"week", "month", "week:closed"}
     assert live_flows["week:closed"]["period"] == "2026-W09" and not live_flows["week:closed"]["complete"]
+    # the history keeps the rural balance of every final period (here the closed week 9)
+    history = {k.decode(): json.loads(v)
+               for k, v in r.hgetall(f"{live.prefix}:flows:history").items()}
+    assert set(history) == {"week:detected:2026-W09"}
+    assert history["week:detected:2026-W09"]["rural"] == live_flows["week:closed"]["rural"]
 
 
 def _dead_letters(broker: str, topic: str, want: int) -> list[Any]:

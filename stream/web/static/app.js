@@ -251,6 +251,7 @@
       tbody.appendChild(tr);
       $('mig-rural').textContent = '—';
       renderMigMap(null);
+      renderRuralHistory();
       $('mig-sub').textContent = 'Relocations of usual residence (majority of the last 28 nights).';
       return;
     }
@@ -277,6 +278,7 @@
       tbody.appendChild(tr);
     }
     renderMigMap(doc);
+    renderRuralHistory();
     const names = regionNames();
     for (const c of doc.od.slice(0, 8)) {
       $('mig-od').appendChild(el('li', null, (names[c.from] || c.from) + ' → ' + (names[c.to] || c.to) + ': ' +
@@ -287,6 +289,49 @@
     $('mig-rural').textContent = ru.balance === null ? 'suppressed (fewer than ' + doc.settings.k + ' devices each way)'
       : fmtSigned(ru.balance) + ' people (' + fmtInt(ru.balance_lo) + ' to ' + fmtInt(ru.balance_hi) + '); rural → urban ' +
         fmtInt(ru.rural_to_urban) + ', urban → rural ' + fmtInt(ru.urban_to_rural);
+  }
+
+  // the rural balance of past final periods of the selected kind and dating: one bar per
+  // period with its 90 % interval, a gap where it was suppressed
+  function renderRuralHistory() {
+    const chart = $('mig-history');
+    clear(chart);
+    const sel = $('mig-period').value;
+    const kind = sel.split(':')[0];
+    const dating = sel.endsWith(':effective') ? 'effective' : 'detected';
+    const all = ((S.flows && S.flows.history) || []).filter((h) => h.kind === kind && h.dating === dating);
+    const rows = all.slice(-26);
+    const note = $('mig-history-note');
+    if (!rows.length) {
+      note.textContent = 'No ' + kind + ' has ' + (dating === 'effective' ? 'settled' : 'closed') + ' yet: the rural balance of past periods appears here.';
+      return;
+    }
+    const W = 300; const H = 120; const pad = 14;
+    chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    const vals = [];
+    for (const h of rows) if (h.rural.balance !== null) vals.push(h.rural.balance_lo, h.rural.balance_hi, 0);
+    const lo = vals.length ? Math.min(...vals) : -1; const hi = vals.length ? Math.max(...vals) : 1;
+    const span = (hi - lo) || 1;
+    const Y = (v) => pad + (H - 2 * pad) * (hi - v) / span;
+    const step = (W - 2 * pad) / rows.length;
+    svg('line', { x1: pad, x2: W - pad, y1: Y(0), y2: Y(0), class: 'axis' }, chart);
+    rows.forEach((h, i) => {
+      const x = pad + i * step;
+      const b = h.rural.balance;
+      const g = svg('g', { 'data-period': h.period, class: b === null ? 'suppressed' : 'shown' }, chart);
+      const t = svg('title', null, g);
+      if (b === null) { t.textContent = h.period + ': suppressed'; return; }
+      t.textContent = h.period + ': ' + fmtSigned(b) + ' (' + fmtInt(h.rural.balance_lo) + ' to ' + fmtInt(h.rural.balance_hi) + ')';
+      svg('rect', { x: x + step * 0.15, width: step * 0.7, y: Math.min(Y(b), Y(0)), height: Math.abs(Y(b) - Y(0)),
+        class: 'bar ' + (b < 0 ? 'loss' : 'gain') }, g);
+      const cx = x + step / 2;
+      svg('line', { x1: cx, x2: cx, y1: Y(h.rural.balance_hi), y2: Y(h.rural.balance_lo), class: 'whisker' }, g);
+    });
+    svg('text', { x: pad, y: H - 2 }, chart).textContent = rows[0].period;
+    svg('text', { x: W - pad, y: H - 2, 'text-anchor': 'end' }, chart).textContent = rows[rows.length - 1].period;
+    const shown = rows.filter((h) => h.rural.balance !== null).length;
+    note.textContent = 'Rural balance of the last ' + rows.length + ' ' + (dating === 'effective' ? 'settled' : 'closed') + ' ' +
+      kind + 's (' + shown + ' shown, the rest suppressed), people with 90 % intervals; negative: rural regions lose people.';
   }
 
   // net migration per 1,000 residents of each leaf region: blue gains, orange losses,
