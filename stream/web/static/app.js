@@ -302,6 +302,7 @@
     const all = ((S.flows && S.flows.history) || []).filter((h) => h.kind === kind && h.dating === dating);
     const rows = all.slice(-26);
     const note = $('mig-history-note');
+    chart.style.display = rows.length ? '' : 'none';
     if (!rows.length) {
       note.textContent = 'No ' + kind + ' has ' + (dating === 'effective' ? 'settled' : 'closed') + ' yet: the rural balance of past periods appears here.';
       return;
