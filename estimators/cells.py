@@ -9,65 +9,176 @@ state stays compact. Two ways in:
   mapped to ``loc`` with one ``np.unique`` over the batch's distinct cells.
 
 Each new H3 cell gets its region from the region polygons at its centre (H3's polygon-fill rule).
+Cells no device references any more are reclaimed (:meth:`CellTable.reclaim`), so the table is
+bounded by the cells in use; when even that exceeds ``MAX_LOCATIONS`` the pings that would need
+another cell get ``loc`` -1 (rejected as ``too_many_cells`` by the event-time windows).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import h3
 import numpy as np
 
+from estimators.device_index import DeviceIndex
 from estimators.h3vec import latlng_to_cell
 from estimators.presence import MAX_LOCATIONS
 from estimators.regions import RegionSet
 
 EARTH_RADIUS_M = 6_371_008.8
+RECLAIM_FLOOR = 1 << 16
 
 
 class CellTable:
-    """The H3 cells seen so far at one resolution, with their region; grows as pings arrive."""
+    """The H3 cells in use at one resolution, with their region; bounded and never raising.
 
-    def __init__(self, regions: RegionSet, res: int) -> None:
+    A cell gets a location number ``loc`` on first sight (its region is looked up once, at its
+    centre). Numbers stay with their cell while anything references it; :meth:`reclaim` frees
+    the cells that nothing references any more (no device's latest ping, no held ping, no
+    cell-plan row: :attr:`in_use` says which) and reuses their numbers for new cells, so the
+    table holds the cells in use, not every cell ever seen. At most ``capacity`` cells
+    (``MAX_LOCATIONS``, the location bits of a device stamp) are held at once: when a batch
+    brings more new cells than there is room for even after reclaiming, :meth:`locate` gives
+    them ``-1`` (the positions are counted in :attr:`refused`) and the caller rejects those pings.
+
+    The numbers never decide a figure (ties are settled by H3 cell id, tallies are keyed by
+    cell id), so which number a cell gets does not matter.
+    """
+
+    def __init__(self, regions: RegionSet, res: int, capacity: int = MAX_LOCATIONS) -> None:
         if not 0 <= res <= 15:
             raise ValueError(f"H3 resolution must be 0..15, got {res}")
         self.regions = regions
         self.res = res
-        self._index: dict[int, int] = {}
-        self.cell = np.zeros(0, dtype=np.uint64)
-        self.region = np.zeros(0, dtype=np.int32)
+        self.capacity = capacity
+        self.in_use: Callable[[], np.ndarray] | None = None
+        self.refused = 0
+        self.reclaimed = 0
+        self._index = DeviceIndex(1024)  # mixed cell id -> index row
+        self._loc_of_row = np.zeros(len(self._index.keys), dtype=np.int64)
+        self._cell = np.zeros(1024, dtype=np.uint64)  # by loc, ``_top`` of them used
+        self._region = np.zeros(1024, dtype=np.int32)
+        self._top = 0
+        self._free = np.zeros(0, dtype=np.int64)  # numbers below ``_top`` not in use, ascending
+        self._live_after_reclaim = 0
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._index.n
+
+    @property
+    def cell(self) -> np.ndarray:
+        """H3 cell of each location number (uint64; stale for free numbers)."""
+        return self._cell[: self._top]
+
+    @property
+    def region(self) -> np.ndarray:
+        """Region index of each location number (int32; stale for free numbers)."""
+        return self._region[: self._top]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the table."""
+        return int(self._index.nbytes + self._loc_of_row.nbytes + self._cell.nbytes
+                   + self._region.nbytes + self._free.nbytes)
 
     def locate(self, cells: np.ndarray) -> np.ndarray:
-        """``loc`` of each H3 cell (uint64 at this table's resolution), adding unseen cells."""
+        """``loc`` of each H3 cell (uint64 at this table's resolution), adding unseen cells;
+        ``-1`` for new cells beyond :attr:`capacity` (after reclaiming what is free)."""
         cells = np.asarray(cells, dtype=np.uint64)
         if cells.size == 0:
             return np.zeros(0, dtype=np.int64)
         uniq, inverse = np.unique(cells, return_inverse=True)
-        get = self._index.get
-        locs = np.fromiter((get(c, -1) for c in uniq.tolist()), dtype=np.int64, count=len(uniq))
-        missing = locs < 0
-        if missing.any():
-            locs[missing] = self._add(uniq[missing])
-        return locs[inverse.reshape(-1)]
+        mixed = _mix(uniq)
+        rows = self._index.lookup(mixed)
+        locs = np.where(rows >= 0, self._loc_of_row[np.maximum(rows, 0)], -1)
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            if missing.size > self.capacity - len(self):
+                self.reclaim(also=locs[rows >= 0])
+            take = missing[: max(self.capacity - len(self), 0)]
+            if take.size:
+                locs[take] = self._add(uniq[take], mixed[take])
+        out = locs[inverse.reshape(-1)]
+        if missing.size:
+            self.refused += int((out < 0).sum())
+        return out
 
-    def _add(self, cells: np.ndarray) -> np.ndarray:
-        start = len(self._index)
-        if start + len(cells) > MAX_LOCATIONS:
-            raise ValueError(
-                f"more than {MAX_LOCATIONS} distinct H3 cells at res {self.res}: use a coarser --res")
+    def _add(self, cells: np.ndarray, mixed: np.ndarray) -> np.ndarray:
+        n = len(cells)
+        reuse = self._free[:n]
+        self._free = self._free[n:]
+        new = np.concatenate([reuse, np.arange(self._top, self._top + n - reuse.size,
+                                               dtype=np.int64)])
+        self._top += n - reuse.size
+        if self._top > len(self._cell):
+            size = max(self._top, 2 * len(self._cell))
+            self._cell = np.concatenate([self._cell, np.zeros(size - len(self._cell), np.uint64)])
+            self._region = np.concatenate(
+                [self._region, np.zeros(size - len(self._region), np.int32)])
         centres = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells.tolist()],
                            dtype=np.float64).reshape(-1, 2)
-        region = self.regions.locate(centres[:, 0], centres[:, 1])
-        new = np.arange(start, start + len(cells), dtype=np.int64)
-        self._index.update(zip(cells.tolist(), new.tolist(), strict=True))
-        self.cell = np.concatenate([self.cell, cells])
-        self.region = np.concatenate([self.region, region.astype(np.int32)])
+        self._cell[new] = cells
+        self._region[new] = self.regions.locate(centres[:, 0], centres[:, 1]).astype(np.int32)
+        rows, _ = self._index.rows(mixed)
+        if len(self._index.keys) > len(self._loc_of_row):
+            self._loc_of_row = np.concatenate(
+                [self._loc_of_row,
+                 np.zeros(len(self._index.keys) - len(self._loc_of_row), dtype=np.int64)])
+        self._loc_of_row[rows] = new
         return new
 
+    def reclaim(self, also: np.ndarray | None = None) -> int:
+        """Free every cell that :attr:`in_use` (and ``also``, location numbers) does not
+        reference; returns how many were freed. Without :attr:`in_use` nothing is freed."""
+        if self.in_use is None:
+            return 0
+        used = np.zeros(self._top + 1, dtype=bool)
+        refs = self.in_use()
+        used[refs[(refs >= 0) & (refs < self._top)]] = True
+        if also is not None and also.size:
+            used[also[(also >= 0) & (also < self._top)]] = True
+        n = len(self)
+        loc = self._loc_of_row[:n]
+        keep = used[loc]
+        freed = loc[~keep]
+        kept = self._index.compact(keep)
+        loc_of_row = np.zeros(len(self._index.keys), dtype=np.int64)
+        loc_of_row[: kept.size] = loc[kept]
+        self._loc_of_row = loc_of_row
+        self._top = int(loc_of_row[: kept.size].max()) + 1 if kept.size else 0
+        free = np.concatenate([self._free, freed])
+        self._free = np.sort(free[free < self._top])
+        if 4 * self._top < len(self._cell) and len(self._cell) > 1024:
+            size = max(2 * self._top, 1024)
+            self._cell, self._region = self._cell[:size].copy(), self._region[:size].copy()
+        self.reclaimed += freed.size
+        self._live_after_reclaim = kept.size
+        return int(freed.size)
+
+    def maybe_reclaim(self, floor: int = RECLAIM_FLOOR) -> int:
+        """:meth:`reclaim` once the table has doubled since the last time (and holds more than
+        ``floor`` cells): amortized, the table stays within twice the cells in use."""
+        if len(self) > max(2 * self._live_after_reclaim, floor):
+            return self.reclaim()
+        return 0
+
     def locate_latlng(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-        """``loc`` of each WGS84 position (validated beforehand), binned at this resolution."""
+        """``loc`` of each WGS84 position (validated beforehand), binned at this resolution
+        (``-1`` when the table is full, see :meth:`locate`)."""
         return self.locate(latlng_to_cell(lat, lon, self.res))
+
+
+def _mix(cells: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mix of H3 cell ids (murmur3's finalizer), so their low bits, which H3
+    leaves constant below the resolution, spread over the hash table."""
+    x = cells.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xC4CEB9FE1A85EC53)
+    x ^= x >> np.uint64(33)
+    return x
 
 
 def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, range_m: np.ndarray

@@ -6,6 +6,10 @@ resolves matches, claims empty slots for new keys (one winner per slot per round
 collided keys one slot on (linear probing). The slot table holds int32 row numbers (4 bytes per
 slot, load factor kept in [0.35, 0.7]), and keys live densely in ``keys``, so the index costs
 about 8-11 bytes per device on top of the state arrays it indexes.
+
+Rows are dropped only all at once, by :meth:`DeviceIndex.compact` (eviction of devices no figure
+can use any more, reclaiming of cells no device references): the kept rows are renumbered
+densely, in their order, and the slot table is rebuilt.
 """
 
 from __future__ import annotations
@@ -64,6 +68,42 @@ class DeviceIndex:
             todo = todo[lost]
             occupied = self._slots[pos[todo]] != EMPTY
             pos[todo[occupied]] = (pos[todo[occupied]] + 1) & int(mask)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row of every key (int64), -1 for keys not in the index; inserts nothing."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if len(keys) == 0 or self.n == 0:
+            return out
+        mask = len(self._slots) - 1
+        pos = (keys & np.uint64(mask)).astype(np.intp)
+        todo = np.arange(len(keys))
+        while todo.size:
+            s = self._slots[pos[todo]]
+            occupied = s != EMPTY
+            hit = np.zeros(todo.size, dtype=bool)
+            hit[occupied] = self.keys[s[occupied]] == keys[todo[occupied]]
+            out[todo[hit]] = s[hit]
+            todo = todo[occupied & ~hit]  # an empty slot ends the probe: the key is absent
+            pos[todo] = (pos[todo] + 1) & mask
+        return out
+
+    def compact(self, keep: np.ndarray) -> np.ndarray:
+        """Keep the rows where ``keep`` (bool[n]) is set, renumbered ``0..`` in their order.
+
+        Returns the kept rows' old numbers (int64, ascending): callers take their parallel
+        arrays with it. Capacity shrinks when less than half of it is in use.
+        """
+        kept = np.flatnonzero(np.asarray(keep, dtype=bool)[: self.n])
+        n = kept.size
+        cap = len(self.keys) if 2 * n >= len(self.keys) else max(int(n * GROWTH) + 16, 16)
+        keys = np.zeros(cap, dtype=np.uint64)
+        keys[:n] = self.keys[kept]
+        self.keys, self.n = keys, n
+        slots = 1 << max(4, int(np.ceil(np.log2(max(cap, 1) / MAX_LOAD))))
+        self._slots = np.full(slots, EMPTY, dtype=np.int32)
+        self._place(np.arange(n, dtype=np.int32))
+        return kept
 
     def rows(self, keys: np.ndarray) -> tuple[np.ndarray, int]:
         """Row of every key (int32), inserting unseen keys; also returns the row count before.

@@ -5,10 +5,16 @@ nothing of files, Kafka or Redis. Callers (``stream.estimate.windows`` for both 
 and the live worker's partitions) hand it columnar batches that the decoder has already
 validated, and ask for a :class:`~estimators.tally.Tally` or an :class:`Estimate` at the instants
 they publish.
+
+State is bounded by what the figures can still use: devices are *evicted* (their rows dropped)
+once no figure can read them any more, at fixed event-time points, so an engine fed the same
+pings holds the same devices whatever the batching (see :meth:`Engine.evict_quiet`), and cells no
+device references are reclaimed (:class:`~estimators.cells.CellTable`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -45,6 +51,7 @@ class EngineConfig:
     night: NightWindow = field(default_factory=NightWindow)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     migration: MigrationConfig | None = field(default_factory=MigrationConfig)  # None: off
+    evict: bool = True  # forget devices no figure can use any more (Engine.evict_quiet)
 
 
 class Engine:
@@ -55,6 +62,11 @@ class Engine:
         self.config = config or EngineConfig()
         self.regions = regions
         self.cells = CellTable(regions, self.config.res)
+        self.cells.in_use = self._locations_in_use
+        self._location_holders: list[Callable[[], np.ndarray]] = []
+        self.evicted = 0  # devices evicted so far
+        self.unplaced = 0  # pings ingested with no location (loc -1: the cell table was full)
+        self._evicted_night: int | None = None  # without migration: the night last evicted at
         mig = self.config.migration
         ring = max(self.config.night.nights, mig.window_nights) if mig else None
         self.state = PresenceState(len(regions.ids), self.config.night, ring_nights=ring)
@@ -138,14 +150,20 @@ class Engine:
         """
         if len(device_key) == 0:
             return
+        loc = np.asarray(loc, dtype=np.int64)
+        if loc.min() < 0:  # no room in the cell table: the windows reject these before
+            placed = loc >= 0
+            self.unplaced += int((~placed).sum())
+            device_key, ts_ms, opclass, loc = (device_key[placed], np.asarray(ts_ms)[placed],
+                                               opclass[placed], loc[placed])
+            if len(device_key) == 0:
+                return
         if self.migration is None:
             self._update(device_key, ts_ms, opclass, loc)
             return
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
         if self.migration.evaluated_night is None:
-            first = int(ts_ms.min())
-            _, night, _ = night_of(np.array([first]), self._offset_at(first), self.config.night)
-            self.migration.evaluated_night = int(night[0]) - 1
+            self.start_nights(int(ts_ms.min()))
         done = np.zeros(len(ts_ms), dtype=bool)
         top = int(ts_ms.max())
         while (close := self.night_close_ms(self.migration.evaluated_night + 1)) <= top:
@@ -155,6 +173,97 @@ class Engine:
             self._evaluate_night(self.migration.evaluated_night + 1)
         rest = ~done
         self._update(device_key[rest], ts_ms[rest], opclass[rest], loc[rest])
+
+    def start_nights(self, at_ms: int) -> None:
+        """Evaluate nights (migration) from the night that ``at_ms`` falls in, unless started.
+
+        Without it, the first :meth:`ingest` starts them at its earliest ping; the event-time
+        windows call it with the stream's first accepted ping, so that where the nights start
+        does not depend on how the input was batched.
+        """
+        if self.migration is not None and self.migration.evaluated_night is None:
+            _, night, _ = night_of(np.array([at_ms]), self._offset_at(at_ms), self.config.night)
+            self.migration.evaluated_night = int(night[0]) - 1
+
+    def night_closes_until(self, limit_ms: int) -> list[int]:
+        """The closes (UTC ms) of the nights not evaluated yet, up to ``limit_ms`` included, in
+        order; empty without migration or before the nights have started.
+
+        Every ping before such a close must be ingested before any ping after it: the windows
+        hold pings at these closes as they hold them at window ends.
+        """
+        mig = self.migration
+        if mig is None or mig.evaluated_night is None:
+            return []
+        out, night = [], mig.evaluated_night + 1
+        while (close := self.night_close_ms(night)) <= limit_ms:
+            out.append(close)
+            night += 1
+        return out
+
+    def next_night_close_ms(self) -> int | None:
+        """Close of the next night to evaluate (None without migration or before the start)."""
+        mig = self.migration
+        if mig is None or mig.evaluated_night is None:
+            return None
+        return self.night_close_ms(mig.evaluated_night + 1)
+
+    def hold_locations(self, holder: Callable[[], np.ndarray]) -> None:
+        """Register a holder of location numbers outside the device state (pings waiting in
+        the event-time windows): the cell table never reclaims what ``holder()`` returns."""
+        self._location_holders.append(holder)
+
+    def _locations_in_use(self) -> np.ndarray:
+        """Every location number referenced: devices' latest pings, the cell plan, holders."""
+        _, loc = self.state.last_seen()
+        parts = [loc]
+        if self.plan is not None:
+            parts.append(self.plan.loc)
+        parts += [np.asarray(h(), dtype=np.int64) for h in self._location_holders]
+        return np.concatenate(parts)
+
+    def retention_nights(self) -> tuple[int, int | None]:
+        """Nights of silence after which a device is evicted: (without a usual residence,
+        with one); the second is None without migration. See :meth:`evict_quiet`."""
+        ring = self.state.ring_nights
+        mig = self.config.migration
+        return ring, (None if mig is None else mig.lapse_nights + mig.window_nights)
+
+    def evict_quiet(self, at_ms: int, night: int) -> int:
+        """Forget the devices that no figure at ``at_ms`` or later can use; returns how many.
+
+        ``night`` is the latest night evaluated (with migration) or begun (without) at
+        ``at_ms``. A device is evicted when its latest ping is at least the activity window
+        old (it is neither present nor active at any later instant), its latest night ping falls
+        ``ring_nights`` or more nights before ``night`` (no later residence or usual-residence
+        vote can read its night record: 7 nights, 28 with migration) and, with migration, it
+        has no usual residence or has been silent for ``lapse_nights + window_nights`` nights
+        (lapsed for a whole window). A forgotten device that pings again is a new device: the
+        same figures as if it had been kept, except that a device with a usual residence back
+        after that long silence is housed afresh (never reactivated, never a mover). The engine
+        calls this at every night evaluation (migration) or at the first tally of each night
+        (without), so the devices held are a function of the accepted pings and of event time.
+        """
+        st = self.state
+        n = st.n_devices
+        if not self.config.evict or n == 0 or (self.migration is not None
+                                               and self.migration.recording):
+            return 0
+        ts, _ = st.last_seen()
+        ring, with_ur = self.retention_nights()
+        quiet = ((ts <= at_ms - self.config.estimate.activity_ms)
+                 & (st.last_night[:n].astype(np.int64) <= night - ring))
+        if self.migration is not None and with_ur is not None and quiet.any():
+            _, ping_night, _ = night_of(ts, self.utc_offset_s(ts), self.config.night)
+            ur = self.migration.usual_residence(n)
+            quiet &= (ur < 0) | (ping_night <= night - with_ur)
+        count = int(quiet.sum())
+        if count:
+            kept = st.evict(quiet)
+            if self.migration is not None:
+                self.migration.keep_rows(kept)
+            self.evicted += count
+        return count
 
     def _update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
                 loc: np.ndarray) -> None:
@@ -191,6 +300,7 @@ class Engine:
         domestic = st.opclass[:n] != ROAMER
         self.migration.evaluate(night, n, domestic, active, votes.region, votes.nights,
                                 votes.seen, votes.first)
+        self.evict_quiet(self.night_close_ms(night), night)
 
     def evaluate_nights_until(self, at_ms: int) -> None:
         """Evaluate every night that has closed by ``at_ms`` (pings before it all ingested)."""
@@ -209,6 +319,8 @@ class Engine:
             np.uint64)
         arrays["stamp_cells"] = self.cells.cell[uniq]
         arrays["operators"] = np.array(self.operators, dtype=str)
+        arrays["evicted_night"] = np.array(
+            [-1 if self._evicted_night is None else self._evicted_night], dtype=np.int64)
         if self.migration is not None:
             arrays.update(self.migration.export(self.state.n_devices))
         return arrays
@@ -225,6 +337,8 @@ class Engine:
         state["stamp"] = (stamp & ~np.uint64(MAX_LOCATIONS)) | locs[index].astype(np.uint64)
         state["opclass"] = codes[np.asarray(arrays["opclass"], dtype=np.int64)].astype(np.uint8)
         self.state.restore(state)
+        night = int(np.asarray(arrays.get("evicted_night", [-1])).reshape(-1)[0])
+        self._evicted_night = None if night < 0 else night
         if self.migration is not None:
             rows, _ = self.state.index.rows(np.asarray(arrays["key"], dtype=np.uint64))
             self.migration.restore(arrays, rows)
@@ -254,6 +368,12 @@ class Engine:
                             at_ms, self._offset_at(at_ms), self.config.estimate)
         if self.migration is not None:
             tally.migration = self.migration.tally(self.state.n_devices)
+        else:
+            night = current_night(at_ms, self._offset_at(at_ms), self.config.night)
+            if self._evicted_night is None or night > self._evicted_night:
+                self.evict_quiet(at_ms, night)
+                self._evicted_night = night
+        self.cells.maybe_reclaim()
         return tally.canonical()
 
     def estimate_tally(self, tally: Tally) -> Estimate:

@@ -350,6 +350,33 @@ class MigrationState:
             self.arrays = {k: np.concatenate([a, np.full(cap - have, DEVICE_FIELDS[k][1], dtype=a.dtype)])
                            for k, a in self.arrays.items()}
 
+    @property
+    def recording(self) -> bool:
+        """Whether events are recorded (``record=True``): device rows must then stay put."""
+        return self._log is not None
+
+    def usual_residence(self, n_devices: int) -> np.ndarray:
+        """Each device's usual residence region (int16[n_devices], -1: none)."""
+        self._grow(n_devices)
+        return self.arrays["ur"][:n_devices]
+
+    def keep_rows(self, kept: np.ndarray) -> None:
+        """Keep only the device rows ``kept`` (old row numbers, ascending), renumbered ``0..``:
+        the presence state's :meth:`~estimators.presence.PresenceState.evict` did the same.
+        Rows past them get the values of a device without state. Raises ``ValueError`` when
+        events are being recorded (their rows would go stale)."""
+        if self._log is not None:
+            raise ValueError("cannot drop device rows while recording events")
+        n = kept.size
+        self._grow(int(kept.max()) + 1 if n else 0)
+        cap = max(n + 1024, len(self.arrays["ur"]) if 2 * n >= len(self.arrays["ur"]) else 0)
+        out = {}
+        for k, a in self.arrays.items():
+            fresh = np.full(cap, DEVICE_FIELDS[k][1], dtype=a.dtype)
+            fresh[:n] = a[kept]
+            out[k] = fresh
+        self.arrays = out
+
     def stock(self, n_devices: int) -> np.ndarray:
         """UR stock per region now: devices with a UR that are not lapsed (int64[n])."""
         self._grow(n_devices)

@@ -280,6 +280,25 @@ class PresenceState:
             out.first[lo:hi][~held.any(axis=1)] = -1
         return out
 
+    def evict(self, drop: np.ndarray) -> np.ndarray:
+        """Forget the devices where ``drop`` (bool[n_devices]) is set; the rest are renumbered
+        ``0..`` in their order. Returns the kept devices' old rows (int64, ascending), for
+        arrays kept beside this state's rows (:meth:`estimators.migration.MigrationState.keep_rows`).
+
+        A forgotten device that pings again is a new device.
+        """
+        kept = self.index.compact(~np.asarray(drop, dtype=bool)[: self.n_devices])
+        cap, n = len(self.index.keys), kept.size
+
+        def take(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+            out[:n] = a[kept]
+            return out
+
+        self.stamp, self.opclass = take(self.stamp), take(self.opclass)
+        self.last_night, self.ring = take(self.last_night), take(self.ring)
+        return kept
+
     def export(self) -> dict[str, np.ndarray]:
         """The state as plain arrays (one row per device) for checkpoints."""
         n = self.n_devices

@@ -14,6 +14,11 @@ A tally holds only these counts (no device keys), so tallies of disjoint device 
 partitions) add up exactly, and :func:`estimate_from_tally` on the sum gives the same figures,
 to the last bit, as on a single engine that saw all the pings. Replay and the live pipeline both
 go through it, which is what makes them agree.
+
+Region and factor-region columns are *indices* into one regions file, cells come from one cell
+plan, counts from one set of engine options: a tally carries an opaque ``fingerprint`` of those
+settings (set by the caller, ``stream.estimate.fingerprint``), and tallies with different
+fingerprints are never summed (:class:`TallyMismatchError`).
 """
 
 from __future__ import annotations
@@ -34,9 +39,17 @@ RESIDENT_FIELDS = ("resident_region", "resident_cls", "resident_count")
 CLASS_FIELDS = ("n_active", "n_present", "n_housed")
 
 
+class TallyMismatchError(ValueError):
+    """Tallies that cannot be summed: taken with different settings (fingerprints)."""
+
+
 @dataclass
 class Tally:
-    """Device counts at ``at_ms``; class ``i`` is ``operators[i]``, class 255 is roamers."""
+    """Device counts at ``at_ms``; class ``i`` is ``operators[i]``, class 255 is roamers.
+
+    ``fingerprint``: an opaque text naming the settings the counts were taken under (``""``:
+    not recorded); kept by :meth:`to_bytes`, :meth:`canonical` and :func:`merge_tallies`.
+    """
 
     at_ms: int
     operators: tuple[str, ...]
@@ -52,6 +65,7 @@ class Tally:
     n_present: np.ndarray
     n_housed: np.ndarray
     migration: MigrationTally | None = None
+    fingerprint: str = ""
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -63,6 +77,8 @@ class Tally:
         arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
         if self.migration is not None:
             arrays.update(self.migration.to_arrays())
+        if self.fingerprint:
+            arrays["fingerprint"] = np.array(self.fingerprint, dtype=str)
         np.savez(buf, at_ms=np.array([self.at_ms], dtype=np.int64),
                  operators=np.array(self.operators, dtype=str), **arrays)
         return buf.getvalue()
@@ -73,8 +89,9 @@ class Tally:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
             migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
+            fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else ""
             return cls(at_ms=int(z["at_ms"][0]), operators=tuple(z["operators"].tolist()),
-                       migration=migration, **fields)
+                       migration=migration, fingerprint=fingerprint, **fields)
 
 
 def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -93,12 +110,20 @@ def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndar
 
 
 def merge_tallies(tallies: Sequence[Tally]) -> Tally:
-    """Sum tallies taken at the same instant (e.g. one per partition) into one canonical tally."""
+    """Sum tallies taken at the same instant (e.g. one per partition) into one canonical tally.
+
+    Raises ``ValueError`` for tallies of different instants and :class:`TallyMismatchError` for
+    tallies with different fingerprints (the merged tally keeps their common fingerprint).
+    """
     if not tallies:
         raise ValueError("nothing to merge")
     at_ms = tallies[0].at_ms
     if any(t.at_ms != at_ms for t in tallies):
         raise ValueError("cannot merge tallies taken at different instants")
+    fingerprints = sorted({t.fingerprint for t in tallies})
+    if len(fingerprints) > 1:
+        raise TallyMismatchError(f"cannot merge tallies taken with different settings "
+                                 f"({len(fingerprints)} fingerprints)")
     operators = tuple(sorted({op for t in tallies for op in t.operators}))
     if len(operators) >= ROAMER:
         raise ValueError(f"more than {ROAMER - 1} operators")
@@ -136,4 +161,4 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
                  present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
                  resident_region=r_reg, resident_cls=r_cls, resident_count=r_count,
-                 migration=migration, **per_class)
+                 migration=migration, fingerprint=fingerprints[0], **per_class)

@@ -79,7 +79,9 @@ REJECT_REASONS: dict[str, str] = {
     "too_many_operators": "more distinct operators than the engine holds",
     "ts_in_future": "ts too far ahead of the clock",
     "ts_ahead_of_stream": "ts too far ahead of the stream",
-    "too_late": "arrived after the snapshot covering its time was published",
+    "too_late": "arrived after the watermark passed a window end or night close before its time",
+    "too_many_cells": "more distinct H3 cells in use at once than a partition holds (8,388,607): "
+                      "use a coarser --res",
     "outside_period": "ts outside the requested --from/--to period",
 }
 """Every reject reason code with its meaning (the detail of a reject may say more)."""

@@ -43,7 +43,9 @@ DASHBOARD = GRAFANA / "dashboards" / "defacto.json"
 DEBIAN_PACKAGE = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 EXPECTED_ALERTS = {"DefactoRegistryGap", "DefactoPipelineStalled", "DefactoNeverPublished",
                    "DefactoWorkerDown", "DefactoMigrationSurge",
-                   "DefactoConsumerLagGrowing", "DefactoRejectRateHigh"}
+                   "DefactoConsumerLagGrowing", "DefactoRejectRateHigh",
+                   "DefactoPartitionStopped", "DefactoPublishRefused", "DefactoRedisDataLost",
+                   "DefactoWindowSkipped", "DefactoRedisMayEvict"}
 # Series Prometheus itself writes (scrape health, alert state): allowed in expressions.
 PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                        "scrape_samples_post_metric_relabeling", "scrape_series_added",

@@ -1,10 +1,19 @@
 """A partition's checkpoint: one ``.npz`` blob with everything needed to resume it exactly.
 
 Contents: ``meta`` (JSON: version, topic, partition, next offset, window position, the settings
-that give the state its meaning, and an id of the pseudonymization key), the held pings (device
-keys, times, operator classes, H3 cells) and the engine's device state in portable terms (H3
-cells, operator names). :func:`restore` refuses a blob written with another window length,
-lateness, H3 resolution or key, naming the difference, rather than resuming into wrong figures.
+that give the state its meaning, an id of the pseudonymization key and, when the writer gives
+one, the tally parts of the deployment's :class:`~stream.estimate.fingerprint.Fingerprint`),
+the held pings (device
+keys, times, operator classes, H3 cells: only those after the next window end or night close,
+so at most about ``--lateness`` of the stream), the devices behind the watermark (``wm_key``,
+``wm_ts``) and the engine's device state in portable terms (H3 cells, operator names; evicted
+devices are not in it). :func:`restore` refuses a blob written with another window length,
+lateness, watermark device count, H3 resolution, key or fingerprint, naming the difference,
+rather than resuming into wrong figures.
+
+Versions: 2 (this one). A version-1 blob (every ping of the open window held, the watermark
+the latest ping's time) is still restored: its held pings before the next seal go into the
+engine and the watermark's devices are rebuilt from the state.
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stream.decode.validate import PingBatch
+from stream.estimate.fingerprint import Fingerprint, describe_difference
 
 if TYPE_CHECKING:
     from stream.estimate.partition import PartitionState
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointMismatchError(ValueError):
@@ -36,8 +47,9 @@ def key_id(secret: bytes) -> str:
     return hashlib.blake2b(b"defacto checkpoint key id", key=secret[:64], digest_size=8).hexdigest()
 
 
-def write(ps: PartitionState) -> bytes:
-    """The checkpoint blob of a partition state."""
+def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
+    """The checkpoint blob of a partition state; with ``fingerprint``, its tally parts (the
+    settings that give the state its meaning) are recorded in the blob."""
     held = ps.windows.held() or PingBatch(
         np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int64))
     meta = {
@@ -45,39 +57,70 @@ def write(ps: PartitionState) -> bytes:
         "next_offset": ps.next_offset, "closed_until": ps.closed_until,
         "position": ps.windows.position(),
         "every_ms": ps.settings.every_ms, "lateness_ms": ps.settings.lateness_ms,
+        "watermark_devices": ps.settings.watermark_devices,
         "res": ps.engine.config.res, "key_id": ps.key_id,
     }
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint.tally().to_json()
     state = ps.engine.export_state()
+    wm_key, wm_ts = ps.windows.watermark_devices()
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)),
              held_key=held.device_key, held_ts=held.ts_ms, held_opclass=held.opclass,
-             held_cell=ps.engine.cells.cell[held.loc],
+             held_cell=ps.engine.cells.cell[held.loc], wm_key=wm_key, wm_ts=wm_ts,
              **{f"state_{k}": v for k, v in state.items()})
     return buf.getvalue()
 
 
-def restore(ps: PartitionState, blob: bytes) -> None:
+def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = None) -> None:
     """Load a checkpoint blob into a fresh partition state.
 
     Raises ``ValueError`` for an unsupported version and :class:`CheckpointMismatchError` when
-    the blob was written with other settings or another key.
+    the blob was written with other settings (``fingerprint``'s tally parts, when both it and
+    the blob have them) or another key, naming the difference.
     """
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
-        if meta.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint version {meta.get('version')} is not supported")
+        version = meta.get("version")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"checkpoint version {version} is not supported")
         if (meta["every_ms"], meta["lateness_ms"]) != (ps.settings.every_ms, ps.settings.lateness_ms):
             raise CheckpointMismatchError("it was taken with another --every or --lateness")
+        devices = meta.get("watermark_devices", ps.settings.watermark_devices)
+        if devices != ps.settings.watermark_devices:
+            raise CheckpointMismatchError(
+                f"it was taken with a watermark of {devices} devices, not "
+                f"{ps.settings.watermark_devices}")
         if meta["res"] != ps.engine.config.res:
             raise CheckpointMismatchError(f"it was taken at H3 resolution {meta['res']}")
         if meta["key_id"] != ps.key_id:
             raise CheckpointMismatchError(
                 "it was taken with another pseudonymization key (after a key rotation, start "
                 "with a new --prefix: state restarts)")
+        if fingerprint is not None and "fingerprint" in meta:
+            why = describe_difference(Fingerprint.from_json(meta["fingerprint"]),
+                                      fingerprint.tally(), "in the checkpoint", "here")
+            if why:
+                raise CheckpointMismatchError(f"it was taken with other settings: {why}")
         ps.engine.restore_state({k[6:]: z[k] for k in z.files if k.startswith("state_")})
         held_loc = ps.engine.cells.locate(z["held_cell"])
-        held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc,
-                         row=np.zeros(len(held_loc), np.int64))
-    ps.windows.resume(meta["position"], held)
+        held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc)
+        top = (z["wm_key"], z["wm_ts"]) if "wm_key" in z.files else _latest_devices(ps, held)
+    ps.windows.resume(meta["position"], held, top)
     ps.next_offset = int(meta["next_offset"])
     ps.closed_until = meta["closed_until"]
+
+
+def _latest_devices(ps: PartitionState, held: PingBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The watermark's devices rebuilt from a restored state and its held pings (a version-1
+    checkpoint): each device's latest accepted time is its stamp's or a held ping's."""
+    st = ps.engine.state
+    ts, _ = st.last_seen()
+    keys = np.concatenate([st.index.keys[: st.n_devices], held.device_key])
+    times = np.concatenate([ts, held.ts_ms])
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    last = np.r_[keys[1:] != keys[:-1], True] if keys.size else np.zeros(0, dtype=bool)
+    keys, times = keys[last], times[last]
+    best = np.lexsort((keys, -times))[: ps.settings.watermark_devices]
+    return keys[best], times[best]

@@ -6,8 +6,11 @@ watermark, too-late pings), but instead of publishing a snapshot when a window c
 :class:`~estimators.tally.Tally`, which the publisher sums over all partitions. It has no Kafka,
 Redis or asyncio in it: the worker hands it message values with their offsets.
 
-Recovery: :meth:`checkpoint` captures everything (device state, held pings, window position and
-the next offset to read) as one binary blob (:mod:`stream.estimate.checkpoint`). A restored
+Recovery: :meth:`checkpoint` captures everything (device state, held pings, window position, the
+devices behind the watermark and the next offset to read) as one binary blob
+(:mod:`stream.estimate.checkpoint`). Its size follows the devices the figures can still use
+(evicted devices are not in it) plus the pings held after the next window end or night close
+(about ``--lateness`` of the partition's stream), not the length of the open window. A restored
 partition skips messages below that offset, so a message delivered twice (at-least-once delivery
 after a crash or a rebalance) changes nothing, and it re-derives the same tallies from the same
 messages, so rewriting a tally is harmless.

@@ -2,12 +2,28 @@
 
 Pings are applied in tumbling windows: the window ending at boundary ``b`` (every ``every_ms``,
 aligned to UTC) holds exactly the accepted pings with ``ts < b``. Input may be lightly out of
-order: a ping is held until the watermark (the latest accepted event time minus ``lateness_ms``)
-passes its window. Pings that arrive after their window was closed are rejected as ``too_late``;
-pings far ahead of the stream (``ts_ahead_of_stream``) would drag the watermark forward and are
-rejected too. When a window closes, :class:`EventTimeWindows` calls ``on_window(boundary)``: a
-replay publishes a snapshot there, a live partition keeps a tally. The same rules drive both,
-which is what makes them agree.
+order; a window closes when the *watermark* passes its end.
+
+**Watermark.** The stream's time is the ``watermark_devices``-th latest of the devices' latest
+accepted event times (10 distinct devices by default), and the watermark is that time minus
+``lateness_ms`` (or a producer's watermark, if later). A few devices with fast clocks therefore
+cannot move it: they would need to be ``watermark_devices`` at once. While fewer devices have
+been seen, the stream's time is the earliest of their latest times (all of them have reached it;
+with a single device, only producer watermarks and the end of input close windows).
+
+**Seals.** Window ends, and the night closes at which the engine evaluates usual residence
+(:meth:`~estimators.engine.Engine.night_closes_until`), are *seals*: once the watermark passes
+one, pings before it are ``too_late``. Accepted pings before the next seal go into the engine
+at once; only pings after it are held (in memory and in checkpoints), so what is held is bounded
+by the lateness, not by the window length. When the watermark passes a seal, the held pings
+before it are ingested, and at a window end :class:`EventTimeWindows` calls ``on_window(b)``: a
+replay publishes a snapshot there, a live partition keeps a tally.
+
+**Guards.** Pings far ahead of the stream's latest time (``ts_ahead_of_stream``) are rejected,
+and pings whose cell finds no room in the engine's cell table (``too_many_cells``). Every rule is
+evaluated per ping in arrival order, as if pings came one at a time, so the outcome does not
+depend on how input is chunked; the same rules drive replay and live, which is what makes them
+agree.
 """
 
 from __future__ import annotations
@@ -25,28 +41,36 @@ from stream.decode.validate import PingBatch
 from stream.timefmt import iso_utc
 
 REANCHOR_PINGS = 10
+WATERMARK_DEVICES = 10
+MIN_DEVICES = 2
+NEVER = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
 class WindowSettings:
     """Windowing settings; a live worker's must equal the replay's for the two to agree.
 
-    ``every_ms``: window length (UTC-aligned); ``lateness_ms``: how far behind the latest event
-    time a ping may arrive and still count; ``max_jump_ms``: pings further ahead of the stream
-    are ``ts_ahead_of_stream``; ``max_future_ms``: pings (and watermarks) further ahead of the
-    wall clock are rejected. Raises ``ValueError`` for a non-positive window or negative lateness.
+    ``every_ms``: window length (UTC-aligned); ``lateness_ms``: how far behind the stream's time
+    a ping may arrive and still count; ``max_jump_ms``: pings further ahead of the stream are
+    ``ts_ahead_of_stream``; ``max_future_ms``: pings (and watermarks) further ahead of the wall
+    clock are rejected; ``watermark_devices``: how many distinct devices' latest times the
+    stream's time needs (the watermark follows the ``watermark_devices``-th latest). Raises
+    ``ValueError`` for a non-positive window or device count, or a negative lateness.
     """
 
     every_ms: int = HOUR_MS
     lateness_ms: int = 10 * MINUTE_MS
     max_jump_ms: int = 6 * HOUR_MS
     max_future_ms: int = HOUR_MS
+    watermark_devices: int = WATERMARK_DEVICES
 
     def __post_init__(self) -> None:
         if self.every_ms <= 0:
             raise ValueError("snapshot interval must be positive")
         if self.lateness_ms < 0:
             raise ValueError("lateness must not be negative")
+        if self.watermark_devices < 1:
+            raise ValueError("the watermark needs at least one device")
 
 
 @dataclass
@@ -74,9 +98,11 @@ class EventTimeWindows:
     Parameters
     ----------
     engine : Engine
-        Receives the pings of each window before ``on_window`` is called for it.
+        Receives the accepted pings (at once, or at the seal they wait for) before ``on_window``
+        is called for the window that holds them.
     settings : WindowSettings
-        Window length, lateness and the guards against times far ahead.
+        Window length, lateness, the watermark's device count and the guards against times far
+        ahead.
     on_window : callable(boundary_ms) -> None
         Called for each closed window, in order, with its end (UTC ms): the engine then holds
         exactly the accepted pings with ``ts < boundary_ms``.
@@ -103,10 +129,17 @@ class EventTimeWindows:
         self.on_window = on_window
         self.stats = WindowStats()
         self._pending: list[PingBatch] = []
+        self._held_min: int | None = None  # earliest held ping
         self._next_boundary: int | None = None
         self._published_until: int | None = None
-        self._max_ts: int | None = None
+        self._sealed: int | None = None  # the latest seal (window end or night close) passed
+        self._max_ts: int | None = None  # latest accepted time (or watermark): the ahead guard
+        self._floor: int | None = None  # latest producer watermark
         self._ahead_run = 0
+        # the stream's time: the latest times of the ``watermark_devices`` latest devices
+        self._top_key = np.zeros(0, dtype=np.uint64)
+        self._top_ts = np.zeros(0, dtype=np.int64)
+        engine.hold_locations(self._held_locations)
 
     def _reject(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:
@@ -145,26 +178,37 @@ class EventTimeWindows:
             in_range &= ts < self.end_ms
         self._reject_rows(batch, ~in_range, source, "outside_period",
                           "ts outside the requested --from/--to period")
+        no_room = in_range & (batch.loc < 0)
+        if no_room.any():  # rejected before any rule that a ping moves (room is no event time)
+            self._reject_rows(batch, no_room, source, "too_many_cells",
+                              f"no room for another H3 cell at res {self.engine.config.res} "
+                              f"(at most {self.engine.cells.capacity:,} in use at once)")
+            in_range &= ~no_room
         if self._max_ts is None:
             # the first ping anchors the stream (ts_in_future guards it against the clock)
             self._max_ts = int(ts[np.argmax(in_range)]) if in_range.any() else None
         if self._max_ts is None:
             return
-        ahead, before = self._ahead_of_stream(ts, in_range)
+        ahead = self._ahead_of_stream(ts, in_range)
         self._reject_rows(batch, ahead, source, "ts_ahead_of_stream",
                           f"ts more than {self.max_jump_ms // SECOND_MS} s ahead of the stream")
         ok = in_range & ~ahead
         if self._next_boundary is None and ok.any():
             first = self.start_ms if self.start_ms is not None else int(ts[np.argmax(ok)])
             self._next_boundary = (first // self.every_ms + 1) * self.every_ms
+            self.engine.start_nights(first)
+        top, passed = None, None
         if self._next_boundary is not None:
-            # the windows closed by the time each ping arrives (as if pings came one at a time),
+            # the seals passed by the time each ping arrives (as if pings came one at a time),
             # so which pings are too late does not depend on how the input was batched
-            closed = self._closed_before(before)
-            late = ok & (ts < closed)
-            self._reject_rows(batch, late, source, "too_late",
-                              "arrived after the snapshot covering its time was published")
-            ok &= ~late
+            sealed, top, passed = self._sealed_before(batch.device_key, ts, ok)
+            late = ok & (ts < sealed)
+            if late.any():
+                self._reject_rows(batch, late, source, "too_late",
+                                  "arrived after the watermark passed a window end or night "
+                                  "close before its time")
+                ok &= ~late
+                top = None
         good = batch.select(ok)
         if len(good) == 0:
             return
@@ -175,28 +219,32 @@ class EventTimeWindows:
         self.stats.last_ts_ms = hi if self.stats.last_ts_ms is None else max(
             hi, self.stats.last_ts_ms)
         self._max_ts = max(self._max_ts, hi)
-        self._pending.append(good)
-        self._advance(self._max_ts - self.lateness_ms)
+        self._top_key, self._top_ts = top or self._merge_top(good.device_key, good.ts_ms)
+        self._take(good)
+        mark = self.watermark()
+        if passed is not None:  # a seal passed mid-batch stays passed (the stream's time of a
+            mark = passed if mark is None else max(mark, passed)  # small stream can drop back)
+        self._advance(mark)
 
-    def _ahead_of_stream(self, ts: np.ndarray, in_range: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pings too far ahead of the latest event time before them, and that running maximum.
+    def _ahead_of_stream(self, ts: np.ndarray, in_range: np.ndarray) -> np.ndarray:
+        """Pings too far ahead of the latest accepted event time before them.
 
-        Rejected pings do not move the maximum, which makes this a sequential rule; the vector
+        Rejected pings do not move that time, which makes this a sequential rule; the vector
         pass is exact when nothing is ahead, the loop runs only when something is. After
         ``REANCHOR_PINGS`` pings in a row are ahead, the stream has moved on (or began with a
-        stale ping): the last of them becomes the new latest time.
+        stale ping): the last of them becomes the new latest time. (This guard only bounds
+        what is accepted; windows close by the watermark, which no single device moves.)
         """
         assert self._max_ts is not None
-        masked = np.where(in_range, ts, np.iinfo(np.int64).min)
+        masked = np.where(in_range, ts, NEVER)
         before = np.maximum.accumulate(np.concatenate([[self._max_ts], masked]))[:-1]
         ahead = in_range & (ts > before + self.max_jump_ms)
         if not ahead.any():
             if in_range.any():
                 self._ahead_run = 0
-            return ahead, before
+            return ahead
         running, run = self._max_ts, self._ahead_run
         for i, (t, use) in enumerate(zip(ts.tolist(), in_range.tolist(), strict=True)):
-            before[i] = running
             ahead[i] = False
             if not use:
                 continue
@@ -208,20 +256,186 @@ class EventTimeWindows:
             run = 0
             running = max(running, t)
         self._ahead_run = run
-        return ahead, before
+        return ahead
 
-    def _closed_before(self, before: np.ndarray) -> np.ndarray:
-        """For each ping, the end of the last window already closed when it arrives."""
-        assert self._next_boundary is not None
-        nb, every = self._next_boundary, self.every_ms
-        watermark = before - self.lateness_ms
-        k = np.floor_divide(watermark - nb, every)
-        closed = np.where(k >= 0, nb + k * every, np.iinfo(np.int64).min)
-        if self.end_ms is not None:
-            closed = np.minimum(closed, self.end_ms)
-        if self._published_until is not None:
-            closed = np.maximum(closed, self._published_until)
-        return closed
+    def stream_time(self) -> int | None:
+        """The ``watermark_devices``-th latest of the devices' latest accepted times; while
+        fewer devices have been seen (two at least), the earliest of their latest times (every
+        device has reached it). None before that."""
+        if len(self._top_ts) < min(MIN_DEVICES, self.settings.watermark_devices):
+            return None
+        return int(self._top_ts.min())
+
+    def watermark(self) -> int | None:
+        """Pings before it may still come only as ``too_late``: the stream's time minus the
+        lateness, or the latest producer watermark if later."""
+        t = self.stream_time()
+        mark = None if t is None else t - self.lateness_ms
+        if self._floor is not None:
+            mark = self._floor if mark is None else max(mark, self._floor)
+        return mark
+
+    def _merge_top(self, key: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``watermark_devices`` latest devices (key, latest time; latest first) once the
+        pings ``key``/``ts`` are added. Exact in the times: only the largest few pings are
+        looked at, as many as it takes to see that many distinct devices."""
+        need = self.settings.watermark_devices
+        if len(self._top_ts) >= need:
+            newer = ts > self._top_ts.min()
+            key, ts = key[newer], ts[newer]
+        if not len(key):
+            return self._top_key, self._top_ts
+        k = np.concatenate([self._top_key, key])
+        t = np.concatenate([self._top_ts, ts])
+        take = 4 * need
+        while True:
+            pick = (np.arange(len(t)) if take >= len(t)
+                    else np.argpartition(t, len(t) - take)[len(t) - take:])
+            order = np.lexsort((t[pick], k[pick]))  # by device, then time: the last is its max
+            pk, pt = k[pick][order], t[pick][order]
+            last = np.r_[pk[1:] != pk[:-1], True]
+            if last.sum() >= need or take >= len(t):
+                break
+            take *= 4
+        dk, dt = pk[last], pt[last]
+        best = np.lexsort((dk, -dt))[:need]
+        return dk[best], dt[best]
+
+    def _seals_until(self, mark: int) -> list[int]:
+        """The seals not passed yet, up to ``mark`` included, in order."""
+        seals = set(self.engine.night_closes_until(mark))
+        b = self._next_boundary
+        while b is not None and b <= mark and (self.end_ms is None or b <= self.end_ms):
+            seals.add(b)
+            b += self.every_ms
+        return sorted(seals)
+
+    def _next_seal(self) -> int | None:
+        """The next seal: the next window end (unless past ``end_ms``) or night close."""
+        options = [c for c in (self.engine.next_night_close_ms(),) if c is not None]
+        b = self._next_boundary
+        if b is not None and (self.end_ms is None or b <= self.end_ms):
+            options.append(b)
+        return min(options) if options else None
+
+    def _sealed_before(self, key: np.ndarray, ts: np.ndarray, ok: np.ndarray
+                       ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], int | None]:
+        """For each ping, the latest seal passed when it arrives (``NEVER``: none), as if the
+        pings came one at a time: a seal is passed after the ping that makes the watermark
+        reach it. Only ``ok`` pings move the watermark (a too-late ping never could: it is
+        older than every seal ahead). Also returns the latest devices after the ``ok`` pings
+        and the last seal passed in the batch (None: none)."""
+        out = np.full(len(ts), NEVER if self._sealed is None else self._sealed, dtype=np.int64)
+        top = self._merge_top(key[ok], ts[ok])
+        n_top = min(MIN_DEVICES, self.settings.watermark_devices)
+        if len(self._top_ts) >= self.settings.watermark_devices:
+            reach = int(top[1].min())  # the watermark only grows: its final value bounds it
+        elif len(top[1]) >= n_top:
+            reach = int(max(top[1].max(), ts[ok].max() if ok.any() else NEVER))
+        else:
+            reach = None
+        bound = None if reach is None else reach - self.lateness_ms
+        if self._floor is not None:
+            bound = self._floor if bound is None else max(bound, self._floor)
+        passed = None
+        if bound is None:
+            return out, top, passed
+        seals = self._seals_until(bound)
+        counts = ok
+        while True:
+            sealed, passed = out.copy(), None
+            for seal in seals:
+                at = self._crossing(seal, key, ts, counts)
+                if at is None:
+                    break
+                sealed[at + 1:] = seal
+                passed = seal
+            if len(self._top_ts) >= self.settings.watermark_devices:
+                return sealed, top, passed
+            # a small stream counts the devices seen, and a too-late ping's device is not seen:
+            # drop those pings and pass again, until nothing changes (the first difference
+            # would come after pings on which both passes agree: this is the one-at-a-time rule)
+            accepted = ok & (ts >= sealed)
+            if np.array_equal(accepted, counts):
+                return sealed, top, passed
+            counts = accepted
+
+    def _crossing(self, seal: int, key: np.ndarray, ts: np.ndarray, ok: np.ndarray) -> int | None:
+        """Index of the ping after which the watermark first reaches ``seal`` (-1: before the
+        batch; None: not in this batch): the ping that brings the ``watermark_devices``-th
+        distinct device (or, in a smaller stream, the last device seen) to ``seal + lateness``."""
+        if self._floor is not None and self._floor >= seal:
+            return -1
+        n_wm = self.settings.watermark_devices
+        v = seal + self.lateness_ms
+        counted = self._top_ts >= v
+        reached = int(counted.sum())
+        sel = np.flatnonzero(ok & (ts >= v))
+        if counted.any():
+            sel = sel[~np.isin(key[sel], self._top_key[counted])]
+        if len(self._top_ts) >= n_wm:  # the common case: enough devices already
+            need = n_wm - reached
+            if need <= 0:
+                return -1
+            take = 4 * need
+            while True:
+                part = sel[:take]
+                _, first = np.unique(key[part], return_index=True)
+                if len(first) >= need or take >= len(sel):
+                    break
+                take *= 4
+            return int(part[np.sort(first)[need - 1]]) if len(first) >= need else None
+        # a small stream so far: devices seen (F) and devices at v (G) by each ping
+        n_min = min(MIN_DEVICES, n_wm)
+        seen = len(self._top_ts)
+        if seen >= n_min and reached >= seen:
+            return -1
+        idx = np.flatnonzero(ok)
+        new = idx[~np.isin(key[idx], self._top_key)]
+        _, first_new = np.unique(key[new], return_index=True)
+        new_first = np.sort(new[first_new])
+        _, first_v = np.unique(key[sel], return_index=True)
+        at_v = np.sort(sel[first_v])
+        g = reached + np.arange(1, len(at_v) + 1)
+        f = seen + np.searchsorted(new_first, at_v, side="right")
+        hit = np.flatnonzero((g >= np.minimum(n_wm, f)) & (f >= n_min))
+        return int(at_v[hit[0]]) if hit.size else None
+
+    def _take(self, good: PingBatch) -> None:
+        """Ingest the accepted pings before the next seal at once; hold the rest."""
+        seal = self._next_seal()
+        now = good.ts_ms < seal if seal is not None else np.ones(len(good), dtype=bool)
+        if now.all():
+            self.engine.ingest(good.device_key, good.ts_ms, good.opclass, good.loc)
+            return
+        if now.any():
+            self.engine.ingest(good.device_key[now], good.ts_ms[now], good.opclass[now],
+                               good.loc[now])
+        later = ~now
+        self._hold(PingBatch(good.device_key[later], good.ts_ms[later], good.opclass[later],
+                             good.loc[later]))
+
+    def _hold(self, batch: PingBatch) -> None:
+        if len(batch):
+            self._pending.append(batch)
+            low = int(batch.ts_ms.min())
+            self._held_min = low if self._held_min is None else min(self._held_min, low)
+
+    def _release(self, before_ms: int | None) -> None:
+        """Ingest the held pings with ``ts < before_ms`` (all of them for None)."""
+        if self._held_min is None or (before_ms is not None and self._held_min >= before_ms):
+            return
+        pending = _concat(self._pending)
+        assert pending is not None
+        self._pending, self._held_min = [], None
+        now = pending.ts_ms < before_ms if before_ms is not None else np.ones(len(pending), bool)
+        self.engine.ingest(pending.device_key[now], pending.ts_ms[now], pending.opclass[now],
+                           pending.loc[now])
+        self._hold(pending.select(~now))
+
+    def _held_locations(self) -> np.ndarray:
+        return np.concatenate([b.loc for b in self._pending]) if self._pending else \
+            np.zeros(0, dtype=np.int64)
 
     def advance_to(self, watermark_ms: int) -> None:
         """A source's promise that no ping older than ``watermark_ms`` follows: close windows.
@@ -230,28 +444,24 @@ class EventTimeWindows:
         """
         if self._next_boundary is None:
             self._next_boundary = (watermark_ms // self.every_ms) * self.every_ms
+            self.engine.start_nights(watermark_ms)
         self._max_ts = watermark_ms if self._max_ts is None else max(self._max_ts, watermark_ms)
-        self._advance(watermark_ms)
+        self._floor = watermark_ms if self._floor is None else max(self._floor, watermark_ms)
+        self._advance(self.watermark())
 
-    def _advance(self, watermark: int) -> None:
-        while self._next_boundary is not None and self._next_boundary <= watermark:
-            if self.end_ms is not None and self._next_boundary > self.end_ms:
-                break
-            self._emit(self._next_boundary)
-            self.stats.windows += 1
-            self._published_until = self._next_boundary
-            self._next_boundary += self.every_ms
-
-    def _emit(self, boundary: int) -> None:
-        pending = _concat(self._pending)
-        self._pending = []
-        if pending is not None:
-            now = pending.ts_ms < boundary
-            self.engine.ingest(pending.device_key[now], pending.ts_ms[now],
-                               pending.opclass[now], pending.loc[now])
-            if not now.all():
-                self._pending = [pending.select(~now)]
-        self.on_window(boundary)
+    def _advance(self, mark: int | None) -> None:
+        """Pass every seal up to ``mark``: ingest the pings held before it, evaluate the night
+        (the engine does, when one closes there) and publish the window that ends there."""
+        while mark is not None and (seal := self._next_seal()) is not None and seal <= mark:
+            self._release(seal)
+            self.engine.evaluate_nights_until(seal)
+            if seal == self._next_boundary:
+                self.on_window(seal)
+                self.stats.windows += 1
+                self._published_until = seal
+                self._next_boundary += self.every_ms
+            self._sealed = seal
+        self._release(self._next_seal())
 
     def finish(self, last_ts_ms: int | None = None) -> None:
         """End of input: close every remaining window up to the last ping (or ``end_ms``).
@@ -269,10 +479,7 @@ class EventTimeWindows:
 
     def apply_all(self) -> None:
         """Ingest every held ping without closing a window (calibration, at the period end)."""
-        pending = _concat(self._pending)
-        self._pending = []
-        if pending is not None:
-            self.engine.ingest(pending.device_key, pending.ts_ms, pending.opclass, pending.loc)
+        self._release(None)
 
     @property
     def latest_ts_ms(self) -> int | None:
@@ -280,24 +487,45 @@ class EventTimeWindows:
         return self._max_ts
 
     def held(self) -> PingBatch | None:
-        """Accepted pings waiting for their window to close (part of a checkpoint)."""
+        """Accepted pings waiting for a seal to pass (part of a checkpoint)."""
         return _concat(self._pending)
 
+    def watermark_devices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The latest devices behind the stream's time: keys (uint64) and latest times (int64)
+        (part of a checkpoint)."""
+        return self._top_key.copy(), self._top_ts.copy()
+
     def position(self) -> dict[str, int | None]:
-        """Where the windows stand (with :meth:`held`, everything needed to resume exactly)."""
+        """Where the windows stand (with :meth:`held` and :meth:`watermark_devices`,
+        everything needed to resume exactly)."""
         return {"next_boundary": self._next_boundary, "published_until": self._published_until,
                 "max_ts": self._max_ts, "ahead_run": self._ahead_run,
-                "first_ts": self.stats.first_ts_ms, "last_ts": self.stats.last_ts_ms}
+                "first_ts": self.stats.first_ts_ms, "last_ts": self.stats.last_ts_ms,
+                "sealed": self._sealed, "floor": self._floor}
 
-    def resume(self, position: dict[str, int | None], held: PingBatch | None) -> None:
-        """Continue from a :meth:`position` and its held pings (on fresh windows)."""
+    def resume(self, position: dict[str, int | None], held: PingBatch | None,
+               top: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Continue from a :meth:`position`, its held pings and watermark devices (on fresh
+        windows whose engine holds the rest of the state).
+
+        Held pings before the next seal (a checkpoint of an earlier version held every ping of
+        the open window) are ingested, and seals the watermark has passed are passed.
+        """
         self._next_boundary = position["next_boundary"]
         self._published_until = position["published_until"]
         self._max_ts = position["max_ts"]
         self._ahead_run = int(position["ahead_run"] or 0)
         self.stats.first_ts_ms = position["first_ts"]
         self.stats.last_ts_ms = position["last_ts"]
-        self._pending = [held] if held is not None and len(held) else []
+        self._sealed = position.get("sealed", self._published_until)
+        self._floor = position.get("floor")
+        if top is not None:
+            self._top_key = np.asarray(top[0], dtype=np.uint64)
+            self._top_ts = np.asarray(top[1], dtype=np.int64)
+        self._pending, self._held_min = [], None
+        if held is not None:
+            self._hold(held)
+        self._advance(self.watermark())
 
     def describe_period(self) -> str:
         """The event-time span of accepted pings, for messages."""

@@ -52,6 +52,27 @@ class WorkerMetrics:
                                    "Offsets skipped because Kafka no longer held them", registry=r)
         self.partitions = Gauge("defacto_partitions_assigned", "Partitions this worker holds",
                                 registry=r)
+        self.partition_stopped = Gauge(
+            "defacto_partition_stopped",
+            "1 for a partition this worker stopped for good: reason topic_recreated (its topic is "
+            "not the one its state came from) or partition_count (not the deployment's)",
+            ["partition", "reason"], registry=r)
+        self.publish_refused = Gauge(
+            "defacto_publish_refused",
+            "1 while the next window cannot be published: reason settings_mismatch (a tally "
+            "taken with other settings)", ["reason"], registry=r)
+        self.windows_skipped = Counter(
+            "defacto_windows_skipped_total",
+            "Windows never published because a partition's tally was gone (missing_tally)",
+            ["reason"], registry=r)
+        self.windows_skipped.labels("missing_tally")  # exported at 0: increase() sees the first
+        self.redis_data_lost = Counter(
+            "defacto_redis_data_lost_total",
+            "Times Redis was found to have lost defacto's keys (state rewritten by this worker)",
+            registry=r)
+        self.redis_eviction_unsafe = Gauge(
+            "defacto_redis_eviction_unsafe",
+            "1 when Redis's maxmemory-policy may evict defacto's keys", registry=r)
         fig = ["region"]
         self.present = Gauge("defacto_present_population", "People present now", fig, registry=r)
         self.resident = Gauge("defacto_resident_population", "People living here (de facto)",

@@ -22,8 +22,22 @@ class RedisKeys:
         return ":".join([self.prefix, *map(str, parts)])
 
     def tally(self, at_ms: int) -> str:
-        """Hash partition → tally blob of the window ending at ``at_ms``."""
+        """Hash partition → tally blob of the window ending at ``at_ms`` (deleted when the
+        window is published)."""
         return self.key("tally", at_ms)
+
+    @property
+    def deployment(self) -> str:
+        """Hash ``epoch`` (a random id of this generation of the keys), ``fingerprint`` (JSON
+        of the settings every worker must share), ``digest``, ``since``: written once by the
+        first worker; a worker that finds it gone or changed knows Redis lost its data."""
+        return self.key("deployment")
+
+    @property
+    def first_window(self) -> str:
+        """Hash partition → end of the first window that partition tallied (ms): a published
+        window must hold the tally of every partition whose first window is not after it."""
+        return self.key("first_window")
 
     @property
     def closed(self) -> str:
@@ -75,7 +89,8 @@ class RedisKeys:
         return self.key("announce")
 
     def checkpoint(self, partition: int) -> str:
-        """Hash {offset, data}: the partition's resumable state."""
+        """Hash {offset, data, topic_id, fingerprint}: the partition's resumable state, the id
+        of the topic it was read from and the settings it was taken under."""
         return self.key("checkpoint", partition)
 
     @property

@@ -5,21 +5,40 @@ A window's snapshot is published once every partition has closed it: the tallies
 the estimate computed, and the snapshot, regions, cells, history, announcement and alerts are
 written in one MULTI/EXEC guarded by ``published_until`` (WATCH), so two workers racing to
 publish write it once, and a reader never sees half a snapshot.
+
+Shared state is checked, never assumed:
+
+- **Epoch.** The first worker writes ``P:deployment`` (a random ``epoch`` and the deployment's
+  :class:`~stream.estimate.fingerprint.Fingerprint`); every write checks the epoch in the same
+  atomic step (Lua or WATCH) and raises :class:`RedisStateLost` when it is gone or another, i.e.
+  when Redis lost its data (FLUSHDB, a restart without persistence). The worker then rewrites
+  what it holds (:mod:`stream.worker.runtime`).
+- **Settings.** A worker whose fingerprint differs from the pinned one is refused
+  (:class:`DeploymentMismatchError`, naming the difference), so ``--k``, the calibration and the
+  registry are the deployment's, not those of whichever worker publishes; each tally carries the
+  fingerprint of its settings and a window whose tallies differ is not published.
+- **Completeness.** A window is published only when its tally hash holds every partition that
+  has tallied since before it (``P:first_window``); a window one of whose tallies is gone
+  although the partition closed it can never be published exactly and is skipped, loudly.
+- **Eviction.** :func:`eviction_problem` reads Redis's ``maxmemory-policy``: a policy that may
+  drop keys is refused at start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h3
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from estimators.alerts import GapAlert
 from estimators.engine import Engine
@@ -27,6 +46,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
+from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
 from stream.publish.redis_keys import RedisKeys, health_field
 from stream.publish.snapshot import build_snapshot, gap_alerts
@@ -36,33 +56,147 @@ log = logging.getLogger("defacto.publish")
 HISTORY_FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
 """The figures kept per region in ``P:history`` (the dashboard's chart)."""
 
-_SAVE_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 'offset')
-if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'data', ARGV[2])
+_EPOCH_OK = "if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return -1 end\n"
+"""Lua prologue of every write: KEYS[1] is ``P:deployment``, ARGV[1] the epoch this worker
+joined; -1 means Redis no longer holds that generation of the keys."""
+
+CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'fingerprint', ARGV[2], 'digest', ARGV[3],
+             'since', ARGV[4])
+end
+return redis.call('HMGET', KEYS[1], 'epoch', 'fingerprint', 'digest', 'since')
+"""
+"""Create ``P:deployment`` unless it exists; return its epoch, fingerprint, digest and since."""
+
+_SAVE_IF_NEWER = _EPOCH_OK + """
+local cur = redis.call('HGET', KEYS[2], 'offset')
+if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'data', ARGV[3], 'topic_id', ARGV[4],
+             'fingerprint', ARGV[5])
   return 1
 end
 return 0
 """
-_RAISE_FIELD = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+_WRITE_TALLIES = _EPOCH_OK + """
+-- KEYS: deployment, published_until, pending, closed, last_accepted, first_window, tally keys
+-- ARGV: epoch, partition, closed_until, last_accepted, first_window ('' = none), at/blob pairs
+local published = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local written = 0
+for i = 1, (#ARGV - 5) / 2 do
+  local at = ARGV[4 + 2 * i]
+  if tonumber(at) > published then
+    redis.call('HSET', KEYS[6 + i], ARGV[2], ARGV[5 + 2 * i])
+    redis.call('ZADD', KEYS[3], at, at)
+    written = written + 1
+  end
 end
+local function raise(key, value)
+  if value == '' then return end
+  local cur = redis.call('HGET', key, ARGV[2])
+  if (not cur) or tonumber(cur) < tonumber(value) then redis.call('HSET', key, ARGV[2], value) end
+end
+raise(KEYS[4], ARGV[3])
+raise(KEYS[5], ARGV[4])
+if ARGV[5] ~= '' then
+  local cur = redis.call('HGET', KEYS[6], ARGV[2])
+  if (not cur) or tonumber(cur) > tonumber(ARGV[5]) then redis.call('HSET', KEYS[6], ARGV[2], ARGV[5]) end
+end
+return written
+"""
+_WRITE_HEALTH = _EPOCH_OK + """
+-- KEYS: deployment, health, counts; ARGV: epoch, n health fields, field/value..., name/n...
+local n = tonumber(ARGV[2])
+for i = 1, n do redis.call('HSET', KEYS[2], ARGV[1 + 2 * i], ARGV[2 + 2 * i]) end
+for i = 3 + 2 * n, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
+_SET = _EPOCH_OK + """
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+PUBLISHED, ALREADY, SKIPPED, REFUSED = "published", "already", "skipped", "refused"
+"""What :meth:`SnapshotPublisher.try_publish` did with a window."""
+
+
+class RedisStateLost(Exception):  # noqa: N818 - a state, like ConnectionLost; not an error class
+    """Redis no longer holds the keys this worker joined (``P:deployment`` gone or another epoch):
+    FLUSHDB, a restart without persistence, eviction, or a hand-deleted key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Redis lost defacto's data: {key} is gone or was rewritten since this "
+                         "worker joined (FLUSHDB, a restart of Redis without persistence, "
+                         "eviction, or a deleted key)")
+
+
+class DeploymentMismatchError(ValueError):
+    """This worker's settings differ from those pinned for the deployment in Redis."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The ``P:deployment`` record: ``epoch``, pinned ``fingerprint`` (None: not recorded),
+    ``since`` (ISO time it was pinned) and whether this call ``created`` it."""
+
+    epoch: str
+    fingerprint: Fingerprint | None
+    since: str
+    created: bool
+
+
+def _text(v: bytes | str | None) -> str:
+    return v.decode() if isinstance(v, bytes) else (v or "")
+
+
+def deployment_from_claim(reply: Sequence[Any], token: str, mine: Fingerprint | None,
+                          key: str) -> Deployment:
+    """Read the reply of :data:`CLAIM_SCRIPT` and check it against this worker's fingerprint.
+
+    Raises :class:`DeploymentMismatchError` naming each setting that differs, what the operator
+    can do about it, and when the record was pinned.
+    """
+    epoch, theirs_json, _digest, since = (_text(v) for v in reply)
+    theirs = Fingerprint.from_json(theirs_json) if theirs_json else None
+    if mine is not None and theirs is not None and theirs != mine:
+        diff = describe_difference(mine, theirs, "here", "in the deployment")
+        tally_diff = mine.tally() != theirs.tally()
+        how = ("these change what tallies and checkpoints mean: run the new settings as a new "
+               "deployment (new --prefix and --group; README, Upgrades and changes)" if tally_diff
+               else f"to change them, stop every worker, delete the key (redis-cli DEL {key}) "
+                    "and start all workers with the new settings")
+        raise DeploymentMismatchError(
+            f"this worker's settings differ from the deployment's (Redis key {key}, pinned "
+            f"{since or 'earlier'} by the first worker): {diff}. Every worker must run with the "
+            f"same files and options; {how}")
+    return Deployment(epoch, theirs, since, created=epoch == token)
+
+
+def eviction_problem(info: dict[str, Any]) -> str | None:
+    """Why a Redis with this ``INFO memory`` may drop defacto's keys, or None.
+
+    Refused: any ``allkeys-*`` policy, and any policy but ``noeviction`` when ``maxmemory`` is
+    set: an evicted tally or checkpoint makes figures wrong without an error.
+    """
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    limit = int(info.get("maxmemory", 0) or 0)
+    if policy.startswith("allkeys-") or (limit > 0 and policy != "noeviction"):
+        shown = f"maxmemory {limit} bytes" if limit else "no maxmemory"
+        return (f"Redis may evict defacto's keys (maxmemory-policy {policy}, {shown}): an evicted "
+                "tally or checkpoint would make figures wrong without an error; set "
+                "maxmemory-policy noeviction (and persistence, appendonly yes)")
+    return None
 
 
 @dataclass(frozen=True)
 class PublishSettings:
-    """Where and how snapshots go to Redis: key ``prefix``, how long history and tallies are
-    kept, how many announcements and alert events the streams keep, and the gap alert
-    threshold (a fraction of the registry)."""
+    """Where and how snapshots go to Redis: key ``prefix``, how long history is kept, how many
+    announcements and alert events the streams keep, and the gap alert threshold (a fraction of
+    the registry). Tallies have no expiry: they are deleted when their window is published."""
 
     prefix: str = "defacto"
     history_s: int = 7 * DAY_S
     announcements: int = 10_000
-    tally_ttl_s: int = 2 * DAY_S
     gap_threshold: float = 0.10
     alert_log: int = 10_000
 
@@ -74,12 +208,20 @@ class SnapshotPublisher:
     calibration; ``partitions`` is the pings topic's partition count (a window is published
     once all of them closed it); ``every_ms`` the window length (UTC ms); ``registry`` region id
     → registered people; ``on_publish(snapshot, delay_s)`` is called after each publish with
-    the wall-clock delay behind the window's end.
+    the wall-clock delay behind the window's end; ``fingerprint`` the deployment's settings
+    (:func:`~stream.estimate.fingerprint.deployment_fingerprint`; None: not checked).
+
+    Every write joins the deployment first (:meth:`join`) and raises :class:`RedisStateLost`
+    once Redis lost the keys it joined; after that only an explicit :meth:`join` (the worker's
+    recovery) writes again. :attr:`refusal` is ``(reason, message)`` while the next window
+    cannot be published (``settings_mismatch``), else None; :attr:`skipped` counts windows
+    skipped by reason (``missing_tally``).
     """
 
     def __init__(self, client: aioredis.Redis, engine: Engine, partitions: int, every_ms: int,
                  registry: dict[str, int] | None, settings: PublishSettings,
-                 on_publish: Callable[[dict[str, Any], float], None] | None = None) -> None:
+                 on_publish: Callable[[dict[str, Any], float], None] | None = None,
+                 fingerprint: Fingerprint | None = None) -> None:
         self.redis = client
         self.keys = RedisKeys(settings.prefix)
         self.engine = engine
@@ -87,34 +229,134 @@ class SnapshotPublisher:
         self.every_ms = every_ms
         self.registry = registry
         self.settings = settings
+        self.fingerprint = fingerprint
+        self.tally_fingerprint = fingerprint.tally().to_json() if fingerprint else ""
         self.resolutions = engine.cell_resolutions
         self.on_publish = on_publish or (lambda _snap, _delay: None)
+        self.epoch: str | None = None
+        self.refusal: tuple[str, str] | None = None
+        self.skipped: Counter[str] = Counter()
+        self._claim = client.register_script(CLAIM_SCRIPT)
         self._save = client.register_script(_SAVE_IF_NEWER)
-        self._raise_field = client.register_script(_RAISE_FIELD)
+        self._write_tallies = client.register_script(_WRITE_TALLIES)
+        self._write_health = client.register_script(_WRITE_HEALTH)
+        self._set = client.register_script(_SET)
+
+    async def join(self) -> Deployment:
+        """Join the deployment: pin this worker's settings and a new epoch in ``P:deployment``
+        unless they are there, then write under that record's epoch.
+
+        Raises :class:`DeploymentMismatchError` when the pinned settings differ from this
+        worker's (naming each difference).
+        """
+        token = secrets.token_hex(8)
+        fp = self.fingerprint
+        reply = await self._claim(keys=[self.keys.deployment], args=[
+            token, fp.to_json() if fp else "", fp.digest if fp else "",
+            iso_utc(int(time.time()) * SECOND_MS)])
+        record = deployment_from_claim(reply, token, fp, self.keys.deployment)
+        self.epoch = record.epoch
+        return record
+
+    async def _joined(self) -> str:
+        if self.epoch is None:
+            await self.join()
+        assert self.epoch is not None
+        return self.epoch
+
+    def _lost(self, result: Any) -> None:
+        if result == -1:
+            raise RedisStateLost(self.keys.deployment)
+
+    async def eviction_problem(self) -> str | None:
+        """Why this Redis may drop defacto's keys (:func:`eviction_problem`), or None; a Redis
+        that does not answer ``INFO memory`` (a managed service that hides it) is None."""
+        try:
+            info = await self.redis.info("memory")
+        except ResponseError as exc:
+            log.warning("cannot read Redis's eviction policy (INFO memory: %s): make sure it is "
+                        "maxmemory-policy noeviction", exc)
+            return None
+        return eviction_problem(info)
 
     async def write_tallies(self, partition: int, tallies: list[Tally],
-                            closed_until: int | None, last_accepted_ms: int | None = None) -> None:
-        """Store a partition's tallies for closed windows; raise its closed and last-ping marks."""
-        pipe = self.redis.pipeline(transaction=True)
-        for t in tallies:
-            k = self.keys.tally(t.at_ms)
-            pipe.hset(k, str(partition), t.to_bytes())
-            pipe.expire(k, self.settings.tally_ttl_s)
-            pipe.zadd(self.keys.pending, {str(t.at_ms): t.at_ms})
-        await pipe.execute()
-        if closed_until is not None:
-            await self._raise_field(keys=[self.keys.closed], args=[partition, closed_until])
-        if last_accepted_ms is not None:
-            await self._raise_field(keys=[self.keys.last_accepted],
-                                     args=[partition, last_accepted_ms])
+                            closed_until: int | None, last_accepted_ms: int | None = None,
+                            first_window: int | None = None) -> int:
+        """Store a partition's tallies for closed windows (stamped with this worker's tally
+        fingerprint), raise its closed and last-ping marks and lower its first-window mark (to
+        ``first_window``, by default the earliest of ``tallies``), in one atomic step.
 
-    async def save_checkpoint(self, partition: int, offset: int, blob: bytes) -> bool:
-        """Store a partition checkpoint unless a newer one (higher offset) is already there."""
-        return bool(await self._save(keys=[self.keys.checkpoint(partition)], args=[offset, blob]))
+        Tallies of windows already published are dropped. Returns how many were stored; raises
+        :class:`RedisStateLost`.
+        """
+        epoch = await self._joined()
+        if first_window is None and tallies:
+            first_window = min(t.at_ms for t in tallies)
+        keys = [self.keys.deployment, self.keys.published_until, self.keys.pending,
+                self.keys.closed, self.keys.last_accepted, self.keys.first_window]
+        args: list[Any] = [epoch, partition, _opt(closed_until), _opt(last_accepted_ms),
+                           _opt(first_window)]
+        for t in tallies:
+            keys.append(self.keys.tally(t.at_ms))
+            args += [t.at_ms, replace(t, fingerprint=self.tally_fingerprint).to_bytes()
+                     if self.tally_fingerprint else t.to_bytes()]
+        written = await self._write_tallies(keys=keys, args=args)
+        self._lost(written)
+        return int(written)
+
+    async def load_tallies(self, partition: int) -> list[Tally]:
+        """The partition's tallies of windows not yet published, oldest first (a worker that
+        takes the partition over holds them, to rewrite them should Redis lose its data)."""
+        published = await self.published_until()
+        ends = await self.redis.zrangebyscore(self.keys.pending, "-inf", "+inf")
+        out = []
+        for at in sorted(int(e) for e in ends):
+            if published is not None and at <= published:
+                continue
+            blob = await self.redis.hget(self.keys.tally(at), str(partition))
+            if blob is not None:
+                out.append(Tally.from_bytes(blob))
+        return out
+
+    async def save_checkpoint(self, partition: int, offset: int, blob: bytes,
+                              topic_id: str | None = None) -> bool:
+        """Store a partition checkpoint, with the id of the topic it was read from and this
+        worker's tally fingerprint, unless a newer one (higher offset) is already there.
+        Raises :class:`RedisStateLost`."""
+        epoch = await self._joined()
+        saved = await self._save(keys=[self.keys.deployment, self.keys.checkpoint(partition)],
+                                 args=[epoch, offset, blob, topic_id or "",
+                                       self.tally_fingerprint])
+        self._lost(saved)
+        return bool(saved)
 
     async def load_checkpoint(self, partition: int) -> bytes | None:
         """The partition's latest checkpoint, if any."""
         return await self.redis.hget(self.keys.checkpoint(partition), "data")
+
+    async def load_checkpoint_record(self, partition: int) -> CheckpointRecord | None:
+        """The partition's latest checkpoint with what was stored beside it, if any."""
+        data, offset, topic_id, fingerprint = await self.redis.hmget(
+            self.keys.checkpoint(partition), "data", "offset", "topic_id", "fingerprint")
+        if data is None:
+            return None
+        fp = _text(fingerprint)
+        return CheckpointRecord(data, int(offset) if offset is not None else None,
+                                _text(topic_id) or None,
+                                Fingerprint.from_json(fp) if fp else None)
+
+    def checkpoint_problem(self, record: CheckpointRecord) -> str | None:
+        """What differs between the settings a checkpoint was taken under and this worker's
+        (``""``/None when equal or not recorded)."""
+        if record.fingerprint is None or self.fingerprint is None:
+            return None
+        return describe_difference(self.fingerprint.tally(), record.fingerprint.tally(),
+                                   "here", "in the checkpoint") or None
+
+    async def first_window_of(self, partition: int) -> int | None:
+        """End of the first window the partition tallied, if recorded."""
+        v = await self.redis.hget(self.keys.first_window, str(partition))
+        return int(v) if v is not None else None
 
     async def published_until(self) -> int | None:
         """End of the last published window (ms), if any."""
@@ -122,7 +364,11 @@ class SnapshotPublisher:
         return int(v) if v is not None else None
 
     async def try_publish(self) -> list[int]:
-        """Publish every window that all partitions have closed; returns the windows published."""
+        """Publish, in order, every window that all partitions have closed; returns the windows
+        published. Stops at a window that cannot be published (:attr:`refusal`). Raises
+        :class:`RedisStateLost` and :class:`DeploymentMismatchError` (see :meth:`join`)."""
+        await self._joined()
+        self._check_record(*await self.redis.hmget(self.keys.deployment, "epoch", "digest"))
         closed = {int(k): int(v) for k, v in (await self.redis.hgetall(self.keys.closed)).items()}
         if any(p not in closed for p in range(self.partitions)):
             return []
@@ -132,38 +378,91 @@ class SnapshotPublisher:
         # like the end of a replay: no window beyond the one holding the last accepted ping
         data_end = (max(last) // self.every_ms + 1) * self.every_ms
         ready_until = min(min(closed[p] for p in range(self.partitions)), data_end)
+        firsts = {int(k): int(v) for k, v in
+                  (await self.redis.hgetall(self.keys.first_window)).items()}
         done: list[int] = []
         ends = await self.redis.zrangebyscore(self.keys.pending, "-inf", ready_until)
+        refusal = None
         for at in sorted(int(e) for e in ends):
-            if await self._publish_one(at):
+            outcome, why = await self._publish_one(at, firsts)
+            if outcome == PUBLISHED:
                 done.append(at)
+            elif outcome == REFUSED:
+                refusal = why
+                break
+        if refusal is not None and refusal != self.refusal:
+            log.error("%s", refusal[1])
+        self.refusal = refusal
         return done
 
-    def _cells(self, est: Estimate) -> dict[int, dict[str, str]]:
-        """Present population per H3 cell at each published resolution ("null": suppressed)."""
-        out = {}
-        finest = (self.engine.config.res, (est.cell_id, est.cell_present))
-        for res, (ids, present) in [*est.coarse_cells.items(), finest]:
-            out[res] = {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
-                        for c, v in zip(ids.tolist(), present.tolist(), strict=True)}
-        return out
+    def _check_record(self, epoch: bytes | None, digest: bytes | None) -> None:
+        """Raise :class:`RedisStateLost` when the deployment record is not the one joined, and
+        :class:`DeploymentMismatchError` when its settings are not this worker's."""
+        if self.epoch is None or _text(epoch) != self.epoch:
+            raise RedisStateLost(self.keys.deployment)
+        if self.fingerprint is not None and _text(digest) not in ("", self.fingerprint.digest):
+            raise DeploymentMismatchError(
+                f"the deployment's settings (Redis key {self.keys.deployment}) were pinned again "
+                "by a worker with other settings: this worker stops publishing")
 
-    async def _publish_one(self, at_ms: int) -> bool:
+    def _tally_problem(self, blobs: dict[bytes, bytes], at_ms: int) -> tuple[list[Tally], str | None]:
+        """The window's tallies, and what makes them unfit to be summed with this worker's
+        settings (None when nothing does)."""
+        tallies = []
+        for field, blob in sorted(blobs.items()):
+            t = Tally.from_bytes(blob)
+            if t.fingerprint and self.tally_fingerprint and t.fingerprint != self.tally_fingerprint:
+                diff = describe_difference(Fingerprint.from_json(self.tally_fingerprint),
+                                           Fingerprint.from_json(t.fingerprint), "here",
+                                           f"in partition {_text(field)}'s tally")
+                return [], (f"window {iso_utc(at_ms)} not published: partition {_text(field)}'s "
+                            f"tally was taken with other settings ({diff}); a worker with other "
+                            "files or options wrote it: stop it, then the window is published "
+                            "once its partition is tallied again under the deployment's settings")
+            tallies.append(t)
+        return tallies, None
+
+    async def _publish_one(self, at_ms: int, firsts: dict[int, int]
+                           ) -> tuple[str, tuple[str, str] | None]:
         """Publish the window ending at ``at_ms`` unless another worker already did (WATCH on
-        ``published_until``); every key of the snapshot in one MULTI/EXEC."""
+        ``published_until``); every key of the snapshot in one MULTI/EXEC, the window's tallies
+        deleted in it. ``firsts``: partition → its first tallied window (a partition with none
+        recorded is required). Returns the outcome and, when refused, ``(reason, message)``."""
         pu_key = self.keys.published_until
+        tally_key = self.keys.tally(at_ms)
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(pu_key)
+                await pipe.watch(pu_key, self.keys.deployment)
+                epoch, digest = await pipe.hmget(self.keys.deployment, "epoch", "digest")
+                self._check_record(epoch, digest)
                 current = await pipe.get(pu_key)
                 if current is not None and int(current) >= at_ms:
+                    pipe.multi()
+                    pipe.zrem(self.keys.pending, str(at_ms))
+                    pipe.delete(tally_key)
+                    await pipe.execute()
+                    return ALREADY, None
+                blobs = await pipe.hgetall(tally_key)
+                have = {int(k) for k in blobs}
+                missing = [p for p in range(self.partitions)
+                           if p not in have and firsts.get(p, at_ms) <= at_ms]
+                if missing:
+                    pipe.multi()
+                    pipe.zrem(self.keys.pending, str(at_ms))
+                    pipe.delete(tally_key)
+                    await pipe.execute()
+                    self.skipped["missing_tally"] += 1
+                    log.error("window %s skipped, never published: the tally of partition(s) %s "
+                              "is gone although they closed the window (Redis lost it after the "
+                              "window was published, or it was evicted); the figures of that "
+                              "window cannot be rebuilt exactly", iso_utc(at_ms),
+                              ", ".join(map(str, missing)))
+                    return SKIPPED, None
+                tallies, problem = self._tally_problem(blobs, at_ms)
+                if problem is not None:
                     await pipe.unwatch()
-                    await self.redis.zrem(self.keys.pending, str(at_ms))
-                    return False
-                blobs = await pipe.hgetall(self.keys.tally(at_ms))
-                if not blobs:
-                    return False
-                tally = merge_tallies([Tally.from_bytes(b) for b in blobs.values()])
+                    return REFUSED, ("settings_mismatch", problem)
+                tally = merge_tallies(tallies)
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est)
                 flows = self.flows(tally, est)
@@ -184,11 +483,21 @@ class SnapshotPublisher:
                 pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)
                 pipe.zremrangebyscore(self.keys.pending, "-inf", at_ms)
+                pipe.delete(tally_key)
                 await pipe.execute()
             except WatchError:
-                return False
+                return ALREADY, None
         self.on_publish(snap, published_at - at_ms / SECOND_MS)
-        return True
+        return PUBLISHED, None
+
+    def _cells(self, est: Estimate) -> dict[int, dict[str, str]]:
+        """Present population per H3 cell at each published resolution ("null": suppressed)."""
+        out = {}
+        finest = (self.engine.config.res, (est.cell_id, est.cell_present))
+        for res, (ids, present) in [*est.coarse_cells.items(), finest]:
+            out[res] = {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
+                        for c, v in zip(ids.tolist(), present.tolist(), strict=True)}
+        return out
 
     def flows(self, tally: Tally, est: Estimate) -> dict[str, dict[str, Any]]:
         """The migration flows of a merged tally's published periods
@@ -251,8 +560,10 @@ class SnapshotPublisher:
                      "geometry": {"type": "MultiLineString", "coordinates": [
                          np.round(ring, 5).tolist() for ring in r.rings]}}
                     for r in regions.regions]
-        await self.redis.set(self.keys.geometry, json.dumps(
-            {"type": "FeatureCollection", "features": features}, separators=(",", ":")))
+        epoch = await self._joined()
+        self._lost(await self._set(keys=[self.keys.deployment, self.keys.geometry], args=[
+            epoch, json.dumps({"type": "FeatureCollection", "features": features},
+                              separators=(",", ":"))]))
 
     async def forget_health(self, partition: int) -> None:
         """Drop a partition's health fields (it was revoked; its next owner writes them)."""
@@ -261,16 +572,19 @@ class SnapshotPublisher:
 
     async def write_health(self, lags: dict[int, int], seen: dict[int, float],
                            counts: dict[str, int]) -> None:
-        """Record partitions' lag and last batch time, and add this worker's ping counts."""
-        pipe = self.redis.pipeline(transaction=True)
+        """Record partitions' lag and last batch time, and add this worker's ping counts (one
+        atomic step; raises :class:`RedisStateLost`)."""
+        epoch = await self._joined()
         fields = {health_field("lag", p): n for p, n in lags.items()}
         fields.update({health_field("seen", p): round(t, 3) for p, t in seen.items()})
-        if fields:
-            pipe.hset(self.keys.health, mapping=fields)
+        args: list[Any] = [epoch, len(fields)]
+        for kv in fields.items():
+            args += kv
         for name, n in counts.items():
             if n:
-                pipe.hincrby(self.keys.counts, name, n)
-        await pipe.execute()
+                args += [name, n]
+        self._lost(await self._write_health(
+            keys=[self.keys.deployment, self.keys.health, self.keys.counts], args=args))
 
     async def latest_flows(self) -> dict[str, dict[str, Any]]:
         """The migration flows published with the latest snapshot (see :meth:`flows`)."""
@@ -281,6 +595,21 @@ class SnapshotPublisher:
         """The latest published snapshot, if any."""
         body = await self.redis.get(self.keys.snapshot)
         return json.loads(body) if body else None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A stored checkpoint: its blob, the next ``offset``, the ``topic_id`` of the topic it was
+    read from and the tally ``fingerprint`` it was taken under (None: not recorded)."""
+
+    data: bytes
+    offset: int | None
+    topic_id: str | None
+    fingerprint: Fingerprint | None
+
+
+def _opt(v: int | None) -> str:
+    return "" if v is None else str(v)
 
 
 def _open_alerts(raw: dict[bytes, bytes]) -> dict[str, GapAlert]:
@@ -299,4 +628,5 @@ def _open_alerts(raw: dict[bytes, bytes]) -> dict[str, GapAlert]:
     return out
 
 
-__all__ = ["PublishSettings", "RedisError", "SnapshotPublisher"]
+__all__ = ["CheckpointRecord", "Deployment", "DeploymentMismatchError", "PublishSettings",
+           "RedisError", "RedisStateLost", "SnapshotPublisher", "eviction_problem"]

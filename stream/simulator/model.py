@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+from stream.simulator.foreign import ForeignStays, draw_stays
 from stream.simulator.geometry import TowerGrid, mix64
 from stream.simulator.scenario import Migration, Scenario, load_scenario
 
@@ -30,7 +31,7 @@ DEFAULT_CONCENTRATION = {True: 0.8, False: 0.0}
 _KEY_BITS = 21
 
 (_HOMES, _DEVICES, _VISITORS, _MIGRATION, _NAMES, _REFERENCE, _DAY, _HOUR, _GRID, _TEMPORARY,
- _CHURN) = range(1, 12)
+ _CHURN, _FOREIGN) = range(1, 13)
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -57,7 +58,8 @@ class HourChunk:
 
 @dataclass
 class People:
-    """State of every simulated person at the start: residents first, then visitors.
+    """State of every simulated person at the start: residents first, then visitors (the
+    ``[visitors]`` ones, then the last ``n_foreign``, of ``[foreign]``).
 
     Leaves are indices into ``Simulation.leaf_ids``. Non-workers have work = home. Visitors
     are present in [arrive_ms, depart_ms) (arrays indexed from the first visitor).
@@ -74,6 +76,7 @@ class People:
     n_residents: int
     arrive_ms: np.ndarray
     depart_ms: np.ndarray
+    n_foreign: int = 0
 
     @property
     def n_people(self) -> int:
@@ -298,17 +301,54 @@ def _visitors(scenario: Scenario, leaves: _Leaves, scale: float, start_ms: int, 
             "depart_ms": depart}
 
 
+def _foreign_visitors(scenario: Scenario, leaves: _Leaves, scale: float, start_ms: int,
+                      end_ms: int, rng: np.random.Generator,
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The ``[foreign]`` visitors as people columns (a lodging and an outing point in the leaf
+    they stay in), and their stays (:func:`stream.simulator.foreign.draw_stays`)."""
+    params = scenario.foreign
+    assert params is not None
+    if params.to is not None:
+        dest = np.zeros(len(leaves.ids))
+        for region_id, weight in params.to.items():
+            dest += weight * leaves.by_population(scenario.leaves_under(region_id))
+    else:
+        dest = _visitor_stock(scenario, leaves)
+    stays = draw_stays(params, dest, leaves.visitor_mcc, scale, start_ms, end_ms,
+                       scenario.utc_offset_h, rng)
+    leaf = stays["leaf"]
+    home_lat, home_lon = _sample_in_leaves(scenario, leaves, leaf, rng)
+    work_lat, work_lon = _sample_in_leaves(scenario, leaves, leaf, rng)
+    seasonal = stays["kind"] == 2
+    mob, out = scenario.mobility, scenario.visitors.day_out_share
+    go_weekday = np.where(seasonal, mob.attendance_weekday, out).astype(np.float32)
+    go_weekend = np.where(seasonal, mob.attendance_weekend, out).astype(np.float32)
+    return ({"home_leaf": leaf, "home_lat": home_lat, "home_lon": home_lon,
+             "work_leaf": leaf.copy(), "work_lat": work_lat, "work_lon": work_lon,
+             "go_weekday": go_weekday, "go_weekend": go_weekend,
+             "arrive_ms": stays["arrive_ms"], "depart_ms": stays["depart_ms"]}, stays)
+
+
 def _people(scenario: Scenario, leaves: _Leaves, scale: float, seed: int, start_ms: int,
-            end_ms: int) -> People:
-    """Residents followed by visitors, with non-workers' work point set to their home."""
+            end_ms: int) -> tuple[People, dict[str, np.ndarray] | None]:
+    """Residents followed by visitors, with non-workers' work point set to their home; and the
+    ``[foreign]`` stays (None without that section)."""
     res = _residents(scenario, leaves, scale, _stream(seed, _HOMES))
     vis = _visitors(scenario, leaves, scale, start_ms, end_ms, _stream(seed, _VISITORS))
-    cols = {k: np.concatenate([res[k], vis[k]]) for k in res}
+    parts, stays = [res, vis], None
+    if scenario.foreign is not None:
+        fvis, stays = _foreign_visitors(scenario, leaves, scale, start_ms, end_ms,
+                                        _stream(seed, _FOREIGN))
+        parts.append(fvis)
+    cols = {k: np.concatenate([part[k] for part in parts]) for k in res}
     idle = cols["work_leaf"] < 0
     for key in ("leaf", "lat", "lon"):
         cols[f"work_{key}"][idle] = cols[f"home_{key}"][idle]
+    visits = parts[1:]
     return People(**cols, n_residents=int(res["home_leaf"].size),
-                  arrive_ms=vis["arrive_ms"], depart_ms=vis["depart_ms"])
+                  arrive_ms=np.concatenate([v["arrive_ms"] for v in visits]),
+                  depart_ms=np.concatenate([v["depart_ms"] for v in visits]),
+                  n_foreign=0 if stays is None else int(stays["leaf"].size)), stays
 
 
 def _flow_moves(scenario: Scenario, leaves: _Leaves, flow: Migration, home_leaf: np.ndarray,
@@ -454,8 +494,9 @@ def _devices(scenario: Scenario, leaves: _Leaves, people: People, seed: int) -> 
     per_person = np.where(leaves.urban[home_leaf[:n_res]][:, None],
                           np.array(dev.per_person_urban), np.array(dev.per_person_rural))
     count = (rng.random(n_res)[:, None] > np.cumsum(per_person, axis=1)[:, :2]).sum(axis=1)
-    count = np.concatenate([count, np.ones(people.n_people - n_res, dtype=count.dtype)])
-    person = np.repeat(np.arange(people.n_people, dtype=np.int32), count)
+    n_people = people.n_people - people.n_foreign  # [foreign] visitors: _foreign_devices
+    count = np.concatenate([count, np.ones(n_people - n_res, dtype=count.dtype)])
+    person = np.repeat(np.arange(n_people, dtype=np.int32), count)
     first_of = np.cumsum(count) - count
     is_second = np.arange(person.size) > first_of[person]
     operator = np.zeros(person.size, dtype=np.int16)
@@ -472,6 +513,50 @@ def _devices(scenario: Scenario, leaves: _Leaves, people: People, seed: int) -> 
     rate = rng.lognormal(math.log(dev.rate_median_per_h), dev.rate_sigma, person.size)
     rate[person >= n_res] *= scenario.visitors.rate_factor
     return _Devices(person, operator, home_mcc, rate)
+
+
+def _foreign_devices(scenario: Scenario, leaves: _Leaves, people: People,
+                     stays: dict[str, np.ndarray], devices: _Devices, seed: int,
+                     ) -> tuple[_Devices, ForeignStays, tuple[np.ndarray, np.ndarray]]:
+    """``devices`` followed by the ``[foreign]`` visitors' devices: a roaming SIM each (home
+    MCC of the stay, a Kazakh operator by the leaf's market, the visitors' rate factor) and a
+    domestic SIM for those who buy one. Also the stays with their device indices, and each new
+    device's ping window ``[from, until)``: the roaming SIM until the switch (unless dual-SIM),
+    the local SIM from it."""
+    rng = _stream(seed, _FOREIGN, 1)
+    n = stays["leaf"].size
+    first = people.n_people - n
+    local = stays["switch_ms"] >= 0
+    per = 1 + local.astype(np.int64)
+    person = np.repeat(np.arange(first, people.n_people, dtype=np.int32), per)
+    base = devices.person.size
+    roaming = base + np.cumsum(per) - per
+    local_dev = np.where(local, roaming + 1, -1)
+    is_local = np.zeros(person.size, dtype=bool)
+    is_local[local_dev[local] - base] = True
+    leaf = stays["leaf"][person - first]
+    operator = np.zeros(person.size, dtype=np.int16)
+    for i in range(len(leaves.ids)):
+        idx = np.flatnonzero(leaf == i)
+        operator[idx] = _choose(rng, leaves.market[i], idx.size)
+    home_mcc = np.where(is_local, KZ_MCC, stays["mcc"][person - first]).astype(np.int32)
+    dev = scenario.devices
+    rate = rng.lognormal(math.log(dev.rate_median_per_h), dev.rate_sigma, person.size)
+    rate[~is_local] *= scenario.visitors.rate_factor
+    switch = stays["switch_ms"][person - first]
+    cut = (switch >= 0) & ~stays["dual"][person - first]
+    from_ms = np.where(is_local, switch, np.iinfo(np.int64).min)
+    until_ms = np.where(~is_local & cut, switch, np.iinfo(np.int64).max)
+    merged = _Devices(np.concatenate([devices.person, person]),
+                      np.concatenate([devices.operator, operator]),
+                      np.concatenate([devices.home_mcc, home_mcc]),
+                      np.concatenate([devices.rate_per_h, rate]))
+    truth = ForeignStays(np.arange(first, people.n_people, dtype=np.int64),
+                         stays["kind"].astype(np.int64), stays["mcc"].astype(np.int64),
+                         stays["leaf"].astype(np.int64), stays["arrive_ms"], stays["depart_ms"],
+                         stays["switch_ms"], stays["dual"], roaming.astype(np.int64),
+                         local_dev.astype(np.int64))
+    return merged, truth, (from_ms.astype(np.int64), until_ms.astype(np.int64))
 
 
 def _device_names(n: int, seed: int) -> np.ndarray:
@@ -588,15 +673,24 @@ class Simulation:
         self.operators = [op.id for op in scenario.operators]
         self._leaves = _Leaves(scenario)
         self.leaf_ids = list(self._leaves.ids)
-        self.people = _people(scenario, self._leaves, scale, seed, start_ms, self.end_ms)
+        self.people, foreign = _people(scenario, self._leaves, scale, seed, start_ms, self.end_ms)
         self.moves = _moves(scenario, self._leaves, self.people, scale, seed, start_ms,
                             self.end_ms)
         self.stays = _stays(scenario, self._leaves, self.people, self.moves, seed, start_ms,
                             self.end_ms)
         devices = _devices(scenario, self._leaves, self.people, seed)
-        self._dev_person, self._dev_rate = devices.person, devices.rate_per_h
         self.device_window = _device_windows(scenario, devices.person, self.people.n_residents,
                                              seed, start_ms, self.end_ms)
+        self.foreign: ForeignStays | None = None
+        if foreign is not None:
+            n_before = devices.person.size
+            devices, self.foreign, window = _foreign_devices(scenario, self._leaves, self.people,
+                                                             foreign, devices, seed)
+            old = self.device_window or (np.full(n_before, np.iinfo(np.int64).min),
+                                         np.full(n_before, np.iinfo(np.int64).max))
+            self.device_window = (np.concatenate([old[0], window[0]]),
+                                  np.concatenate([old[1], window[1]]))
+        self._dev_person, self._dev_rate = devices.person, devices.rate_per_h
         self.device_operator, self.device_home_mcc = devices.operator, devices.home_mcc
         self.device_name = _device_names(devices.person.size, seed)
         self._plan = _CellPlan(scenario, self._leaves, seed, self._positions())

@@ -146,6 +146,45 @@ class ChurnParams:
     new_share: float = 0.0
 
 
+FOREIGN_KINDS = ("same_day", "short", "seasonal", "long")
+"""The kinds of stay of ``[foreign]`` visitors, in this order (``ForeignStays.kind``)."""
+
+
+@dataclass(frozen=True)
+class ForeignParams:
+    """Foreign visitors with stays of realistic lengths (scenario ``[foreign]``; absent: off).
+
+    ``arrivals_per_year`` stays at full scale arrive, uniformly over time; each goes to a leaf
+    drawn from ``to`` (region id → weight, spread over its leaves by population; default: by
+    the regions' ``visitors`` stock) and comes from a home MCC drawn from ``home_mcc`` (default:
+    the destination's ``visitor_home_mcc`` mix). ``stays`` gives the shares of the kinds of
+    :data:`FOREIGN_KINDS`: ``same_day`` (arrives 06:00-12:00 local, leaves 2 h later at the
+    earliest and by 20:00), ``short`` ``short_days``, ``seasonal`` ``seasonal_days`` and
+    ``long`` ``long_days`` (uniform, in days). Of the seasonal and long stayers a share
+    ``local_sim_share`` buys a local SIM ``local_sim_after_days`` after arriving: from then on
+    a second, domestic device (home MCC 401) pings, and the foreign SIM goes quiet, except for
+    ``dual_sim_share`` of them (dual-SIM phones: both keep pinging). Seasonal workers go out on
+    the workers' schedule, the others with ``[visitors]`` ``day_out_share``; foreign SIMs ping at
+    the visitors' ``rate_factor``.
+    """
+
+    arrivals_per_year: float
+    stays: dict[str, float]
+    home_mcc: dict[int, float] | None = None
+    to: dict[str, float] | None = None
+    short_days: tuple[float, float] = (1.0, 14.0)
+    seasonal_days: tuple[float, float] = (30.0, 90.0)
+    long_days: tuple[float, float] = (91.0, 365.0)
+    local_sim_share: float = 0.0
+    local_sim_after_days: tuple[float, float] = (3.0, 30.0)
+    dual_sim_share: float = 0.0
+
+    def days(self, kind: str) -> tuple[float, float]:
+        """The ``[min, max]`` stay length of a kind, in days."""
+        return {"short": self.short_days, "seasonal": self.seasonal_days,
+                "long": self.long_days}[kind]
+
+
 @dataclass(frozen=True)
 class Commute:
     """A share of the workers living in ``from_id`` who work in the ``to`` regions."""
@@ -189,6 +228,7 @@ class Scenario:
     shapes: dict[str, geometry.Shape]
     text: str
     source: str
+    foreign: ForeignParams | None = None
 
     @cached_property
     def _by_id(self) -> dict[str, Region]:
@@ -354,6 +394,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         shapes={},
         text=text,
         source=source,
+        foreign=_foreign(top.sub("foreign")) if "foreign" in top.data else None,
     )
     top.done()
     _check_references(scenario, top)
@@ -679,6 +720,36 @@ def _churn(t: _Table) -> ChurnParams:
     return params
 
 
+def _days_range(t: _Table, key: str, default: tuple[float, float], lo: float) -> tuple[float, float]:
+    value = t.raw(key, list(default))
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+    if not ok or not lo <= value[0] <= value[1] <= 3650:
+        t.fail(key, f"must be [min, max] days with {lo:g} <= min <= max <= 3650, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _foreign(t: _Table) -> ForeignParams:
+    stays = _weights(t, "stays")
+    for kind in stays:
+        if kind not in FOREIGN_KINDS:
+            t.fail("stays", f"kinds must be among {list(FOREIGN_KINDS)}, got {kind!r}")
+    params = ForeignParams(
+        arrivals_per_year=t.number("arrivals_per_year", lo=0.0, hi=1e8),
+        stays={kind: stays.get(kind, 0.0) for kind in FOREIGN_KINDS},
+        home_mcc=_mcc_mix(t, "home_mcc", None),
+        to=_weights(t, "to", None),
+        short_days=_days_range(t, "short_days", (1.0, 14.0), 0.5),
+        seasonal_days=_days_range(t, "seasonal_days", (30.0, 90.0), 0.5),
+        long_days=_days_range(t, "long_days", (91.0, 365.0), 0.5),
+        local_sim_share=t.number("local_sim_share", 0.0, 0.0, 1.0),
+        local_sim_after_days=_days_range(t, "local_sim_after_days", (3.0, 30.0), 0.0),
+        dual_sim_share=t.number("dual_sim_share", 0.0, 0.0, 1.0),
+    )
+    t.done()
+    return params
+
+
 def _commute(t: _Table) -> Commute:
     flow = Commute(from_id=t.text("from"), to=_weights(t, "to"),
                    share=t.number("share", lo=0.0, hi=1.0))
@@ -717,6 +788,12 @@ def _check_references(scenario: Scenario, top: _Table) -> None:
             check(f"migration[{i}].to", to)
     for to in scenario.temporary.shift_to or {}:
         check("temporary.shift_to", to)
+    if scenario.foreign is not None:
+        for to in scenario.foreign.to or {}:
+            check("foreign.to", to)
+        if scenario.foreign.to is None and not any(r.visitors for r in scenario.regions):
+            raise ValueError(f"{top.source}: foreign.to: is required when no region has "
+                             "visitors")
     for r in scenario.regions:
         for other in r.shape.minus if r.shape else ():
             check(f"{r.path}.shape.minus", other)

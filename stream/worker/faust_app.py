@@ -2,7 +2,10 @@
 
 ``defacto worker ...`` runs it; so does ``DEFACTO_WORKER_ARGS="..." faust -A stream.app worker``
 (the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
-``/metrics`` (Prometheus), ``/healthz``, ``/api/regions`` (the latest snapshot's regions) and
+``/metrics`` (Prometheus), ``/healthz`` (200 ``{"status": "ok", ...}``, or 503
+``{"status": "stopped", ...}`` naming stopped partitions, a refused window or an unsafe Redis),
+``/livez`` (200 while the web server runs: for liveness probes, since a restart does not cure
+what ``/healthz`` reports), ``/api/regions`` (the latest snapshot's regions) and
 ``/api/cells?res=N`` (the same document as the dashboard's ``/api/cells``).
 """
 
@@ -18,13 +21,16 @@ from redis.exceptions import RedisError
 
 from estimators.units import SECOND_MS
 from stream.contract import InputError
+from stream.estimate.checkpoint import key_id
 from stream.estimate.engine_options import build_engine
+from stream.estimate.fingerprint import Fingerprint, deployment_fingerprint
 from stream.publish.cells_view import cells_document
 from stream.publish.redis_keys import redact_url
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import Reference, load_reference
 from stream.worker.config import WorkerConfig
 from stream.worker.faust_compat import check_faust_version, short_fetch_wait_transport, use_transport
+from stream.worker.guards import TopicWatch, check_redis_at_start
 from stream.worker.runtime import WorkerRuntime
 
 
@@ -44,14 +50,26 @@ def _faust_settings(config: WorkerConfig) -> dict[str, Any]:
     )
 
 
-def create_app(config: WorkerConfig, reference: Reference, secret: bytes, partitions: int) -> faust.App:
-    """The Faust app of a worker (not started). ``partitions``: of the pings topic."""
+def worker_fingerprint(config: WorkerConfig, reference: Reference, secret: bytes,
+                       partitions: int) -> Fingerprint:
+    """The settings a worker shares with every other worker of its deployment."""
+    return deployment_fingerprint(config.engine, config.windows, reference, partitions,
+                                  key_id(secret), config.gap_threshold)
+
+
+def create_app(config: WorkerConfig, reference: Reference, secret: bytes, partitions: int,
+               fingerprint: Fingerprint | None = None, watch_topic: bool = True) -> faust.App:
+    """The Faust app of a worker (not started). ``partitions``: of the pings topic;
+    ``fingerprint``: the deployment's settings (default: this worker's);
+    ``watch_topic``: check the topic's id and partition count with the broker's admin API."""
     app = faust.App(config.group, **_faust_settings(config))
     use_transport(app, short_fetch_wait_transport(config.fetch_wait_ms))
     topic = app.topic(config.topic, acks=False, value_type=bytes, key_type=bytes)
     dead_topic = app.topic(config.dead_letter_topic, value_type=bytes, key_type=bytes, partitions=1)
+    fingerprint = fingerprint or worker_fingerprint(config, reference, secret, partitions)
     runtime = WorkerRuntime(app, config, partitions, lambda: build_engine(config.engine, reference),
-                            secret, reference.registry, dead_topic)
+                            secret, reference.registry, dead_topic, fingerprint,
+                            TopicWatch(config.kafka, config.topic) if watch_topic else None)
     app.runtime = runtime  # type: ignore[attr-defined]
 
     # an unexpected error must stop the worker loudly, not skip a batch (Faust's default restarts
@@ -88,8 +106,14 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
             redis_ok = True
         except (RedisError, OSError):
             until, redis_ok = None, False
-        return web.json({"status": "ok", "redis": redis_ok, "partitions": sorted(runtime.parts),
-                         "published_until_ms": until})
+        problems = runtime.problems()
+        return web.json({"status": "stopped" if problems else "ok", **problems, "redis": redis_ok,
+                         "partitions": sorted(runtime.parts), "published_until_ms": until},
+                        status=503 if problems else 200)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        return web.json({"status": "alive"})
 
     @app.page("/api/regions")
     async def api_regions(web: Any, request: Any) -> Any:
@@ -125,9 +149,11 @@ def topic_partitions(bootstrap: str, topic: str) -> int:
 
 
 def build_worker_app(config: WorkerConfig) -> faust.App:
-    """Load the reference files and the key, check the options, and build the app.
+    """Load the reference files and the key, check the options and Redis, and build the app.
 
-    Raises :class:`~stream.contract.InputError` for a bad file, option or missing key.
+    Raises :class:`~stream.contract.InputError` for a bad file, option or missing key, a Redis
+    that may evict keys, and settings that differ from the deployment's (pinned in Redis by the
+    first worker; see :func:`~stream.worker.guards.check_redis_at_start`).
     """
     reference = load_reference(config.reference)
     secret = load_pseudonym_key(config.key_file, stable=True)
@@ -136,7 +162,11 @@ def build_worker_app(config: WorkerConfig) -> faust.App:
         else topic_partitions(config.kafka, config.topic)
     if partitions < 1:
         raise InputError(f"--partitions must be at least 1, got {partitions}")
-    return create_app(config, reference, secret, partitions)
+    fingerprint = worker_fingerprint(config, reference, secret, partitions)
+    warning = check_redis_at_start(config.redis_url, config.prefix, fingerprint)
+    if warning:
+        print(f"defacto: warning: {warning}", file=sys.stderr)
+    return create_app(config, reference, secret, partitions, fingerprint)
 
 
 def run_worker(config: WorkerConfig) -> int:

@@ -12,16 +12,34 @@ offset; a restarted or newly assigned partition resumes from its checkpoint and 
 below it. Delivery is at-least-once and replays are idempotent, so no broker transactions are
 needed. The commit order, for each partition: pending tallies to Redis, then the checkpoint (only
 when no tally is pending), then the offset to Kafka.
+
+Faults that would give wrong figures without a word end in a loud, specific state instead:
+
+- **The topic is not the one the state came from** (the broker lost its data, the topic was
+  recreated): a partition's high watermark below its next offset, or a topic id other than the
+  one stored with its checkpoint (:class:`~stream.worker.guards.TopicWatch`). Nothing a
+  partition derived leaves the worker (tallies, marks, checkpoint, offset) until a topic check
+  that began after the batch confirmed the topic; a partition whose topic changed is *stopped*.
+- **A partition count other than the deployment's**: every partition is stopped.
+- A stopped partition is skipped (its lag grows), never checkpointed, and shown in the
+  ``defacto_partition_stopped{partition,reason}`` gauge, an error line and ``/healthz`` (503).
+- **Redis lost its data** (:class:`~stream.publish.redis_publisher.RedisStateLost`): the worker
+  joins anew and rewrites what it holds, exactly what a restart would rebuild: every held
+  partition's marks, the tallies of its windows not yet published (kept in memory until they
+  are), its checkpoint and the region outlines (``defacto_redis_data_lost_total``).
+- **Settings that differ from the deployment's** (pinned in Redis): the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
+import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -34,36 +52,74 @@ from estimators.tally import Tally
 from estimators.units import SECOND_MS
 from stream.contract import CodecError, Reject
 from stream.decode.messages import sniff
+from stream.estimate import checkpoint as checkpoint_blob
+from stream.estimate.checkpoint import CheckpointMismatchError
+from stream.estimate.fingerprint import Fingerprint
 from stream.estimate.partition import PartitionState
 from stream.publish.metrics import WorkerMetrics
 from stream.publish.redis_keys import REJECTED_PREFIX
-from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
-from stream.timefmt import parse_iso_ms
+from stream.publish.redis_publisher import (
+    CheckpointRecord,
+    DeploymentMismatchError,
+    PublishSettings,
+    RedisStateLost,
+    SnapshotPublisher,
+)
+from stream.timefmt import iso_utc, parse_iso_ms
 from stream.worker.config import WorkerConfig
 from stream.worker.faust_compat import commit_offset
+from stream.worker.guards import TopicInfo, TopicWatch
 
 log = logging.getLogger("defacto.worker")
 REDIS_RETRY_S = 2.0
 HEALTH_EVERY_S = 1.0
 SEEK_RETRY_S = 10.0
+TOPIC_CHECK_MIN_S = 0.2
+"""At most this often a topic check is started (one runs after batches whose output waits)."""
+TOPIC_CHECK_EVERY_S = 10.0
+"""A topic check at least this often, output waiting or not."""
+EVICTION_CHECK_EVERY_S = 60.0
+NEVER = -math.inf
+
+
+class UnsafeRedisError(RuntimeError):
+    """A Redis whose eviction policy may drop defacto's keys."""
+
+
+TOPIC_RECREATED = "topic_recreated"
+PARTITION_COUNT = "partition_count"
+STOP_REASONS = (TOPIC_RECREATED, PARTITION_COUNT)
+"""Why a partition is stopped (the ``reason`` label of ``defacto_partition_stopped``)."""
+
+# Until stream/estimate/checkpoint.py stores the fingerprint in the blob's meta (issue 12), the
+# fingerprint travels beside the blob in Redis only; both are checked once it does.
+_BLOB_FINGERPRINT = "fingerprint" in inspect.signature(checkpoint_blob.write).parameters
 
 
 class WorkerRuntime:
     """A worker's live state: its partitions, the publisher and the metrics.
 
     ``make_engine()`` builds a fresh engine (one per partition, one for publishing);
-    ``partitions`` is the pings topic's partition count; ``dead_topic`` receives rejects.
+    ``partitions`` is the deployment's partition count of the pings topic; ``dead_topic``
+    receives rejects; ``fingerprint`` the deployment's settings (pinned in Redis, carried by
+    tallies and checkpoints); ``topic_watch`` asks the broker about the topic (None: not checked,
+    for tests without a broker).
     """
 
     def __init__(self, app: faust.App, config: WorkerConfig, partitions: int,
                  make_engine: Callable[[], Engine], secret: bytes,
-                 registry: dict[str, int] | None, dead_topic: faust.TopicT) -> None:
+                 registry: dict[str, int] | None, dead_topic: faust.TopicT,
+                 fingerprint: Fingerprint | None = None,
+                 topic_watch: TopicWatch | None = None) -> None:
         self.app = app
         self.config = config
         self.topic = config.topic
+        self.partitions = partitions
         self.make_engine = make_engine
         self.secret = secret
         self.dead_topic = dead_topic
+        self.fingerprint = fingerprint
+        self.topic_watch = topic_watch
         self.settings = config.windows
         self.metrics = WorkerMetrics()
         self.metrics.configure(window_s=self.settings.every_ms / SECOND_MS,
@@ -73,9 +129,23 @@ class WorkerRuntime:
         self.publisher = SnapshotPublisher(
             self.redis, make_engine(), partitions, self.settings.every_ms, registry,
             PublishSettings(prefix=config.prefix, gap_threshold=config.gap_threshold),
-            on_publish=self._published)
+            on_publish=self._published, fingerprint=fingerprint)
         self.parts: dict[int, PartitionState] = {}
         self.unsent: dict[int, list[Tally]] = defaultdict(list)
+        self.retained: dict[int, dict[int, Tally]] = defaultdict(dict)  # written, not published
+        self.first_window: dict[int, int | None] = {}
+        self.stopped: dict[int, tuple[str, str]] = {}
+        self.expected_topic: dict[int, str | None] = {}
+        self.batch_at: dict[int, float] = {}
+        self.confirmed_at: dict[int, float] = {}
+        self.topic_checked_at = NEVER
+        self.topic_info: TopicInfo | None = None
+        self.count_problem: str | None = None
+        self._topic_task: asyncio.Task[None] | None = None
+        self._topic_lock = asyncio.Lock()
+        self.eviction_checked_at = NEVER
+        self.eviction: str | None = None
+        self.skipped_seen: Counter[str] = Counter()
         self.seeking: dict[int, float] = {}
         self._flush_lock = asyncio.Lock()
         self.last_checkpoint: dict[int, float] = {}
@@ -92,28 +162,67 @@ class WorkerRuntime:
         self.metrics.snapshot_delay.observe(max(delay_s, 0.0))
 
     async def partition(self, p: int) -> PartitionState:
-        """The partition's state, restored from its checkpoint on first use."""
+        """The partition's state, restored from its checkpoint on first use.
+
+        Raises :class:`~stream.estimate.checkpoint.CheckpointMismatchError` for a checkpoint
+        taken with other settings or another key. A checkpoint read from another topic than the
+        current one stops the partition (see :meth:`stop`).
+        """
         ps = self.parts.get(p)
         if ps is None:
             ps = PartitionState(self.topic, p, self.make_engine(), self.secret, self.settings)
-            blob = await self._load_checkpoint(p)
-            if blob:
-                ps.restore(blob)
+            try:
+                await self._until_redis(self._join)
+            except (DeploymentMismatchError, UnsafeRedisError) as exc:
+                await self._fatal(exc)
+            record = await self._load_checkpoint(p)
+            self.expected_topic[p] = None
+            self.first_window[p] = None
+            self.retained.pop(p, None)
+            if record is not None:
+                why = self.publisher.checkpoint_problem(record)
+                if why:
+                    raise CheckpointMismatchError(f"it was taken with other settings: {why}")
+                if _BLOB_FINGERPRINT:
+                    checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint)
+                else:
+                    ps.restore(record.data)
+                self.expected_topic[p] = record.topic_id
+                self.first_window[p] = await self._until_redis(
+                    lambda: self.publisher.first_window_of(p))
+                held = await self._until_redis(lambda: self.publisher.load_tallies(p))
+                self.retained[p] = {t.at_ms: t for t in held}
                 log.info("partition %d: resumed from checkpoint at offset %d", p, ps.next_offset)
             self.parts[p] = ps
             self.last_checkpoint[p] = time.monotonic()
             self.metrics.partitions.set(len(self.parts))
+            if self.count_problem is not None:
+                self.stop(p, PARTITION_COUNT, self.count_problem)
+            elif p >= self.partitions:
+                self.stop(p, PARTITION_COUNT, (
+                    f"partition {p} is assigned, but this deployment was started for "
+                    f"{self.partitions} partition(s) (0..{self.partitions - 1}): the topic grew, "
+                    "so devices keyed by partition count moved partition and would be counted "
+                    "twice. Create a topic with the partitions you need and run it as a new "
+                    "deployment (new --prefix and --group)"))
+            elif record is not None and record.topic_id is not None:
+                await self.check_topic()  # before anything from this partition is counted
         return ps
 
-    async def _load_checkpoint(self, p: int) -> bytes | None:
-        """The partition's checkpoint; waits for Redis, since resuming without it would be wrong."""
+    async def _until_redis(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """``await make()`` (a Redis call), retrying while Redis is down: resuming a partition
+        or joining the deployment without Redis would be wrong."""
         delay = 0.5
         while True:
             try:
-                return await self._redis(self.publisher.load_checkpoint(p))
+                return await self._redis(make())
             except (RedisError, OSError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _load_checkpoint(self, p: int) -> CheckpointRecord | None:
+        """The partition's checkpoint with its topic id and fingerprint, waiting for Redis."""
+        return await self._until_redis(lambda: self.publisher.load_checkpoint_record(p))
 
     async def _redis(self, coro: Any) -> Any:
         try:
@@ -133,6 +242,7 @@ class WorkerRuntime:
     async def handle(self, events: list[Any]) -> None:
         """Process one batch of events from the pings topic."""
         start = time.perf_counter()
+        batch_at = time.monotonic()  # the batch was fetched before this
         grouped: dict[int, tuple[list[int], list[bytes], list[str | None]]] = defaultdict(
             lambda: ([], [], []))
         for ev in events:
@@ -144,12 +254,16 @@ class WorkerRuntime:
         newest = None
         for p, (offs, vals, cts) in grouped.items():
             ps = await self.partition(p)
-            if not await self._in_sequence(p, ps, offs[0]):
+            if p in self.stopped or not self._same_log(p, ps) \
+                    or not await self._in_sequence(p, ps, offs[0]):
                 continue
             for kind, n in Counter(map(_encoding, vals, cts)).items():
                 self.metrics.messages.labels(kind).inc(n)
             result = ps.process(offs, vals, cts)
+            self.batch_at[p] = batch_at
             self.unsent[p].extend(result.tallies)  # before any await: a checkpoint must not pass them
+            if result.tallies and self.first_window.get(p) is None:
+                self.first_window[p] = result.tallies[0].at_ms
             m = self.metrics
             m.pings.labels("accepted").inc(result.accepted)
             m.pings.labels("duplicate").inc(result.skipped)
@@ -168,6 +282,26 @@ class WorkerRuntime:
         await self.flush()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
 
+    def _highwater(self, p: int) -> int | None:
+        """The partition's end offset as of the consumer's latest fetch (None: not known, or
+        the partition is not assigned to this consumer any more)."""
+        try:
+            return self.app.consumer.highwater(TP(self.topic, p))
+        except AssertionError:  # aiokafka asserts the partition is assigned
+            return None
+
+    def _same_log(self, p: int, ps: PartitionState) -> bool:
+        """Whether the partition's log still reaches the partition's next offset; a high
+        watermark below it means the log was truncated or the topic recreated: stopped."""
+        hw = self._highwater(p)
+        if hw is None or hw >= ps.next_offset:
+            return True
+        self.stop(p, TOPIC_RECREATED, (
+            f"the partition's log ends at offset {hw} (high watermark), before the offset "
+            f"{ps.next_offset} its state had reached: the broker lost its data or the topic "
+            f"{self.topic!r} was recreated, so its offsets now mean other messages"))
+        return False
+
     async def _in_sequence(self, p: int, ps: PartitionState, first: int) -> bool:
         """Whether messages from ``first`` on continue the partition's offsets.
 
@@ -185,8 +319,9 @@ class WorkerRuntime:
             return False
         low = (await self.app.consumer.earliest_offsets(tp)).get(tp, 0)
         if first <= low:
-            log.warning("partition %d: offsets %d..%d are no longer in Kafka; going on from %d",
-                        p, ps.next_offset, first - 1, first)
+            log.error("partition %d: offsets %d..%d are no longer in Kafka (retention removed them "
+                      "before they were read): their pings are missing from the figures; going on "
+                      "from %d", p, ps.next_offset, first - 1, first)
             self.metrics.offset_gaps.inc()
             ps.next_offset = first
             return True
@@ -212,22 +347,31 @@ class WorkerRuntime:
     async def flush(self, force_checkpoint: bool = False) -> None:
         """Write pending tallies, checkpoint when due, publish what is complete.
 
-        Called by the agent after each batch and by a 1 s timer; a lock keeps them apart.
+        Called by the agent after each batch and by a 1 s timer; a lock keeps them apart. A
+        partition's output waits for a topic check begun after its latest batch.
         """
+        self._kick_topic_check()
         if not self.redis_ok and time.monotonic() < self.redis_retry_at:
             return
         async with self._flush_lock:
             try:
+                await self._join()
                 for p in list(self.unsent):
+                    if p in self.stopped:
+                        self.unsent.pop(p, None)
+                        continue
+                    if not self.verified(p):
+                        continue
                     tallies = self.unsent.pop(p)
                     ps = self.parts.get(p)
                     try:
                         await self._redis(self.publisher.write_tallies(
                             p, tallies, ps.closed_until if ps else None,
-                            ps.last_accepted_ms if ps else None))
-                    except (RedisError, OSError):
+                            ps.last_accepted_ms if ps else None, self.first_window.get(p)))
+                    except (RedisError, OSError, RedisStateLost):
                         self.unsent[p][:0] = tallies  # keep them, in order, for the next try
                         raise
+                    self.retained[p].update((t.at_ms, t) for t in tallies)
                 now = time.monotonic()
                 for p, ps in list(self.parts.items()):
                     due = now - self.last_checkpoint.get(p, 0) >= self.config.checkpoint_every_s
@@ -238,22 +382,172 @@ class WorkerRuntime:
                             self.last_checkpoint[p] = now
                 await self._write_health()
                 published = await self._redis(self.publisher.try_publish())
+                self._show_publishing()
                 await self._refresh_metrics(published)
+            except RedisStateLost as exc:
+                self._recover(exc)
+            except (DeploymentMismatchError, UnsafeRedisError) as exc:
+                await self._fatal(exc)
             except (RedisError, OSError):
                 return
+
+    async def _join(self) -> None:
+        """Join the deployment (pin or check its settings, take its epoch) on first contact
+        with Redis and after a loss. Raises :class:`~stream.publish.redis_publisher.
+        DeploymentMismatchError` for other settings and :class:`UnsafeRedisError` for a Redis
+        that may evict keys (the callers stop the worker: :meth:`_fatal`)."""
+        if self.publisher.epoch is not None:
+            return
+        problem = await self._redis(self.publisher.eviction_problem())
+        self._show_eviction(problem)
+        if problem is not None:
+            raise UnsafeRedisError(problem)
+        await self._redis(self.publisher.join())
+
+    async def _fatal(self, exc: Exception) -> None:
+        """Stop the worker on a setting it must not run with (its partitions go to the others)."""
+        log.critical("defacto worker stops: %s", exc)
+        await self.app.crash(exc)
+        raise exc
+
+    def _recover(self, exc: RedisStateLost) -> None:
+        """Redis lost its data: rejoin on the next flush and rewrite what this worker holds, as a
+        restart would rebuild it: each held partition's marks and the tallies of its windows not
+        yet published, its checkpoint, the region outlines."""
+        self.metrics.redis_data_lost.inc()
+        held = sorted(p for p in self.parts if p not in self.stopped)
+        windows = sorted({at for p in held for at in self.retained.get(p, {})})
+        span = f" ({iso_utc(windows[0])} .. {iso_utc(windows[-1])})" if windows else ""
+        log.error("%s. Rewriting what this worker holds: partition(s) %s with their checkpoints "
+                  "and the tallies of %d window(s) not yet published%s, and the region outlines; "
+                  "the published history, alerts and ping counts from before are gone, and a "
+                  "window another worker had already published is published again or skipped",
+                  exc, ", ".join(map(str, held)) or "none", len(windows), span)
+        for p in held:
+            kept = self.retained.pop(p, {})
+            self.unsent[p][:0] = [kept[at] for at in sorted(kept)]
+            self.last_checkpoint[p] = NEVER
+        self.publisher.epoch = None  # the next flush joins anew, then writes the above
+        self.geometry_written = False
+        self.last_seen_publish = None
+
+    def stop(self, p: int, reason: str, detail: str) -> None:
+        """Stop partition ``p`` for good in this process: nothing from it is counted, written or
+        committed any more; an error line, ``defacto_partition_stopped{partition,reason}`` and
+        ``/healthz`` say why."""
+        if p in self.stopped:
+            return
+        self.stopped[p] = (reason, detail)
+        self.unsent.pop(p, None)
+        log.error("partition %d of %s stopped (%s): %s", p, self.topic, reason, detail)
+        self.metrics.partition_stopped.labels(str(p), reason).set(1)
+
+    def verified(self, p: int) -> bool:
+        """Whether partition ``p``'s output may leave the worker: a topic check begun after its
+        latest batch found the topic the partition's state came from."""
+        at = self.batch_at.get(p)
+        return self.topic_watch is None or at is None or self.confirmed_at.get(p, NEVER) > at
+
+    def _kick_topic_check(self) -> None:
+        """Start a topic check in the background when output waits for one (at most every
+        :data:`TOPIC_CHECK_MIN_S`) or none ran for :data:`TOPIC_CHECK_EVERY_S`."""
+        if self.topic_watch is None or (self._topic_task and not self._topic_task.done()):
+            return
+        since = time.monotonic() - self.topic_checked_at
+        waiting = any(not self.verified(p) for p in self.parts if p not in self.stopped)
+        if (waiting and since >= TOPIC_CHECK_MIN_S) or since >= TOPIC_CHECK_EVERY_S:
+            self._topic_task = asyncio.ensure_future(self.check_topic())
+            self._topic_task.add_done_callback(_log_failure)
+
+    async def check_topic(self) -> TopicInfo | None:
+        """Ask the broker about the topic; stop the partitions whose topic is not the one their
+        state came from, and every partition when the partition count is not the
+        deployment's; confirm the others as of the check's start. None when the broker did not
+        answer (the output waits)."""
+        if self.topic_watch is None:
+            return None
+        async with self._topic_lock:
+            began = time.monotonic()
+            self.topic_checked_at = began
+            try:
+                info = await asyncio.to_thread(self.topic_watch.describe)
+            except RuntimeError as exc:
+                log.warning("topic check failed (%s): partition output waits for the next one", exc)
+                return None
+            self.topic_info = info
+            if info.partitions != self.partitions and self.count_problem is None:
+                self.count_problem = (
+                    f"the topic {self.topic!r} has {info.partitions} partitions, this deployment "
+                    f"was started for {self.partitions}: devices keyed by partition count move "
+                    "partition and would be counted twice. Run the topic with its new partition "
+                    "count as a new deployment (new --prefix and --group)")
+            for p in sorted(self.parts):
+                if p in self.stopped:
+                    continue
+                if self.count_problem is not None:
+                    self.stop(p, PARTITION_COUNT, self.count_problem)
+                    continue
+                expected = self.expected_topic.get(p)
+                if info.topic_id is not None and expected not in (None, info.topic_id):
+                    ps = self.parts[p]
+                    self.stop(p, TOPIC_RECREATED, (
+                        f"the topic {self.topic!r} is not the one this partition's state came "
+                        f"from (topic id {expected}, now {info.topic_id}; state at offset "
+                        f"{ps.next_offset}, high watermark {self._highwater(p)}): the broker lost its "
+                        "data or the topic was recreated. Nothing more is counted from this "
+                        "partition; rebuild as a new deployment (new --prefix and --group) from "
+                        "the topic or from files"))
+                    continue
+                if info.topic_id is not None:
+                    self.expected_topic[p] = info.topic_id
+                self.confirmed_at[p] = began
+            return info
+
+    def problems(self) -> dict[str, Any]:
+        """What keeps this worker from being healthy (for ``/healthz``): stopped partitions,
+        a refused window, a Redis that may evict keys; empty when none."""
+        out: dict[str, Any] = {}
+        if self.stopped:
+            out["stopped"] = {str(p): {"reason": r, "detail": d}
+                              for p, (r, d) in sorted(self.stopped.items())}
+        if self.publisher.refusal is not None:
+            reason, detail = self.publisher.refusal
+            out["publish_refused"] = {"reason": reason, "detail": detail}
+        if self.eviction is not None:
+            out["redis_eviction"] = self.eviction
+        return out
+
+    def _show_publishing(self) -> None:
+        """Export the publisher's refusal and skipped windows."""
+        refusal = self.publisher.refusal
+        for reason in ("settings_mismatch",):
+            self.metrics.publish_refused.labels(reason).set(
+                1 if refusal is not None and refusal[0] == reason else 0)
+        for reason, n in self.publisher.skipped.items():
+            new = n - self.skipped_seen[reason]
+            if new:
+                self.metrics.windows_skipped.labels(reason).inc(new)
+                self.skipped_seen[reason] = n
+
+    def _show_eviction(self, problem: str | None) -> None:
+        if problem != self.eviction and problem is not None:
+            log.error("%s", problem)
+        self.eviction = problem
+        self.metrics.redis_eviction_unsafe.set(1 if problem else 0)
 
     def _update_lags(self) -> None:
         """Messages behind the partition end, for every partition held (also while it is stuck
         seeking or waiting for Redis, so a growing lag shows)."""
         for p, ps in self.parts.items():
-            hw = self.app.consumer.highwater(TP(self.topic, p))
+            hw = self._highwater(p)
             if hw is not None:
                 self.lags[p] = max(hw - ps.next_offset, 0)
                 self.metrics.lag.labels(str(p)).set(self.lags[p])
 
     async def _write_health(self) -> None:
         """Lag, last batch time and ping counts to Redis (for the dashboard), at most once a
-        second (flushes follow every batch); the region outlines once."""
+        second (flushes follow every batch); the region outlines once (again after a loss);
+        Redis's eviction policy once a minute."""
         if time.monotonic() - self.health_at < HEALTH_EVERY_S:
             return
         self.health_at = time.monotonic()
@@ -261,29 +555,41 @@ class WorkerRuntime:
         if not self.geometry_written:
             await self._redis(self.publisher.publish_geometry(self.publisher.engine.regions))
             self.geometry_written = True
+        if self.health_at - self.eviction_checked_at >= EVICTION_CHECK_EVERY_S:
+            self.eviction_checked_at = self.health_at
+            self._show_eviction(await self._redis(self.publisher.eviction_problem()))
         counts, self.counts = self.counts, Counter()
         try:
             await self._redis(self.publisher.write_health(self.lags, self.seen, counts))
-        except (RedisError, OSError):
+        except (RedisError, OSError, RedisStateLost):
             self.counts.update(counts)  # counted on the next successful write
             raise
 
-    async def checkpoint(self, p: int, ps: PartitionState) -> None:
-        """Save a partition's checkpoint and commit its offset to Kafka."""
-        if self.unsent.get(p):
-            return
-        await self._redis(self.publisher.save_checkpoint(p, ps.next_offset, ps.checkpoint()))
+    async def checkpoint(self, p: int, ps: PartitionState) -> bool:
+        """Save a partition's checkpoint (with the topic id it was read from) and commit its
+        offset to Kafka; not while tallies wait, the topic is unconfirmed or it is stopped.
+        Returns whether it was saved."""
+        if self.unsent.get(p) or p in self.stopped or not self.verified(p):
+            return False
+        blob = checkpoint_blob.write(ps, fingerprint=self.fingerprint) if _BLOB_FINGERPRINT \
+            else ps.checkpoint()
+        await self._redis(self.publisher.save_checkpoint(p, ps.next_offset, blob,
+                                                         self.expected_topic.get(p)))
         self.last_checkpoint[p] = time.monotonic()
         try:
             await commit_offset(self.app, TP(self.topic, p), ps.next_offset)
         except Exception as exc:  # committing is an optimization; the checkpoint is the truth
             log.debug("offset commit for partition %d failed: %s", p, exc)
+        return True
 
     async def _refresh_metrics(self, published: list[int]) -> None:
         until = await self._redis(self.publisher.published_until())
         if until is None or until == self.last_seen_publish:
             return
         self.last_seen_publish = until
+        for held in self.retained.values():
+            for at in [at for at in held if at <= until]:
+                del held[at]
         snap = await self._redis(self.publisher.latest())
         if snap:
             self.metrics.show_snapshot(snap, _published_unix_s(snap))
@@ -291,25 +597,40 @@ class WorkerRuntime:
         self.metrics.show_flows(await self._redis(self.publisher.latest_flows()))
 
     async def revoke(self, tps: set[TP]) -> None:
-        """Checkpoint and drop partitions this worker no longer owns."""
+        """Checkpoint and drop partitions this worker no longer owns (a stopped one is dropped
+        without a checkpoint: its next owner finds the same fault)."""
         mine = [tp.partition for tp in tps if tp.topic == self.topic and tp.partition in self.parts]
         if not mine:
             return
+        if any(not self.verified(p) for p in mine if p not in self.stopped):
+            await self.check_topic()
         await self.flush()
         async with self._flush_lock:
             for p in mine:
-                ps = self.parts.pop(p)
-                self.lags.pop(p, None)
-                self.seen.pop(p, None)
+                ps = self.parts[p]
+                stopped = self.stopped.get(p)
+                if stopped is not None:
+                    self.metrics.partition_stopped.remove(str(p), stopped[0])
+                else:
+                    with contextlib.suppress(RedisError, OSError, RedisStateLost):
+                        await self.publisher.forget_health(p)
+                    saved = False
+                    with contextlib.suppress(RedisError, OSError, RedisStateLost):
+                        saved = await self.checkpoint(p, ps)
+                    if not saved:
+                        log.warning("partition %d revoked without a checkpoint: its next owner "
+                                    "replays more", p)
                 self.metrics.forget_partition(p)
-                with contextlib.suppress(RedisError, OSError):
-                    await self.publisher.forget_health(p)
-                try:
-                    await self.checkpoint(p, ps)
-                except (RedisError, OSError):
-                    log.warning("partition %d revoked without a checkpoint: its next owner "
-                                "replays more", p)
+                for d in (self.parts, self.lags, self.seen, self.retained, self.unsent,
+                          self.stopped, self.batch_at, self.confirmed_at, self.expected_topic,
+                          self.first_window, self.last_checkpoint):
+                    d.pop(p, None)
         self.metrics.partitions.set(len(self.parts))
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("topic check failed", exc_info=task.exception())
 
 
 def _published_unix_s(snap: dict[str, Any]) -> float:

@@ -144,13 +144,15 @@ def test_a_stay_then_silence_is_not_confirmed(regions_doc: dict[str, Any]) -> No
     engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
     rs = engine.regions
     north, rural = rs.index["north"], rs.index["rural"]
-    plan: list[str | None] = ["north"] * 30 + ["rural"] * 20 + [None] * 100
-    periods = _run(engine, _nights(engine, 0, plan), days=150)
+    # silent for 50 nights: lapsed, but kept (a device is forgotten after lapse + window, 58)
+    plan: list[str | None] = ["north"] * 30 + ["rural"] * 20 + [None] * 50
+    periods = _run(engine, _nights(engine, 0, plan + [None] * 50), days=150)
     assert _total(periods, "relocations")[north, rural] == 1
     assert _total(periods, "confirmed").sum() == 0
     engine = _engine(regions_doc, MigrationConfig(confirm_nights=90))
-    periods = _run(engine, _nights(engine, 0, plan + ["rural"] * 15), days=165)
+    periods = _run(engine, _nights(engine, 0, plan + ["rural"] * 25), days=125)
     assert _total(periods, "confirmed")[north, rural] == 1
+    assert _total(periods, "reactivated")[rural] == 1
 
 
 def test_silence_lapses_and_a_new_ping_reactivates(regions_doc: dict[str, Any]) -> None:

@@ -1,0 +1,386 @@
+"""Faults that used to give wrong figures without a word (issue 12; ``fault-cases`` 01, 02, 06,
+07), each run live: real Tansu broker, real Redis, real worker processes. Each ends in the
+replay's figures or in a loud, specific stop (an error line, a metric, ``/healthz`` 503).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from livekit import Workers, wait_for
+
+from estimators.units import HOUR_MS
+from stream.cli import main
+from stream.local.embedded import Service, create_topic, free_port, start_broker, start_redis
+from stream.sources.kafka_producer import device_partition
+from stream.timefmt import parse_iso_ms
+
+pytestmark = pytest.mark.integration  # real broker, Redis and worker processes
+
+FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "sim"
+    assert main(["simulate", "astana", "--scale", "0.002", "--days", "1.1", "--seed", "3",
+                 "--out", str(out)]) == 0
+    (out / "key").write_text("live-test-key-0123456789abcdef\n")
+    (out / "key2").write_text("another-key-0123456789abcdef-2\n")
+    doc = json.loads((out / "regions.geojson").read_text())
+    doc["features"].reverse()  # identical ids, names and outlines, another order
+    (out / "regions_reversed.geojson").write_text(json.dumps(doc))
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("faults-replay") / "replay.jsonl"
+    assert main(["replay", str(sim / "pings.jsonl"), "--out", str(out), *_engine_args(sim)]) == 0
+    snaps = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(snaps) == 26
+    return snaps
+
+
+def _engine_args(sim: Path) -> list[str]:
+    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
+            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
+
+
+def _workers(tmp: Path, kafka: str, redis_url: str, sim: Path) -> Workers:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    return Workers(tmp, kafka, redis_url, f"pings-{name}", f"defacto-test:{name}", _engine_args(sim))
+
+
+def _cleanup(w: Workers) -> None:
+    w.stop_all()
+    r = redis.Redis.from_url(w.redis_url)
+    keys = list(r.scan_iter(f"{w.prefix}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+def _produce(w: Workers, path: Path, *extra: str) -> None:
+    assert main(["produce", str(path), "--kafka", w.broker, "--topic", w.topic, "--quiet",
+                 *extra]) == 0
+
+
+def _split(sim: Path, tmp: Path) -> tuple[Path, Path, list[str]]:
+    lines = (sim / "pings.jsonl").read_text().splitlines(keepends=True)
+    first, second = tmp / "first.jsonl", tmp / "second.jsonl"
+    first.write_text("".join(lines[: len(lines) // 2]))
+    second.write_text("".join(lines[len(lines) // 2:]))
+    return first, second, lines[len(lines) // 2:]
+
+
+def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+
+
+def _assert_published_equal_replay(r: redis.Redis, prefix: str,
+                                   expected: list[dict[str, Any]]) -> list[str]:
+    """Every snapshot in the history is the replay's snapshot of that time; returns their times."""
+    by_at = {s["at"]: s for s in expected}
+    history = _history(r, prefix)
+    for got in history:
+        want = by_at[got["at"]]["regions"]
+        assert got["regions"] == {rid: {k: fig[k] for k in FIGURES} for rid, fig in want.items()}, \
+            got["at"]
+    return [h["at"] for h in history]
+
+
+def _last_published(r: redis.Redis, prefix: str, at: str) -> bool:
+    return (r.get(f"{prefix}:snapshot") or b"").find(f'"at":"{at}"'.encode()) >= 0
+
+
+def _metrics(port: int) -> str:
+    """The worker's /metrics page ("" while its web server is not up yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+    except urllib.error.URLError:
+        return ""
+
+
+def _metric(port: int, series: str) -> float:
+    for line in _metrics(port).splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _stopped(port: int) -> dict[str, str]:
+    """Partition → reason of every ``defacto_partition_stopped`` series at 1."""
+    pat = re.compile(r'defacto_partition_stopped\{partition="(\d+)",reason="(\w+)"\} 1\.0')
+    return {m[1]: m[2] for m in pat.finditer(_metrics(port))}
+
+
+def _healthz(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _refused(sim: Path, w: Workers, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    """Start a worker in this process with ``extra`` options; it must refuse at once (exit 2)
+    with one line on stderr, which is returned."""
+    capsys.readouterr()
+    code = main(["worker", "--kafka", w.broker, "--redis", w.redis_url, "--topic", w.topic,
+                 "--prefix", w.prefix, "--group", w.prefix, "--web-port", "0",
+                 *_engine_args(sim), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("defacto: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --- 01: Redis loses its data while a worker runs -------------------------------------------
+
+@pytest.mark.parametrize("mode", ["flushdb", "restart", "two-workers", "flushkill"])
+def test_redis_losing_its_data_ends_in_the_replays_figures(
+        mode: str, broker: Service, sim: Path, expected: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    """Partition 0 runs 8+ windows ahead of partition 1 (their tallies wait in Redis), then Redis
+    loses everything: FLUSHDB (one worker, or two holding a partition each), a restart without
+    persistence, or FLUSHDB with a kill -9 of the worker. The workers notice on their next write
+    and rewrite what they hold (a restarted one rebuilds from offset 0); every snapshot
+    published after the loss is the replay's, and none is published from half the tallies."""
+    store = start_redis()
+    w = _workers(tmp_path, broker.url, store.url, sim)
+    try:
+        first, _, second = _split(sim, tmp_path)
+        part = device_partition(np.array([json.loads(x)["device"] for x in second]), 2)
+        ahead, behind = tmp_path / "p0.jsonl", tmp_path / "p1.jsonl"
+        ahead.write_text("".join(x for x, p in zip(second, part, strict=True) if p == 0))
+        behind.write_text("".join(x for x, p in zip(second, part, strict=True) if p == 1))
+        create_topic(w.broker, w.topic, 2)
+        ports = [free_port(), free_port()]
+        procs = [w.start("w", web_port=ports[0])]
+        if mode == "two-workers":
+            procs.append(w.start("w2", web_port=ports[1]))
+        live_ports = ports[:len(procs)]
+        r = redis.Redis.from_url(store.url)
+        _produce(w, first, "--no-final")
+        wait_for("snapshots of the first half", lambda: len(_history(r, w.prefix)) >= 5, 90,
+                 tuple(procs))
+        _produce(w, ahead, "--no-final")
+
+        def lead_ms() -> int:
+            closed = {int(k): int(v) for k, v in r.hgetall(f"{w.prefix}:closed").items()}
+            return closed.get(0, 0) - closed.get(1, 0)
+
+        wait_for("partition 0 eight windows ahead", lambda: lead_ms() >= 8 * HOUR_MS, 90,
+                 tuple(procs))
+        before = int(r.get(f"{w.prefix}:published_until"))
+        if mode == "restart":
+            redis_port = int(store.url.rsplit(":", 1)[1].split("/")[0])
+            store.stop()
+            store = start_redis(port=redis_port)
+            r = redis.Redis.from_url(store.url)
+        else:
+            r.flushdb()
+        if mode == "flushkill":
+            procs[0].kill()
+            procs[0].wait()
+            procs, live_ports = [w.start("w-restarted", web_port=ports[1])], ports[1:]
+        else:
+            wait_for("the workers noticing the loss", lambda: all(
+                _metric(p, "defacto_redis_data_lost_total") >= 1 for p in live_ports), 60,
+                tuple(procs))
+        wait_for("the outlines rewritten", lambda: r.exists(f"{w.prefix}:geometry"), 30,
+                 tuple(procs))
+        _produce(w, behind)
+        last = expected[-1]["at"]
+        wait_for("the last snapshot", lambda: _last_published(r, w.prefix, last), 120,
+                 tuple(procs))
+
+        published = _assert_published_equal_replay(r, w.prefix, expected)
+        after = [s["at"] for s in expected if parse_iso_ms(s["at"]) > before]
+        assert len(after) >= 9 and set(after) <= set(published)
+        if mode == "flushkill":  # rebuilt from offset 0: the lost history is published again
+            assert published == [s["at"] for s in expected]
+        latest = json.loads(r.get(f"{w.prefix}:snapshot"))
+        assert latest["regions"] == expected[-1]["regions"]
+        assert latest["cells"] == expected[-1]["cells"]
+        wait_for("both checkpoints rewritten", lambda: r.exists(f"{w.prefix}:checkpoint:0")
+                 and r.exists(f"{w.prefix}:checkpoint:1"), 30, tuple(procs))
+        if mode != "flushkill":
+            logs = "".join(Path(p.log).read_text() for p in procs)  # type: ignore[attr-defined]
+            assert re.search(r"ERROR\] Redis lost defacto's data: \S+:deployment is gone or was "
+                             r"rewritten.*Rewriting what this worker holds: partition\(s\) "
+                             r"(0, 1|0|1) with their checkpoints", logs)
+        assert all(_healthz(p)[0] == 200 for p in live_ports)
+    finally:
+        _cleanup(w)
+        store.stop()
+
+
+def test_a_redis_that_may_evict_keys_is_refused_at_start(
+        sim: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``maxmemory 3mb`` with ``volatile-lru`` (several managed services' default) evicted the
+    tallies (the only keys with a TTL): refused before the worker starts."""
+    store = start_redis()
+    try:
+        r = redis.Redis.from_url(store.url)
+        r.config_set("maxmemory", "3mb")
+        r.config_set("maxmemory-policy", "volatile-lru")
+        w = _workers(tmp_path, "127.0.0.1:1", store.url, sim)  # no broker needed to refuse
+        line = _refused(sim, w, capsys, "--partitions", "2")
+        assert line == (f"defacto: error: Redis {store.url}: Redis may evict defacto's keys "
+                        "(maxmemory-policy volatile-lru, maxmemory 3145728 bytes): an evicted "
+                        "tally or checkpoint would make figures wrong without an error; set "
+                        "maxmemory-policy noeviction (and persistence, appendonly yes)")
+        assert r.dbsize() == 0
+    finally:
+        store.stop()
+
+
+# --- 02: the broker loses its data --------------------------------------------------------------
+
+def _end_offset(kafka: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"wm-{uuid.uuid4().hex}"})
+    try:
+        return int(c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
+    finally:
+        c.close()
+
+
+def test_a_recreated_topic_stops_the_partition_loudly(
+        redis_url: str, sim: Path, expected: list[dict[str, Any]], tmp_path: Path) -> None:
+    """The broker (memory storage) restarts empty and the topic is recreated; the second half is
+    produced at offsets the first half had. The partition stops (topic id changed), nothing of
+    the new topic is counted, and a restarted worker stops it again."""
+    kafka = start_broker()
+    w = _workers(tmp_path, kafka.url, redis_url, sim)
+    try:
+        first, second, _ = _split(sim, tmp_path)
+        create_topic(kafka.url, w.topic, 1)
+        port = free_port()
+        proc = w.start("w", web_port=port)
+        r = redis.Redis.from_url(redis_url)
+        _produce(w, first, "--no-final", "--frame-rows", "2000")
+        end = _end_offset(kafka.url, w.topic)
+        wait_for("the first half checkpointed", lambda: r.hget(
+            f"{w.prefix}:checkpoint:0", "offset") == str(end).encode(), 90, (proc,))
+        wait_for("snapshots of the first half", lambda: len(_history(r, w.prefix)) >= 5, 60, (proc,))
+        kafka_port = int(kafka.url.rsplit(":", 1)[1])
+        kafka.stop()
+        kafka = start_broker(port=kafka_port)
+        create_topic(kafka.url, w.topic, 1)
+        _produce(w, second, "--frame-rows", "2000")
+        wait_for("partition 0 stopped", lambda: _stopped(port) == {"0": "topic_recreated"}, 120,
+                 (proc,))
+        status, body = _healthz(port)
+        assert status == 503 and body["status"] == "stopped"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=10) as resp:
+            assert resp.status == 200  # alive: a liveness probe must not restart it in a loop
+        detail = body["stopped"]["0"]["detail"]
+        assert body["stopped"]["0"]["reason"] == "topic_recreated"
+        assert "is not the one this partition's state came from (topic id" in detail \
+            or "high watermark" in detail
+        log = Path(proc.log).read_text()  # type: ignore[attr-defined]
+        assert f"[ERROR] partition 0 of {w.topic} stopped (topic_recreated): " in log
+        published = _assert_published_equal_replay(r, w.prefix, expected)
+        assert 5 <= len(published) < len(expected)
+        assert r.hget(f"{w.prefix}:checkpoint:0", "offset") == str(end).encode()  # not overwritten
+
+        proc.terminate()  # a restart does not make it go on: the checkpoint names the old topic
+        proc.wait(30)
+        port2 = free_port()
+        proc2 = w.start("w2", web_port=port2)
+        wait_for("partition 0 stopped again", lambda: _stopped(port2) == {"0": "topic_recreated"},
+                 90, (proc2,))
+        assert _healthz(port2)[0] == 503
+        assert _assert_published_equal_replay(r, w.prefix, expected) == published
+    finally:
+        _cleanup(w)
+        kafka.stop()
+
+
+# --- 06: workers with other reference files or options ------------------------------------------
+
+def test_workers_with_other_settings_are_refused_and_figures_stay_the_replays(
+        broker: Service, redis_url: str, sim: Path, expected: list[dict[str, Any]],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker A pins the deployment's settings; B with the same regions in reverse order, C with
+    ``--k 1`` and D with another key are refused, naming the difference. A's figures are the
+    replay's."""
+    w = _workers(tmp_path, broker.url, redis_url, sim)
+    try:
+        create_topic(w.broker, w.topic, 2)
+        a = w.start("a")
+        r = redis.Redis.from_url(redis_url)
+        first, second, _ = _split(sim, tmp_path)
+        _produce(w, first, "--no-final")
+        wait_for("the deployment pinned", lambda: r.exists(f"{w.prefix}:deployment"), 60, (a,))
+        order = _refused(sim, w, capsys, "--regions", str(sim / "regions_reversed.geojson"))
+        assert re.fullmatch(
+            r"defacto: error: this worker's settings differ from the deployment's \(Redis key "
+            + re.escape(f"{w.prefix}:deployment") + r", pinned \S+ by the first worker\): the "
+            r"order of the features in --regions is [0-9a-f]{12} here, [0-9a-f]{12} in the "
+            r"deployment\. Every worker must run with the same files and options; these change "
+            r"what tallies and checkpoints mean: run the new settings as a new deployment \(new "
+            r"--prefix and --group; README, Upgrades and changes\)", order)
+        k1 = _refused(sim, w, capsys, "--k", "1")
+        assert "--k is 1 here, 15 in the deployment. " in k1
+        assert f"stop every worker, delete the key (redis-cli DEL {w.prefix}:deployment)" in k1
+        key2 = _refused(sim, w, capsys, "--key-file", str(sim / "key2"))
+        assert "the pseudonymization key (its public id) is " in key2
+        _produce(w, second)
+        last = expected[-1]["at"]
+        wait_for("the last snapshot", lambda: _last_published(r, w.prefix, last), 120, (a,))
+        assert _assert_published_equal_replay(r, w.prefix, expected) == [s["at"] for s in expected]
+        assert json.loads(r.get(f"{w.prefix}:snapshot"))["cells"] == expected[-1]["cells"]
+    finally:
+        _cleanup(w)
+
+
+# --- 07: a partition count other than the deployment's -----------------------------------------
+
+def test_a_partition_count_other_than_the_deployments_stops_every_partition(
+        broker: Service, redis_url: str, sim: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two workers that learned "2 partitions" (what workers started before the topic grew
+    have) on a topic of 3: every partition stops, nothing is published, and a worker that asks
+    Kafka (3) is refused by the deployment's pinned count."""
+    w = _workers(tmp_path, broker.url, redis_url, sim)
+    try:
+        create_topic(w.broker, w.topic, 3)
+        ports = [free_port(), free_port()]
+        procs = tuple(w.start(n, web_port=p, extra=("--partitions", "2"))
+                      for n, p in zip("ab", ports, strict=True))
+        first, _, _ = _split(sim, tmp_path)
+        _produce(w, first, "--no-final")
+
+        def stopped() -> dict[str, str]:
+            return {**_stopped(ports[0]), **_stopped(ports[1])}
+
+        wait_for("every partition stopped", lambda: stopped() == {
+            "0": "partition_count", "1": "partition_count", "2": "partition_count"}, 90, procs)
+        for port in ports:
+            status, body = _healthz(port)
+            assert status == 503
+            for info in body["stopped"].values():
+                assert info["detail"].startswith(
+                    f"the topic '{w.topic}' has 3 partitions, this deployment was started for 2")\
+                    or info["detail"].startswith("partition 2 is assigned, but this deployment")
+        r = redis.Redis.from_url(redis_url)
+        assert _history(r, w.prefix) == [] and not list(r.scan_iter(f"{w.prefix}:tally:*"))
+        grown = _refused(sim, w, capsys)
+        assert "the partition count of the pings topic is 3 here, 2 in the deployment" in grown
+    finally:
+        _cleanup(w)
+
