@@ -61,7 +61,14 @@ import numpy as np
 
 from estimators.calibration import factor_problem, rse_problem
 from estimators.mcc import CountryTable
-from estimators.migration import PERIOD_KINDS, period_label, period_nights, period_of, periods_of
+from estimators.migration import (
+    PERIOD_KINDS,
+    latest_periods,
+    period_label,
+    period_nights,
+    period_of,
+    periods_of,
+)
 from estimators.presence import NightWindow, PresenceState, night_of
 from estimators.regions import RegionSet
 from estimators.units import HOUR_MS, HOUR_S, SECOND_MS
@@ -323,17 +330,14 @@ class ForeignTally:
         stock as of the latest night), ``week:closed``/``month:closed`` (the latest closed one,
         final once ``settled``) and ``week:settled``/``month:settled`` (the latest settled one)."""
         out: dict[str, ForeignPeriod] = {}
-        for kind in PERIOD_KINDS:
-            mine = sorted((p for p in self.periods if p.kind == kind), key=lambda p: p.number)
-            open_ = [p for p in mine if not p.closed]
-            closed = [p for p in mine if p.closed]
-            settled = [p for p in closed if p.settled]
+        for kind, (open_, closed, settled) in latest_periods(self.periods,
+                                                             lambda p: p.closed).items():
             if open_:
-                out[kind] = open_[-1]
+                out[kind] = open_
             if closed:
-                out[f"{kind}:closed"] = closed[-1]
+                out[f"{kind}:closed"] = closed
             if settled:
-                out[f"{kind}:settled"] = settled[-1]
+                out[f"{kind}:settled"] = settled
         return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:

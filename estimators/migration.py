@@ -32,12 +32,25 @@ detected on, in device units. The stock-flow identity holds exactly per region::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 PERIOD_KINDS = ("week", "month")
+
+
+class _Period(Protocol):
+    kind: str
+    number: int
+
+    @property
+    def settled(self) -> bool: ...
+
+
+_P = TypeVar("_P", bound=_Period)
 _EPOCH = date(1970, 1, 1)
 # the region-vector counters of a period, then its OD matrices (from region, to region)
 VECTOR_FIELDS = ("start_stock", "end_stock", "cohort", "housed", "lapsed", "reactivated",
@@ -262,6 +275,22 @@ def merge_periods(periods: list[PeriodCounts]) -> PeriodCounts:
                         revised_night=min(p.revised_night for p in periods))
 
 
+def latest_periods(periods: Iterable[_P], closed: Callable[[_P], bool]
+                   ) -> dict[str, tuple[_P | None, _P | None, _P | None]]:
+    """Per period kind, the latest open, the latest closed (``closed(p)``) and the latest
+    settled (closed and ``p.settled``) of ``periods`` (each None when there is none): what a
+    tally publishes."""
+    out = {}
+    for kind in PERIOD_KINDS:
+        mine = sorted((p for p in periods if p.kind == kind), key=lambda p: p.number)
+        shut = [p for p in mine if closed(p)]
+        open_ = [p for p in mine if not closed(p)]
+        settled = [p for p in shut if p.settled]
+        out[kind] = (open_[-1] if open_ else None, shut[-1] if shut else None,
+                     settled[-1] if settled else None)
+    return out
+
+
 @dataclass
 class MigrationTally:
     """The migration part of a tally: per period kind, the open period, the closed ones still
@@ -278,17 +307,14 @@ class MigrationTally:
         detection), ``week:effective``/``month:effective`` (the latest settled one, dated by
         effective night: final, revised no more)."""
         out: dict[str, PeriodCounts] = {}
-        for kind in PERIOD_KINDS:
-            mine = sorted((p for p in self.periods if p.kind == kind), key=lambda p: p.number)
-            open_ = [p for p in mine if not p.final]
-            closed = [p for p in mine if p.final]
-            settled = [p for p in closed if p.settled]
+        for kind, (open_, closed, settled) in latest_periods(self.periods,
+                                                             lambda p: p.final).items():
             if open_:
-                out[kind] = open_[-1]
+                out[kind] = open_
             if closed:
-                out[f"{kind}:closed"] = closed[-1]
+                out[f"{kind}:closed"] = closed
             if settled:
-                out[f"{kind}:effective"] = settled[-1].by_effective()
+                out[f"{kind}:effective"] = settled.by_effective()
         return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
