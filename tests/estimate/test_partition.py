@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simkit import simulated_engine
 
-from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import cell_to_parent, latlng_to_cell
 from estimators.tally import Tally, merge_tallies
 from stream.decode.frame import encode_frame
@@ -20,7 +20,6 @@ from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.simulator import Simulation, simulate
 from stream.simulator.writer import write_simulation
 from stream.sources.kafka_producer import device_partition
-from stream.sources.reference_files import load_regions
 from stream.sources.simulation import simulation_columns
 
 SECRET = b"partition-test-secret-0123456789"
@@ -35,14 +34,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulation, Path]:
     return s, out
 
 
-def _engine(sim: tuple[Simulation, Path]) -> Engine:
-    s, out = sim
-    engine = Engine(load_regions(out / "regions.geojson"), EngineConfig(res=8))
-    plan = s.cell_plan
-    ops = np.asarray(s.operators, dtype=object)
-    engine.load_cell_plan(ops[plan["operator"]].tolist(), list(plan["cell"]), plan["lat"],
-                          plan["lon"])
-    return engine
 
 
 def _all_columns(s: Simulation) -> dict[str, np.ndarray]:
@@ -53,7 +44,7 @@ def _all_columns(s: Simulation) -> dict[str, np.ndarray]:
 
 
 def _replay_tallies(sim: tuple[Simulation, Path], cols: dict[str, np.ndarray]) -> list[Tally]:
-    engine = _engine(sim)
+    engine = simulated_engine(sim)
     out: list[Tally] = []
     rep = EventTimeWindows(engine, SETTINGS, on_window=lambda b: out.append(engine.tally(b)))
     batch = PingDecoder(engine, SECRET).decode_columns(cols, str)
@@ -91,11 +82,11 @@ def test_partition_tallies_sum_to_the_replay(sim: tuple[Simulation, Path]) -> No
     frames = _partition_frames(cols, 3, 5_000)
     by_boundary: dict[int, list[Tally]] = defaultdict(list)
     for p, fr in frames.items():
-        ps = PartitionState("pings", p, _engine(sim), SECRET, SETTINGS)
+        ps = PartitionState("pings", p, simulated_engine(sim), SECRET, SETTINGS)
         for t in _feed(ps, fr, 0, chunk=p + 1):  # different batching per partition
             by_boundary[t.at_ms].append(t)
     assert sorted(by_boundary) == [t.at_ms for t in expected]
-    engine = _engine(sim)
+    engine = simulated_engine(sim)
     for want in expected:
         got = merge_tallies(by_boundary[want.at_ms])
         assert got.to_bytes() == want.to_bytes()
@@ -108,15 +99,15 @@ def test_checkpoint_resumes_exactly_and_redelivery_changes_nothing(
         sim: tuple[Simulation, Path]) -> None:
     s, _ = sim
     frames = _partition_frames(_all_columns(s), 1, 4_000)[0]
-    whole = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     want = _feed(whole, frames, 0, chunk=3)
 
-    first = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    first = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     half = len(frames) // 2
     got = _feed(first, frames[:half], 0, chunk=2)
     blob = first.checkpoint()
     got += _feed(first, frames[half:half + 3], half, chunk=3)  # lost in the "crash"
-    resumed = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    resumed = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     resumed.restore(blob)
     assert resumed.next_offset == half
     again = _feed(resumed, frames[:half], 0, chunk=5)  # redelivered from the start: skipped
@@ -158,7 +149,7 @@ T0 = 1_772_409_600_000
 
 
 def test_a_stale_first_ping_does_not_block_the_stream(sim: tuple[Simulation, Path]) -> None:
-    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     msgs = [_ping(0, T0 - 365 * 86_400_000)] + [_ping(i, T0 + i * 1000) for i in range(1, 31)]
     res = ps.process(list(range(len(msgs))), msgs)
     assert [r.reason for r in res.rejects] == ["ts_ahead_of_stream"] * 9
@@ -166,7 +157,7 @@ def test_a_stale_first_ping_does_not_block_the_stream(sim: tuple[Simulation, Pat
 
 
 def test_bad_watermarks_and_too_many_operators_are_rejects(sim: tuple[Simulation, Path]) -> None:
-    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     msgs = [_ping(1, T0), encode_control(T0 + 30 * 86_400_000), encode_control(2**62),
             *[_ping(i, T0 + i, operator=f"{40000 + i}") for i in range(300)]]
     res = ps.process(list(range(len(msgs))), msgs)
@@ -180,8 +171,8 @@ def test_bad_watermarks_and_too_many_operators_are_rejects(sim: tuple[Simulation
 
 
 def test_checkpoint_from_another_key_is_refused(sim: tuple[Simulation, Path]) -> None:
-    ps = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     ps.process([0], [_ping(1, T0)])
-    other = PartitionState("pings", 0, _engine(sim), b"another-secret-0123456789abcdef", SETTINGS)
+    other = PartitionState("pings", 0, simulated_engine(sim), b"another-secret-0123456789abcdef", SETTINGS)
     with pytest.raises(CheckpointMismatchError, match="pseudonymization key"):
         other.restore(ps.checkpoint())

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simkit import simulated_engine
 
-from estimators.engine import Engine, EngineConfig
+from estimators.engine import Engine
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS
 from stream.contract import Reject
@@ -25,7 +26,6 @@ from stream.estimate.partition import PartitionState
 from stream.estimate.windows import REANCHOR_PINGS, EventTimeWindows, WindowSettings
 from stream.simulator import Simulation, simulate
 from stream.simulator.writer import write_simulation
-from stream.sources.reference_files import load_regions
 from stream.sources.simulation import simulation_columns
 
 SECRET = b"watermark-test-secret-0123456789"
@@ -40,14 +40,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulation, Path]:
     return s, out
 
 
-def _engine(sim: tuple[Simulation, Path]) -> Engine:
-    s, out = sim
-    engine = Engine(load_regions(out / "regions.geojson"), EngineConfig(res=8))
-    plan = s.cell_plan
-    ops = np.asarray(s.operators, dtype=object)
-    engine.load_cell_plan(ops[plan["operator"]].tolist(), list(plan["cell"]), plan["lat"],
-                          plan["lon"])
-    return engine
 
 
 def _columns(s: Simulation) -> dict[str, np.ndarray]:
@@ -71,7 +63,7 @@ def _with_pings(cols: dict[str, np.ndarray], at: int, device: bytes, ts: list[in
 
 def _replay(sim: tuple[Simulation, Path], cols: dict[str, np.ndarray], chunk: int = 20_000
             ) -> tuple[list[Tally], list[Reject], EventTimeWindows]:
-    engine = _engine(sim)
+    engine = simulated_engine(sim)
     tallies: list[Tally] = []
     rejects: list[Reject] = []
     windows = EventTimeWindows(engine, SETTINGS, on_window=lambda b: tallies.append(engine.tally(b)),
@@ -168,7 +160,7 @@ def _random_stream(rng: np.random.Generator, n: int, n_dev: int, t0: int) -> dic
 
 def _feed_in(sim: tuple[Simulation, Path], cols: dict[str, np.ndarray], cuts: np.ndarray,
              settings: WindowSettings) -> tuple[list[bytes], list[str], Engine]:
-    engine = _engine(sim)
+    engine = simulated_engine(sim)
     tallies: list[bytes] = []
     rejects: list[str] = []
     windows = EventTimeWindows(engine, settings,
@@ -213,7 +205,7 @@ def test_held_pings_are_bounded_by_the_lateness_not_the_window(
     cols = _columns(s)
     day = _day_start(cols)
     long = WindowSettings(every_ms=DAY_MS, lateness_ms=10 * MINUTE_MS)
-    ps = PartitionState("pings", 0, _engine(sim), SECRET, long)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, long)
     cut = int(np.searchsorted(cols["ts"], day + 20 * HOUR_MS))  # the window is 20 h open
     frames = [encode_frame({k: v[lo:min(lo + 5_000, cut)] for k, v in cols.items()})
               for lo in range(0, cut, 5_000)]
@@ -224,7 +216,7 @@ def test_held_pings_are_bounded_by_the_lateness_not_the_window(
     state_bytes = sum(a.nbytes for a in ps.engine.export_state().values())
     assert len(blob) < state_bytes + 100_000
     # just past a seal (the night closes at 06:00 in Almaty, 01:00 UTC) pings after it wait
-    near = PartitionState("pings", 0, _engine(sim), SECRET, long)
+    near = PartitionState("pings", 0, simulated_engine(sim), SECRET, long)
     stop = int(np.searchsorted(cols["ts"], day + HOUR_MS + 5 * MINUTE_MS))
     near.process([0], [encode_frame({k: v[:stop] for k, v in cols.items()})])
     held = near.windows.held()
@@ -233,13 +225,13 @@ def test_held_pings_are_bounded_by_the_lateness_not_the_window(
     state_bytes = sum(a.nbytes for a in ps.engine.export_state().values())
     assert len(blob) < state_bytes + 25 * recent + 100_000
     # and the rest of the day resumes from that checkpoint to the replay's figures
-    resumed = PartitionState("pings", 0, _engine(sim), SECRET, long)
+    resumed = PartitionState("pings", 0, simulated_engine(sim), SECRET, long)
     resumed.restore(blob)
     rest = [encode_frame({k: v[lo:lo + 5_000] for k, v in cols.items()})
             for lo in range(cut, len(cols["ts"]), 5_000)]
     rest.append(encode_control(int(cols["ts"].max()), final=True))
     got = [t for i, f in enumerate(rest) for t in resumed.process([len(frames) + i], [f]).tallies]
-    whole = PartitionState("pings", 0, _engine(sim), SECRET, long)
+    whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, long)
     want = [t for i, f in enumerate([*frames, *rest]) for t in whole.process([i], [f]).tallies]
     assert [t.to_bytes() for t in got] == [t.to_bytes() for t in want] and want
 
@@ -256,9 +248,9 @@ def test_an_older_checkpoint_without_watermark_devices_resumes(
     frames = [encode_frame({k: v[lo:lo + 4_000] for k, v in cols.items()})
               for lo in range(0, len(cols["ts"]), 4_000)]
     frames.append(encode_control(int(cols["ts"].max()), final=True))
-    whole = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     want = [t for i, f in enumerate(frames) for t in whole.process([i], [f]).tallies]
-    first = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    first = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     half = len(frames) // 2
     got = [t for i, f in enumerate(frames[:half]) for t in first.process([i], [f]).tallies]
     with np.load(io.BytesIO(first.checkpoint())) as z:
@@ -269,7 +261,7 @@ def test_an_older_checkpoint_without_watermark_devices_resumes(
     arrays["meta"] = np.array(json.dumps(meta))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    resumed = PartitionState("pings", 0, _engine(sim), SECRET, SETTINGS)
+    resumed = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     resumed.restore(buf.getvalue())
     assert np.array_equal(np.sort(resumed.windows.watermark_devices()[1]),
                           np.sort(first.windows.watermark_devices()[1]))
@@ -280,7 +272,7 @@ def test_an_older_checkpoint_without_watermark_devices_resumes(
 def test_a_single_device_closes_windows_only_at_the_end(sim: tuple[Simulation, Path]) -> None:
     """With one device the stream has no time to trust: windows close at the end of input (or
     a producer watermark), never on that device's word alone."""
-    engine = _engine(sim)
+    engine = simulated_engine(sim)
     closed: list[int] = []
     windows = EventTimeWindows(engine, SETTINGS, on_window=closed.append)
     t0 = 1_772_409_600_000
