@@ -286,9 +286,11 @@ def test_k8s_worker_probes_scraping_and_disruption_budget() -> None:
     assert ann["prometheus.io/path"] == "/metrics"
     c = template["spec"]["containers"][0]
     assert {"name": "http", "containerPort": 6066, "protocol": "TCP"} in c["ports"]
-    for probe in ("livenessProbe", "readinessProbe"):
+    # readiness on /healthz (503 while a partition is stopped); liveness on /livez, so that a
+    # stopped partition, which a restart does not cure, does not restart the pod in a loop
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/healthz")):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/healthz" and get["port"] in ("http", 6066)
+        assert get["path"] == path and get["port"] in ("http", 6066)
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     assert len(pdbs) == 1 and pdbs[0]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     secret_vols = [v for v in template["spec"]["volumes"] if "secret" in v]
