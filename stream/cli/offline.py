@@ -40,8 +40,8 @@ from stream.publish.flows import flows_table, period_flows
 from stream.publish.snapshot import engine_snapshot
 from stream.publish.table import region_table
 from stream.simulator import Simulation, load_scenario, simulate, write_simulation
+from stream.sources.columnar_files import Period, read_columns
 from stream.sources.key_file import load_pseudonym_key
-from stream.sources.ping_files import read_records
 from stream.sources.reference_files import (
     ReferencePaths,
     load_population,
@@ -96,6 +96,7 @@ class ReplayResult:
     uncalibrated: list[tuple[str, str]]
     flows: list[dict[str, Any]] = field(default_factory=list)
     flows_written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def open_output(path: Path) -> TextIO:
@@ -128,14 +129,31 @@ class RejectFile:
             self._fh.close()
 
 
-def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path]) -> None:
-    """Read, decode and feed ping files with a progress bar on stderr."""
+def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path],
+                period: Period | None = None) -> None:
+    """Read (as columns), decode and feed ping files with a progress bar on stderr."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        for chunk in read_records(pings):
-            batch = decoder.decode(chunk)
-            windows.feed(batch, lambda i, chunk=chunk: chunk[i].source, rows_read=len(chunk))
+        for chunk in read_columns(pings, period=period, ahead=True):
+            batch = decoder.decode_rows(chunk)
+            windows.feed(batch, chunk.source, rows_read=len(chunk))
             bar.update(len(chunk))
             bar.set_postfix(windows=windows.stats.windows, refresh=False)
+
+
+def _period(start_ms: int | None, end_ms: int | None, lateness_ms: int,
+            skipped: list[str]) -> Period | None:
+    """What a run with ``--from``/``--to`` need not read (see
+    :class:`~stream.sources.columnar_files.Period`); notes of what was skipped go to ``skipped``."""
+    if start_ms is None and end_ms is None:
+        return None
+
+    def note(path: str, first: int, last: int | None) -> None:
+        if last is None:
+            skipped.append(f"{path}: not read from line {first:,} on (past --to + lateness)")
+        else:
+            skipped.append(f"{path}: lines {first:,}..{last:,} not read (before --from - lateness)")
+
+    return Period(start_ms, end_ms, lateness_ms, note)
 
 
 def run_replay(config: ReplayConfig) -> ReplayResult:
@@ -162,8 +180,11 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
 
     windows = EventTimeWindows(engine, config.windows, on_window=publish, on_reject=reject_file,
                                start_ms=config.start_ms, end_ms=config.end_ms)
+    skipped: list[str] = []
+    period = _period(config.start_ms, config.end_ms, config.windows.lateness_ms, skipped)
     try:
-        _feed_files(windows, PingDecoder(engine, secret, config.windows.max_future_ms), config.pings)
+        _feed_files(windows, PingDecoder(engine, secret, config.windows.max_future_ms), config.pings,
+                    period)
         windows.finish()
     finally:
         reject_file.close()
@@ -174,7 +195,7 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     return ReplayResult(last[0] if last else None, stats.windows, stats.summary(),
                         sum(stats.rejected.values()), windows.describe_period(),
                         engine.factors().uncalibrated if reference.calibration else [],
-                        flows.latest(), flows.written())
+                        flows.latest(), flows.written(), skipped)
 
 
 class FlowsWriter:
@@ -279,6 +300,7 @@ class CalibrateResult:
     rows: list[FactorRow]
     summary: str
     period: str
+    skipped: list[str] = field(default_factory=list)
 
 
 def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
@@ -295,8 +317,11 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))
     windows = EventTimeWindows(engine, settings, on_window=lambda _at: None, on_reject=reject_file,
                                start_ms=config.start_ms, end_ms=config.end_ms)
+    skipped: list[str] = []
+    period = _period(config.start_ms, config.end_ms, config.lateness_ms, skipped)
     try:
-        _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings)
+        _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings,
+                    period)
     finally:
         reject_file.close()
     windows.apply_all()
@@ -309,7 +334,7 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     write_calibration(config.out, rows)
-    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period())
+    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped)
 
 
 SIMULATE_LIMITS: dict[str, Limit] = {
@@ -405,6 +430,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
+    for note in result.skipped:
+        print(f"defacto: {note}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     if args.flows_out:
@@ -438,6 +465,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
     result = run_calibrate(config)
     print(f"defacto: {result.summary}", file=sys.stderr)
+    for note in result.skipped:
+        print(f"defacto: {note}", file=sys.stderr)
     print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {args.out}",
           file=sys.stderr)
     return 0

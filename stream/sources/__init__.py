@@ -1,8 +1,9 @@
 """Stage 1: where pings and reference data come from.
 
 - :mod:`~stream.sources.ping_files`: JSON Lines / CSV ping files (optionally gzipped) as chunks of
-  :class:`~stream.contract.Record`; :mod:`~stream.sources.merged_files`: several of them as one
-  input, merged by event time;
+  :class:`~stream.contract.Record`; :mod:`~stream.sources.columnar_files`: the same files parsed
+  in blocks with polars (the per-line path for every row it cannot vouch for);
+  :mod:`~stream.sources.merged_files`: several of them as one input, merged by event time;
 - :mod:`~stream.sources.reference_files`: regions, registry, reference population, calibration,
   cell plan and the simulator's truth, with one-line :class:`~stream.contract.InputError`
   (:mod:`~stream.sources.text_files` opens them, gzipped or not);

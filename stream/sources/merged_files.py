@@ -86,32 +86,101 @@ def first_event_time(path: Path, records: FileRecords, rows: int = PEEK_ROWS) ->
             close()
 
 
-class _FileCursor:
-    """One file being merged: its open records, the block read ahead and each row's progress."""
+class FileProgress:
+    """A file's progress (the rule of the module docstring), kept row after row across blocks."""
+
+    def __init__(self, max_jump_ms: int = WindowSettings.max_jump_ms) -> None:
+        self.max_jump_ms = max_jump_ms
+        self.progress: int | None = None
+        self.ahead_run = 0
+
+    def keys(self, times: np.ndarray, start: int = NO_TIME) -> np.ndarray:
+        """The progress after each row of the next block (``times``: each row's event time,
+        :data:`NO_TIME` for none); ``start`` before the first event time. Vectorized unless a
+        row jumps ahead."""
+        times = np.asarray(times, dtype=np.int64)
+        valid = times != NO_TIME
+        out = np.empty(len(times), dtype=np.int64)
+        if not valid.any():
+            out[:] = start if self.progress is None else self.progress
+            return out
+        lead = 0
+        if self.progress is None:
+            lead = int(np.argmax(valid))
+            out[:lead] = start
+            self.progress = int(times[lead])
+        top = np.maximum.accumulate(np.where(valid[lead:], times[lead:], NO_TIME))
+        before = np.maximum(np.concatenate([[self.progress], top[:-1]]), self.progress)
+        ahead = valid[lead:] & (times[lead:] > before + self.max_jump_ms)
+        if not ahead.any():
+            out[lead:] = np.maximum(top, self.progress)
+            self.progress = int(out[-1])
+            self.ahead_run = 0
+            return out
+        for i in range(lead, len(times)):  # a row ahead: the sequential rule
+            ts = int(times[i])
+            if ts != NO_TIME:
+                if ts > self.progress + self.max_jump_ms:
+                    self.ahead_run += 1
+                    if self.ahead_run >= REANCHOR_PINGS:
+                        self.ahead_run = 0
+                        self.progress = ts
+                else:
+                    self.ahead_run = 0
+                    self.progress = max(self.progress, ts)
+            out[i] = self.progress
+        return out
+
+
+class RowsCursor:
+    """One file being merged: its rows read ahead and each row's progress.
+
+    Subclasses hold the rows (:class:`_FileCursor`: records; the columnar reader: columns) and
+    implement :meth:`open`, :meth:`close`, :meth:`read`, :meth:`held`, :meth:`held_chars`,
+    :meth:`_append` and :meth:`_split`.
+    """
 
     def __init__(self, index: int, path: Path, first_ts: int | None, max_jump_ms: int) -> None:
         self.index = index
         self.path = path
         self.start = NO_TIME if first_ts is None else first_ts
-        self.max_jump_ms = max_jump_ms
-        self.records: Iterator[Record] | None = None
         self.done = False
-        self.rows: list[Record] = []
+        self.opened = False
         self.keys = np.empty(0, dtype=np.int64)
-        self.chars = 0
-        self._progress: int | None = None
-        self._ahead_run = 0
+        self._progress = FileProgress(max_jump_ms)
 
-    def open(self, records: FileRecords) -> None:
+    def open(self) -> None:
         """Start reading the file."""
-        self.records = records(self.path)
+        raise NotImplementedError
 
     def close(self) -> None:
         """Stop reading the file (at its end or when the merge stops early)."""
-        close = getattr(self.records, "close", None)
-        if close is not None:
-            close()
-        self.done = True
+        raise NotImplementedError
+
+    def read(self, rows: int) -> None:
+        """Read up to ``rows`` more rows (and about :data:`BLOCK_CHARS` characters) with their
+        progress; at the end of the file, :attr:`done`."""
+        raise NotImplementedError
+
+    def held(self) -> int:
+        """Rows read and not yet taken."""
+        raise NotImplementedError
+
+    def held_chars(self) -> int:
+        """Their characters."""
+        raise NotImplementedError
+
+    def _append(self, block: Any) -> None:
+        raise NotImplementedError
+
+    def _split(self, n: int) -> Any:
+        """Remove and return the first ``n`` rows held."""
+        raise NotImplementedError
+
+    def _add(self, block: Any, times: np.ndarray) -> None:
+        """Hold a block of rows read, with their event times."""
+        self._append(block)
+        self.keys = np.concatenate([self.keys, self._progress.keys(times, self.start)])
 
     @property
     def bound(self) -> int:
@@ -120,25 +189,38 @@ class _FileCursor:
             return END
         if len(self.keys):
             return int(self.keys[-1])
-        return self.start if self.records is None else NO_TIME
+        return self.start if not self.opened else NO_TIME
 
-    def _key(self, record: Record) -> int:
-        ts = event_time(record)
-        if ts is not None:
-            if self._progress is None:
-                self._progress = ts
-            elif ts > self._progress + self.max_jump_ms:
-                self._ahead_run += 1
-                if self._ahead_run >= REANCHOR_PINGS:
-                    self._ahead_run = 0
-                    self._progress = ts
-            else:
-                self._ahead_run = 0
-                self._progress = max(self._progress, ts)
-        return self.start if self._progress is None else self._progress
+    def take(self, bound: int, inclusive: bool) -> tuple[Any, np.ndarray]:
+        """Remove and return the rows whose progress is below ``bound`` (or equal, ``inclusive``)."""
+        n = int(np.searchsorted(self.keys, bound, side="right" if inclusive else "left"))
+        keys = self.keys[:n]
+        self.keys = self.keys[n:]
+        return self._split(n), keys
+
+
+class _FileCursor(RowsCursor):
+    """A file being merged, read as records."""
+
+    def __init__(self, index: int, path: Path, first_ts: int | None, max_jump_ms: int,
+                 records: FileRecords) -> None:
+        super().__init__(index, path, first_ts, max_jump_ms)
+        self.opener = records
+        self.records: Iterator[Record] | None = None
+        self.rows: list[Record] = []
+        self.chars = 0
+
+    def open(self) -> None:
+        self.records = self.opener(self.path)
+        self.opened = True
+
+    def close(self) -> None:
+        close = getattr(self.records, "close", None)
+        if close is not None:
+            close()
+        self.done = True
 
     def read(self, rows: int) -> None:
-        """Read up to ``rows`` more rows with their progress (at the end: :attr:`done`)."""
         assert self.records is not None
         block: list[Record] = []
         chars = 0
@@ -155,19 +237,25 @@ class _FileCursor:
             raise
         finally:
             if block:
-                self.rows.extend(block)
-                self.chars += chars
-                keys = np.fromiter(map(self._key, block), dtype=np.int64, count=len(block))
-                self.keys = np.concatenate([self.keys, keys])
+                times = np.fromiter((NO_TIME if (t := event_time(r)) is None else t
+                                     for r in block), dtype=np.int64, count=len(block))
+                self._add(block, times)
 
-    def take(self, bound: int, inclusive: bool) -> tuple[list[Record], np.ndarray]:
-        """Remove and return the rows whose progress is below ``bound`` (or equal, ``inclusive``)."""
-        n = int(np.searchsorted(self.keys, bound, side="right" if inclusive else "left"))
-        rows, keys = self.rows[:n], self.keys[:n]
+    def held(self) -> int:
+        return len(self.rows)
+
+    def held_chars(self) -> int:
+        return self.chars
+
+    def _append(self, block: list[Record]) -> None:
+        self.rows.extend(block)
+        self.chars += sum(len(r.raw) for r in block)
+
+    def _split(self, n: int) -> list[Record]:
+        rows = self.rows[:n]
         self.chars -= sum(len(r.raw) for r in rows)
         del self.rows[:n]
-        self.keys = self.keys[n:]
-        return rows, keys
+        return rows
 
 
 def merge_by_event_time(paths: Sequence[Path], records: FileRecords,
@@ -179,67 +267,85 @@ def merge_by_event_time(paths: Sequence[Path], records: FileRecords,
     :class:`~stream.contract.InputError` from the files (before any record for a missing file or
     a problem in a file's first rows).
     """
-    block_rows = max(MIN_BLOCK_ROWS, min(BLOCK_ROWS, BUFFER_ROWS // max(1, len(paths))))
-    cursors = [_FileCursor(i, p, first_event_time(p, records), max_jump_ms)
+    cursors = [_FileCursor(i, p, first_event_time(p, records), max_jump_ms, records)
                for i, p in enumerate(paths)]
+    yield from merge_cursors(cursors, _join_records)
+
+
+def _join_records(parts: list[list[Record]], keys: list[np.ndarray]) -> list[Record]:
+    rows = [r for part in parts for r in part]
+    if not rows:
+        return rows
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    return [rows[i] for i in order.tolist()]
+
+
+Join = Callable[[list[Any], list[np.ndarray]], Any]
+"""Rows taken from several files (in file order) and their progress -> the rows in merged order:
+by progress, then file, then row."""
+
+
+def merge_cursors(cursors: Sequence[RowsCursor], join: Join) -> Iterator[Any]:
+    """The rows of the files of ``cursors`` merged by event time, as blocks in merged order
+    (``join`` puts the rows taken at each step in order). Raises
+    :class:`~stream.contract.InputError` from the files, after the rows read before it."""
+    block_rows = max(MIN_BLOCK_ROWS, min(BLOCK_ROWS, BUFFER_ROWS // max(1, len(cursors))))
     waiting = sorted(cursors, key=lambda c: (c.start, c.index))
-    active: list[_FileCursor] = []
+    active: list[RowsCursor] = []
     try:
         while waiting or active:
-            out = _step(waiting, active, records, block_rows)
-            if out:
+            out = _step(waiting, active, block_rows, join)
+            if out is not None:
                 yield out
-            active[:] = [c for c in active if not (c.done and not c.rows)]
+            active[:] = [c for c in active if not (c.done and not c.held())]
     except InputError:
-        rest = _take(active, END, inclusive=True)  # what was read before a file broke goes on
-        if rest:
+        rest = _take(active, END, True, join)  # what was read before a file broke goes on
+        if rest is not None:
             yield rest
         raise
     finally:
         for c in cursors:
-            if c.records is not None and not c.done:
+            if c.opened and not c.done:
                 c.close()
 
 
-def _step(waiting: list[_FileCursor], active: list[_FileCursor], records: FileRecords,
-          block_rows: int) -> list[Record]:
-    """One step of the merge: read what is due, return the rows now safe to pass on (maybe none)."""
-    _open_due(waiting, active, records, block_rows)
+def _step(waiting: list[RowsCursor], active: list[RowsCursor], block_rows: int,
+          join: Join) -> Any:
+    """One step of the merge: read what is due, return the rows now safe to pass on (or None)."""
+    _open_due(waiting, active, block_rows)
     bound = min([c.bound for c in active] + [c.start for c in waiting[:1]], default=END)
-    out = _take(active, bound, inclusive=bound == END)
-    if not out:
+    out = _take(active, bound, bound == END, join)
+    if out is None:
         limiting = [c for c in active if not c.done and c.bound == bound]
         room = [c for c in limiting
-                if len(c.rows) < HELD_BLOCKS * block_rows and c.chars < HELD_BLOCKS * BLOCK_CHARS]
+                if c.held() < HELD_BLOCKS * block_rows and c.held_chars() < HELD_BLOCKS * BLOCK_CHARS]
         for c in room:
             c.read(block_rows)
         if not room:  # a run of one progress value longer than the blocks held: let it through
-            out = _take(active, bound, inclusive=True)
+            out = _take(active, bound, True, join)
     return out
 
 
-def _open_due(waiting: list[_FileCursor], active: list[_FileCursor], records: FileRecords,
-              block_rows: int) -> None:
+def _open_due(waiting: list[RowsCursor], active: list[RowsCursor], block_rows: int) -> None:
     """Read a block of every active file that has none, and open each waiting file whose first
     event time the merge has reached."""
     for c in active:
-        if not c.done and not c.rows:
+        if not c.done and not c.held():
             c.read(block_rows)
     while waiting and waiting[0].start <= min((c.bound for c in active), default=END):
         c = waiting.pop(0)
         active.append(c)
         active.sort(key=lambda a: a.index)
-        c.open(records)
+        c.open()
+        c.opened = True
         c.read(block_rows)
 
 
-def _take(active: list[_FileCursor], bound: int, inclusive: bool) -> list[Record]:
+def _take(active: list[RowsCursor], bound: int, inclusive: bool, join: Join) -> Any:
     """The rows of all active files with progress below ``bound`` (or equal), in merged order:
-    by progress, then file, then row."""
+    by progress, then file, then row; None if there are none."""
     parts = [c.take(bound, inclusive) for c in active]
-    rows: list[Record] = [r for part, _ in parts for r in part]
-    if len(rows) == 0:
-        return rows
-    keys: Any = np.concatenate([k for _, k in parts])
-    order = np.argsort(keys, kind="stable")
-    return [rows[i] for i in order.tolist()]
+    taken = [(rows, keys) for rows, keys in parts if len(keys)]
+    if not taken:
+        return None
+    return join([rows for rows, _ in taken], [keys for _, keys in taken])

@@ -1,5 +1,10 @@
 """Ping files as chunks of records: JSON Lines or CSV, optionally gzipped.
 
+This module states what a ping file may hold and reads it row by row; ``defacto replay`` and
+``calibrate`` read files with :mod:`stream.sources.columnar_files`, which gives the same rows and
+values as columns and hands the rows it cannot vouch for to the per-line code here
+(:func:`jsonl_line`, :class:`CsvRows`). ``defacto produce`` forwards records as they are.
+
 One file is read in file order; several files given together are one input, merged by event
 time (:mod:`stream.sources.merged_files`). Files are read as people save them
 (:mod:`stream.sources.text_files`: BOM, CRLF/CR, gzip). A row that cannot be parsed still becomes
@@ -59,6 +64,21 @@ def ping_format(path: str | Path) -> str:
                      "optionally .gz)")
 
 
+def ping_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The ping files of one input, checked: each of a known type (:func:`ping_format`) and
+    named once. Raises :class:`~stream.contract.InputError` ``FILE: given twice ...``."""
+    files = [Path(p) for p in paths]
+    seen: dict[Path, Path] = {}
+    for path in files:
+        ping_format(path)
+        key = path.resolve()
+        if key in seen:
+            also = "" if str(seen[key]) == str(path) else f" (also as {seen[key]})"
+            raise InputError(f"{path}: given twice{also}; its pings would count twice")
+        seen[key] = path
+    return files
+
+
 def file_records(path: str | Path) -> Iterator[Record]:
     """The records of one ping file, in file order (``source`` is ``FILE:LINE``).
 
@@ -81,15 +101,7 @@ def read_records(paths: Iterable[str | Path], chunk_rows: int = 100_000,
     file (before any record), a CSV header without ``device``, ``ts`` and ``operator`` or a
     broken gzip stream (after the records read before it); bad rows are records, never errors.
     """
-    files = [Path(p) for p in paths]
-    seen: dict[Path, Path] = {}
-    for path in files:
-        ping_format(path)
-        key = path.resolve()
-        if key in seen:
-            also = "" if str(seen[key]) == str(path) else f" (also as {seen[key]})"
-            raise InputError(f"{path}: given twice{also}; its pings would count twice")
-        seen[key] = path
+    files = ping_paths(paths)
     if len(files) == 1:
         rows = file_records(files[0])
     else:
@@ -119,7 +131,7 @@ def _escaped(text: str) -> str:
 _JSON = json.JSONDecoder()
 
 
-def _json_record(src: str, body: str, long: bool) -> Record:
+def json_record(src: str, body: str, long: bool) -> Record:
     """One JSON Lines line (stripped, not blank; ``long``: only its start) as a record."""
     if long:
         return Record(src, None, _escaped(body), f"malformed JSON: line longer than "
@@ -144,12 +156,19 @@ def _json_record(src: str, body: str, long: bool) -> Record:
     return Record(src, obj, body)
 
 
+def jsonl_line(src: str, line: str) -> Record | None:
+    """One JSON Lines line as :meth:`~stream.sources.text_files.TextInput.raw_lines` gives it
+    (a :class:`~stream.sources.text_files.LongLine` if cut) as a record; None if blank."""
+    body = line.strip()
+    return json_record(src, body, type(line) is LongLine) if body else None
+
+
 def _jsonl_records(text: TextInput) -> Iterator[Record]:
     path = text.path
     for line in text.raw_lines(MAX_ROW_CHARS):
-        body = line.strip()
-        if body:
-            yield _json_record(f"{path}:{text.line_no}", body, type(line) is LongLine)
+        record = jsonl_line(f"{path}:{text.line_no}", line)
+        if record is not None:
+            yield record
 
 
 def _csv_int(text: str) -> Any:
@@ -180,7 +199,7 @@ def _csv_str(text: str) -> str:
 _CSV_CONVERT = {"ts": _csv_int, "home_mcc": _csv_int, "lat": _csv_float, "lon": _csv_float}
 
 
-def _csv_fields(columns: list[tuple[int, str, Any]], row: list[str]) -> dict[str, Any]:
+def csv_fields(columns: list[tuple[int, str, Any]], row: list[str]) -> dict[str, Any]:
     """A CSV row's ping fields: each of ``columns`` ``(index, name, convert)``, empty as None."""
     fields: dict[str, Any] = {}
     for i, name, convert in columns:
@@ -246,45 +265,65 @@ def _csv_header(feed: _CsvFeed, row: list[str]) -> list[str]:
     return header
 
 
-def _csv_records(text: TextInput) -> Iterator[Record]:
-    feed = _CsvFeed(text)
-    header: list[str] | None = None
-    header_row: list[str] = []
-    columns: list[tuple[int, str, Any]] = []
-    while True:  # a new csv reader after each row too long (its line feed raised)
-        reader = csv.reader(feed)
-        feed.next_row()
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except _RowTooLongError:
-                src = f"{text.path}:{feed.start}"
-                yield Record(src, None, feed.text_read(),
-                             f"row longer than {MAX_ROW_CHARS:,} characters")
-                break
-            except csv.Error as exc:
-                yield Record(f"{text.path}:{feed.start}", None, feed.text_read(),
-                             f"unreadable CSV row ({exc})")
-                feed.next_row()
-                continue
-            if not row or (len(row) == 1 and not row[0].strip()):
-                feed.next_row()
-                continue
-            src = f"{text.path}:{feed.start}"
-            if header is None:
-                header, header_row = _csv_header(feed, row), row
-                columns = [(i, h, _CSV_CONVERT.get(h, _csv_str)) for i, h in enumerate(header)
-                           if h in PING_FIELDS]
-            elif row == header_row:
-                pass  # the header again: files joined with `cat`
-            elif feed.bad is not None:
-                yield Record(src, None, _escaped(",".join(row)),
-                             f"invalid UTF-8 (byte 0x{feed.bad[1]:02x})")
-            elif len(row) != len(header):
-                yield Record(src, None, ",".join(row),
-                             f"expected {len(header)} columns, got {len(row)}")
-            else:
-                yield Record(src, _csv_fields(columns, row), ",".join(row))
+class CsvRows:
+    """The rows of a CSV ping file as records, read from its lines one row at a time.
+
+    ``text`` gives the lines (:meth:`~stream.sources.text_files.TextInput.raw_lines`), its
+    ``path`` and the number of the last line read (``line_no``); it may be a
+    :class:`~stream.sources.text_files.TextInput` or any reader that keeps those (the columnar
+    reader hands rows spanning lines and unusual lines to this one). After the header row,
+    :attr:`header` holds its column names and :attr:`columns` the ping fields among them as
+    ``(index, name, convert)``.
+    """
+
+    def __init__(self, text: TextInput) -> None:
+        self.text = text
+        self.feed = _CsvFeed(text)
+        self.header: list[str] | None = None
+        self.header_row: list[str] = []
+        self.columns: list[tuple[int, str, Any]] = []
+
+    def records(self) -> Iterator[Record]:
+        """The records of the rows still to come (raises InputError for a bad header)."""
+        text, feed = self.text, self.feed
+        while True:  # a new csv reader after each row too long (its line feed raised)
+            reader = csv.reader(feed)
             feed.next_row()
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except _RowTooLongError:
+                    src = f"{text.path}:{feed.start}"
+                    yield Record(src, None, feed.text_read(),
+                                 f"row longer than {MAX_ROW_CHARS:,} characters")
+                    break
+                except csv.Error as exc:
+                    yield Record(f"{text.path}:{feed.start}", None, feed.text_read(),
+                                 f"unreadable CSV row ({exc})")
+                    feed.next_row()
+                    continue
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    feed.next_row()
+                    continue
+                src = f"{text.path}:{feed.start}"
+                if self.header is None:
+                    self.header, self.header_row = _csv_header(feed, row), row
+                    self.columns = [(i, h, _CSV_CONVERT.get(h, _csv_str))
+                                    for i, h in enumerate(self.header) if h in PING_FIELDS]
+                elif row == self.header_row:
+                    pass  # the header again: files joined with `cat`
+                elif feed.bad is not None:
+                    yield Record(src, None, _escaped(",".join(row)),
+                                 f"invalid UTF-8 (byte 0x{feed.bad[1]:02x})")
+                elif len(row) != len(self.header):
+                    yield Record(src, None, ",".join(row),
+                                 f"expected {len(self.header)} columns, got {len(row)}")
+                else:
+                    yield Record(src, csv_fields(self.columns, row), ",".join(row))
+                feed.next_row()
+
+
+def _csv_records(text: TextInput) -> Iterator[Record]:
+    yield from CsvRows(text).records()

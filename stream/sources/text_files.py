@@ -42,7 +42,7 @@ UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 BOM = "\ufeff"
 LINE_ENDS = ("\n", "\r")
 
-_BYTE_ERRORS = (OSError, EOFError, zlib.error)
+BYTE_ERRORS = (OSError, EOFError, zlib.error)
 """What reading bytes can raise: I/O errors, a truncated (EOFError) or corrupt gzip stream."""
 
 
@@ -71,7 +71,7 @@ def _line_ends(text: str) -> int:
     return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
-def _read_problem(exc: BaseException) -> str:
+def read_problem(exc: BaseException) -> str:
     """One line about an exception raised while reading bytes (gzip, I/O)."""
     if isinstance(exc, EOFError):
         return "the compressed data ends early (truncated .gz file)"
@@ -111,9 +111,15 @@ class TextInput:
         self._stream.close()
         self._raw.close()
 
+    def binary(self) -> IO[bytes]:
+        """The file's bytes after the opener's checks (gzip already undone), for a reader that
+        splits lines itself (:mod:`stream.sources.columnar_files`); never mix with the text reads
+        above. Its ``read1`` raises what :func:`read_problem` describes."""
+        return self._stream.buffer
+
     def _broken(self, exc: BaseException) -> InputError:
         """The byte-level error ``exc`` met reading the next line, as a one-line InputError."""
-        return InputError(f"{self.path}:{self.line_no + 1}: {_read_problem(exc)}; the lines "
+        return InputError(f"{self.path}:{self.line_no + 1}: {read_problem(exc)}; the lines "
                           "before it were read")
 
     def raw_lines(self, max_chars: int = MAX_LINE_CHARS) -> Iterator[str]:
@@ -144,7 +150,7 @@ class TextInput:
                 if line[:1] == BOM:
                     line = type(line)(line[1:])
                 yield line
-        except _BYTE_ERRORS as exc:
+        except BYTE_ERRORS as exc:
             raise self._broken(exc) from None
 
     def _long(self, line: str, max_chars: int, limit: int) -> tuple[str, bool]:
@@ -173,7 +179,7 @@ class TextInput:
         """The whole (rest of the) text. Raises InputError for bytes that are not UTF-8."""
         try:
             text = self._stream.read()
-        except _BYTE_ERRORS as exc:
+        except BYTE_ERRORS as exc:
             raise self._broken(exc) from None
         bad = invalid_utf8(text)
         if bad is not None:
@@ -197,14 +203,14 @@ def open_text(path: str | Path) -> TextInput:
     try:
         raw = open(path, "rb")
     except OSError as exc:
-        raise InputError(f"{path}:1: {_read_problem(exc)}") from None
+        raise InputError(f"{path}:1: {read_problem(exc)}") from None
     try:
         binary: io.BufferedReader | gzip.GzipFile = \
             gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == GZIP_MAGIC else raw
         head = binary.peek(4)[:4]
-    except _BYTE_ERRORS as exc:
+    except BYTE_ERRORS as exc:
         raw.close()
-        raise InputError(f"{path}:1: {_read_problem(exc)}") from None
+        raise InputError(f"{path}:1: {read_problem(exc)}") from None
     if head.startswith(UTF16_BOMS):
         raw.close()
         raise InputError(f"{path}: UTF-16 text; save it as UTF-8 (in Excel: \"CSV UTF-8\")")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from stream.contract import Record
 from stream.decode.validate import PingDecoder
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.snapshot import engine_snapshot
+from stream.simulator import load_scenario, simulate, write_simulation
 from stream.sources.ping_files import read_records
 from stream.sources.reference_files import load_regions
 from stream.timefmt import parse_duration_ms
@@ -275,3 +277,118 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     assert not docs[-1]["final"]  # the periods still open come last
     # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
     assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]
+
+
+# --- the columnar reader gives the snapshots of the record reader (issue 14) ------------------
+
+def _feed_records(windows: EventTimeWindows, decoder: PingDecoder, pings: Any,
+                  period: Any = None) -> None:
+    """The replay's reading loop before the columnar reader: records, checked row by row."""
+    for chunk in read_records(pings):
+        windows.feed(decoder.decode(chunk), lambda i, c=chunk: c[i].source, rows_read=len(chunk))
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two simulated days of astana (about 200 k pings) as JSON Lines, CSV and gzip, and the
+    JSON Lines split into one file per operator."""
+    out = tmp_path_factory.mktemp("sim")
+    sim = simulate(load_scenario("astana"), scale=0.001, days=2.0, seed=11)
+    write_simulation(sim, out / "jsonl")
+    write_simulation(sim, out / "csv", fmt="csv", gz=True)
+    rows = (out / "jsonl" / "pings.jsonl").read_text().splitlines(keepends=True)
+    by_operator: dict[str, list[str]] = {}
+    for row in rows:
+        by_operator.setdefault(json.loads(row)["operator"], []).append(row)
+    for op, part in by_operator.items():
+        (out / f"pings_{op}.jsonl").write_text("".join(part))
+    with gzip.open(out / "pings.jsonl.gz", "wt") as fh:
+        fh.writelines(rows)
+    return out
+
+
+def _replay_both(simulated: Path, pings: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 **options: Any) -> tuple[bytes, bytes, str, str]:
+    from stream.cli import offline
+
+    ref = simulated / "jsonl"
+    reference = offline.ReferencePaths(regions=ref / "regions.geojson", cells=ref / "cells.csv",
+                                       registry=ref / "registry.csv")
+    key = tmp_path / "key"
+    key.write_text("a-test-key-0123456789abcdef")
+    out: list[bytes] = []
+    summaries: list[str] = []
+    for reader in ("columns", "records"):
+        with monkeypatch.context() as mp:
+            if reader == "records":
+                mp.setattr(offline, "_feed_files", _feed_records)
+                mp.setattr(offline, "_period", lambda *_a: None)
+            snaps = tmp_path / f"snaps_{reader}.jsonl"
+            result = offline.run_replay(offline.ReplayConfig(
+                pings=tuple(pings), reference=reference, key_file=key, out=snaps,
+                flows_out=tmp_path / f"flows_{reader}.jsonl", **options))
+        out.append(snaps.read_bytes() + (tmp_path / f"flows_{reader}.jsonl").read_bytes())
+        summaries.append(result.summary)
+    return out[0], out[1], summaries[0], summaries[1]
+
+
+@pytest.mark.parametrize("files", ["jsonl", "csv.gz", "jsonl.gz", "per operator"])
+def test_columnar_replay_is_byte_identical_to_the_record_reader(
+        simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: str) -> None:
+    pings = {"jsonl": [simulated / "jsonl" / "pings.jsonl"],
+             "csv.gz": [simulated / "csv" / "pings.csv.gz"],
+             "jsonl.gz": [simulated / "pings.jsonl.gz"],
+             "per operator": sorted(simulated.glob("pings_*.jsonl"))}[files]
+    assert len(pings) >= (3 if files == "per operator" else 1)
+    columns, records, summary_columns, summary_records = _replay_both(
+        simulated, pings, tmp_path, monkeypatch)
+    assert summary_columns == summary_records
+    assert "pings accepted, 0 rejected" in summary_columns
+    assert len(columns.splitlines()) > 40 and columns == records
+
+
+def test_replay_with_a_period_skips_rows_and_gives_the_same_snapshots(
+        simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--from``/``--to`` inside a 2-day file sorted within the lateness: the reader skips the
+    rows before and after the period, the snapshots are those of reading everything."""
+    first = json.loads((simulated / "jsonl" / "pings.jsonl").open().readline())["ts"]
+    start = (first // HOUR_MS + 12) * HOUR_MS
+    columns, records, summary_columns, summary_records = _replay_both(
+        simulated, [simulated / "jsonl" / "pings.jsonl"], tmp_path, monkeypatch,
+        start_ms=start, end_ms=start + 12 * HOUR_MS)
+    assert columns == records
+    read_columns_n = int(summary_columns.split(" rows read")[0].replace(",", ""))
+    read_records_n = int(summary_records.split(" rows read")[0].replace(",", ""))
+    assert read_columns_n < 0.7 * read_records_n  # the outside rows were never read
+    assert "outside_period" in summary_records
+
+
+def test_calibrate_over_a_day_reads_less_and_fits_the_same_factors(
+        simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``calibrate --from/--to`` over the second day of a 2-day file: the first day and what
+    follows the period are not read (a line on stderr says which lines), the factors are those of
+    reading the whole file."""
+    ref = simulated / "jsonl"
+    first = json.loads((ref / "pings.jsonl").open().readline())["ts"]
+    day2 = (first // DAY_MS + 1) * DAY_MS
+    key = tmp_path / "key"
+    key.write_text("a-test-key-0123456789abcdef")
+    argv = ["calibrate", str(ref / "pings.jsonl"), "--regions", str(ref / "regions.geojson"),
+            "--cells", str(ref / "cells.csv"), "--reference", str(ref / "reference.csv"),
+            "--key-file", str(key), "--from", "2026-03-03T00:00:00Z", "--to",
+            "2026-03-03T18:00:00Z"]
+    assert day2 == 1_772_496_000_000  # 2026-03-03
+    assert main([*argv, "--out", str(tmp_path / "skip.csv")]) == 0
+    err = capsys.readouterr().err
+    from stream.cli import offline
+
+    monkeypatch.setattr(offline, "_period", lambda *_a: None)
+    assert main([*argv, "--out", str(tmp_path / "all.csv")]) == 0
+    err_all = capsys.readouterr().err
+    assert (tmp_path / "skip.csv").read_text() == (tmp_path / "all.csv").read_text()
+    assert "not read (before --from - lateness)" in err and "past --to + lateness" in err
+    assert "not read" not in err_all
+    read = [int(e.split("defacto: ")[1].split(" rows read")[0].replace(",", ""))
+            for e in (err, err_all)]
+    assert read[0] < 0.6 * read[1]
