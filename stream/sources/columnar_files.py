@@ -678,6 +678,18 @@ def _parse_plain_json(block: _Block, idx: np.ndarray
     return parts, frames, rest
 
 
+def _in_line_order(parts: list[np.ndarray], frames: list[pl.DataFrame]
+                   ) -> tuple[np.ndarray, pl.DataFrame]:
+    """Row indices parsed in several groups (``parts``, with their columns ``frames``) and
+    their columns, back in line order (stable); empty when no group parsed."""
+    if len(parts) > 1:
+        order = np.argsort(np.concatenate(parts), kind="stable")
+        return np.concatenate(parts)[order], pl.concat(frames, how="vertical")[order]
+    if parts:
+        return parts[0], frames[0]
+    return np.zeros(0, np.int64), pl.DataFrame(schema=JSON_SCHEMA)
+
+
 def _jsonl_rows(paths: list[str], file: int, block: _Block) -> PingRows:
     """The rows of a block of a JSON Lines file."""
     plain = _plain_mask(block, b"{", b"}", b"\\")
@@ -692,14 +704,7 @@ def _jsonl_rows(paths: list[str], file: int, block: _Block) -> PingRows:
         if r is not None:
             line_records.append(block.first + i)
             records.append(r)
-    if len(parts) > 1:
-        order = np.argsort(np.concatenate(parts), kind="stable")
-        idx = np.concatenate(parts)[order]
-        columns = pl.concat(frames, how="vertical")[order]
-    elif parts:
-        idx, columns = parts[0], frames[0]
-    else:
-        idx, columns = np.zeros(0, np.int64), pl.DataFrame(schema=JSON_SCHEMA)
+    idx, columns = _in_line_order(parts, frames)
     starts, ends = block.starts[idx], block.ends[idx]
     return _assemble(paths, file, block.first + idx, columns, ends - starts, starts, ends,
                      _TextBlock(block.data, "jsonl"), line_records, records)
@@ -911,14 +916,7 @@ class _CsvFile:
                 part = part[ok]
             ok_parts.append(part)
             frames.append(cols)
-        if len(ok_parts) > 1:
-            order = np.argsort(np.concatenate(ok_parts), kind="stable")
-            good = np.concatenate(ok_parts)[order]
-            columns = pl.concat(frames, how="vertical")[order]
-        elif ok_parts:
-            good, columns = ok_parts[0], frames[0]
-        else:
-            good, columns = np.zeros(0, np.int64), pl.DataFrame(schema=JSON_SCHEMA)
+        good, columns = _in_line_order(ok_parts, frames)
         text_block = _TextBlock(block.data, "csv", self.slow.columns)
         line_records: list[int] = []
         records: list[Record] = []
