@@ -65,7 +65,12 @@ class DemoFiles:
 
     sim_dir: Path
     calibration: Path
-    calibration_end: str
+    calibration_end_ms: int
+
+    @property
+    def calibration_end(self) -> str:
+        """The end of the calibration period, ISO 8601 UTC."""
+        return iso_utc(self.calibration_end_ms)
 
     @property
     def reference(self) -> ReferencePaths:
@@ -102,7 +107,7 @@ def simulate_and_calibrate(out: Path, scenario: str, scale: float, days: float, 
     print(f"defacto: {result.summary}", file=sys.stderr)
     print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {calibration}",
           file=sys.stderr)
-    return DemoFiles(sim_dir, calibration, iso_utc(end_ms))
+    return DemoFiles(sim_dir, calibration, end_ms)
 
 
 def run_offline_demo(out: Path, scenario: str, scale: float, days: float, seed: int) -> int:
@@ -180,15 +185,18 @@ def _serving(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
     return False
 
 
-def _show_latest(r: Any, keys: RedisKeys, shown: str | None) -> str | None:
-    """Print the latest snapshot's table if it is new; returns the latest ``at`` shown."""
+def _show_latest(r: Any, keys: RedisKeys, shown: str | None, after: str = "",
+                 truth: dict[str, dict[str, dict[str, int]]] | None = None) -> str | None:
+    """Print the latest snapshot's table (with the simulation's true figures at its time, if
+    ``truth`` has them) if it is new and later than ``after`` (ISO UTC); returns the latest
+    ``at`` shown."""
     body = r.get(keys.snapshot)
     if not body:
         return shown
     snap = json.loads(body)
-    if snap["at"] != shown:
+    if snap["at"] != shown and snap["at"] > after:
         print(f"\nSnapshot at {snap['at']} (published {snap.get('published_at', '?')})")
-        print(region_table(snap), flush=True)
+        print(region_table(snap, None if truth is None else truth.get(snap["at"])), flush=True)
     return str(snap["at"])
 
 
@@ -240,9 +248,14 @@ def _key_file(out: Path) -> Path:
     return key
 
 
-def _stream_and_show(demo: LiveDemo, kafka: str, topic: str, redis_url: str, keys: RedisKeys,
-                     worker: subprocess.Popen[bytes], log: Path) -> int:
-    """Stream the simulation, print each new snapshot; the exit code (1 if the worker died)."""
+def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, redis_url: str,
+                     keys: RedisKeys, worker: subprocess.Popen[bytes], log: Path) -> int:
+    """Stream the simulation, print each new snapshot; the exit code (1 if the worker died).
+
+    The calibration day goes first at full speed (the worker is primed with the day it was
+    calibrated on, as a real deployment starts from a checkpoint or a replayed day); snapshots
+    are printed from its end on, so the first one shown already rests on a day of observation.
+    """
     import redis
 
     from stream.simulator import simulate
@@ -253,17 +266,22 @@ def _stream_and_show(demo: LiveDemo, kafka: str, topic: str, redis_url: str, key
     producer = PingProducer(kafka, topic, "frame")
     r = redis.Redis.from_url(redis_url)
     shown = None
+    truth = load_truth(files.sim_dir / "truth.jsonl")
+    primed = files.calibration_end
+    _say(f"priming the worker with the calibration day (to {primed}) at full speed")
     try:
-        for _ in stream_simulation(producer, sim, demo.speed):
+        for now_ms in stream_simulation(producer, sim, demo.speed,
+                                        fast_until_ms=files.calibration_end_ms):
             if worker.poll() is not None:
                 _say(f"worker exited with {worker.returncode}; see {log}")
                 return 1
-            shown = _show_latest(r, keys, shown)
+            if now_ms > files.calibration_end_ms:
+                shown = _show_latest(r, keys, shown, after=primed, truth=truth)
         producer.flush(30)
         deadline = time.monotonic() + 60
         last = iso_utc((producer.stats.max_ts_ms or 0) // HOUR_MS * HOUR_MS + HOUR_MS)
         while time.monotonic() < deadline and shown != last and worker.poll() is None:
-            shown = _show_latest(r, keys, shown)
+            shown = _show_latest(r, keys, shown, after=primed, truth=truth)
             time.sleep(0.5)
         return 0
     finally:
@@ -305,7 +323,7 @@ def run_live_demo(demo: LiveDemo) -> int:
                 _say(f"the dashboard did not start (see {dash_log}); going on without it")
             _say(f"streaming {demo.scenario} at {demo.speed:g}x (one simulated hour every "
                  f"{HOUR_S / demo.speed:.0f} s); Ctrl-C stops")
-            rc = _stream_and_show(demo, kafka.url, topic, store.url, keys, worker, log)
+            rc = _stream_and_show(demo, files, kafka.url, topic, store.url, keys, worker, log)
             if rc or not demo.hold:
                 if not rc:
                     _say("simulation finished; stopping (--hold keeps the dashboard up)")

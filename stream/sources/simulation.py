@@ -46,9 +46,12 @@ def simulation_columns(sim: Simulation, chunk: HourChunk) -> PingColumns:
 def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | None,
                       watermark_every_ms: int = 5 * MINUTE_MS, step_ms: int = MINUTE_MS,
                       hours: Iterable[HourChunk] | None = None,
-                      max_wall_s: float | None = None) -> Iterator[int]:
+                      max_wall_s: float | None = None, fast_until_ms: int | None = None
+                      ) -> Iterator[int]:
     """Send a simulation as it happens: ``speed`` simulated seconds per second (None: at once).
 
+    Pings before ``fast_until_ms`` (UTC ms) go at once, unpaced: the demo primes a worker with
+    the calibration day this way, so its first live figures rest on a day of observation.
     Yields the simulated time reached after each step; ends with a final watermark.
     """
     wall0 = time.monotonic()
@@ -67,7 +70,9 @@ def stream_simulation(producer: PingProducer, sim: Simulation, speed: float | No
             a, b = np.searchsorted(ts, [lo_ms, lo_ms + step_ms])
             producer.send_columns({k: v[a:b] for k, v in cols.items()})
             now_sim = lo_ms + step_ms
-            if speed:
+            if fast_until_ms is not None and now_sim <= fast_until_ms:
+                wall0, sim0 = time.monotonic(), now_sim
+            elif speed:
                 due = wall0 + (now_sim - sim0) / SECOND_MS / speed
                 while (left := due - time.monotonic()) > 0:
                     # sleep in Python, not inside librdkafka's poll: Ctrl-C there surfaces as a
