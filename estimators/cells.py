@@ -1,25 +1,32 @@
-"""Binning: locations to H3 cells, H3 cells to compact location numbers and to regions.
+"""Binning: positions to H3 cells and regions, (cell, region) pairs to compact location numbers.
 
 The engine keys locations by a small integer ``loc`` (an index into :class:`CellTable`) so device
-state stays compact. Two ways in:
+state stays compact. A location is a pair: the H3 cell at the working resolution (for the map)
+and the region of the ping's own position (for the region figures), so a cell a border crosses
+holds one location per region its pings fall in. Two ways in:
 
-- cell-id pings: the operator's cell plan is binned once when loaded (:class:`CellPlan`), so each
-  ping is one array lookup ``plan_loc[plan_row]``;
-- lat/lon pings: binned per batch with the vectorized H3 port (:mod:`estimators.h3vec`) and then
-  mapped to ``loc`` with one ``np.unique`` over the batch's distinct cells.
+- cell-id pings: the operator's cell plan is binned once when loaded (:class:`CellPlan`): each
+  row's point (its site, or its sector's centre, :func:`sector_centre`) is tested against the
+  region polygons exactly, so each ping is one array lookup ``plan_loc[plan_row]``;
+- lat/lon pings: binned per batch with the vectorized H3 port (:mod:`estimators.h3vec`); the
+  region of each position comes from :class:`PointRegions`, an exact point-in-polygon test
+  memoized by H3 cell: a working cell no border crosses gives its region to every point in it,
+  a fine cell (:data:`FINE_RES`) no border comes near likewise, and only points in fine cells a
+  border may cross are tested one by one. The memo never changes an answer, only its cost.
 
-Each new H3 cell gets its region from the region polygons at its centre (H3's polygon-fill rule).
 Cells no device references any more are reclaimed (:meth:`CellTable.reclaim`), so the table is
-bounded by the cells in use; when even that exceeds ``MAX_LOCATIONS`` the pings that would need
-another cell get ``loc`` -1 (rejected as ``too_many_cells`` by the event-time windows).
+bounded by the locations in use; when even that exceeds ``MAX_LOCATIONS`` the pings that would
+need another location get ``loc`` -1 (rejected as ``too_many_cells`` by the event-time windows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
 
 import h3
 import numpy as np
+import shapely
 
 from estimators.device_index import DeviceIndex
 from estimators.h3vec import latlng_to_cell
@@ -28,37 +35,82 @@ from estimators.regions import RegionSet
 
 EARTH_RADIUS_M = 6_371_008.8
 RECLAIM_FLOOR = 1 << 16
+FINE_RES = 12
+"""Resolution of the fine cells that memoize the region of lat/lon positions near a border.
+
+Res 12 cells are about 10.8 m across an edge (307 m²): about the precision of a GPS fix, so
+positions that repeat (a home, an office, a rounded report) repeat their fine cell, and the strip
+along a border whose points are tested one by one is about 45 m wide (a fine cell's diameter on
+each side, with margin), about 5 % of a res-8 cell the border crosses. Res 11 (29 m) would
+test about 2.7 times as many points one by one; res 13 (4 m) would hold 7 times as many cells
+for a strip 2.6 times narrower."""
+MEMO_LIMIT = 1 << 20
+"""Working cells held by the memo of :class:`PointRegions` before it is emptied (about 30 MB
+at most; the memo only saves work, so emptying it never changes a result)."""
+FINE_MEMO_LIMIT = 1 << 18
+"""Fine cells held likewise (about 6 MB at most: ~100 res-8 border cells' worth, which is
+what repeated positions in a city use; scattered GPS fixes rarely repeat a fine cell)."""
+_FINE_MARGIN = 1.5
+"""Fine cells' circumradius is taken as their working cell's scaled by 7^(-levels/2) times
+this (H3's aperture-7 hexagons shrink by sqrt(7) per resolution; the local distortion between a
+cell and its descendants is far below this margin)."""
+_EDGE_SLACK_DEG = 1e-6
+"""Added to every distance in the border tests (about 0.1 m): covers the difference between a
+cell's great-circle edges and the straight lon/lat segments tested, and rounding."""
+_KEY_HEAD_BITS = 12
+"""H3 cell bits that are the same for every cell at one resolution (reserved bit, mode, reserved
+edge bits, resolution): the location key puts region bits in their place."""
+_CELL_BITS = np.uint64((1 << 52) - 1)
+
+
+def region_bits(res: int) -> int:
+    """Bits a location key has for the region index at working resolution ``res``: the 12 head
+    bits of an H3 cell id plus the 3 bits of each unused digit below ``res`` (33 at res 8)."""
+    return _KEY_HEAD_BITS + 3 * (15 - res)
 
 
 class CellTable:
-    """The H3 cells in use at one resolution, with their region; bounded and never raising.
+    """The (H3 cell, region) locations in use at one resolution; bounded and never raising.
 
-    A cell gets a location number ``loc`` on first sight (its region is looked up once, at its
-    centre). Numbers stay with their cell while anything references it; :meth:`reclaim` frees
-    the cells that nothing references any more (no device's latest ping, no held ping, no
-    cell-plan row: :attr:`in_use` says which) and reuses their numbers for new cells, so the
-    table holds the cells in use, not every cell ever seen. At most ``capacity`` cells
+    A location gets a number ``loc`` on first sight; :attr:`cell` and :attr:`region` give its
+    H3 cell (at this table's resolution) and its region index. A cell a border crosses has one
+    location per region its pings fall in (the region of each ping's own position, see
+    :class:`PointRegions`); cells given without a region (:meth:`locate` without ``region``:
+    checkpoints written before locations had regions) take the region at the cell's centre,
+    H3's polygon-fill rule. Numbers stay with their location while anything references it;
+    :meth:`reclaim` frees the locations that nothing references any more (no device's latest
+    ping, no held ping, no cell-plan row: :attr:`in_use` says which) and reuses their numbers,
+    so the table holds the locations in use, not every one ever seen. At most ``capacity``
     (``MAX_LOCATIONS``, the location bits of a device stamp) are held at once: when a batch
-    brings more new cells than there is room for even after reclaiming, :meth:`locate` gives
-    them ``-1`` (the positions are counted in :attr:`refused`) and the caller rejects those pings.
+    brings more new locations than there is room for even after reclaiming, they get ``-1``
+    (the positions are counted in :attr:`refused`) and the caller rejects those pings.
 
-    The numbers never decide a figure (ties are settled by H3 cell id, tallies are keyed by
-    cell id), so which number a cell gets does not matter.
+    The numbers never decide a figure (ties are settled by :attr:`rank`, the (cell, region)
+    order; tallies are keyed by cell id and region), so which number a location gets does not
+    matter. Raises ``ValueError`` for a resolution outside 0..15 or more regions than a key
+    holds (:func:`region_bits`: 4,096 at res 15, 32,768 at res 14, no practical limit below).
     """
 
     def __init__(self, regions: RegionSet, res: int, capacity: int = MAX_LOCATIONS) -> None:
         if not 0 <= res <= 15:
             raise ValueError(f"H3 resolution must be 0..15, got {res}")
+        if len(regions.ids) > 1 << region_bits(res):
+            raise ValueError(f"{regions.n} regions: at H3 resolution {res} a location holds at "
+                             f"most {(1 << region_bits(res)) - 1}")
         self.regions = regions
         self.res = res
         self.capacity = capacity
         self.in_use: Callable[[], np.ndarray] | None = None
         self.refused = 0
         self.reclaimed = 0
-        self._index = DeviceIndex(1024)  # mixed cell id -> index row
+        self.points = PointRegions(regions, res)
+        self._low = 3 * (15 - res)  # unused digit bits of a cell id at ``res`` (all ones)
+        self._head = np.uint64((1 << 59) | (res << 52))  # mode 1 (cell), resolution
+        self._index = DeviceIndex(1024)  # mixed location key -> index row
         self._loc_of_row = np.zeros(len(self._index.keys), dtype=np.int64)
         self._cell = np.zeros(1024, dtype=np.uint64)  # by loc, ``_top`` of them used
         self._region = np.zeros(1024, dtype=np.int32)
+        self._key = np.zeros(1024, dtype=np.uint64)
         self._top = 0
         self._free = np.zeros(0, dtype=np.int64)  # numbers below ``_top`` not in use, ascending
         self._live_after_reclaim = 0
@@ -77,19 +129,83 @@ class CellTable:
         return self._region[: self._top]
 
     @property
-    def nbytes(self) -> int:
-        """Bytes held by the table."""
-        return int(self._index.nbytes + self._loc_of_row.nbytes + self._cell.nbytes
-                   + self._region.nbytes + self._free.nbytes)
+    def rank(self) -> np.ndarray:
+        """Order of each location number (uint64; stale for free numbers): by H3 cell id, then
+        by region index. The tie-break between a device's pings at one millisecond."""
+        return self._key[: self._top]
 
-    def locate(self, cells: np.ndarray) -> np.ndarray:
-        """``loc`` of each H3 cell (uint64 at this table's resolution), adding unseen cells;
-        ``-1`` for new cells beyond :attr:`capacity` (after reclaiming what is free)."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the table and its region memos."""
+        return int(self._index.nbytes + self._loc_of_row.nbytes + self._cell.nbytes
+                   + self._region.nbytes + self._key.nbytes + self._free.nbytes
+                   + self.points.nbytes)
+
+    def key(self, cells: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """The location key of (cell, region) pairs (uint64, ordered by cell then region): the
+        cell's varying bits above the region index's :func:`region_bits`."""
         cells = np.asarray(cells, dtype=np.uint64)
+        body = (cells & _CELL_BITS) >> np.uint64(self._low)
+        return ((body << np.uint64(_KEY_HEAD_BITS + self._low))
+                | np.asarray(region, dtype=np.int64).astype(np.uint64))
+
+    def _unkey(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bits = np.uint64(_KEY_HEAD_BITS + self._low)
+        low = np.uint64((1 << self._low) - 1)
+        cells = self._head | ((keys >> bits) << np.uint64(self._low)) | low
+        return cells, (keys & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int32)
+
+    def locate(self, cells: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+        """``loc`` of each H3 cell (uint64 at this table's resolution) in ``region`` (region
+        indices, int, same shape), adding unseen locations; without ``region``, in the region
+        of the cell's centre. ``-1`` for new locations beyond :attr:`capacity` (after
+        reclaiming what is free)."""
+        cells = np.asarray(cells, dtype=np.uint64).reshape(-1)
         if cells.size == 0:
             return np.zeros(0, dtype=np.int64)
+        if region is None:
+            uniq, inverse = np.unique(cells, return_inverse=True)
+            keys = self.key(uniq, self.points.centre_regions(uniq))
+            return self._counted(self._locate_keys(keys)[inverse.reshape(-1)])
+        region = np.asarray(region, dtype=np.int64).reshape(-1)
+        if region.size != cells.size or region.min() < 0 or region.max() > self.regions.unassigned:
+            raise ValueError(f"region indices must be 0..{self.regions.unassigned}, one per cell")
+        uniq, inverse = np.unique(self.key(cells, region), return_inverse=True)
+        return self._counted(self._locate_keys(uniq)[inverse.reshape(-1)])
+
+    def locate_latlng(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """``loc`` of each WGS84 position (validated beforehand): its H3 cell at this
+        resolution and the region holding the position itself (:class:`PointRegions`);
+        ``-1`` when the table is full (see :meth:`locate`)."""
+        lat = np.asarray(lat, dtype=np.float64).reshape(-1)
+        lon = np.asarray(lon, dtype=np.float64).reshape(-1)
+        if lat.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        cells = latlng_to_cell(lat, lon, self.res)
         uniq, inverse = np.unique(cells, return_inverse=True)
-        mixed = _mix(uniq)
+        inverse = inverse.reshape(-1)
+        whole, reach = self.points.cell_regions(uniq)  # region, or -1 where a border crosses
+        crossed = whole < 0
+        if not crossed.any():
+            return self._counted(self._locate_keys(self.key(uniq, whole))[inverse])
+        at = np.flatnonzero(crossed[inverse])  # the positions in crossed cells
+        region = self.points.point_regions(lat[at], lon[at], reach[inverse[at]])
+        b_keys, b_inverse = np.unique(self.key(cells[at], region), return_inverse=True)
+        n_whole = int((~crossed).sum())
+        locs = self._locate_keys(np.concatenate([self.key(uniq[~crossed], whole[~crossed]),
+                                                 b_keys]))
+        out = locs[(np.cumsum(~crossed) - 1)[inverse]]  # right for positions in whole cells
+        out[at] = locs[n_whole + b_inverse.reshape(-1)]
+        return self._counted(out)
+
+    def _counted(self, locs: np.ndarray) -> np.ndarray:
+        """``locs``, with its refused positions (-1) added to :attr:`refused`."""
+        self.refused += int(np.count_nonzero(locs < 0))
+        return locs
+
+    def _locate_keys(self, keys: np.ndarray) -> np.ndarray:
+        """``loc`` of distinct location keys, adding the unseen ones (``-1`` beyond capacity)."""
+        mixed = _mix(keys)
         rows = self._index.lookup(mixed)
         locs = np.where(rows >= 0, self._loc_of_row[np.maximum(rows, 0)], -1)
         missing = np.flatnonzero(rows < 0)
@@ -98,14 +214,11 @@ class CellTable:
                 self.reclaim(also=locs[rows >= 0])
             take = missing[: max(self.capacity - len(self), 0)]
             if take.size:
-                locs[take] = self._add(uniq[take], mixed[take])
-        out = locs[inverse.reshape(-1)]
-        if missing.size:
-            self.refused += int((out < 0).sum())
-        return out
+                locs[take] = self._add(keys[take], mixed[take])
+        return locs
 
-    def _add(self, cells: np.ndarray, mixed: np.ndarray) -> np.ndarray:
-        n = len(cells)
+    def _add(self, keys: np.ndarray, mixed: np.ndarray) -> np.ndarray:
+        n = len(keys)
         reuse = self._free[:n]
         self._free = self._free[n:]
         new = np.concatenate([reuse, np.arange(self._top, self._top + n - reuse.size,
@@ -113,13 +226,14 @@ class CellTable:
         self._top += n - reuse.size
         if self._top > len(self._cell):
             size = max(self._top, 2 * len(self._cell))
-            self._cell = np.concatenate([self._cell, np.zeros(size - len(self._cell), np.uint64)])
-            self._region = np.concatenate(
-                [self._region, np.zeros(size - len(self._region), np.int32)])
-        centres = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells.tolist()],
-                           dtype=np.float64).reshape(-1, 2)
+            grow = size - len(self._cell)
+            self._cell = np.concatenate([self._cell, np.zeros(grow, np.uint64)])
+            self._region = np.concatenate([self._region, np.zeros(grow, np.int32)])
+            self._key = np.concatenate([self._key, np.zeros(grow, np.uint64)])
+        cells, region = self._unkey(keys)
         self._cell[new] = cells
-        self._region[new] = self.regions.locate(centres[:, 0], centres[:, 1]).astype(np.int32)
+        self._region[new] = region
+        self._key[new] = keys
         rows, _ = self._index.rows(mixed)
         if len(self._index.keys) > len(self._loc_of_row):
             self._loc_of_row = np.concatenate(
@@ -129,7 +243,7 @@ class CellTable:
         return new
 
     def reclaim(self, also: np.ndarray | None = None) -> int:
-        """Free every cell that :attr:`in_use` (and ``also``, location numbers) does not
+        """Free every location that :attr:`in_use` (and ``also``, location numbers) does not
         reference; returns how many were freed. Without :attr:`in_use` nothing is freed."""
         if self.in_use is None:
             return 0
@@ -151,27 +265,173 @@ class CellTable:
         self._free = np.sort(free[free < self._top])
         if 4 * self._top < len(self._cell) and len(self._cell) > 1024:
             size = max(2 * self._top, 1024)
-            self._cell, self._region = self._cell[:size].copy(), self._region[:size].copy()
+            self._cell, self._region, self._key = (self._cell[:size].copy(),
+                                                   self._region[:size].copy(),
+                                                   self._key[:size].copy())
         self.reclaimed += freed.size
         self._live_after_reclaim = kept.size
         return int(freed.size)
 
     def maybe_reclaim(self, floor: int = RECLAIM_FLOOR) -> int:
         """:meth:`reclaim` once the table has doubled since the last time (and holds more than
-        ``floor`` cells): amortized, the table stays within twice the cells in use."""
+        ``floor`` locations): amortized, the table stays within twice the locations in use."""
         if len(self) > max(2 * self._live_after_reclaim, floor):
             return self.reclaim()
         return 0
 
-    def locate_latlng(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-        """``loc`` of each WGS84 position (validated beforehand), binned at this resolution
-        (``-1`` when the table is full, see :meth:`locate`)."""
-        return self.locate(latlng_to_cell(lat, lon, self.res))
+
+class PointRegions:
+    """The region of positions by an exact point-in-polygon test, memoized by H3 cell.
+
+    :meth:`RegionSet.locate` decides (the deepest region holding the point; a point on a border
+    by the half-open rule; ``unassigned`` outside every region). The memo only saves work:
+
+    - per working cell (resolution ``res``): its region when no region border comes within
+      :data:`_EDGE_SLACK_DEG` of its outline (every point in it then has the region of its
+      centre), else -1 (crossed);
+    - per fine cell (:data:`FINE_RES`, inside crossed working cells): its region when no border
+      comes within twice its circumradius of the first position met in it (the disc holds the
+      whole cell), else -1 (points in it are tested one by one).
+
+    Distances are planar in lon/lat degrees, as the region polygons are (RFC 7946 edges are
+    straight in lon/lat). A full memo (:data:`MEMO_LIMIT`, :data:`FINE_MEMO_LIMIT`) is emptied.
+    """
+
+    def __init__(self, regions: RegionSet, res: int) -> None:
+        self.regions = regions
+        self.res = res
+        self.fine_res = FINE_RES if res < FINE_RES else None
+        self.tested = 0  # positions tested one by one (for benchmarks)
+        self._whole = _Memo(lambda: MEMO_LIMIT)  # working cell -> (region or -1, fine radius)
+        self._fine = _Memo(lambda: FINE_MEMO_LIMIT)  # fine cell -> region or -1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the memos."""
+        return self._whole.nbytes + self._fine.nbytes
+
+    def centre_regions(self, cells: np.ndarray) -> np.ndarray:
+        """Region index at each H3 cell's centre (int32): H3's polygon-fill rule."""
+        centres = np.array([h3.api.basic_int.cell_to_latlng(int(c)) for c in cells.tolist()],
+                           dtype=np.float64).reshape(-1, 2)
+        return self.regions.locate(centres[:, 0], centres[:, 1]).astype(np.int32)
+
+    def cell_regions(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(region, or -1 where a border crosses; fine cells' circumradius in degrees there) of
+        each distinct working cell (uint64)."""
+        region, reach = self._whole.get(cells)
+        new = np.flatnonzero(region == _Memo.MISSING)
+        if new.size:
+            got, radius = self._classify_cells(cells[new])
+            self._whole.put(cells[new], got, radius)
+            region[new], reach[new] = got, radius
+        return region, reach
+
+    def _classify_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(region or -1, fine cells' circumradius in degrees) of new working cells."""
+        ids = cells.tolist()
+        rings = [h3.api.basic_int.cell_to_boundary(c) for c in ids]
+        centre = np.array([h3.api.basic_int.cell_to_latlng(c) for c in ids],
+                          dtype=np.float64).reshape(-1, 2)  # lat, lon
+        # pentagons and cells distorted across an icosahedron edge (not 6 vertices) or lying
+        # across the antimeridian are taken as crossed: their points are tested one by one
+        six = np.array([len(r) == 6 for r in rings], dtype=bool)
+        outline = np.zeros((cells.size, 7, 2), dtype=np.float64)  # lon, lat, closed
+        if six.any():
+            flat = chain.from_iterable(chain.from_iterable(
+                r for r, ok in zip(rings, six, strict=True) if ok))
+            outline[six, :6] = np.fromiter(flat, dtype=np.float64, count=12 * int(six.sum())
+                                           ).reshape(-1, 6, 2)[:, :, ::-1]
+        outline[:, 6] = outline[:, 0]
+        reach = np.hypot(outline[:, :6, 0] - centre[:, None, 1],
+                         outline[:, :6, 1] - centre[:, None, 0]).max(axis=1)
+        for i in np.flatnonzero(~six).tolist():
+            ring = np.array(rings[i], dtype=np.float64)
+            reach[i] = np.hypot(ring[:, 1] - centre[i, 1], ring[:, 0] - centre[i, 0]).max()
+        odd = ~six | (np.ptp(outline[:, :6, 0], axis=1) > 180.0)
+        m = cells.size
+        crossed = odd.copy()
+        if (~odd).any():
+            crossed[~odd] = self.regions.near_border(shapely.polygons(outline[~odd]),
+                                                     _EDGE_SLACK_DEG)
+        region = np.full(m, -1, dtype=np.int32)
+        keep = np.flatnonzero(~crossed)
+        if keep.size:
+            region[keep] = self.regions.locate(centre[keep, 0], centre[keep, 1])
+        levels = (self.fine_res or self.res) - self.res
+        return region, reach * _FINE_MARGIN / np.sqrt(7.0) ** levels
+
+    def point_regions(self, lat: np.ndarray, lon: np.ndarray, reach: np.ndarray) -> np.ndarray:
+        """Region of each position, exactly (int32); ``reach`` is the fine cells'
+        circumradius in degrees where each lies (:meth:`cell_regions`). Memoized by fine cell."""
+        if self.fine_res is None:
+            return self._test(lat, lon)
+        fine = latlng_to_cell(lat, lon, self.fine_res)
+        uniq, first, inverse = np.unique(fine, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        region, _ = self._fine.get(uniq)
+        new = np.flatnonzero(region == _Memo.MISSING)
+        if new.size:
+            at = first[new]  # the first position met in each new fine cell
+            near = self.regions.near_border(shapely.points(lon[at], lat[at]),
+                                            2.0 * reach[at] + _EDGE_SLACK_DEG)
+            got = np.full(new.size, -1, dtype=np.int32)
+            clear = np.flatnonzero(~near)
+            if clear.size:
+                got[clear] = self._test(lat[at[clear]], lon[at[clear]])
+            self._fine.put(uniq[new], got, np.zeros(new.size))
+            region[new] = got
+        out = region[inverse]
+        one = np.flatnonzero(out < 0)
+        if one.size:
+            out[one] = self._test(lat[one], lon[one])
+        return out
+
+    def _test(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        self.tested += lat.size
+        return self.regions.locate(lat, lon).astype(np.int32)
+
+
+class _Memo:
+    """H3 cell -> (int32 value, float64 value), emptied when it would hold more than
+    ``limit()`` cells."""
+
+    MISSING = -2
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._clear()
+
+    def _clear(self) -> None:
+        self._index = DeviceIndex(1024)
+        self._value = np.zeros(1024, dtype=np.int32)
+        self._extra = np.zeros(1024, dtype=np.float64)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._index.nbytes + self._value.nbytes + self._extra.nbytes)
+
+    def get(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._index.lookup(_mix(cells))
+        hit = rows >= 0
+        value = np.where(hit, self._value[np.maximum(rows, 0)], self.MISSING).astype(np.int32)
+        return value, np.where(hit, self._extra[np.maximum(rows, 0)], np.nan)
+
+    def put(self, cells: np.ndarray, value: np.ndarray, extra: np.ndarray) -> None:
+        if self._index.n + cells.size > self._limit():
+            self._clear()
+        rows, _ = self._index.rows(_mix(cells))
+        if len(self._index.keys) > len(self._value):
+            grow = len(self._index.keys) - len(self._value)
+            self._value = np.concatenate([self._value, np.zeros(grow, np.int32)])
+            self._extra = np.concatenate([self._extra, np.zeros(grow, np.float64)])
+        self._value[rows] = value
+        self._extra[rows] = extra
 
 
 def _mix(cells: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix of H3 cell ids (murmur3's finalizer), so their low bits, which H3
-    leaves constant below the resolution, spread over the hash table."""
+    """A bijective 64-bit mix of H3 cell ids or location keys (murmur3's finalizer), so their
+    low bits, which H3 leaves constant below the resolution, spread over the hash table."""
     x = cells.astype(np.uint64, copy=True)
     x ^= x >> np.uint64(33)
     x *= np.uint64(0xFF51AFD7ED558CCD)
@@ -200,7 +460,13 @@ def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, ran
 
 
 class CellPlan:
-    """An operator cell plan binned once: ``(operator, cell id)`` -> row -> ``loc``."""
+    """An operator cell plan binned once: ``(operator, cell id)`` -> row -> ``loc``.
+
+    Each row's point is its antenna, or its sector's centre when azimuth and range are given
+    (:func:`sector_centre`); ``loc`` is that point's H3 cell at the table's resolution and the
+    region holding the point itself (:meth:`RegionSet.locate`, exact), tested once here.
+    ``region`` keeps each row's region index (int32).
+    """
 
     def __init__(self, operator: list[str], cell: list[str], lat: np.ndarray, lon: np.ndarray,
                  table: CellTable, azimuth_deg: np.ndarray | None = None,
@@ -216,7 +482,12 @@ class CellPlan:
             if key in self.row:
                 raise ValueError(f"cell plan: duplicate cell {key[1]!r} for operator {key[0]!r}")
             self.row[key] = i
-        self.loc = table.locate_latlng(lat, lon) if n else np.zeros(0, dtype=np.int64)
+        if n:
+            self.region = table.regions.locate(lat, lon).astype(np.int32)
+            self.loc = table.locate(latlng_to_cell(lat, lon, table.res), self.region)
+        else:
+            self.region = np.zeros(0, dtype=np.int32)
+            self.loc = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.loc)

@@ -14,7 +14,7 @@ device references are reclaimed (:class:`~estimators.cells.CellTable`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -24,6 +24,14 @@ import numpy as np
 from estimators.calibration import Calibration, FactorMatrix, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
 from estimators.estimate import Estimate, EstimateConfig, class_coverage, estimate_from_tally, tally_state
+from estimators.foreign import (
+    CountryFactor,
+    ForeignConfig,
+    ForeignFigureConfig,
+    ForeignState,
+    ZoneClock,
+)
+from estimators.mcc import CountryTable
 from estimators.migration import MigrationConfig, MigrationState
 from estimators.presence import (
     MAX_LOCATIONS,
@@ -51,14 +59,27 @@ class EngineConfig:
     night: NightWindow = field(default_factory=NightWindow)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     migration: MigrationConfig | None = field(default_factory=MigrationConfig)  # None: off
+    foreign: ForeignConfig | None = None  # stays of foreign SIMs (None: off; needs countries)
+    foreign_figures: ForeignFigureConfig = field(default_factory=ForeignFigureConfig)
     evict: bool = True  # forget devices no figure can use any more (Engine.evict_quiet)
 
 
 class Engine:
-    """Pings in, present and resident population out; deterministic and order-independent."""
+    """Pings in, present and resident population out; deterministic and order-independent.
+
+    With ``config.foreign``, the stays of foreign SIMs (``home_mcc`` known and not
+    ``config.home_mcc``) are followed too (:class:`~estimators.foreign.ForeignState`, its own
+    device rows keyed by device key, so the engine's device eviction does not touch it):
+    ``countries`` is then the MCC table (required), ``country_factors`` the per-country people
+    per device used when the figures are published (none: device counts only). Raises
+    ``ValueError`` for foreign stays without a country table.
+    """
 
     def __init__(self, regions: RegionSet, config: EngineConfig | None = None,
-                 calibration: Calibration | None = None, record_migration: bool = False) -> None:
+                 calibration: Calibration | None = None, record_migration: bool = False,
+                 countries: CountryTable | None = None,
+                 country_factors: Sequence[CountryFactor] = (),
+                 record_foreign: bool = False) -> None:
         self.config = config or EngineConfig()
         self.regions = regions
         self.cells = CellTable(regions, self.config.res)
@@ -71,6 +92,15 @@ class Engine:
         ring = max(self.config.night.nights, mig.window_nights) if mig else None
         self.state = PresenceState(len(regions.ids), self.config.night, ring_nights=ring)
         self.migration = MigrationState(len(regions.ids), mig, record_migration) if mig else None
+        self.countries = countries
+        self.country_factors: tuple[CountryFactor, ...] = tuple(country_factors)
+        self.foreign: ForeignState | None = None
+        if self.config.foreign is not None:
+            if countries is None:
+                raise ValueError("foreign stays need an MCC table (countries)")
+            self.foreign = ForeignState(len(regions.ids), countries,
+                                        ZoneClock(self.config.timezone, self.config.night),
+                                        self.config.foreign, self.config.night, record_foreign)
         self.calibration = calibration or Calibration()
         self.operators: list[str] = []
         self._operator_index: dict[str, int] = {}
@@ -133,7 +163,7 @@ class Engine:
         return off
 
     def ingest(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
-               loc: np.ndarray) -> None:
+               loc: np.ndarray, home_mcc: np.ndarray | None = None) -> None:
         """Merge validated pings into the device state (order and repetition do not matter).
 
         Parameters
@@ -147,66 +177,92 @@ class Engine:
         loc : int64[n]
             Location indices into :attr:`cells` (:meth:`~estimators.cells.CellTable.locate_latlng`
             or a cell-plan row's ``loc``).
+        home_mcc : int16[n], optional
+            The SIMs' home MCC (-1 unknown); with foreign stays on, the pings of foreign SIMs
+            (known and not ``config.home_mcc``) also go to :attr:`foreign`. None: all unknown.
         """
         if len(device_key) == 0:
             return
         loc = np.asarray(loc, dtype=np.int64)
+        mcc = (np.full(len(device_key), -1, dtype=np.int16) if home_mcc is None
+               else np.asarray(home_mcc))
         if loc.min() < 0:  # no room in the cell table: the windows reject these before
             placed = loc >= 0
             self.unplaced += int((~placed).sum())
-            device_key, ts_ms, opclass, loc = (device_key[placed], np.asarray(ts_ms)[placed],
-                                               opclass[placed], loc[placed])
+            device_key, ts_ms, opclass, loc, mcc = (
+                device_key[placed], np.asarray(ts_ms)[placed], opclass[placed], loc[placed],
+                mcc[placed])
             if len(device_key) == 0:
                 return
-        if self.migration is None:
+        if not self.nights_on:
             self._update(device_key, ts_ms, opclass, loc)
             return
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
-        if self.migration.evaluated_night is None:
+        if self.evaluated_night is None:
             self.start_nights(int(ts_ms.min()))
         done = np.zeros(len(ts_ms), dtype=bool)
         top = int(ts_ms.max())
-        while (close := self.night_close_ms(self.migration.evaluated_night + 1)) <= top:
+        while (close := self.night_close_ms(self._next_night())) <= top:
             part = ~done & (ts_ms < close)
-            self._update(device_key[part], ts_ms[part], opclass[part], loc[part])
+            self._update(device_key[part], ts_ms[part], opclass[part], loc[part], mcc[part])
             done |= part
-            self._evaluate_night(self.migration.evaluated_night + 1)
+            self._evaluate_night(self._next_night())
         rest = ~done
-        self._update(device_key[rest], ts_ms[rest], opclass[rest], loc[rest])
+        self._update(device_key[rest], ts_ms[rest], opclass[rest], loc[rest], mcc[rest])
+
+    @property
+    def nights_on(self) -> bool:
+        """Whether nights are evaluated one by one (migration or foreign stays on)."""
+        return self.migration is not None or self.foreign is not None
+
+    @property
+    def evaluated_night(self) -> int | None:
+        """The latest night evaluated (None: nights off or not started)."""
+        if self.migration is not None:
+            return self.migration.evaluated_night
+        if self.foreign is not None:
+            return self.foreign.evaluated_night
+        return None
+
+    def _next_night(self) -> int:
+        night = self.evaluated_night
+        assert night is not None
+        return night + 1
 
     def start_nights(self, at_ms: int) -> None:
         """Evaluate nights (migration) from the night that ``at_ms`` falls in, unless started.
 
         Without it, the first :meth:`ingest` starts them at its earliest ping; the event-time
         windows call it with the stream's first accepted ping, so that where the nights start
-        does not depend on how the input was batched.
+        does not depend on how the input was batched. Migration and foreign stays start together.
         """
-        if self.migration is not None and self.migration.evaluated_night is None:
+        if self.nights_on and self.evaluated_night is None:
             _, night, _ = night_of(np.array([at_ms]), self._offset_at(at_ms), self.config.night)
-            self.migration.evaluated_night = int(night[0]) - 1
+            if self.migration is not None:
+                self.migration.evaluated_night = int(night[0]) - 1
+            if self.foreign is not None:
+                self.foreign.evaluated_night = int(night[0]) - 1
 
     def night_closes_until(self, limit_ms: int) -> list[int]:
         """The closes (UTC ms) of the nights not evaluated yet, up to ``limit_ms`` included, in
-        order; empty without migration or before the nights have started.
+        order; empty without migration and foreign stays, or before the nights have started.
 
         Every ping before such a close must be ingested before any ping after it: the windows
         hold pings at these closes as they hold them at window ends.
         """
-        mig = self.migration
-        if mig is None or mig.evaluated_night is None:
+        if self.evaluated_night is None:
             return []
-        out, night = [], mig.evaluated_night + 1
+        out, night = [], self._next_night()
         while (close := self.night_close_ms(night)) <= limit_ms:
             out.append(close)
             night += 1
         return out
 
     def next_night_close_ms(self) -> int | None:
-        """Close of the next night to evaluate (None without migration or before the start)."""
-        mig = self.migration
-        if mig is None or mig.evaluated_night is None:
+        """Close of the next night to evaluate (None without nights or before the start)."""
+        if self.evaluated_night is None:
             return None
-        return self.night_close_ms(mig.evaluated_night + 1)
+        return self.night_close_ms(self._next_night())
 
     def hold_locations(self, holder: Callable[[], np.ndarray]) -> None:
         """Register a holder of location numbers outside the device state (pings waiting in
@@ -266,11 +322,29 @@ class Engine:
         return count
 
     def _update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
-                loc: np.ndarray) -> None:
+                loc: np.ndarray, home_mcc: np.ndarray | None = None) -> None:
         if len(device_key):
+            offset = self.utc_offset_s(ts_ms)
             self.state.update(device_key, ts_ms, opclass, loc, self.cells.region,
-                              self.utc_offset_s(ts_ms), loc_rank=self.cells.cell,
+                              offset, loc_rank=self.cells.rank,
                               class_rank=self._class_rank())
+            if self.foreign is not None and home_mcc is not None:
+                self._update_foreign(device_key, np.asarray(ts_ms, dtype=np.int64), loc,
+                                     home_mcc, offset)
+
+    def _update_foreign(self, device_key: np.ndarray, ts_ms: np.ndarray, loc: np.ndarray,
+                        home_mcc: np.ndarray, offset: np.ndarray | int) -> None:
+        """Merge the foreign SIMs' pings into :attr:`foreign`, by the region of their cell."""
+        assert self.foreign is not None
+        mcc = np.asarray(home_mcc, dtype=np.int64)
+        roam = (mcc >= 0) & (mcc != self.config.home_mcc)
+        if not roam.any():
+            return
+        if self.foreign.evaluated_night is None:  # a checkpoint of a version without them
+            self.foreign.evaluated_night = self.evaluated_night
+        off = offset if np.ndim(offset) == 0 else np.asarray(offset)[roam]
+        self.foreign.update(device_key[roam], ts_ms[roam], mcc[roam],
+                            self.cells.region[loc[roam]], off)
 
     def _class_rank(self) -> np.ndarray:
         """Tie-break rank of each class code: operators by name, then ``ROAMER`` (int64[256]);
@@ -289,8 +363,13 @@ class Engine:
         return local_ms - self._offset_at(guess) * SECOND_MS
 
     def _evaluate_night(self, night: int) -> None:
-        """Usual residence and migration events of ``night`` for every device (in order)."""
-        assert self.migration is not None
+        """Usual residence, migration events and foreign stays of ``night`` (nights in order)."""
+        if self.foreign is not None:
+            if self.foreign.evaluated_night is None:  # a checkpoint of a version without them
+                self.foreign.evaluated_night = night - 1
+            self.foreign.evaluate(night)
+        if self.migration is None:
+            return
         st = self.state
         n = st.n_devices
         ts, _ = st.last_seen()
@@ -304,11 +383,10 @@ class Engine:
 
     def evaluate_nights_until(self, at_ms: int) -> None:
         """Evaluate every night that has closed by ``at_ms`` (pings before it all ingested)."""
-        mig = self.migration
-        if mig is None or mig.evaluated_night is None:
+        if self.evaluated_night is None:
             return
-        while self.night_close_ms(mig.evaluated_night + 1) <= at_ms:
-            self._evaluate_night(mig.evaluated_night + 1)
+        while self.night_close_ms(self._next_night()) <= at_ms:
+            self._evaluate_night(self._next_night())
 
     def export_state(self) -> dict[str, np.ndarray]:
         """Device state as arrays in portable terms (H3 cells, operator names) for checkpoints."""
@@ -318,16 +396,27 @@ class Engine:
         arrays["stamp"] = (arrays["stamp"] & ~np.uint64(MAX_LOCATIONS)) | inverse.reshape(-1).astype(
             np.uint64)
         arrays["stamp_cells"] = self.cells.cell[uniq]
+        arrays["stamp_regions"] = self.cells.region[uniq]
         arrays["operators"] = np.array(self.operators, dtype=str)
         arrays["evicted_night"] = np.array(
             [-1 if self._evicted_night is None else self._evicted_night], dtype=np.int64)
         if self.migration is not None:
             arrays.update(self.migration.export(self.state.n_devices))
+        if self.foreign is not None:
+            arrays.update(self.foreign.export())
         return arrays
 
     def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
-        """Load :meth:`export_state` output into this engine, which must hold no devices yet."""
-        locs = self.cells.locate(np.asarray(arrays["stamp_cells"], dtype=np.uint64))
+        """Load :meth:`export_state` output into this engine, which must hold no devices yet.
+
+        A state without foreign stays (written with them off, or by an earlier version) leaves
+        :attr:`foreign` empty: it starts at the next night. Raises ``ValueError`` when the
+        foreign stays were written with another MCC table or region count."""
+        # locations are (cell, region) pairs; a checkpoint without ``stamp_regions`` (written
+        # before they were) places each cell in the region of its centre, as it was then
+        regions = arrays.get("stamp_regions")
+        locs = self.cells.locate(np.asarray(arrays["stamp_cells"], dtype=np.uint64),
+                                 None if regions is None else np.asarray(regions, dtype=np.int64))
         codes = np.arange(256, dtype=np.int64)
         names = [str(o) for o in np.asarray(arrays["operators"]).tolist()]
         codes[: len(names)] = [self.operator_code(o) for o in names]
@@ -342,6 +431,8 @@ class Engine:
         if self.migration is not None:
             rows, _ = self.state.index.rows(np.asarray(arrays["key"], dtype=np.uint64))
             self.migration.restore(arrays, rows)
+        if self.foreign is not None and "fgn_countries" in arrays:
+            self.foreign.restore({k: v for k, v in arrays.items() if k.startswith("fgn")})
 
     def set_calibration(self, calibration: Calibration) -> None:
         """Replace the calibration (e.g. after fitting it on a reference period)."""
@@ -368,7 +459,9 @@ class Engine:
                             at_ms, self._offset_at(at_ms), self.config.estimate)
         if self.migration is not None:
             tally.migration = self.migration.tally(self.state.n_devices)
-        else:
+        if self.foreign is not None:
+            tally.foreign = self.foreign.tally()
+        if self.migration is None:
             night = current_night(at_ms, self._offset_at(at_ms), self.config.night)
             if self._evicted_night is None or night > self._evicted_night:
                 self.evict_quiet(at_ms, night)

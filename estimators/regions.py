@@ -7,16 +7,18 @@ warned about). Regions may nest through ``properties.parent``; a location belong
 the oblast), and a parent's figures are the sum over its whole subtree. A location outside every
 polygon goes to the pseudo-region ``unassigned``, which is always the last index.
 
-Containment is tested on points (H3 cell centres), which is exactly H3's polygon-fill rule
-(a cell belongs to a polygon when its centre does), evaluated lazily for the cells that pings
-actually touch instead of filling whole countries up front. The test is shapely's vectorized
-``contains_xy`` on prepared geometries (an indexed point-in-area locator: microseconds per point
-for a 10^6-vertex boundary). A point exactly on a border belongs to the region it would be in
-after an infinitesimal step north, then east (the half-open crossing rule): two regions sharing
-a border never both hold, nor both lose, a point on it. This is the even-odd rule the lookup used
-before, so results are unchanged on valid files, except for points within rounding error
-(~1e-12°) of a border that two regions do not share exactly (a vertex of one lying on an edge of
-the other), which exact predicates may leave in the hairline gap between them.
+Containment is tested on points: each ping's own position (a lat/lon ping's, or its cell-plan
+row's site or sector centre; :mod:`estimators.cells` memoizes the answer per H3 cell where no
+border comes near, see :meth:`RegionSet.near_border`), and the H3 cell centre only for state
+restored from checkpoints written before locations had regions (H3's polygon-fill rule). The
+test is shapely's vectorized ``contains_xy`` on prepared geometries (an indexed point-in-area
+locator: microseconds per point for a 10^6-vertex boundary). A point exactly on a border belongs
+to the region it would be in after an infinitesimal step north, then east (the half-open
+crossing rule): two regions sharing a border never both hold, nor both lose, a point on it. This
+is the even-odd rule the lookup used before, so results are unchanged on valid files, except for
+points within rounding error (~1e-12°) of a border that two regions do not share exactly (a
+vertex of one lying on an edge of the other), which exact predicates may leave in the hairline
+gap between them.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class RegionSet:
         # (min lat, max lat, min lon, max lon) per region, a cheap first filter
         self._bbox = [(b[1], b[3], b[0], b[2]) for b in bounds]
         self._border_rings: dict[int, list[np.ndarray]] = {}
+        self._boundary: shapely.Geometry | None = None
         self._lookup_order = sorted(range(n), key=lambda i: -int(self.depth[i]))
 
     def _depth(self, i: int) -> int:
@@ -165,6 +168,25 @@ class RegionSet:
             if border.size:
                 inside[border] = _half_open_inside(lat[border], lon[border], self._rings_of(i))
         return inside
+
+    @property
+    def boundary(self) -> shapely.Geometry:
+        """Every ring of every region as one prepared MultiLineString (lon/lat; built once).
+        A point farther from it than rounding lies in the same regions as its surroundings."""
+        if self._boundary is None:
+            lines = [shapely.linestrings(ring) for i in range(self.n) for ring in self._rings_of(i)]
+            self._boundary = shapely.multilinestrings(lines)
+            shapely.prepare(self._boundary)
+        return self._boundary
+
+    def near_border(self, geometries: np.ndarray, distance_deg: float | np.ndarray) -> np.ndarray:
+        """Whether each shapely geometry comes within ``distance_deg`` (planar lon/lat degrees,
+        scalar or per geometry) of any region's border (bool array). Where it does not, every
+        point of the geometry lies in the same regions: :meth:`locate` gives them all one
+        answer."""
+        if self.n == 0:
+            return np.zeros(np.shape(geometries), dtype=bool)
+        return np.asarray(shapely.dwithin(self.boundary, geometries, distance_deg), dtype=bool)
 
     def _rings_of(self, i: int) -> list[np.ndarray]:
         """The lookup geometry's rings as (k, 2) lon/lat arrays (cached)."""

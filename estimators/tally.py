@@ -8,7 +8,9 @@ Every figure defacto publishes is a function of a few device counts at an instan
 - ``resident`` rows: active domestic devices with a home, counted by (home region, class);
 - per-class totals of active, present and housed devices (the coverage corrections);
 - with migration on, the period counts of :mod:`estimators.migration` (open and last closed
-  week and month).
+  week and month);
+- with foreign stays on, the period ledgers of :mod:`estimators.foreign` (arrivals, departures,
+  nights and stock of foreign SIMs by country, region and stay class).
 
 A tally holds only these counts (no device keys), so tallies of disjoint device sets (Kafka
 partitions) add up exactly, and :func:`estimate_from_tally` on the sum gives the same figures,
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimators.calibration import N_CLASSES
+from estimators.foreign import ForeignTally, merge_foreign
 from estimators.migration import MigrationTally, merge_migration
 from estimators.presence import ROAMER
 
@@ -66,6 +69,7 @@ class Tally:
     n_housed: np.ndarray
     migration: MigrationTally | None = None
     fingerprint: str = ""
+    foreign: ForeignTally | None = None
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -77,6 +81,8 @@ class Tally:
         arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
         if self.migration is not None:
             arrays.update(self.migration.to_arrays())
+        if self.foreign is not None:
+            arrays.update(self.foreign.to_arrays())
         if self.fingerprint:
             arrays["fingerprint"] = np.array(self.fingerprint, dtype=str)
         np.savez(buf, at_ms=np.array([self.at_ms], dtype=np.int64),
@@ -89,9 +95,10 @@ class Tally:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
             migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
+            foreign = ForeignTally.from_arrays({k: z[k] for k in z.files if k.startswith("fgn")})
             fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else ""
             return cls(at_ms=int(z["at_ms"][0]), operators=tuple(z["operators"].tolist()),
-                       migration=migration, fingerprint=fingerprint, **fields)
+                       migration=migration, fingerprint=fingerprint, foreign=foreign, **fields)
 
 
 def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -112,8 +119,9 @@ def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndar
 def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     """Sum tallies taken at the same instant (e.g. one per partition) into one canonical tally.
 
-    Raises ``ValueError`` for tallies of different instants and :class:`TallyMismatchError` for
-    tallies with different fingerprints (the merged tally keeps their common fingerprint).
+    Raises ``ValueError`` for tallies of different instants, with and without migration or
+    foreign counts, or foreign counts over different MCC tables, and :class:`TallyMismatchError`
+    for tallies with different fingerprints (the merged tally keeps their common fingerprint).
     """
     if not tallies:
         raise ValueError("nothing to merge")
@@ -158,7 +166,13 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
                          "(workers with different settings?)")
     migration = merge_migration([t.migration for t in tallies if t.migration is not None]) \
         if all(with_migration) else None
+    with_foreign = [t.foreign is not None for t in tallies]
+    if any(with_foreign) and not all(with_foreign):
+        raise ValueError("cannot merge tallies with and without foreign-SIM counts "
+                         "(workers with different settings?)")
+    foreign = merge_foreign([t.foreign for t in tallies if t.foreign is not None]) \
+        if all(with_foreign) else None
     return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
                  present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
                  resident_region=r_reg, resident_cls=r_cls, resident_count=r_count,
-                 migration=migration, fingerprint=fingerprints[0], **per_class)
+                 migration=migration, fingerprint=fingerprints[0], foreign=foreign, **per_class)

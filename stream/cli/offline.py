@@ -37,6 +37,13 @@ from stream.estimate.engine_options import (
 )
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.flows import flows_table, period_flows
+from stream.publish.foreign import (
+    SNAPSHOT_FIELD,
+    add_foreign_line,
+    foreign_table,
+    period_foreign,
+    published_foreign,
+)
 from stream.publish.snapshot import engine_snapshot
 from stream.publish.table import region_table
 from stream.simulator import Simulation, load_scenario, simulate, write_simulation
@@ -57,9 +64,10 @@ Snapshot = dict[str, Any]
 class ReplayConfig:
     """A replay: ping files, reference files, engine and window settings, where output goes.
 
-    ``out``: snapshots JSON Lines (None: none written); ``flows_out``: migration flows JSON
-    Lines, one object per period (``schemas/flows.schema.json``); ``rejects``: reject file (default
-    ``OUT.rejects.jsonl`` or ``rejects.jsonl``); ``start_ms``/``end_ms``: only pings in between.
+    ``out``: snapshots JSON Lines (None: none written); ``flows_out``: migration flows and
+    foreign-SIM figures, JSON Lines, one object per period (``schemas/flows.schema.json``);
+    ``rejects``: reject file (default ``OUT.rejects.jsonl`` or ``rejects.jsonl``);
+    ``start_ms``/``end_ms``: only pings in between.
     """
 
     pings: tuple[Path, ...]
@@ -97,6 +105,8 @@ class ReplayResult:
     flows: list[dict[str, Any]] = field(default_factory=list)
     flows_written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    foreign: list[dict[str, Any]] = field(default_factory=list)
+    foreign_written: list[str] = field(default_factory=list)
 
 
 def open_output(path: Path) -> TextIO:
@@ -173,6 +183,7 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
         tally = engine.tally(boundary_ms)
         estimate = engine.estimate_tally(tally)
         snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate)
+        add_foreign_line(snap, flows.foreign_line(tally))
         last[:] = [snap]
         if out_fh is not None:
             out_fh.write(json.dumps(snap, separators=(",", ":")) + "\n")
@@ -195,14 +206,16 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     return ReplayResult(last[0] if last else None, stats.windows, stats.summary(),
                         sum(stats.rejected.values()), windows.describe_period(),
                         engine.factors().uncalibrated if reference.calibration else [],
-                        flows.latest(), flows.written(), skipped)
+                        flows.latest(), flows.written(), skipped, flows.latest_foreign(),
+                        flows.written_foreign())
 
 
 class FlowsWriter:
     """Writes each period's flows once per dating: dated by detection at the first snapshot
     after the period closed, dated by effective night at the first snapshot after it settled;
-    at the end, what is still open or revisable (``final: false``). Without a path it only
-    keeps the latest ones."""
+    at the end, what is still open or revisable (``final: false``). Foreign-SIM periods
+    (``topic: "foreign"``) likewise, once settled, and at the end those still open or
+    settling. Without a path it only keeps the latest ones."""
 
     def __init__(self, path: Path | None, engine: Engine, k: int) -> None:
         self.engine = engine
@@ -210,6 +223,46 @@ class FlowsWriter:
         self._fh = open_output(path) if path else None
         self._docs: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._last: tuple[Tally, Estimate] | None = None
+        self._foreign: dict[tuple[str, int], dict[str, Any]] = {}
+        self._foreign_last: Tally | None = None
+
+    def _foreign_doc(self, tally: Tally, index: int) -> dict[str, Any]:
+        cfg = self.engine.config
+        assert tally.foreign is not None and cfg.foreign is not None
+        return period_foreign(tally.foreign.periods[index], tally.foreign.countries,
+                              self.engine.regions, tally.at_ms, cfg.foreign_figures,
+                              cfg.foreign, self.engine.country_factors)
+
+    def foreign_line(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
+        """The foreign documents a snapshot's long-stayers line comes from (None: foreign stays
+        off); also writes the foreign periods settled since the last snapshot."""
+        cfg = self.engine.config
+        if tally.foreign is None or cfg.foreign is None:
+            return None
+        self._foreign_last = tally
+        for i, p in enumerate(tally.foreign.periods):
+            key = (p.kind, p.number)
+            if p.settled and key not in self._foreign:
+                self._write_foreign(key, self._foreign_doc(tally, i))
+        return published_foreign(tally.foreign, self.engine.regions, tally.at_ms,
+                                 cfg.foreign_figures, cfg.foreign, self.engine.country_factors,
+                                 fields=(SNAPSHOT_FIELD,))
+
+    def _write_foreign(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
+        self._foreign[key] = doc
+        if self._fh is not None:
+            self._fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+    def written_foreign(self) -> list[str]:
+        """Labels of the foreign-SIM periods written, in order."""
+        return [doc["period"] for doc in self._foreign.values()]
+
+    def latest_foreign(self) -> list[dict[str, Any]]:
+        """The newest foreign-SIM period of each kind (week, month)."""
+        newest: dict[str, dict[str, Any]] = {}
+        for (kind, _number), doc in sorted(self._foreign.items(), key=lambda kv: kv[0][1]):
+            newest[kind] = doc
+        return list(newest.values())
 
     def _doc(self, period: PeriodCounts, estimate: Estimate) -> dict[str, Any]:
         assert self.engine.config.migration is not None
@@ -239,6 +292,11 @@ class FlowsWriter:
 
     def close(self) -> None:
         """Write the periods still open or revisable at the last snapshot, then close the file."""
+        last = self._foreign_last
+        if last is not None and last.foreign is not None:
+            for i, p in enumerate(last.foreign.periods):
+                if (p.kind, p.number) not in self._foreign:
+                    self._write_foreign((p.kind, p.number), self._foreign_doc(last, i))
         if self._last is not None:
             tally, estimate = self._last
             assert tally.migration is not None
@@ -437,6 +495,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.flows_out:
         print(f"defacto: migration flows of {len(result.flows_written)} period(s) -> {args.flows_out}",
               file=sys.stderr)
+        if result.foreign_written:
+            print(f"defacto: foreign SIMs of {len(result.foreign_written)} period(s) -> "
+                  f"{args.flows_out}", file=sys.stderr)
     warn_uncalibrated(result.uncalibrated)
     if not args.out or args.table:
         snap = result.last_snapshot
@@ -451,6 +512,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for doc in result.flows:
                 print()
                 print(flows_table(doc))
+            for doc in result.foreign:
+                print()
+                print(foreign_table(doc))
     return 0
 
 
@@ -482,8 +546,9 @@ def add_replay_parser(sub: Any) -> None:
     options.add_reference_options(p)
     options.add_every_option(p)
     p.add_argument("--out", help="snapshots JSON Lines file (default: print a region table)")
-    p.add_argument("--flows-out", help="migration flows JSON Lines file, one object per ISO week "
-                   "and month (default: print the latest week's and month's flows with the table)")
+    p.add_argument("--flows-out", help="migration flows and foreign-SIM figures, JSON Lines, one "
+                   "object per ISO week and month (default: print the latest week's and month's "
+                   "with the table)")
     p.add_argument("--table", action="store_true", help="also print the table with --out")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl or rejects.jsonl)")
     p.add_argument("--truth", help="truth.jsonl from `defacto simulate`: adds true columns")

@@ -86,6 +86,11 @@ def add_every_option(p: argparse.ArgumentParser) -> None:
                    help="snapshot interval, aligned to UTC (default 1h; the same in replay and worker)")
 
 
+def _country_list(text: str) -> tuple[str, ...]:
+    """``RU, uz,KG`` -> ``("RU", "UZ", "KG")`` (checked as ISO codes by ``EngineOptions``)."""
+    return tuple(c.strip().upper() for c in text.split(",") if c.strip())
+
+
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """The options that decide the figures (they must match between replay and workers)."""
     g = p.add_argument_group("engine")
@@ -131,6 +136,16 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lapse-nights", type=lim["lapse_nights"].arg,
                    default=EngineOptions.lapse_nights,
                    help="migration: nights without any ping that lapse a SIM (default %(default)s)")
+    g.add_argument("--no-foreign", dest="foreign", action="store_false",
+                   help="do not follow the stays of foreign SIMs")
+    g.add_argument("--mcc-table", metavar="CSV",
+                   help="MCC -> country table (mcc,iso2[,country]); default: the shipped table")
+    g.add_argument("--country-factors", metavar="CSV",
+                   help="people per foreign SIM by country (country,factor[,rse]) from an outside "
+                        "source such as border statistics; default: device counts only")
+    g.add_argument("--foreign-countries", type=_country_list, metavar="CC,CC,...",
+                   help="fixed countries with rows of their own, e.g. RU,UZ,KG,CN,TR "
+                        "(default: the 10 largest)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
                    "else a random per-run key)")
     g.add_argument("--lateness", type=WINDOW_LIMITS["lateness_ms"].arg,
@@ -148,7 +163,10 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          nights=args.nights, min_nights=args.min_nights, timezone=args.timezone,
                          home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse,
                          move_window_nights=args.move_window, move_min_nights=args.move_min_nights,
-                         confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights)
+                         confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights,
+                         foreign=args.foreign, mcc_table=args.mcc_table,
+                         country_factors=args.country_factors,
+                         foreign_countries=args.foreign_countries)
 
 
 def window_settings(args: argparse.Namespace) -> WindowSettings:

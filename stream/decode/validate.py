@@ -48,7 +48,9 @@ class PingBatch:
 
     ``device_key`` uint64[n] keyed device hashes; ``ts_ms`` int64[n] event times (UTC ms);
     ``opclass`` uint8[n] operator classes; ``loc`` int64[n] indices into the engine's cell table;
-    ``row`` int64[n] the input row each ping came from; ``rejects`` the input set aside.
+    ``row`` int64[n] the input row each ping came from; ``rejects`` the input set aside;
+    ``home_mcc`` int16[n] the SIM's home MCC (-1 unknown; None when built: all unknown), which
+    the engine's foreign stays need.
     """
 
     device_key: np.ndarray
@@ -57,6 +59,15 @@ class PingBatch:
     loc: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
     row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    home_mcc: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.home_mcc is None:
+            self.home_mcc = np.full(len(self.ts_ms), -1, dtype=np.int16)
+        else:
+            self.home_mcc = np.asarray(self.home_mcc, dtype=np.int16)
+            if len(self.home_mcc) != len(self.ts_ms):
+                raise ValueError("home_mcc must have one value per ping")
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -64,7 +75,8 @@ class PingBatch:
     def select(self, mask: np.ndarray) -> PingBatch:
         """The pings where ``mask`` is true (rejects are not carried over)."""
         return PingBatch(self.device_key[mask], self.ts_ms[mask], self.opclass[mask],
-                         self.loc[mask], row=self.row[mask] if len(self.row) else self.row)
+                         self.loc[mask], row=self.row[mask] if len(self.row) else self.row,
+                         home_mcc=self.home_mcc[mask])
 
 
 class ParsedRows(Protocol):
@@ -219,6 +231,7 @@ class PingDecoder:
                                 joined([g.lon[m] for g, m in zip(groups, ok, strict=True)])),
             rejects=rejects,
             row=row[order],
+            home_mcc=mcc.astype(np.int16),
         )
 
     def _register(self, operators: list[bytes]) -> dict[bytes, int]:

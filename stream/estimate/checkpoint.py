@@ -4,16 +4,19 @@ Contents: ``meta`` (JSON: version, topic, partition, next offset, window positio
 that give the state its meaning, an id of the pseudonymization key and, when the writer gives
 one, the tally parts of the deployment's :class:`~stream.estimate.fingerprint.Fingerprint`),
 the held pings (device
-keys, times, operator classes, H3 cells: only those after the next window end or night close,
+keys, times, operator classes, H3 cells, home MCCs: only those after the next window end or night close,
 so at most about ``--lateness`` of the stream), the devices behind the watermark (``wm_key``,
 ``wm_ts``) and the engine's device state in portable terms (H3 cells, operator names; evicted
 devices are not in it). :func:`restore` refuses a blob written with another window length,
 lateness, watermark device count, H3 resolution, key or fingerprint, naming the difference,
 rather than resuming into wrong figures.
 
-Versions: 2 (this one). A version-1 blob (every ping of the open window held, the watermark
-the latest ping's time) is still restored: its held pings before the next seal go into the
-engine and the watermark's devices are rebuilt from the state.
+Versions: 2 (this one). A blob without ``held_mcc`` (written before foreign stays were wired)
+is restored with the held pings' home MCC unknown (they count as domestic SIMs for the foreign
+stays; the engine's state without foreign stays starts them at the next night). A version-1
+blob (every ping of the open window held, the watermark the latest ping's time) is still
+restored: its held pings before the next seal go into the engine and the watermark's devices
+are rebuilt from the state.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)),
              held_key=held.device_key, held_ts=held.ts_ms, held_opclass=held.opclass,
-             held_cell=ps.engine.cells.cell[held.loc], wm_key=wm_key, wm_ts=wm_ts,
+             held_cell=ps.engine.cells.cell[held.loc], held_mcc=held.home_mcc,
+             held_region=ps.engine.cells.region[held.loc],
+             wm_key=wm_key, wm_ts=wm_ts,
              **{f"state_{k}": v for k, v in state.items()})
     return buf.getvalue()
 
@@ -103,8 +108,11 @@ def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = N
             if why:
                 raise CheckpointMismatchError(f"it was taken with other settings: {why}")
         ps.engine.restore_state({k[6:]: z[k] for k in z.files if k.startswith("state_")})
-        held_loc = ps.engine.cells.locate(z["held_cell"])
-        held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc)
+        held_loc = ps.engine.cells.locate(  # older blobs: cells only, at their centres
+            z["held_cell"], z["held_region"] if "held_region" in z.files else None)
+        held_mcc = z["held_mcc"] if "held_mcc" in z.files else None  # older: all unknown
+        held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc,
+                         home_mcc=held_mcc)
         top = (z["wm_key"], z["wm_ts"]) if "wm_key" in z.files else _latest_devices(ps, held)
     ps.windows.resume(meta["position"], held, top)
     ps.next_offset = int(meta["next_offset"])

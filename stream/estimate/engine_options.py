@@ -23,11 +23,14 @@ from typing import Any
 
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
+from estimators.foreign import CountryFactor, ForeignConfig, ForeignFigureConfig
+from estimators.mcc import CountryTable
 from estimators.migration import MigrationConfig
 from estimators.presence import NightWindow
 from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.contract import InputError
 from stream.estimate.windows import WindowSettings
+from stream.sources.mcc_table import load_country_factors, load_mcc_table
 from stream.sources.reference_files import CellPlanRows, Reference
 from stream.timefmt import parse_duration_ms
 
@@ -249,6 +252,11 @@ class EngineOptions:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
     interval. Migration (:mod:`estimators.migration`): ``move_window_nights`` (majority window),
     ``move_min_nights`` (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
+    Foreign SIMs (:mod:`estimators.foreign`): ``foreign`` (follow their stays; default on),
+    ``mcc_table`` (MCC → country CSV; None: the table defacto ships), ``country_factors``
+    (``country,factor[,rse]`` CSV of people per foreign SIM from an outside source; None: device
+    counts only), ``foreign_countries`` (a fixed list of countries with rows of their own, for a
+    stable label set; None: the 10 largest of each period).
 
     Ranges: :data:`ENGINE_LIMITS`, plus ``horizon <= activity``, ``min_nights <= nights``,
     ``move_min_nights <= move_window_nights`` and an IANA ``timezone``; raises
@@ -270,6 +278,10 @@ class EngineOptions:
     move_min_nights: int = MigrationConfig.min_nights
     confirm_nights: int = MigrationConfig.confirm_nights
     lapse_nights: int = MigrationConfig.lapse_nights
+    foreign: bool = True
+    mcc_table: str | None = None
+    country_factors: str | None = None
+    foreign_countries: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_limits(self, ENGINE_LIMITS)
@@ -283,6 +295,10 @@ class EngineOptions:
             raise InputError(f"--move-min-nights must be at most --move-window "
                              f"({self.move_window_nights}), got {self.move_min_nights}")
         check_timezone(self.timezone)
+        for code in self.foreign_countries or ():
+            if not (isinstance(code, str) and re.fullmatch(r"[A-Z]{2}", code)):
+                raise InputError(f"--foreign-countries: {str(code)[:SHOWN_CHARS]!r} is not an "
+                                 "ISO 3166-1 alpha-2 code (two capital letters)")
 
     def migration_config(self) -> MigrationConfig:
         """The migration rules; raises :class:`~stream.contract.InputError` when out of range."""
@@ -294,6 +310,23 @@ class EngineOptions:
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
+    def foreign_figures(self) -> ForeignFigureConfig:
+        """How foreign-SIM figures are published (``k``, ``model_rse`` as elsewhere, the fixed
+        country list if any)."""
+        return ForeignFigureConfig(k=self.k, countries=self.foreign_countries)
+
+    def country_table(self) -> CountryTable | None:
+        """The MCC table (None with ``foreign`` off); raises
+        :class:`~stream.contract.InputError` naming the file and line."""
+        return load_mcc_table(self.mcc_table) if self.foreign else None
+
+    def factors(self, table: CountryTable | None) -> list[CountryFactor]:
+        """The per-country factors (none without a file or a table); raises
+        :class:`~stream.contract.InputError` naming the file and line."""
+        if table is None or self.country_factors is None:
+            return []
+        return load_country_factors(self.country_factors, table)
+
     def engine_config(self) -> EngineConfig:
         """The estimators' configuration; raises :class:`~stream.contract.InputError` naming
         the option that is out of range."""
@@ -304,7 +337,9 @@ class EngineOptions:
                 estimate=EstimateConfig(horizon_ms=self.horizon_ms, activity_ms=self.activity_ms,
                                         min_nights=self.min_nights, k_anonymity=self.k,
                                         model_rse=self.model_rse),
-                migration=self.migration_config())
+                migration=self.migration_config(),
+                foreign=ForeignConfig() if self.foreign else None,
+                foreign_figures=self.foreign_figures())
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -312,13 +347,17 @@ class EngineOptions:
 def build_engine(options: EngineOptions, reference: Reference, calibrated: bool = True) -> Engine:
     """A fresh engine for ``reference``'s regions with its cell plan loaded.
 
-    ``calibrated=False`` leaves out the calibration (to fit one). Raises
-    :class:`~stream.contract.InputError` for options out of range, or a cell plan the engine
-    cannot hold (naming the plan file).
+    ``calibrated=False`` leaves out the calibration (to fit one). With ``options.foreign`` the MCC
+    table and the per-country factors are loaded. Raises :class:`~stream.contract.InputError`
+    for options out of range, bad MCC or factor files, or a cell plan the engine cannot hold
+    (naming the file).
     """
     config = options.engine_config()
+    table = options.country_table()
+    factors = options.factors(table)
     try:
-        engine = Engine(reference.regions, config, reference.calibration if calibrated else None)
+        engine = Engine(reference.regions, config, reference.calibration if calibrated else None,
+                        countries=table, country_factors=factors)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if reference.cell_plan is not None:

@@ -55,6 +55,7 @@ PARTS: tuple[Part, ...] = (
     Part("regions.order", "the order of the features in --regions", TALLY),
     Part("regions.shapes", "the outlines or parents of the regions in --regions", TALLY),
     Part("cells", "the cell plan (--cells)", TALLY),
+    Part("regions.rule", "how a ping is placed in a region", TALLY),
     Part("res", "--res", TALLY),
     Part("horizon", "--horizon", TALLY),
     Part("activity", "--activity", TALLY),
@@ -65,6 +66,7 @@ PARTS: tuple[Part, ...] = (
     Part("home_mcc", "--home-mcc", TALLY),
     Part("migration", "--move-window, --move-min-nights, --confirm-nights, --lapse-nights",
          TALLY),
+    Part("foreign", "the foreign-SIM stays and their MCC table (--mcc-table)", TALLY),
     Part("every", "--every", TALLY),
     Part("lateness", "--lateness", TALLY),
     Part("stream_time", "the stream-time rules (watermark devices, jump and future guards)",
@@ -78,6 +80,8 @@ PARTS: tuple[Part, ...] = (
     Part("k", "--k", PUBLISH),
     Part("model_rse", "--model-rse", PUBLISH),
     Part("gap_threshold", "--gap-threshold", PUBLISH),
+    Part("foreign.publish", "the per-country factors (--country-factors) and countries "
+         "(--foreign-countries) of foreign SIMs", PUBLISH),
 )
 """Every part, in the order messages list them."""
 
@@ -212,15 +216,39 @@ def reference_parts(reference: Reference) -> dict[str, str]:
 _NAMED_OPTIONS = frozenset({
     "res", "horizon_ms", "activity_ms", "night_start_h", "night_length_h", "nights", "min_nights",
     "timezone", "home_mcc", "k", "model_rse", "move_window_nights", "move_min_nights",
-    "confirm_nights", "lapse_nights"})
+    "confirm_nights", "lapse_nights", "foreign", "mcc_table", "country_factors",
+    "foreign_countries"})
 """Engine options with a part of their own; any other (a newer option) lands in
 ``options.other``, so no option is ever left out of the fingerprint."""
 _NAMED_WINDOWS = frozenset({"every_ms", "lateness_ms"})
 
 
+REGION_RULE = "position: exact point-in-polygon of the ping's own point (lat/lon or plan row)"
+"""The region rule of this version (:mod:`estimators.cells`); tallies of workers placing pings
+by another rule (before: the H3 cell's centre) are never summed with these."""
+
+
 def _others(values: dict[str, object], named: frozenset[str]) -> str:
     rest = {k: v for k, v in sorted(values.items()) if k not in named}
     return ", ".join(f"{k}={v!r}" for k, v in rest.items()) or "none"
+
+
+def foreign_parts(options: EngineOptions) -> dict[str, str]:
+    """The foreign-SIM parts: whether stays are followed and the MCC table (by content), and
+    the factors and country list they are published with. Reads the two files (small); raises
+    :class:`~stream.contract.InputError` for a bad one."""
+    table = options.country_table()
+    if table is None:
+        return {"foreign": "off", "foreign.publish": "off"}
+    factors = options.factors(table)
+    fixed = ",".join(options.foreign_countries) if options.foreign_countries else "top 10"
+    return {
+        "foreign": f"{len(table.countries)} countries, "
+                   + _digest([_text(*table.countries), _array(table.by_mcc)]),
+        "foreign.publish": f"{len(factors)} factors, " + _digest(
+            _text(f.country, repr(float(f.factor)), repr(float(f.rse))) for f in factors)
+                   + f"; {fixed}",
+    }
 
 
 def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
@@ -232,6 +260,7 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
     o = options
     values = {
         **reference_parts(reference),
+        "regions.rule": REGION_RULE,
         "res": str(o.res), "horizon": duration_text(o.horizon_ms),
         "activity": duration_text(o.activity_ms),
         "night": f"{o.night_start_h:g}h for {o.night_length_h:g}h",
@@ -245,5 +274,6 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
         "partitions": str(partitions), "key": key_id,
         "k": str(o.k), "model_rse": repr(float(o.model_rse)),
         "gap_threshold": repr(float(gap_threshold)),
+        **foreign_parts(o),
     }
     return Fingerprint.of(values)

@@ -11,8 +11,8 @@ cannot move it: they would need to be ``watermark_devices`` at once. While fewer
 been seen, the stream's time is the earliest of their latest times (all of them have reached it;
 with a single device, only producer watermarks and the end of input close windows).
 
-**Seals.** Window ends, and the night closes at which the engine evaluates usual residence
-(:meth:`~estimators.engine.Engine.night_closes_until`), are *seals*: once the watermark passes
+**Seals.** Window ends, and the night closes at which the engine evaluates usual residence and
+foreign stays (:meth:`~estimators.engine.Engine.night_closes_until`), are *seals*: once the watermark passes
 one, pings before it are ``too_late``. Accepted pings before the next seal go into the engine
 at once; only pings after it are held (in memory and in checkpoints), so what is held is bounded
 by the lateness, not by the window length. When the watermark passes a seal, the held pings
@@ -406,14 +406,14 @@ class EventTimeWindows:
         seal = self._next_seal()
         now = good.ts_ms < seal if seal is not None else np.ones(len(good), dtype=bool)
         if now.all():
-            self.engine.ingest(good.device_key, good.ts_ms, good.opclass, good.loc)
+            self.engine.ingest(good.device_key, good.ts_ms, good.opclass, good.loc, good.home_mcc)
             return
         if now.any():
             self.engine.ingest(good.device_key[now], good.ts_ms[now], good.opclass[now],
-                               good.loc[now])
+                               good.loc[now], good.home_mcc[now])
         later = ~now
         self._hold(PingBatch(good.device_key[later], good.ts_ms[later], good.opclass[later],
-                             good.loc[later]))
+                             good.loc[later], home_mcc=good.home_mcc[later]))
 
     def _hold(self, batch: PingBatch) -> None:
         if len(batch):
@@ -430,7 +430,7 @@ class EventTimeWindows:
         self._pending, self._held_min = [], None
         now = pending.ts_ms < before_ms if before_ms is not None else np.ones(len(pending), bool)
         self.engine.ingest(pending.device_key[now], pending.ts_ms[now], pending.opclass[now],
-                           pending.loc[now])
+                           pending.loc[now], pending.home_mcc[now])
         self._hold(pending.select(~now))
 
     def _held_locations(self) -> np.ndarray:
@@ -541,4 +541,5 @@ def _concat(batches: list[PingBatch]) -> PingBatch | None:
         return batches[0]
     return PingBatch(*(np.concatenate([getattr(b, f) for b in batches])
                        for f in ("device_key", "ts_ms", "opclass", "loc")),
-                     row=np.concatenate([b.row for b in batches]))
+                     row=np.concatenate([b.row for b in batches]),
+                     home_mcc=np.concatenate([b.home_mcc for b in batches]))

@@ -1,7 +1,8 @@
 """Prometheus metrics of a worker: population per region and pipeline health.
 
 Names follow Prometheus conventions (``defacto_`` prefix, base units, ``_total`` counters); labels
-are regions, outcomes, reasons, encodings and partitions, never H3 cells or devices.
+are regions, outcomes, reasons, encodings, partitions and (foreign SIMs) a small set of countries
+and stay classes, never H3 cells or devices.
 """
 
 from __future__ import annotations
@@ -117,6 +118,21 @@ class WorkerMetrics:
             "defacto_migration_alert_rate_per_1000",
             "Weekly net inflow per 1,000 residents beyond which a region is alerted "
             "(--migration-alert-rate)", registry=r)
+        self.foreign_arrivals = Gauge(
+            "defacto_foreign_arrivals",
+            "Foreign SIMs arriving (stays begun) in the window, by country of the SIM (the period's "
+            "largest countries, 'other', 'all'); devices, null (absent) under k",
+            ["window", "country"], registry=r)
+        self.foreign_stock = Gauge(
+            "defacto_foreign_stock",
+            "Foreign SIMs staying now (as of the latest night evaluated), by country and stay "
+            "class (same_day, short, medium, long, all); devices", ["country", "class"],
+            registry=r)
+        self.foreign_usual_residents = Gauge(
+            "defacto_foreign_usual_residents",
+            "Foreign SIMs staying now that spent at least 183 of the last 365 nights in stays "
+            "(usual residents with a foreign SIM, beside resident population); devices",
+            ["region"], registry=r)
         self.started = Gauge("defacto_worker_start_timestamp_seconds",
                              "Unix time this worker process started", registry=r)
         self.started.set_to_current_time()
@@ -151,6 +167,33 @@ class WorkerMetrics:
             else:
                 self.rural_balance.labels(window).set(balance)
 
+    def show_foreign(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Set the foreign-SIM gauges from the published documents (``P:foreign`` fields
+        ``week``, ``month``, ``week:closed``, ``month:closed``, ``week:settled``,
+        ``month:settled``: windows ``week``, ``month``, ``last_week``, ``last_month``,
+        ``settled_week``, ``settled_month``). Stock and usual residents come from the open
+        week (the latest night). Country labels are the documents' own (at most the top
+        countries, ``other`` and ``all``: a small label set; fix it with a country list); series
+        no longer published (suppressed, or a country that left the top) are removed."""
+        arrivals: dict[tuple[str, str], int | None] = {}
+        for field, doc in docs.items():
+            kind, _, which = field.partition(":")
+            window = {"": kind, "closed": f"last_{kind}", "settled": f"settled_{kind}"}[which]
+            for country, line in doc["totals"].items():
+                arrivals[(window, _country(country))] = line["arrivals"]["devices"]
+        stock: dict[tuple[str, str], int | None] = {}
+        residents: dict[str, int | None] = {}
+        now = docs.get("week")
+        if now is not None:
+            for country, line in now["totals"].items():
+                stock[(_country(country), "all")] = line["stock"]["devices"]
+                for cls, fig in line["by_class"]["stock"].items():
+                    stock[(_country(country), cls)] = fig["devices"]
+            residents = {rid: r["usual_resident"]["devices"] for rid, r in now["regions"].items()}
+        for gauge, values in ((self.foreign_arrivals, arrivals), (self.foreign_stock, stock)):
+            _set_series(gauge, values)
+        _set_series(self.foreign_usual_residents, {(rid,): v for rid, v in residents.items()})
+
     def show_snapshot(self, snap: dict[str, Any], published_unix_s: float) -> None:
         """Set the per-region gauges from a published snapshot (suppressed figures are removed)."""
         pairs = [(self.present, "present"), (self.resident, "resident"),
@@ -172,3 +215,18 @@ class WorkerMetrics:
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""
         return generate_latest(self.registry)
+
+
+def _country(code: str) -> str:
+    """A country label: the ISO code, ``other``, or ``all`` for ``*``."""
+    return "all" if code == "*" else code
+
+
+def _set_series(gauge: Gauge, values: dict[tuple[str, ...], int | None]) -> None:
+    """Make ``gauge``'s series exactly the non-null ``values`` (others removed)."""
+    keep = {k: v for k, v in values.items() if v is not None}
+    for labels in [tuple(s.labels.values()) for m in gauge.collect() for s in m.samples]:
+        if labels not in keep:
+            gauge.remove(*labels)
+    for labels, v in keep.items():
+        gauge.labels(*labels).set(v)

@@ -118,6 +118,14 @@ class RedisKeys:
         return self.key("flows:history")
 
     @property
+    def foreign(self) -> str:
+        """Hash ``week``, ``month`` (the open periods), ``week:closed``, ``month:closed`` (the
+        latest closed), ``week:settled``, ``month:settled`` (the latest settled) → JSON of that
+        period's foreign-SIM figures (``flows.schema.json``, ``topic: "foreign"``); empty with
+        foreign stays off."""
+        return self.key("foreign")
+
+    @property
     def geometry(self) -> str:
         """GeoJSON FeatureCollection of the region outlines."""
         return self.key("geometry")

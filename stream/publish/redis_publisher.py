@@ -2,9 +2,10 @@
 
 The keys are :class:`~stream.publish.redis_keys.RedisKeys` (documented in ``schemas/README.md``).
 A window's snapshot is published once every partition has closed it: the tallies are summed,
-the estimate computed, and the snapshot, regions, cells, history, announcement and alerts are
-written in one MULTI/EXEC guarded by ``published_until`` (WATCH), so two workers racing to
-publish write it once, and a reader never sees half a snapshot.
+the estimate computed, and the snapshot, regions, cells, history, migration flows, foreign-SIM
+figures, announcement and alerts are written in one MULTI/EXEC guarded by ``published_until``
+(WATCH), so two workers racing to publish write it once, and a reader never sees half a
+snapshot.
 
 Shared state is checked, never assumed:
 
@@ -48,6 +49,7 @@ from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
+from stream.publish.foreign import add_foreign_line, published_foreign
 from stream.publish.redis_keys import RedisKeys, health_field
 from stream.publish.snapshot import build_snapshot, gap_alerts
 from stream.timefmt import iso_utc
@@ -466,6 +468,8 @@ class SnapshotPublisher:
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est)
                 flows = self.flows(tally, est)
+                foreign = self.foreign(tally)
+                add_foreign_line(snap, foreign)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
                 active = _open_alerts(await pipe.hgetall(self.keys.alerts_active))
@@ -479,6 +483,11 @@ class SnapshotPublisher:
                     history = flows_history(flows)
                     if history:
                         pipe.hset(self.keys.flows_history, mapping=history)
+                pipe.delete(self.keys.foreign)
+                if foreign:
+                    pipe.hset(self.keys.foreign, mapping={
+                        field: json.dumps(doc, separators=(",", ":"))
+                        for field, doc in foreign.items()})
                 self._queue_alerts(pipe, at_ms, *alerts)
                 pipe.publish(self.keys.announce, snap["at"])
                 pipe.set(pu_key, at_ms)
@@ -511,6 +520,15 @@ class SnapshotPublisher:
         k = self.engine.config.estimate.k_anonymity
         return {field: period_flows(p, est, self.engine.regions, k, mig)
                 for field, p in tally.migration.published().items()}
+
+    def foreign(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
+        """The foreign-SIM documents of a merged tally's published periods
+        (:func:`~stream.publish.foreign.published_foreign`); None with foreign stays off."""
+        cfg = self.engine.config
+        if tally.foreign is None or cfg.foreign is None:
+            return None
+        return published_foreign(tally.foreign, self.engine.regions, tally.at_ms,
+                                 cfg.foreign_figures, cfg.foreign, self.engine.country_factors)
 
     def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
                         cells: dict[int, dict[str, str]]) -> None:
@@ -589,6 +607,11 @@ class SnapshotPublisher:
     async def latest_flows(self) -> dict[str, dict[str, Any]]:
         """The migration flows published with the latest snapshot (see :meth:`flows`)."""
         raw = await self.redis.hgetall(self.keys.flows)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def latest_foreign(self) -> dict[str, dict[str, Any]]:
+        """The foreign-SIM documents published with the latest snapshot (see :meth:`foreign`)."""
+        raw = await self.redis.hgetall(self.keys.foreign)
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def latest(self) -> dict[str, Any] | None:

@@ -123,7 +123,8 @@ class SimulationFeed:
         if (~is_cell).any():
             loc[~is_cell] = self.engine.cells.locate_latlng(chunk.lat[~is_cell],
                                                             chunk.lon[~is_cell])
-        self.engine.ingest(self.keys[chunk.device], chunk.ts_ms, self.opclass[chunk.device], loc)
+        self.engine.ingest(self.keys[chunk.device], chunk.ts_ms, self.opclass[chunk.device], loc,
+                           self.sim.device_home_mcc[chunk.device])
         return len(chunk.ts_ms)
 
     def hours(self) -> Iterator[FedHour]:

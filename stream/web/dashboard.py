@@ -18,6 +18,8 @@ Endpoints:
   an unknown region);
 - ``GET /api/alerts`` open alerts and the latest opened/closed events;
 - ``GET /api/flows`` the migration flows of the open and last closed week and month;
+- ``GET /api/foreign`` the foreign-SIM figures of the open, last closed and last settled week
+  and month (arrivals by country, stock by stay class, long-stayers per region);
 - ``GET /healthz`` ``200`` when Redis answers, ``503`` otherwise;
 - ``GET /events`` server-sent events: one ``snapshot`` event per entry of ``P:snapshots`` (read
   with ``XREAD BLOCK``, the entry id as the event id so a reconnecting browser resumes), a
@@ -276,6 +278,18 @@ async def api_flows(request: web.Request) -> web.Response:
                                        separators=(",", ":")))
 
 
+async def api_foreign(request: web.Request) -> web.Response:
+    """``GET /api/foreign``: the foreign-SIM documents published with the latest snapshot, by
+    period (``week``, ``month`` open; ``week:closed``, ``month:closed`` the last closed ones;
+    ``week:settled``, ``month:settled`` the last settled ones); empty with foreign stays off."""
+    ctx = request.app[CTX]
+    assert ctx.redis is not None
+    raw = await ctx.redis.hgetall(ctx.keys.foreign)
+    body = b'{"periods":{' + b",".join(
+        json.dumps(k.decode()).encode() + b":" + v for k, v in sorted(raw.items())) + b"}}"
+    return _compressed_json(body)
+
+
 async def api_alerts(request: web.Request) -> web.Response:
     """``GET /api/alerts``: open gap alerts and the latest opened/closed events."""
     ctx = request.app[CTX]
@@ -460,6 +474,7 @@ def create_dashboard_app(redis_url: str, prefix: str, *, heartbeat_s: float = HE
     app.router.add_get("/api/history", api_history)
     app.router.add_get("/api/alerts", api_alerts)
     app.router.add_get("/api/flows", api_flows)
+    app.router.add_get("/api/foreign", api_foreign)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/events", events)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

@@ -131,7 +131,7 @@ def test_scopes_split_tally_settings_from_publish_settings(files: dict[str, Path
     tally_names = {name for name, _ in fp.tally().parts}
     assert tally_names == {p.name for p in PARTS if p.scope == TALLY}
     assert {"k", "calibration", "registry", "model_rse", "gap_threshold",
-            "regions.labels"} == {p.name for p in PARTS if p.scope == PUBLISH}
+            "regions.labels", "foreign.publish"} == {p.name for p in PARTS if p.scope == PUBLISH}
     assert _fp(_ref(files), EngineOptions(k=1)).tally() == _fp(_ref(files)).tally()
 
 

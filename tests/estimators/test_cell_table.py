@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
+import h3
 import numpy as np
+import pytest
 
-from estimators.cells import CellTable
+from estimators.cells import CellTable, region_bits
 from estimators.device_index import DeviceIndex
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import latlng_to_cell
@@ -114,3 +117,51 @@ def test_the_default_room_is_the_stamp_s_location_bits(regions_doc: dict[str, An
     again = table.locate(cells)
     assert again[2] == locs[2] and again[0] == again[1] >= 0 and len(table) == 2
     assert np.array_equal(table.cell[again], cells)
+
+
+def test_a_location_is_a_cell_and_a_region(regions_doc: dict[str, Any]) -> None:
+    """One cell in two regions is two locations; each is reclaimed on its own; the rank orders
+    by cell id, then region, and the key gives the pair back."""
+    table = CellTable(regions_from_geojson(regions_doc), 8)
+    cells = latlng_to_cell(np.array([51.1, 51.1, 51.1, 51.15]), np.array([71.4] * 4), 8)
+    locs = table.locate(cells, np.array([1, 2, 1, 1]))
+    assert locs[0] == locs[2] != locs[1] and len(table) == 3
+    assert table.cell[locs].tolist() == cells.tolist()
+    assert table.region[locs].tolist() == [1, 2, 1, 1]
+    table.in_use = lambda: np.array([locs[1]])
+    assert table.reclaim() == 2 and len(table) == 1
+    assert table.locate(cells[:2], np.array([2, 2]))[0] == locs[1]
+
+    rng = np.random.default_rng(3)
+    many = latlng_to_cell(rng.uniform(-80, 80, 500), rng.uniform(-180, 180, 500), 8)
+    region = rng.integers(0, 5, 500)
+    keys = table.key(many, region)
+    assert np.array_equal(np.argsort(keys, kind="stable"),
+                          np.lexsort((region, many)))
+    back_cells, back_region = table._unkey(keys)
+    assert np.array_equal(back_cells, many) and np.array_equal(back_region, region)
+    loc = table.locate(many, region)
+    assert np.array_equal(table.rank[loc], keys)
+
+
+def test_region_indices_are_checked_and_bounded(regions_doc: dict[str, Any]) -> None:
+    table = CellTable(regions_from_geojson(regions_doc), 8)
+    cells = latlng_to_cell(np.array([51.1]), np.array([71.4]), 8)
+    with pytest.raises(ValueError, match="region indices"):
+        table.locate(cells, np.array([5]))  # 4 regions + unassigned: 0..4
+    assert (region_bits(8), region_bits(15)) == (33, 12)
+    too_many = SimpleNamespace(ids=[f"r{i}" for i in range(4097)], n=4096)
+    with pytest.raises(ValueError, match="4096 regions"):
+        CellTable(too_many, 15)  # type: ignore[arg-type]
+    CellTable(too_many, 14)  # type: ignore[arg-type]
+
+
+def test_cells_without_a_region_take_their_centre_s(regions_doc: dict[str, Any]) -> None:
+    """Old checkpoints hold cells only: each goes to the region of its centre, as before."""
+    regions = regions_from_geojson(regions_doc)
+    table = CellTable(regions, 8)
+    cells = latlng_to_cell(np.array([51.1001, 51.0999, 51.15]), np.array([71.45] * 3), 8)
+    centre = [h3.api.basic_int.cell_to_latlng(int(c)) for c in cells.tolist()]
+    want = regions.locate(np.array([c[0] for c in centre]), np.array([c[1] for c in centre]))
+    locs = table.locate(cells)
+    assert table.region[locs].tolist() == want.tolist()

@@ -15,7 +15,7 @@
   const S = {
     state: null, geometry: null, cells: null, history: null,
     res: null, userRes: false, region: null, userRegion: false,
-    shownKey: null, loading: false, again: false, retryTimer: null, flows: null, flowsKey: null,
+    shownKey: null, loading: false, again: false, retryTimer: null, flows: null, foreign: null, flowsKey: null,
     offsetMs: 0, fetchedAt: 0, view: null, fullView: null, viewMode: 'auto', proj: null, cellById: null,
   };
 
@@ -191,8 +191,13 @@
       const f = await getJSON('/api/flows');
       flows = f.ok ? f.body : null;
     }
+    let foreign = S.foreign;
+    if (key !== S.flowsKey || !foreign) {
+      const g = await getJSON('/api/foreign');
+      foreign = g.ok ? g.body : null;
+    }
     S.state = state; S.cells = cells; S.history = history; S.shownKey = key;
-    S.flows = flows; S.flowsKey = key;
+    S.flows = flows; S.foreign = foreign; S.flowsKey = key;
     S.fetchedAt = Date.now();
     setBanner(null);
     $('main').classList.remove('is-empty');
@@ -234,6 +239,81 @@
     renderHealth();  // before the chart: the bottom row's height depends on it
     renderChart();
     renderMigration();
+    renderForeign();
+  }
+
+  // ---------- arrivals from abroad ----------
+  // figures of foreign SIMs: people where the document has them (per-country factors),
+  // else devices; null is suppressed (fewer than k devices) and shown as such
+  function fgnValue(doc, fig) {
+    return doc.unit === 'people' && fig.people !== null ? fig.people : fig.devices;
+  }
+  function renderForeign() {
+    const tbody = $('fgn-countries').tBodies[0];
+    const rbody = $('fgn-regions').tBodies[0];
+    clear(tbody); clear(rbody); clear($('fgn-classes'));
+    const periods = (S.foreign && S.foreign.periods) || {};
+    const doc = periods[$('fgn-period').value];
+    if (!doc) {
+      const tr = el('tr');
+      const td = el('td', 'muted', 'no foreign-SIM figures for this period yet');
+      td.colSpan = 4; tr.appendChild(td); tbody.appendChild(tr);
+      $('fgn-note').textContent = '';
+      $('fgn-sub').textContent = 'Stays of foreign SIMs: none published for this period yet.';
+      return;
+    }
+    const unit = doc.unit === 'people' ? 'people (where a country factor is configured; else SIMs)' : 'foreign SIMs (devices)';
+    const state = doc.final ? 'final' : doc.closed ? 'closed, departures revisable until ' + doc.revisable_until
+      : 'so far, to ' + doc.observed_until;
+    $('fgn-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
+      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') + '): ' + unit +
+      '; figures resting on fewer than ' + doc.settings.k + ' SIMs are suppressed; "other" sums the smaller countries.';
+    for (const c of doc.countries) {
+      const t = doc.totals[c];
+      const tr = el('tr');
+      tr.dataset.country = c;
+      tr.appendChild(el('th', null, c === '*' ? 'all countries' : c));
+      tr.firstChild.scope = 'row';
+      for (const m of ['arrivals', 'departures', 'stock']) {
+        const td = el('td', 'num'); td.appendChild(figure(fgnValue(doc, t[m]))); tr.appendChild(td);
+      }
+      tbody.appendChild(tr);
+    }
+    // stay classes of the stock, all countries
+    const chart = $('fgn-classes');
+    const byClass = doc.totals['*'].by_class.stock;
+    const W = 300; const H = 110; const pad = 14;
+    chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    const labels = { same_day: 'same day', short: '1–29 nights', medium: '30–89', long: '90+' };
+    const vals = doc.classes.map((c) => fgnValue(doc, byClass[c]));
+    const top = Math.max(1, ...vals.filter((v) => v !== null));
+    const step = (W - 2 * pad) / doc.classes.length;
+    doc.classes.forEach((c, i) => {
+      const v = vals[i];
+      const g = svg('g', { 'data-class': c, class: v === null ? 'suppressed' : 'shown' }, chart);
+      svg('title', null, g).textContent = labels[c] + ': ' + (v === null ? 'suppressed' : fmtInt(v));
+      const x = pad + i * step + step * 0.15;
+      const h = v === null ? (H - 3 * pad) : (H - 3 * pad) * v / top;
+      svg('rect', { x, width: step * 0.7, y: H - 2 * pad - h, height: Math.max(h, 1), class: v === null ? 'suppressed' : 'bar' }, g);
+      svg('text', { x: x + step * 0.35, y: H - pad + 2, 'text-anchor': 'middle' }, g).textContent = labels[c];
+      svg('text', { x: x + step * 0.35, y: H - 2 * pad - h - 3, 'text-anchor': 'middle' }, g).textContent = v === null ? '—' : fmtInt(v);
+    });
+    // long-stayers per region, beside the resident population of the snapshot
+    const snap = S.state && S.state.snapshot;
+    const rows = Object.entries(doc.regions).filter(([rid, r]) =>
+      !(rid === 'unassigned' && r.stock.devices === null));
+    for (const [rid, r] of rows) {
+      const tr = el('tr');
+      tr.dataset.region = rid;
+      tr.appendChild(el('td', null, r.name));
+      const resident = snap && snap.regions[rid] ? snap.regions[rid].resident : null;
+      for (const v of [resident, fgnValue(doc, r.long_stay), fgnValue(doc, r.usual_resident)]) {
+        const td = el('td', 'num'); td.appendChild(figure(v)); tr.appendChild(td);
+      }
+      rbody.appendChild(tr);
+    }
+    $('fgn-note').textContent = 'Usual residents with a foreign SIM (183 or more of the last 365 nights in stays) are part of ' +
+      'the de facto population the registry misses; they are not in "resident", which counts domestic SIMs only.';
   }
 
   // ---------- migration ----------
@@ -864,6 +944,7 @@
     map.addEventListener('pointerleave', hideTip);
     $('map-reset').addEventListener('click', () => { S.viewMode = 'all'; if (S.fullView) setView(Object.assign({}, S.fullView)); });
     $('mig-period').addEventListener('change', () => { if (S.state) renderMigration(); });
+    $('fgn-period').addEventListener('change', () => { if (S.state) renderForeign(); });
     $('res').addEventListener('change', () => {
       S.res = parseInt($('res').value, 10); S.userRes = true;
       refresh();

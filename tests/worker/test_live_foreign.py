@@ -1,0 +1,100 @@
+"""Foreign SIMs live: two workers (one killed mid-stream and restarted from its checkpoint)
+publish the same foreign-SIM figures and long-stayers line as ``defacto replay``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from livekit import Workers, wait_for
+
+from stream.cli import main
+from stream.local.embedded import Service, create_topic
+from stream.simulator import load_scenario, simulate, with_foreign, write_simulation
+
+pytestmark = pytest.mark.integration  # real broker and Redis, worker processes
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live-foreign") / "sim"
+    sc = with_foreign(load_scenario("astana"), arrivals_per_year=150_000 * 60)
+    write_simulation(simulate(sc, scale=0.001, days=2.2, seed=5), out)
+    (out / "key").write_text("live-foreign-key-0123456789abcdef\n")
+    return out
+
+
+def _engine_args(sim: Path) -> list[str]:
+    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
+            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
+
+
+@pytest.fixture
+def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
+    name = f"f{uuid.uuid4().hex[:10]}"
+    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
+                _engine_args(sim))
+    yield w
+    w.stop_all()
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(f"{w.prefix}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+
+
+def test_foreign_figures_live_equal_replay_across_a_crash(live: Workers, sim: Path,
+                                                          tmp_path: Path) -> None:
+    pings = sim / "pings.jsonl"
+    lines = pings.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(lines[: len(lines) // 2]))
+    second.write_text("".join(lines[len(lines) // 2:]))
+    out, flows = tmp_path / "replay.jsonl", tmp_path / "flows.jsonl"
+    assert main(["replay", str(pings), "--out", str(out), "--flows-out", str(flows),
+                 *_engine_args(sim)]) == 0
+    expected = [json.loads(line) for line in out.read_text().splitlines()]
+    replay_foreign = [d for d in map(json.loads, flows.read_text().splitlines())
+                      if d.get("topic") == "foreign"]
+    assert replay_foreign
+    create_topic(live.broker, live.topic, 2)
+    r = redis.Redis.from_url(live.redis_url)
+    a, b = live.start("a"), live.start("b")
+    assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
+                 "--no-final", "--quiet"]) == 0
+    wait_for("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90,
+             (a, b))
+    wait_for("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
+             and r.exists(f"{live.prefix}:checkpoint:1"), 30, (a, b))
+    a.kill()
+    a.wait()
+    live.start("a2")
+    assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
+                 "--quiet"]) == 0
+    last = expected[-1]["at"]
+    wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
+        f'"at":"{last}"'.encode()) >= 0, 120, (b,))
+
+    latest = json.loads(r.get(f"{live.prefix}:snapshot"))
+    assert latest["regions"] == expected[-1]["regions"]  # the long-stayers line included
+    assert all("foreign_usual_residents" in fig for fig in latest["regions"].values())
+    got = {k.decode(): json.loads(v) for k, v in r.hgetall(f"{live.prefix}:foreign").items()}
+    assert {"week", "month"} <= set(got)
+    by_period = {(d["kind"], d["period"]): d for d in replay_foreign}
+    for field, doc in got.items():
+        want = by_period[(doc["kind"], doc["period"])]
+        if not want["final"]:  # written at the end of the replay, with the last snapshot
+            assert doc == want, field
+        else:  # written when it settled; the same counts
+            assert doc["totals"] == want["totals"] and doc["regions"] == want["regions"], field
+    week = got["week"]
+    assert week["totals"]["*"]["arrivals"]["devices"] > 0
+    assert "RU" in week["countries"]
