@@ -10,6 +10,10 @@ An alert opens at the first snapshot that crosses, keeps its start time while th
 (tracking the latest and the largest magnitude), and closes at the first snapshot that does not
 cross (or crosses the other way, which opens a new alert). The state is a plain dict so the
 publisher can keep it in Redis next to the snapshot it belongs to.
+
+Figures that are still warming up (:mod:`estimators.warmup`) never open or close an alert: their
+snapshots leave the open alerts as they are (:func:`hold_gap_alerts`), and the first warm
+snapshot takes up from there.
 """
 
 from __future__ import annotations
@@ -93,3 +97,11 @@ def update_gap_alerts(active: dict[str, GapAlert], region_ids: list[str], names:
         if rid not in seen:
             closed.append(GapAlert(**{**cur.to_dict(), "until_ms": max(at_ms, cur.at_ms)}))
     return still, opened, closed
+
+
+def hold_gap_alerts(active: dict[str, GapAlert]
+                    ) -> tuple[dict[str, GapAlert], list[GapAlert], list[GapAlert]]:
+    """The outcome of a snapshot whose figures are warming up: every open alert stays open,
+    unchanged (its latest snapshot, magnitude and peak are those of the last warm snapshot);
+    nothing opens or closes. Same shape as :func:`update_gap_alerts`."""
+    return dict(active), [], []

@@ -43,7 +43,8 @@ from estimators.presence import (
 )
 from estimators.regions import RegionSet
 from estimators.tally import Tally
-from estimators.units import HOUR_MS, HOUR_S, SECOND_MS
+from estimators.units import DAY_MS, HOUR_MS, HOUR_S, SECOND_MS
+from estimators.warmup import WARMUP_NIGHTS, WarmUp, observation_start, warm_up
 
 MAX_OPERATORS = 254
 
@@ -62,6 +63,7 @@ class EngineConfig:
     foreign: ForeignConfig | None = None  # stays of foreign SIMs (None: off; needs countries)
     foreign_figures: ForeignFigureConfig = field(default_factory=ForeignFigureConfig)
     evict: bool = True  # forget devices no figure can use any more (Engine.evict_quiet)
+    warmup_nights: int = WARMUP_NIGHTS  # whole nights observed before resident is warm (0: none)
 
 
 class Engine:
@@ -109,6 +111,7 @@ class Engine:
         self._tz = ZoneInfo(self.config.timezone)
         self._offset_cache: dict[int, int] = {}
         self.plan: CellPlan | None = None
+        self.first_ping_ms: int | None = None  # earliest accepted ping: the observation start
 
     def load_cell_plan(self, operator: list[str], cell: list[str], lat: np.ndarray,
                        lon: np.ndarray, azimuth_deg: np.ndarray | None = None,
@@ -183,6 +186,7 @@ class Engine:
         """
         if len(device_key) == 0:
             return
+        self._observe(int(np.min(ts_ms)))
         loc = np.asarray(loc, dtype=np.int64)
         mcc = (np.full(len(device_key), -1, dtype=np.int16) if home_mcc is None
                else np.asarray(home_mcc))
@@ -209,6 +213,53 @@ class Engine:
             self._evaluate_night(self._next_night())
         rest = ~done
         self._update(device_key[rest], ts_ms[rest], opclass[rest], loc[rest], mcc[rest])
+
+    def _observe(self, ts_ms: int) -> None:
+        """Extend the observation back to ``ts_ms`` (a running minimum: any batching of the same
+        pings gives the same start)."""
+        if self.first_ping_ms is None or ts_ms < self.first_ping_ms:
+            self.first_ping_ms = ts_ms
+
+    def warm_up(self, at_ms: int) -> WarmUp:
+        """Which of this engine's figures are still warming up at ``at_ms``
+        (:mod:`estimators.warmup`)."""
+        return self._warm_up(at_ms, self.first_ping_ms)
+
+    def warm_up_tally(self, tally: Tally) -> WarmUp:
+        """Warm-up state of a (possibly merged) tally's figures, judged by its
+        ``observed_from_ms`` with this engine's settings."""
+        return self._warm_up(tally.at_ms, tally.observed_from_ms)
+
+    def _warm_up(self, at_ms: int, first_ping_ms: int | None) -> WarmUp:
+        cfg = self.config
+        length_ms = round(cfg.night.length_h * HOUR_MS)
+        return warm_up(at_ms, first_ping_ms, cfg.estimate.activity_ms, cfg.warmup_nights,
+                       lambda n: self.night_close_ms(n) - length_ms,
+                       lambda t: (t + self._offset_at(t) * SECOND_MS) // DAY_MS,
+                       self.night_close_ms)
+
+    def oldest_evidence_ms(self) -> int | None:
+        """The earliest event time the device state still holds evidence of: the devices'
+        latest pings and the closes of the nights in their night rings (None: no devices).
+        Every ping it stands for came at or after the observation start, so the span from it
+        never overstates how long a state restored without its observation start has observed
+        (checkpoints of earlier versions, :meth:`restore_state`)."""
+        st = self.state
+        n = st.n_devices
+        if n == 0:
+            return None
+        ts, _ = st.last_seen()
+        oldest = int(ts.min())
+        ring = st.ring[:n]
+        held = ring != 0
+        if held.any():
+            slots = st.ring_nights
+            last = st.last_night[:n].astype(np.int64)[:, None]
+            night = last - np.mod(last - np.arange(slots)[None, :], slots)
+            # a night slot says a ping fell before that night's close (not when): its close is
+            # the latest such ping could be, so the span is never overstated
+            oldest = min(oldest, self.night_close_ms(int(night[held].min())))
+        return oldest
 
     @property
     def nights_on(self) -> bool:
@@ -400,6 +451,8 @@ class Engine:
         arrays["operators"] = np.array(self.operators, dtype=str)
         arrays["evicted_night"] = np.array(
             [-1 if self._evicted_night is None else self._evicted_night], dtype=np.int64)
+        arrays["observed_from"] = np.array(
+            [-1 if self.first_ping_ms is None else self.first_ping_ms], dtype=np.int64)
         if self.migration is not None:
             arrays.update(self.migration.export(self.state.n_devices))
         if self.foreign is not None:
@@ -410,8 +463,12 @@ class Engine:
         """Load :meth:`export_state` output into this engine, which must hold no devices yet.
 
         A state without foreign stays (written with them off, or by an earlier version) leaves
-        :attr:`foreign` empty: it starts at the next night. Raises ``ValueError`` when the
-        foreign stays were written with another MCC table or region count."""
+        :attr:`foreign` empty: it starts at the next night. A state without its observation
+        start (an earlier version) is taken as observed since its oldest evidence
+        (:meth:`oldest_evidence_ms`): never longer than it was, so restored figures are never
+        called warm too early, and a long-running state (devices kept for a week of nights)
+        comes out warm. Raises ``ValueError`` when the foreign stays were written with another
+        MCC table or region count."""
         # locations are (cell, region) pairs; a checkpoint without ``stamp_regions`` (written
         # before they were) places each cell in the region of its centre, as it was then
         regions = arrays.get("stamp_regions")
@@ -433,6 +490,11 @@ class Engine:
             self.migration.restore(arrays, rows)
         if self.foreign is not None and "fgn_countries" in arrays:
             self.foreign.restore({k: v for k, v in arrays.items() if k.startswith("fgn")})
+        if "observed_from" in arrays:
+            first = int(np.asarray(arrays["observed_from"]).reshape(-1)[0])
+            self.first_ping_ms = None if first < 0 else first
+        else:
+            self.first_ping_ms = self.oldest_evidence_ms()
 
     def set_calibration(self, calibration: Calibration) -> None:
         """Replace the calibration (e.g. after fitting it on a reference period)."""
@@ -461,6 +523,7 @@ class Engine:
             tally.migration = self.migration.tally(self.state.n_devices)
         if self.foreign is not None:
             tally.foreign = self.foreign.tally()
+        tally.observed_from_ms = observation_start(self.first_ping_ms)  # its hour: see warmup
         if self.migration is None:
             night = current_night(at_ms, self._offset_at(at_ms), self.config.night)
             if self._evicted_night is None or night > self._evicted_night:

@@ -10,7 +10,11 @@ Every figure defacto publishes is a function of a few device counts at an instan
 - with migration on, the period counts of :mod:`estimators.migration` (open and last closed
   week and month);
 - with foreign stays on, the period ledgers of :mod:`estimators.foreign` (arrivals, departures,
-  nights and stock of foreign SIMs by country, region and stay class).
+  nights and stock of foreign SIMs by country, region and stay class);
+- ``observed_from_ms``: when the engine began observing (its earliest accepted ping), which says
+  whether the figures are still warming up (:mod:`estimators.warmup`). It is not a count: merged,
+  it is the parts' common start, or the latest when a part started over later (the combined
+  figure is warm only when every part is; :func:`merged_observation`).
 
 A tally holds only these counts (no device keys), so tallies of disjoint device sets (Kafka
 partitions) add up exactly, and :func:`estimate_from_tally` on the sum gives the same figures,
@@ -35,6 +39,7 @@ from estimators.calibration import N_CLASSES
 from estimators.foreign import ForeignTally, merge_foreign
 from estimators.migration import MigrationTally, merge_migration
 from estimators.presence import ROAMER
+from estimators.warmup import SAME_START_MS
 
 PRESENT_FIELDS = ("present_cell", "present_region", "present_factor_region", "present_cls",
                   "present_count")
@@ -52,6 +57,9 @@ class Tally:
 
     ``fingerprint``: an opaque text naming the settings the counts were taken under (``""``:
     not recorded); kept by :meth:`to_bytes`, :meth:`canonical` and :func:`merge_tallies`.
+    ``observed_from_ms``: UTC ms of the start of the hour of the engine's earliest accepted ping
+    (:func:`estimators.warmup.observation_start`; None: nothing observed, or a tally of an
+    earlier version).
     """
 
     at_ms: int
@@ -70,6 +78,7 @@ class Tally:
     migration: MigrationTally | None = None
     fingerprint: str = ""
     foreign: ForeignTally | None = None
+    observed_from_ms: int | None = None
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -85,6 +94,8 @@ class Tally:
             arrays.update(self.foreign.to_arrays())
         if self.fingerprint:
             arrays["fingerprint"] = np.array(self.fingerprint, dtype=str)
+        if self.observed_from_ms is not None:
+            arrays["observed_from"] = np.array([self.observed_from_ms], dtype=np.int64)
         np.savez(buf, at_ms=np.array([self.at_ms], dtype=np.int64),
                  operators=np.array(self.operators, dtype=str), **arrays)
         return buf.getvalue()
@@ -97,8 +108,10 @@ class Tally:
             migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
             foreign = ForeignTally.from_arrays({k: z[k] for k in z.files if k.startswith("fgn")})
             fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else ""
+            observed = int(z["observed_from"][0]) if "observed_from" in z.files else None
             return cls(at_ms=int(z["at_ms"][0]), operators=tuple(z["operators"].tolist()),
-                       migration=migration, fingerprint=fingerprint, foreign=foreign, **fields)
+                       migration=migration, fingerprint=fingerprint, foreign=foreign,
+                       observed_from_ms=observed, **fields)
 
 
 def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -122,6 +135,9 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     Raises ``ValueError`` for tallies of different instants, with and without migration or
     foreign counts, or foreign counts over different MCC tables, and :class:`TallyMismatchError`
     for tallies with different fingerprints (the merged tally keeps their common fingerprint).
+
+    The merged ``observed_from_ms`` is the parts' common start, or the latest when one started
+    over later (:func:`merged_observation`).
     """
     if not tallies:
         raise ValueError("nothing to merge")
@@ -175,4 +191,25 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
                  present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
                  resident_region=r_reg, resident_cls=r_cls, resident_count=r_count,
-                 migration=migration, fingerprint=fingerprints[0], foreign=foreign, **per_class)
+                 migration=migration, fingerprint=fingerprints[0], foreign=foreign,
+                 observed_from_ms=merged_observation([t.observed_from_ms for t in tallies]),
+                 **per_class)
+
+
+def merged_observation(starts: Sequence[int | None]) -> int | None:
+    """The observation start of merged tallies (None when no part has observed anything).
+
+    The parts of one stream (Kafka partitions) start together: their first pings come
+    milliseconds to minutes apart, so their starts (hours, :func:`estimators.warmup.
+    observation_start`) are within :data:`~estimators.warmup.SAME_START_MS` of the earliest and
+    the merged start is the earliest, the replay's own (live and replay agree). A part that
+    starts later than that (a partition whose checkpoint was lost, starting afresh hours or days
+    after the others) undercounts its share of every region until it is warm itself: the merged
+    start is then the latest, so the sum is warm only when every part is. Parts with no start (an
+    engine that has accepted no ping yet, or a tally of an earlier version) are left out.
+    """
+    known = [s for s in starts if s is not None]
+    if not known:
+        return None
+    first, last = min(known), max(known)
+    return first if last - first <= SAME_START_MS else last

@@ -182,7 +182,7 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     def publish(boundary_ms: int) -> None:
         tally = engine.tally(boundary_ms)
         estimate = engine.estimate_tally(tally)
-        snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate)
+        snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate, tally)
         add_foreign_line(snap, flows.foreign_line(tally))
         last[:] = [snap]
         if out_fh is not None:

@@ -3,20 +3,23 @@
 Contents: ``meta`` (JSON: version, topic, partition, next offset, window position, the settings
 that give the state its meaning, an id of the pseudonymization key and, when the writer gives
 one, the tally parts of the deployment's :class:`~stream.estimate.fingerprint.Fingerprint`),
-the held pings (device
-keys, times, operator classes, H3 cells, home MCCs: only those after the next window end or night close,
-so at most about ``--lateness`` of the stream), the devices behind the watermark (``wm_key``,
-``wm_ts``) and the engine's device state in portable terms (H3 cells, operator names; evicted
-devices are not in it). :func:`restore` refuses a blob written with another window length,
-lateness, watermark device count, H3 resolution, key or fingerprint, naming the difference,
-rather than resuming into wrong figures.
+the held pings (device keys, times, operator classes, H3 cells, home MCCs: only those after the
+next window end or night close, so at most about ``--lateness`` of the stream), the devices
+behind the watermark (``wm_key``, ``wm_ts``) and the engine's device state in portable terms
+(H3 cells, operator names; evicted devices are not in it), with the engine's observation start
+(``state_observed_from``: whether its figures are still warming up, :mod:`estimators.warmup`).
+:func:`restore` refuses a blob written with another window length, lateness, watermark device
+count, H3 resolution, key or fingerprint, naming the difference, rather than resuming into
+wrong figures.
 
-Versions: 2 (this one). A blob without ``held_mcc`` (written before foreign stays were wired)
-is restored with the held pings' home MCC unknown (they count as domestic SIMs for the foreign
-stays; the engine's state without foreign stays starts them at the next night). A version-1
-blob (every ping of the open window held, the watermark the latest ping's time) is still
-restored: its held pings before the next seal go into the engine and the watermark's devices
-are rebuilt from the state.
+Versions: 2 (this one). A blob without ``state_observed_from`` (written before warm-up was
+tracked) is taken as observed since the oldest evidence its state holds
+(:meth:`~estimators.engine.Engine.restore_state`). A blob without ``held_mcc`` (written before
+foreign stays were wired) is restored with the held pings' home MCC unknown (they count as
+domestic SIMs for the foreign stays; the engine's state without foreign stays starts them at the
+next night). A version-1 blob (every ping of the open window held, the watermark the latest
+ping's time) is still restored: its held pings before the next seal go into the engine and the
+watermark's devices are rebuilt from the state.
 """
 
 from __future__ import annotations

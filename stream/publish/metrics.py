@@ -11,6 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from estimators.units import SECOND_MS
+from stream.timefmt import parse_iso_ms
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DELAY_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
@@ -96,6 +99,15 @@ class WorkerMetrics:
                                    "Gap ratio beyond which a region is alerted (--gap-threshold)",
                                    registry=r)
         self.window = Gauge("defacto_window_seconds", "Snapshot interval (--every)", registry=r)
+        self.warming_up = Gauge(
+            "defacto_warming_up",
+            "1 while the latest snapshot's figures are warming up (the engine has not observed "
+            "the activity window, figure=present, or also enough nights, figure=resident: the "
+            "gap gauges are then absent and gap alerts are held)", ["figure"], registry=r)
+        self.warming_up_left = Gauge(
+            "defacto_warming_up_remaining_seconds",
+            "Event time left until the figure is warm, as of the latest snapshot (0 when warm; "
+            "absent when not known: nothing observed yet)", ["figure"], registry=r)
         mig = ["region", "window"]  # window: week, month (open), last_week, last_month (closed)
         self.net_migration = Gauge("defacto_net_migration", "Net migration (people) in the window",
                                    mig, registry=r)
@@ -206,7 +218,24 @@ class WorkerMetrics:
                     gauge.remove(rid)  # a no-op when absent (prometheus-client 0.26)
                 else:
                     gauge.labels(rid).set(fig[key])
+        self.show_warm_up(snap)
         self.last_publish.set(published_unix_s)
+
+    def show_warm_up(self, snap: dict[str, Any]) -> None:
+        """Set ``defacto_warming_up`` and its seconds left from a snapshot's ``warming_up``
+        (a snapshot without it, of an earlier version, counts as warm)."""
+        warm = snap.get("warming_up") or {}
+        at_ms = parse_iso_ms(snap["at"]) if "at" in snap else None
+        for figure in ("present", "resident"):
+            self.warming_up.labels(figure).set(1 if warm.get(figure) else 0)
+            ready = warm.get(f"{figure}_ready_at")
+            if not warm.get(figure):
+                self.warming_up_left.labels(figure).set(0)
+            elif ready is None or at_ms is None:
+                self.warming_up_left.remove(figure)
+            else:
+                self.warming_up_left.labels(figure).set(
+                    max(parse_iso_ms(ready) - at_ms, 0) / SECOND_MS)
 
     def forget_partition(self, partition: int) -> None:
         """Drop a revoked partition's lag gauge (its next owner reports it)."""

@@ -47,6 +47,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
+from estimators.warmup import WarmUp
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
 from stream.publish.foreign import add_foreign_line, published_foreign
@@ -466,7 +467,7 @@ class SnapshotPublisher:
                     return REFUSED, ("settings_mismatch", problem)
                 tally = merge_tallies(tallies)
                 est = self.engine.estimate_tally(tally)
-                snap = self.snapshot(est)
+                snap = self.snapshot(est, self.engine.warm_up_tally(tally))
                 flows = self.flows(tally, est)
                 foreign = self.foreign(tally)
                 add_foreign_line(snap, foreign)
@@ -563,13 +564,14 @@ class SnapshotPublisher:
                           {"event": event, "at_ms": at_ms, "alert": json.dumps(a.to_dict())},
                           maxlen=self.settings.alert_log, approximate=True)
 
-    def snapshot(self, est: Estimate) -> dict[str, Any]:
-        """The snapshot JSON object of the estimate from a (merged) tally."""
+    def snapshot(self, est: Estimate, warm: WarmUp | None = None) -> dict[str, Any]:
+        """The snapshot JSON object of the estimate from a (merged) tally; ``warm``: its
+        warm-up state (:meth:`~estimators.engine.Engine.warm_up_tally`)."""
         cfg = self.engine.config.estimate
         return build_snapshot(est, self.engine.regions, self.engine.config.res, self.registry,
                               {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity,
                                "gap_threshold": self.settings.gap_threshold,
-                               "cell_resolutions": list(self.resolutions)})
+                               "cell_resolutions": list(self.resolutions)}, warm)
 
     async def publish_geometry(self, regions: RegionSet) -> None:
         """Store the region outlines (GeoJSON lines, 5 decimals) for the dashboard's map."""

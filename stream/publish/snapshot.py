@@ -3,6 +3,11 @@
 The layout is the contract in ``schemas/snapshot.schema.json``. Population figures are rounded to
 whole people; suppressed figures (fewer than k devices) are ``null``. Device pseudonyms or keys
 never appear: only counts per region and per H3 cell.
+
+Warm-up (:mod:`estimators.warmup`): a snapshot taken before the engine has observed long enough
+says so in ``warming_up`` (top level: which figures, and when they are ready; per region: which
+figures); while ``resident`` is warming up the registry gap (``gap``, ``gap_ratio*``) is null,
+and gap alerts neither open nor close (:func:`gap_alerts`).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from typing import Any
 import h3
 import numpy as np
 
-from estimators.alerts import GapAlert, gap_crossings, update_gap_alerts
+from estimators.alerts import GapAlert, gap_crossings, hold_gap_alerts, update_gap_alerts
 from estimators.engine import Engine
 from estimators.estimate import Estimate
 from estimators.regions import RegionSet
+from estimators.tally import Tally
 from estimators.units import SECOND_MS
+from estimators.warmup import WarmUp
 from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
@@ -44,21 +51,40 @@ def gap_ratio(resident: int | None, registered: int | None) -> float | None:
     return round((resident - registered) / registered, 4)
 
 
+def warming_up_doc(warm: WarmUp) -> dict[str, Any]:
+    """The snapshot's ``warming_up`` object: which figures are still warming up and when each is
+    (or was) warm, ISO UTC (null: unknown, nothing observed yet)."""
+    def iso(ms: int | None) -> str | None:
+        return None if ms is None else iso_utc(ms)
+
+    return {"present": warm.present, "resident": warm.resident,
+            "observed_since": iso(warm.observed_from_ms),
+            "present_ready_at": iso(warm.present_ready_ms),
+            "resident_ready_at": iso(warm.resident_ready_ms)}
+
+
 def build_snapshot(est: Estimate, regions: RegionSet, res: int,
-                   registry: dict[str, int] | None, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+                   registry: dict[str, int] | None, extra: dict[str, Any] | None = None,
+                   warm: WarmUp | None = None) -> dict[str, Any]:
     """The published snapshot: per region figures with the registry gap, and per cell present.
 
     ``est`` holds ``float64[n_regions]`` people (NaN = suppressed) per figure; they are rounded
-    to whole people, NaN becomes ``None``. ``extra`` keys are added at the top level.
+    to whole people, NaN becomes ``None``. ``extra`` keys are added at the top level. With
+    ``warm``, the snapshot carries ``warming_up`` (top level and per region) and, while
+    resident figures are warming up, no gap (null ``gap`` and ``gap_ratio*``).
     """
     registry = registry or {}
     out_regions: dict[str, Any] = {}
+    no_gap = warm is not None and warm.resident
     for i, rid in enumerate(regions.ids):
         resident = count_or_null(est.resident[i])
         registered = registry.get(rid)
-        gap = resident - registered if resident is not None and registered is not None else None
         lo, hi = count_or_null(est.resident_lo[i]), count_or_null(est.resident_hi[i])
+        if no_gap:
+            gap_of, ref = None, None
+        else:
+            gap_of, ref = resident, registered
+        gap = gap_of - ref if gap_of is not None and ref is not None else None
         out_regions[rid] = {
             "name": regions.names[i],
             "present": count_or_null(est.present[i]),
@@ -69,12 +95,14 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
             "resident_hi": hi,
             "registered": registered,
             "gap": gap,
-            "gap_ratio": gap_ratio(resident, registered),
-            "gap_ratio_lo": gap_ratio(lo, registered),
-            "gap_ratio_hi": gap_ratio(hi, registered),
+            "gap_ratio": gap_ratio(gap_of, ref),
+            "gap_ratio_lo": gap_ratio(None if no_gap else lo, ref),
+            "gap_ratio_hi": gap_ratio(None if no_gap else hi, ref),
             "devices": count_or_null(est.present_devices[i]),
             "resident_devices": count_or_null(est.resident_devices[i]),
         }
+        if warm is not None:
+            out_regions[rid]["warming_up"] = {"present": warm.present, "resident": warm.resident}
     ids = [h3.int_to_str(int(c)) for c in est.cell_id.tolist()]
     snapshot: dict[str, Any] = {
         "at": iso_utc(est.at_ms),
@@ -82,25 +110,45 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
         "regions": out_regions,
         "cells": {cid: count_or_null(v) for cid, v in zip(ids, est.cell_present.tolist(), strict=True)},
     }
+    if warm is not None:
+        snapshot["warming_up"] = warming_up_doc(warm)
     if extra:
         snapshot.update(extra)
     return snapshot
 
 
 def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None,
-                    estimate: Estimate | None = None) -> dict[str, Any]:
+                    estimate: Estimate | None = None, tally: Tally | None = None
+                    ) -> dict[str, Any]:
     """The snapshot of ``engine``'s estimate at ``at_ms`` (or of ``estimate``, computed from
-    its tally at ``at_ms``) as ``defacto replay`` writes it (with ``horizon_s`` and ``k``)."""
+    ``tally``, or from the engine's tally at ``at_ms``) as ``defacto replay`` writes it (with
+    ``horizon_s``, ``k`` and ``warming_up``, judged by ``tally`` or else by the engine)."""
     cfg = engine.config.estimate
-    est = engine.estimate(at_ms) if estimate is None else estimate
-    return build_snapshot(est, engine.regions, engine.cells.res, registry,
-                          {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity})
+    if estimate is None:
+        tally = engine.tally(at_ms) if tally is None else tally
+        estimate = engine.estimate_tally(tally)
+    warm = engine.warm_up_tally(tally) if tally is not None else engine.warm_up(at_ms)
+    return build_snapshot(estimate, engine.regions, engine.cells.res, registry,
+                          {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity},
+                          warm)
+
+
+def resident_warming(snapshot: dict[str, Any]) -> bool:
+    """Whether a snapshot's resident (and gap) figures are still warming up (a snapshot without
+    ``warming_up``, written before it existed, is not)."""
+    return bool((snapshot.get("warming_up") or {}).get("resident", False))
 
 
 def gap_alerts(active: dict[str, GapAlert], snapshot: dict[str, Any], at_ms: int, threshold: float
                ) -> tuple[dict[str, GapAlert], list[GapAlert], list[GapAlert]]:
     """A snapshot's gap alerts given the open ones: (open now, opened, closed); see
-    :mod:`estimators.alerts` (the whole resident interval must be beyond the threshold)."""
+    :mod:`estimators.alerts` (the whole resident interval must be beyond the threshold).
+
+    A snapshot whose resident figures are warming up changes nothing: no alert opens or closes,
+    the open ones stay as they were (:func:`estimators.alerts.hold_gap_alerts`).
+    """
+    if resident_warming(snapshot):
+        return hold_gap_alerts(active)
     ids = list(snapshot["regions"])
     figs = [snapshot["regions"][rid] for rid in ids]
     lo = np.array([np.nan if f.get("gap_ratio_lo") is None else f["gap_ratio_lo"] for f in figs])

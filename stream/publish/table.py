@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from estimators.units import HOUR_MS
+from stream.timefmt import parse_iso_ms
+
 
 def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | None = None) -> str:
     """A readable fixed-width table of a snapshot's regions; ``truth`` (region id → true
     ``present``/``resident``, one snapshot time of :func:`~stream.sources.reference_files.load_truth`)
-    adds the true figures."""
+    adds the true figures. A snapshot whose figures are warming up is followed, after a blank
+    line, by a line saying which and for about how long (:func:`warm_up_line`)."""
     head = ["region", "present", "90% interval", "resident", "registered", "gap", "gap %"]
     if truth is not None:
         head += ["true present", "true resident"]
@@ -24,7 +28,28 @@ def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | No
             t = truth.get(rid, {})
             row += [fmt(t.get("present")), fmt(t.get("resident"))]
         rows.append(row)
-    return fixed_width(rows)
+    note = warm_up_line(snapshot)
+    return fixed_width(rows) + (f"\n\n{note}" if note else "")
+
+
+def warm_up_line(snapshot: dict[str, Any]) -> str | None:
+    """What is still warming up in a snapshot, with the hours left (None when nothing is)."""
+    warm = snapshot.get("warming_up") or {}
+    if not (warm.get("present") or warm.get("resident")):
+        return None
+    at = parse_iso_ms(snapshot["at"])
+
+    def left(figure: str) -> str:
+        ready = warm.get(f"{figure}_ready_at")
+        if ready is None:
+            return "warming up"
+        hours = max(1, -(-(parse_iso_ms(ready) - at) // HOUR_MS))
+        return f"warming up, about {hours} h left (ready {ready})"
+
+    parts = [f"present {left('present')}"] if warm.get("present") else []
+    parts.append(f"resident and gap {left('resident')}")
+    return ("warming up: the engine has not observed long enough, figures are provisional "
+            "and no gap is given: " + "; ".join(parts))
 
 
 def fmt(v: Any) -> str:

@@ -392,3 +392,43 @@ def test_calibrate_over_a_day_reads_less_and_fits_the_same_factors(
     read = [int(e.split("defacto: ")[1].split(" rows read")[0].replace(",", ""))
             for e in (err, err_all)]
     assert read[0] < 0.6 * read[1]
+
+
+def test_replay_marks_warming_figures_from_a_cold_start(simulated: Path, tmp_path: Path) -> None:
+    """A replay starts cold: present is warming up for the activity window (24 h), resident and
+    the gap until the first whole night has also been observed; warming snapshots have no gap.
+    With --from, the observation starts at the first ping read."""
+    import jsonschema
+
+    from stream.timefmt import iso_utc, parse_iso_ms
+
+    ref = simulated / "jsonl"
+    args = ["--regions", str(ref / "regions.geojson"), "--cells", str(ref / "cells.csv"),
+            "--registry", str(ref / "registry.csv")]
+    out = tmp_path / "snaps.jsonl"
+    assert main(["replay", str(ref / "pings.jsonl"), "--out", str(out), *args]) == 0
+    snaps = [json.loads(line) for line in out.read_text().splitlines()]
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "snapshot.schema.json")
+                        .read_text())
+    present_ready, resident_ready = T0 + DAY_MS, T0 + 25 * HOUR_MS  # 05:00 local + 24 h; night
+    for snap in snaps:
+        at = parse_iso_ms(snap["at"])
+        warm = snap["warming_up"]
+        assert warm == {"present": at < present_ready, "resident": at < resident_ready,
+                        "observed_since": iso_utc(T0), "present_ready_at": iso_utc(present_ready),
+                        "resident_ready_at": iso_utc(resident_ready)}, snap["at"]
+        for fig in snap["regions"].values():
+            assert fig["warming_up"] == {"present": warm["present"], "resident": warm["resident"]}
+            if warm["resident"]:
+                assert fig["gap"] is fig["gap_ratio"] is fig["gap_ratio_lo"] is None
+            elif fig["resident"] is not None:
+                assert fig["gap_ratio"] is not None
+    jsonschema.validate(snaps[0], schema)
+    assert sum(s["warming_up"]["resident"] for s in snaps) == 24 and len(snaps) > 30  # 01..24 h
+    later = tmp_path / "later.jsonl"
+    assert main(["replay", str(ref / "pings.jsonl"), "--out", str(later), "--from",
+                 iso_utc(T0 + 6 * HOUR_MS), *args]) == 0
+    first = json.loads(later.read_text().splitlines()[0])
+    assert first["warming_up"]["observed_since"] == iso_utc(T0 + 6 * HOUR_MS)
+    # 11:00 local: that evening's night is whole (closes at +25 h), before the activity window
+    assert first["warming_up"]["resident_ready_at"] == iso_utc(T0 + 30 * HOUR_MS)

@@ -39,6 +39,10 @@
     'gap', 'gap_ratio', 'gap_ratio_lo', 'gap_ratio_hi', 'devices', 'resident_devices'];
   function normalizeSnapshot(snap) {
     if (typeof snap.gap_threshold !== 'number' || !(snap.gap_threshold > 0)) snap.gap_threshold = 0.10;
+    // warm-up: absent (an older worker) means warm
+    const w = snap.warming_up && typeof snap.warming_up === 'object' ? snap.warming_up : {};
+    snap.warming_up = { present: w.present === true, resident: w.resident === true,
+      present_ready_at: w.present_ready_at || null, resident_ready_at: w.resident_ready_at || null };
     for (const rid of Object.keys(snap.regions || {})) {
       const r = snap.regions[rid];
       for (const f of REGION_FIELDS) if (r[f] === undefined) r[f] = null;
@@ -518,6 +522,27 @@
     }
   }
 
+  // hours of event time left until a warming figure is warm, as of the snapshot ("about N h")
+  function hoursLeft(snap, readyIso) {
+    const at = parseMs(snap.at); const ready = parseMs(readyIso);
+    if (at === null || ready === null) return null;
+    return Math.max(1, Math.ceil((ready - at) / 3600000));
+  }
+  function warmupText(snap, figure) {
+    const h = hoursLeft(snap, snap.warming_up[figure + '_ready_at']);
+    return 'warming up' + (h === null ? '' : ', about ' + h + ' h left');
+  }
+  function renderWarmup() {
+    const snap = S.state.snapshot; const w = snap.warming_up; const note = $('warmup-note');
+    if (!w.present && !w.resident) { note.hidden = true; note.textContent = ''; return; }
+    const parts = [];
+    if (w.present) parts.push('present figures ' + warmupText(snap, 'present'));
+    parts.push('resident figures and registry gaps ' + warmupText(snap, 'resident'));
+    note.textContent = 'The pipeline started recently and has not yet seen every device: ' +
+      parts.join('; ') + '. Until then figures are provisional (too low) and no gap is shown or alerted.';
+    note.hidden = false;
+  }
+
   function flagOf(r, thr, alert) {
     if (alert) return alert.direction;
     if (r.gap_ratio_lo !== null && r.gap_ratio_lo !== undefined && r.gap_ratio_lo > thr) return 'over';
@@ -542,6 +567,8 @@
     const thr = snap.gap_threshold;
     const alerts = {};
     for (const a of S.state.alerts.active) alerts[a.region] = a;
+    const warming = snap.warming_up;
+    renderWarmup();
     const names = regionNames();
     const ids = Object.keys(snap.regions);
     ids.sort((a, b) => {
@@ -565,7 +592,7 @@
     for (const rid of ids) {
       const r = snap.regions[rid];
       const alert = alerts[rid] || null;
-      const flag = flagOf(r, thr, alert);
+      const flag = warming.resident ? null : flagOf(r, thr, alert);
       const tr = el('tr');
       tr.dataset.region = rid;
       if (flag) tr.classList.add('flag-' + flag);
@@ -579,14 +606,16 @@
       else if (rid === 'unassigned') name.appendChild(el('span', 'rparent', 'outside every region'));
       tr.appendChild(name);
 
-      const present = el('td', 'num');
+      const present = el('td', warming.present ? 'num warming' : 'num');
+      if (warming.present) present.title = 'provisional: ' + warmupText(snap, 'present');
       present.appendChild(figure(r.present));
       if (r.present !== null && r.lo !== null && r.lo !== undefined) {
         present.appendChild(el('span', 'interval', fmtInt(r.lo) + '–' + fmtInt(r.hi)));
       }
       tr.appendChild(present);
 
-      const resident = el('td', 'num');
+      const resident = el('td', warming.resident ? 'num warming' : 'num');
+      if (warming.resident) resident.title = 'provisional: ' + warmupText(snap, 'resident');
       resident.appendChild(figure(r.resident));
       if (r.resident !== null && r.resident_lo !== null) {
         resident.appendChild(el('span', 'interval', fmtInt(r.resident_lo) + '–' + fmtInt(r.resident_hi)));
@@ -600,14 +629,16 @@
       tr.appendChild(reg);
 
       const gap = el('td', 'num');
-      if (r.gap !== null && r.gap !== undefined) {
+      if (warming.resident) gap.appendChild(el('span', 'warming-text', 'warming up'));
+      else if (r.gap !== null && r.gap !== undefined) {
         gap.appendChild(el('span', r.gap > 0 ? 'pos' : r.gap < 0 ? 'neg' : null, fmtSigned(r.gap)));
       } else if (r.resident === null) gap.appendChild(el('span', 'suppressed-text', 'suppressed'));
       else gap.appendChild(el('span', 'na-text', '—'));
       tr.appendChild(gap);
 
       const ratio = el('td', 'num');
-      if (r.gap_ratio !== null && r.gap_ratio !== undefined) {
+      if (warming.resident) ratio.appendChild(el('span', 'warming-text', '—'));
+      else if (r.gap_ratio !== null && r.gap_ratio !== undefined) {
         ratio.appendChild(el('span', r.gap_ratio > 0 ? 'pos' : r.gap_ratio < 0 ? 'neg' : null, fmtPct(r.gap_ratio)));
         if (r.gap_ratio_lo !== null && r.gap_ratio_hi !== null) {
           ratio.appendChild(el('span', 'interval', fmtPct(r.gap_ratio_lo).replace(' %', '') + ' to ' + fmtPct(r.gap_ratio_hi)));
@@ -619,7 +650,11 @@
       const status = el('td', 'c-strip');
       status.appendChild(gapStrip(r, thr, span, flag));
       const line = el('span', 'status-line');
-      if (flag) {
+      if (warming.resident) {
+        const b = el('span', 'badge warming', warmupText(snap, 'resident'));
+        b.title = 'the resident figures rest on too short an observation: no gap is shown or alerted until they are warm';
+        line.appendChild(b);
+      } else if (flag) {
         const b = el('span', 'badge ' + flag, (flag === 'over' ? '▲ over' : '▼ under'));
         b.title = flag === 'over'
           ? 'residents exceed the registry by more than the threshold, across the whole interval'

@@ -1,0 +1,90 @@
+"""Warm-up: how long an engine has observed the stream, and which figures that is enough for.
+
+An engine that starts on an empty state (a cold start, a lost checkpoint, a new pseudonymization
+key) sees only the devices that pinged since it started: for its first day it counts too few
+active devices, and until it has seen a few nights, homes rest on too few nights. Its figures are
+then *warming up*: published, but marked, and never used to open or close an alert.
+
+- ``present`` (and the cells) is warm once the whole activity window (``activity_ms``, 24 h by
+  default) has been observed: every device active at the instant has then been seen.
+- ``resident`` (and the registry gap) is warm once, in addition, ``nights`` whole nights have
+  been observed (a night counts when the observation began at or before its local start).
+
+The observation start is the earliest accepted ping of an engine (kept in its checkpoint); the
+hour it falls in is the start used here. Tallies of several engines (Kafka partitions) take their
+common start, the earliest, when all started within :data:`SAME_START_MS` of it (one stream's
+partitions start together: then live and replay agree), and else the *latest*
+(:func:`estimators.tally.merged_observation`): a partition that starts afresh after losing its
+checkpoint undercounts its share of every region, so the combined figure is warm only when every
+part is.
+
+``nights`` (:data:`WARMUP_NIGHTS`) was chosen on a replayed cold start of the astana scenario:
+see ``docs/METHOD.md``, Warm-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from estimators.units import HOUR_MS
+
+WARMUP_NIGHTS = 1
+"""Whole nights observed before resident and gap figures are warm (see the module doc)."""
+SAME_START_MS = 6 * HOUR_MS
+"""Engines whose observations start within this of each other started together (one stream's
+partitions); a later start is a part that started over (:func:`estimators.tally.merged_observation`)."""
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """Warm-up state of the figures at ``at_ms`` (UTC ms).
+
+    ``observed_from_ms``: start of the observation (the hour of the earliest accepted ping; None:
+    nothing observed yet); ``present``/``resident``: whether those figures are still warming up;
+    ``present_ready_ms``/``resident_ready_ms``: when they are (or were) warm (None: not known,
+    nothing observed).
+    """
+
+    at_ms: int
+    observed_from_ms: int | None
+    present: bool
+    resident: bool
+    present_ready_ms: int | None
+    resident_ready_ms: int | None
+
+    @property
+    def any(self) -> bool:
+        """Whether any figure is still warming up."""
+        return self.present or self.resident
+
+
+def observation_start(first_ping_ms: int | None) -> int | None:
+    """The start of an observation whose earliest accepted ping is ``first_ping_ms``: the start
+    of its UTC hour (None stays None)."""
+    return None if first_ping_ms is None else first_ping_ms // HOUR_MS * HOUR_MS
+
+
+def warm_up(at_ms: int, first_ping_ms: int | None, activity_ms: int, nights: int,
+            night_start_ms: Callable[[int], int], night_of_ms: Callable[[int], int],
+            night_close_ms: Callable[[int], int]) -> WarmUp:
+    """Warm-up state at ``at_ms`` of an observation whose earliest accepted ping is
+    ``first_ping_ms`` (None: nothing observed: everything warming, ready times unknown).
+
+    ``night_start_ms(n)``/``night_close_ms(n)``: UTC ms at which night ``n`` (days since 1970 of
+    its local evening) begins and ends; ``night_of_ms(t)``: the night whose evening day holds
+    ``t`` (the night that starts on ``t``'s local day). ``nights`` >= 0 (0: resident is warm
+    with present).
+    """
+    start = observation_start(first_ping_ms)
+    if start is None:
+        return WarmUp(at_ms, None, True, True, None, None)
+    present_ready = start + activity_ms
+    resident_ready = present_ready
+    if nights > 0:
+        first = night_of_ms(start)
+        if night_start_ms(first) < start:  # that night began before the observation
+            first += 1
+        resident_ready = max(present_ready, night_close_ms(first + nights - 1))
+    return WarmUp(at_ms, start, at_ms < present_ready, at_ms < resident_ready, present_ready,
+                  resident_ready)
