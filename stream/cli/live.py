@@ -137,7 +137,9 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """``defacto worker``: a Faust worker (run as many as there are partitions to share)."""
+    """``defacto worker``: a live worker (run as many as there are partitions to share): Faust
+    as the shell (lifecycle, web pages), batch ingest with aiokafka ``getmany``
+    (:mod:`stream.worker.faust_app`)."""
     from stream.worker.faust_app import run_worker
 
     return run_worker(worker_config(args))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,8 +32,11 @@ from typing import Any
 
 import fastavro
 import numpy as np
+import orjson
 
 from stream.contract import (
+    MAX_CELL_BYTES,
+    MAX_DEVICE_BYTES,
     MAX_TS_MS,
     MIN_TS_MS,
     PING_DTYPES,
@@ -59,6 +63,13 @@ _WS = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _CONTROL_PREFIX = re.compile(rb'\{\s*"control"\s*:')
 _json_decode = json.JSONDecoder().decode
+FAST_CHUNK = 2048
+"""JSON messages checked together by the fast path: one bad message sends at most this many
+through the per-message path."""
+FAST_MAX_BYTES = 4096
+"""Longer JSON messages are decoded one by one (a ping takes ~150 bytes; a huge one must not
+inflate a whole chunk's memory)."""
+_STR, _INT, _NONE = str, int, type(None)
 
 
 @dataclass
@@ -72,13 +83,14 @@ class Decoded:
     ``source_rows[i]`` (int64) is the index of the message ping row ``i`` came from; rows keep
     message order, so it is non-decreasing. ``rejects`` (named by the ``source`` given to
     :func:`decode_messages`) and ``watermarks`` ``(message index, ts_ms, final)`` are in message
-    order.
+    order. ``encodings`` counts the messages by :func:`sniff` kind (``unknown`` when none fits).
     """
 
     columns: PingColumns
     source_rows: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
     watermarks: list[tuple[int, int, bool]] = field(default_factory=list)
+    encodings: dict[str, int] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +258,74 @@ def _watermark(obj: dict[str, Any]) -> tuple[int, bool]:
     return ts, final
 
 
+def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.ndarray] | None:
+    """Messages ``values[i] for i in idx`` (each starting with ``{``) as ping columns, when every
+    one of them is a valid ping object; None as soon as one is not (or is a control message):
+    the caller then decodes them one by one, which names each reject.
+
+    Parses each value with orjson (one C call per message, no text decoding in Python), then
+    checks each field as a whole column. It accepts only what :func:`~stream.contract.check_ping`
+    accepts and builds the same columns as the per-message path (tested side by side).
+    """
+    try:
+        chunk = values[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) \
+            else list(map(values.__getitem__, idx))
+        objs = list(map(orjson.loads, chunk))
+    except (orjson.JSONDecodeError, RecursionError, ValueError):
+        return None
+    if set(map(type, objs)) != {dict} or any("control" in o for o in objs):
+        return None
+    try:
+        device = [o.get("device") for o in objs]
+        ts = [o.get("ts") for o in objs]
+        operator = [o.get("operator") for o in objs]
+        mcc = [o.get("home_mcc") for o in objs]
+        cell = [o.get("cell") for o in objs]
+        if set(map(type, device)) != {_STR} or set(map(type, ts)) != {_INT} \
+                or set(map(type, operator)) != {_STR} or not set(map(type, mcc)) <= {_INT, _NONE}:
+            return None
+        dev_b = [d.encode("utf-8") for d in device]
+        if min(map(len, dev_b)) < 1 or max(map(len, dev_b)) > MAX_DEVICE_BYTES:
+            return None
+        ts_a = np.array(ts, dtype=np.int64)
+        if ts_a.min() < MIN_TS_MS or ts_a.max() > MAX_TS_MS:
+            return None
+        op_b = [o.encode("ascii") for o in operator]
+        if min(map(len, op_b)) < 5 or max(map(len, op_b)) > 6 or not b"".join(op_b).isdigit():
+            return None
+        mcc_a = np.array([-1 if m is None else m for m in mcc], dtype=np.int64)
+        if (mcc_a[mcc_a != -1] < 0).any() or mcc_a.max() > 999 or \
+                (mcc_a == -1).sum() != mcc.count(None):
+            return None
+        cell_types = set(map(type, cell))
+        if not cell_types <= {_STR, _NONE}:
+            return None
+        cell_b = [b"" if c is None else c.encode("utf-8") for c in cell]
+        if max(map(len, cell_b)) > MAX_CELL_BYTES or \
+                sum(1 for c in cell_b if not c) != cell.count(None):
+            return None
+        n = len(objs)
+        lat = np.full(n, np.nan)
+        lon = np.full(n, np.nan)
+        if _NONE in cell_types:
+            where = [k for k, c in enumerate(cell) if c is None]
+            la = [objs[k].get("lat") for k in where]
+            lo = [objs[k].get("lon") for k in where]
+            if not set(map(type, la)) | set(map(type, lo)) <= {_INT, float}:
+                return None
+            la_a, lo_a = np.array(la, dtype=np.float64), np.array(lo, dtype=np.float64)
+            if not ((np.abs(la_a) <= 90).all() and (np.abs(lo_a) <= 180).all()):
+                return None
+            lat[where], lon[where] = la_a, lo_a
+    except (UnicodeEncodeError, OverflowError):  # a lone surrogate, or an integer beyond int64
+        return None
+    cols = {"device": np.array(dev_b, dtype=PING_DTYPES["device"]), "ts": ts_a,
+            "operator": np.array(op_b, dtype=PING_DTYPES["operator"]),
+            "home_mcc": mcc_a.astype(PING_DTYPES["home_mcc"]),
+            "cell": np.array(cell_b, dtype=PING_DTYPES["cell"]), "lat": lat, "lon": lon}
+    return cols, np.asarray(idx, dtype=np.int64)
+
+
 def decode_messages(values: list[bytes], content_types: list[str | None] | None = None,
                     source: Callable[[int], str] = str) -> Decoded:
     """Decode a batch of Kafka message values (in order) into one set of ping columns.
@@ -257,6 +337,11 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
     and cell-plan lookups are checked downstream) or one of the :class:`CodecError` codes.
     ``source(i)`` names message ``i`` in its rejects (default: the index as text). Raises
     ``ValueError`` only when ``content_types`` and ``values`` differ in length.
+
+    Runs of JSON messages (starting with ``{``, no other content type, at most
+    :data:`FAST_MAX_BYTES`) are decoded
+    :data:`FAST_CHUNK` at a time by :func:`_fast_json`; a chunk holding anything but valid ping
+    objects goes through the per-message path, so its rejects and watermarks are the same.
     """
     if content_types is not None and len(content_types) != len(values):
         raise ValueError(f"{len(content_types)} content types for {len(values)} messages")
@@ -264,59 +349,96 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
     rows = _Rows()
     rejects: list[Reject] = []
     watermarks: list[tuple[int, int, bool]] = []
-    for i, data in enumerate(values):
-        kind = "unknown"
-        fields: dict[str, Any] | None = None
-        try:
-            ct = content_types[i] if content_types is not None else None
-            kind = "json" if ct is None and data and data[:1] == b"{" else sniff(data, ct)
-            if kind == "frame":
-                cols = decode_frame(data)
+    kinds: Counter[str] = Counter()
+    run: list[int] = []
+
+    def end_run() -> None:
+        for at in range(0, len(run), FAST_CHUNK):
+            chunk = run[at:at + FAST_CHUNK]
+            fast = _fast_json(values, chunk)
+            if fast is None:
+                for i in chunk:
+                    kinds[_decode_one(i, values[i], None, source, rows, parts, rejects,
+                                      watermarks)] += 1
+            else:
                 rows.flush(parts)
-                block = check_frame_rows(cols, lambda i=i: source(i), rejects)
-                parts.append((block, np.full(len(block["ts"]), i, dtype=np.int64)))
-                continue
-            if kind == "avro":
-                fields = _read_avro(data)
-            else:
-                try:
-                    obj = _json_decode(data.decode("utf-8").lstrip().removeprefix("\ufeff"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise CodecError("malformed_json", f"malformed JSON: {exc}".splitlines()[0][:200]) from None
-                except RecursionError:
-                    raise CodecError("malformed_json", "malformed JSON: nested too deeply") from None
-                except ValueError:  # int() of a number with more than 4300 digits
-                    raise CodecError("malformed_json", "malformed JSON: a number of too many digits") from None
-                if not isinstance(obj, dict):
-                    raise CodecError("not_a_ping_object", f"JSON {type(obj).__name__}, not an object")
-                fields = obj
-                if "control" in obj:
-                    ts_ms, final = _watermark(obj)
-                    watermarks.append((i, ts_ms, final))
-                    continue
-            bad = check_ping(fields)
-            if bad:
-                rejects.append(Reject(source(i), bad[0], bad[1], redacted(fields)))
-            else:
-                rows.add(fields, i)
-        except Exception as exc:  # a message must never break the batch
-            if isinstance(exc, CodecError):
-                reason, detail = exc.reason, exc.detail
-            else:
-                reason = {"frame": "bad_frame", "avro": "bad_avro", "unknown": "unknown_encoding"}.get(
-                    kind, "malformed_json")
-                detail = f"unexpected {type(exc).__name__}"  # its text could quote the input
-            if fields is not None:
-                raw = redacted(fields)
-            elif kind in ("frame", "avro"):
-                raw = _binary_raw(data or b"", kind)
-            else:
-                raw = unparsable("message", len(data or b""))
-            rejects.append(Reject(source(i), reason, detail, raw))
+                parts.append(fast)
+                kinds["json"] += len(chunk)
+        run.clear()
+
+    for i, data in enumerate(values):
+        ct = content_types[i] if content_types is not None else None
+        if (ct is None or ct == "application/json") and data[:1] == b"{" \
+                and len(data) <= FAST_MAX_BYTES:
+            run.append(i)
+            continue
+        if run:
+            end_run()
+        kinds[_decode_one(i, data, ct, source, rows, parts, rejects, watermarks)] += 1
+    if run:
+        end_run()
     rows.flush(parts)
+    encodings = dict(kinds)
     if not parts:
-        return Decoded(empty_ping_columns(), np.empty(0, dtype=np.int64), rejects, watermarks)
+        return Decoded(empty_ping_columns(), np.empty(0, dtype=np.int64), rejects, watermarks,
+                       encodings)
     if len(parts) == 1:
-        return Decoded(parts[0][0], parts[0][1], rejects, watermarks)
+        return Decoded(parts[0][0], parts[0][1], rejects, watermarks, encodings)
     columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
-    return Decoded(columns, np.concatenate([p[1] for p in parts]), rejects, watermarks)
+    return Decoded(columns, np.concatenate([p[1] for p in parts]), rejects, watermarks, encodings)
+
+
+def _decode_one(i: int, data: bytes, ct: str | None, source: Callable[[int], str], rows: _Rows,
+                parts: list[tuple[PingColumns, np.ndarray]], rejects: list[Reject],
+                watermarks: list[tuple[int, int, bool]]) -> str:
+    """Decode message ``i`` on its own into ``rows``/``parts``/``rejects``/``watermarks``;
+    returns its encoding (``unknown`` when none fits)."""
+    kind = "unknown"
+    fields: dict[str, Any] | None = None
+    try:
+        kind = "json" if ct is None and data and data[:1] == b"{" else sniff(data, ct)
+        if kind == "frame":
+            cols = decode_frame(data)
+            rows.flush(parts)
+            block = check_frame_rows(cols, lambda i=i: source(i), rejects)
+            parts.append((block, np.full(len(block["ts"]), i, dtype=np.int64)))
+            return kind
+        if kind == "avro":
+            fields = _read_avro(data)
+        else:
+            try:
+                obj = _json_decode(data.decode("utf-8").lstrip().removeprefix("\ufeff"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise CodecError("malformed_json", f"malformed JSON: {exc}".splitlines()[0][:200]) from None
+            except RecursionError:
+                raise CodecError("malformed_json", "malformed JSON: nested too deeply") from None
+            except ValueError:  # int() of a number with more than 4300 digits
+                raise CodecError("malformed_json", "malformed JSON: a number of too many digits") from None
+            if not isinstance(obj, dict):
+                raise CodecError("not_a_ping_object", f"JSON {type(obj).__name__}, not an object")
+            fields = obj
+            if "control" in obj:
+                kind = "control"
+                ts_ms, final = _watermark(obj)
+                watermarks.append((i, ts_ms, final))
+                return kind
+        bad = check_ping(fields)
+        if bad:
+            rejects.append(Reject(source(i), bad[0], bad[1], redacted(fields)))
+        else:
+            rows.add(fields, i)
+    except Exception as exc:  # a message must never break the batch
+        if isinstance(exc, CodecError):
+            reason, detail = exc.reason, exc.detail
+        else:
+            reason = {"frame": "bad_frame", "avro": "bad_avro", "unknown": "unknown_encoding"}.get(
+                kind, "malformed_json")
+            detail = f"unexpected {type(exc).__name__}"  # its text could quote the input
+        if fields is not None:
+            raw = redacted(fields)
+        elif kind in ("frame", "avro"):
+            raw = _binary_raw(data or b"", kind)
+        else:
+            raw = unparsable("message", len(data or b""))
+        rejects.append(Reject(source(i), reason, detail, raw))
+    return kind

@@ -40,7 +40,9 @@ class BatchResult:
 
     ``messages``: messages handed in; ``skipped``: of those, already applied (below the next
     offset); ``accepted``: pings accepted; ``rejects``: pings and messages set aside;
-    ``tallies``: windows closed, in order; ``max_event_ms``: the newest event time accepted.
+    ``tallies``: windows closed, in order; ``max_event_ms``: the newest event time accepted;
+    ``encodings``: the messages applied (not skipped) by encoding (see
+    :attr:`~stream.decode.messages.Decoded.encodings`).
     """
 
     messages: int = 0
@@ -49,6 +51,7 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     tallies: list[Tally] = field(default_factory=list)
     max_event_ms: int | None = None
+    encodings: dict[str, int] = field(default_factory=dict)
 
 
 class PartitionState:
@@ -88,9 +91,13 @@ class PartitionState:
             return f"{self.topic}[{self.partition}]@{int(offsets[i])}"
         return name
 
-    def process(self, offsets: list[int], values: list[bytes],
+    def process(self, offsets: list[int] | np.ndarray, values: list[bytes],
                 content_types: list[str | None] | None = None) -> BatchResult:
-        """Apply messages of this partition (in offset order); return rejects and closed tallies."""
+        """Apply messages of this partition (in offset order); return rejects and closed tallies.
+
+        ``offsets`` (int64, one per value) and ``values`` are the whole fetched batch of this
+        partition, as the consumer hands it over; ``content_types`` (None: no headers) likewise.
+        """
         out = self._out = BatchResult(messages=len(values))
         first = int(np.searchsorted(np.asarray(offsets, dtype=np.int64), self.next_offset))
         out.skipped = first
@@ -102,6 +109,7 @@ class PartitionState:
         message = self._source(offs)
         decoded = decode_messages(values, types, source=message)
         out.rejects.extend(decoded.rejects)
+        out.encodings = decoded.encodings
         self.windows.count_read(len(decoded.source_rows) + len(decoded.rejects))
         cols, msg_of_row = decoded.columns, decoded.source_rows
         start = 0

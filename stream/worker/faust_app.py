@@ -1,4 +1,15 @@
-"""The Faust app of a worker: the ingest agent, a 1 s timer, the revoke hook and the web pages.
+"""The Faust app of a worker: Faust is the shell (lifecycle, signals, logging, web pages), never
+in the per-message path.
+
+Ingest does not go through Faust's consumer or agents: :class:`IngestService` (a ``mode``
+service started with the app) runs the batch loop -- aiokafka ``getmany(max_records=n)``, whole
+batches to :meth:`~stream.worker.runtime.WorkerRuntime.handle` (:mod:`stream.worker.kafka_batch`)
+-- and the 1 s flush. The app is booted with Kafka off
+(``BootStrategy(enable_kafka=False)``): no aiokafka consumer, producer, topic conductor or
+tables are started. What Faust still does: the worker process (``faust.worker.Worker``: the
+event loop, SIGTERM/SIGINT to a clean stop -- which leaves the consumer group, checkpointing
+every partition held -- logging, ``app.crash`` on a fatal error) and the aiohttp web server with
+the pages below.
 
 ``defacto worker ...`` runs it; so does ``DEFACTO_WORKER_ARGS="..." faust -A stream.app worker``
 (the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
@@ -11,12 +22,13 @@ what ``/healthz`` reports), ``/api/regions`` (the latest snapshot's regions) and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 from typing import Any
 
 import faust
-from faust.types import TP
-from mode import CrashingSupervisor
+from mode import Service
 from redis.exceptions import RedisError
 
 from estimators.units import SECOND_MS
@@ -29,25 +41,90 @@ from stream.publish.redis_keys import redact_url
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import Reference, load_reference
 from stream.worker.config import WorkerConfig
-from stream.worker.faust_compat import check_faust_version, short_fetch_wait_transport, use_transport
+from stream.worker.faust_compat import check_faust_version
 from stream.worker.guards import TopicWatch, check_redis_at_start
+from stream.worker.kafka_batch import BatchConsumer, ensure_topic
 from stream.worker.runtime import WorkerRuntime
+
+log = logging.getLogger("defacto.worker")
+FLUSH_EVERY_S = 1.0
+STOP_WAIT_S = 30.0
 
 
 def _faust_settings(config: WorkerConfig) -> dict[str, Any]:
-    """Faust's settings for the worker (broker, web, timeouts, fetch sizes)."""
-    timeout_s = config.session_timeout_s
+    """Faust's settings for the worker shell: web and datadir (its Kafka side is never
+    started)."""
     return dict(
         broker=f"kafka://{config.kafka}", value_serializer="raw", key_serializer="raw",
         web_enabled=config.web_port > 0, web_bind=config.web_host, web_host=config.web_host,
-        web_port=max(config.web_port, 1), broker_session_timeout=timeout_s,
-        broker_heartbeat_interval=min(3.0, timeout_s / 4),
-        broker_request_timeout=max(40.0, timeout_s * 2),
-        broker_rebalance_timeout=max(20.0, timeout_s * 2),
-        consumer_auto_offset_reset="earliest", producer_acks=1, topic_allow_declare=True,
-        store="memory://", datadir=str(config.datadir), loghandlers=[],
-        consumer_max_fetch_size=config.fetch_max_bytes, broker_max_poll_records=config.batch_messages,
+        web_port=max(config.web_port, 1), store="memory://", datadir=str(config.datadir),
+        loghandlers=[],
     )
+
+
+class IngestService(Service):
+    """The batch ingest loop and the 1 s flush of one worker, started and stopped with the app.
+
+    Started: joins the consumer group (:class:`~stream.worker.kafka_batch.BatchConsumer`) and
+    runs two tasks: fetch → :meth:`~stream.worker.runtime.WorkerRuntime.handle`, and
+    :meth:`~stream.worker.runtime.WorkerRuntime.flush` every second. Stopping: the loop ends
+    after the batch in hand, then the consumer leaves the group, which checkpoints (and
+    commits) every partition held. An unexpected error crashes the app (the worker exits; a
+    restarted one resumes from the checkpoints), never skips a batch.
+    """
+
+    runtime: WorkerRuntime
+    config: WorkerConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kafka: BatchConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Future[None]] = []
+
+    async def on_started(self) -> None:
+        runtime, config = self.runtime, self.config
+        await asyncio.to_thread(ensure_topic, config.kafka, config.dead_letter_topic)
+        self.kafka = BatchConsumer(config, runtime.assign, runtime.revoke,
+                                   lambda exc: runtime.metrics.dead_letter_errors.inc())
+        runtime.kafka = self.kafka
+        await self.kafka.start()
+        self._tasks = [asyncio.ensure_future(self._guard(self._ingest())),
+                       asyncio.ensure_future(self._guard(self._tick()))]
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._stopping.is_set():
+                log.error("worker: error while stopping", exc_info=exc)
+                return
+            log.critical("worker: unexpected error, stopping", exc_info=exc)
+            self._stopping.set()
+            await self.runtime.crash(exc)
+
+    async def _ingest(self) -> None:
+        config, runtime = self.config, self.runtime
+        while not self._stopping.is_set():
+            batches = await self.kafka.fetch(config.batch_messages, config.batch_wait_s)
+            if batches and not self._stopping.is_set():
+                await runtime.handle(batches)
+
+    async def _tick(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_EVERY_S)
+            except TimeoutError:
+                await self.runtime.flush()
+
+    async def on_stop(self) -> None:
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+        if self.kafka is not None:
+            await self.kafka.stop()
 
 
 def worker_fingerprint(config: WorkerConfig, reference: Reference, secret: bytes,
@@ -63,30 +140,14 @@ def create_app(config: WorkerConfig, reference: Reference, secret: bytes, partit
     ``fingerprint``: the deployment's settings (default: this worker's);
     ``watch_topic``: check the topic's id and partition count with the broker's admin API."""
     app = faust.App(config.group, **_faust_settings(config))
-    use_transport(app, short_fetch_wait_transport(config.fetch_wait_ms))
-    topic = app.topic(config.topic, acks=False, value_type=bytes, key_type=bytes)
-    dead_topic = app.topic(config.dead_letter_topic, value_type=bytes, key_type=bytes, partitions=1)
+    app.boot_strategy = app.BootStrategy(app, enable_kafka=False)  # ingest is IngestService's
     fingerprint = fingerprint or worker_fingerprint(config, reference, secret, partitions)
-    runtime = WorkerRuntime(app, config, partitions, lambda: build_engine(config.engine, reference),
-                            secret, reference.registry, dead_topic, fingerprint,
+    runtime = WorkerRuntime(app.crash, config, partitions,
+                            lambda: build_engine(config.engine, reference), secret,
+                            reference.registry, fingerprint,
                             TopicWatch(config.kafka, config.topic) if watch_topic else None)
     app.runtime = runtime  # type: ignore[attr-defined]
-
-    # an unexpected error must stop the worker loudly, not skip a batch (Faust's default restarts
-    # the agent and the batch is gone); a restarted worker resumes from the checkpoint
-    @app.agent(topic, name="ingest", supervisor_strategy=CrashingSupervisor)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(config.batch_messages, within=config.batch_wait_s):
-            await runtime.handle(list(events))
-
-    @app.timer(interval=1.0)
-    async def tick() -> None:
-        await runtime.flush()
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        await runtime.revoke(revoked)
-
+    app.service(type("Ingest", (IngestService,), {"runtime": runtime, "config": config}))
     _register_pages(app, runtime, config)
     return app
 
@@ -123,7 +184,10 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
             return web.json({"error": "redis unavailable"}, status=503)
         if snap is None:
             return web.json({"error": "no snapshot published yet"}, status=404)
-        return web.json({"at": snap["at"], "regions": snap["regions"]})
+        body = {"at": snap["at"], "regions": snap["regions"]}
+        if "warming_up" in snap:
+            body["warming_up"] = snap["warming_up"]
+        return web.json(body)
 
     @app.page("/api/cells")
     async def api_cells(web: Any, request: Any) -> Any:

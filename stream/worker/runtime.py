@@ -1,17 +1,20 @@
 """A worker's runtime: batches of Kafka messages → partition states → Redis, metrics, dead letters.
 
-:class:`WorkerRuntime` groups each batch by partition and hands each partition's raw values to
-its :class:`~stream.estimate.partition.PartitionState` (vectorized decoding and engine updates,
-no per-ping objects). Closed windows become tallies in Redis, and a snapshot is published when
-every partition has closed its window (:mod:`stream.publish.redis_publisher`). Rejects go to the
-dead-letter topic with their reason in headers.
+:class:`WorkerRuntime` takes each fetched batch already grouped by partition
+(:class:`~stream.worker.kafka_batch.PartitionBatch`) and hands each partition's offsets and raw
+values to its :class:`~stream.estimate.partition.PartitionState` (vectorized decoding and engine
+updates, no per-ping objects). Closed windows become tallies in Redis, and a snapshot is
+published when every partition has closed its window (:mod:`stream.publish.redis_publisher`).
+Rejects go to the dead-letter topic with their reason in headers. It knows Kafka only through
+a :class:`~stream.worker.kafka_batch.BatchConsumer` and has no Faust in it.
 
-Offsets: the pings topic is consumed with Faust acks off, so Faust never commits on its own.
+Offsets: the pings topic is consumed with auto-commit off, so nothing commits on its own.
 After a partition's checkpoint is saved to Redis the worker commits exactly the checkpoint's
-offset; a restarted or newly assigned partition resumes from its checkpoint and skips anything
-below it. Delivery is at-least-once and replays are idempotent, so no broker transactions are
-needed. The commit order, for each partition: pending tallies to Redis, then the checkpoint (only
-when no tally is pending), then the offset to Kafka.
+offset; an assigned partition is restored from its checkpoint and the consumer starts at its
+offset (:meth:`WorkerRuntime.assign`), and anything below it is skipped. Delivery is
+at-least-once and replays are idempotent, so no broker transactions are needed. The commit
+order, for each partition: pending tallies to Redis, then the checkpoint (only when no tally
+is pending), then the offset to Kafka.
 
 Faults that would give wrong figures without a word end in a loud, specific state instead:
 
@@ -42,9 +45,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import faust
 import redis.asyncio as aioredis
-from faust.types import TP
 from redis.exceptions import RedisError
 
 from estimators.engine import Engine
@@ -67,8 +68,8 @@ from stream.publish.redis_publisher import (
 )
 from stream.timefmt import iso_utc, parse_iso_ms
 from stream.worker.config import WorkerConfig
-from stream.worker.faust_compat import commit_offset
 from stream.worker.guards import TopicInfo, TopicWatch
+from stream.worker.kafka_batch import BatchConsumer, PartitionBatch
 
 log = logging.getLogger("defacto.worker")
 REDIS_RETRY_S = 2.0
@@ -100,24 +101,24 @@ class WorkerRuntime:
     """A worker's live state: its partitions, the publisher and the metrics.
 
     ``make_engine()`` builds a fresh engine (one per partition, one for publishing);
-    ``partitions`` is the deployment's partition count of the pings topic; ``dead_topic``
-    receives rejects; ``fingerprint`` the deployment's settings (pinned in Redis, carried by
-    tallies and checkpoints); ``topic_watch`` asks the broker about the topic (None: not checked,
-    for tests without a broker).
+    ``partitions`` is the deployment's partition count of the pings topic; ``crash(exc)`` stops
+    the worker (the shell's lifecycle); ``fingerprint`` the deployment's settings (pinned in
+    Redis, carried by tallies and checkpoints); ``topic_watch`` asks the broker about the topic
+    (None: not checked, for tests without a broker). :attr:`kafka` (the consumer: offsets,
+    seeks, commits, dead letters) is set by the shell before the first batch.
     """
 
-    def __init__(self, app: faust.App, config: WorkerConfig, partitions: int,
-                 make_engine: Callable[[], Engine], secret: bytes,
-                 registry: dict[str, int] | None, dead_topic: faust.TopicT,
-                 fingerprint: Fingerprint | None = None,
+    def __init__(self, crash: Callable[[BaseException], Awaitable[None]], config: WorkerConfig,
+                 partitions: int, make_engine: Callable[[], Engine], secret: bytes,
+                 registry: dict[str, int] | None, fingerprint: Fingerprint | None = None,
                  topic_watch: TopicWatch | None = None) -> None:
-        self.app = app
+        self.crash = crash
+        self.kafka: BatchConsumer | None = None
         self.config = config
         self.topic = config.topic
         self.partitions = partitions
         self.make_engine = make_engine
         self.secret = secret
-        self.dead_topic = dead_topic
         self.fingerprint = fingerprint
         self.topic_watch = topic_watch
         self.settings = config.windows
@@ -239,27 +240,32 @@ class WorkerRuntime:
         self.redis_ok = True
         return out
 
-    async def handle(self, events: list[Any]) -> None:
-        """Process one batch of events from the pings topic."""
+    async def handle(self, batches: dict[int, PartitionBatch]) -> None:
+        """Process one fetched batch of the pings topic, grouped by partition."""
         start = time.perf_counter()
         batch_at = time.monotonic()  # the batch was fetched before this
-        grouped: dict[int, tuple[list[int], list[bytes], list[str | None]]] = defaultdict(
-            lambda: ([], [], []))
-        for ev in events:
-            m = ev.message
-            offs, vals, cts = grouped[m.partition]
-            offs.append(m.offset)
-            vals.append(m.value if isinstance(m.value, bytes) else bytes(m.value or b""))
-            cts.append(_content_type(m.headers))
         newest = None
-        for p, (offs, vals, cts) in grouped.items():
+        for p, batch in batches.items():
+            offs, vals, cts = batch.offsets, batch.values, batch.content_types
+            if not self._owns(p):
+                continue
             ps = await self.partition(p)
             if p in self.stopped or not self._same_log(p, ps) \
-                    or not await self._in_sequence(p, ps, offs[0]):
+                    or not await self._in_sequence(p, ps, int(offs[0])):
                 continue
-            for kind, n in Counter(map(_encoding, vals, cts)).items():
-                self.metrics.messages.labels(kind).inc(n)
+            if not self._owns(p) or self.parts.get(p) is not ps:
+                # revoked (and maybe assigned again, restored anew) while this batch waited:
+                # the next owner, or the new state, reads these messages from the checkpoint
+                if not self._owns(p) and self.parts.get(p) is ps:
+                    del self.parts[p]
+                continue
             result = ps.process(offs, vals, cts)
+            kinds = Counter(result.encodings)
+            if result.skipped:  # not decoded: sniffed, so every consumed message is counted
+                kinds.update(map(_encoding, vals[:result.skipped],
+                                 cts[:result.skipped] if cts else [None] * result.skipped))
+            for kind, n in kinds.items():
+                self.metrics.messages.labels(kind).inc(n)
             self.batch_at[p] = batch_at
             self.unsent[p].extend(result.tallies)  # before any await: a checkpoint must not pass them
             if result.tallies and self.first_window.get(p) is None:
@@ -282,13 +288,14 @@ class WorkerRuntime:
         await self.flush()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
 
+    def _owns(self, p: int) -> bool:
+        """Whether partition ``p`` is assigned to this worker (always, without a consumer)."""
+        return self.kafka is None or self.kafka.owns(p)
+
     def _highwater(self, p: int) -> int | None:
         """The partition's end offset as of the consumer's latest fetch (None: not known, or
         the partition is not assigned to this consumer any more)."""
-        try:
-            return self.app.consumer.highwater(TP(self.topic, p))
-        except AssertionError:  # aiokafka asserts the partition is assigned
-            return None
+        return self.kafka.highwater(p) if self.kafka is not None else None
 
     def _same_log(self, p: int, ps: PartitionState) -> bool:
         """Whether the partition's log still reaches the partition's next offset; a high
@@ -313,11 +320,12 @@ class WorkerRuntime:
         if first <= ps.next_offset:
             self.seeking.pop(p, None)
             return True
-        tp = TP(self.topic, p)
         since = self.seeking.get(p)
         if since is not None and time.monotonic() - since < SEEK_RETRY_S:
             return False
-        low = (await self.app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if self.kafka is None:
+            return True
+        low = await self.kafka.earliest(p)
         if first <= low:
             log.error("partition %d: offsets %d..%d are no longer in Kafka (retention removed them "
                       "before they were read): their pings are missing from the figures; going on "
@@ -328,18 +336,20 @@ class WorkerRuntime:
         target = max(ps.next_offset, low)
         log.warning("partition %d: consumer at offset %d, state at %d: seeking back to %d",
                     p, first, ps.next_offset, target)
-        await self.app.consumer.seek(tp, target)
+        self.kafka.seek(p, target)
         self.seeking[p] = time.monotonic()
         return False
 
     async def dead_letter(self, rejects: list[Reject]) -> None:
-        """Send rejects to the dead-letter topic (reason and detail in headers)."""
+        """Queue rejects for the dead-letter topic (reason, detail and source in headers)."""
+        if self.kafka is None:
+            return
         for r in rejects:
             try:
-                await self.dead_topic.send(value=r.record.encode(errors="backslashreplace"), headers={
-                    "defacto-reason": r.reason.encode(),
-                    "defacto-detail": r.detail.encode(errors="backslashreplace"),
-                    "defacto-source": r.source.encode()})
+                await self.kafka.dead_letter(r.record.encode(errors="backslashreplace"), [
+                    ("defacto-reason", r.reason.encode()),
+                    ("defacto-detail", r.detail.encode(errors="backslashreplace")),
+                    ("defacto-source", r.source.encode())])
             except Exception as exc:  # the dead-letter topic must never stop the pipeline
                 self.metrics.dead_letter_errors.inc()
                 log.warning("dead-letter send failed (%s): %s", exc, r.to_json())
@@ -407,7 +417,7 @@ class WorkerRuntime:
     async def _fatal(self, exc: Exception) -> None:
         """Stop the worker on a setting it must not run with (its partitions go to the others)."""
         log.critical("defacto worker stops: %s", exc)
-        await self.app.crash(exc)
+        await self.crash(exc)
         raise exc
 
     def _recover(self, exc: RedisStateLost) -> None:
@@ -577,7 +587,8 @@ class WorkerRuntime:
                                                          self.expected_topic.get(p)))
         self.last_checkpoint[p] = time.monotonic()
         try:
-            await commit_offset(self.app, TP(self.topic, p), ps.next_offset)
+            if self.kafka is not None:
+                await self.kafka.commit(p, ps.next_offset)
         except Exception as exc:  # committing is an optimization; the checkpoint is the truth
             log.debug("offset commit for partition %d failed: %s", p, exc)
         return True
@@ -595,11 +606,21 @@ class WorkerRuntime:
             self.metrics.show_snapshot(snap, _published_unix_s(snap))
             self.metrics.last_snapshot.set(until / SECOND_MS)
         self.metrics.show_flows(await self._redis(self.publisher.latest_flows()))
+        self.metrics.show_foreign(await self._redis(self.publisher.latest_foreign()))
 
-    async def revoke(self, tps: set[TP]) -> None:
+    async def assign(self, partitions: list[int]) -> dict[int, int | None]:
+        """Restore newly assigned partitions from their checkpoints; returns the offset each
+        should be read from (its checkpoint's; None: from the beginning, there is none)."""
+        out: dict[int, int | None] = {}
+        for p in partitions:
+            ps = await self.partition(p)
+            out[p] = ps.next_offset if ps.next_offset > 0 else None
+        return out
+
+    async def revoke(self, partitions: list[int]) -> None:
         """Checkpoint and drop partitions this worker no longer owns (a stopped one is dropped
         without a checkpoint: its next owner finds the same fault)."""
-        mine = [tp.partition for tp in tps if tp.topic == self.topic and tp.partition in self.parts]
+        mine = [p for p in partitions if p in self.parts]
         if not mine:
             return
         if any(not self.verified(p) for p in mine if p not in self.stopped):
@@ -638,16 +659,6 @@ def _published_unix_s(snap: dict[str, Any]) -> float:
     published it), so a restarted worker does not report an old snapshot as fresh."""
     at = snap.get("published_at")
     return parse_iso_ms(at) / SECOND_MS if at else time.time()
-
-
-def _content_type(headers: Any) -> str | None:
-    if not headers:
-        return None
-    items = headers.items() if isinstance(headers, dict) else headers
-    for k, v in items:
-        if k.lower() == "content-type":
-            return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-    return None
 
 
 def _encoding(value: bytes, content_type: str | None) -> str:

@@ -1,0 +1,313 @@
+"""The batch ingest path: aiokafka records straight into partition batches, offsets committed
+only after the checkpoint is in Redis, and a rebalance between two workers giving the figures
+of one replay. Real Tansu broker, real Redis, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from livekit import Workers, wait_for
+from redis.exceptions import RedisError
+
+from estimators.units import HOUR_MS
+from stream.cli import main
+from stream.decode.messages import encode_json
+from stream.estimate.engine_options import build_engine
+from stream.local.embedded import Service, create_topic, free_port
+from stream.sources.reference_files import ReferencePaths, load_reference
+from stream.timefmt import parse_iso_ms
+from stream.worker.config import WorkerConfig
+from stream.worker.kafka_batch import BatchConsumer, PartitionBatch, batch_of
+from stream.worker.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.integration  # real broker, Redis and worker processes
+
+FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
+KEY = "batch-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("batch") / "sim"
+    assert main(["simulate", "astana", "--scale", "0.002", "--days", "1.1", "--seed", "5",
+                 "--out", str(out)]) == 0
+    (out / "key").write_text(KEY + "\n")
+    return out
+
+
+def _engine_args(sim: Path) -> list[str]:
+    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
+            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
+
+
+@pytest.fixture
+def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
+    name = f"b{uuid.uuid4().hex[:10]}"
+    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
+                _engine_args(sim))
+    yield w
+    w.stop_all()
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(f"{w.prefix}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+class _Record:
+    def __init__(self, offset: int, value: bytes | None, headers: Any = ()) -> None:
+        self.offset, self.value, self.headers = offset, value, headers
+
+
+def test_batch_of_reads_headers_only_for_values_that_are_not_json() -> None:
+    recs = [_Record(7, b'{"a": 1}', [("content-type", b"application/x-defacto-frame")]),
+            _Record(8, None), _Record(9, b"DFB1...", [("Content-Type", b"application/x-defacto-frame")])]
+    b = batch_of(recs)
+    assert b.offsets.dtype == np.int64 and b.offsets.tolist() == [7, 8, 9]
+    assert b.values == [b'{"a": 1}', b"", b"DFB1..."]
+    assert b.content_types == [None, None, "application/x-defacto-frame"]
+    assert batch_of([_Record(1, b"{}"), _Record(2, b"\x00abc")]).content_types is None
+
+
+def test_getmany_hands_over_raw_records(broker: Service, sim: Path) -> None:
+    """The private aiokafka hook (``raw_records``) still works with the pinned aiokafka: the
+    records carry offset, value and headers, and become one partition batch."""
+    topic = f"raw-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.url, topic, 1)
+    p = Producer({"bootstrap.servers": broker.url})
+    for i in range(50):
+        p.produce(topic, b'{"i": %d}' % i, partition=0,
+                  headers=[("content-type", b"application/json")] if i % 2 else None)
+    p.produce(topic, b"DFB1x", partition=0, headers=[("content-type", b"application/x-defacto-frame")])
+    assert p.flush(30) == 0
+    config = WorkerConfig(reference=ReferencePaths(regions=sim / "regions.geojson"),
+                          kafka=broker.url, topic=topic, group=f"g-{topic}")
+
+    async def fetch_all() -> tuple[set[int], list[int], list[bytes], list[str | None]]:
+        assigned: list[int] = []
+
+        async def on_assign(ps: list[int]) -> dict[int, int | None]:
+            assigned.extend(ps)
+            return {p: None for p in ps}
+
+        async def on_revoke(ps: list[int]) -> None:
+            return None
+
+        bc = BatchConsumer(config, on_assign, on_revoke)
+        await bc.start()
+        try:
+            offsets: list[int] = []
+            values: list[bytes] = []
+            cts: list[str | None] = []
+            parts: set[int] = set()
+            for _ in range(200):  # bounded: 200 fetches of at most 0.1 s
+                for part, batch in (await bc.fetch(1000, 0.1)).items():
+                    parts.add(part)
+                    offsets += batch.offsets.tolist()
+                    values += batch.values
+                    cts += batch.content_types or [None] * len(batch.values)
+                if len(values) >= 51:
+                    break
+            assert assigned == [0] and bc.owns(0) and not bc.owns(1)
+            assert bc.highwater(0) == 51
+            return parts, offsets, values, cts
+        finally:
+            await bc.stop()
+
+    parts, offsets, values, cts = asyncio.run(fetch_all())
+    # the consumer never makes the broker create a topic (a broker that lost its data must not
+    # get the pings topic back with its default partition count)
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    missing_config = WorkerConfig(reference=config.reference, kafka=broker.url, topic=missing,
+                                  group=f"g-{missing}")
+
+    async def subscribe_missing() -> None:
+        async def on_assign(ps: list[int]) -> dict[int, int | None]:
+            return {}
+
+        async def on_revoke(ps: list[int]) -> None:
+            return None
+
+        bc = BatchConsumer(missing_config, on_assign, on_revoke)
+        await bc.start()
+        try:
+            for _ in range(10):  # bounded: 10 fetches of 0.2 s
+                assert await bc.fetch(10, 0.2) == {}
+        finally:
+            await bc.stop()
+
+    asyncio.run(subscribe_missing())
+    admin = AdminClient({"bootstrap.servers": broker.url})
+    assert missing not in admin.list_topics(timeout=10).topics
+    assert parts == {0} and offsets == list(range(51))
+    assert values[:3] == [b'{"i": 0}', b'{"i": 1}', b'{"i": 2}'] and values[50] == b"DFB1x"
+    assert cts[50] == "application/x-defacto-frame" and set(cts[:50]) == {None}
+
+
+# ---------------------------------------------------------------------------------------------- commits
+
+
+class _FakeKafka:
+    """The runtime's view of Kafka, recording each commit with the checkpoint Redis holds then."""
+
+    def __init__(self, r: redis.Redis, prefix: str) -> None:
+        self.r, self.prefix = r, prefix
+        self.commits: list[tuple[int, int, bytes | None]] = []
+
+    def owns(self, p: int) -> bool:
+        return True
+
+    def highwater(self, p: int) -> int | None:
+        return None
+
+    async def earliest(self, p: int) -> int:
+        return 0
+
+    def seek(self, p: int, offset: int) -> None:
+        raise AssertionError("no seek expected")
+
+    async def commit(self, p: int, offset: int) -> None:
+        self.commits.append((p, offset, self.r.hget(f"{self.prefix}:checkpoint:{p}", "offset")))
+
+    async def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        return None
+
+
+def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, sim: Path) -> None:
+    prefix = f"defacto-test:c{uuid.uuid4().hex[:8]}"
+    paths = ReferencePaths(regions=sim / "regions.geojson", cells=sim / "cells.csv",
+                           registry=sim / "registry.csv")
+    config = WorkerConfig(reference=paths, redis_url=redis_url, prefix=prefix,
+                          checkpoint_every_s=3600.0)
+    reference = load_reference(paths)
+    pings = [json.loads(line) for line in (sim / "pings.jsonl").read_text().splitlines()[:3000]]
+    values = [encode_json(p) for p in pings]
+    r = redis.Redis.from_url(redis_url)
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        async def crash(exc: BaseException) -> None:
+            raise AssertionError(f"crashed: {exc}")
+
+        rt = WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
+                           KEY.encode(), reference.registry)
+        fake = _FakeKafka(r, prefix)
+        rt.kafka = fake  # type: ignore[assignment]
+        try:
+            assert await rt.assign([0]) == {0: None}
+            await rt.handle({0: PartitionBatch(np.arange(1000, dtype=np.int64), values[:1000], None)})
+            assert fake.commits == []  # not due yet: nothing committed, nothing checkpointed
+            save = rt.publisher.save_checkpoint
+
+            async def failing(*a: Any, **k: Any) -> None:
+                raise RedisError("checkpoint refused (test)")
+
+            rt.publisher.save_checkpoint = failing  # type: ignore[method-assign]
+            await rt.flush(force_checkpoint=True)
+            refused = list(fake.commits)
+            rt.publisher.save_checkpoint = save  # type: ignore[method-assign]
+            rt.redis_ok, rt.redis_retry_at = True, 0.0
+            await rt.handle({0: PartitionBatch(np.arange(1000, 3000, dtype=np.int64), values[1000:], None)})
+            await rt.flush(force_checkpoint=True)
+            return refused, list(fake.commits)
+        finally:
+            await rt.redis.aclose()
+
+    try:
+        refused, commits = asyncio.run(run())
+        assert refused == []  # the checkpoint did not land: no offset committed
+        assert commits == [(0, 3000, b"3000")]  # committed after Redis held that checkpoint
+    finally:
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+
+
+# ---------------------------------------------------------------------------------------------- rebalance
+
+
+def _replay(sim: Path, pings: Path, out: Path) -> list[dict[str, Any]]:
+    assert main(["replay", str(pings), "--out", str(out), *_engine_args(sim)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+
+
+def _held(port: int) -> list[int] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return json.loads(resp.read())["partitions"]
+    except OSError:
+        return None
+
+
+def test_a_rebalance_between_two_workers_gives_the_figures_of_one_replay(
+        live: Workers, sim: Path, tmp_path: Path) -> None:
+    """Worker a reads both partitions; b joins half-way (a checkpoints on revoke, each resumes
+    its share from the checkpoints), then b leaves with SIGTERM (it checkpoints, a takes its
+    partition back): the published history equals the replay's, window by window."""
+    pings = sim / "pings.jsonl"
+    lines = pings.read_text().splitlines(keepends=True)
+    parts = [tmp_path / f"part{i}.jsonl" for i in range(3)]
+    cut = [0, len(lines) // 3, 2 * len(lines) // 3, len(lines)]
+    for i, path in enumerate(parts):
+        path.write_text("".join(lines[cut[i]:cut[i + 1]]))
+    expected = _replay(sim, pings, tmp_path / "replay.jsonl")
+    assert len(expected) >= 20
+    create_topic(live.broker, live.topic, 2)
+    r = redis.Redis.from_url(live.redis_url)
+    port_a, port_b = free_port(), free_port()
+
+    a = live.start("a", web_port=port_a)
+    wait_for("a holds both partitions", lambda: _held(port_a) == [0, 1], 60, (a,))
+    assert main(["produce", str(parts[0]), "--kafka", live.broker, "--topic", live.topic,
+                 "--no-final", "--quiet"]) == 0
+    wait_for("snapshots from the first third", lambda: len(_history(r, live.prefix)) >= 3, 90, (a,))
+
+    b = live.start("b", web_port=port_b)
+    def one_each() -> bool:
+        held_a, held_b = _held(port_a), _held(port_b)
+        return bool(held_a) and bool(held_b) and sorted(held_a + held_b) == [0, 1]
+
+    wait_for("a and b hold one partition each", one_each, 90, (a, b))
+    assert main(["produce", str(parts[1]), "--kafka", live.broker, "--topic", live.topic,
+                 "--no-final", "--quiet"]) == 0
+    top_ms = max(json.loads(line)["ts"] for line in lines[cut[1]:cut[2]])
+    third = max(s["at"] for s in expected if parse_iso_ms(s["at"]) <= top_ms - HOUR_MS)
+    wait_for("snapshots from the second third", lambda: any(
+        h["at"] >= third for h in _history(r, live.prefix)), 90, (a, b))
+
+    b.terminate()  # a clean stop: b checkpoints its partition as it leaves the group
+    b.wait(30)
+    log_b = Path(b.log).read_text()  # type: ignore[attr-defined]
+    assert "Worker]: Closing event loop" in log_b and "without a checkpoint" not in log_b
+    wait_for("a holds both partitions again", lambda: _held(port_a) == [0, 1], 60, (a,))
+    assert main(["produce", str(parts[2]), "--kafka", live.broker, "--topic", live.topic,
+                 "--quiet"]) == 0
+    last = expected[-1]["at"]
+    wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
+        f'"at":"{last}"'.encode()) >= 0, 120, (a,))
+
+    history = _history(r, live.prefix)
+    assert [h["at"] for h in history] == [s["at"] for s in expected]
+    for snap, got in zip(expected, history, strict=True):
+        assert got["regions"] == {rid: {k: fig[k] for k in FIGURES}
+                                  for rid, fig in snap["regions"].items()}, snap["at"]
+    latest = json.loads(r.get(f"{live.prefix}:snapshot"))
+    assert latest["regions"] == expected[-1]["regions"]
+    log_a = Path(a.log).read_text()  # type: ignore[attr-defined]
+    assert "resumed from checkpoint" in log_a  # a took a partition back from its checkpoint
