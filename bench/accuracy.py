@@ -1,54 +1,70 @@
 """Accuracy against the simulator's truth (a benchmark: prints figures, asserts nothing).
 
     python bench/accuracy.py [--scenario astana|kz] [--scale S] [--days D] [--horizons 1h,6h]
+    python bench/accuracy.py --suite [--scale 0.05] [--days 4] [--variants base,bursty]
+        [--no-transitions] [--stale 1h] [--model-rse 0.01] [--away-rse 0.025]
 
 Simulates a scenario in memory, fits calibration factors at the end of day 1 against the
 scenario's independent reference population, keeps feeding the remaining days and, at every hour
 end after day 1, compares present and resident per region with the truth, for each horizon in
 the sweep (the device state does not depend on the horizon, so one run serves them all).
 Scored: regions with at least --min-true true people (default 50 000, in simulated people).
+
+``--suite`` runs every robustness variant of the scenario (its ``[variants]`` tables,
+docs/SCENARIOS.md) at the default estimate settings and prints, per variant and local hour-of-day
+bucket (night 22-06, morning 06-10, day 10-16, evening 16-22), MdAPE, p90 and 90 % interval
+coverage of present and resident, then the worst variant per bucket. There the threshold is
+--min-people real people (default 50 000), i.e. ``min_people * scale`` simulated people.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
-from estimators.accuracy import score
+from estimators.accuracy import Accuracy, hour_bucket, score, score_by
 from estimators.calibration import Calibration
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.regions import regions_from_geojson
 from estimators.units import DAY_MS, HOUR_MS
 from stream.publish.snapshot import build_snapshot
-from stream.simulator import load_scenario, simulate
+from stream.simulator import simulate
+from stream.simulator.scenario import load_scenario
 from stream.sources.simulation import SimulationFeed
-from stream.timefmt import iso_utc, parse_duration_ms
+from stream.timefmt import iso_utc, parse_duration_ms, parse_iso_ms
+
+BUCKETS = ("night", "morning", "day", "evening")
 
 
-def main() -> None:
-    """Run the sweep and print one line per horizon."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", default="astana")
-    ap.add_argument("--scale", type=float, default=0.05)
-    ap.add_argument("--days", type=float, default=4.0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--horizons", default="1h,3h,6h,12h,24h")
-    ap.add_argument("--model-rse", type=float, default=EstimateConfig.model_rse)
-    ap.add_argument("--min-true", type=float, default=50_000)
-    ap.add_argument("--res", type=int, default=8)
-    args = ap.parse_args()
+@dataclass
+class Run:
+    """One simulated run scored under several estimate settings (``label`` -> snapshots)."""
 
-    horizons = [parse_duration_ms(h) for h in args.horizons.split(",")]
+    name: str
+    devices: int
+    pings: int
+    seconds: float
+    utc_offset_h: int
+    snaps: dict[str, list[dict[str, Any]]]
+    truth: dict[str, dict]
+
+
+def run(scenario: str, scale: float, days: float, seed: int, configs: dict[str, EstimateConfig],
+        res: int = 8) -> Run:
+    """Simulate ``scenario`` (``NAME`` or ``NAME:VARIANT``), calibrate on day 1 and take a
+    snapshot at every later hour end under each of ``configs``."""
     t0 = time.perf_counter()
-    sim = simulate(load_scenario(args.scenario), scale=args.scale, days=args.days, seed=args.seed)
+    sc = load_scenario(scenario)
+    sim = simulate(sc, scale=scale, days=days, seed=seed)
     regions = regions_from_geojson(sim.regions_geojson)
-    base = EstimateConfig(model_rse=args.model_rse)
-    engine = Engine(regions, EngineConfig(res=args.res, estimate=base))
+    base = next(iter(configs.values()))
+    engine = Engine(regions, EngineConfig(res=res, estimate=base))
     feed = SimulationFeed(sim, engine, b"bench-accuracy-secret-key-000000")
     cal_end = sim.start_ms + DAY_MS
-    snaps: dict[int, list[dict]] = {h: [] for h in horizons}
+    snaps: dict[str, list[dict]] = {label: [] for label in configs}
     truth: dict[str, dict] = {}
     n_pings = 0
     for hour in feed.hours():
@@ -59,18 +75,119 @@ def main() -> None:
         if hour.end_ms <= cal_end:
             continue
         truth[iso_utc(hour.end_ms)] = hour.truth
-        for h in horizons:
-            engine.config = replace(engine.config, estimate=replace(base, horizon_ms=h))
+        for label, cfg in configs.items():
+            engine.config = replace(engine.config, estimate=cfg)
             est = engine.estimate(hour.end_ms)
-            snaps[h].append(build_snapshot(est, regions, engine.cells.res, sim.registry))
-    secs = time.perf_counter() - t0
+            snaps[label].append(build_snapshot(est, regions, engine.cells.res, sim.registry))
+    return Run(scenario, len(sim.device_name), n_pings, time.perf_counter() - t0,
+               sc.utc_offset_h, snaps, truth)
+
+
+def bucket_key(utc_offset_h: int):
+    """``at`` (ISO UTC) -> its local hour-of-day bucket name."""
+    def key(at: str) -> str:
+        return hour_bucket(int((parse_iso_ms(at) // HOUR_MS + utc_offset_h) % 24))
+    return key
+
+
+def bucket_rows(r: Run, label: str, min_true: float) -> dict[str, Accuracy]:
+    """Scores of one run and setting per hour bucket, plus ``"all"``."""
+    rows = score_by(r.snaps[label], r.truth, min_true, bucket_key(r.utc_offset_h))
+    rows["all"] = score(r.snaps[label], r.truth, min_true)
+    return rows
+
+
+HEADER = (f"{'variant':<16} {'bucket':<8} {'n':>4} | {'present MdAPE':>13} {'p90':>6} "
+          f"{'cover':>6} | {'resident MdAPE':>14} {'p90':>6} {'cover':>6}")
+
+
+def fmt(name: str, bucket: str, a: Accuracy) -> str:
+    """One table line."""
+    return (f"{name:<16} {bucket:<8} {a.scored:>4} | {a.present_mape:>12.2f}% "
+            f"{a.present_p90:>5.2f}% {a.present_coverage:>5.1f}% | {a.resident_mape:>13.2f}% "
+            f"{a.resident_p90:>5.2f}% {a.resident_coverage:>5.1f}%")
+
+
+def worst(table: dict[str, dict[str, Accuracy]]) -> dict[str, Accuracy]:
+    """Per bucket, the worst value of each figure over the variants (a synthetic row)."""
+    out = {}
+    for b in (*BUCKETS, "all"):
+        rows = [t[b] for t in table.values() if b in t]
+        if not rows:
+            continue
+        out[b] = Accuracy(
+            scored=sum(a.scored for a in rows),
+            present_mape=max(a.present_mape for a in rows),
+            present_p90=max(a.present_p90 for a in rows),
+            present_coverage=min(a.present_coverage for a in rows),
+            resident_mape=max(a.resident_mape for a in rows),
+            resident_p90=max(a.resident_p90 for a in rows),
+            resident_coverage=min(a.resident_coverage for a in rows))
+    return out
+
+
+def suite(args: argparse.Namespace, config: EstimateConfig) -> None:
+    """Run every variant and print the per-variant, per-bucket table."""
+    names = (args.variants.split(",") if args.variants
+             else list(load_scenario(args.scenario).variants))
+    min_true = args.min_people * args.scale
+    print(f"suite {args.scenario} scale {args.scale} days {args.days} seed {args.seed}: "
+          f"calibrated on day 1, regions >= {args.min_people:,.0f} true people "
+          f"(= {min_true:,.0f} simulated), {config}")
+    print(HEADER)
+    table: dict[str, dict[str, Accuracy]] = {}
+    t0 = time.perf_counter()
+    for name in names:
+        r = run(f"{args.scenario}:{name}", args.scale, args.days, args.seed, {"x": config},
+                args.res)
+        table[name] = bucket_rows(r, "x", min_true)
+        for b in (*BUCKETS, "all"):
+            if b in table[name]:
+                print(fmt(name, b, table[name][b]))
+        print(f"{'':<16} ({r.devices:,} devices, {r.pings:,} pings, {r.seconds:.0f} s)", flush=True)
+    print("worst over the variants (each figure separately):")
+    for b, a in worst(table).items():
+        print(fmt("WORST", b, a))
+    print(f"suite took {time.perf_counter() - t0:.0f} s")
+
+
+def main() -> None:
+    """Run the sweep (or the suite) and print the figures."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="astana")
+    ap.add_argument("--scale", type=float, default=0.05)
+    ap.add_argument("--days", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--horizons", default="1h,3h,6h,12h,24h")
+    ap.add_argument("--model-rse", type=float, default=EstimateConfig.model_rse)
+    ap.add_argument("--min-true", type=float, default=50_000)
+    ap.add_argument("--res", type=int, default=8)
+    ap.add_argument("--suite", action="store_true", help="run every variant of the scenario")
+    ap.add_argument("--variants", default="", help="with --suite: these variants only (a,b,c)")
+    ap.add_argument("--min-people", type=float, default=50_000,
+                    help="with --suite: score regions with at least this many real people")
+    ap.add_argument("--away-rse", type=float, default=EstimateConfig.away_rse)
+    ap.add_argument("--stale", default="1h", help="stale movers are re-placed from this age")
+    ap.add_argument("--no-transitions", action="store_true",
+                    help="keep stale devices where they were (the estimator before issue 13)")
+    args = ap.parse_args()
+
+    base = EstimateConfig(model_rse=args.model_rse, away_rse=args.away_rse,
+                          stale_ms=parse_duration_ms(args.stale),
+                          transitions=not args.no_transitions)
+    if args.suite:
+        suite(args, base)
+        return
+    horizons = [parse_duration_ms(h) for h in args.horizons.split(",")]
+    configs = {str(h): replace(base, horizon_ms=h) for h in horizons}
+    r = run(args.scenario, args.scale, args.days, args.seed, configs, args.res)
     print(f"{args.scenario} scale {args.scale} days {args.days} seed {args.seed}: "
-          f"{len(sim.device_name):,} devices, {n_pings:,} pings, {secs:.0f} s; "
-          f"calibrated on day 1, scored {len(truth)} hours, regions >= {args.min_true:,.0f} "
+          f"{r.devices:,} devices, {r.pings:,} pings, {r.seconds:.0f} s; "
+          f"calibrated on day 1, scored {len(r.truth)} hours, regions >= {args.min_true:,.0f} "
           f"true people, model_rse {args.model_rse}")
     for h in horizons:
         try:
-            acc = score(snaps[h], truth, args.min_true)
+            acc = score(r.snaps[str(h)], r.truth, args.min_true)
         except ValueError as exc:
             print(f"horizon {h / HOUR_MS:>5.1f} h: {exc}")
             continue

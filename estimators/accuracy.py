@@ -8,7 +8,7 @@ dominated by counting noise and are often suppressed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,3 +77,33 @@ def score(snapshots: Iterable[Mapping[str, Any]],
         resident_mape=pct(ape["resident"], 50), resident_p90=pct(ape["resident"], 90),
         resident_coverage=100.0 * float(np.mean(inside["resident"])),
     )
+
+
+HOUR_BUCKETS = (("night", 22, 6), ("morning", 6, 10), ("day", 10, 16), ("evening", 16, 22))
+"""Local hour-of-day buckets ``(name, from_h, to_h)`` (to excluded, wrapping at midnight) that
+separate the night, the two daily transitions and the day."""
+
+
+def hour_bucket(local_hour: int, buckets: tuple[tuple[str, int, int], ...] = HOUR_BUCKETS) -> str:
+    """The name of the bucket holding a local hour of day (0..23)."""
+    for name, lo, hi in buckets:
+        if (lo <= local_hour < hi) if lo < hi else (local_hour >= lo or local_hour < hi):
+            return name
+    raise ValueError(f"hour {local_hour} is in no bucket")
+
+
+def score_by(snapshots: Iterable[Mapping[str, Any]],
+             truth: Mapping[str, Mapping[str, Mapping[str, int]]], min_true: float,
+             key: Callable[[str], str]) -> dict[str, Accuracy]:
+    """:func:`score` per group of snapshots, grouped by ``key(snapshot["at"])`` (e.g. the hour
+    bucket of the instant); groups with nothing to score are left out."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for snap in snapshots:
+        groups.setdefault(key(snap["at"]), []).append(snap)
+    out = {}
+    for name, snaps in groups.items():
+        try:
+            out[name] = score(snaps, truth, min_true)
+        except ValueError:
+            continue
+    return out

@@ -27,6 +27,7 @@ from estimators.calibration import N_CLASSES, FactorMatrix
 from estimators.disclosure import cell_levels, complementary_suppression
 from estimators.presence import ROAMER, PresenceState, current_night
 from estimators.regions import RegionSet
+from estimators.routine import MOVER_FIELDS, mover_rows, transition_shift
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS
 
@@ -39,8 +40,14 @@ class EstimateConfig:
     ``activity_ms``: devices seen within this time are active; ``min_nights``: nights seen before
     a device has a home; ``k_anonymity``: figures resting on fewer devices are suppressed; ``z``:
     the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
-    error. Raises ``ValueError`` for a non-positive horizon or activity window, a horizon
-    longer than the activity window, or k < 1.
+    error of the people counted in their home region, ``away_rse`` that of the people counted
+    away from it (present only: workplaces are not calibrated, and where a displaced device is
+    is less certain). ``transitions``: re-place *stale movers* (devices whose home and daytime regions
+    differ, silent for ``stale_ms`` or more) by what the fresh movers did since
+    (:mod:`estimators.routine`), with their own variance term; ``routine_ms``: a daytime region
+    older than this is not used. Raises ``ValueError`` for a non-positive horizon or activity
+    window, a horizon longer than the activity window, k < 1, or ``stale_ms`` not whole hours
+    of at least 1 h (from the horizon on, nothing is stale).
     """
 
     horizon_ms: int = 6 * HOUR_MS
@@ -49,10 +56,20 @@ class EstimateConfig:
     k_anonymity: int = 15
     z: float = 1.645
     model_rse: float = 0.01
+    away_rse: float = 0.025
+    stale_ms: int = HOUR_MS
+    routine_ms: int = 3 * DAY_MS
+    transitions: bool = True
 
     def __post_init__(self) -> None:
         if self.horizon_ms <= 0 or self.activity_ms <= 0:
             raise ValueError("horizon and activity window must be positive")
+        if self.stale_ms < HOUR_MS or self.stale_ms % HOUR_MS:
+            raise ValueError("stale_ms must be whole hours, at least 1 h")
+        if self.model_rse < 0 or self.away_rse < 0:
+            raise ValueError("model error terms must be >= 0")
+        if self.routine_ms <= 0:
+            raise ValueError("routine_ms must be positive")
         if self.horizon_ms > self.activity_ms:
             raise ValueError("horizon must not exceed the activity window")
         if self.k_anonymity < 1:
@@ -108,12 +125,21 @@ def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.
 
 
 def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, weight: np.ndarray,
-                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig) -> tuple[np.ndarray, ...]:
-    """Totals, interval and device counts per region from counted (region, weight) rows."""
+                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig,
+                    shift: tuple[np.ndarray, np.ndarray] | None = None,
+                    away: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Totals, interval and device counts per region from counted (region, weight) rows;
+    ``shift``: people moved between leaf regions (per region, before subtree sums) and the
+    variance of that move per (subtree) region, added to the totals and the variance;
+    ``away`` (bool per row): rows counted away from their factor (home) region, whose model
+    error is ``config.away_rse`` instead of ``config.model_rse``."""
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
     count = count.astype(np.float64)
-    total = subtree @ np.bincount(where, weights=count * weight, minlength=n)
+    people = np.bincount(where, weights=count * weight, minlength=n)
+    if shift is not None:
+        people = people + shift[0]
+    total = subtree @ people
     devices = subtree @ np.bincount(where, weights=count, minlength=n)
     count_var = subtree @ np.bincount(where, weights=count * weight * np.maximum(weight - 1.0, 0.0),
                                       minlength=n)
@@ -123,7 +149,14 @@ def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, we
     np.add.at(by_row, (where, rows), count * weight * rse)
     cal_sd_by_row = subtree @ by_row
     cal_var = (cal_sd_by_row**2).sum(axis=1)
-    var = count_var + cal_var + (config.model_rse * total) ** 2
+    if away is None:
+        model_sd = config.model_rse * total
+    else:
+        away_people = subtree @ np.bincount(where, weights=count * weight * away, minlength=n)
+        model_sd = config.model_rse * (total - away_people) + config.away_rse * away_people
+    var = count_var + cal_var + model_sd**2
+    if shift is not None:
+        var = var + shift[1]
     sd = np.sqrt(var)
     lo = np.maximum(total - config.z * sd, 0.0)
     hi = total + config.z * sd
@@ -161,7 +194,11 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
         if r.size else np.zeros(0, dtype=np.int64)
     r_code = np.flatnonzero(by_home)
     r_reg, r_cls, r_count = r_code // 256, r_code % 256, by_home[r_code]
-    return Tally(
+    extra = {}
+    if config.transitions and MOVER_FIELDS[0] in Tally.__dataclass_fields__:
+        day = state.day_region(at_ms, config.routine_ms)
+        extra = mover_rows(present & has_home, home, day, here, age_ms, cls)
+    return Tally(**extra,
         at_ms=at_ms, operators=tuple(operators),
         present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],
         present_region=np.asarray(loc_region, dtype=np.int32)[p_loc],
@@ -198,9 +235,16 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     p_cls = tally.present_cls.astype(np.int64)
     pf = (tally.present_factor_region.astype(np.int64), p_cls)
     p_weight = factors.factor[pf] / cov_present[p_cls]
+    shift = None
+    if config.transitions and getattr(tally, MOVER_FIELDS[0], None) is not None:
+        m_cls = tally.mover_cls.astype(np.int64)
+        m_weight = factors.factor[tally.mover_home.astype(np.int64), m_cls] / cov_present[m_cls]
+        shift = transition_shift(tally, m_weight, regions.subtree.astype(np.float64),
+                                 config.stale_ms)
     present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
                                   tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
-                                  config)
+                                  config, shift,
+                                  tally.present_region != tally.present_factor_region)
     r_cls = tally.resident_cls.astype(np.int64)
     rf = (tally.resident_region.astype(np.int64), r_cls)
     r_weight = factors.factor[rf] / cov_resident[r_cls]

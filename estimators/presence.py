@@ -1,6 +1,6 @@
 """Per-device presence state: last location, operator class and a ring of night locations.
 
-State per device (33 bytes plus ~8-11 bytes of index, see :mod:`estimators.device_index`):
+State per device (37 bytes plus ~8-11 bytes of index, see :mod:`estimators.device_index`):
 
 - ``stamp`` (uint64): ``(ts_ms - EPOCH_MS) << LOC_BITS | loc`` of the device's latest ping.
   Updating it is a scatter-``max``, so the result is the last ping by event time whatever the
@@ -16,6 +16,12 @@ State per device (33 bytes plus ~8-11 bytes of index, see :mod:`estimators.devic
   residence for migration (:mod:`estimators.migration`) reads more. A slot is cleared before a
   newer night reuses it, which keeps the whole state independent of arrival order (see
   ``docs/METHOD.md``).
+- ``day_slot`` (uint32): ``(hour16 << 16) | (region + 1)`` of the device's latest ping inside the
+  local *day window* (default 10:00-16:00): its daytime region, read with its home region to
+  place devices that have not pinged since a daily transition (:mod:`estimators.routine`).
+  ``hour16`` is the ping's hour since ``EPOCH_MS`` modulo 2**16; merges unwrap it against the
+  incoming pings (pings within 3.7 years of each other), so the slot is the latest by event
+  time whatever the order or batching (ties in one hour: the larger region index).
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from typing import NamedTuple
 import numpy as np
 
 from estimators.device_index import DeviceIndex
-from estimators.units import DAY_S, EPOCH_MS, HOUR_S, SECOND_MS
+from estimators.units import DAY_S, EPOCH_MS, HOUR_MS, HOUR_S, SECOND_MS
 
 LOC_BITS = 23
 MAX_LOCATIONS = (1 << LOC_BITS) - 1
 MAX_TS_REL_MS = (1 << (64 - LOC_BITS)) - 1
 ROAMER = 255
+DAY_WINDOW = (10.0, 6.0)
+"""Default local day window of :attr:`PresenceState.day_slot`: (start hour, length in hours)."""
+_HOUR_WRAP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -93,8 +102,12 @@ class PresenceState:
     """
 
     def __init__(self, n_regions: int, window: NightWindow, capacity: int = 1024,
-                 ring_nights: int | None = None) -> None:
+                 ring_nights: int | None = None,
+                 day_window: tuple[float, float] = DAY_WINDOW) -> None:
         self.window = window
+        if not (0 <= day_window[0] < 24 and 0 < day_window[1] < 24):
+            raise ValueError(f"day window {day_window}: start in [0, 24) h, length in (0, 24) h")
+        self.day_window = day_window
         self.ring_nights = window.nights if ring_nights is None else ring_nights
         if not window.nights <= self.ring_nights <= 366:
             raise ValueError(f"ring of {self.ring_nights} nights: must hold the night window "
@@ -113,6 +126,7 @@ class PresenceState:
         self.opclass = np.zeros(cap, dtype=np.uint8)
         self.last_night = np.zeros(cap, dtype=np.uint16)
         self.ring = np.zeros((cap, self.ring_nights), dtype=self.ring_dtype)
+        self.day_slot = np.zeros(cap, dtype=np.uint32)
 
     @property
     def n_devices(self) -> int:
@@ -123,7 +137,7 @@ class PresenceState:
     def nbytes(self) -> int:
         """Bytes of state held, index included."""
         return int(self.index.nbytes + self.stamp.nbytes + self.opclass.nbytes
-                   + self.last_night.nbytes + self.ring.nbytes)
+                   + self.last_night.nbytes + self.ring.nbytes + self.day_slot.nbytes)
 
     def _fit_capacity(self) -> None:
         cap = len(self.index.keys)
@@ -135,6 +149,7 @@ class PresenceState:
         self.last_night = np.concatenate([self.last_night, np.zeros(cap - n, dtype=np.uint16)])
         self.ring = np.concatenate(
             [self.ring, np.zeros((cap - n, self.ring_nights), dtype=self.ring_dtype)])
+        self.day_slot = np.concatenate([self.day_slot, np.zeros(cap - n, dtype=np.uint32)])
 
     def update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
                loc: np.ndarray, loc_region: np.ndarray, utc_offset_s: np.ndarray | int,
@@ -161,7 +176,39 @@ class PresenceState:
         before, held = self.stamp[rows], self.opclass[rows]
         np.maximum.at(self.stamp, rows, stamp)
         self._settle_ties(rows, stamp, opclass, loc, (before, held), loc_rank, class_rank)
-        self._update_nights(rows, ts, loc_region[loc], utc_offset_s)
+        region = loc_region[loc]
+        self._update_nights(rows, ts, region, utc_offset_s)
+        self._update_day(rows, ts, region, utc_offset_s)
+
+    def _update_day(self, rows: np.ndarray, ts_ms: np.ndarray, region: np.ndarray,
+                    utc_offset_s: np.ndarray | int) -> None:
+        """Merge the pings inside the local day window into ``day_slot`` (latest wins)."""
+        local_s = ts_ms // SECOND_MS + np.asarray(utc_offset_s, dtype=np.int64)
+        into = np.mod(local_s - int(round(self.day_window[0] * HOUR_S)), DAY_S)
+        sel = np.flatnonzero(into < int(round(self.day_window[1] * HOUR_S)))
+        if sel.size == 0:
+            return
+        rows, hour = rows[sel], (ts_ms[sel] - EPOCH_MS) // HOUR_MS
+        value = hour * _HOUR_WRAP + region[sel].astype(np.int64) + 1
+        uniq, first = np.unique(rows, return_index=True)
+        held = self.day_slot[uniq].astype(np.int64)
+        ref = hour[first]  # unwrap each held slot against one of its device's pings
+        held_hour = ref + _signed16((held >> 16) - ref)
+        held_value = np.where(held != 0, held_hour * _HOUR_WRAP + (held & 0xFFFF), -1)
+        best = np.full(uniq.size, -1, dtype=np.int64)
+        np.maximum.at(best, np.searchsorted(uniq, rows), value)
+        best = np.maximum(best, held_value)
+        self.day_slot[uniq] = (np.mod(best >> 16, _HOUR_WRAP) << 16 | (best & 0xFFFF)).astype(
+            np.uint32)
+
+    def day_region(self, at_ms: int, max_age_ms: int) -> np.ndarray:
+        """Each device's region in its latest day window, if that ping is less than
+        ``max_age_ms`` old (and not after ``at_ms``) at ``at_ms``; else -1. int64[n_devices]."""
+        slot = self.day_slot[: self.n_devices].astype(np.int64)
+        now_h = (at_ms - EPOCH_MS) // HOUR_MS
+        age_h = -_signed16((slot >> 16) - now_h)
+        ok = (slot != 0) & (age_h >= 0) & (age_h * HOUR_MS < max_age_ms)
+        return np.where(ok, (slot & 0xFFFF) - 1, -1)
 
     def _settle_ties(self, rows: np.ndarray, stamp: np.ndarray, opclass: np.ndarray,
                      loc: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
@@ -297,6 +344,7 @@ class PresenceState:
 
         self.stamp, self.opclass = take(self.stamp), take(self.opclass)
         self.last_night, self.ring = take(self.last_night), take(self.ring)
+        self.day_slot = take(self.day_slot)
         return kept
 
     def export(self) -> dict[str, np.ndarray]:
@@ -304,7 +352,7 @@ class PresenceState:
         n = self.n_devices
         return {"key": self.index.keys[:n].copy(), "stamp": self.stamp[:n].copy(),
                 "opclass": self.opclass[:n].copy(), "last_night": self.last_night[:n].copy(),
-                "ring": self.ring[:n].copy()}
+                "ring": self.ring[:n].copy(), "day_slot": self.day_slot[:n].copy()}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Load rows written by :meth:`export` into this (empty) state.
@@ -328,6 +376,13 @@ class PresenceState:
         self.opclass[rows] = arrays["opclass"]
         self.last_night[rows] = arrays["last_night"]
         self.ring[rows] = ring
+        if "day_slot" in arrays:  # absent in checkpoints written before it existed
+            self.day_slot[rows] = np.asarray(arrays["day_slot"], dtype=np.uint32)
+
+
+def _signed16(diff: np.ndarray) -> np.ndarray:
+    """Hour differences modulo 2**16 mapped to [-2**15, 2**15)."""
+    return np.mod(diff + (_HOUR_WRAP >> 1), _HOUR_WRAP) - (_HOUR_WRAP >> 1)
 
 
 def _slot_votes(region: np.ndarray) -> np.ndarray:

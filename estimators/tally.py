@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,13 @@ PRESENT_FIELDS = ("present_cell", "present_region", "present_factor_region", "pr
                   "present_count")
 RESIDENT_FIELDS = ("resident_region", "resident_cls", "resident_count")
 CLASS_FIELDS = ("n_active", "n_present", "n_housed")
+MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age", "mover_cls",
+                "mover_count")
+MOVER_DTYPES = (np.int32, np.int32, np.uint8, np.uint8, np.uint8)
+
+
+def _none(dtype: type) -> np.ndarray:
+    return np.zeros(0, dtype=dtype)
 
 
 class TallyMismatchError(ValueError):
@@ -79,6 +86,14 @@ class Tally:
     fingerprint: str = ""
     foreign: ForeignTally | None = None
     observed_from_ms: int | None = None
+    # movers (estimators.routine): devices between their home and daytime regions, counted by
+    # (home, daytime region, last seen at the daytime region?, age in whole hours, class)
+    mover_home: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    mover_day: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    mover_at_day: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    mover_age: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    mover_cls: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    mover_count: np.ndarray = field(default_factory=lambda: _none(np.int64))
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -87,7 +102,8 @@ class Tally:
     def to_bytes(self) -> bytes:
         """Compact binary form (numpy ``.npz``, no pickled objects) for Redis and checkpoints."""
         buf = io.BytesIO()
-        arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+        arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS
+                  + MOVER_FIELDS}
         if self.migration is not None:
             arrays.update(self.migration.to_arrays())
         if self.foreign is not None:
@@ -105,6 +121,7 @@ class Tally:
         """Inverse of :meth:`to_bytes`."""
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
+            fields.update({f: z[f] for f in MOVER_FIELDS if f in z.files})  # absent: older
             migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
             foreign = ForeignTally.from_arrays({k: z[k] for k in z.files if k.startswith("fgn")})
             fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else ""
@@ -170,6 +187,10 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
          cat_cls("present_cls"), cat("present_region").astype(np.int32)], cat("present_count"))
     (r_reg, r_cls), r_count = sum_by_key(
         [cat("resident_region").astype(np.int32), cat_cls("resident_cls")], cat("resident_count"))
+    mover_keys, mover_count = sum_by_key(
+        [cat_cls(k) if k == "mover_cls" else cat(k).astype(d)
+         for k, d in zip(MOVER_FIELDS, MOVER_DTYPES, strict=False)], cat("mover_count"))
+    movers = dict(zip(MOVER_FIELDS, [*mover_keys, mover_count], strict=True))
     per_class = {}
     for name in CLASS_FIELDS:
         total = np.zeros(N_CLASSES, dtype=np.int64)
@@ -191,7 +212,7 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     return Tally(at_ms=at_ms, operators=operators, present_cell=p_cell, present_region=p_reg,
                  present_factor_region=p_fr, present_cls=p_cls, present_count=p_count,
                  resident_region=r_reg, resident_cls=r_cls, resident_count=r_count,
-                 migration=migration, fingerprint=fingerprints[0], foreign=foreign,
+                 migration=migration, fingerprint=fingerprints[0], foreign=foreign, **movers,
                  observed_from_ms=merged_observation([t.observed_from_ms for t in tallies]),
                  **per_class)
 

@@ -122,6 +122,17 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-rse", type=lim["model_rse"].arg, default=EngineOptions.model_rse,
                    help="model-error relative standard error in the interval, in [0, 1) "
                         "(default %(default)s)")
+    g.add_argument("--away-rse", type=lim["away_rse"].arg, default=EngineOptions.away_rse,
+                   help="the same for people counted away from their home region "
+                        "(default %(default)s)")
+    g.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
+                   help="a mover (home and daytime regions differ) whose last ping is older is "
+                        "re-placed from what fresh movers did since; whole hours (default 1h)")
+    g.add_argument("--routine", type=lim["routine_ms"].arg, default=EngineOptions.routine_ms,
+                   help="a daytime region (latest ping 10:00-16:00 local) older than this is not "
+                        "used (default 3d)")
+    g.add_argument("--no-transitions", dest="transitions", action="store_false",
+                   help="do not re-place stale movers (devices count where their last ping was)")
     g.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
                    default=EngineOptions.move_min_nights,
                    help="migration: nights out of the last --move-window a new region must hold "
@@ -162,6 +173,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          night_start_h=night_start, night_length_h=night_length,
                          nights=args.nights, min_nights=args.min_nights, timezone=args.timezone,
                          home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse,
+                         away_rse=args.away_rse, stale_ms=args.stale, routine_ms=args.routine,
+                         transitions=args.transitions,
                          move_window_nights=args.move_window, move_min_nights=args.move_min_nights,
                          confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights,
                          foreign=args.foreign, mcc_table=args.mcc_table,

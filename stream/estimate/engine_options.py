@@ -169,6 +169,12 @@ ENGINE_LIMITS: dict[str, Limit] = {
     "home_mcc": Limit("--home-mcc", "MCC of domestic SIMs", 0, 999, integer=True),
     "k": Limit("--k", "disclosure threshold in devices", 1, 1_000_000, integer=True),
     "model_rse": Limit("--model-rse", "model-error relative standard error", 0, 1, open_hi=True),
+    "away_rse": Limit("--away-rse", "model-error relative standard error of people counted away "
+                      "from their home region", 0, 1, open_hi=True),
+    "stale_ms": Limit("--stale", "age after which a mover's last ping is stale (whole hours)",
+                      HOUR_MS, 30 * DAY_MS, duration=True),
+    "routine_ms": Limit("--routine", "how long a device's daytime region stays usable", HOUR_MS,
+                        60 * DAY_MS, duration=True),
     "move_window_nights": Limit("--move-window", "nights of the migration majority window", 1, 366,
                                 integer=True),
     "move_min_nights": Limit("--move-min-nights", "nights a new region must hold, at most "
@@ -274,6 +280,10 @@ class EngineOptions:
     home_mcc: int = 401
     k: int = 15
     model_rse: float = EstimateConfig.model_rse
+    away_rse: float = EstimateConfig.away_rse
+    stale_ms: int = EstimateConfig.stale_ms
+    routine_ms: int = EstimateConfig.routine_ms
+    transitions: bool = EstimateConfig.transitions
     move_window_nights: int = MigrationConfig.window_nights
     move_min_nights: int = MigrationConfig.min_nights
     confirm_nights: int = MigrationConfig.confirm_nights
@@ -336,7 +346,9 @@ class EngineOptions:
                 night=NightWindow(self.night_start_h, self.night_length_h, self.nights),
                 estimate=EstimateConfig(horizon_ms=self.horizon_ms, activity_ms=self.activity_ms,
                                         min_nights=self.min_nights, k_anonymity=self.k,
-                                        model_rse=self.model_rse),
+                                        model_rse=self.model_rse, away_rse=self.away_rse,
+                                        stale_ms=self.stale_ms, routine_ms=self.routine_ms,
+                                        transitions=self.transitions),
                 migration=self.migration_config(),
                 foreign=ForeignConfig() if self.foreign else None,
                 foreign_figures=self.foreign_figures())

@@ -737,6 +737,8 @@ class Simulation:
                                                          self.people.n_residents))
         self._offset_ms = self.scenario.utc_offset_h * HOUR_MS
         self._disorder_ms = round(self.scenario.disorder_s * SECOND_MS)
+        self._burst_shape = self.scenario.devices.burst_shape
+        self._late_ms = round(self.scenario.late_s * SECOND_MS)
 
     def _geojson(self) -> dict:
         features = []
@@ -791,9 +793,29 @@ class Simulation:
         if moved.size:
             cell[moved], lat[moved], lon[moved] = self._locate(
                 rng, dev[moved], person[moved], at_work[moved], state)
-        order = np.argsort(ts + rng.integers(0, self._disorder_ms + 1, ts.size), kind="stable")
+        arrive = ts + rng.integers(0, self._disorder_ms + 1, ts.size)
+        if self.scenario.late_share > 0:
+            dev, ts, cell, lat, lon, arrive = self._delay(rng, t0, state, dev, ts, cell, lat, lon,
+                                                          arrive)
+        order = np.argsort(arrive, kind="stable")
         truth = self._truth(t0 + HOUR_MS, state)
         return HourChunk(t0, dev[order], ts[order], cell[order], lat[order], lon[order], truth)
+
+    def _delay(self, rng: np.random.Generator, t0: int, state: _State,
+               *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Late delivery (scenario ``late_share``, ``late_s``): a share of the pings arrives up
+        to ``late_s`` after it was made; those arriving after the hour's end are held back and
+        delivered with a later hour (whose chunk then holds pings older than its start); those
+        still held after the last hour are never delivered."""
+        *data, arrive = cols
+        late = rng.random(arrive.size) < self.scenario.late_share
+        arrive = arrive + np.where(late, rng.integers(0, self._late_ms + 1, arrive.size), 0)
+        cols_all = [np.concatenate([h, c]) for h, c in zip(state.held, [*data, arrive],
+                                                               strict=True)] \
+            if state.held else [*data, arrive]
+        due = cols_all[-1] < t0 + HOUR_MS
+        state.held = [c[~due] for c in cols_all]
+        return tuple(c[due] for c in cols_all)
 
     def _ping_times(self, rng: np.random.Generator, t0: int, profile: float,
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -806,6 +828,9 @@ class Simulation:
         window = self.device_window
         if window is not None:
             lam = lam * ((window[0] < t0 + HOUR_MS) & (window[1] > t0))
+        if self._burst_shape > 0:  # bursty: a Gamma(k, 1/k) activity draw per device-hour
+            k = self._burst_shape
+            lam = lam * rng.gamma(k, 1.0 / k, lam.size)
         counts = rng.poisson(lam)
         dev = np.repeat(np.arange(counts.size, dtype=np.int32), counts)
         ts = t0 + rng.integers(0, HOUR_MS, dev.size)
@@ -900,6 +925,7 @@ class _State:
         self.stay_ends: list[tuple[int, int, int]] = []  # heap of (end_ms, stay index, person)
         self.away = np.full(p.n_people, -1, dtype=np.int64)
         self.schedules: dict[int, _Schedule] = {}
+        self.held: list[np.ndarray] = []  # late pings not delivered yet (Simulation._delay)
         self.apply_moves(sim.start_ms, np.empty(0, np.int32), np.empty(0, np.int64))
 
     def schedule(self, local_day: int) -> _Schedule:

@@ -90,6 +90,7 @@ class DeviceParams:
     rate_median_per_h: float
     rate_sigma: float
     diurnal: tuple[float, ...]
+    burst_shape: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,10 @@ class Scenario:
     text: str
     source: str
     foreign: ForeignParams | None = None
+    late_share: float = 0.0
+    late_s: float = 0.0
+    variant: str = ""
+    variants: tuple[str, ...] = ()
 
     @cached_property
     def _by_id(self) -> dict[str, Region]:
@@ -349,8 +354,15 @@ class _Table:
             self.fail(unknown[0], "unknown field")
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a built-in scenario by name (stream/scenarios/NAME.toml) or a .toml file by path."""
+def load_scenario(name_or_path: str | Path, variant: str | None = None) -> Scenario:
+    """Load a built-in scenario by name (stream/scenarios/NAME.toml) or a .toml file by path.
+
+    ``variant`` (or a name spelt ``NAME:VARIANT``, e.g. ``astana:bursty``) applies one of the
+    file's ``[variants.VARIANT]`` override tables (:func:`with_variant`).
+    """
+    if variant is None and isinstance(name_or_path, str) and ":" in name_or_path \
+            and not Path(name_or_path).exists():
+        name_or_path, variant = name_or_path.rsplit(":", 1)
     path = Path(name_or_path)
     if not (path.suffix == ".toml" or path.exists()):
         path = SCENARIO_DIR / f"{name_or_path}.toml"
@@ -359,7 +371,46 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ValueError(f"unknown scenario {str(name_or_path)!r}: built-in names are {names}")
     if not path.exists():
         raise ValueError(f"scenario file not found: {path}")
-    return parse_scenario(path.read_text(encoding="utf-8"), source=path.name)
+    scenario = parse_scenario(path.read_text(encoding="utf-8"), source=path.name)
+    return with_variant(scenario, variant) if variant else scenario
+
+
+_VARIANT_LINE = "variant = "
+
+
+def with_variant(scenario: Scenario, name: str) -> Scenario:
+    """The scenario with its ``[variants.NAME]`` overrides applied (``"base"``: none).
+
+    The result's ``text`` starts with ``variant = "NAME"``, so a written simulation names its
+    variant and re-parses to the same scenario. Raises ``ValueError`` for an unknown name.
+    """
+    text = scenario.text
+    if text.startswith(_VARIANT_LINE):
+        text = text.split("\n", 1)[1]
+    if name == "base":
+        return parse_scenario(text, scenario.source) if text != scenario.text else scenario
+    return parse_scenario(f'{_VARIANT_LINE}"{name}"\n{text}', scenario.source)
+
+
+def _merge(base: Any, override: Any, path: str, source: str) -> Any:
+    """``override`` laid over ``base``: tables merge key by key; an array of tables takes a
+    table keyed by item ``id`` (or ``"*"``: every item) whose values merge into those items;
+    anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base.get(key), value, f"{path}.{key}", source) if key in base \
+                else value
+        return out
+    if isinstance(base, list) and base and all(isinstance(b, dict) for b in base) \
+            and isinstance(override, dict):
+        ids = [str(b.get("id")) for b in base]
+        for key in override:
+            if key != "*" and key not in ids:
+                raise ValueError(f"{source}: {path}.{key}: no item with this id (ids: {ids})")
+        return [_merge(_merge(b, override.get("*", {}), path, source),
+                       override.get(str(b.get("id")), {}), path, source) for b in base]
+    return override
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -368,6 +419,15 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{source}: invalid TOML: {exc}") from None
+    variants = data.pop("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ValueError(f"{source}: variants: must be a table of override tables")
+    variant = data.pop("variant", "")
+    if variant:
+        if variant not in variants:
+            raise ValueError(f"{source}: variant: unknown variant {variant!r} "
+                             f"(variants: {['base', *sorted(variants)]})")
+        data = _merge(data, variants[variant], f"variants.{variant}", source)
     top = _Table(data, "", source)
     operators = _operators(top)
     op_ids = [op.id for op in operators]
@@ -395,6 +455,10 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         text=text,
         source=source,
         foreign=_foreign(top.sub("foreign")) if "foreign" in top.data else None,
+        late_share=top.number("late_share", 0.0, 0.0, 1.0),
+        late_s=top.number("late_s", 0.0, 0.0, 6 * 3600.0),
+        variant=variant,
+        variants=("base", *variants),
     )
     top.done()
     _check_references(scenario, top)
@@ -659,6 +723,7 @@ def _devices(t: _Table) -> DeviceParams:
         rate_median_per_h=t.number("rate_median_per_h", 1.0, 0.0, 3600.0, lo_open=True),
         rate_sigma=t.number("rate_sigma", 1.2, 0.0, 5.0),
         diurnal=tuple(float(v) for v in diurnal),
+        burst_shape=t.number("burst_shape", 0.0, 0.0, 100.0),
     )
     t.done()
     return params

@@ -512,3 +512,73 @@ def test_pings_report_the_position_at_ping_time(toy: Simulation,
     urban_night = (local_hour[~latlon] >= 1) & (local_hour[~latlon] < 4) & (
         toy.people.home_leaf[person[~latlon]] <= 1)
     assert np.median(tower_to_home[urban_night]) < 1.0
+
+
+# ---- robustness variants ([variants.NAME] tables, "astana:NAME") ----
+
+def _hours(scenario: str, hours: float = 3.0, scale: float = 0.002) -> list[HourChunk]:
+    return list(simulate(load_scenario(scenario), scale=scale, days=hours / 24, seed=2).hours())
+
+
+def _fields(sc: object) -> tuple:
+    return tuple(getattr(sc, f) for f in ("variant", "operators", "regions", "devices",
+                                          "mobility", "late_share", "late_s"))
+
+
+def test_every_astana_variant_generates_and_names_itself() -> None:
+    base = load_scenario("astana")
+    assert {"base", "rate-narrow", "rate-wide", "bursty", "diurnal-flat", "diurnal-late",
+            "commute-spread", "multisim", "latlon-jitter", "late-feed",
+            "uneven-regions"} <= set(base.variants)
+    for name in base.variants:
+        sc = load_scenario(f"astana:{name}")
+        assert sc.variant == ("" if name == "base" else name)
+        again = parse_scenario(sc.text, sc.source)  # the text names its variant
+        assert _fields(again) == _fields(sc)
+        chunks = list(simulate(sc, scale=0.001, days=2 / 24, seed=1).hours())
+        assert sum(len(c) for c in chunks) > 0, name
+    assert _fields(load_scenario("astana", variant="bursty")) == _fields(
+        load_scenario("astana:bursty"))
+    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+        load_scenario("astana:nope")
+
+
+def test_variants_change_what_they_say() -> None:
+    base = load_scenario("astana")
+    assert load_scenario("astana:rate-wide").devices.rate_sigma > base.devices.rate_sigma
+    jitter = load_scenario("astana:latlon-jitter")
+    assert {op.location for op in jitter.operators} == {"latlon"}
+    assert all(op.latlon_sd_urban_m == 300 for op in jitter.operators)
+    uneven = load_scenario("astana:uneven-regions")
+    assert uneven.region("astana-saryarka").population == 1_200_000
+    assert uneven.region("astana-yesil").population == base.region("astana-yesil").population
+    # no cell pings at all when every operator reports lat/lon
+    assert all((c.cell < 0).all() for c in _hours("astana:latlon-jitter", 1.0))
+
+
+def test_bursty_pings_are_overdispersed() -> None:
+    def dispersion(name: str) -> float:
+        counts = np.concatenate([np.bincount(c.device, minlength=3000)[:3000]
+                                 for c in _hours(name, 3.0)])
+        return float(counts.var() / counts.mean())
+    assert dispersion("astana:bursty") > 1.5 * dispersion("astana:rate-narrow")
+
+
+def test_late_feed_delivers_some_pings_with_a_later_hour() -> None:
+    late = _hours("astana:late-feed", 4.0)
+    early = sum(int((c.ts_ms < c.start_ms).sum()) for c in late)
+    total = sum(len(c) for c in late)
+    assert 0 < early < 0.05 * total
+    assert all((c.ts_ms < c.start_ms + HOUR_MS).all() for c in late)
+    assert all(((c.ts_ms >= c.start_ms) | (c.ts_ms >= c.start_ms - 1800_000)).all() for c in late)
+    plain = _hours("astana", 4.0)
+    assert all((c.ts_ms >= c.start_ms).all() for c in plain)
+
+
+def test_variant_overrides_are_validated() -> None:
+    text = load_scenario("astana").text + "\n[variants.bad.devices]\nrate_sigma = -1\n"
+    with pytest.raises(ValueError, match="rate_sigma"):
+        parse_scenario('variant = "bad"\n' + text, "x.toml")
+    text = load_scenario("astana").text + "\n[variants.bad2.regions.nowhere]\npopulation = 1\n"
+    with pytest.raises(ValueError, match="nowhere: no item with this id"):
+        parse_scenario('variant = "bad2"\n' + text, "x.toml")

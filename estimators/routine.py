@@ -1,0 +1,137 @@
+"""Stale movers at the daily transitions: where a device is that has not pinged since it left.
+
+A device's last ping says where it *was*. Around the daily transitions (leaving for work,
+coming home) a device that has been silent for an hour or more may well have moved since. The
+devices for which this matters are the *movers*: devices with a home region (modal night
+region, :meth:`PresenceState.home_region`) and a different *daytime region* (region of their
+latest ping in the local day window, :meth:`PresenceState.day_region`) whose last ping is at
+one of the two. For them the tally keeps, instead of nothing, the counts
+
+    (home region N, daytime region D, last seen at D?, age bucket (whole hours), class)
+
+(:func:`mover_rows`), which add up across partitions like every tally row. At estimate time
+(:func:`transition_shift`), on the summed counts:
+
+- ``p_now``: the share of *fresh* movers (last ping less than ``stale_ms`` old) seen at their
+  daytime region: where the movers are now, measured;
+- ``p_b``: the share of the movers last seen ``b`` hours ago (age bucket ``b``) seen at their
+  daytime region: where the movers were then, measured from the same devices that went silent
+  (a device's silence is taken as independent of where it is);
+- the stale movers of bucket ``b`` are moved, in expectation, by the smallest flow that turns
+  ``p_b`` into ``p_now``: if ``p_now > p_b``, a share ``m = (p_now - p_b) / (1 - p_b)`` of those
+  last seen at home go to their daytime region; otherwise ``m = (p_b - p_now) / p_b`` of those
+  last seen at their daytime region go home. The others stay where they were seen.
+
+Each moved-or-not device is a Bernoulli(``m``) draw between two regions, which gives the
+interval its *transition* variance: ``w^2 m (1 - m)`` on every region (or parent region)
+holding exactly one of the two candidates, plus the sampling error of ``m`` itself (from the
+binomial errors of ``p_now`` and ``p_b``), shared by all the devices of a bucket. Everything
+here is a function of the tally (live = replay, partitions add up); nothing is fitted to a
+generator. Cells (the map) keep every device at its last cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from estimators.units import HOUR_MS
+
+MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age", "mover_cls",
+                "mover_count")
+"""Tally columns of the mover counts (one row per distinct key, see the module text)."""
+MAX_AGE_BUCKET = 255
+
+
+def mover_rows(candidate: np.ndarray, home: np.ndarray, day: np.ndarray, here: np.ndarray,
+               age_ms: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
+    """Count the movers among ``candidate`` devices (bool[n]: present and housed).
+
+    ``home``/``day``/``here`` int64[n]: home region, daytime region (-1: none) and the region
+    of the last ping; ``age_ms`` int64[n]: age of the last ping; ``cls`` int64[n]: class.
+    Returns the :data:`MOVER_FIELDS` columns, rows sorted by key.
+    """
+    mover = candidate & (day >= 0) & (day != home) & ((here == home) | (here == day))
+    i = np.flatnonzero(mover)
+    bucket = np.minimum(age_ms[i] // HOUR_MS, MAX_AGE_BUCKET)
+    code = ((home[i] << 33) | (day[i] << 17) | ((here[i] == day[i]).astype(np.int64) << 16)
+            | (bucket << 8) | cls[i])
+    uniq, count = np.unique(code, return_counts=True)
+    return {"mover_home": (uniq >> 33).astype(np.int32),
+            "mover_day": ((uniq >> 17) & 0xFFFF).astype(np.int32),
+            "mover_at_day": ((uniq >> 16) & 1).astype(np.uint8),
+            "mover_age": ((uniq >> 8) & 0xFF).astype(np.uint8),
+            "mover_cls": (uniq & 0xFF).astype(np.uint8),
+            "mover_count": count.astype(np.int64)}
+
+
+def bucket_shares(tally: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per age bucket (0..255): movers seen at their daytime region, and all movers."""
+    count = tally.mover_count.astype(np.float64)
+    age = tally.mover_age.astype(np.int64)
+    at_day = np.bincount(age, weights=count * tally.mover_at_day, minlength=MAX_AGE_BUCKET + 1)
+    total = np.bincount(age, weights=count, minlength=MAX_AGE_BUCKET + 1)
+    return at_day, total
+
+
+def move_shares(tally: Any, stale_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per age bucket: the share ``m`` of stale movers that move, its direction (True: to the
+    daytime region), the variance of ``m`` from the binomial errors of the shares, and
+    ``p_now`` (NaN without fresh movers; then nothing moves)."""
+    at_day, total = bucket_shares(tally)
+    fresh = np.arange(total.size) < stale_ms // HOUR_MS
+    n_now = total[fresh].sum()
+    m = np.zeros(total.size)
+    to_day = np.zeros(total.size, dtype=bool)
+    var_m = np.zeros(total.size)
+    if n_now == 0:
+        return m, to_day, var_m, float("nan")
+    p_now = at_day[fresh].sum() / n_now
+    var_now = p_now * (1 - p_now) / n_now
+    stale = ~fresh & (total > 0)
+    p = np.where(stale, at_day / np.maximum(total, 1), 0.0)
+    var_p = np.where(stale, p * (1 - p) / np.maximum(total, 1), 0.0)
+    up = stale & (p_now > p) & (p < 1)
+    down = stale & (p_now < p) & (p > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(up, (p_now - p) / (1 - p), np.where(down, (p - p_now) / p, 0.0))
+        var_m = np.where(up, var_now / (1 - p) ** 2 + var_p * ((1 - p_now) / (1 - p) ** 2) ** 2,
+                         np.where(down, var_now / p**2 + var_p * (p_now / p**2) ** 2, 0.0))
+    return np.clip(m, 0.0, 1.0), up, var_m, float(p_now)
+
+
+def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_ms: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """People moved between leaf regions by the stale-mover rule, and its variance.
+
+    ``weight`` float64[n_rows]: people per device of each mover row; ``subtree``
+    float64[n_regions, n_regions] (``RegionSet.subtree``). Returns ``(shift, var)``: people
+    added per region before subtree sums (sums to 0) and the transition variance per region
+    after them (see the module text).
+    """
+    n = subtree.shape[0]
+    m_b, up_b, var_m_b, _ = move_shares(tally, stale_ms)
+    age = tally.mover_age.astype(np.int64)
+    at_day = tally.mover_at_day.astype(bool)
+    home, day = tally.mover_home.astype(np.int64), tally.mover_day.astype(np.int64)
+    # rows moving: last seen at home when the bucket moves to the day region, and vice versa
+    moving = np.where(up_b[age], ~at_day, at_day)
+    m = np.where(moving, m_b[age], 0.0)
+    src = np.where(at_day, day, home)
+    dst = np.where(at_day, home, day)
+    mass = tally.mover_count.astype(np.float64) * weight
+    shift = (np.bincount(dst, weights=m * mass, minlength=n)
+             - np.bincount(src, weights=m * mass, minlength=n))
+    sel = np.flatnonzero(m > 0)
+    if sel.size == 0:
+        return shift, np.zeros(n)
+    d = subtree[:, dst[sel]] - subtree[:, src[sel]]  # +1/-1 where one candidate is inside
+    draw_var = (d**2) @ (tally.mover_count[sel] * weight[sel] ** 2 * m[sel] * (1 - m[sel]))
+    # error of m, shared by all the devices of a bucket: (sum of their mass per region)^2
+    buckets = np.unique(age[sel])
+    share_var = np.zeros(n)
+    for b in buckets:
+        in_b = age[sel] == b
+        share_var += var_m_b[b] * (d[:, in_b] @ mass[sel][in_b]) ** 2
+    return shift, draw_var + share_var

@@ -1,0 +1,199 @@
+"""Stale movers: the daytime slot, the mover counts and the transition shift with its variance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from estimators.estimate import EstimateConfig, tally_state
+from estimators.presence import NightWindow, PresenceState
+from estimators.routine import MOVER_FIELDS, move_shares, mover_rows, transition_shift
+from estimators.tally import Tally, merge_tallies
+from estimators.units import DAY_MS, EPOCH_MS, HOUR_MS
+
+T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 at UTC+5)
+OFFSET_S = 5 * 3600
+WINDOW = NightWindow(22, 8, 7)
+
+
+def _pings(rng: np.random.Generator, n: int, n_dev: int, days: int) -> tuple[np.ndarray, ...]:
+    keys = rng.integers(1, 2**63, size=n_dev, dtype=np.uint64)
+    dev = keys[rng.integers(0, n_dev, size=n)]
+    ts = T0 + rng.integers(0, days * DAY_MS, size=n)
+    loc = rng.integers(0, 300, size=n)
+    opc = (dev % np.uint64(3)).astype(np.uint8)
+    return dev, ts, opc, loc
+
+
+def _by_key(st: PresenceState, keys: np.ndarray) -> dict[str, np.ndarray]:
+    rows, _ = st.index.rows(keys)
+    return {"stamp": st.stamp[rows], "day_slot": st.day_slot[rows], "ring": st.ring[rows]}
+
+
+def test_day_slot_is_the_latest_day_ping_whatever_the_batching() -> None:
+    rng = np.random.default_rng(11)
+    dev, ts, opc, loc = _pings(rng, 40_000, 1_500, 5)
+    loc_region = rng.integers(0, 6, size=300).astype(np.int32)
+    a = PresenceState(6, WINDOW)
+    a.update(dev, ts, opc, loc, loc_region, OFFSET_S)
+    b = PresenceState(6, WINDOW)
+    order = rng.permutation(len(dev))
+    for part in np.array_split(order, 17):
+        b.update(dev[part], ts[part], opc[part], loc[part], loc_region, OFFSET_S)
+    b.update(dev[:3000], ts[:3000], opc[:3000], loc[:3000], loc_region, OFFSET_S)  # repeats
+    keys = np.unique(dev)
+    for name, arr in _by_key(a, keys).items():
+        assert np.array_equal(arr, _by_key(b, keys)[name]), name
+    # against plain Python: the latest ping in 10:00-16:00 local, its hour and region
+    local_h = ((ts // 1000 + OFFSET_S) % 86_400) // 3600
+    in_day = (local_h >= 10) & (local_h < 16)
+    expect: dict[int, tuple[int, int]] = {}
+    for k, t, lc in zip(dev[in_day].tolist(), ts[in_day].tolist(), loc[in_day].tolist(),
+                        strict=True):
+        cand = ((t - EPOCH_MS) // HOUR_MS, int(loc_region[lc]))
+        expect[k] = max(expect.get(k, cand), cand)
+    at = T0 + 5 * DAY_MS
+    day = a.day_region(at, 10 * DAY_MS)
+    rows, _ = a.index.rows(keys)
+    for k, r in zip(keys.tolist(), rows.tolist(), strict=True):
+        assert day[r] == (expect[k][1] if k in expect else -1)
+
+
+def test_day_region_expires_and_ignores_the_future() -> None:
+    st = PresenceState(4, WINDOW)
+    noon = T0 + 7 * HOUR_MS  # 12:00 local
+    st.update(np.array([5], np.uint64), np.array([noon]), np.array([0], np.uint8),
+              np.array([2]), np.array([0, 1, 3]), OFFSET_S)
+    assert st.day_region(noon + HOUR_MS, DAY_MS)[0] == 3
+    assert st.day_region(noon + 2 * DAY_MS, DAY_MS)[0] == -1  # too old
+    assert st.day_region(noon - 3 * HOUR_MS, DAY_MS)[0] == -1  # not yet pinged
+
+
+def test_export_restore_round_trip_keeps_the_day_slot() -> None:
+    rng = np.random.default_rng(5)
+    dev, ts, opc, loc = _pings(rng, 5_000, 300, 3)
+    loc_region = rng.integers(0, 6, size=300).astype(np.int32)
+    a = PresenceState(6, WINDOW)
+    a.update(dev, ts, opc, loc, loc_region, OFFSET_S)
+    b = PresenceState(6, WINDOW)
+    b.restore(a.export())
+    keys = np.unique(dev)
+    assert a.day_slot[: a.n_devices].any()
+    for name, arr in _by_key(a, keys).items():
+        assert np.array_equal(arr, _by_key(b, keys)[name]), name
+    old = {k: v for k, v in a.export().items() if k != "day_slot"}  # an older checkpoint
+    c = PresenceState(6, WINDOW)
+    c.restore(old)
+    assert not c.day_slot.any()
+    assert a.day_slot.nbytes == 4 * len(a.day_slot)  # 4 bytes per device row
+
+
+def _tally(n_home: int, n_day: int, age_h: int, at_day: bool) -> dict[str, np.ndarray]:
+    """Mover rows: home 1, day 2, class 0."""
+    rows = {"mover_home": [], "mover_day": [], "mover_at_day": [], "mover_age": [],
+            "mover_cls": [], "mover_count": []}
+    for where, count in ((0, n_home), (1, n_day)):
+        rows["mover_home"].append(1)
+        rows["mover_day"].append(2)
+        rows["mover_at_day"].append(where)
+        rows["mover_age"].append(0)
+        rows["mover_cls"].append(0)
+        rows["mover_count"].append(count)
+    rows["mover_home"].append(1)
+    rows["mover_day"].append(2)
+    rows["mover_at_day"].append(int(at_day))
+    rows["mover_age"].append(age_h)
+    rows["mover_cls"].append(0)
+    rows["mover_count"].append(100)
+    return {k: np.array(v) for k, v in rows.items()}
+
+
+class _T:
+    def __init__(self, **cols: np.ndarray) -> None:
+        self.__dict__.update(cols)
+
+
+def test_stale_movers_follow_the_fresh_ones_with_the_smallest_flow() -> None:
+    # fresh movers: 900 of 1000 at their daytime region; 100 stale ones seen at home 3 h ago,
+    # when nobody (of those seen) was at work: 90 % of them move
+    t = _T(**_tally(100, 900, 3, at_day=False))
+    m, up, _, p_now = move_shares(t, HOUR_MS)
+    assert p_now == pytest.approx(0.9)
+    assert up[3] and m[3] == pytest.approx(0.9)
+    subtree = np.eye(3)
+    subtree[0, 1:] = 1  # region 0 is the parent of 1 and 2
+    weight = np.full(3, 2.0)
+    shift, var = transition_shift(t, weight, subtree, HOUR_MS)
+    assert shift.sum() == pytest.approx(0.0)
+    assert shift[2] == pytest.approx(0.9 * 100 * 2) and shift[1] == pytest.approx(-180)
+    assert var[0] == 0  # the parent holds both candidates
+    assert var[1] == var[2] > 100 * 4 * 0.9 * 0.1  # Bernoulli draws plus the error of m
+    # everyone fresh is at work and the stale ones were seen there: nobody moves
+    t2 = _T(**_tally(0, 1000, 3, at_day=True))
+    shift2, var2 = transition_shift(t2, weight, subtree, HOUR_MS)
+    assert not shift2.any() and not var2.any()
+    # seen at work while 90 % are: 10 % of them go home
+    t4 = _T(**_tally(100, 900, 3, at_day=True))
+    shift4, _ = transition_shift(t4, weight, subtree, HOUR_MS)
+    assert shift4[1] == pytest.approx(0.1 * 100 * 2)
+    # young enough to be fresh: nothing moves
+    shift3, _ = transition_shift(t, weight, subtree, 4 * HOUR_MS)
+    assert not shift3.any()
+
+
+def test_mover_rows_count_only_devices_between_home_and_day() -> None:
+    cand = np.array([True, True, True, True, False])
+    home = np.array([1, 1, 1, 1, 1])
+    day = np.array([2, 1, 2, -1, 2])
+    here = np.array([1, 1, 3, 1, 2])
+    rows = mover_rows(cand, home, day, here, np.array([3, 0, 0, 0, 0]) * HOUR_MS,
+                      np.zeros(5, np.int64))
+    assert rows["mover_count"].tolist() == [1]
+    assert rows["mover_age"].tolist() == [3] and rows["mover_at_day"].tolist() == [0]
+
+
+@pytest.mark.skipif(MOVER_FIELDS[0] not in Tally.__dataclass_fields__,
+                    reason="needs the Tally mover fields (tally.py diff of issue 13)")
+def test_mover_counts_of_partitions_add_up() -> None:
+    rng = np.random.default_rng(2)
+    dev, ts, opc, loc = _pings(rng, 30_000, 1_000, 3)
+    loc_region = rng.integers(0, 4, size=300).astype(np.int32)
+    cells = np.arange(300, dtype=np.uint64) + np.uint64(1 << 40)
+    at = T0 + 3 * DAY_MS + 4 * HOUR_MS
+    whole = PresenceState(4, WINDOW)
+    whole.update(dev, ts, opc, loc, loc_region, OFFSET_S)
+    parts = []
+    for p in range(3):
+        sel = (dev % np.uint64(3)) == p
+        st = PresenceState(4, WINDOW)
+        st.update(dev[sel], ts[sel], opc[sel], loc[sel], loc_region, OFFSET_S)
+        parts.append(tally_state(st, cells, loc_region, ("a", "b", "c"), at, OFFSET_S,
+                                 EstimateConfig()))
+    one = tally_state(whole, cells, loc_region, ("a", "b", "c"), at, OFFSET_S,
+                      EstimateConfig()).canonical()
+    merged = merge_tallies(parts)
+    assert one.mover_count.sum() > 0
+    for f in MOVER_FIELDS:
+        assert np.array_equal(getattr(one, f), getattr(merged, f)), f
+    again = Tally.from_bytes(merged.to_bytes())
+    for f in MOVER_FIELDS:
+        assert np.array_equal(getattr(again, f), getattr(merged, f)), f
+
+
+def test_tally_with_movers_is_batch_split_invariant() -> None:
+    rng = np.random.default_rng(8)
+    dev, ts, opc, loc = _pings(rng, 30_000, 800, 3)
+    loc_region = rng.integers(0, 4, size=300).astype(np.int32)
+    cells = np.arange(300, dtype=np.uint64) + np.uint64(1 << 40)
+    at = T0 + 3 * DAY_MS + 4 * HOUR_MS
+    a, b = PresenceState(4, WINDOW), PresenceState(4, WINDOW)
+    a.update(dev, ts, opc, loc, loc_region, OFFSET_S)
+    order = np.argsort(-ts, kind="stable")  # newest first, in 9 batches
+    for part in np.array_split(order, 9):
+        b.update(dev[part], ts[part], opc[part], loc[part], loc_region, OFFSET_S)
+    cfg = EstimateConfig()
+    ta = tally_state(a, cells, loc_region, ("a", "b", "c"), at, OFFSET_S, cfg).canonical()
+    tb = tally_state(b, cells, loc_region, ("a", "b", "c"), at, OFFSET_S, cfg).canonical()
+    for f in ("present_cell", "present_region", "present_count", "resident_count",
+              *[f for f in MOVER_FIELDS if hasattr(ta, f)]):
+        assert np.array_equal(getattr(ta, f), getattr(tb, f)), f
