@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +67,31 @@ class Workers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def engine_args(sim: Path) -> list[str]:
+    """The reference files of a simulation written by ``defacto simulate`` (plus its ``key``), as
+    the engine options of ``replay`` and ``worker``."""
+    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
+            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
+
+
+@contextmanager
+def live_workers(tmp: Path, broker: str, redis_url: str, sim: Path, tag: str) -> Iterator[Workers]:
+    """:class:`Workers` on a fresh topic and Redis prefix for ``sim``; on exit every worker is
+    stopped and the prefix's Redis keys are deleted."""
+    name = f"{tag}{uuid.uuid4().hex[:10]}"
+    w = Workers(tmp, broker, redis_url, f"pings-{name}", f"defacto-test:{name}", engine_args(sim))
+    try:
+        yield w
+    finally:
+        w.stop_all()
+        r = redis.Redis.from_url(redis_url)
+        keys = list(r.scan_iter(f"{w.prefix}:*"))
+        if keys:
+            r.delete(*keys)
+
+
+def published_history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    """Every published snapshot of a deployment, oldest first (``P:history``)."""
+    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from livekit import Workers, wait_for
+from livekit import Workers, engine_args, live_workers, wait_for
 
 from estimators.alerts import gap_crossings
 from estimators.units import HOUR_MS
@@ -35,22 +34,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _engine_args(sim: Path) -> list[str]:
-    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
-            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
-
-
 @pytest.fixture
 def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
-    name = f"w{uuid.uuid4().hex[:10]}"
-    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
-                _engine_args(sim))
-    yield w
-    w.stop_all()
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{w.prefix}:*"))
-    if keys:
-        r.delete(*keys)
+    with live_workers(tmp_path, broker.url, redis_url, sim, "w") as w:
+        yield w
 
 
 def _get(port: int, path: str) -> Any:
@@ -68,7 +55,7 @@ def test_a_cold_worker_marks_warming_snapshots_and_alerts_only_when_warm(
     (tmp_path / "early.jsonl").write_text("".join(early))
     (tmp_path / "late.jsonl").write_text("".join(lines[len(early):]))
     replay = tmp_path / "replay.jsonl"
-    assert main(["replay", str(pings), "--out", str(replay), *_engine_args(sim)]) == 0
+    assert main(["replay", str(pings), "--out", str(replay), *engine_args(sim)]) == 0
     expected = [json.loads(line) for line in replay.read_text().splitlines()]
     # the premise: warming snapshots' gaps would cross the threshold (10 %) if they counted
     warming = [s for s in expected if parse_iso_ms(s["at"]) < ready]

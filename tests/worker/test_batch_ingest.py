@@ -17,7 +17,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from livekit import Workers, wait_for
+from livekit import Workers, engine_args, live_workers, published_history, wait_for
 from redis.exceptions import RedisError
 
 from estimators.units import HOUR_MS
@@ -46,22 +46,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _engine_args(sim: Path) -> list[str]:
-    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
-            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
-
-
 @pytest.fixture
 def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
-    name = f"b{uuid.uuid4().hex[:10]}"
-    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
-                _engine_args(sim))
-    yield w
-    w.stop_all()
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{w.prefix}:*"))
-    if keys:
-        r.delete(*keys)
+    with live_workers(tmp_path, broker.url, redis_url, sim, "b") as w:
+        yield w
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -239,12 +227,8 @@ def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, 
 
 
 def _replay(sim: Path, pings: Path, out: Path) -> list[dict[str, Any]]:
-    assert main(["replay", str(pings), "--out", str(out), *_engine_args(sim)]) == 0
+    assert main(["replay", str(pings), "--out", str(out), *engine_args(sim)]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
-
-
-def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
 
 
 def _held(port: int) -> list[int] | None:
@@ -276,7 +260,7 @@ def test_a_rebalance_between_two_workers_gives_the_figures_of_one_replay(
     wait_for("a holds both partitions", lambda: _held(port_a) == [0, 1], 60, (a,))
     assert main(["produce", str(parts[0]), "--kafka", live.broker, "--topic", live.topic,
                  "--no-final", "--quiet"]) == 0
-    wait_for("snapshots from the first third", lambda: len(_history(r, live.prefix)) >= 3, 90, (a,))
+    wait_for("snapshots from the first third", lambda: len(published_history(r, live.prefix)) >= 3, 90, (a,))
 
     b = live.start("b", web_port=port_b)
     def one_each() -> bool:
@@ -289,7 +273,7 @@ def test_a_rebalance_between_two_workers_gives_the_figures_of_one_replay(
     top_ms = max(json.loads(line)["ts"] for line in lines[cut[1]:cut[2]])
     third = max(s["at"] for s in expected if parse_iso_ms(s["at"]) <= top_ms - HOUR_MS)
     wait_for("snapshots from the second third", lambda: any(
-        h["at"] >= third for h in _history(r, live.prefix)), 90, (a, b))
+        h["at"] >= third for h in published_history(r, live.prefix)), 90, (a, b))
 
     b.terminate()  # a clean stop: b checkpoints its partition as it leaves the group
     b.wait(30)
@@ -302,7 +286,7 @@ def test_a_rebalance_between_two_workers_gives_the_figures_of_one_replay(
     wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
         f'"at":"{last}"'.encode()) >= 0, 120, (a,))
 
-    history = _history(r, live.prefix)
+    history = published_history(r, live.prefix)
     assert [h["at"] for h in history] == [s["at"] for s in expected]
     for snap, got in zip(expected, history, strict=True):
         assert got["regions"] == {rid: {k: fig[k] for k in FIGURES}

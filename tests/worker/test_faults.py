@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
-from livekit import Workers, wait_for
+from livekit import Workers, engine_args, published_history, wait_for
 
 from estimators.units import HOUR_MS
 from stream.cli import main
@@ -46,20 +46,15 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def expected(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("faults-replay") / "replay.jsonl"
-    assert main(["replay", str(sim / "pings.jsonl"), "--out", str(out), *_engine_args(sim)]) == 0
+    assert main(["replay", str(sim / "pings.jsonl"), "--out", str(out), *engine_args(sim)]) == 0
     snaps = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(snaps) == 26
     return snaps
 
 
-def _engine_args(sim: Path) -> list[str]:
-    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
-            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
-
-
 def _workers(tmp: Path, kafka: str, redis_url: str, sim: Path) -> Workers:
     name = f"t{uuid.uuid4().hex[:10]}"
-    return Workers(tmp, kafka, redis_url, f"pings-{name}", f"defacto-test:{name}", _engine_args(sim))
+    return Workers(tmp, kafka, redis_url, f"pings-{name}", f"defacto-test:{name}", engine_args(sim))
 
 
 def _cleanup(w: Workers) -> None:
@@ -83,15 +78,11 @@ def _split(sim: Path, tmp: Path) -> tuple[Path, Path, list[str]]:
     return first, second, lines[len(lines) // 2:]
 
 
-def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
-
-
 def _assert_published_equal_replay(r: redis.Redis, prefix: str,
                                    expected: list[dict[str, Any]]) -> list[str]:
     """Every snapshot in the history is the replay's snapshot of that time; returns their times."""
     by_at = {s["at"]: s for s in expected}
-    history = _history(r, prefix)
+    history = published_history(r, prefix)
     for got in history:
         want = by_at[got["at"]]["regions"]
         assert got["regions"] == {rid: {k: fig[k] for k in FIGURES} for rid, fig in want.items()}, \
@@ -139,7 +130,7 @@ def _refused(sim: Path, w: Workers, capsys: pytest.CaptureFixture[str], *extra: 
     capsys.readouterr()
     code = main(["worker", "--kafka", w.broker, "--redis", w.redis_url, "--topic", w.topic,
                  "--prefix", w.prefix, "--group", w.prefix, "--web-port", "0",
-                 *_engine_args(sim), *extra])
+                 *engine_args(sim), *extra])
     err = capsys.readouterr().err
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.startswith("defacto: error: ")]
@@ -174,7 +165,7 @@ def test_redis_losing_its_data_ends_in_the_replays_figures(
         live_ports = ports[:len(procs)]
         r = redis.Redis.from_url(store.url)
         _produce(w, first, "--no-final")
-        wait_for("snapshots of the first half", lambda: len(_history(r, w.prefix)) >= 5, 90,
+        wait_for("snapshots of the first half", lambda: len(published_history(r, w.prefix)) >= 5, 90,
                  tuple(procs))
         _produce(w, ahead, "--no-final")
 
@@ -275,7 +266,7 @@ def test_a_recreated_topic_stops_the_partition_loudly(
         end = _end_offset(kafka.url, w.topic)
         wait_for("the first half checkpointed", lambda: r.hget(
             f"{w.prefix}:checkpoint:0", "offset") == str(end).encode(), 90, (proc,))
-        wait_for("snapshots of the first half", lambda: len(_history(r, w.prefix)) >= 5, 60, (proc,))
+        wait_for("snapshots of the first half", lambda: len(published_history(r, w.prefix)) >= 5, 60, (proc,))
         kafka_port = int(kafka.url.rsplit(":", 1)[1])
         kafka.stop()
         kafka = start_broker(port=kafka_port)
@@ -378,7 +369,7 @@ def test_a_partition_count_other_than_the_deployments_stops_every_partition(
                     f"the topic '{w.topic}' has 3 partitions, this deployment was started for 2")\
                     or info["detail"].startswith("partition 2 is assigned, but this deployment")
         r = redis.Redis.from_url(redis_url)
-        assert _history(r, w.prefix) == [] and not list(r.scan_iter(f"{w.prefix}:tally:*"))
+        assert published_history(r, w.prefix) == [] and not list(r.scan_iter(f"{w.prefix}:tally:*"))
         grown = _refused(sim, w, capsys)
         assert "the partition count of the pings topic is 3 here, 2 in the deployment" in grown
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
-from livekit import Workers, wait_for
+from livekit import Workers, engine_args, live_workers, published_history, wait_for
 
 from stream.cli import main
 from stream.decode.frame import encode_frame
@@ -43,32 +43,16 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _engine_args(sim: Path) -> list[str]:
-    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
-            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
-
-
 @pytest.fixture
 def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
-                _engine_args(sim))
-    yield w
-    w.stop_all()
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{w.prefix}:*"))
-    if keys:
-        r.delete(*keys)
+    with live_workers(tmp_path, broker.url, redis_url, sim, "t") as w:
+        yield w
 
 
 def _replay(sim: Path, pings: Path, out: Path, flows: Path | None = None) -> list[dict[str, Any]]:
     extra = ["--flows-out", str(flows)] if flows else []
-    assert main(["replay", str(pings), "--out", str(out), *extra, *_engine_args(sim)]) == 0
+    assert main(["replay", str(pings), "--out", str(out), *extra, *engine_args(sim)]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
-
-
-def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
 
 
 def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_path: Path) -> None:
@@ -86,7 +70,7 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     b = live.start("b")
     assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
                  "--no-final", "--quiet"]) == 0
-    wait_for("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90, (a, b))
+    wait_for("snapshots from the first half", lambda: len(published_history(r, live.prefix)) >= 5, 90, (a, b))
     wait_for("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
           and r.exists(f"{live.prefix}:checkpoint:1"), 30, (a, b))
     a.kill()
@@ -98,7 +82,7 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
         f'"at":"{last}"'.encode()) >= 0, 120, (b,))
 
-    history = _history(r, live.prefix)
+    history = published_history(r, live.prefix)
     assert [h["at"] for h in history] == [s["at"] for s in expected]
     for snap, got in zip(expected, history, strict=True):
         assert got["regions"] == {rid: {k: fig[k] for k in FIGURES}
@@ -251,7 +235,7 @@ def test_worker_rides_out_a_redis_outage(live: Workers, sim: Path, tmp_path: Pat
         r = redis.Redis.from_url(store.url)
         assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
                      "--no-final", "--quiet"]) == 0
-        wait_for("snapshots before the outage", lambda: len(_history(r, live.prefix)) >= 3, 90, (w,))
+        wait_for("snapshots before the outage", lambda: len(published_history(r, live.prefix)) >= 3, 90, (w,))
         os.kill(store.pid, signal.SIGSTOP)  # Redis hangs: connections time out
         try:
             assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
@@ -265,7 +249,7 @@ def test_worker_rides_out_a_redis_outage(live: Workers, sim: Path, tmp_path: Pat
         last = expected[-1]["at"]
         wait_for("publishing after the outage", lambda: (r.get(f"{live.prefix}:snapshot") or b"")
               .find(f'"at":"{last}"'.encode()) >= 0, 120, (w,))
-        history = _history(r, live.prefix)
+        history = published_history(r, live.prefix)
         assert [h["at"] for h in history] == [s["at"] for s in expected]
         latest = json.loads(r.get(f"{live.prefix}:snapshot"))
         assert latest["regions"] == expected[-1]["regions"]

@@ -4,14 +4,12 @@ publish the same foreign-SIM figures and long-stayers line as ``defacto replay``
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from livekit import Workers, wait_for
+from livekit import Workers, engine_args, live_workers, published_history, wait_for
 
 from stream.cli import main
 from stream.local.embedded import Service, create_topic
@@ -29,26 +27,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _engine_args(sim: Path) -> list[str]:
-    return ["--regions", str(sim / "regions.geojson"), "--cells", str(sim / "cells.csv"),
-            "--registry", str(sim / "registry.csv"), "--key-file", str(sim / "key")]
-
-
 @pytest.fixture
 def live(tmp_path: Path, broker: Service, redis_url: str, sim: Path) -> Iterator[Workers]:
-    name = f"f{uuid.uuid4().hex[:10]}"
-    w = Workers(tmp_path, broker.url, redis_url, f"pings-{name}", f"defacto-test:{name}",
-                _engine_args(sim))
-    yield w
-    w.stop_all()
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{w.prefix}:*"))
-    if keys:
-        r.delete(*keys)
-
-
-def _history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+    with live_workers(tmp_path, broker.url, redis_url, sim, "f") as w:
+        yield w
 
 
 def test_foreign_figures_live_equal_replay_across_a_crash(live: Workers, sim: Path,
@@ -60,7 +42,7 @@ def test_foreign_figures_live_equal_replay_across_a_crash(live: Workers, sim: Pa
     second.write_text("".join(lines[len(lines) // 2:]))
     out, flows = tmp_path / "replay.jsonl", tmp_path / "flows.jsonl"
     assert main(["replay", str(pings), "--out", str(out), "--flows-out", str(flows),
-                 *_engine_args(sim)]) == 0
+                 *engine_args(sim)]) == 0
     expected = [json.loads(line) for line in out.read_text().splitlines()]
     replay_foreign = [d for d in map(json.loads, flows.read_text().splitlines())
                       if d.get("topic") == "foreign"]
@@ -70,7 +52,7 @@ def test_foreign_figures_live_equal_replay_across_a_crash(live: Workers, sim: Pa
     a, b = live.start("a"), live.start("b")
     assert main(["produce", str(first), "--kafka", live.broker, "--topic", live.topic,
                  "--no-final", "--quiet"]) == 0
-    wait_for("snapshots from the first half", lambda: len(_history(r, live.prefix)) >= 5, 90,
+    wait_for("snapshots from the first half", lambda: len(published_history(r, live.prefix)) >= 5, 90,
              (a, b))
     wait_for("a checkpoint", lambda: r.exists(f"{live.prefix}:checkpoint:0")
              and r.exists(f"{live.prefix}:checkpoint:1"), 30, (a, b))
