@@ -1,24 +1,51 @@
-"""Disclosure control of the published H3 cells: primary and complementary suppression.
+"""Disclosure control of the present table: primary and complementary suppression.
 
-A cell resting on fewer than ``k`` devices is suppressed (*primary*). That alone is not enough
-once several linked tables are published: present population is additive, so a visible parent
-cell minus its visible children gives the sum of its suppressed children, and a region's figure
-minus its visible cells gives the sum of its suppressed cells. If that sum covers a single cell,
-or fewer than ``k`` devices, the suppressed figure is disclosed by subtraction.
+The finest units are *parts*: the devices of one (H3 cell at the engine's resolution, region)
+pair; a cell a region border crosses has one part per region it holds devices of. Parts are
+never published. Every published present figure is a sum of parts: a cell at any published
+resolution (the parts under it) and a region (the parts of its whole subtree). Counts are
+additive, so an attacker can form any linear combination of the published figures.
 
-Complementary suppression closes these equations. Groups are (parent cell, its children) for each
-pair of consecutive published resolutions and (region, its cells at the finest resolution). In
-every group whose total is visible, the suppressed members must be none, or at least two that
-together hold at least ``k`` devices. A suppressed cell that holds ``k`` devices or more (a
-complement) must not be recoverable from its children either, so its children's suppressed
-members must also be at least ``k`` devices. While a group breaks the rule, its visible member
-with the fewest devices is suppressed too (ties: lowest cell id). If no member is left to
-suppress, the parent is suppressed instead; a region's own figure is never suppressed here, and
-such a group is reported as unresolved.
+*Primary* suppression hides every cell and region resting on fewer than ``k`` devices.
+*Complementary* suppression then enforces one rule, stated on *classes*: the parts that enter
+exactly the same visible figures. As cells nest and regions nest, a part's class is fixed by
+its key (V, R): the finest visible cell over it and the deepest visible region over it (either
+may be none, written ⊥). Draw a graph whose vertices are the visible cells, the visible regions
+and one vertex ⊥, and whose edges are the classes, class (V, R) joining V and R. A class is
+*large* when it holds at least ``k`` devices. **Rule: the two ends of every small class are
+joined by a path of large classes.**
 
-The rule is deterministic, so live and replay suppress the same cells. It closes differencing
-along single equations (one parent, one region); like any heuristic it does not claim to defeat
-every combination of equations (see ``docs/METHOD.md`` §6).
+Proof that no set of fewer than ``k`` devices (a hidden cell, a hidden region, a part, or any
+union of parts) has a count derivable from the published figures: a combination of published
+figures gives each class one coefficient, and it is ``y(V, R) = c(V) + c(R)`` with ``c(⊥) = 0``
+(``c(V)`` sums the coefficients of V and its visible ancestors, likewise ``c(R)``); any ``c`` is
+reachable. Suppose the combination counts a set of parts (``y`` is 0 or 1 on every class)
+holding fewer than ``k`` devices. Then ``y = 0`` on every large class, so ``c`` flips sign
+along large classes. On a component of large classes through ⊥, ``c = 0``; on one without ⊥
+(visible cells and regions only, alternating), ``c = t`` on its cells and ``-t`` on its regions.
+Either way ``y = 0`` on a small class whose ends the component holds: the set is empty. So
+every figure an attacker can compute exactly (region minus cells, cell minus another region's
+part, parent minus children, coarse minus fine, or any chain of them) is 0 or rests on at
+least ``k`` devices. It does not cover bounds from non-negativity (interval disclosure).
+
+Repair is deterministic (live and replay hide the same figures) and only ever hides more:
+
+1. Regions (the region tree alone): while a visible region's *residual* (its parts keyed to
+   it: its own and those of its hidden descendants) holds 1 to ``k - 1`` devices, hide its
+   nearest visible descendant region with the fewest devices (ties: lowest index), or the
+   region itself if it has none. The rule needs this (such a region has no large class), and
+   afterwards every region's residual is 0 or at least ``k``.
+2. Cells: while a small class (V, R) breaks the rule, hide the visible cell W with the fewest
+   devices (ties: finest resolution, lowest id) whose nearest visible ancestor is V (or none)
+   and that is the key of parts keyed to R: they join the class. If there is none, hide the
+   smallest such W that merely holds parts keyed to R (its visible cells come under V), and
+   if there is none either, hide V (the class joins its nearest visible ancestor's). Hiding
+   a cell merges its vertex into its visible ancestor's, so large paths survive and a class
+   once safe stays safe. With every cell hidden each class is (⊥, R), a region's residual,
+   large after step 1: so step 2 never hides a region and always ends (each pass hides at
+   least one cell).
+
+The unresolved count is kept for the interface; it is 0 by construction.
 """
 
 from __future__ import annotations
@@ -56,57 +83,151 @@ def cell_levels(res: int, cell_id: np.ndarray, present: np.ndarray, devices: np.
     return levels
 
 
-def complementary_suppression(levels: list[CellLevel], cell_region: np.ndarray,
-                              region_published: np.ndarray, k: int
-                              ) -> tuple[list[np.ndarray], int]:
-    """Suppressed masks per level (finest first) and the number of unresolved groups.
+def _region_keys(parent: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Deepest visible region at or above each region (-1: none)."""
+    n = parent.size
+    key = np.where(visible, np.arange(n), -1)
+    has_parent = parent >= 0
+    for _ in range(n):  # the tree depth bounds the passes
+        up = np.where(has_parent, key[np.maximum(parent, 0)], -1)
+        new = np.where(visible, key, up)
+        if np.array_equal(new, key):
+            break
+        key = new
+    return key
 
-    ``cell_region`` is the region index of each finest cell and ``region_published`` whether
-    each region's own figure is published (then its cells' total is known).
+
+def _region_devices(parent: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Devices of each region's whole subtree from its own devices."""
+    total = own.astype(np.float64).copy()
+    node = np.arange(parent.size)
+    cur = parent.copy()
+    for _ in range(parent.size):
+        live = cur >= 0
+        if not live.any():
+            break
+        np.add.at(total, cur[live], own[node[live]])
+        cur = np.where(live, parent[np.maximum(cur, 0)], -1)
+    return total
+
+
+def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A label per vertex (of ``n``), equal exactly within the components of the edges u-v."""
+    label = np.arange(n)
+    for _ in range(n + 1):  # hook roots to the lower label, then compress: O(log n) rounds
+        lu, lv = label[u], label[v]
+        low = np.minimum(lu, lv)
+        new = label.copy()
+        np.minimum.at(new, lu, low)
+        np.minimum.at(new, lv, low)
+        for _ in range(n + 1):
+            nxt = new[new]
+            if np.array_equal(nxt, new):
+                break
+            new = nxt
+        if np.array_equal(new, label):
+            break
+        label = new
+    return label
+
+
+def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
+                              part_region: np.ndarray, part_devices: np.ndarray,
+                              region_parent: np.ndarray, region_published: np.ndarray, k: int
+                              ) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Hidden cells per level (finest first), hidden regions, and the unresolved groups (0).
+
+    ``levels`` from :func:`cell_levels`; one entry per part (an (H3 cell, region) pair with
+    devices): ``part_cell`` int index into ``levels[0]``, ``part_region`` int region index,
+    ``part_devices`` its devices (> 0). ``region_parent`` int64[n_regions]: parent index, -1
+    for a root; ``region_published``: bool[n_regions], the regions primary suppression left
+    visible (a region's devices are its subtree's parts). The returned region mask includes
+    the primary ones. Implements the rule and repair of the module docstring.
     """
+    devices_part = np.asarray(part_devices, dtype=np.float64)
+    part_region = np.asarray(part_region, dtype=np.int64)
+    region_parent = np.asarray(region_parent, dtype=np.int64)
+    n_reg = region_parent.size
+    # 1. the region tree
+    reg_devices = _region_devices(region_parent, np.bincount(part_region, devices_part, n_reg))
+    r_visible = np.asarray(region_published, dtype=bool).copy()
+    for _ in range(n_reg + 1):
+        key = _region_keys(region_parent, r_visible)
+        residual = np.bincount(key[part_region][key[part_region] >= 0],
+                               devices_part[key[part_region] >= 0], n_reg)
+        bad = r_visible & (residual > 0) & (residual < k)
+        if not bad.any():
+            break
+        up = np.where(region_parent >= 0, key[np.maximum(region_parent, 0)], -1)
+        cand = np.flatnonzero(r_visible & (up >= 0))
+        cand = cand[bad[up[cand]]]
+        order = np.lexsort((cand, reg_devices[cand], up[cand]))
+        cand = cand[order]
+        first = np.ones(cand.size, dtype=bool)
+        first[1:] = up[cand[1:]] != up[cand[:-1]]
+        r_visible[cand[first]] = False
+        lift = bad.copy()
+        lift[up[cand]] = False
+        r_visible[lift] = False
+    key = _region_keys(region_parent, r_visible)
+    rkey = key[part_region]
+
+    # 2. cells: node numbers over all levels, finest first
     sizes = np.array([lvl.cell_id.size for lvl in levels], dtype=np.int64)
     offs = np.concatenate([[0], np.cumsum(sizes)])
-    n_nodes = int(offs[-1])
-    n_groups = n_nodes + len(region_published)
     devices = np.concatenate([lvl.devices for lvl in levels]).astype(np.float64)
-    member_parts, group_parts = [], []
+    parent = np.full(int(offs[-1]), -1, dtype=np.int64)
+    anc = [np.asarray(part_cell, dtype=np.int64)]
     for i, lvl in enumerate(levels[:-1]):
         assert lvl.parent is not None
-        member_parts.append(offs[i] + np.arange(sizes[i]))
-        group_parts.append(offs[i + 1] + lvl.parent.astype(np.int64))
-    member_parts.append(np.arange(sizes[0]))
-    group_parts.append(n_nodes + np.asarray(cell_region, dtype=np.int64))
-    members = np.concatenate(member_parts)
-    groups = np.concatenate(group_parts)
-
-    suppressed = devices < k
-    has_children = np.arange(n_nodes) >= offs[1]  # the finest cells have none
-    region_open = np.asarray(region_published, dtype=bool)
-    stuck = np.zeros(n_groups, dtype=bool)
-    while True:
-        hidden = suppressed[members]
-        count = np.bincount(groups[hidden], minlength=n_groups)
-        total = np.bincount(groups[hidden], weights=devices[members[hidden]], minlength=n_groups)
-        visible = np.concatenate([~suppressed, region_open])
-        complement = np.concatenate([suppressed & (devices >= k) & has_children,
-                                     np.zeros(len(region_open), bool)])
-        need = ((visible & ((count == 1) | ((count >= 2) & (total < k))))
-                | (complement & (total < k))) & ~stuck
-        if not need.any():
+        parent[offs[i]:offs[i + 1]] = offs[i + 1] + lvl.parent
+        anc.append(parent[anc[-1]])
+    visible = devices >= k
+    n_cells = int(offs[-1])
+    ground = n_cells + n_reg  # the vertex of "no visible cell" and "no visible region"
+    stride = n_reg + 1
+    unresolved = 0
+    for _ in range(n_cells + 1):  # each pass hides a cell, so the loop ends by a break
+        ckey = np.full(rkey.size, -1, dtype=np.int64)
+        for node in reversed(anc):  # coarsest first: the finest visible one wins
+            ckey = np.where(visible[node], node, ckey)
+        codes, inverse = np.unique((ckey + 1) * stride + (rkey + 1), return_inverse=True)
+        weight = np.bincount(inverse.reshape(-1), devices_part, codes.size)
+        a = codes // stride - 1
+        b = codes % stride - 1
+        a = np.where(a >= 0, a, ground)
+        b = np.where(b >= 0, n_cells + b, ground)
+        big = weight >= k
+        comp = _components(ground + 1, a[big], b[big])
+        bad = codes[~big & (comp[a] != comp[b])]
+        if not bad.size:
             break
-        cand = need[groups] & ~suppressed[members]
-        c_group, c_member = groups[cand], members[cand]
-        order = np.lexsort((c_member, devices[c_member], c_group))
-        c_group, c_member = c_group[order], c_member[order]
-        first = np.ones(c_group.size, dtype=bool)
-        first[1:] = c_group[1:] != c_group[:-1]
-        suppressed[c_member[first]] = True
-        has_candidate = np.zeros(n_groups, dtype=bool)
-        has_candidate[c_group] = True
-        empty = need & ~has_candidate
-        lift = np.flatnonzero(empty[:n_nodes] & ~suppressed)
-        suppressed[lift] = True
-        empty[lift] = False
-        stuck |= empty
-    masks = [suppressed[offs[i]:offs[i + 1]] for i in range(len(levels))]
-    return masks, int(stuck.sum())
+        # nearest visible proper ancestor of every cell (coarsest level first)
+        vp = np.full(n_cells, -1, dtype=np.int64)
+        for i in range(len(levels) - 2, -1, -1):
+            p = parent[offs[i]:offs[i + 1]]
+            vp[offs[i]:offs[i + 1]] = np.where(visible[p], p, vp[p])
+        # candidates: visible cells under V (nearest visible ancestor V) holding parts keyed
+        # to R; "direct" ones are those parts' own key, so hiding them moves the parts in
+        c_code, c_node, c_far = [], [], []
+        for node in anc:
+            sel = visible[node]
+            c_node.append(node[sel])
+            c_code.append((vp[node[sel]] + 1) * stride + rkey[sel] + 1)
+            c_far.append(node[sel] != ckey[sel])
+        c_code, c_node = np.concatenate(c_code), np.concatenate(c_node)
+        c_far = np.concatenate(c_far)
+        keep = np.isin(c_code, bad)
+        c_code, c_node, c_far = c_code[keep], c_node[keep], c_far[keep]
+        order = np.lexsort((c_node, devices[c_node], c_far, c_code))  # ties: finest level first
+        c_code, c_node = c_code[order], c_node[order]
+        first = np.ones(c_code.size, dtype=bool)
+        first[1:] = c_code[1:] != c_code[:-1]
+        lift = bad[~np.isin(bad, c_code)] // stride - 1
+        hide = np.concatenate([c_node[first], lift[lift >= 0]])
+        if not hide.size:
+            unresolved = int(bad.size)
+            break
+        visible[hide] = False
+    masks = [~visible[offs[i]:offs[i + 1]] for i in range(len(levels))]
+    return masks, ~r_visible, unresolved

@@ -225,7 +225,8 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
 
     Cells are published at the tally's resolution ``res`` and, summed, at each ``coarser``
     resolution (which needs H3 cell ids), all under primary and complementary suppression
-    (:mod:`estimators.disclosure`).
+    (:mod:`estimators.disclosure`), which may also hide present region figures (the
+    complement of a small region); resident figures get primary suppression only.
     """
     domestic_active = tally.n_active.copy()
     domestic_active[ROAMER] = 0
@@ -266,14 +267,20 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     _suppress(present_fig, present_fig[3].copy(), config.k_anonymity)
     _suppress(resident_fig, resident_fig[3].copy(), config.k_anonymity)
 
-    cell_region = np.zeros(cell_id.size, dtype=np.int64)
-    cell_region[inverse] = tally.present_region
+    # parts: (cell, region) pairs; a cell a border crosses has one per region (disclosure.py)
+    n_reg = len(regions.ids)
+    part, part_inverse = np.unique(inverse * n_reg + tally.present_region, return_inverse=True)
+    part_devices = np.bincount(part_inverse.reshape(-1), tally.present_count.astype(np.float64),
+                               part.size)
     levels = cell_levels(res, cell_id, cell_present, cell_devices, coarser if cell_id.size else ())
-    masks, unresolved = complementary_suppression(levels, cell_region, ~np.isnan(present_fig[3]),
-                                                  config.k_anonymity)
+    masks, region_hidden, unresolved = complementary_suppression(
+        levels, part // n_reg, part % n_reg, part_devices, regions.parent_index,
+        ~np.isnan(present_fig[3]), config.k_anonymity)
     for lvl, hidden in zip(levels, masks, strict=True):
         lvl.present[hidden] = np.nan
         lvl.devices[hidden] = np.nan
+    for a in present_fig:
+        a[region_hidden] = np.nan
     n_active = int(tally.n_active.sum())
     return Estimate(
         at_ms=tally.at_ms,
