@@ -559,8 +559,8 @@ class Engine:
         age = at_ms - ts
         active = (age >= 0) & (age < self.config.estimate.activity_ms) & (cls != ROAMER)
         offset = self._offset_at(at_ms)
-        home = self.state.home_region(current_night(at_ms, offset, self.config.night),
-                                      self.config.estimate.min_nights)
+        home = self.state.home(current_night(at_ms, offset, self.config.night),
+                               self.config.estimate.min_nights)
         has_home = home >= 0
         coverage = class_coverage(cls, active, has_home)
         pick = active & has_home

@@ -25,9 +25,17 @@ import numpy as np
 
 from estimators.calibration import N_CLASSES, FactorMatrix
 from estimators.disclosure import cell_levels, complementary_suppression
-from estimators.presence import ROAMER, PresenceState, current_night
+from estimators.presence import (
+    EPOCH_MS,
+    LOC_BITS,
+    MAX_LOCATIONS,
+    MAX_TS_REL_MS,
+    ROAMER,
+    PresenceState,
+    current_night,
+)
 from estimators.regions import RegionSet
-from estimators.routine import MOVER_FIELDS, mover_rows, transition_shift
+from estimators.routine import MOVER_FIELDS, mover_codes, mover_columns, transition_shift
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS
 
@@ -170,34 +178,63 @@ def _suppress(values: list[np.ndarray], devices: np.ndarray, k: int) -> None:
         v[small] = np.nan
 
 
+TALLY_CHUNK = 1 << 18
+"""Devices counted at a time by :func:`tally_state` (keeps its temporaries in cache, and out
+of fresh memory pages: an int64 array of 5 M devices costs as much to allocate as to fill)."""
+
+
 def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarray,
                 operators: tuple[str, ...], at_ms: int, utc_offset_s: int,
-                config: EstimateConfig) -> Tally:
-    """Count the devices behind every figure at ``at_ms`` (see :mod:`estimators.tally`)."""
-    ts, loc = state.last_seen()
-    cls = state.opclass[: state.n_devices].astype(np.int64)
-    age_ms = at_ms - ts
-    active = (age_ms >= 0) & (age_ms < config.activity_ms)
-    present = active & (age_ms < config.horizon_ms)
-    home = state.home_region(current_night(at_ms, utc_offset_s, state.window), config.min_nights)
-    has_home = (home >= 0) & (cls != ROAMER)
-    here = loc_region[loc].astype(np.int64) if len(loc) else np.zeros(0, dtype=np.int64)
-    factor_region = np.where(has_home, home, here)
+                config: EstimateConfig, chunk: int = TALLY_CHUNK) -> Tally:
+    """Count the devices behind every figure at ``at_ms`` (see :mod:`estimators.tally`).
 
-    p = np.flatnonzero(present)
-    # one int64 code per device, (loc, factor region, class), counted with one sort
-    code = (loc[p] << 24) | (factor_region[p] << 8) | cls[p]
+    Cost: the kept home regions (:meth:`PresenceState.home`), one pass over the devices'
+    latest-ping stamps in chunks of ``chunk`` devices (the rest runs on active devices only)
+    and one sort of the present devices' codes; the result does not depend on ``chunk``.
+    """
+    n = state.n_devices
+    home_all = state.home(current_night(at_ms, utc_offset_s, state.window), config.min_nights)
+    region_of = np.asarray(loc_region)
+    movers = config.transitions and MOVER_FIELDS[0] in Tally.__dataclass_fields__
+    codes, mover_parts = [], []
+    by_home = np.zeros(0, dtype=np.int64)
+    per_class = np.zeros((3, N_CLASSES), dtype=np.int64)  # active, present, housed
+    for lo in range(0, n, chunk):
+        stamp = state.stamp[lo:min(n, lo + chunk)]
+        # active: 0 <= age < activity_ms, i.e. at - activity_ms < ts <= at, on the raw stamps
+        a = np.flatnonzero(_stamp_at_least(stamp, at_ms - config.activity_ms + 1)
+                           & ~_stamp_at_least(stamp, at_ms + 1))
+        a_stamp = stamp[a]
+        cls = state.opclass[lo + a]
+        home = home_all[lo + a]
+        has_home = (home >= 0) & (cls != ROAMER)
+        loc = (a_stamp & np.uint64(MAX_LOCATIONS)).astype(np.int64)
+        here = region_of[loc].astype(np.int64)
+        p = np.flatnonzero(_stamp_at_least(a_stamp, at_ms - config.horizon_ms + 1))
+        # one int64 code per device, (loc, factor region, class), counted with one sort
+        codes.append((loc[p] << 24) | (np.where(has_home[p], home[p], here[p]) << 8) | cls[p])
+        r = np.flatnonzero(has_home)
+        part = np.bincount(home[r] * 256 + cls[r]) if r.size else by_home[:0]
+        if part.size > by_home.size:
+            by_home = np.concatenate([by_home, np.zeros(part.size - by_home.size, np.int64)])
+        by_home[: part.size] += part
+        for i, who in enumerate((cls, cls[p], cls[r])):
+            per_class[i] += np.bincount(who, minlength=N_CLASSES)
+        if movers:
+            c = p[has_home[p]]  # present and housed: the mover candidates
+            ts_c = (a_stamp[c] >> np.uint64(LOC_BITS)).astype(np.int64) + EPOCH_MS
+            day = state.day_region(at_ms, config.routine_ms, lo + a[c])
+            mover_parts.append(mover_codes(home[c], day, here[c], at_ms - ts_c,
+                                           cls[c].astype(np.int64)))
+    code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     uniq, p_count = np.unique(code, return_counts=True)
     p_loc, p_fr, p_cls = uniq >> 24, (uniq >> 8) & 0xFFFF, uniq & 0xFF
-    r = np.flatnonzero(active & has_home)
-    by_home = np.bincount(home[r] * 256 + cls[r], minlength=0) \
-        if r.size else np.zeros(0, dtype=np.int64)
     r_code = np.flatnonzero(by_home)
     r_reg, r_cls, r_count = r_code // 256, r_code % 256, by_home[r_code]
     extra = {}
-    if config.transitions and MOVER_FIELDS[0] in Tally.__dataclass_fields__:
-        day = state.day_region(at_ms, config.routine_ms)
-        extra = mover_rows(present & has_home, home, day, here, age_ms, cls)
+    if movers:
+        extra = mover_columns(np.concatenate(mover_parts) if mover_parts
+                              else np.zeros(0, dtype=np.int64))
     return Tally(**extra,
         at_ms=at_ms, operators=tuple(operators),
         present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],
@@ -206,10 +243,18 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
         present_count=p_count,
         resident_region=r_reg.astype(np.int32), resident_cls=r_cls.astype(np.uint8),
         resident_count=r_count,
-        n_active=np.bincount(cls[active], minlength=N_CLASSES).astype(np.int64),
-        n_present=np.bincount(cls[present], minlength=N_CLASSES).astype(np.int64),
-        n_housed=np.bincount(cls[active & has_home], minlength=N_CLASSES).astype(np.int64),
+        n_active=per_class[0], n_present=per_class[1], n_housed=per_class[2],
     )
+
+
+def _stamp_at_least(stamp: np.ndarray, ts_ms: int) -> np.ndarray:
+    """``stamp`` time >= ``ts_ms`` (bool per stamp), without decoding the stamps."""
+    rel = ts_ms - EPOCH_MS
+    if rel <= 0:
+        return np.ones(stamp.shape, dtype=bool)
+    if rel > MAX_TS_REL_MS:
+        return np.zeros(stamp.shape, dtype=bool)
+    return stamp >= np.uint64(rel << LOC_BITS)
 
 
 def _coverage(seen: np.ndarray, of: np.ndarray) -> np.ndarray:

@@ -22,6 +22,16 @@ State per device (37 bytes plus ~8-11 bytes of index, see :mod:`estimators.devic
   ``hour16`` is the ping's hour since ``EPOCH_MS`` modulo 2**16; merges unwrap it against the
   incoming pings (pings within 3.7 years of each other), so the slot is the latest by event
   time whatever the order or batching (ties in one hour: the larger region index).
+- ``home_sum`` (uint32, kept once :meth:`PresenceState.home` has been asked): each device's
+  night votes over the *closed* nights ``[C - nights + 2, C]`` of the summary night ``C``
+  (region with most votes, nights seen, and two flags saying when one more vote cannot change
+  the winner), so that the home region at a tally of night ``C + 1`` is this summary combined
+  with the one slot of that night, not a recount of every device's ring. It is advanced one
+  night at a time when the first ping of night ``C + 2`` arrives (or at the next
+  :meth:`PresenceState.home`), before that ping can overwrite the ring slot of the night
+  leaving the span; a device whose summarized nights change afterwards (a very late ping) is
+  marked stale and recounted. :meth:`PresenceState.home` equals
+  :meth:`PresenceState.home_region` exactly, at every night.
 """
 
 from __future__ import annotations
@@ -41,6 +51,13 @@ ROAMER = 255
 DAY_WINDOW = (10.0, 6.0)
 """Default local day window of :attr:`PresenceState.day_slot`: (start hour, length in hours)."""
 _HOUR_WRAP = 1 << 16
+# home summary bits (PresenceState.home_sum): region + 1 (16 bits), nights seen (6), flags
+_SUM_REGION = 0xFFFF
+_SUM_SEEN_SHIFT = 16
+_SUM_HELD_SHIFT = 22  # nights of the region (6 bits)
+_SUM_DECISIVE = 1 << 28  # its votes exceed every other region's by 2 or more
+_SUM_STALE = 1 << 29  # the summary no longer holds: recount the device
+_MAX_STEP_NIGHTS = 4  # summaries further behind than this are rebuilt, not stepped
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,9 @@ class PresenceState:
         self.last_night = np.zeros(cap, dtype=np.uint16)
         self.ring = np.zeros((cap, self.ring_nights), dtype=self.ring_dtype)
         self.day_slot = np.zeros(cap, dtype=np.uint32)
+        self.home_sum = np.zeros(cap, dtype=np.uint32)
+        self.home_sum_night: int | None = None  # C: the summary's last night (None: not kept)
+        self.chunk = 1 << 18  # devices the home summaries handle at a time (no effect on them)
 
     @property
     def n_devices(self) -> int:
@@ -137,7 +157,8 @@ class PresenceState:
     def nbytes(self) -> int:
         """Bytes of state held, index included."""
         return int(self.index.nbytes + self.stamp.nbytes + self.opclass.nbytes
-                   + self.last_night.nbytes + self.ring.nbytes + self.day_slot.nbytes)
+                   + self.last_night.nbytes + self.ring.nbytes + self.day_slot.nbytes
+                   + self.home_sum.nbytes)
 
     def _fit_capacity(self) -> None:
         cap = len(self.index.keys)
@@ -150,6 +171,7 @@ class PresenceState:
         self.ring = np.concatenate(
             [self.ring, np.zeros((cap - n, self.ring_nights), dtype=self.ring_dtype)])
         self.day_slot = np.concatenate([self.day_slot, np.zeros(cap - n, dtype=np.uint32)])
+        self.home_sum = np.concatenate([self.home_sum, np.zeros(cap - n, dtype=np.uint32)])
 
     def update(self, device_key: np.ndarray, ts_ms: np.ndarray, opclass: np.ndarray,
                loc: np.ndarray, loc_region: np.ndarray, utc_offset_s: np.ndarray | int,
@@ -201,10 +223,13 @@ class PresenceState:
         self.day_slot[uniq] = (np.mod(best >> 16, _HOUR_WRAP) << 16 | (best & 0xFFFF)).astype(
             np.uint32)
 
-    def day_region(self, at_ms: int, max_age_ms: int) -> np.ndarray:
+    def day_region(self, at_ms: int, max_age_ms: int, rows: np.ndarray | None = None
+                   ) -> np.ndarray:
         """Each device's region in its latest day window, if that ping is less than
-        ``max_age_ms`` old (and not after ``at_ms``) at ``at_ms``; else -1. int64[n_devices]."""
-        slot = self.day_slot[: self.n_devices].astype(np.int64)
+        ``max_age_ms`` old (and not after ``at_ms``) at ``at_ms``; else -1. int64[n_devices],
+        or of the devices ``rows`` only (int64 row numbers)."""
+        held = self.day_slot[: self.n_devices]
+        slot = (held if rows is None else held[rows]).astype(np.int64)
         now_h = (at_ms - EPOCH_MS) // HOUR_MS
         age_h = -_signed16((slot >> 16) - now_h)
         ok = (slot != 0) & (age_h >= 0) & (age_h * HOUR_MS < max_age_ms)
@@ -251,6 +276,30 @@ class PresenceState:
             return
         sel = np.flatnonzero(in_night)
         rows, night, into, region = rows[sel], night[sel], into[sel], region[sel]
+        # the home summary of night C is advanced before any ping of night C + 2 is merged:
+        # those pings may overwrite the ring slot of the night leaving its span
+        while self.home_sum_night is not None and int(night.max()) > self.home_sum_night + 1:
+            now = night <= self.home_sum_night + 1
+            if now.any():
+                self._merge_nights(rows[now], night[now], into[now], region[now])
+                rest = ~now
+                rows, night, into, region = rows[rest], night[rest], into[rest], region[rest]
+            if int(night.min()) - 1 - self.home_sum_night > _MAX_STEP_NIGHTS:
+                self.home_sum_night = None  # a gap of nights: rebuilt at the next home()
+            else:
+                self._advance_home_sum()
+        self._merge_nights(rows, night, into, region)
+
+    def _merge_nights(self, rows: np.ndarray, night: np.ndarray, into: np.ndarray,
+                      region: np.ndarray) -> None:
+        """Merge in-night pings into the night ring (and mark the home summaries they touch)."""
+        if rows.size == 0:
+            return
+        c = self.home_sum_night
+        if c is not None:  # a late ping in a summarized night: recount that device
+            late = (night >= c - self.window.nights + 2) & (night <= c)
+            if late.any():
+                self.home_sum[rows[late]] |= np.uint32(_SUM_STALE)
         n_slots = self.ring_nights
         old_last = self.last_night[rows].astype(np.int64)
         np.maximum.at(self.last_night, rows, night.astype(np.uint16))
@@ -288,6 +337,183 @@ class PresenceState:
         """
         votes = self.night_votes(night_now, self.window.nights, chunk)
         return np.where(votes.seen >= max(min_nights, 1), votes.region, -1)
+
+    def home(self, night_now: int, min_nights: int = 1) -> np.ndarray:
+        """:meth:`home_region` (int64[n_devices], same values) from the kept home summaries.
+
+        For night ``C + 1``, where ``C`` is the summary night, each device's home is its summary
+        combined with its ring slot of night ``C + 1``; devices whose summary cannot say (a tie
+        within one vote, or stale) are recounted. The summary is built at the first call and
+        moved on a night at a time (:meth:`update` does it as nights begin); a call for a night
+        before the summary's, or with pings of a later night already merged, is answered by
+        :meth:`home_region`.
+        """
+        n = self.n_devices
+        c = self.home_sum_night
+        if c is not None and night_now - 1 - c > _MAX_STEP_NIGHTS:
+            c = self.home_sum_night = None
+        if c is None:
+            if n and int(self.last_night[:n].max()) > night_now:
+                return self.home_region(night_now, min_nights)
+            self._build_home_sum(night_now - 1)
+        elif night_now - 1 < c:
+            return self.home_region(night_now, min_nights)
+        while self.home_sum_night is not None and self.home_sum_night < night_now - 1:
+            self._advance_home_sum()
+        stale = np.flatnonzero(self.home_sum[:n] & np.uint32(_SUM_STALE))
+        if stale.size:  # summaries a late ping has touched: recounted
+            self._build_home_sum(night_now - 1, stale)
+        out = np.empty(n, dtype=np.int64)
+        for lo in range(0, n, self.chunk):
+            hi = min(n, lo + self.chunk)
+            out[lo:hi] = self._home_part(lo, hi, night_now, max(min_nights, 1))
+        return out
+
+    def _home_part(self, lo: int, hi: int, night_now: int, min_nights: int) -> np.ndarray:
+        """:meth:`home` of rows ``lo:hi`` (summaries of night ``night_now - 1``, none stale)."""
+        s = self.home_sum[lo:hi]
+        h = (s & np.uint32(_SUM_REGION)).astype(np.int32)
+        seen = ((s >> np.uint32(_SUM_SEEN_SHIFT)) & np.uint32(63)).astype(np.int32)
+        held = ((s >> np.uint32(_SUM_HELD_SHIFT)) & np.uint32(63)).astype(np.int32)
+        b, valid = self._night_vote(night_now, lo, hi)
+        other = valid & (b != h) & (h != 0)
+        # tonight's vote is the most recent: a region with one vote loses to it; one with
+        # every vote, or leading by two, keeps its place
+        take = (valid & (h == 0)) | (other & (held == 1))
+        unsure = other & (held > 1) & (held != seen) & ((s & np.uint32(_SUM_DECISIVE)) == 0)
+        home = np.where(take, b, h)
+        seen = seen + valid
+        redo = np.flatnonzero(unsure)
+        if redo.size:
+            nights = night_now - np.arange(self.window.nights)
+            reg, cnt, _, _ = self._votes_rows(lo + redo, nights)
+            home[redo] = reg + 1
+            seen[redo] = cnt
+        home -= 1
+        home[seen < min_nights] = -1
+        return home
+
+    def _night_vote(self, night: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vote of rows ``lo:hi`` for one night: (region + 1 or 0, valid) int32/bool."""
+        v = self.ring[lo:hi, night % self.ring_nights].astype(np.int32)
+        last = self.last_night[lo:hi]
+        valid = (v != 0) & (last >= night) & (last < night + self.ring_nights)
+        v &= (1 << self._region_bits) - 1
+        v[~valid] = 0
+        return v, valid
+
+    def _votes_rows(self, rows: np.ndarray, nights: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Votes of ``rows`` over ``nights`` (most recent first): (region or -1, nights seen,
+        nights of the region, nights of the best other region), int64 each, as
+        :meth:`night_votes` counts them."""
+        k = nights.size
+        m = rows.size
+        if k == 0:
+            z = np.zeros(m, dtype=np.int64)
+            return z - 1, z, z, z
+        cols = np.mod(nights, self.ring_nights)
+        v = self.ring[rows][:, cols].astype(np.int32)
+        last = self.last_night[rows].astype(np.int64)[:, None]
+        valid = (v != 0) & (last >= nights[None, :]) & (last < nights[None, :] + self.ring_nights)
+        region = np.where(valid, v & ((1 << self._region_bits) - 1), 0) - 1
+        if k <= 16:  # compare every slot with every other: cheaper than sorting rows
+            votes = (region[:, :, None] == region[:, None, :]).sum(axis=2, dtype=np.int32)
+        else:
+            votes = _slot_votes(region)
+        recency = k - np.arange(k, dtype=np.int32)[None, :]
+        score = np.where(valid, votes * (k + 1) + recency, -1)
+        best = np.argmax(score, axis=1)
+        idx = np.arange(m)
+        pick = region[idx, best].astype(np.int64)
+        seen = valid.sum(axis=1)
+        held = votes[idx, best].astype(np.int64) * (seen > 0)
+        other = np.where(valid & (region != pick[:, None]), votes, 0).max(axis=1).astype(np.int64)
+        return np.where(seen > 0, pick, -1), seen, held, other
+
+    def _pack_sum(self, region: np.ndarray, seen: np.ndarray, held: np.ndarray,
+                  other: np.ndarray) -> np.ndarray:
+        decisive = (seen > 0) & (held - other >= 2)
+        return ((region + 1) | (seen << _SUM_SEEN_SHIFT) | (held << _SUM_HELD_SHIFT)
+                | (decisive * _SUM_DECISIVE)).astype(np.uint32)
+
+    def _span(self, c: int) -> np.ndarray:
+        """The summarized nights of summary night ``c``, most recent first."""
+        return c - np.arange(self.window.nights - 1)
+
+    def _build_home_sum(self, c: int, rows: np.ndarray | None = None) -> None:
+        """Summaries of night ``c`` counted from the ring (all devices, or ``rows``)."""
+        if rows is None:
+            self.home_sum_night = c
+            rows = np.arange(self.n_devices)
+        span = self._span(c)
+        for lo in range(0, rows.size, self.chunk):
+            part = rows[lo:lo + self.chunk]
+            self.home_sum[part] = self._pack_sum(*self._votes_rows(part, span))
+
+    def _advance_home_sum(self) -> None:
+        """Move the summaries from night ``C`` to ``C + 1``: the oldest night leaves the span,
+        night ``C + 1`` joins it (exact rules below; devices they cannot decide are recounted).
+        The ring must still hold night ``C - nights + 2`` (no ping of night ``C + 2`` merged)."""
+        c = self.home_sum_night
+        assert c is not None
+        n = self.n_devices
+        w = self.window.nights
+        self.home_sum_night = c + 1
+        if w == 1 or n == 0:
+            return
+        stale = [lo + self._advance_part(c, lo, min(n, lo + self.chunk))
+                 for lo in range(0, n, self.chunk)]
+        redo = np.concatenate(stale)
+        if redo.size:
+            self._build_home_sum(c + 1, redo)
+
+    def _advance_part(self, c: int, lo: int, hi: int) -> np.ndarray:
+        """:meth:`_advance_home_sum` of rows ``lo:hi``; returns the rows (from ``lo``) it
+        cannot decide."""
+        n = hi - lo
+        w = self.window.nights
+        s = self.home_sum[lo:hi].astype(np.int64)
+        h = s & _SUM_REGION
+        seen = (s >> _SUM_SEEN_SHIFT) & 63
+        held = (s >> _SUM_HELD_SHIFT) & 63
+        decisive = (s & _SUM_DECISIVE) != 0
+        stale = (s & _SUM_STALE) != 0
+        # the oldest night leaves: a vote for another region never unseats the winner; one for
+        # the winner does not when all votes were its own or it led by 2 or more
+        r, r_valid = self._night_vote(c - w + 2, lo, hi)
+        if w == 2:  # the span held that one night only
+            h, seen, held = (np.zeros(n, dtype=np.int64) for _ in range(3))
+            decisive = np.zeros(n, dtype=bool)
+        else:
+            own = r_valid & (r == h)
+            pure = held == seen
+            stale |= own & ~pure & ~decisive
+            decisive = np.where(own & ~pure, False, decisive)
+            held = held - own
+            seen = seen - r_valid
+            h = np.where(seen > 0, h, 0)
+            decisive = np.where(own & pure, held >= 2, decisive) & (seen > 0)
+        # night C + 1 joins as the most recent vote: it wins ties
+        b, b_valid = self._night_vote(c + 1, lo, hi)
+        pure = (held == seen) & (seen > 0)
+        first = b_valid & (seen == 0)
+        same = b_valid & (seen > 0) & (b == h)
+        other = b_valid & (seen > 0) & (b != h)
+        # a winner with one vote loses to it (the summary knows the new count only when that
+        # was the one vote of the span); one with every vote, or leading by 2, keeps its place
+        take = other & pure & (held == 1)
+        stale |= other & ~pure & ~decisive  # (decisive implies 2 votes or more)
+        h = np.where(first | take, b, h)
+        decisive = np.where(same & pure, held + 1 >= 2,
+                            np.where(other & pure, held >= 3, decisive & ~other))
+        decisive &= ~(first | take)
+        held = np.where(first | take, 1, held + same)
+        seen = seen + b_valid
+        self.home_sum[lo:hi] = ((h | (seen << _SUM_SEEN_SHIFT) | (held << _SUM_HELD_SHIFT)
+                              | (decisive * _SUM_DECISIVE) | (stale * _SUM_STALE))
+                             .astype(np.uint32))
+        return np.flatnonzero(stale)
 
     def night_votes(self, night_now: int, span: int, chunk: int = 1 << 15) -> NightVotes:
         """Each device's night regions over the ``span`` nights ending with ``night_now``.
@@ -345,6 +571,7 @@ class PresenceState:
         self.stamp, self.opclass = take(self.stamp), take(self.opclass)
         self.last_night, self.ring = take(self.last_night), take(self.ring)
         self.day_slot = take(self.day_slot)
+        self.home_sum = take(self.home_sum)
         return kept
 
     def export(self) -> dict[str, np.ndarray]:
@@ -352,7 +579,11 @@ class PresenceState:
         n = self.n_devices
         return {"key": self.index.keys[:n].copy(), "stamp": self.stamp[:n].copy(),
                 "opclass": self.opclass[:n].copy(), "last_night": self.last_night[:n].copy(),
-                "ring": self.ring[:n].copy(), "day_slot": self.day_slot[:n].copy()}
+                "ring": self.ring[:n].copy(), "day_slot": self.day_slot[:n].copy(),
+                "home_sum": self.home_sum[:n].copy(),
+                "home_sum_night": np.array([-1 if self.home_sum_night is None
+                                            else self.home_sum_night], dtype=np.int64),
+                "home_sum_nights": np.array([self.window.nights], dtype=np.int64)}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Load rows written by :meth:`export` into this (empty) state.
@@ -378,6 +609,13 @@ class PresenceState:
         self.ring[rows] = ring
         if "day_slot" in arrays:  # absent in checkpoints written before it existed
             self.day_slot[rows] = np.asarray(arrays["day_slot"], dtype=np.uint32)
+        # home summaries: kept when written for this night window (else, and in checkpoints
+        # written before they existed, rebuilt from the ring at the next home())
+        night = int(np.asarray(arrays.get("home_sum_night", [-1])).reshape(-1)[0])
+        nights = int(np.asarray(arrays.get("home_sum_nights", [-1])).reshape(-1)[0])
+        if "home_sum" in arrays and night >= 0 and nights == self.window.nights:
+            self.home_sum[rows] = np.asarray(arrays["home_sum"], dtype=np.uint32)
+            self.home_sum_night = night
 
 
 def _signed16(diff: np.ndarray) -> np.ndarray:

@@ -52,11 +52,23 @@ def mover_rows(candidate: np.ndarray, home: np.ndarray, day: np.ndarray, here: n
     of the last ping; ``age_ms`` int64[n]: age of the last ping; ``cls`` int64[n]: class.
     Returns the :data:`MOVER_FIELDS` columns, rows sorted by key.
     """
-    mover = candidate & (day >= 0) & (day != home) & ((here == home) | (here == day))
-    i = np.flatnonzero(mover)
+    i = np.flatnonzero(candidate)
+    return mover_columns(mover_codes(home[i], day[i], here[i], age_ms[i], cls[i]))
+
+
+def mover_codes(home: np.ndarray, day: np.ndarray, here: np.ndarray, age_ms: np.ndarray,
+                cls: np.ndarray) -> np.ndarray:
+    """The int64 key of each mover among candidate devices (arrays as in :func:`mover_rows`,
+    candidates only); codes of several parts concatenated count as one
+    (:func:`mover_columns`)."""
+    i = np.flatnonzero((day >= 0) & (day != home) & ((here == home) | (here == day)))
     bucket = np.minimum(age_ms[i] // HOUR_MS, MAX_AGE_BUCKET)
-    code = ((home[i] << 33) | (day[i] << 17) | ((here[i] == day[i]).astype(np.int64) << 16)
+    return ((home[i] << 33) | (day[i] << 17) | ((here[i] == day[i]).astype(np.int64) << 16)
             | (bucket << 8) | cls[i])
+
+
+def mover_columns(code: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`MOVER_FIELDS` columns counting mover keys (:func:`mover_codes`)."""
     uniq, count = np.unique(code, return_counts=True)
     return {"mover_home": (uniq >> 33).astype(np.int32),
             "mover_day": ((uniq >> 17) & 0xFFFF).astype(np.int32),
