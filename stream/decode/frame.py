@@ -287,6 +287,22 @@ def _utf8_bad(col: np.ndarray) -> np.ndarray:
     return bad
 
 
+_HIGH = np.uint64(0x8080808080808080)
+_FIVE = np.uint64(0x8080808080)
+
+
+def _operator_ok(op: np.ndarray) -> np.ndarray:
+    """Rows of an ``S6`` column that are 5-6 ASCII digits (NUL padded), as whole 64-bit words:
+    a byte ``b`` below 0x80 is a digit when ``b + 0x50`` has its top bit set and ``b + 0x46``
+    has not (no carry leaves such a byte; a byte from 0x80 up makes its row fail first)."""
+    n = len(op)
+    raw = np.zeros((n, 8), dtype=np.uint8)
+    raw[:, :6] = np.ascontiguousarray(op).view(np.uint8).reshape(n, 6)
+    w = raw.view("<u8").reshape(n)
+    digit = (w + np.uint64(0x5050505050505050)) & ~(w + np.uint64(0x4646464646464646)) & ~w & _HIGH
+    return ((digit & _FIVE) == _FIVE) & (((digit >> np.uint64(47)) != 0) | ((w >> np.uint64(40)) == 0))
+
+
 def check_frame_rows(cols: PingColumns, source: Callable[[], str], rejects: list[Reject]
                      ) -> PingColumns:
     """Apply the ping contract's type rules to frame rows (vectorized); bad rows go to ``rejects``
@@ -297,32 +313,28 @@ def check_frame_rows(cols: PingColumns, source: Callable[[], str], rejects: list
     """
     dev, op, mcc = cols["device"], cols["operator"], cols["home_mcc"]
     n = len(dev)
-    has_cell = cols["cell"] != b"" if "cell" in cols else np.zeros(n, dtype=bool)
+    has_cell = np.strings.str_len(cols["cell"]) > 0 if "cell" in cols else np.zeros(n, dtype=bool)
     lat = cols.get("lat", np.full(n, np.nan))
     lon = cols.get("lon", np.full(n, np.nan))
-
-    dev_len = np.strings.str_len(dev)
-    dev_bad = _utf8_bad(dev)  # the width cap of decode_frame bounds the length
-    op8 = np.ascontiguousarray(op).view(np.uint8).reshape(n, 6)
-    digit = (op8 >= 0x30) & (op8 <= 0x39)
-    op_ok = digit[:, :5].all(axis=1) & (digit[:, 5] | (op8[:, 5] == 0))
-    cell_bad = _utf8_bad(cols["cell"]) & has_cell if "cell" in cols else has_cell
     lat_nan, lon_nan = np.isnan(lat), np.isnan(lon)
 
     conditions = [
-        (dev_len == 0, "missing_device", "empty device"),
-        (dev_bad, "bad_device", "device must be UTF-8 text"),
-        (op8[:, 0] == 0, "missing_operator", "empty operator"),
-        (~op_ok, "bad_operator", "operator must be an MCC+MNC string of 5-6 digits"),
-        ((mcc < -1) | (mcc > 999), "bad_home_mcc", "home_mcc must be -1 (unknown) or 0..999"),
-        (cell_bad, "bad_cell", "cell must be UTF-8 text"),
-        (~has_cell & lat_nan & lon_nan, "missing_location", "neither cell nor lat/lon"),
-        (~has_cell & (lat_nan != lon_nan), "bad_coordinates", "lat and lon must both be numbers"),
+        (lambda: np.strings.str_len(dev) == 0, "missing_device", "empty device"),
+        (lambda: _utf8_bad(dev), "bad_device", "device must be UTF-8 text"),  # width capped
+        (lambda: np.ascontiguousarray(op).view(np.uint8)[::6] == 0, "missing_operator",
+         "empty operator"),
+        (lambda: ~_operator_ok(op), "bad_operator", "operator must be an MCC+MNC string of 5-6 digits"),
+        (lambda: (mcc < -1) | (mcc > 999), "bad_home_mcc", "home_mcc must be -1 (unknown) or 0..999"),
+        (lambda: _utf8_bad(cols["cell"]) & has_cell if "cell" in cols else has_cell, "bad_cell",
+         "cell must be UTF-8 text"),
+        (lambda: ~has_cell & lat_nan & lon_nan, "missing_location", "neither cell nor lat/lon"),
+        (lambda: ~has_cell & (lat_nan != lon_nan), "bad_coordinates", "lat and lon must both be numbers"),
     ]
+    failed = [(k, mask) for k, (check, _, _) in enumerate(conditions) if (mask := check()).any()]
     reason = np.zeros(n, dtype=np.int8)  # 0 = good, else 1 + index of the first failed check
-    for k in range(len(conditions) - 1, -1, -1):
-        reason[conditions[k][0]] = k + 1
-    bad = np.flatnonzero(reason)
+    for k, mask in reversed(failed):
+        reason[mask] = k + 1
+    bad = np.flatnonzero(reason) if failed else np.zeros(0, dtype=np.int64)
     src = source() if len(bad) else ""
     for i in bad.tolist():
         _, code, detail = conditions[reason[i] - 1]

@@ -11,6 +11,11 @@ rules are checked on them by :func:`contract_certain`, which only ever vouches f
 ``check_ping`` on its record); the cell plan is joined once per chunk, operator codes are looked
 up per distinct operator, and device keys are the SipHash of :mod:`estimators.pseudonym` computed
 on words laid out by polars (:func:`text_device_keys`) or numpy (:func:`fast_device_keys`).
+
+Numpy columns (frames, records) do no per-batch string work: the cell plan is a hash table of
+its ``(operator, cell)`` bytes built once per plan (:class:`PlanTable`), operator codes come from
+a table of the engine's operators as 64-bit words (rebuilt when the engine registers one), and
+reasons are small integer codes until a row is rejected.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ import numpy as np
 import polars as pl
 
 from estimators.engine import MAX_OPERATORS, Engine
-from estimators.pseudonym import device_key_secret, siphash24
+from estimators.pseudonym import (
+    device_key_secret,
+    device_words,
+    siphash24,
+    siphash_words,
+    text_words,
+)
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.contract import (
     MAX_TEXT_BYTES,
@@ -40,6 +51,12 @@ from stream.contract import (
     row_fields,
     unparsable,
 )
+
+REASONS = ("", "bad_device", "bad_operator", "bad_home_mcc", "bad_cell", "missing_location",
+           "ts_out_of_range", "ts_in_future", "bad_coordinates", "unknown_cell",
+           "too_many_operators")
+"""Reason codes of the reference checks (0: none failed), in the order the checks apply."""
+_CODE = {reason: code for code, reason in enumerate(REASONS)}
 
 
 @dataclass
@@ -113,6 +130,8 @@ class PingDecoder:
         self.max_future_ms = max_future_ms
         self.now_ms = now_ms
         self._plan_index: tuple[Any, pl.DataFrame] | None = None
+        self._plan_table: tuple[Any, PlanTable] | None = None
+        self._operator_table: tuple[int, OperatorTable] | None = None
 
     def _now(self) -> int:
         return self.now_ms if self.now_ms is not None else int(time.time() * SECOND_MS)
@@ -135,7 +154,7 @@ class PingDecoder:
 
         ``source(i)`` names input row ``i`` in a reject; ``PingBatch.row`` indexes the input rows.
         Every check is vectorized: this is the hot path of frame messages. A row failing several
-        checks is rejected for the first, in the order of :meth:`_column_reasons`.
+        checks is rejected for the first, in the order of :class:`_NumpyGroup`.
         """
         now_ms = self._now()
         n = len(cols["device"])
@@ -197,42 +216,75 @@ class PingDecoder:
         if not groups:
             return PingBatch(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8),
                              np.zeros(0, np.int64), rejects=rejects)
-        codes = self._register([op for g in groups for op in g.operators(g.reason == "")])
+        op_code = self._operator_codes(groups)
+        ok = [g.reason == 0 for g in groups]
+        if not all(m.all() for m in ok):
+            self._rejects(groups, ok, source, rejects, now_ms)
+        if len(groups) == 1:
+            m = ok[0]
+            every = bool(m.all())
+
+            def joined(values: list[np.ndarray]) -> np.ndarray:
+                return values[0] if every else values[0][m]
+
+            row = joined([groups[0].rows])
+            keys = groups[0].keys(m)
+            shared = every  # joined() hands out the group's own arrays: copy what is kept
+        else:
+            row = np.concatenate([g.rows[m] for g, m in zip(groups, ok, strict=True)])
+            order = np.argsort(row, kind="stable")
+            row = row[order]
+
+            def joined(values: list[np.ndarray]) -> np.ndarray:
+                return np.concatenate([v[m] for v, m in zip(values, ok, strict=True)])[order]
+
+            keys = np.concatenate([g.keys(m) for g, m in zip(groups, ok, strict=True)])[order]
+            shared = False
+        mcc = joined([g.mcc for g in groups])
+        ts = joined([g.ts for g in groups])
+        return PingBatch(
+            device_key=keys,
+            ts_ms=ts.copy() if shared else ts,
+            opclass=self.engine.operator_class(joined(op_code), mcc),
+            loc=self._locations(joined([g.is_cell for g in groups]),
+                                joined([g.plan_row for g in groups]),
+                                joined([g.lat for g in groups]), joined([g.lon for g in groups])),
+            rejects=rejects,
+            row=row.copy() if shared else row,
+            home_mcc=mcc.astype(np.int16),
+        )
+
+    def _operator_codes(self, groups: list[_Group]) -> list[np.ndarray]:
+        """Each group's engine operator codes (valid where ``reason`` is 0).
+
+        Frames and records whose operators are all registered already (the usual case) take
+        their codes from :meth:`_known_operators`. Otherwise the distinct operators of the rows
+        that passed every check are registered (:meth:`_register`) and rows of an operator the
+        engine has no room for are set aside as ``too_many_operators``.
+        """
+        if all(isinstance(g, _NumpyGroup) and not ((g.reason == 0) & (g.op_code < 0)).any()
+               for g in groups):
+            return [g.op_code for g in groups]
+        codes = self._register([op for g in groups for op in g.operators(g.reason == 0)])
         op_code = [g.operator_codes(codes) for g in groups]
         for g, c in zip(groups, op_code, strict=True):
-            g.reason[(g.reason == "") & (c < 0)] = "too_many_operators"
+            g.reason[(g.reason == 0) & (c < 0)] = _CODE["too_many_operators"]
+        return op_code
+
+    def _rejects(self, groups: list[_Group], ok: list[np.ndarray], source: Callable[[int], str],
+                 rejects: list[Reject], now_ms: int) -> None:
+        """A reject for each row of ``groups`` that failed a check, in input order."""
         details = {**REJECT_REASONS,
                    "ts_in_future": f"ts more than {self.max_future_ms // SECOND_MS} s ahead of the clock",
                    "too_many_operators": f"more than {MAX_OPERATORS} distinct operators"}
-        bad = sorted((int(g.rows[j]), k, j) for k, g in enumerate(groups)
-                     for j in np.flatnonzero(g.reason != "").tolist())
+        bad = sorted((int(g.rows[j]), k, j) for k, (g, m) in enumerate(zip(groups, ok, strict=True))
+                     for j in np.flatnonzero(~m).tolist())
         for i, k, j in bad:
             g = groups[k]
-            rejects.append(Reject(source(i), g.reason[j], details[g.reason[j]],
+            reason = REASONS[g.reason[j]]
+            rejects.append(Reject(source(i), reason, details[reason],
                                   redacted(g.fields(j), known_cell=bool(g.plan_row[j] >= 0),
                                            now_ms=now_ms)))
-        ok = [g.reason == "" for g in groups]
-        row = np.concatenate([g.rows[m] for g, m in zip(groups, ok, strict=True)])
-        order = np.argsort(row, kind="stable") if len(groups) > 1 else slice(None)
-
-        def joined(values: list[np.ndarray]) -> np.ndarray:
-            return np.concatenate(values)[order]
-
-        mcc = joined([g.mcc[m] for g, m in zip(groups, ok, strict=True)])
-        is_cell = joined([g.is_cell[m] for g, m in zip(groups, ok, strict=True)])
-        return PingBatch(
-            device_key=joined([g.keys(m) for g, m in zip(groups, ok, strict=True)]),
-            ts_ms=joined([g.ts[m] for g, m in zip(groups, ok, strict=True)]),
-            opclass=self.engine.operator_class(
-                joined([c[m] for c, m in zip(op_code, ok, strict=True)]), mcc),
-            loc=self._locations(is_cell,
-                                joined([g.plan_row[m] for g, m in zip(groups, ok, strict=True)]),
-                                joined([g.lat[m] for g, m in zip(groups, ok, strict=True)]),
-                                joined([g.lon[m] for g, m in zip(groups, ok, strict=True)])),
-            rejects=rejects,
-            row=row[order],
-            home_mcc=mcc.astype(np.int16),
-        )
 
     def _register(self, operators: list[bytes]) -> dict[bytes, int]:
         """Engine code of each distinct operator of the pings that passed the other checks,
@@ -250,6 +302,24 @@ class PingDecoder:
                 codes[op] = -1
         return codes
 
+    def _known_operators(self, operator: np.ndarray, words: np.ndarray | None = None
+                         ) -> np.ndarray:
+        """Engine code (int64) of each operator of a ``|S`` column that is registered and valid
+        (5-6 ASCII digits); -1 for any other. ``words``: the column as 64-bit words
+        (``text_words(operator, 1)[0]``), if already made.
+
+        The operators are looked up as 64-bit words in an :class:`OperatorTable` of the
+        engine's operators, rebuilt when the engine has registered more (a code never changes
+        once given).
+        """
+        names = self.engine.operators
+        if self._operator_table is None or self._operator_table[0] != len(names):
+            self._operator_table = (len(names), OperatorTable(names))
+        n = len(operator)
+        if operator.dtype.kind != "S" or operator.dtype.itemsize > 8 or n == 0:
+            return np.full(n, -1, dtype=np.int64)
+        return self._operator_table[1].codes(text_words(operator, 1)[0] if words is None else words)
+
     def plan_index(self) -> pl.DataFrame | None:
         """The cell plan's ``(operator, cell)`` pairs and rows as a polars frame (built once per
         plan); None without a plan."""
@@ -264,6 +334,15 @@ class PingDecoder:
             self._plan_index = (plan, frame)
         return self._plan_index[1]
 
+    def plan_table(self) -> PlanTable | None:
+        """The cell plan as a :class:`PlanTable` (built once per plan); None without a plan."""
+        plan = self.engine.plan
+        if plan is None:
+            return None
+        if self._plan_table is None or self._plan_table[0] is not plan:
+            self._plan_table = (plan, PlanTable(plan.row))
+        return self._plan_table[1]
+
     def _plan_rows(self, operator: pl.Series, cell: pl.Series) -> np.ndarray:
         """Cell-plan row of each (operator, cell id) pair (text), -1 when the plan does not know it
         (a null cell included)."""
@@ -274,51 +353,171 @@ class PingDecoder:
         found = query.join(index, on=["operator", "cell"], how="left", maintain_order="left")
         return found["_row"].fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
-    def _column_reasons(self, cols: PingColumns, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first failed check of each row of numpy ping columns (``""`` if none) and its
-        plan row. The checks, in order: ..."""
-        device, operator = cols["device"], cols["operator"]
-        n = len(device)
-        ts = np.asarray(cols["ts"], dtype=np.int64)
-        mcc = np.asarray(cols["home_mcc"], dtype=np.int64)
-        cell = cols.get("cell", np.zeros(n, dtype="S1"))
-        lat = np.asarray(cols.get("lat", np.full(n, np.nan)), dtype=np.float64)
-        lon = np.asarray(cols.get("lon", np.full(n, np.nan)), dtype=np.float64)
-        cell_len = np.char.str_len(cell)
-        is_cell = cell_len > 0
-        op_len = np.char.str_len(operator)
-        dev_len = np.char.str_len(device)
-        plan_row = np.full(n, -1, dtype=np.int64)
-        if is_cell.any():
-            plan_row[is_cell] = self._plan_rows(_text(operator[is_cell]), _text(cell[is_cell]))
-        checks = [
-            # UTF-8 bytes here; the character limits are checked on the text by check_ping/frame
-            ((dev_len == 0) | (dev_len > MAX_TEXT_BYTES["device"]), "bad_device"),
-            (~np.char.isdigit(operator) | (op_len < 5) | (op_len > 6), "bad_operator"),
-            ((mcc < -1) | (mcc > 999), "bad_home_mcc"),
-            (cell_len > MAX_TEXT_BYTES["cell"], "bad_cell"),
-            (~is_cell & np.isnan(lat) & np.isnan(lon), "missing_location"),
-            ((ts < MIN_TS_MS) | (ts > MAX_TS_MS), "ts_out_of_range"),
-            (ts > now_ms + self.max_future_ms, "ts_in_future"),
-            (~is_cell & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180)), "bad_coordinates"),
-            (is_cell & (plan_row < 0), "unknown_cell"),
-        ]
-        reason = np.full(n, "", dtype=object)
-        for mask, code in checks:
-            reason[(reason == "") & mask] = code
-        return reason, plan_row
+    def _plan_rows_of_bytes(self, operator: np.ndarray, cell: np.ndarray,
+                            has_cell: np.ndarray | None = None, op_word: np.ndarray | None = None
+                            ) -> np.ndarray:
+        """Cell-plan row of each (operator, cell id) pair of two ``|S`` columns, -1 when the plan
+        does not know it (an empty cell included): :meth:`_plan_rows` without text columns.
+        ``has_cell``, ``op_word``: see :meth:`PlanTable.rows`."""
+        table = self.plan_table()
+        if table is None:
+            return np.full(len(cell), -1, dtype=np.int64)
+        if operator.dtype.kind != "S" or cell.dtype.kind != "S":
+            out = np.full(len(cell), -1, dtype=np.int64)
+            has = np.strings.str_len(cell) > 0
+            if has.any():
+                out[has] = self._plan_rows(_text(operator[has]), _text(cell[has]))
+            return out
+        return table.rows(operator, cell, has_cell, op_word)
 
     def _locations(self, is_cell: np.ndarray, plan_row: np.ndarray, lat: np.ndarray,
                    lon: np.ndarray) -> np.ndarray:
         """Cell-table location of each valid ping: its plan row's, or its lat/lon binned."""
-        loc = np.empty(len(is_cell), dtype=np.int64)
-        if is_cell.any():
-            plan = self.engine.plan
-            assert plan is not None
-            loc[is_cell] = plan.loc[plan_row[is_cell]]
-        if (~is_cell).any():
-            loc[~is_cell] = self.engine.cells.locate_latlng(lat[~is_cell], lon[~is_cell])
+        plan = self.engine.plan
+        if plan is not None and len(plan.loc):
+            loc = plan.loc[np.maximum(plan_row, 0)]  # rows of lat/lon pings are set below
+        else:
+            loc = np.empty(len(is_cell), dtype=np.int64)
+        if not is_cell.all():
+            by_point = ~is_cell
+            loc[by_point] = self.engine.cells.locate_latlng(lat[by_point], lon[by_point])
         return loc
+
+
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
+        np.uint64(0xD6E8FEB86659FD93))
+
+_MULTIPLIERS = [np.uint64((0x9E3779B97F4A7C15 * (2 * i + 1)) % (1 << 64) | 1) for i in range(16)]
+
+
+def _word(text: bytes) -> int:
+    """Up to 8 bytes as a little-endian 64-bit word (zero-padded): ``text_words``' layout."""
+    return int.from_bytes(text.ljust(8, b"\x00"), "little")
+
+
+class OperatorTable:
+    """The engine's valid operators (5-6 ASCII digits) by their 64-bit word, each in a slot of
+    its own: ``slot = (word * multiplier) >> shift``, the smallest table and a multiplier chosen
+    when it is built so that no two operators share a slot (a perfect hash of at most
+    ``MAX_OPERATORS`` words)."""
+
+    def __init__(self, names: list[str]) -> None:
+        found = {_word(op.encode()): code for code, op in enumerate(names)
+                 if op.isascii() and op.isdigit() and 5 <= len(op) <= 6}
+        words = np.array(list(found), dtype=np.uint64)
+        for bits, mult in ((b, m) for b in range(max(1, len(found)).bit_length(), 21)
+                           for m in _MULTIPLIERS):
+            slot = (words * mult) >> np.uint64(64 - bits)
+            if len(np.unique(slot)) == len(words):
+                break
+        else:  # pragma: no cover - 255 words spread over 2**20 slots by one of 16 multipliers
+            raise RuntimeError("no perfect hash for the operators")
+        self.mult, self.shift = mult, np.uint64(64 - bits)
+        self.word = np.zeros(1 << bits, dtype=np.uint64)  # an empty slot: word 0, code -1
+        self.code = np.full(1 << bits, -1, dtype=np.int64)
+        self.word[slot.astype(np.int64)] = words
+        self.code[slot.astype(np.int64)] = list(found.values())
+
+    def codes(self, words: np.ndarray) -> np.ndarray:
+        """The code of each operator word (uint64[n]); -1 for words of no valid operator."""
+        slot = ((words * self.mult) >> self.shift).view(np.int64)
+        return np.where(self.word[slot] == words, self.code[slot], -1)
+
+
+def _mix(words: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit hash of each row of ``words`` (uint64 columns): the xor of each column times
+    an odd constant; its top bits place a key in a table (multiplicative hashing). Not keyed,
+    not for privacy: a cell plan is trusted and a query only ever probes a bounded distance."""
+    h = words[0] * _MIX[0]
+    for j in range(1, len(words)):
+        h ^= words[j] * _MIX[j % len(_MIX)]
+    return h
+
+
+class PlanTable:
+    """A cell plan's ``(operator, cell id)`` keys in an open-addressing hash table, built once:
+    the row of each pair of ``|S`` columns without making text of them.
+
+    A key is its operator's and its cell id's UTF-8 bytes as little-endian 64-bit words, zero
+    padded (``op_blocks`` + ``cell_blocks`` words: enough for the plan's widest), kept in
+    ``key_words`` with its plan row in ``key_row`` (entry ``m``, past the last key: no key, row
+    -1). ``slot_key`` (int32, at most a quarter full, linear probing) holds key indices by the
+    top bits of :func:`_mix`; ``max_probe`` is the longest distance of a key from its home
+    slot. A query row is compared word by word with the keys from its home slot on, so a match
+    is exact, byte for byte. Keys that no ``|S`` value can equal (an empty cell, text ending in
+    NUL, text that is not UTF-8) are left out, so such rows find nothing, as with the text join
+    of :meth:`PingDecoder._plan_rows`.
+    """
+
+    def __init__(self, rows: dict[tuple[str, str], int]) -> None:
+        keys: list[tuple[bytes, bytes, int]] = []
+        for (op, cell), row in rows.items():
+            try:
+                op_b, cell_b = op.encode("utf-8"), cell.encode("utf-8")
+            except UnicodeEncodeError:
+                continue
+            if cell_b and not op_b.endswith(b"\x00") and not cell_b.endswith(b"\x00"):
+                keys.append((op_b, cell_b, row))
+        self.op_blocks = max([-(-len(k[0]) // 8) for k in keys], default=0) or 1
+        self.cell_blocks = max([-(-len(k[1]) // 8) for k in keys], default=0) or 1
+        m = len(keys)
+        ops = np.array([k[0] for k in keys] + [b""], dtype=f"S{8 * self.op_blocks}")
+        cells = np.array([k[1] for k in keys] + [b""], dtype=f"S{8 * self.cell_blocks}")
+        self.key_words = [*text_words(ops, self.op_blocks), *text_words(cells, self.cell_blocks)]
+        self.key_row = np.array([k[2] for k in keys] + [-1], dtype=np.int64)
+        bits = max(6, int(4 * m - 1).bit_length())
+        self.size = 1 << bits
+        self.shift = np.uint64(64 - bits)
+        self.empty_slot = self.size  # one more slot, always empty: where rows without a cell look
+        slots = [m] * (self.size + 1)
+        self.max_probe = 0
+        home = (_mix([w[:m] for w in self.key_words]) >> self.shift).astype(np.int64).tolist()
+        for k, h in enumerate(home):
+            probe = 0
+            while slots[(h + probe) % self.size] != m:
+                probe += 1
+            slots[(h + probe) % self.size] = k
+            self.max_probe = max(self.max_probe, probe)
+        self.slot_key = np.array(slots, dtype=np.int32)
+        self.m = m
+
+    def rows(self, operator: np.ndarray, cell: np.ndarray, has_cell: np.ndarray | None = None,
+             op_word: np.ndarray | None = None) -> np.ndarray:
+        """Plan row (int64) of each (operator, cell) of two ``|S`` columns; -1 when unknown.
+
+        ``has_cell`` (bool, optional): the rows with a non-empty cell; the others find nothing
+        without probing. ``op_word`` (optional): ``text_words(operator, 1)[0]``, if made already.
+        """
+        n = len(cell)
+        if n == 0:
+            return np.full(n, -1, dtype=np.int64)
+        ops = [op_word] if op_word is not None and self.op_blocks == 1 \
+            else list(text_words(operator, self.op_blocks))
+        query = [*ops, *text_words(cell, self.cell_blocks)]
+        home = (_mix(query) >> self.shift).view(np.int64)
+        if has_cell is not None and not has_cell.all():
+            home = np.where(has_cell, home, self.empty_slot)
+        key = self.slot_key[home]
+        same = self.key_words[0][key] == query[0]
+        for j in range(1, len(query)):
+            same &= self.key_words[j][key] == query[j]
+        out = np.where(same, self.key_row[key], -1)
+        if self.max_probe:
+            todo = np.flatnonzero((key != self.m) & ~same)  # home taken by another key: probe on
+            for probe in range(1, self.max_probe + 1):
+                if len(todo) == 0:
+                    break
+                key = self.slot_key[(home[todo] + probe) % self.size]
+                hit = self.key_words[0][key] == query[0][todo]
+                for j in range(1, len(query)):
+                    hit &= self.key_words[j][key] == query[j][todo]
+                out[todo[hit]] = self.key_row[key[hit]]
+                todo = todo[(key != self.m) & ~hit]
+        if operator.dtype.itemsize > 8 * self.op_blocks:  # wider than the plan's widest key
+            out[np.strings.str_len(operator) > 8 * self.op_blocks] = -1
+        if cell.dtype.itemsize > 8 * self.cell_blocks:
+            out[np.strings.str_len(cell) > 8 * self.cell_blocks] = -1
+        return out
 
 
 def _text(values: np.ndarray) -> pl.Series:
@@ -329,8 +528,9 @@ def _text(values: np.ndarray) -> pl.Series:
 
 class _Group:
     """Rows of one decode that passed the contract's type rules, as the reference checks and the
-    batch need them: ``rows`` (input row of each), ``reason`` (object: ``""`` or the first failed
-    check), ``plan_row``, ``is_cell``, ``ts``, ``mcc`` (-1 = null), ``lat``, ``lon``."""
+    batch need them: ``rows`` (input row of each), ``reason`` (int8: 0, or the code in
+    :data:`REASONS` of the first failed check), ``plan_row``, ``is_cell``, ``ts``, ``mcc``
+    (-1 = null), ``lat``, ``lon``."""
 
     rows: np.ndarray
     reason: np.ndarray
@@ -359,26 +559,64 @@ class _Group:
 
 
 class _NumpyGroup(_Group):
-    """Rows as numpy :data:`~stream.contract.PingColumns` (frames, records): every check of
-    :meth:`PingDecoder._column_reasons`."""
+    """Rows as numpy :data:`~stream.contract.PingColumns` (frames, records), with every check.
+
+    The checks, in order (a row failing several is rejected for the first): ``bad_device``
+    (1..128 bytes; the character limits are checked on the text by ``check_ping``/the frame
+    decoder), ``bad_operator`` (5-6 ASCII digits), ``bad_home_mcc`` (-1..999), ``bad_cell``
+    (at most 64 bytes), ``missing_location``, ``ts_out_of_range``, ``ts_in_future``,
+    ``bad_coordinates`` (lat/lon pings within ±90/±180), ``unknown_cell`` (not in the cell
+    plan). ``op_code``: each row's engine operator code when registered already, else -1.
+    """
 
     def __init__(self, decoder: PingDecoder, cols: PingColumns, rows: np.ndarray, now_ms: int) -> None:
         self.decoder = decoder
         self.cols = cols
         self.rows = rows
-        n = len(rows)
-        self.reason, self.plan_row = decoder._column_reasons(cols, now_ms)
-        self.ts = np.asarray(cols["ts"], dtype=np.int64)
-        self.mcc = np.asarray(cols["home_mcc"], dtype=np.int64)
-        self.is_cell = np.char.str_len(cols.get("cell", np.zeros(n, dtype="S1"))) > 0
-        self.lat = np.asarray(cols.get("lat", np.full(n, np.nan)), dtype=np.float64)
-        self.lon = np.asarray(cols.get("lon", np.full(n, np.nan)), dtype=np.float64)
+        device, operator = cols["device"], cols["operator"]
+        n = len(device)
+        ts = self.ts = np.asarray(cols["ts"], dtype=np.int64)
+        mcc = np.asarray(cols["home_mcc"])
+        self.mcc = mcc = mcc if mcc.dtype.kind == "i" else mcc.astype(np.int64)
+        cell = cols.get("cell", np.zeros(n, dtype="S1"))
+        lat = self.lat = np.asarray(cols.get("lat", np.full(n, np.nan)), dtype=np.float64)
+        lon = self.lon = np.asarray(cols.get("lon", np.full(n, np.nan)), dtype=np.float64)
+        cell_len = np.strings.str_len(cell)
+        is_cell = self.is_cell = cell_len > 0
+        dev_len = np.strings.str_len(device)
+        op_word = text_words(operator, 1)[0] \
+            if operator.dtype.kind == "S" and operator.dtype.itemsize <= 8 else None
+        self.op_code = decoder._known_operators(operator, op_word)
+        self.plan_row = decoder._plan_rows_of_bytes(operator, cell, is_cell, op_word)
+        bad_op = self.op_code < 0  # a registered operator is a valid one; check the others
+        if bad_op.any():
+            some = np.flatnonzero(bad_op)
+            op, op_len = operator[some], np.strings.str_len(operator[some])
+            bad_op[some] = ~np.strings.isdigit(op) | (op_len < 5) | (op_len > 6)
+        by_point = ~is_cell
+        with np.errstate(invalid="ignore"):
+            checks = (
+                lambda: (dev_len == 0) | (dev_len > MAX_TEXT_BYTES["device"]),
+                lambda: bad_op,
+                lambda: (mcc < -1) | (mcc > 999),
+                lambda: cell_len > MAX_TEXT_BYTES["cell"],
+                lambda: by_point & np.isnan(lat) & np.isnan(lon),
+                lambda: (ts < MIN_TS_MS) | (ts > MAX_TS_MS),
+                lambda: ts > now_ms + decoder.max_future_ms,
+                lambda: by_point & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180)),
+                lambda: is_cell & (self.plan_row < 0),
+            )
+            failed = [(code, mask) for code, check in enumerate(checks, start=1)
+                      if (mask := check()).any()]
+        self.reason = np.zeros(n, dtype=np.int8)
+        for code, mask in reversed(failed):  # the first failed check wins
+            self.reason[mask] = code
 
     def operators(self, mask: np.ndarray) -> list[bytes]:
         return unique_bytes(self.cols["operator"][mask])[0].tolist()
 
     def operator_codes(self, codes: dict[bytes, int]) -> np.ndarray:
-        ok = self.reason == ""
+        ok = self.reason == 0
         out = np.full(len(self.rows), -1, dtype=np.int64)
         if ok.any():
             uniq, inverse = unique_bytes(self.cols["operator"][ok])
@@ -386,8 +624,10 @@ class _NumpyGroup(_Group):
         return out
 
     def keys(self, mask: np.ndarray) -> np.ndarray:
-        return fast_device_keys(self.cols["operator"][mask], self.cols["device"][mask],
-                                self.decoder.secret)
+        op, dev = self.cols["operator"], self.cols["device"]
+        if not mask.all():
+            op, dev = op[mask], dev[mask]
+        return fast_device_keys(op, dev, self.decoder.secret)
 
     def fields(self, j: int) -> dict[str, Any]:
         return row_fields(self.cols, j)
@@ -418,9 +658,9 @@ class _PolarsGroup(_Group):
                 on = pl.Series(self.is_cell)
                 self.plan_row[self.is_cell] = decoder._plan_rows(cols["operator"].filter(on),
                                                                  cell.filter(on))
-        self.reason = np.full(len(rows), "", dtype=object)
-        self.reason[self.ts > now_ms + decoder.max_future_ms] = "ts_in_future"
-        self.reason[(self.reason == "") & self.is_cell & (self.plan_row < 0)] = "unknown_cell"
+        self.reason = np.zeros(len(rows), dtype=np.int8)
+        self.reason[self.ts > now_ms + decoder.max_future_ms] = _CODE["ts_in_future"]
+        self.reason[(self.reason == 0) & self.is_cell & (self.plan_row < 0)] = _CODE["unknown_cell"]
         self.op_distinct = cols["operator"].unique().to_list()  # a few: each row's index into them
         self.op_index = _index_of(cols["operator"], self.op_distinct)
 
@@ -430,7 +670,7 @@ class _PolarsGroup(_Group):
 
     def operator_codes(self, codes: dict[bytes, int]) -> np.ndarray:
         table = np.array([codes.get(op.encode(), -1) for op in self.op_distinct], dtype=np.int64)
-        return np.where(self.reason == "", table[self.op_index], -1)
+        return np.where(self.reason == 0, table[self.op_index], -1)
 
     def keys(self, mask: np.ndarray) -> np.ndarray:
         devices = self.cols["device"] if mask.all() else self.cols["device"].filter(pl.Series(mask))
@@ -470,113 +710,21 @@ def contract_certain(cols: pl.DataFrame) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Device keys, computed without per-row Python (the keys of estimators.pseudonym.device_keys)
 
-_SIP_INIT = (0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573)
-SIP_BATCH = 16384
-"""Rows hashed at a time (the state of a batch stays in the CPU's cache)."""
-
-
-def _rotl(x: np.ndarray, b: int, scratch: np.ndarray) -> None:
-    np.left_shift(x, np.uint64(b), out=scratch)
-    np.right_shift(x, np.uint64(64 - b), out=x)
-    x |= scratch
-
-
-def _sip_rounds(v0: np.ndarray, v1: np.ndarray, v2: np.ndarray, v3: np.ndarray,
-                scratch: np.ndarray, rounds: int) -> None:
-    for _ in range(rounds):
-        v0 += v1
-        _rotl(v1, 13, scratch)
-        v1 ^= v0
-        _rotl(v0, 32, scratch)
-        v2 += v3
-        _rotl(v3, 16, scratch)
-        v3 ^= v2
-        v0 += v3
-        _rotl(v3, 21, scratch)
-        v3 ^= v0
-        v2 += v1
-        _rotl(v1, 17, scratch)
-        v1 ^= v2
-        _rotl(v2, 32, scratch)
-
-
-def siphash_words(key16: bytes, words: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """SipHash-2-4 (uint64) of messages given as little-endian 64-bit words, one row each
-    (``words``: uint64[n, w], zero past each message's ``length`` bytes, ``w > length // 8``).
-
-    The same function as :func:`estimators.pseudonym.siphash24`, computed in place on batches of
-    :data:`SIP_BATCH` rows grouped by their number of blocks.
-    """
-    n = len(length)
-    out = np.empty(n, dtype=np.uint64)
-    if n == 0:
-        return out
-    k0 = np.uint64(int.from_bytes(key16[:8], "little"))
-    k1 = np.uint64(int.from_bytes(key16[8:], "little"))
-    length = np.asarray(length, dtype=np.uint64)
-    full = (length >> np.uint64(3)).astype(np.int64)
-    tail = (length & np.uint64(0xFF)) << np.uint64(56)
-    groups = [(int(full[0]), None)] if (full == full[0]).all() else \
-        [(g, np.flatnonzero(full == g)) for g in np.unique(full).tolist()]
-    with np.errstate(over="ignore"):
-        for blocks, rows in groups:
-            w = words if rows is None else words[rows]
-            t = tail if rows is None else tail[rows]
-            res = np.empty(len(w), dtype=np.uint64)
-            for lo in range(0, len(w), SIP_BATCH):
-                hi = min(lo + SIP_BATCH, len(w))
-                m = hi - lo
-                v0 = np.full(m, np.uint64(_SIP_INIT[0]) ^ k0)
-                v1 = np.full(m, np.uint64(_SIP_INIT[1]) ^ k1)
-                v2 = np.full(m, np.uint64(_SIP_INIT[2]) ^ k0)
-                v3 = np.full(m, np.uint64(_SIP_INIT[3]) ^ k1)
-                scratch = np.empty(m, dtype=np.uint64)
-                for j in range(blocks + 1):
-                    block = w[lo:hi, j] | t[lo:hi] if j == blocks else w[lo:hi, j].copy()
-                    v3 ^= block
-                    _sip_rounds(v0, v1, v2, v3, scratch, 2)
-                    v0 ^= block
-                v2 ^= np.uint64(0xFF)
-                _sip_rounds(v0, v1, v2, v3, scratch, 4)
-                v0 ^= v1
-                v2 ^= v3
-                v0 ^= v2
-                res[lo:hi] = v0
-            if rows is None:
-                out = res
-            else:
-                out[rows] = res
-    return out
-
-
 def _finish_keys(h: np.ndarray) -> np.ndarray:
     h[h == 0] = 1  # key 0 is the device index's "empty"
     return h
 
 
 def fast_device_keys(operators: np.ndarray, devices: np.ndarray, secret: bytes) -> np.ndarray:
-    """:func:`estimators.pseudonym.device_keys` of ``|S`` columns: the message
-    ``operator || 0x1F || device`` (each without its NUL padding) laid out in words with numpy
-    slices, then :func:`siphash_words`."""
+    """:func:`estimators.pseudonym.device_keys` of ``|S`` columns: the messages
+    ``operator || 0x1F || device`` laid out in 64-bit words by whole-column shifts
+    (:func:`~estimators.pseudonym.device_words`), then SipHash on all rows at once."""
     n = len(devices)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
-    ops = np.ascontiguousarray(np.asarray(operators, dtype=np.bytes_))
-    devs = np.ascontiguousarray(np.asarray(devices, dtype=np.bytes_))
-    op_len = np.char.str_len(ops)
-    dev_len = np.char.str_len(devs)
-    length = op_len + 1 + dev_len
-    width = (int(op_len.max()) + 1 + devs.dtype.itemsize) // 8 * 8 + 8
-    msg = np.zeros((n, width), dtype=np.uint8)
-    op_raw = np.frombuffer(ops.tobytes(), dtype=np.uint8).reshape(n, ops.dtype.itemsize)
-    dev_raw = np.frombuffer(devs.tobytes(), dtype=np.uint8).reshape(n, devs.dtype.itemsize)
-    for k in np.unique(op_len).tolist():
-        rows = np.flatnonzero(op_len == k) if (op_len != k).any() else slice(None)
-        msg[rows, :k] = op_raw[rows, :k]
-        msg[rows, k] = 0x1F
-        msg[rows, k + 1:k + 1 + devs.dtype.itemsize] = dev_raw[rows]
-    h = siphash_words(device_key_secret(secret), msg.view("<u8"), length.astype(np.uint64))
-    return _finish_keys(h)
+    words, length = device_words(np.asarray(operators, dtype=np.bytes_),
+                                 np.asarray(devices, dtype=np.bytes_))
+    return _finish_keys(siphash_words(device_key_secret(secret), words, length))
 
 
 def text_device_keys(operators: list[str], which: np.ndarray, devices: pl.Series,
@@ -609,7 +757,8 @@ def text_device_keys(operators: list[str], which: np.ndarray, devices: pl.Series
         msg[rows, k] = 0x1F
         msg[rows, k + 1:k + 1 + width] = dev_bytes[rows]
     length = (op_len + 1 + dev_len).astype(np.uint64)
-    return _finish_keys(siphash_words(device_key_secret(secret), msg.view("<u8"), length))
+    words = np.ascontiguousarray(msg.view("<u8").T)
+    return _finish_keys(siphash_words(device_key_secret(secret), words, length))
 
 
 def _index_of(values: pl.Series, distinct: list[str]) -> np.ndarray:
