@@ -95,3 +95,22 @@ def live_workers(tmp: Path, broker: str, redis_url: str, sim: Path, tag: str) ->
 def published_history(r: redis.Redis, prefix: str) -> list[dict[str, Any]]:
     """Every published snapshot of a deployment, oldest first (``P:history``)."""
     return [json.loads(m) for m in r.zrange(f"{prefix}:history", 0, -1)]
+
+
+FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
+"""The region figures the history (``P:history``) keeps of every snapshot."""
+
+
+def latest_is(r: redis.Redis, prefix: str, at: str) -> bool:
+    """Whether the latest published snapshot (``P:snapshot``) is the one of ``at`` (ISO UTC)."""
+    return (r.get(f"{prefix}:snapshot") or b"").find(f'"at":"{at}"'.encode()) >= 0
+
+
+def assert_history_is(r: redis.Redis, prefix: str, expected: list[dict[str, Any]]) -> None:
+    """The published history holds exactly the ``expected`` snapshots (a replay's), in order,
+    with their figures."""
+    history = published_history(r, prefix)
+    assert [h["at"] for h in history] == [s["at"] for s in expected]
+    for snap, got in zip(expected, history, strict=True):
+        assert got["regions"] == {rid: {k: fig[k] for k in FIGURES}
+                                  for rid, fig in snap["regions"].items()}, snap["at"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from livekit import Workers, engine_args, live_workers, wait_for
+from livekit import Workers, engine_args, latest_is, live_workers, wait_for
 
 from estimators.alerts import gap_crossings
 from estimators.units import HOUR_MS
@@ -88,8 +88,7 @@ def test_a_cold_worker_marks_warming_snapshots_and_alerts_only_when_warm(
     assert main(["produce", str(tmp_path / "late.jsonl"), "--kafka", live.broker, "--topic",
                  live.topic, "--quiet"]) == 0
     last = expected[-1]["at"]
-    wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
-        f'"at":"{last}"'.encode()) >= 0, 120, (w,))
+    wait_for("the last snapshot", lambda: latest_is(r, live.prefix, last), 120, (w,))
     history = [json.loads(m) for m in r.zrange(f"{live.prefix}:history", 0, -1)]
     assert [h["at"] for h in history] == [s["at"] for s in expected]
     for h, s in zip(history, expected, strict=True):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
-from livekit import Workers, engine_args, published_history, wait_for
+from livekit import FIGURES, Workers, engine_args, latest_is, published_history, wait_for
 
 from estimators.units import HOUR_MS
 from stream.cli import main
@@ -26,8 +26,6 @@ from stream.sources.kafka_producer import device_partition
 from stream.timefmt import parse_iso_ms
 
 pytestmark = pytest.mark.integration  # real broker, Redis and worker processes
-
-FIGURES = ("present", "resident", "resident_lo", "resident_hi", "registered", "gap_ratio")
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +86,6 @@ def _assert_published_equal_replay(r: redis.Redis, prefix: str,
         assert got["regions"] == {rid: {k: fig[k] for k in FIGURES} for rid, fig in want.items()}, \
             got["at"]
     return [h["at"] for h in history]
-
-
-def _last_published(r: redis.Redis, prefix: str, at: str) -> bool:
-    return (r.get(f"{prefix}:snapshot") or b"").find(f'"at":"{at}"'.encode()) >= 0
 
 
 def _metrics(port: int) -> str:
@@ -195,7 +189,7 @@ def test_redis_losing_its_data_ends_in_the_replays_figures(
                  tuple(procs))
         _produce(w, behind)
         last = expected[-1]["at"]
-        wait_for("the last snapshot", lambda: _last_published(r, w.prefix, last), 120,
+        wait_for("the last snapshot", lambda: latest_is(r, w.prefix, last), 120,
                  tuple(procs))
 
         published = _assert_published_equal_replay(r, w.prefix, expected)
@@ -332,7 +326,7 @@ def test_workers_with_other_settings_are_refused_and_figures_stay_the_replays(
         assert "the pseudonymization key (its public id) is " in key2
         _produce(w, second)
         last = expected[-1]["at"]
-        wait_for("the last snapshot", lambda: _last_published(r, w.prefix, last), 120, (a,))
+        wait_for("the last snapshot", lambda: latest_is(r, w.prefix, last), 120, (a,))
         assert _assert_published_equal_replay(r, w.prefix, expected) == [s["at"] for s in expected]
         assert json.loads(r.get(f"{w.prefix}:snapshot"))["cells"] == expected[-1]["cells"]
     finally:

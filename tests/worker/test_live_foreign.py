@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from livekit import Workers, engine_args, live_workers, published_history, wait_for
+from livekit import Workers, engine_args, latest_is, live_workers, published_history, wait_for
 
 from stream.cli import main
 from stream.local.embedded import Service, create_topic
@@ -62,8 +62,7 @@ def test_foreign_figures_live_equal_replay_across_a_crash(live: Workers, sim: Pa
     assert main(["produce", str(second), "--kafka", live.broker, "--topic", live.topic,
                  "--quiet"]) == 0
     last = expected[-1]["at"]
-    wait_for("the last snapshot", lambda: (r.get(f"{live.prefix}:snapshot") or b"").find(
-        f'"at":"{last}"'.encode()) >= 0, 120, (b,))
+    wait_for("the last snapshot", lambda: latest_is(r, live.prefix, last), 120, (b,))
 
     latest = json.loads(r.get(f"{live.prefix}:snapshot"))
     assert latest["regions"] == expected[-1]["regions"]  # the long-stayers line included
