@@ -176,26 +176,47 @@ class CellTable:
     def locate_latlng(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """``loc`` of each WGS84 position (validated beforehand): its H3 cell at this
         resolution and the region holding the position itself (:class:`PointRegions`);
-        ``-1`` when the table is full (see :meth:`locate`)."""
+        ``-1`` when the table is full (see :meth:`locate`). The same as
+        :meth:`locate_point_keys` of :meth:`point_keys`."""
+        return self.locate_point_keys(*self.point_keys(lat, lon))
+
+    def point_keys(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The location key (uint64, :meth:`key`) of each WGS84 position (validated
+        beforehand), and whether a region border crosses its cell (bool), without adding
+        anything to the table: the part of :meth:`locate_latlng` that only reads the regions
+        (and fills the :class:`PointRegions` memos), so a reader thread may run it while
+        another thread uses the table (one thread at a time per table's memos)."""
         lat = np.asarray(lat, dtype=np.float64).reshape(-1)
         lon = np.asarray(lon, dtype=np.float64).reshape(-1)
         if lat.size == 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
         cells = latlng_to_cell(lat, lon, self.res)
         uniq, inverse = np.unique(cells, return_inverse=True)
         inverse = inverse.reshape(-1)
         whole, reach = self.points.cell_regions(uniq)  # region, or -1 where a border crosses
-        crossed = whole < 0
-        if not crossed.any():
-            return self._counted(self._locate_keys(self.key(uniq, whole))[inverse])
-        at = np.flatnonzero(crossed[inverse])  # the positions in crossed cells
-        region = self.points.point_regions(lat[at], lon[at], reach[inverse[at]])
-        b_keys, b_inverse = np.unique(self.key(cells[at], region), return_inverse=True)
-        n_whole = int((~crossed).sum())
-        locs = self._locate_keys(np.concatenate([self.key(uniq[~crossed], whole[~crossed]),
-                                                 b_keys]))
-        out = locs[(np.cumsum(~crossed) - 1)[inverse]]  # right for positions in whole cells
-        out[at] = locs[n_whole + b_inverse.reshape(-1)]
+        border = (whole < 0)[inverse]
+        region = np.maximum(whole, 0)[inverse]
+        if border.any():
+            at = np.flatnonzero(border)
+            region[at] = self.points.point_regions(lat[at], lon[at], reach[inverse[at]])
+        return self.key(cells, region), border
+
+    def locate_point_keys(self, keys: np.ndarray, border: np.ndarray) -> np.ndarray:
+        """``loc`` of each location key of :meth:`point_keys` (adding unseen ones; ``-1``
+        beyond :attr:`capacity`). New keys are numbered in the order of whole cells' keys, then
+        border cells' keys, each ascending."""
+        keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        if keys.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if not border.any():
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            return self._counted(self._locate_keys(uniq)[inverse.reshape(-1)])
+        w_keys, w_inverse = np.unique(keys[~border], return_inverse=True)
+        b_keys, b_inverse = np.unique(keys[border], return_inverse=True)
+        locs = self._locate_keys(np.concatenate([w_keys, b_keys]))
+        out = np.empty(keys.size, dtype=np.int64)
+        out[~border] = locs[w_inverse.reshape(-1)]
+        out[border] = locs[w_keys.size + b_inverse.reshape(-1)]
         return self._counted(out)
 
     def _counted(self, locs: np.ndarray) -> np.ndarray:

@@ -211,6 +211,10 @@ class PresenceState:
         if sel.size == 0:
             return
         rows, hour = rows[sel], (ts_ms[sel] - EPOCH_MS) // HOUR_MS
+        base = int(hour.min()) - 1
+        if int(hour.max()) - base < _HOUR_WRAP >> 2:
+            self._merge_day_in_place(rows, hour, region[sel], base)
+            return
         value = hour * _HOUR_WRAP + region[sel].astype(np.int64) + 1
         uniq, first = np.unique(rows, return_index=True)
         held = self.day_slot[uniq].astype(np.int64)
@@ -222,6 +226,24 @@ class PresenceState:
         best = np.maximum(best, held_value)
         self.day_slot[uniq] = (np.mod(best >> 16, _HOUR_WRAP) << 16 | (best & 0xFFFF)).astype(
             np.uint32)
+
+    def _merge_day_in_place(self, rows: np.ndarray, hour: np.ndarray, region: np.ndarray,
+                            base: int) -> None:
+        """:meth:`_update_day`'s merge for a batch spanning fewer than 2**14 hours, in
+        ``day_slot`` itself (no sort, no per-device scratch): the touched slots are rewritten
+        as hours after ``base`` (0: older than the batch, it loses to any of its pings), the
+        pings merged by ``np.maximum.at``, and the winners written back in the slot layout.
+        Each held slot is unwrapped against the hour of a ping of its device, as before."""
+        held = self.day_slot[rows].astype(np.int64)
+        held_after = hour + _signed16((held >> 16) - hour) - base
+        held_key = np.where((held != 0) & (held_after > 0),
+                            (np.minimum(held_after, 0xFFFF) << 16) | (held & 0xFFFF), 0)
+        self.day_slot[rows] = held_key.astype(np.uint32)
+        np.maximum.at(self.day_slot, rows,
+                      (((hour - base) << 16) | (region.astype(np.int64) + 1)).astype(np.uint32))
+        best = self.day_slot[rows].astype(np.int64)
+        self.day_slot[rows] = ((np.mod((best >> 16) + base, _HOUR_WRAP) << 16)
+                               | (best & 0xFFFF)).astype(np.uint32)
 
     def day_region(self, at_ms: int, max_age_ms: int, rows: np.ndarray | None = None
                    ) -> np.ndarray:

@@ -112,6 +112,17 @@ class ParsedRows(Protocol):
     def record(self, i: int) -> Record: ...
 
 
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows of files checked and keyed ahead by :meth:`PingDecoder.prepare_rows`, for
+    :meth:`PingDecoder.decode_prepared`."""
+
+    groups: list[_Group]
+    source: Callable[[int], str]
+    rejects: list[Reject]
+    now_ms: int
+
+
 class PingDecoder:
     """Validates pings against the ping contract and the engine's reference data, and turns them
     into engine columns.
@@ -168,7 +179,16 @@ class PingDecoder:
         Parsed rows that :func:`contract_certain` vouches for go on as columns (no Python object
         per row); every other row is turned into its record and checked by
         :func:`~stream.contract.check_ping`, which states the rules and words every reject.
+        The same as :meth:`decode_prepared` of :meth:`prepare_rows`.
         """
+        return self.decode_prepared(self.prepare_rows(rows))
+
+    def prepare_rows(self, rows: ParsedRows) -> PreparedRows:
+        """The part of :meth:`decode_rows` that reads no engine state that ingesting changes:
+        the contract's checks, cell-plan rows, device keys and the location keys of lat/lon
+        pings (:meth:`~estimators.cells.CellTable.point_keys`). A reader thread may run it
+        ahead while the engine ingests earlier rows (one thread at a time per decoder);
+        :meth:`decode_prepared` finishes in the engine's thread."""
         now_ms = self._now()
         cols = rows.columns
         parsed = np.flatnonzero(rows.parsed)
@@ -181,7 +201,14 @@ class PingDecoder:
             groups.append(_PolarsGroup(self, good, parsed[certain], now_ms, rows.record))
         if kept:
             groups.append(_NumpyGroup(self, ping_columns(fields), np.asarray(kept, np.int64), now_ms))
-        return self._finish(groups, rows.source, rejects, now_ms)
+        for g in groups:
+            g.prepare()
+        return PreparedRows(groups, rows.source, rejects, now_ms)
+
+    def decode_prepared(self, prepared: PreparedRows) -> PingBatch:
+        """The batch of rows :meth:`prepare_rows` made ready: operator codes (registering new
+        operators) and cell-table locations, in the engine's thread."""
+        return self._finish(prepared.groups, prepared.source, prepared.rejects, prepared.now_ms)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -248,7 +275,10 @@ class PingDecoder:
             opclass=self.engine.operator_class(joined(op_code), mcc),
             loc=self._locations(joined([g.is_cell for g in groups]),
                                 joined([g.plan_row for g in groups]),
-                                joined([g.lat for g in groups]), joined([g.lon for g in groups])),
+                                joined([g.lat for g in groups]), joined([g.lon for g in groups]),
+                                (joined([g.point_key for g in groups]),
+                                 joined([g.point_border for g in groups]))
+                                if all(g.point_key is not None for g in groups) else None),
             rejects=rejects,
             row=row.copy() if shared else row,
             home_mcc=mcc.astype(np.int16),
@@ -346,9 +376,16 @@ class PingDecoder:
     def _plan_rows(self, operator: pl.Series, cell: pl.Series) -> np.ndarray:
         """Cell-plan row of each (operator, cell id) pair (text), -1 when the plan does not know it
         (a null cell included)."""
-        index = self.plan_index()
-        if index is None or len(cell) == 0:
+        table = self.plan_table()
+        if table is None or len(cell) == 0:
             return np.full(len(cell), -1, dtype=np.int64)
+        op_b, cell_b = _text_bytes(operator), _text_bytes(cell)
+        if op_b is not None and cell_b is not None:
+            out = table.rows(op_b, cell_b)
+            out[cell.str.ends_with("\x00").fill_null(True).to_numpy()] = -1  # |S drops it
+            return out
+        index = self.plan_index()
+        assert index is not None
         query = pl.DataFrame({"operator": operator, "cell": cell})
         found = query.join(index, on=["operator", "cell"], how="left", maintain_order="left")
         return found["_row"].fill_null(-1).to_numpy().astype(np.int64, copy=False)
@@ -371,8 +408,10 @@ class PingDecoder:
         return table.rows(operator, cell, has_cell, op_word)
 
     def _locations(self, is_cell: np.ndarray, plan_row: np.ndarray, lat: np.ndarray,
-                   lon: np.ndarray) -> np.ndarray:
-        """Cell-table location of each valid ping: its plan row's, or its lat/lon binned."""
+                   lon: np.ndarray, point: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> np.ndarray:
+        """Cell-table location of each valid ping: its plan row's, or its lat/lon binned
+        (``point``: the location keys and border flags of :meth:`_Group.prepare`, if made)."""
         plan = self.engine.plan
         if plan is not None and len(plan.loc):
             loc = plan.loc[np.maximum(plan_row, 0)]  # rows of lat/lon pings are set below
@@ -380,7 +419,11 @@ class PingDecoder:
             loc = np.empty(len(is_cell), dtype=np.int64)
         if not is_cell.all():
             by_point = ~is_cell
-            loc[by_point] = self.engine.cells.locate_latlng(lat[by_point], lon[by_point])
+            if point is None:
+                loc[by_point] = self.engine.cells.locate_latlng(lat[by_point], lon[by_point])
+            else:
+                loc[by_point] = self.engine.cells.locate_point_keys(point[0][by_point],
+                                                                    point[1][by_point])
         return loc
 
 
@@ -520,6 +563,20 @@ class PlanTable:
         return out
 
 
+def _text_bytes(text: pl.Series) -> np.ndarray | None:
+    """A polars text column without nulls as a ``|S`` column of its UTF-8 bytes, made by
+    polars (NUL padding) without a Python object per row; None when it has nulls or text that
+    is not ASCII (its padding is counted in characters: the caller takes the text path)."""
+    if text.null_count():
+        return None
+    width = max(1, int(text.str.len_bytes().max() or 0))
+    raw = text.str.pad_end(width, "\x00").cast(pl.Binary) \
+        .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
+    if raw.null_count():
+        return None
+    return np.ascontiguousarray(raw.to_numpy()).view(f"S{width}").ravel()
+
+
 def _text(values: np.ndarray) -> pl.Series:
     """A ``|S`` column as polars text (bytes that are not UTF-8 become null: they match no plan
     key)."""
@@ -540,6 +597,21 @@ class _Group:
     mcc: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
+
+    point_key: np.ndarray | None = None
+    point_border: np.ndarray | None = None
+
+    def prepare(self) -> None:
+        """Compute ahead what needs no engine state that ingesting changes (see
+        :meth:`PingDecoder.prepare_rows`): the location keys (``point_key``, uint64, 0 where
+        unused) and border flags (``point_border``) of the lat/lon rows that passed so far."""
+        todo = ~self.is_cell & (self.reason == 0)
+        self.point_key = np.zeros(len(self.rows), dtype=np.uint64)
+        self.point_border = np.zeros(len(self.rows), dtype=bool)
+        if todo.any():
+            cells = self.decoder.engine.cells
+            self.point_key[todo], self.point_border[todo] = cells.point_keys(self.lat[todo],
+                                                                             self.lon[todo])
 
     def operators(self, mask: np.ndarray) -> list[bytes]:
         """The distinct operators (ASCII bytes) of the rows in ``mask``."""
@@ -663,6 +735,7 @@ class _PolarsGroup(_Group):
         self.reason[(self.reason == 0) & self.is_cell & (self.plan_row < 0)] = _CODE["unknown_cell"]
         self.op_distinct = cols["operator"].unique().to_list()  # a few: each row's index into them
         self.op_index = _index_of(cols["operator"], self.op_distinct)
+        self._keys: np.ndarray | None = None
 
     def operators(self, mask: np.ndarray) -> list[bytes]:
         seen = np.bincount(self.op_index[mask], minlength=len(self.op_distinct)) > 0
@@ -672,7 +745,14 @@ class _PolarsGroup(_Group):
         table = np.array([codes.get(op.encode(), -1) for op in self.op_distinct], dtype=np.int64)
         return np.where(self.reason == 0, table[self.op_index], -1)
 
+    def prepare(self) -> None:
+        super().prepare()
+        self._keys = text_device_keys(self.op_distinct, self.op_index, self.cols["device"],
+                                      self.decoder.secret)
+
     def keys(self, mask: np.ndarray) -> np.ndarray:
+        if self._keys is not None:
+            return self._keys if mask.all() else self._keys[mask]
         devices = self.cols["device"] if mask.all() else self.cols["device"].filter(pl.Series(mask))
         return text_device_keys(self.op_distinct, self.op_index[mask], devices, self.decoder.secret)
 

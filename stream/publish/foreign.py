@@ -18,10 +18,11 @@ period's arrivals are final once it is ``closed``; departures, nights, stock and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
+
+import numpy as np
 
 from estimators.foreign import (
     ALL,
@@ -53,28 +54,45 @@ SNAPSHOT_FIELD = "week"
 foreign long-stayers line."""
 
 
-def _count(x: float) -> int | None:
-    return None if not math.isfinite(x) else round(x)
-
-
 def _night_date(night: int) -> str | None:
     return None if night < 0 else (date(1970, 1, 1) + timedelta(days=night)).isoformat()
 
 
-def _figure(fe: ForeignEstimate, name: str, idx: tuple[int, ...]) -> dict[str, int | None]:
-    f = fe.figures[name]
-    return {"devices": _count(float(f.devices[idx])), "people": _count(float(f.people[idx])),
-            "lo": _count(float(f.lo[idx])), "hi": _count(float(f.hi[idx]))}
+def _counts(values: np.ndarray) -> Any:
+    """An array of figures as nested lists of whole numbers, None where not finite (suppressed
+    or unknown), converted once per array instead of once per figure."""
+    finite = np.isfinite(values)
+    out = np.where(finite, np.rint(values), 0).astype(np.int64).astype(object)
+    out[~finite] = None
+    return out.tolist()
 
 
-def _line(fe: ForeignEstimate, c: int, r: int, classes: bool) -> dict[str, Any]:
+Counts = dict[str, tuple[Any, Any, Any, Any]]
+"""Per measure, its ``devices``, ``people``, ``lo`` and ``hi`` as nested lists (:func:`_counts`)."""
+
+
+def _all_counts(fe: ForeignEstimate) -> Counts:
+    return {name: (_counts(f.devices), _counts(f.people), _counts(f.lo), _counts(f.hi))
+            for name, f in fe.figures.items()}
+
+
+def _figure(counts: Counts, name: str, idx: tuple[int, ...]) -> dict[str, int | None]:
+    out = []
+    for a in counts[name]:
+        for i in idx:
+            a = a[i]
+        out.append(a)
+    return dict(zip(("devices", "people", "lo", "hi"), out, strict=True))
+
+
+def _line(counts: Counts, c: int, r: int, classes: bool) -> dict[str, Any]:
     """The measures of one (country row, region column); with ``classes``, ``by_class`` too."""
     all_k = len(CLASSES)
     out: dict[str, Any] = {}
     for name in MEASURES:
-        out[name] = _figure(fe, name, (c, r, all_k) if name in BY_CLASS else (c, r))
+        out[name] = _figure(counts, name, (c, r, all_k) if name in BY_CLASS else (c, r))
     if classes:
-        out["by_class"] = {name: {cls: _figure(fe, name, (c, r, k))
+        out["by_class"] = {name: {cls: _figure(counts, name, (c, r, k))
                                   for k, cls in enumerate(CLASSES)} for name in BY_CLASS}
     return out
 
@@ -92,11 +110,12 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
                    if c in with_factor or ALL in with_factor]
     if people_rows and len(people_rows) == n_c:
         people_rows.append(ALL)
+    counts = _all_counts(fe)
     out_regions: dict[str, Any] = {}
     for r, rid in enumerate(regions.ids):
-        line = _line(fe, n_c, r, classes=True)
+        line = _line(counts, n_c, r, classes=True)
         out_regions[rid] = {"name": regions.names[r], **line,
-                            "countries": {country: _line(fe, c, r, classes=False)
+                            "countries": {country: _line(counts, c, r, classes=False)
                                           for c, country in enumerate(fe.countries[:-1])}}
     return {
         "topic": TOPIC, "dating": DATING,
@@ -119,7 +138,7 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
         "countries": list(fe.countries),
         "classes": list(CLASSES),
         "nights_evaluated": p.nights_evaluated,
-        "totals": {country: _line(fe, c, n_r, classes=True)
+        "totals": {country: _line(counts, c, n_r, classes=True)
                    for c, country in enumerate(fe.countries)},
         "regions": out_regions,
     }

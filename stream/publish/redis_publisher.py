@@ -36,7 +36,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import h3
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError, WatchError
@@ -52,7 +51,7 @@ from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
 from stream.publish.foreign import add_foreign_line, published_foreign
 from stream.publish.redis_keys import RedisKeys, health_field
-from stream.publish.snapshot import build_snapshot, gap_alerts
+from stream.publish.snapshot import build_snapshot, cell_ids, counts_or_null, gap_alerts
 from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
@@ -505,8 +504,8 @@ class SnapshotPublisher:
         out = {}
         finest = (self.engine.config.res, (est.cell_id, est.cell_present))
         for res, (ids, present) in [*est.coarse_cells.items(), finest]:
-            out[res] = {h3.int_to_str(int(c)): "null" if np.isnan(v) else str(round(float(v)))
-                        for c, v in zip(ids.tolist(), present.tolist(), strict=True)}
+            out[res] = {cid: "null" if v is None else str(v)
+                        for cid, v in zip(cell_ids(ids), counts_or_null(present), strict=True)}
         return out
 
     def flows(self, tally: Tally, est: Estimate) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ import logging
 import math
 from typing import Any
 
-import h3
 import numpy as np
 
 from estimators.alerts import GapAlert, gap_crossings, hold_gap_alerts, update_gap_alerts
@@ -41,6 +40,24 @@ def count_or_null(x: float | None) -> int | None:
         log.warning("a non-finite figure (%s) was published as null", x)
         return None
     return round(x)
+
+
+def counts_or_null(values: np.ndarray) -> list[int | None]:
+    """:func:`count_or_null` of every value of a ``float64`` array, without a Python call per
+    value (rounding half to even, as ``round``)."""
+    rounded = np.rint(np.asarray(values, dtype=np.float64))
+    finite = np.isfinite(rounded)
+    if finite.all():
+        return rounded.astype(np.int64).tolist()
+    out = np.where(finite, rounded, 0).astype(np.int64).tolist()
+    for i in np.flatnonzero(~finite).tolist():
+        out[i] = count_or_null(float(values[i]))
+    return out
+
+
+def cell_ids(cells: np.ndarray) -> list[str]:
+    """H3 cell numbers (uint64) as their hex strings (``h3.int_to_str``, several times faster)."""
+    return list(map("{:x}".format, np.asarray(cells, dtype=np.uint64).tolist()))
 
 
 def gap_ratio(resident: int | None, registered: int | None) -> float | None:
@@ -103,12 +120,11 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
         }
         if warm is not None:
             out_regions[rid]["warming_up"] = {"present": warm.present, "resident": warm.resident}
-    ids = [h3.int_to_str(int(c)) for c in est.cell_id.tolist()]
     snapshot: dict[str, Any] = {
         "at": iso_utc(est.at_ms),
         "res": res,
         "regions": out_regions,
-        "cells": {cid: count_or_null(v) for cid, v in zip(ids, est.cell_present.tolist(), strict=True)},
+        "cells": dict(zip(cell_ids(est.cell_id), counts_or_null(est.cell_present), strict=True)),
     }
     if warm is not None:
         snapshot["warming_up"] = warming_up_doc(warm)

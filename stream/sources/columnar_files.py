@@ -48,7 +48,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -75,6 +75,8 @@ from stream.sources.ping_files import (
     ping_paths,
 )
 from stream.sources.text_files import BOM, BYTE_ERRORS, LongLine, open_text, read_problem
+
+T = TypeVar("T")
 
 BLOCK_BYTES = 1 << 23
 """Bytes of a file parsed at a time (8 Mi: about 80,000 rows of a usual file)."""
@@ -1185,10 +1187,22 @@ def read_columns(paths: Iterable[str | Path], chunk_rows: int = 100_000,
         yield from chunks
 
 
+def read_prepared(paths: Iterable[str | Path], prepare: Callable[[PingRows], T],
+                  chunk_rows: int = 100_000, chunk_chars: int = CHUNK_CHARS,
+                  period: Period | None = None) -> Iterator[tuple[PingRows, T]]:
+    """The chunks of :func:`read_columns`, each with ``prepare(chunk)``, both made one chunk
+    ahead by a thread while the caller works on the previous one (e.g. a decoder's checks and
+    keys, :meth:`~stream.decode.validate.PingDecoder.prepare_rows`: ``prepare`` must touch
+    nothing the caller changes meanwhile). Raises what ``read_columns`` or ``prepare`` raise,
+    after the chunks before."""
+    chunks = _read_columns(paths, chunk_rows, chunk_chars, period)
+    yield from _read_ahead((chunk, prepare(chunk)) for chunk in chunks)
+
+
 _DONE = object()
 
 
-def _read_ahead(chunks: Iterator[PingRows]) -> Iterator[PingRows]:
+def _read_ahead(chunks: Iterator[Any]) -> Iterator[Any]:
     """The items of ``chunks``, produced one ahead by a thread (polars and numpy release the GIL
     while parsing, so reading overlaps the caller's work); its exception comes after the items
     before it. Closing this generator stops the thread."""
