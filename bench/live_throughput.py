@@ -493,9 +493,65 @@ def _first(w: Worker) -> tuple[float, int] | None:
     return (time.monotonic(), n) if n > 0 else None
 
 
+def json_parts(cols: dict[str, np.ndarray]) -> tuple[list[bytes], list[bytes]]:
+    """Each ping's JSON message split around its ``ts`` value (``head + ts + tail``), so a live
+    producer stamps the produce time without encoding a whole message per ping."""
+    heads, tails = [], []
+    for msg in (encode_json(p) for p in _pings(cols)):
+        head, rest = msg.split(b'"ts":', 1)
+        heads.append(head + b'"ts":')
+        tails.append(rest[rest.index(b","):])
+    return heads, tails
+
+
+def _pings(cols: dict[str, np.ndarray]) -> Any:
+    for d, ts, op, mcc, c, lat, lon in zip(
+            cols["device"].tolist(), cols["ts"].tolist(), cols["operator"].tolist(),
+            cols["home_mcc"].tolist(), cols["cell"].tolist(), cols["lat"].tolist(),
+            cols["lon"].tolist(), strict=True):
+        ping: dict[str, Any] = {"device": d.decode(), "ts": ts, "operator": op.decode(),
+                                "home_mcc": None if mcc < 0 else mcc}
+        if c:
+            ping["cell"] = c.decode()
+        else:
+            ping["lat"], ping["lon"] = lat, lon
+        yield ping
+
+
+def hold_devices(env: Env, producer: Producer, topic: str, w: Worker, n: int,
+                 report: Delivery) -> int:
+    """Make the worker hold ``n`` more devices: pool pings renamed ``held-<i>``, stamped now, in
+    frames; waits (bounded) until the worker has accepted them. Returns the pings sent."""
+    if n <= 0:
+        return 0
+    src = env.inputs.cols
+    t0 = time.monotonic()
+    for lo in range(0, n, 20_000):
+        k = min(20_000, n - lo)
+        rows = np.arange(lo, lo + k) % len(src["ts"])
+        cols = {key: v[rows] for key, v in src.items()}
+        cols["device"] = np.char.add(b"held-", np.arange(lo, lo + k).astype("S8"))
+        cols["ts"] = np.full(k, int(time.time() * 1000), dtype=np.int64)
+        for p, idx in enumerate(by_partition(cols, env.partitions)):
+            if len(idx):
+                send(producer, topic, encode_frame({key: v[idx] for key, v in cols.items()}), p,
+                     CT_FRAME, report, time.monotonic() + 10)
+        producer.poll(0)
+    producer.flush(30)
+    wait_for(f"{n:,} held devices accepted",
+             lambda: (w.consumed() or Counter())["accepted"] >= n, env.timeout_s, 0.5)
+    log(f"latency: the worker holds {n:,} more devices ({time.monotonic() - t0:.1f} s)")
+    return n
+
+
 def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: int,
-            control_every_s: float = 0.1) -> dict[str, Any]:
-    """Live pings at ``rate``/s with ts = produce time; per-ping delay until a snapshot includes it."""
+            control_every_s: float = 0.1, content: str = "frames", hold: int = 0
+            ) -> dict[str, Any]:
+    """Live pings at ``rate``/s with ts = produce time; per-ping delay until a snapshot includes it.
+
+    ``content``: batch frames of ``frame_rows`` pings, or ``json``: one JSON ping per message
+    (``frame_rows`` of them per tick). ``hold``: devices the worker is made to hold first
+    (:func:`hold_devices`), so each window's tally and snapshot cover that many."""
     name = _name("latency")
     topic = f"pings-{name}"
     create_topic(env.bootstrap, topic, env.partitions)
@@ -512,6 +568,15 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
     pos = 0
     used = 0  # pool rows sent so far (the pool repeats once exhausted)
 
+    if content == "json":
+        log(f"latency: encoding {n_src:,} JSON pings")
+        heads, tails = json_parts(src)
+        part = by_partition(src, env.partitions)
+        partition_of = np.zeros(n_src, dtype=np.int64)
+        for p, idx in enumerate(part):
+            partition_of[idx] = p
+        partition_list = partition_of.tolist()
+
     def frame(n: int) -> None:
         nonlocal pos, used
         if pos + n > n_src:
@@ -519,6 +584,16 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
         used = max(used, pos + n)
         now = time.time()
         ts_ms = int(now * 1000)
+        if content == "json":
+            stamp = str(ts_ms).encode()
+            deadline = time.monotonic() + 10
+            for i in range(pos, pos + n):
+                send(producer, topic, heads[i] + stamp + tails[i], partition_list[i], CT_JSON, report,
+                     deadline)
+            pos += n
+            producer.poll(0)
+            sent.append((ts_ms, n, now))
+            return
         cols = take(src, pos, pos + n)
         cols["ts"] = np.full(n, ts_ms, dtype=np.int64)
         pos += n
@@ -537,8 +612,9 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
 
     try:
         log(f"latency: warming up (group join) on {topic}, --every {every}")
+        held = hold_devices(env, producer, topic, w, hold, report)
         frame(1000)
-        warm, warm_until = sent[0][1], (sent[0][0] // every_ms + 1) * every_ms
+        warm, warm_until = sent[0][1] + held, (sent[0][0] // every_ms + 1) * every_ms
         deadline = time.monotonic() + env.timeout_s
         while not ((w.consumed() or Counter())["accepted"] >= warm
                    and (w.published_until() or 0) >= warm_until):
@@ -593,9 +669,9 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
         window = sorted(snaps.items())
         first_at = int(at.min())
         from_end = np.array([p - a / 1000 for a, p in window if first_at <= a <= last_boundary])
-        devices = len(np.unique(src["device"][:used]))
+        devices = len(np.unique(src["device"][:used])) + held
         out = {"rate": rate, "every": every, "duration_s": duration_s, "pings": produced,
-               "devices": devices,
+               "devices": devices, "content": content, "held": held,
                "frames": len(sent), "frame_rows": frame_rows, "outcomes": dict(c),
                "delay_p50_s": _wpct(delay, weights, 50), "delay_p99_s": _wpct(delay, weights, 99),
                "delay_max_s": float(delay.max()),
@@ -835,6 +911,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-rate", type=float,
                    help="pings/s in the latency stage (default: half the measured frame rate)")
     p.add_argument("--latency-frame-rows", type=int, help="pings per live frame (default --frame-rows)")
+    p.add_argument("--latency-content", default="frames", choices=("frames", "json"),
+                   help="live pings as batch frames or one JSON ping per message (default frames; "
+                        "json: the default rate is half the JSON stage's, 2,000 messages per tick)")
+    p.add_argument("--latency-hold", type=int, default=0,
+                   help="devices the worker holds before the latency run (e.g. 1000000)")
     p.add_argument("--redis", help="use this Redis (unique key prefixes) instead of a fresh one")
     p.add_argument("--timeout", type=float, default=300.0, help="bound of each wait, s (default 300)")
     p.add_argument("--worker-arg", action="append", default=[],
@@ -924,10 +1005,16 @@ def main(argv: list[str] | None = None) -> int:
             results["json"] = throughput(env, "json", json_msgs[:args.json_pings], CT_JSON,
                                          args.json_pings, int(sub["ts"].max()))
         if "latency" in stages:
-            rate = args.latency_rate or (results["frames"]["pings_per_s"] / 2 if "frames" in results
-                                         else 250_000.0)
-            results["latency"] = latency(env, rate, args.latency_every, args.latency_s,
-                                         args.latency_frame_rows or args.frame_rows)
+            if args.latency_content == "json":
+                rate = args.latency_rate or (results["json"]["pings_per_s"] / 2 if "json" in results
+                                             else 75_000.0)
+                rows = args.latency_frame_rows or 2_000
+            else:
+                rate = args.latency_rate or (results["frames"]["pings_per_s"] / 2
+                                             if "frames" in results else 250_000.0)
+                rows = args.latency_frame_rows or args.frame_rows
+            results["latency"] = latency(env, rate, args.latency_every, args.latency_s, rows,
+                                         content=args.latency_content, hold=args.latency_hold)
         for kind in ("quix", "quix-mem", "raw"):
             if kind in stages:
                 results[kind] = peer(env, kind, json_msgs, args.peer_msgs, args.peer_limit)
@@ -976,8 +1063,8 @@ def report(r: dict[str, Any]) -> None:
         goals.append((">= 150 k msg/s with per-message JSON", j["pings_per_s"] >= 150_000))
     if "latency" in r:
         lat = r["latency"]
-        print(f"  latency: {lat['rate']:,.0f} pings/s for {lat['duration_s']:.0f} s "
-              f"({lat['devices']:,} devices), --every {lat['every']}: "
+        print(f"  latency: {lat['rate']:,.0f} pings/s ({lat.get('content', 'frames')}) for "
+              f"{lat['duration_s']:.0f} s ({lat['devices']:,} devices held), --every {lat['every']}: "
               f"ping -> snapshot p50 {lat['delay_p50_s']:.3f} s, p99 {lat['delay_p99_s']:.3f} s "
               f"(max {lat['delay_max_s']:.3f}); window end -> publish p50 "
               f"{lat['from_window_end_p50_s']:.3f} s, p99 {lat['from_window_end_p99_s']:.3f} s")

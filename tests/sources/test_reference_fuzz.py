@@ -32,6 +32,8 @@ from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import (
     MAX_PEOPLE,
     CellPlanRows,
+    _plain_cell_plan,
+    cell_plan_by_rows,
     load_calibration,
     load_cell_plan,
     load_population,
@@ -215,6 +217,55 @@ def test_cell_plan_loader_and_binning(packed: tuple[bytes, str], res: int) -> No
     engine = Engine(REGIONS, EngineConfig(res=res))
     load_plan(engine, plan)  # an InputError here would escape: the loader let a bad plan through
     assert engine.plan is not None and len(engine.plan) == n
+    assert_same_plan(plan, _load(*packed, cell_plan_by_rows))  # the columnar path changed nothing
+
+
+def assert_same_plan(a: CellPlanRows, b: CellPlanRows | None) -> None:
+    assert b is not None
+    assert a.operator == b.operator and a.cell == b.cell
+    for name in ("lat", "lon", "azimuth_deg", "range_m"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+
+
+def _plain_plan(rows: list[tuple[str, str, float, float, float | None, float | None]],
+                spaces: bool, optional: bool, extra: bool) -> str:
+    pad = " " if spaces else ""
+    head = ["operator", "cell", "lat", "lon"] + (["azimuth_deg", "range_m"] if optional else []) \
+        + (["valid_from"] if extra else [])
+    lines = [",".join(f"{pad}{h}{pad}" for h in head)]
+    for op, cell, lat, lon, az, rng in rows:
+        values = [op, cell, repr(lat), f"{lon:.6f}"]
+        if optional:
+            values += ["" if az is None else f"{az:g}", "" if rng is None else str(rng)]
+        if extra:
+            values.append("2026-01-01")
+        lines.append(",".join(f"{pad}{v}{pad}" for v in values))
+    return "\n".join(lines) + "\n"
+
+
+PLAN_ROWS = st.lists(st.tuples(
+    st.sampled_from(["40101", "40102", "401077"]),
+    st.text(alphabet="ABCxyz0123456789-_.", min_size=1, max_size=12),
+    st.floats(-90, 90, allow_nan=False), st.floats(-180, 180, allow_nan=False),
+    st.one_of(st.none(), st.floats(0, 360, allow_nan=False)),
+    st.one_of(st.none(), st.integers(0, 100_000).map(float))), min_size=1, max_size=40,
+    unique_by=lambda r: (r[0], r[1]))
+
+
+@FUZZ
+@given(PLAN_ROWS, st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["", "crlf", "bom", "gz"]))
+def test_a_plain_plan_loads_as_columns_exactly_as_row_by_row(
+        rows: list[Any], spaces: bool, optional: bool, extra: bool, form: str) -> None:
+    text = _plain_plan(rows, spaces, optional, extra)
+    data = text.replace("\n", "\r\n").encode() if form == "crlf" else \
+        b"\xef\xbb\xbf" + text.encode() if form == "bom" else \
+        gzip.compress(text.encode()) if form == "gz" else text.encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cells.csv"
+        path.write_bytes(data)
+        fast = _plain_cell_plan(path)
+        assert fast is not None  # a plain file takes the columnar path
+        assert_same_plan(fast, cell_plan_by_rows(path))
 
 
 @FUZZ
