@@ -17,9 +17,11 @@ class InOrderThread:
     """Runs ``submit``-ted callables one at a time, in order, in a thread of its own.
 
     At most ``depth`` jobs wait (``submit`` blocks beyond that: memory stays bounded). The first
-    exception a job raises stops the thread; it is raised again by the next ``submit`` or by
-    ``close``, which waits for every job before it. Use as a context manager: leaving the block
-    closes it (on an exception inside the block, waiting jobs are dropped).
+    exception a job raises stops the thread (later jobs are skipped); it is raised again by the next
+    ``submit`` or by ``close``, which waits for every job before it. Use as a context manager:
+    leaving the block closes it, also on an exception inside the block (the jobs submitted before
+    it still run, e.g. the snapshots of windows closed before a broken file; the block's
+    exception is the one raised).
     """
 
     def __init__(self, name: str, depth: int = 2) -> None:
@@ -54,15 +56,8 @@ class InOrderThread:
             raise RuntimeError("the background thread has stopped")
         self._jobs.put(job)
 
-    def close(self, drop: bool = False) -> None:
-        """Wait for the queued jobs (``drop``: skip those not started), stop the thread, and raise
-        the error of a job that failed."""
-        if drop:
-            try:
-                while True:
-                    self._jobs.get_nowait()
-            except queue.Empty:
-                pass
+    def close(self) -> None:
+        """Wait for the queued jobs, stop the thread, and raise the error of a job that failed."""
         if self._thread.is_alive():
             self._jobs.put(_STOP)
             self._thread.join()
@@ -76,4 +71,4 @@ class InOrderThread:
             self.close()
         else:
             with contextlib.suppress(BaseException):  # the block's own exception is the one
-                self.close(drop=True)
+                self.close()

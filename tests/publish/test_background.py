@@ -1,7 +1,6 @@
 """The in-order background thread behind replay's snapshot writer."""
 
 import threading
-import time
 
 import pytest
 
@@ -33,22 +32,16 @@ def test_an_error_is_raised_in_the_submitting_thread_and_later_jobs_do_not_run()
     assert len(ran) < 1000
 
 
-def test_close_with_drop_skips_the_jobs_not_started():
+def test_jobs_submitted_before_an_exception_in_the_block_still_run():
     gate = threading.Event()
     ran: list[int] = []
-    worker = InOrderThread("test", depth=5)
-    worker.submit(lambda: gate.wait(10))
-    for i in range(5):
-        worker.submit(lambda i=i: ran.append(i))
-    closer = threading.Thread(target=worker.close, kwargs={"drop": True})
-    closer.start()
-    deadline = time.monotonic() + 10
-    while worker._jobs.qsize() > 1 and time.monotonic() < deadline:  # drained (STOP may wait)
-        time.sleep(0.005)
-    gate.set()
-    closer.join(10)
-    assert not closer.is_alive()
-    assert ran == []
+    with pytest.raises(KeyError), InOrderThread("test", depth=5) as worker:
+        worker.submit(lambda: gate.wait(10))
+        for i in range(5):
+            worker.submit(lambda i=i: ran.append(i))
+        gate.set()
+        raise KeyError("the file broke")
+    assert ran == list(range(5))
 
 
 def test_the_block_s_own_exception_wins_over_a_job_s():
