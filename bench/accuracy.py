@@ -3,6 +3,7 @@
     python bench/accuracy.py [--scenario astana|kz] [--scale S] [--days D] [--horizons 1h,6h]
     python bench/accuracy.py --suite [--scale 0.05] [--days 4] [--variants base,bursty]
         [--no-transitions] [--stale 1h] [--model-rse 0.01] [--away-rse 0.025]
+        [--resident-model-rse R]
 
 Simulates a scenario in memory, fits calibration factors at the end of day 1 against the
 scenario's independent reference population, keeps feeding the remaining days and, at every hour
@@ -167,12 +168,15 @@ def main() -> None:
     ap.add_argument("--min-people", type=float, default=50_000,
                     help="with --suite: score regions with at least this many real people")
     ap.add_argument("--away-rse", type=float, default=EstimateConfig.away_rse)
+    ap.add_argument("--resident-model-rse", type=float, default=EstimateConfig.resident_model_rse,
+                    help="model-error rse of the resident interval")
     ap.add_argument("--stale", default="1h", help="stale movers are re-placed from this age")
     ap.add_argument("--no-transitions", action="store_true",
                     help="keep stale devices where they were (the estimator before issue 13)")
     args = ap.parse_args()
 
     base = EstimateConfig(model_rse=args.model_rse, away_rse=args.away_rse,
+                          resident_model_rse=args.resident_model_rse,
                           stale_ms=parse_duration_ms(args.stale),
                           transitions=not args.no_transitions)
     if args.suite:
@@ -184,7 +188,8 @@ def main() -> None:
     print(f"{args.scenario} scale {args.scale} days {args.days} seed {args.seed}: "
           f"{r.devices:,} devices, {r.pings:,} pings, {r.seconds:.0f} s; "
           f"calibrated on day 1, scored {len(r.truth)} hours, regions >= {args.min_true:,.0f} "
-          f"true people, model_rse {args.model_rse}")
+          f"true people, model_rse {args.model_rse}, resident_model_rse "
+          f"{args.resident_model_rse}")
     for h in horizons:
         try:
             acc = score(r.snaps[str(h)], r.truth, args.min_true)

@@ -12,8 +12,9 @@ Each device carries a weight ``factor / coverage``:
 ``t``, by the region of that ping; ``resident`` sums the weights of active domestic devices by
 home region. The interval model (``docs/METHOD.md``): each device is a Bernoulli draw of the
 ``w`` people it stands for (variance ``w(w-1)``), factors carry their calibration rse (errors of
-one calibration row are shared by all regions using it), plus a stated model-error rse; ``lo``
-and ``hi`` are ``estimate -/+ z * sd`` (z = 1.645: 90 %), ``lo`` clipped at 0.
+one calibration row are shared by all regions using it), plus a stated model-error rse (its
+own for ``resident``); ``lo`` and ``hi`` are ``estimate -/+ z * sd`` (z = 1.645: 90 %), ``lo``
+clipped at 0.
 Figures resting on fewer than ``k`` devices are suppressed (NaN here, null when published).
 """
 
@@ -50,12 +51,16 @@ class EstimateConfig:
     the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
     error of the people counted in their home region, ``away_rse`` that of the people counted
     away from it (present only: workplaces are not calibrated, and where a displaced device is
-    is less certain). ``transitions``: re-place *stale movers* (devices whose home and daytime regions
-    differ, silent for ``stale_ms`` or more) by what the fresh movers did since
-    (:mod:`estimators.routine`), with their own variance term; ``routine_ms``: a daytime region
-    older than this is not used. Raises ``ValueError`` for a non-positive horizon or activity
-    window, a horizon longer than the activity window, k < 1, or ``stale_ms`` not whole hours
-    of at least 1 h (from the horizon on, nothing is stale).
+    is less certain); ``resident_model_rse``: the model-error relative standard error of
+    ``resident``, a term of its own (the resident error is mostly a per-region constant: the
+    reference census's error carried by the factor, plus home-rule error; not where a ping
+    was). ``transitions``:
+    re-place *stale movers* (devices whose home and daytime regions differ, silent for
+    ``stale_ms`` or more) by what the fresh movers did since (:mod:`estimators.routine`), with
+    their own variance term; ``routine_ms``: a daytime region older than this is not used.
+    Raises ``ValueError`` for a non-positive horizon or activity window, a horizon longer than
+    the activity window, k < 1, a negative model-error term, or ``stale_ms`` not whole hours of
+    at least 1 h (from the horizon on, nothing is stale).
     """
 
     horizon_ms: int = 6 * HOUR_MS
@@ -65,6 +70,7 @@ class EstimateConfig:
     z: float = 1.645
     model_rse: float = 0.01
     away_rse: float = 0.025
+    resident_model_rse: float = 0.005
     stale_ms: int = HOUR_MS
     routine_ms: int = 3 * DAY_MS
     transitions: bool = True
@@ -74,7 +80,7 @@ class EstimateConfig:
             raise ValueError("horizon and activity window must be positive")
         if self.stale_ms < HOUR_MS or self.stale_ms % HOUR_MS:
             raise ValueError("stale_ms must be whole hours, at least 1 h")
-        if self.model_rse < 0 or self.away_rse < 0:
+        if self.model_rse < 0 or self.away_rse < 0 or self.resident_model_rse < 0:
             raise ValueError("model error terms must be >= 0")
         if self.routine_ms <= 0:
             raise ValueError("routine_ms must be positive")
@@ -133,14 +139,16 @@ def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.
 
 
 def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, weight: np.ndarray,
-                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig,
+                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig, model_rse: float,
                     shift: tuple[np.ndarray, np.ndarray] | None = None,
                     away: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Totals, interval and device counts per region from counted (region, weight) rows;
+    ``model_rse``: the model-error relative standard error of the people counted (present:
+    ``config.model_rse``, resident: ``config.resident_model_rse``);
     ``shift``: people moved between leaf regions (per region, before subtree sums) and the
     variance of that move per (subtree) region, added to the totals and the variance;
     ``away`` (bool per row): rows counted away from their factor (home) region, whose model
-    error is ``config.away_rse`` instead of ``config.model_rse``."""
+    error is ``config.away_rse`` instead of ``model_rse``."""
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
     count = count.astype(np.float64)
@@ -158,10 +166,10 @@ def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, we
     cal_sd_by_row = subtree @ by_row
     cal_var = (cal_sd_by_row**2).sum(axis=1)
     if away is None:
-        model_sd = config.model_rse * total
+        model_sd = model_rse * total
     else:
         away_people = subtree @ np.bincount(where, weights=count * weight * away, minlength=n)
-        model_sd = config.model_rse * (total - away_people) + config.away_rse * away_people
+        model_sd = model_rse * (total - away_people) + config.away_rse * away_people
     var = count_var + cal_var + model_sd**2
     if shift is not None:
         var = var + shift[1]
@@ -289,14 +297,14 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
                                  config.stale_ms)
     present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
                                   tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
-                                  config, shift,
+                                  config, config.model_rse, shift,
                                   tally.present_region != tally.present_factor_region)
     r_cls = tally.resident_cls.astype(np.int64)
     rf = (tally.resident_region.astype(np.int64), r_cls)
     r_weight = factors.factor[rf] / cov_resident[r_cls]
     resident_fig = _region_figures(regions, tally.resident_region.astype(np.int64),
                                    tally.resident_count, r_weight, factors.rse[rf], factors.row[rf],
-                                   config)
+                                   config, config.resident_model_rse)
     by_home, by_home_rse = _by_home(len(regions.ids), tally.resident_region.astype(np.int64),
                                     tally.resident_count, r_weight, factors.rse[rf], factors.row[rf])
 

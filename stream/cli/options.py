@@ -125,6 +125,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--away-rse", type=lim["away_rse"].arg, default=EngineOptions.away_rse,
                    help="the same for people counted away from their home region "
                         "(default %(default)s)")
+    g.add_argument("--resident-model-rse", type=lim["resident_model_rse"].arg,
+                   default=EngineOptions.resident_model_rse,
+                   help="model-error relative standard error of the resident interval, in "
+                        "[0, 1) (default %(default)s)")
     g.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
                    help="a mover (home and daytime regions differ) whose last ping is older is "
                         "re-placed from what fresh movers did since; whole hours (default 1h)")
@@ -173,7 +177,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          night_start_h=night_start, night_length_h=night_length,
                          nights=args.nights, min_nights=args.min_nights, timezone=args.timezone,
                          home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse,
-                         away_rse=args.away_rse, stale_ms=args.stale, routine_ms=args.routine,
+                         away_rse=args.away_rse, resident_model_rse=args.resident_model_rse,
+                         stale_ms=args.stale, routine_ms=args.routine,
                          transitions=args.transitions,
                          move_window_nights=args.move_window, move_min_nights=args.move_min_nights,
                          confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights,

@@ -171,6 +171,8 @@ ENGINE_LIMITS: dict[str, Limit] = {
     "model_rse": Limit("--model-rse", "model-error relative standard error", 0, 1, open_hi=True),
     "away_rse": Limit("--away-rse", "model-error relative standard error of people counted away "
                       "from their home region", 0, 1, open_hi=True),
+    "resident_model_rse": Limit("--resident-model-rse", "model-error relative standard error of "
+                                "resident figures", 0, 1, open_hi=True),
     "stale_ms": Limit("--stale", "age after which a mover's last ping is stale (whole hours)",
                       HOUR_MS, 30 * DAY_MS, duration=True),
     "routine_ms": Limit("--routine", "how long a device's daytime region stays usable", HOUR_MS,
@@ -256,8 +258,10 @@ class EngineOptions:
     is the modal night region over this many nights, ``min_nights`` of them seen; ``timezone``:
     IANA zone of the nights; ``home_mcc``: domestic SIMs' MCC (others are roamers); ``k``:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
-    interval. Migration (:mod:`estimators.migration`): ``move_window_nights`` (majority window),
-    ``move_min_nights`` (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
+    present interval (``away_rse`` for people counted away from their home region),
+    ``resident_model_rse`` that of the resident interval. Migration
+    (:mod:`estimators.migration`): ``move_window_nights`` (majority window), ``move_min_nights``
+    (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
     Foreign SIMs (:mod:`estimators.foreign`): ``foreign`` (follow their stays; default on),
     ``mcc_table`` (MCC → country CSV; None: the table defacto ships), ``country_factors``
     (``country,factor[,rse]`` CSV of people per foreign SIM from an outside source; None: device
@@ -281,6 +285,7 @@ class EngineOptions:
     k: int = 15
     model_rse: float = EstimateConfig.model_rse
     away_rse: float = EstimateConfig.away_rse
+    resident_model_rse: float = EstimateConfig.resident_model_rse
     stale_ms: int = EstimateConfig.stale_ms
     routine_ms: int = EstimateConfig.routine_ms
     transitions: bool = EstimateConfig.transitions
@@ -347,6 +352,7 @@ class EngineOptions:
                 estimate=EstimateConfig(horizon_ms=self.horizon_ms, activity_ms=self.activity_ms,
                                         min_nights=self.min_nights, k_anonymity=self.k,
                                         model_rse=self.model_rse, away_rse=self.away_rse,
+                                        resident_model_rse=self.resident_model_rse,
                                         stale_ms=self.stale_ms, routine_ms=self.routine_ms,
                                         transitions=self.transitions),
                 migration=self.migration_config(),
