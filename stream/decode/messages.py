@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -276,31 +277,30 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
     if set(map(type, objs)) != {dict} or any("control" in o for o in objs):
         return None
     try:
-        device = [o.get("device") for o in objs]
-        ts = [o.get("ts") for o in objs]
-        operator = [o.get("operator") for o in objs]
-        mcc = [o.get("home_mcc") for o in objs]
-        cell = [o.get("cell") for o in objs]
+        device, ts, operator, mcc, cell = (list(map(dict.get, objs, repeat(name))) for name in
+                                           ("device", "ts", "operator", "home_mcc", "cell"))
         if set(map(type, device)) != {_STR} or set(map(type, ts)) != {_INT} \
                 or set(map(type, operator)) != {_STR} or not set(map(type, mcc)) <= {_INT, _NONE}:
             return None
-        dev_b = [d.encode("utf-8") for d in device]
+        dev_b = list(map(str.encode, device))
         if min(map(len, dev_b)) < 1 or max(map(len, dev_b)) > MAX_DEVICE_BYTES:
             return None
         ts_a = np.array(ts, dtype=np.int64)
         if ts_a.min() < MIN_TS_MS or ts_a.max() > MAX_TS_MS:
             return None
-        op_b = [o.encode("ascii") for o in operator]
+        op_b = list(map(str.encode, operator, repeat("ascii")))
         if min(map(len, op_b)) < 5 or max(map(len, op_b)) > 6 or not b"".join(op_b).isdigit():
             return None
-        mcc_a = np.array([-1 if m is None else m for m in mcc], dtype=np.int64)
+        mcc_a = np.array(mcc if _NONE not in set(map(type, mcc)) else
+                         [-1 if m is None else m for m in mcc], dtype=np.int64)
         if (mcc_a[mcc_a != -1] < 0).any() or mcc_a.max() > 999 or \
                 (mcc_a == -1).sum() != mcc.count(None):
             return None
         cell_types = set(map(type, cell))
         if not cell_types <= {_STR, _NONE}:
             return None
-        cell_b = [b"" if c is None else c.encode("utf-8") for c in cell]
+        cell_b = list(map(str.encode, cell)) if _NONE not in cell_types else \
+            [b"" if c is None else c.encode("utf-8") for c in cell]
         if max(map(len, cell_b)) > MAX_CELL_BYTES or \
                 sum(1 for c in cell_b if not c) != cell.count(None):
             return None
