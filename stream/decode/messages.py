@@ -71,6 +71,9 @@ FAST_MAX_BYTES = 4096
 """Longer JSON messages are decoded one by one (a ping takes ~150 bytes; a huge one must not
 inflate a whole chunk's memory)."""
 _STR, _INT, _NONE = str, int, type(None)
+_CONTROL_KEY = b'"control"'
+"""Bytes of every JSON control message (and of few pings): such a message is decoded on its own,
+so a watermark between pings does not send their whole chunk through the per-message path."""
 
 
 @dataclass
@@ -339,7 +342,7 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
     ``ValueError`` only when ``content_types`` and ``values`` differ in length.
 
     Runs of JSON messages (starting with ``{``, no other content type, at most
-    :data:`FAST_MAX_BYTES`) are decoded
+    :data:`FAST_MAX_BYTES`, without the bytes ``"control"``) are decoded
     :data:`FAST_CHUNK` at a time by :func:`_fast_json`; a chunk holding anything but valid ping
     objects goes through the per-message path, so its rejects and watermarks are the same.
     """
@@ -369,8 +372,8 @@ def decode_messages(values: list[bytes], content_types: list[str | None] | None 
     for i, data in enumerate(values):
         ct = content_types[i] if content_types is not None else None
         if (ct is None or ct == "application/json") and data[:1] == b"{" \
-                and len(data) <= FAST_MAX_BYTES:
-            run.append(i)
+                and len(data) <= FAST_MAX_BYTES and _CONTROL_KEY not in data:
+            run.append(i)  # a control message (watermark) ends the run: only it goes alone
             continue
         if run:
             end_run()

@@ -154,6 +154,22 @@ def test_a_batch_split_by_a_watermark_keeps_row_order(monkeypatch: pytest.Monkey
     _assert_same(got, _per_message(monkeypatch, values))
 
 
+def test_watermarks_between_pings_leave_the_pings_on_the_fast_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    values: list[bytes] = []
+    for i in range(3000):
+        values.append(encode_json(_ping(i)))
+        if i % 100 == 99:  # a watermark every 100 pings, as producers send them
+            values.append(encode_control(T0 + i))
+    calls: list[int] = []
+    fast = messages._fast_json
+    monkeypatch.setattr(messages, "_fast_json", lambda v, idx: calls.append(len(idx)) or fast(v, idx))
+    got = decode_messages(values, source=lambda i: f"m{i}")
+    assert sum(calls) == 3000 and len(calls) == 30  # every ping, in the runs between watermarks
+    assert len(got.watermarks) == 30 and got.encodings == {"json": 3000, "control": 30}
+    _assert_same(got, _per_message(monkeypatch, values))
+
+
 def test_the_fast_path_refuses_what_check_ping_refuses() -> None:
     for raw in BAD[:-1]:
         assert messages._fast_json([raw], [0]) is None, raw
