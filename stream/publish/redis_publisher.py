@@ -51,7 +51,13 @@ from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
 from stream.publish.foreign import add_foreign_line, published_foreign
 from stream.publish.redis_keys import RedisKeys, health_field
-from stream.publish.snapshot import build_snapshot, cell_ids, counts_or_null, gap_alerts
+from stream.publish.snapshot import (
+    build_snapshot,
+    cell_ids,
+    compact_json,
+    counts_or_null,
+    gap_alerts,
+)
 from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
@@ -479,14 +485,14 @@ class SnapshotPublisher:
                 pipe.delete(self.keys.flows)
                 if flows:
                     pipe.hset(self.keys.flows, mapping={
-                        field: json.dumps(doc, separators=(",", ":")) for field, doc in flows.items()})
+                        field: compact_json(doc) for field, doc in flows.items()})
                     history = flows_history(flows)
                     if history:
                         pipe.hset(self.keys.flows_history, mapping=history)
                 pipe.delete(self.keys.foreign)
                 if foreign:
                     pipe.hset(self.keys.foreign, mapping={
-                        field: json.dumps(doc, separators=(",", ":"))
+                        field: compact_json(doc)
                         for field, doc in foreign.items()})
                 self._queue_alerts(pipe, at_ms, *alerts)
                 pipe.publish(self.keys.announce, snap["at"])
@@ -533,10 +539,10 @@ class SnapshotPublisher:
     def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
                         cells: dict[int, dict[str, str]]) -> None:
         """Queue the snapshot, its regions, cells, history entry and announcement."""
-        pipe.set(self.keys.snapshot, json.dumps(snap, separators=(",", ":")))
+        pipe.set(self.keys.snapshot, compact_json(snap))
         pipe.delete(self.keys.regions)
         pipe.hset(self.keys.regions, mapping={
-            rid: json.dumps(fig, separators=(",", ":")) for rid, fig in snap["regions"].items()})
+            rid: compact_json(fig) for rid, fig in snap["regions"].items()})
         for res in self.resolutions:
             values = cells.get(res, {})
             pipe.delete(self.keys.cells(res))
@@ -544,7 +550,7 @@ class SnapshotPublisher:
                 pipe.hset(self.keys.cells(res), mapping=values)
         compact = {"at": snap["at"], "regions": {
             rid: {k: fig[k] for k in HISTORY_FIGURES} for rid, fig in snap["regions"].items()}}
-        pipe.zadd(self.keys.history, {json.dumps(compact, separators=(",", ":")): at_ms})
+        pipe.zadd(self.keys.history, {compact_json(compact): at_ms})
         pipe.zremrangebyscore(self.keys.history, "-inf", at_ms - self.settings.history_s * SECOND_MS)
         pipe.xadd(self.keys.snapshots, {"at": snap["at"], "at_ms": at_ms,
                                         "published_at": snap["published_at"]},

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from estimators.alerts import GapAlert, gap_crossings, hold_gap_alerts, update_gap_alerts
 from estimators.engine import Engine
@@ -40,6 +41,12 @@ def count_or_null(x: float | None) -> int | None:
         log.warning("a non-finite figure (%s) was published as null", x)
         return None
     return round(x)
+
+
+def compact_json(doc: Any) -> str:
+    """A published document as compact JSON text (UTF-8, numpy scalars as numbers, NaN as null),
+    by orjson: several times faster than ``json.dumps`` on a snapshot's thousands of cells."""
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def counts_or_null(values: np.ndarray) -> list[int | None]:
