@@ -40,6 +40,10 @@ class WorkerMetrics:
         self.batch_seconds = Histogram("defacto_batch_duration_seconds",
                                        "Time to process one batch of messages",
                                        buckets=LATENCY_BUCKETS_S, registry=r)
+        self.publish_seconds = Histogram("defacto_publish_duration_seconds",
+                                         "Time of one publishing round: the windows every "
+                                         "partition has closed, estimated and written to Redis",
+                                         buckets=LATENCY_BUCKETS_S, registry=r)
         self.event_delay = Gauge("defacto_event_time_delay_seconds",
                                  "Wall clock minus the newest event time processed", registry=r)
         self.snapshot_delay = Histogram("defacto_snapshot_delay_seconds",

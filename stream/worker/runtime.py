@@ -391,7 +391,10 @@ class WorkerRuntime:
                         except (RedisError, OSError):  # publishing must not wait for a checkpoint
                             self.last_checkpoint[p] = now
                 await self._write_health()
+                start = time.perf_counter()
                 published = await self._redis(self.publisher.try_publish())
+                if published:
+                    self.metrics.publish_seconds.observe(time.perf_counter() - start)
                 self._show_publishing()
                 await self._refresh_metrics(published)
             except RedisStateLost as exc:

@@ -203,6 +203,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_lives_on(live: Work
     assert regions["at"] == "2026-03-02T01:00:00Z"  # like replay: up to the last ping's window
     city = regions["regions"]["astana"]
     assert city["devices"] == 40 and city["present"] == 40  # no calibration: one person per device
+    assert _metric(port, "defacto_publish_duration_seconds_count") >= 1  # rounds that published
     cells = get("/api/cells?res=7")
     # the worker serves the dashboard's document (stream.publish.cells_view)
     assert cells["res"] == 7 and sum(c["value"] for c in cells["cells"] if c["value"]) == 40
