@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     pings = foreign_pings = 0
     for chunk in sim.hours():
         pings += len(chunk)
-        loc = _locations(engine, chunk)
+        loc = feed.locations(chunk)
         f = foreign_dev[chunk.device]
         ts = chunk.ts_ms[f]
         if ts.size:
@@ -102,16 +102,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "stays": stays, "collected": collected, "pings": pings, "foreign_pings": foreign_pings,
             "seconds": seconds, "night_s": night_s, "first_day": first_day,
             "switchers": switchers, "overlap": overlap}
-
-
-def _locations(engine: Engine, chunk: Any) -> np.ndarray:
-    assert engine.plan is not None
-    loc = np.empty(len(chunk.ts_ms), dtype=np.int64)
-    is_cell = chunk.cell >= 0
-    loc[is_cell] = engine.plan.loc[chunk.cell[is_cell]]
-    if (~is_cell).any():
-        loc[~is_cell] = engine.cells.locate_latlng(chunk.lat[~is_cell], chunk.lon[~is_cell])
-    return loc
 
 
 def _double_counted(engine: Engine, fs: ForeignState, feed: SimulationFeed,

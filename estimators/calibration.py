@@ -11,7 +11,9 @@ walking from ``r`` up its parents: ``(r, o)``, ``(r, *)``, ``(parent, o)``, ... 
 
 :func:`fit_factors` derives factors from a reference period: ``factor_r = reference_r /
 devices_r`` where ``devices_r`` is the coverage-corrected count of active domestic devices whose
-home is in ``r`` (the same count the resident estimate uses, so the two stay consistent).
+home is in ``r`` (the same count the resident estimate uses, so the two stay consistent). Each
+fitted row keeps ``reference_r`` (``people``): the engine spreads the devices of border cells by
+it (:func:`estimators.footprints.apportion_plan`), a prior independent of the registry.
 """
 
 from __future__ import annotations
@@ -51,21 +53,39 @@ def rse_problem(rse: float) -> str | None:
     return None
 
 
+def people_problem(region: str, operator: str, people: float | None) -> str | None:
+    """Why ``people`` cannot be a calibration row's reference population, or None: only a row
+    of one region for any operator (``region,*``) carries one, a count > 0 and finite."""
+    if people is None:
+        return None
+    if region == ANY or operator != ANY:
+        return f"people is only given on rows of one region for operator {ANY!r}"
+    if not (np.isfinite(people) and people > 0):
+        return f"people must be > 0, got {people:g}"
+    return None
+
+
 @dataclass(frozen=True)
 class FactorRow:
-    """One calibration row: people per counted device, with its relative standard error.
+    """One calibration row: people per counted device, with its relative standard error, and
+    (``region,*`` rows fitted by :func:`fit_factors`) the reference population it was fitted
+    to (``people``; None when not given), which places the devices of border cells
+    (:func:`estimators.footprints.apportion_plan`).
 
-    Raises ``ValueError`` for a factor outside :data:`FACTOR_RANGE` or an rse outside
-    :data:`RSE_RANGE` (NaN and infinities included).
+    Raises ``ValueError`` for a factor outside :data:`FACTOR_RANGE`, an rse outside
+    :data:`RSE_RANGE` (NaN and infinities included) or a ``people`` :func:`people_problem`
+    refuses.
     """
 
     region: str
     operator: str
     factor: float
     rse: float = 0.0
+    people: float | None = None
 
     def __post_init__(self) -> None:
-        problem = factor_problem(self.factor) or rse_problem(self.rse)
+        problem = (factor_problem(self.factor) or rse_problem(self.rse)
+                   or people_problem(self.region, self.operator, self.people))
         if problem is not None:
             raise ValueError(f"calibration {self.region},{self.operator}: {problem}")
 
@@ -105,6 +125,12 @@ class Calibration:
                 if hit is not None:
                     return hit
         return -1
+
+    def people(self) -> dict[str, float]:
+        """The reference population the factors were fitted to: region id -> people, from the
+        rows that carry one (empty for a calibration without: an older file, or factors from
+        another source)."""
+        return {r.region: float(r.people) for r in self.rows if r.people is not None}
 
     def unknown_regions(self, regions: RegionSet) -> list[str]:
         """Region ids in the rows that the region set does not have (likely a typo)."""
@@ -167,5 +193,5 @@ def fit_factors(regions: RegionSet, reference: Mapping[str, float], home: np.nda
                              "the reference file and the calibration period)")
         p = min(1.0, 1.0 / factor)
         rse = float(np.sqrt((1.0 - p) / max(raw_region[i], 1.0) + reference_rse**2))
-        rows.append(FactorRow(rid, ANY, factor, rse))
+        rows.append(FactorRow(rid, ANY, factor, rse, float(population)))
     return rows

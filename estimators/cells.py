@@ -29,6 +29,7 @@ import numpy as np
 import shapely
 
 from estimators.device_index import DeviceIndex
+from estimators.footprints import Footprints, choose
 from estimators.h3vec import latlng_to_cell
 from estimators.presence import MAX_LOCATIONS
 from estimators.regions import RegionSet
@@ -486,7 +487,11 @@ class CellPlan:
     Each row's point is its antenna, or its sector's centre when azimuth and range are given
     (:func:`sector_centre`); ``loc`` is that point's H3 cell at the table's resolution and the
     region holding the point itself (:meth:`RegionSet.locate`, exact), tested once here.
-    ``region`` keeps each row's region index (int32).
+    ``region`` keeps each row's region index (int32); ``lat``/``lon`` each row's point.
+
+    :meth:`apportion` spreads the devices of border cells over the regions their footprints
+    cover (:mod:`estimators.footprints`); :meth:`locations` then gives each (device, row) its
+    location. Without it, every device at a row is at ``loc[row]``.
     """
 
     def __init__(self, operator: list[str], cell: list[str], lat: np.ndarray, lon: np.ndarray,
@@ -503,6 +508,10 @@ class CellPlan:
             if key in self.row:
                 raise ValueError(f"cell plan: duplicate cell {key[1]!r} for operator {key[0]!r}")
             self.row[key] = i
+        self.lat, self.lon = lat, lon
+        self.operator = list(operator)
+        self.footprints: Footprints | None = None
+        self.piece_loc = np.zeros(0, dtype=np.int64)
         if n:
             self.region = table.regions.locate(lat, lon).astype(np.int32)
             self.loc = table.locate(latlng_to_cell(lat, lon, table.res), self.region)
@@ -512,3 +521,34 @@ class CellPlan:
 
     def __len__(self) -> int:
         return len(self.loc)
+
+    def apportion(self, footprints: Footprints | None, table: CellTable) -> None:
+        """Spread the devices of the rows with pieces (border cells) over those pieces: each
+        piece is a location (the H3 cell of its point, its region) in ``table``, held in
+        :attr:`piece_loc` (the caller keeps them from being reclaimed). None: back to every
+        device at its row's site. Raises ``ValueError`` when ``footprints`` describes another
+        number of rows, or ``RuntimeError`` when the table cannot hold the pieces."""
+        if footprints is None or footprints.region.size == 0:
+            self.footprints, self.piece_loc = None, np.zeros(0, dtype=np.int64)
+            return
+        if footprints.n_rows != len(self):
+            raise ValueError(f"footprints of {footprints.n_rows} rows for a plan of {len(self)}")
+        locs = table.locate(latlng_to_cell(footprints.lat, footprints.lon, table.res),
+                            footprints.region)
+        if (locs < 0).any():
+            raise RuntimeError("the cell table cannot hold the cell plan's footprint pieces")
+        self.footprints, self.piece_loc = footprints, locs
+
+    def locations(self, plan_row: np.ndarray, device_hash: np.ndarray | None) -> np.ndarray:
+        """Location of each (plan row, device) pair (int64): the row's site location, or for a
+        border row the piece the device lands in (:func:`estimators.footprints.choose`: the same
+        device at the same row always gets the same piece). ``device_hash``: each pair's
+        unkeyed :func:`~estimators.footprints.device_draw_hashes` (uint64; None: every device
+        at its row's site)."""
+        loc = self.loc[plan_row]
+        if self.footprints is None or device_hash is None:
+            return loc
+        piece = choose(self.footprints, device_hash, plan_row)
+        spread = piece >= 0
+        loc[spread] = self.piece_loc[piece[spread]]
+        return loc

@@ -376,12 +376,16 @@ class CalibrateResult:
 def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     """Fit people-per-device factors per region at the end of the reference period.
 
+    The file keeps each region's reference population (``people``): with ``--footprints
+    reference`` it spreads border cells' devices here and in the runs that use the file.
+
     Raises :class:`~stream.contract.InputError` for bad files or options, or when the period
     holds no accepted ping.
     """
     reference = load_reference(config.reference)
     population = load_population(config.reference_population, reference.regions, minimum=1)
-    engine = build_engine(config.engine, reference, calibrated=False)
+    # border cells spread by the reference population at hand (written with the factors)
+    engine = build_engine(config.engine, reference, calibrated=False, people=population)
     secret = load_pseudonym_key(config.key_file)
     settings = WindowSettings(every_ms=HOUR_MS, lateness_ms=config.lateness_ms)
     reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from stream.contract import InputError
 from stream.estimate.engine_options import (
     ENGINE_LIMITS,
+    FOOTPRINTS,
     WINDOW_LIMITS,
     EngineOptions,
     check_window_settings,
@@ -137,6 +138,13 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                         "used (default 3d)")
     g.add_argument("--no-transitions", dest="transitions", action="store_false",
                    help="do not re-place stale movers (devices count where their last ping was)")
+    g.add_argument("--footprints", choices=FOOTPRINTS, default=EngineOptions.footprints,
+                   help="devices at a cell whose footprint straddles a region border: "
+                        "'reference' spreads them over the regions its Voronoi footprint covers "
+                        "by area times people per km2 of the calibration's reference population "
+                        "(the people column defacto calibrate writes; 'site' without it); "
+                        "'site' counts them all in the region of the cell's site; 'area' "
+                        "spreads them by area alone (default %(default)s; docs/METHOD.md)")
     g.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
                    default=EngineOptions.move_min_nights,
                    help="migration: nights out of the last --move-window a new region must hold "
@@ -184,7 +192,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          confirm_nights=args.confirm_nights, lapse_nights=args.lapse_nights,
                          foreign=args.foreign, mcc_table=args.mcc_table,
                          country_factors=args.country_factors,
-                         foreign_countries=args.foreign_countries)
+                         foreign_countries=args.foreign_countries,
+                         footprints=getattr(args, "footprints", EngineOptions.footprints))
 
 
 def window_settings(args: argparse.Namespace) -> WindowSettings:

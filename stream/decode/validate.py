@@ -11,6 +11,9 @@ rules are checked on them by :func:`contract_certain`, which only ever vouches f
 ``check_ping`` on its record); the cell plan is joined once per chunk, operator codes are looked
 up per distinct operator, and device keys are the SipHash of :mod:`estimators.pseudonym` computed
 on words laid out by polars (:func:`text_device_keys`) or numpy (:func:`fast_device_keys`).
+When the cell plan spreads border cells' devices over their footprints, an unkeyed hash of the
+same words (:func:`~estimators.footprints.device_draw_hashes`: independent of the key, so replays
+under different keys agree) picks each border-cell ping's piece and is then dropped.
 
 Numpy columns (frames, records) do no per-batch string work: the cell plan is a hash table of
 its ``(operator, cell)`` bytes built once per plan (:class:`PlanTable`), operator codes come from
@@ -29,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from estimators.engine import MAX_OPERATORS, Engine
+from estimators.footprints import device_draw_hashes
 from estimators.pseudonym import (
     device_key_secret,
     device_words,
@@ -147,6 +151,13 @@ class PingDecoder:
     def _now(self) -> int:
         return self.now_ms if self.now_ms is not None else int(time.time() * SECOND_MS)
 
+    def spreads(self) -> bool:
+        """Whether the engine's cell plan spreads border cells' devices over their footprints
+        (:meth:`~estimators.cells.CellPlan.apportion`): pings then need a draw hash. Fixed once
+        the engine is built, so a reader thread may ask."""
+        plan = self.engine.plan
+        return plan is not None and plan.footprints is not None
+
     # -- entry points --------------------------------------------------------------------------
 
     def decode(self, records: list[Record]) -> PingBatch:
@@ -244,6 +255,7 @@ class PingDecoder:
             return PingBatch(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8),
                              np.zeros(0, np.int64), rejects=rejects)
         op_code = self._operator_codes(groups)
+        spread = self.spreads()
         ok = [g.reason == 0 for g in groups]
         if not all(m.all() for m in ok):
             self._rejects(groups, ok, source, rejects, now_ms)
@@ -255,7 +267,7 @@ class PingDecoder:
                 return values[0] if every else values[0][m]
 
             row = joined([groups[0].rows])
-            keys = groups[0].keys(m)
+            keys, draws = groups[0].hashes(m, spread)
             shared = every  # joined() hands out the group's own arrays: copy what is kept
         else:
             row = np.concatenate([g.rows[m] for g, m in zip(groups, ok, strict=True)])
@@ -265,7 +277,10 @@ class PingDecoder:
             def joined(values: list[np.ndarray]) -> np.ndarray:
                 return np.concatenate([v[m] for v, m in zip(values, ok, strict=True)])[order]
 
-            keys = np.concatenate([g.keys(m) for g, m in zip(groups, ok, strict=True)])[order]
+            hashes = [g.hashes(m, spread) for g, m in zip(groups, ok, strict=True)]
+            keys = np.concatenate([k for k, _ in hashes])[order]
+            draws = np.concatenate([d for _, d in hashes if d is not None])[order] \
+                if spread else None
             shared = False
         mcc = joined([g.mcc for g in groups])
         ts = joined([g.ts for g in groups])
@@ -278,7 +293,8 @@ class PingDecoder:
                                 joined([g.lat for g in groups]), joined([g.lon for g in groups]),
                                 (joined([g.point_key for g in groups]),
                                  joined([g.point_border for g in groups]))
-                                if all(g.point_key is not None for g in groups) else None),
+                                if all(g.point_key is not None for g in groups) else None,
+                                draws),
             rejects=rejects,
             row=row.copy() if shared else row,
             home_mcc=mcc.astype(np.int16),
@@ -408,13 +424,18 @@ class PingDecoder:
         return table.rows(operator, cell, has_cell, op_word)
 
     def _locations(self, is_cell: np.ndarray, plan_row: np.ndarray, lat: np.ndarray,
-                   lon: np.ndarray, point: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> np.ndarray:
-        """Cell-table location of each valid ping: its plan row's, or its lat/lon binned
-        (``point``: the location keys and border flags of :meth:`_Group.prepare`, if made)."""
+                   lon: np.ndarray, point: tuple[np.ndarray, np.ndarray] | None = None,
+                   draw: np.ndarray | None = None) -> np.ndarray:
+        """Cell-table location of each valid ping: its plan row's (for a border cell, the
+        footprint piece its device lands in: :meth:`~estimators.cells.CellPlan.locations`, by
+        ``draw``, the pings' unkeyed :func:`~estimators.footprints.device_draw_hashes`), or its
+        lat/lon binned (``point``: the location keys and border flags of
+        :meth:`_Group.prepare`, if made)."""
         plan = self.engine.plan
         if plan is not None and len(plan.loc):
             loc = plan.loc[np.maximum(plan_row, 0)]  # rows of lat/lon pings are set below
+            if draw is not None and plan.footprints is not None and is_cell.any():
+                loc[is_cell] = plan.locations(plan_row[is_cell], draw[is_cell])
         else:
             loc = np.empty(len(is_cell), dtype=np.int64)
         if not is_cell.all():
@@ -621,8 +642,9 @@ class _Group:
         """Each row's operator code where ``reason`` is empty (-1 elsewhere or unknown)."""
         raise NotImplementedError
 
-    def keys(self, mask: np.ndarray) -> np.ndarray:
-        """Device keys of the rows in ``mask``."""
+    def hashes(self, mask: np.ndarray, draws: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Device keys (keyed) of the rows in ``mask`` and, with ``draws``, their unkeyed draw
+        hashes (:func:`~estimators.footprints.device_draw_hashes`; else None)."""
         raise NotImplementedError
 
     def fields(self, j: int) -> dict[str, Any]:
@@ -695,11 +717,11 @@ class _NumpyGroup(_Group):
             out[ok] = np.array([codes.get(op, -1) for op in uniq.tolist()], dtype=np.int64)[inverse]
         return out
 
-    def keys(self, mask: np.ndarray) -> np.ndarray:
+    def hashes(self, mask: np.ndarray, draws: bool) -> tuple[np.ndarray, np.ndarray | None]:
         op, dev = self.cols["operator"], self.cols["device"]
         if not mask.all():
             op, dev = op[mask], dev[mask]
-        return fast_device_keys(op, dev, self.decoder.secret)
+        return fast_device_hashes(op, dev, self.decoder.secret, draws)
 
     def fields(self, j: int) -> dict[str, Any]:
         return row_fields(self.cols, j)
@@ -736,6 +758,7 @@ class _PolarsGroup(_Group):
         self.op_distinct = cols["operator"].unique().to_list()  # a few: each row's index into them
         self.op_index = _index_of(cols["operator"], self.op_distinct)
         self._keys: np.ndarray | None = None
+        self._draws: np.ndarray | None = None
 
     def operators(self, mask: np.ndarray) -> list[bytes]:
         seen = np.bincount(self.op_index[mask], minlength=len(self.op_distinct)) > 0
@@ -747,14 +770,19 @@ class _PolarsGroup(_Group):
 
     def prepare(self) -> None:
         super().prepare()
-        self._keys = text_device_keys(self.op_distinct, self.op_index, self.cols["device"],
-                                      self.decoder.secret)
+        self._keys, self._draws = text_device_hashes(self.op_distinct, self.op_index,
+                                                     self.cols["device"], self.decoder.secret,
+                                                     self.decoder.spreads())
 
-    def keys(self, mask: np.ndarray) -> np.ndarray:
-        if self._keys is not None:
-            return self._keys if mask.all() else self._keys[mask]
+    def hashes(self, mask: np.ndarray, draws: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._keys is not None and (self._draws is not None or not draws):
+            every = bool(mask.all())
+            d = self._draws if draws else None
+            return ((self._keys, d) if every
+                    else (self._keys[mask], None if d is None else d[mask]))
         devices = self.cols["device"] if mask.all() else self.cols["device"].filter(pl.Series(mask))
-        return text_device_keys(self.op_distinct, self.op_index[mask], devices, self.decoder.secret)
+        return text_device_hashes(self.op_distinct, self.op_index[mask], devices,
+                                  self.decoder.secret, draws)
 
     def fields(self, j: int) -> dict[str, Any]:
         fields = self.record(int(self.rows[j])).fields
@@ -799,12 +827,25 @@ def fast_device_keys(operators: np.ndarray, devices: np.ndarray, secret: bytes) 
     """:func:`estimators.pseudonym.device_keys` of ``|S`` columns: the messages
     ``operator || 0x1F || device`` laid out in 64-bit words by whole-column shifts
     (:func:`~estimators.pseudonym.device_words`), then SipHash on all rows at once."""
+    return fast_device_hashes(operators, devices, secret, False)[0]
+
+
+def fast_device_hashes(operators: np.ndarray, devices: np.ndarray, secret: bytes, draws: bool
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`fast_device_keys` and, with ``draws``, the unkeyed draw hashes of the same
+    message words (:func:`~estimators.footprints.device_draw_hashes`; else None)."""
     n = len(devices)
     if n == 0:
-        return np.empty(0, dtype=np.uint64)
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64) if draws else None
     words, length = device_words(np.asarray(operators, dtype=np.bytes_),
                                  np.asarray(devices, dtype=np.bytes_))
-    return _finish_keys(siphash_words(device_key_secret(secret), words, length))
+    return _hashes_of_words(words, length, secret, draws)
+
+
+def _hashes_of_words(words: np.ndarray, length: np.ndarray, secret: bytes, draws: bool
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    keys = _finish_keys(siphash_words(device_key_secret(secret), words, length))
+    return keys, device_draw_hashes(words, length) if draws else None
 
 
 def text_device_keys(operators: list[str], which: np.ndarray, devices: pl.Series,
@@ -813,18 +854,25 @@ def text_device_keys(operators: list[str], which: np.ndarray, devices: pl.Series
     and their operators (``operators[which[i]]``: a few distinct ones): each device padded by
     polars and read as bytes without a Python object per row, its operator and the separator
     laid in front with numpy slices."""
+    return text_device_hashes(operators, which, devices, secret, False)[0]
+
+
+def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Series,
+                       secret: bytes, draws: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`text_device_keys` and, with ``draws``, the unkeyed draw hashes of the same
+    message words (:func:`~estimators.footprints.device_draw_hashes`; else None)."""
     n = len(devices)
     if n == 0:
-        return np.empty(0, dtype=np.uint64)
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64) if draws else None
     op_raw = [op.encode() for op in operators]
     dev_len = devices.str.len_bytes().to_numpy().astype(np.int64)
     width = max(1, int(dev_len.max()))
     dev = devices.str.pad_end(width, "\x00").cast(pl.Binary) \
         .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
     if dev.null_count() or max(map(len, op_raw)) > 6:  # text that is not ASCII: the byte path
-        return fast_device_keys(np.array(op_raw, dtype="S6")[which],
-                                np.array([d.encode() for d in devices.to_list()], dtype=np.bytes_),
-                                secret)
+        return fast_device_hashes(np.array(op_raw, dtype="S6")[which],
+                                  np.array([d.encode() for d in devices.to_list()],
+                                           dtype=np.bytes_), secret, draws)
     dev_bytes = dev.to_numpy()
     op_len = np.array([len(op) for op in op_raw], dtype=np.int64)[which]
     msg = np.zeros((n, (6 + 1 + width) // 8 * 8 + 8), dtype=np.uint8)
@@ -838,7 +886,7 @@ def text_device_keys(operators: list[str], which: np.ndarray, devices: pl.Series
         msg[rows, k + 1:k + 1 + width] = dev_bytes[rows]
     length = (op_len + 1 + dev_len).astype(np.uint64)
     words = np.ascontiguousarray(msg.view("<u8").T)
-    return _finish_keys(siphash_words(device_key_secret(secret), words, length))
+    return _hashes_of_words(words, length, secret, draws)
 
 
 def _index_of(values: pl.Series, distinct: list[str]) -> np.ndarray:

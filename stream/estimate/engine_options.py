@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
+from estimators.footprints import RULES, apportion_plan
 from estimators.foreign import CountryFactor, ForeignConfig, ForeignFigureConfig
 from estimators.mcc import CountryTable
 from estimators.migration import MigrationConfig
@@ -262,6 +265,7 @@ class EngineOptions:
     ``resident_model_rse`` that of the resident interval. Migration
     (:mod:`estimators.migration`): ``move_window_nights`` (majority window), ``move_min_nights``
     (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
+    ``footprints``: how a border cell's devices are placed (:data:`FOOTPRINTS`).
     Foreign SIMs (:mod:`estimators.foreign`): ``foreign`` (follow their stays; default on),
     ``mcc_table`` (MCC → country CSV; None: the table defacto ships), ``country_factors``
     (``country,factor[,rse]`` CSV of people per foreign SIM from an outside source; None: device
@@ -297,9 +301,13 @@ class EngineOptions:
     mcc_table: str | None = None
     country_factors: str | None = None
     foreign_countries: tuple[str, ...] | None = None
+    footprints: str = "reference"
 
     def __post_init__(self) -> None:
         check_limits(self, ENGINE_LIMITS)
+        if self.footprints not in FOOTPRINTS:
+            raise InputError(f"--footprints must be one of {', '.join(FOOTPRINTS)}, "
+                             f"got {str(self.footprints)[:SHOWN_CHARS]!r}")
         if self.horizon_ms > self.activity_ms:
             raise InputError(f"--horizon ({duration_text(self.horizon_ms)}) must not exceed "
                              f"--activity ({duration_text(self.activity_ms)})")
@@ -362,13 +370,16 @@ class EngineOptions:
             raise InputError(str(exc)) from None
 
 
-def build_engine(options: EngineOptions, reference: Reference, calibrated: bool = True) -> Engine:
+def build_engine(options: EngineOptions, reference: Reference, calibrated: bool = True,
+                 people: Mapping[str, float] | None = None) -> Engine:
     """A fresh engine for ``reference``'s regions with its cell plan loaded.
 
     ``calibrated=False`` leaves out the calibration (to fit one). With ``options.foreign`` the MCC
-    table and the per-country factors are loaded. Raises :class:`~stream.contract.InputError`
-    for options out of range, bad MCC or factor files, or a cell plan the engine cannot hold
-    (naming the file).
+    table and the per-country factors are loaded. The devices of border cells are placed by
+    ``options.footprints`` (:func:`footprint_prior`; ``people``: the reference population at
+    hand, for ``defacto calibrate``). Raises :class:`~stream.contract.InputError` for options
+    out of range, bad MCC or factor files, or a cell plan the engine cannot hold (naming the
+    file).
     """
     config = options.engine_config()
     table = options.country_table()
@@ -380,7 +391,43 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
         raise InputError(str(exc)) from None
     if reference.cell_plan is not None:
         load_plan(engine, reference.cell_plan)
+        rule, prior = footprint_prior(options, reference, calibrated, people)
+        if rule != options.footprints:
+            _warn_once(f"--footprints {options.footprints}: no reference population (a "
+                       "--calibration fitted by defacto calibrate carries it in its people "
+                       "column); devices at cells straddling a region border count in their "
+                       "site's region, as with --footprints site")
+        apportion_plan(engine, rule, prior)
     return engine
+
+
+FOOTPRINTS = RULES
+"""The ``--footprints`` choices (:data:`estimators.footprints.RULES`)."""
+
+_warned: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    """A ``defacto: warning:`` line on stderr, once per process (a worker builds an engine per
+    partition)."""
+    if text not in _warned:
+        _warned.add(text)
+        print(f"defacto: warning: {text}", file=sys.stderr)
+
+
+def footprint_prior(options: EngineOptions, reference: Reference, calibrated: bool = True,
+                    people: Mapping[str, float] | None = None
+                    ) -> tuple[str, Mapping[str, float] | None]:
+    """The footprint rule in force and the population it weights by: ``options.footprints``,
+    except that ``reference`` needs the reference population (``people`` when given, else the
+    calibration's, :meth:`~estimators.calibration.Calibration.people`, when ``calibrated``) and
+    falls back to ``site`` without one (an uncalibrated run, or a calibration file without its
+    people column). Never the registry: it is what the estimates are compared with."""
+    if options.footprints != "reference":
+        return options.footprints, None
+    if people is None and calibrated and reference.calibration is not None:
+        people = reference.calibration.people()
+    return ("reference", people) if people else ("site", None)
 
 
 def load_plan(engine: Engine, plan: CellPlanRows) -> None:

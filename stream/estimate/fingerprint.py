@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from stream.estimate.engine_options import EngineOptions, duration_text
+from stream.estimate.engine_options import EngineOptions, duration_text, footprint_prior
 from stream.estimate.windows import WindowSettings
 from stream.sources.reference_files import Reference
 
@@ -218,7 +218,7 @@ _NAMED_OPTIONS = frozenset({
     "res", "horizon_ms", "activity_ms", "night_start_h", "night_length_h", "nights", "min_nights",
     "timezone", "home_mcc", "k", "model_rse", "resident_model_rse", "move_window_nights",
     "move_min_nights", "confirm_nights", "lapse_nights", "foreign", "mcc_table", "country_factors",
-    "foreign_countries"})
+    "foreign_countries", "footprints"})
 """Engine options with a part of their own; any other (a newer option) lands in
 ``options.other``, so no option is ever left out of the fingerprint."""
 _NAMED_WINDOWS = frozenset({"every_ms", "lateness_ms"})
@@ -227,6 +227,22 @@ _NAMED_WINDOWS = frozenset({"every_ms", "lateness_ms"})
 REGION_RULE = "position: exact point-in-polygon of the ping's own point (lat/lon or plan row)"
 """The region rule of this version (:mod:`estimators.cells`); tallies of workers placing pings
 by another rule (before: the H3 cell's centre) are never summed with these."""
+
+
+def region_rule(options: EngineOptions, reference: Reference) -> str:
+    """The ``regions.rule`` part: :data:`REGION_RULE` and how border cells' devices are placed
+    (``--footprints``, as in force: :func:`footprint_prior`; ``site``, or no cell plan: just
+    :data:`REGION_RULE`, as before footprints); for ``reference``, the digest of
+    the calibration's reference population too (it then decides which region a device at a
+    border cell is tallied in, while the ``calibration`` part is only a publish part)."""
+    rule, people = footprint_prior(options, reference)
+    if rule == "site" or reference.cell_plan is None:
+        return REGION_RULE  # every device at its cell's site: the rule of earlier versions
+    text = f"{REGION_RULE}; border cells: {rule}"
+    if rule == "reference" and people:
+        text += f" by {len(people)} regions' people, " + _digest(
+            _text(rid, repr(float(people[rid]))) for rid in sorted(people))
+    return text
 
 
 def _others(values: dict[str, object], named: frozenset[str]) -> str:
@@ -261,7 +277,7 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
     o = options
     values = {
         **reference_parts(reference),
-        "regions.rule": REGION_RULE,
+        "regions.rule": region_rule(o, reference),
         "res": str(o.res), "horizon": duration_text(o.horizon_ms),
         "activity": duration_text(o.activity_ms),
         "night": f"{o.night_start_h:g}h for {o.night_length_h:g}h",

@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from estimators.calibration import ANY, ROAMING, Calibration, FactorRow, factor_problem, rse_problem
+from estimators.calibration import (
+    ANY,
+    ROAMING,
+    Calibration,
+    FactorRow,
+    factor_problem,
+    people_problem,
+    rse_problem,
+)
 from estimators.engine import MAX_OPERATORS
 from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
@@ -154,13 +162,15 @@ def load_population(path: str | Path, regions: RegionSet | None = None,
 
 
 def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list[FactorRow]:
-    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse``.
+    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse`` and ``people``.
 
     ``region`` is a region id (one of ``regions`` when given) or ``*`` (also when empty);
     ``operator`` an MCC+MNC of 5-6 digits, ``roaming`` or ``*`` (also when empty); ``factor`` in
     :data:`~estimators.calibration.FACTOR_RANGE`, ``rse`` in
-    :data:`~estimators.calibration.RSE_RANGE` (default 0); each (region, operator) once. Raises
-    :class:`~stream.contract.InputError` naming the file and line.
+    :data:`~estimators.calibration.RSE_RANGE` (default 0); ``people`` (the reference population
+    the factor was fitted to, ``1..MAX_PEOPLE``) only on ``region,*`` rows, blank elsewhere;
+    each (region, operator) once. Raises :class:`~stream.contract.InputError` naming the file
+    and line.
     """
     rows: list[FactorRow] = []
     first: dict[tuple[str, str], int] = {}
@@ -177,10 +187,13 @@ def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list
                              f"{_shown(operator)} (first on line {first[(region, operator)]})")
         factor = _number(path, line, "factor", row["factor"])
         rse = _number(path, line, "rse", row["rse"]) if row.get("rse") else 0.0
-        problem = factor_problem(factor) or rse_problem(rse)
+        people = _number(path, line, "people", row["people"], (1, MAX_PEOPLE), "people") \
+            if row.get("people") else None
+        problem = factor_problem(factor) or rse_problem(rse) \
+            or people_problem(region, operator, people)
         if problem is not None:
             raise InputError(f"{path}:{line}: {problem}")
-        rows.append(FactorRow(region, operator, factor, rse))
+        rows.append(FactorRow(region, operator, factor, rse, people))
         first[(region, operator)] = line
     if not rows:
         raise InputError(f"{path}: no rows")
@@ -188,14 +201,16 @@ def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list
 
 
 def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
-    """Write calibration rows as CSV (``region,operator,factor,rse``); raises
-    :class:`~stream.contract.InputError` when ``path`` cannot be written."""
+    """Write calibration rows as CSV (``region,operator,factor,rse,people``; ``people`` blank
+    where a row has none); raises :class:`~stream.contract.InputError` when ``path`` cannot be
+    written."""
     try:
         with open(path, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["region", "operator", "factor", "rse"])
+            writer.writerow(["region", "operator", "factor", "rse", "people"])
             for r in rows:
-                writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}"])
+                writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}",
+                                 "" if r.people is None else _plain(round(r.people))])
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimators.engine import Engine
-from estimators.pseudonym import device_keys
+from estimators.footprints import apportion_plan, device_draw_hashes
+from estimators.pseudonym import device_keys, device_words
 from estimators.units import HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.contract import PING_DTYPES, PingColumns
 from stream.simulator import HourChunk, Simulation
@@ -100,29 +101,50 @@ class FedHour:
 
 
 class SimulationFeed:
-    """Precomputes per-device keys and classes, then ingests a simulation's hours into an engine."""
+    """Precomputes per-device keys and classes, then ingests a simulation's hours into an engine.
 
-    def __init__(self, sim: Simulation, engine: Engine, secret: bytes) -> None:
+    Border cells' devices are placed by ``footprints`` (:data:`estimators.footprints.RULES`;
+    default ``reference``: by the simulation's independent reference population, the one
+    calibration is fitted to, as ``defacto calibrate`` and the runs using its file do), each
+    device drawn by the unkeyed hash of its operator and name, as the decoder draws it.
+    """
+
+    def __init__(self, sim: Simulation, engine: Engine, secret: bytes,
+                 footprints: str = "reference") -> None:
         self.sim = sim
         self.engine = engine
         ops = np.asarray(sim.operators, dtype=object)
         plan = sim.cell_plan
         engine.load_cell_plan(ops[plan["operator"]].tolist(), list(plan["cell"]), plan["lat"],
                               plan["lon"])
+        self.footprints = apportion_plan(engine, footprints, sim.reference)
         codes = np.array([engine.operator_code(o) for o in sim.operators], dtype=np.int64)
         device_ops = ops[sim.device_operator]
         self.keys = device_keys(device_ops, sim.device_name, secret)
+        self.draws = device_draw_hashes(*device_words(
+            np.char.encode(device_ops.astype(str), "utf-8"),
+            np.char.encode(np.asarray(sim.device_name, dtype=str), "utf-8"))) \
+            if engine.plan is not None and engine.plan.footprints is not None else None
         self.opclass = engine.operator_class(codes[sim.device_operator], sim.device_home_mcc)
 
-    def ingest(self, chunk: HourChunk) -> int:
-        """Ingest one hour of pings; returns the number of pings."""
+    def locations(self, chunk: HourChunk) -> np.ndarray:
+        """The cell-table location of each ping of ``chunk`` (int64), as the decoder gives it:
+        its plan row's (a border cell's piece for its device), or its lat/lon binned."""
         assert self.engine.plan is not None
         loc = np.empty(len(chunk.ts_ms), dtype=np.int64)
         is_cell = chunk.cell >= 0
-        loc[is_cell] = self.engine.plan.loc[chunk.cell[is_cell]]
+        dev = chunk.device[is_cell]
+        loc[is_cell] = self.engine.plan.locations(
+            chunk.cell[is_cell].astype(np.int64),
+            None if self.draws is None else self.draws[dev])
         if (~is_cell).any():
             loc[~is_cell] = self.engine.cells.locate_latlng(chunk.lat[~is_cell],
                                                             chunk.lon[~is_cell])
+        return loc
+
+    def ingest(self, chunk: HourChunk) -> int:
+        """Ingest one hour of pings; returns the number of pings."""
+        loc = self.locations(chunk)
         self.engine.ingest(self.keys[chunk.device], chunk.ts_ms, self.opclass[chunk.device], loc,
                            self.sim.device_home_mcc[chunk.device])
         return len(chunk.ts_ms)

@@ -36,11 +36,7 @@ def test_stays_arrivals_departures_and_classes_match_the_truth() -> None:
     assert engine.plan is not None
     for chunk in sim.hours():
         keep = roaming[chunk.device]
-        cell = chunk.cell[keep]
-        loc = np.empty(cell.size, dtype=np.int64)
-        loc[cell >= 0] = engine.plan.loc[cell[cell >= 0]]
-        ll = cell < 0
-        loc[ll] = engine.cells.locate_latlng(chunk.lat[keep][ll], chunk.lon[keep][ll])
+        loc = feed.locations(chunk)[keep]
         ts = chunk.ts_ms[keep]
         fs.ingest(feed.keys[chunk.device[keep]], ts, sim.device_home_mcc[chunk.device[keep]],
                   engine.cells.region[loc], engine.utc_offset_s(ts))
