@@ -30,6 +30,7 @@ Pure numpy + shapely; no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -162,13 +163,33 @@ def population_density(regions: RegionSet, people: Mapping[str, float]) -> np.nd
     return out
 
 
+def _borders(parts: list[shapely.Geometry]) -> shapely.Geometry:
+    """Every boundary line of the regions' own parts, as one prepared geometry (km)."""
+    todo, polygons = list(parts), []
+    while todo:
+        g = todo.pop()
+        kind = shapely.get_type_id(g)
+        if kind == 3:  # Polygon
+            polygons.append(g)
+        elif kind in (6, 7):  # MultiPolygon, GeometryCollection
+            todo.extend(shapely.get_parts(g).tolist())
+    lines = shapely.boundary(np.asarray(polygons, dtype=object)) if polygons else []
+    border = shapely.union_all(lines) if len(lines) else shapely.LineString()
+    shapely.prepare(border)
+    return border
+
+
 def footprint_polygons(lat: np.ndarray, lon: np.ndarray, group: np.ndarray,
-                       fwd, reach_factor: float = REACH_FACTOR) -> np.ndarray:
+                       fwd, reach_factor: float = REACH_FACTOR,
+                       border: shapely.Geometry | None = None) -> np.ndarray:
     """Footprint of each row (shapely polygons in the projected plane, km): the Voronoi cell of
     its site among the distinct sites of its ``group`` (operator), within ``reach_factor``
     times the distance to the group's nearest other site (object array). Rows at one site share
     a footprint; a group's lone site has nothing to bound it and gets None (it keeps its site's
-    region)."""
+    region). With ``border`` (the regions' boundary lines, :func:`_borders`), a site whose reach
+    does not come within its radius of any border gets None as well: its footprint lies within
+    one region's part, the one holding its site, so it has nothing to spread (only the sites
+    near a border, a fifth of a national plan, get polygons)."""
     xy = fwd(np.column_stack([lon, lat]))
     out = np.full(len(lat), None, dtype=object)
     for g in np.unique(group):
@@ -185,8 +206,13 @@ def footprint_polygons(lat: np.ndarray, lon: np.ndarray, group: np.ndarray,
                                   all_matches=False)
         dist = np.zeros(len(sites))
         dist[near[0][0]] = near[1]
-        discs = shapely.buffer(points, reach_factor * dist, quad_segs=16)
-        out[rows] = shapely.intersection(cells, discs)[inverse]
+        reach = reach_factor * dist
+        todo = np.arange(len(sites)) if border is None else \
+            np.flatnonzero(shapely.dwithin(border, points, reach))
+        polys = np.full(len(sites), None, dtype=object)
+        polys[todo] = shapely.intersection(
+            cells[todo], shapely.buffer(points[todo], reach[todo], quad_segs=16))
+        out[rows] = polys[inverse]
     return out
 
 
@@ -222,9 +248,9 @@ def footprint_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regio
         return empty
     lat0, lon0 = float(np.mean(lat)), float(np.mean(lon))
     fwd, back = _project(lat0, lon0)
-    polys = footprint_polygons(lat, lon, group, fwd, reach_factor)
-    has = np.flatnonzero(polys != None)  # noqa: E711 (elementwise)
     parts = region_parts(regions, fwd)
+    polys = footprint_polygons(lat, lon, group, fwd, reach_factor, _borders(parts))
+    has = np.flatnonzero(polys != None)  # noqa: E711 (elementwise)
     tree = shapely.STRtree(parts)
     fp_idx, reg_idx = tree.query(polys[has].astype(object), predicate="intersects")
     pieces = shapely.intersection(polys[has][fp_idx], np.asarray(parts, dtype=object)[reg_idx])
@@ -342,6 +368,33 @@ def choose(fp: Footprints, device_hash: np.ndarray, plan_row: np.ndarray) -> np.
     return out
 
 
+_MEMO: dict[bytes, tuple[RegionSet, Footprints]] = {}
+_MEMO_SIZE = 2
+
+
+def _memo_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regions: RegionSet,
+                  density: np.ndarray | None, site_region: np.ndarray) -> Footprints:
+    """:func:`footprint_weights`, computed once per process for the same plan, regions and
+    density (a worker builds one engine per partition from one plan: seconds each for a national
+    plan). Keyed by a digest of the arrays and the identity of ``regions``; the result is only
+    read."""
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (lat, lon, group, site_region, density if density is not None else np.zeros(0)):
+        arr = np.ascontiguousarray(a)
+        digest.update(str((arr.dtype.str, arr.shape)).encode())
+        digest.update(arr.tobytes())
+    digest.update(str(id(regions)).encode())
+    key = digest.digest()
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is regions:
+        return hit[1]
+    fp = footprint_weights(lat, lon, group, regions, density, site_region)
+    while len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = (regions, fp)
+    return fp
+
+
 def apportion_plan(engine: Engine, rule: str, people: Mapping[str, float] | None = None) -> str:
     """Spread the devices of the border cells of ``engine``'s loaded plan over the regions their
     footprints cover, by ``rule`` (:data:`RULES`; ``people``: region id -> people of the
@@ -358,8 +411,8 @@ def apportion_plan(engine: Engine, rule: str, people: Mapping[str, float] | None
     density = population_density(engine.regions, people) if rule == "reference" and people \
         else None
     _, group = np.unique(np.asarray(plan.operator, dtype=object).astype(str), return_inverse=True)
-    fp = footprint_weights(plan.lat, plan.lon, group.reshape(-1), engine.regions, density,
-                           plan.region)
+    fp = _memo_weights(plan.lat, plan.lon, group.reshape(-1), engine.regions, density,
+                       plan.region)
     plan.apportion(fp, engine.cells)
     engine.hold_locations(lambda: plan.piece_loc)
     return rule

@@ -13,12 +13,16 @@ from estimators.calibration import ANY, Calibration, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
 from estimators.engine import Engine, EngineConfig
 from estimators.footprints import (
+    _borders,
+    _project,
     apportion_plan,
     choose,
     device_draw_hashes,
     draw,
+    footprint_polygons,
     footprint_weights,
     population_density,
+    region_parts,
 )
 from estimators.pseudonym import device_words
 from estimators.regions import Region, RegionSet
@@ -183,3 +187,20 @@ def test_reference_population_places_border_devices_and_fit_keeps_it() -> None:
         FactorRow(ANY, ANY, 2.0, 0.0, 10.0)
     with pytest.raises(ValueError, match="people must be > 0"):
         FactorRow("west", ANY, 2.0, 0.0, 0.0)
+
+
+def test_sites_whose_reach_stays_off_every_border_are_skipped_without_changing_a_weight() -> None:
+    regions = _two_regions()
+    rng = np.random.default_rng(3)
+    lat, lon = rng.uniform(50.6, 51.4, 400), rng.uniform(71.1, 71.9, 400)
+    group = rng.integers(0, 2, 400)
+    fwd, _ = _project(float(lat.mean()), float(lon.mean()))
+    parts = region_parts(regions, fwd)
+    full = footprint_polygons(lat, lon, group, fwd)
+    skipped = footprint_polygons(lat, lon, group, fwd, border=_borders(parts))
+    kept = skipped != None  # noqa: E711 (elementwise)
+    assert 0 < kept.sum() < len(lat)  # some sites are near the border, most are not
+    assert all(shapely.equals(a, b) for a, b in zip(full[kept], skipped[kept], strict=True))
+    for poly in full[~kept]:  # each skipped footprint lies within a single region's part
+        assert sum(shapely.intersects(poly, p) and shapely.area(shapely.intersection(poly, p)) > 0
+                   for p in parts) == 1
