@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 # the peers bench/ measures defacto against (Quix Streams), on top of the test install
-$(VENV)/.bench: $(VENV)/.bench
+$(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(VENV)/.bench
 
