@@ -2,7 +2,8 @@
 
 A factor folds together what a device count misses or double counts: the operator's market share,
 SIMs per person (multi-SIM), people without a phone, devices not seen in the activity window.
-Rows are ``region, operator, factor[, rse]`` where ``*`` matches any region or operator and the
+Rows are ``region, operator, factor[, rse][, people]`` (``people``: the reference population,
+on fitted ``region,*`` rows only) where ``*`` matches any region or operator and the
 operator ``roaming`` applies to foreign SIMs (default factor 1: a visitor's phone is one visitor).
 
 Lookup for a device assigned to region ``r`` on operator ``o``: the most specific row wins,
@@ -59,7 +60,8 @@ def people_problem(region: str, operator: str, people: float | None) -> str | No
     if people is None:
         return None
     if region == ANY or operator != ANY:
-        return f"people is only given on rows of one region for operator {ANY!r}"
+        return (f"people is allowed only on REGION,* rows (one region, operator {ANY!r}), got "
+                f"region {region!r}, operator {operator!r}: leave it blank here")
     if not (np.isfinite(people) and people > 0):
         return f"people must be > 0, got {people:g}"
     return None

@@ -586,5 +586,5 @@ def add_calibrate_parser(sub: Any) -> None:
                    help="relative standard error of the reference figures (default 0)")
     p.add_argument("--out", required=True, help="calibration CSV to write")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
-    options.add_engine_options(p)
+    options.add_engine_options(p, calibrate=True)
     p.set_defaults(func=cmd_calibrate)

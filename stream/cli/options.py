@@ -92,8 +92,10 @@ def _country_list(text: str) -> tuple[str, ...]:
     return tuple(c.strip().upper() for c in text.split(",") if c.strip())
 
 
-def add_engine_options(p: argparse.ArgumentParser) -> None:
-    """The options that decide the figures (they must match between replay and workers)."""
+def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
+    """The options that decide the figures (they must match between replay and workers);
+    ``calibrate``: the help of ``defacto calibrate``, whose population prior is its
+    ``--reference``."""
     g = p.add_argument_group("engine")
     g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
     g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
@@ -138,13 +140,16 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                         "used (default 3d)")
     g.add_argument("--no-transitions", dest="transitions", action="store_false",
                    help="do not re-place stale movers (devices count where their last ping was)")
+    prior = ("people per km2 of --reference (the factors then fit this rule: replay and run "
+             "the workers with the same --footprints)") if calibrate else \
+        ("people per km2 of the calibration's reference population (the people column "
+         "defacto calibrate writes; 'site' without it)")
     g.add_argument("--footprints", choices=FOOTPRINTS, default=EngineOptions.footprints,
                    help="devices at a cell whose footprint straddles a region border: "
                         "'reference' spreads them over the regions its Voronoi footprint covers "
-                        "by area times people per km2 of the calibration's reference population "
-                        "(the people column defacto calibrate writes; 'site' without it); "
-                        "'site' counts them all in the region of the cell's site; 'area' "
-                        "spreads them by area alone (default %(default)s; docs/METHOD.md)")
+                        f"by area times {prior}; 'site' counts them all in the region of the "
+                        "cell's site; 'area' spreads them by area alone (default %(default)s; "
+                        "docs/METHOD.md §1)")
     g.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
                    default=EngineOptions.move_min_nights,
                    help="migration: nights out of the last --move-window a new region must hold "

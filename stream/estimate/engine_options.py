@@ -393,10 +393,11 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
         load_plan(engine, reference.cell_plan)
         rule, prior = footprint_prior(options, reference, calibrated, people)
         if rule != options.footprints:
-            _warn_once(f"--footprints {options.footprints}: no reference population (a "
-                       "--calibration fitted by defacto calibrate carries it in its people "
-                       "column); devices at cells straddling a region border count in their "
-                       "site's region, as with --footprints site")
+            default = " (the default)" if options.footprints == EngineOptions.footprints else ""
+            _warn_once(f"--footprints {options.footprints}{default}: no reference population "
+                       "(the people column of a --calibration written by defacto calibrate); "
+                       "devices at cells straddling a region border count in their site's "
+                       "region, as with --footprints site")
         apportion_plan(engine, rule, prior)
     return engine
 

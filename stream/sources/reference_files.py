@@ -187,7 +187,8 @@ def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list
                              f"{_shown(operator)} (first on line {first[(region, operator)]})")
         factor = _number(path, line, "factor", row["factor"])
         rse = _number(path, line, "rse", row["rse"]) if row.get("rse") else 0.0
-        people = _number(path, line, "people", row["people"], (1, MAX_PEOPLE), "people") \
+        people = _number(path, line, "people", row["people"], (1, MAX_PEOPLE),
+                         "the reference population") \
             if row.get("people") else None
         problem = factor_problem(factor) or rse_problem(rse) \
             or people_problem(region, operator, people)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.cli import main
+from stream.contract import InputError
 from stream.estimate import engine_options
 from stream.estimate.engine_options import EngineOptions, build_engine
 from stream.estimate.fingerprint import REGION_RULE, region_rule
@@ -20,7 +21,7 @@ from stream.sources.reference_files import (
     load_reference,
 )
 
-WARNING = "--footprints reference: no reference population"
+WARNING = "--footprints reference (the default): no reference population"
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,13 @@ def test_the_region_rule_names_the_population_it_spreads_by(files: Path) -> None
     # without people (no calibration): the site rule, as before footprints
     bare = load_reference(ReferencePaths(paths.regions, None, None, paths.cells))
     assert region_rule(EngineOptions(), bare) == REGION_RULE
+
+
+def test_people_on_an_operator_row_is_refused_in_one_line(tmp_path: Path) -> None:
+    cal = tmp_path / "cal.csv"
+    cal.write_text("region,operator,factor,rse,people\nastana,40101,1.5,0,1000\n")
+    with pytest.raises(InputError) as err:
+        load_calibration(cal, None)
+    message = str(err.value)
+    assert message.startswith(f"{cal}:2: people is allowed only on REGION,* rows")
+    assert "operator '40101'" in message and "\n" not in message

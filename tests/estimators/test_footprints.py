@@ -183,7 +183,7 @@ def test_reference_population_places_border_devices_and_fit_keeps_it() -> None:
                        np.ones(3))
     assert Calibration(rows).people() == {"west": 3000.0, "east": 1000.0}
     assert Calibration([FactorRow("west", ANY, 2.0)]).people() == {}
-    with pytest.raises(ValueError, match="people is only given"):
+    with pytest.raises(ValueError, match=r"people is allowed only on REGION,\* rows"):
         FactorRow(ANY, ANY, 2.0, 0.0, 10.0)
     with pytest.raises(ValueError, match="people must be > 0"):
         FactorRow("west", ANY, 2.0, 0.0, 0.0)
