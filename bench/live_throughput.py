@@ -173,23 +173,27 @@ def frame_messages(cols: dict[str, np.ndarray], partitions: int, rows: int) -> l
     return out
 
 
+def _pings(cols: dict[str, np.ndarray]) -> Any:
+    """Each row of frame columns as a ping dict, the ``defacto simulate`` JSON layout."""
+    for d, ts, op, mcc, c, lat, lon in zip(
+            cols["device"].tolist(), cols["ts"].tolist(), cols["operator"].tolist(),
+            cols["home_mcc"].tolist(), cols["cell"].tolist(), cols["lat"].tolist(),
+            cols["lon"].tolist(), strict=True):
+        ping: dict[str, Any] = {"device": d.decode(), "ts": ts, "operator": op.decode(),
+                                "home_mcc": None if mcc < 0 else mcc}
+        if c:
+            ping["cell"] = c.decode()
+        else:
+            ping["lat"], ping["lon"] = lat, lon
+        yield ping
+
+
 def json_messages(cols: dict[str, np.ndarray], partitions: int) -> list[tuple[int, bytes]]:
     """(partition, JSON ping) pairs, one ping per message, the ``defacto simulate`` JSON layout."""
     part = (np.zeros(len(cols["ts"]), dtype=np.int64) if partitions == 1
             else device_partition(cols["device"], partitions))
-    dev = [d.decode() for d in cols["device"].tolist()]
-    ops = [o.decode() for o in cols["operator"].tolist()]
-    cell = [c.decode() for c in cols["cell"].tolist()]
     out: list[tuple[int, bytes]] = []
-    for i, (d, ts, op, mcc, c, lat, lon, p) in enumerate(zip(
-            dev, cols["ts"].tolist(), ops, cols["home_mcc"].tolist(), cell, cols["lat"].tolist(),
-            cols["lon"].tolist(), part.tolist(), strict=True)):
-        ping: dict[str, Any] = {"device": d, "ts": ts, "operator": op,
-                                "home_mcc": None if mcc < 0 else mcc}
-        if c:
-            ping["cell"] = c
-        else:
-            ping["lat"], ping["lon"] = lat, lon
+    for i, (ping, p) in enumerate(zip(_pings(cols), part.tolist(), strict=True)):
         out.append((p, encode_json(ping)))
         if i and i % 250_000 == 0:
             log(f"  encoded {i:,} JSON pings")
@@ -514,20 +518,6 @@ def json_parts(cols: dict[str, np.ndarray]) -> tuple[list[bytes], list[bytes]]:
         heads.append(head + b'"ts":')
         tails.append(rest[rest.index(b","):])
     return heads, tails
-
-
-def _pings(cols: dict[str, np.ndarray]) -> Any:
-    for d, ts, op, mcc, c, lat, lon in zip(
-            cols["device"].tolist(), cols["ts"].tolist(), cols["operator"].tolist(),
-            cols["home_mcc"].tolist(), cols["cell"].tolist(), cols["lat"].tolist(),
-            cols["lon"].tolist(), strict=True):
-        ping: dict[str, Any] = {"device": d.decode(), "ts": ts, "operator": op.decode(),
-                                "home_mcc": None if mcc < 0 else mcc}
-        if c:
-            ping["cell"] = c.decode()
-        else:
-            ping["lat"], ping["lon"] = lat, lon
-        yield ping
 
 
 def hold_devices(env: Env, producer: Producer, topic: str, w: Worker, n: int,

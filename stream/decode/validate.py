@@ -433,9 +433,7 @@ class PingDecoder:
         :meth:`_Group.prepare`, if made)."""
         plan = self.engine.plan
         if plan is not None and len(plan.loc):
-            loc = plan.loc[np.maximum(plan_row, 0)]  # rows of lat/lon pings are set below
-            if draw is not None and plan.footprints is not None and is_cell.any():
-                loc[is_cell] = plan.locations(plan_row[is_cell], draw[is_cell])
+            loc = plan.locations(np.maximum(plan_row, 0), draw)  # lat/lon pings: set below
         else:
             loc = np.empty(len(is_cell), dtype=np.int64)
         if not is_cell.all():
