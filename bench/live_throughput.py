@@ -682,7 +682,8 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
                "delay_max_s": float(delay.max()),
                "from_window_end_p50_s": float(np.percentile(from_end, 50)),
                "from_window_end_p99_s": float(np.percentile(from_end, 99)),
-               "from_window_end_max_s": float(from_end.max()), "windows": len(from_end)}
+               "from_window_end_max_s": float(from_end.max()), "windows": len(from_end),
+               "from_window_end_s": [round(float(x), 3) for x in from_end]}
         log(f"latency: delay p50 {out['delay_p50_s']:.3f} s, p99 {out['delay_p99_s']:.3f} s; from window "
             f"end p50 {out['from_window_end_p50_s']:.3f} s, p99 {out['from_window_end_p99_s']:.3f} s "
             f"({len(from_end)} windows, {devices:,} devices)")

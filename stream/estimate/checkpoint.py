@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from estimators.engine import portable_state
 from stream.decode.validate import PingBatch
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 
@@ -53,9 +54,15 @@ def key_id(secret: bytes) -> str:
     return hashlib.blake2b(b"defacto checkpoint key id", key=secret[:64], digest_size=8).hexdigest()
 
 
-def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
-    """The checkpoint blob of a partition state; with ``fingerprint``, its tally parts (the
-    settings that give the state its meaning) are recorded in the blob."""
+_CAPTURED = "captured_"
+
+
+def capture(ps: PartitionState, fingerprint: Fingerprint | None = None) -> dict[str, np.ndarray]:
+    """Everything a checkpoint of ``ps`` holds, as arrays the partition does not share (the
+    engine's :meth:`~estimators.engine.Engine.capture_state` and copies of the held pings):
+    ingest may go on while :func:`encode` turns them into the blob, e.g. in a thread. With
+    ``fingerprint``, its tally parts (the settings that give the state its meaning) are
+    recorded."""
     held = ps.windows.held() or PingBatch(
         np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int64))
     meta = {
@@ -68,16 +75,33 @@ def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
     }
     if fingerprint is not None:
         meta["fingerprint"] = fingerprint.tally().to_json()
-    state = ps.engine.export_state()
     wm_key, wm_ts = ps.windows.watermark_devices()
+    arrays = {k: np.array(v, copy=True) for k, v in {
+        "held_key": held.device_key, "held_ts": held.ts_ms, "held_opclass": held.opclass,
+        "held_cell": ps.engine.cells.cell[held.loc], "held_mcc": held.home_mcc,
+        "held_region": ps.engine.cells.region[held.loc], "wm_key": wm_key, "wm_ts": wm_ts,
+    }.items()}
+    return {"meta": np.array(json.dumps(meta)), **arrays,
+            **{_CAPTURED + k: v for k, v in ps.engine.capture_state().items()}}
+
+
+def encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """The checkpoint blob (``.npz``) of :func:`capture`'s arrays (the engine state in portable
+    terms: :func:`~estimators.engine.portable_state`); reads nothing else, so it may run in a
+    thread."""
+    out = {k: v for k, v in arrays.items() if not k.startswith(_CAPTURED)}
+    state = portable_state({k[len(_CAPTURED):]: v for k, v in arrays.items()
+                            if k.startswith(_CAPTURED)})
+    out.update({f"state_{k}": v for k, v in state.items()})
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array(json.dumps(meta)),
-             held_key=held.device_key, held_ts=held.ts_ms, held_opclass=held.opclass,
-             held_cell=ps.engine.cells.cell[held.loc], held_mcc=held.home_mcc,
-             held_region=ps.engine.cells.region[held.loc],
-             wm_key=wm_key, wm_ts=wm_ts,
-             **{f"state_{k}": v for k, v in state.items()})
+    np.savez(buf, **out)
     return buf.getvalue()
+
+
+def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
+    """The checkpoint blob of a partition state; with ``fingerprint``, its tally parts (the
+    settings that give the state its meaning) are recorded in the blob."""
+    return encode(capture(ps, fingerprint))
 
 
 def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = None) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
@@ -337,6 +338,23 @@ class SnapshotPublisher:
                                        self.tally_fingerprint])
         self._lost(saved)
         return bool(saved)
+
+    async def checkpoint_writer(self) -> Callable[[redis.Redis, int, int, bytes, str | None], bool]:
+        """:meth:`save_checkpoint` as a blocking call for a thread, under the epoch joined now:
+        ``write(client, partition, offset, blob, topic_id)`` through a synchronous ``client``,
+        so a blob of a hundred megabytes is packed and sent without holding the event loop.
+        The call raises :class:`RedisStateLost` like :meth:`save_checkpoint`."""
+        epoch = await self._joined()
+        keys, fingerprint = self.keys, self.tally_fingerprint
+
+        def write(client: redis.Redis, partition: int, offset: int, blob: bytes,
+                  topic_id: str | None) -> bool:
+            saved = client.register_script(_SAVE_IF_NEWER)(
+                keys=[keys.deployment, keys.checkpoint(partition)],
+                args=[epoch, offset, blob, topic_id or "", fingerprint])
+            self._lost(saved)
+            return bool(saved)
+        return write
 
     async def load_checkpoint(self, partition: int) -> bytes | None:
         """The partition's latest checkpoint, if any."""

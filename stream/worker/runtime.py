@@ -23,6 +23,10 @@ Faults that would give wrong figures without a word end in a loud, specific stat
   one stored with its checkpoint (:class:`~stream.worker.guards.TopicWatch`). Nothing a
   partition derived leaves the worker (tallies, marks, checkpoint, offset) until a topic check
   that began after the batch confirmed the topic; a partition whose topic changed is *stopped*.
+  Checks run in the background (at most every :data:`TOPIC_CHECK_MIN_S` while output waits),
+  and each batch's output leaves once a check begun after *that* batch has answered, so output
+  keeps flowing while the consumer never idles; a checkpoint, which covers the latest batch,
+  waits for a check of its own.
 - **A partition count other than the deployment's**: every partition is stopped.
 - A stopped partition is skipped (its lag grows), never checkpointed, and shown in the
   ``defacto_partition_stopped{partition,reason}`` gauge, an error line and ``/healthz`` (503).
@@ -37,15 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 from redis.exceptions import RedisError
 
 from estimators.engine import Engine
@@ -58,6 +62,7 @@ from stream.estimate.checkpoint import CheckpointMismatchError
 from stream.estimate.fingerprint import Fingerprint
 from stream.estimate.partition import PartitionState
 from stream.publish.metrics import WorkerMetrics
+from stream.publish.redis_client import async_redis
 from stream.publish.redis_keys import REJECTED_PREFIX
 from stream.publish.redis_publisher import (
     CheckpointRecord,
@@ -92,9 +97,19 @@ PARTITION_COUNT = "partition_count"
 STOP_REASONS = (TOPIC_RECREATED, PARTITION_COUNT)
 """Why a partition is stopped (the ``reason`` label of ``defacto_partition_stopped``)."""
 
-# Until stream/estimate/checkpoint.py stores the fingerprint in the blob's meta (issue 12), the
-# fingerprint travels beside the blob in Redis only; both are checked once it does.
-_BLOB_FINGERPRINT = "fingerprint" in inspect.signature(checkpoint_blob.write).parameters
+CHECKPOINT_TIMEOUT_S = 60.0
+"""Socket timeout of the connection checkpoints are sent on (a blob can be 100+ MB)."""
+
+
+@dataclass
+class BatchOutput:
+    """What one batch of a partition leaves to write: the tallies of the windows it closed and
+    the partition's marks after it (``fetched_at``: monotonic time it was fetched before)."""
+
+    fetched_at: float
+    tallies: list[Tally]
+    closed_until: int | None
+    last_accepted_ms: int | None
 
 
 class WorkerRuntime:
@@ -126,13 +141,14 @@ class WorkerRuntime:
         self.metrics.configure(window_s=self.settings.every_ms / SECOND_MS,
                                gap_threshold=config.gap_threshold,
                                migration_alert_rate=config.migration_alert_rate)
-        self.redis = aioredis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis = async_redis(config.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.publisher = SnapshotPublisher(
             self.redis, make_engine(), partitions, self.settings.every_ms, registry,
             PublishSettings(prefix=config.prefix, gap_threshold=config.gap_threshold),
             on_publish=self._published, fingerprint=fingerprint)
         self.parts: dict[int, PartitionState] = {}
-        self.unsent: dict[int, list[Tally]] = defaultdict(list)
+        self.unsent: dict[int, list[BatchOutput]] = defaultdict(list)  # oldest first
+        self.written_marks: dict[int, tuple[int | None, int | None]] = {}  # closed, last ping
         self.retained: dict[int, dict[int, Tally]] = defaultdict(dict)  # written, not published
         self.first_window: dict[int, int | None] = {}
         self.stopped: dict[int, tuple[str, str]] = {}
@@ -150,6 +166,8 @@ class WorkerRuntime:
         self.seeking: dict[int, float] = {}
         self._flush_lock = asyncio.Lock()
         self.last_checkpoint: dict[int, float] = {}
+        self.saving: dict[int, asyncio.Task[bool]] = {}  # checkpoints being sent
+        self._blocking_redis: redis.Redis | None = None  # sends checkpoints, from threads
         self.last_seen_publish: int | None = None
         self.redis_ok = True
         self.redis_retry_at = 0.0
@@ -184,10 +202,7 @@ class WorkerRuntime:
                 why = self.publisher.checkpoint_problem(record)
                 if why:
                     raise CheckpointMismatchError(f"it was taken with other settings: {why}")
-                if _BLOB_FINGERPRINT:
-                    checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint)
-                else:
-                    ps.restore(record.data)
+                checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint)
                 self.expected_topic[p] = record.topic_id
                 self.first_window[p] = await self._until_redis(
                     lambda: self.publisher.first_window_of(p))
@@ -267,7 +282,9 @@ class WorkerRuntime:
             for kind, n in kinds.items():
                 self.metrics.messages.labels(kind).inc(n)
             self.batch_at[p] = batch_at
-            self.unsent[p].extend(result.tallies)  # before any await: a checkpoint must not pass them
+            # before any await: a checkpoint must not pass them
+            self.unsent[p].append(BatchOutput(batch_at, result.tallies, ps.closed_until,
+                                              ps.last_accepted_ms))
             if result.tallies and self.first_window.get(p) is None:
                 self.first_window[p] = result.tallies[0].at_ms
             m = self.metrics
@@ -366,28 +383,21 @@ class WorkerRuntime:
         async with self._flush_lock:
             try:
                 await self._join()
+                now = time.monotonic()
+                due = [p for p in self.parts if force_checkpoint
+                       or now - self.last_checkpoint.get(p, 0) >= self.config.checkpoint_every_s]
+                if any(not self.verified(p) for p in due if p not in self.stopped):
+                    await self.check_topic()  # a checkpoint covers the latest batch: confirm it
                 for p in list(self.unsent):
                     if p in self.stopped:
                         self.unsent.pop(p, None)
                         continue
-                    if not self.verified(p):
-                        continue
-                    tallies = self.unsent.pop(p)
-                    ps = self.parts.get(p)
-                    try:
-                        await self._redis(self.publisher.write_tallies(
-                            p, tallies, ps.closed_until if ps else None,
-                            ps.last_accepted_ms if ps else None, self.first_window.get(p)))
-                    except (RedisError, OSError, RedisStateLost):
-                        self.unsent[p][:0] = tallies  # keep them, in order, for the next try
-                        raise
-                    self.retained[p].update((t.at_ms, t) for t in tallies)
-                now = time.monotonic()
+                    await self._write_confirmed(p)
                 for p, ps in list(self.parts.items()):
                     due = now - self.last_checkpoint.get(p, 0) >= self.config.checkpoint_every_s
                     if force_checkpoint or due:
                         try:
-                            await self.checkpoint(p, ps)
+                            await self.checkpoint(p, ps, wait=force_checkpoint)
                         except (RedisError, OSError):  # publishing must not wait for a checkpoint
                             self.last_checkpoint[p] = now
                 await self._write_health()
@@ -403,6 +413,26 @@ class WorkerRuntime:
                 await self._fatal(exc)
             except (RedisError, OSError):
                 return
+
+    async def _write_confirmed(self, p: int) -> None:
+        """Write partition ``p``'s tallies and marks of the batches a topic check confirmed
+        (those fetched before the latest answered check began), oldest first, in one step."""
+        queue = self.unsent[p]
+        confirmed = self.confirmed_at.get(p, NEVER)
+        n = len(queue) if self.topic_watch is None else next(
+            (i for i, out in enumerate(queue) if out.fetched_at >= confirmed), len(queue))
+        if n == 0:
+            return
+        ready = queue[:n]
+        tallies = [t for out in ready for t in out.tallies]
+        await self._redis(self.publisher.write_tallies(
+            p, tallies, ready[-1].closed_until, ready[-1].last_accepted_ms,
+            self.first_window.get(p)))
+        del queue[:n]  # only once written: on an error they wait, in order, for the next try
+        self.written_marks[p] = (ready[-1].closed_until, ready[-1].last_accepted_ms)
+        if not queue:
+            self.unsent.pop(p, None)
+        self.retained[p].update((t.at_ms, t) for t in tallies)
 
     async def _join(self) -> None:
         """Join the deployment (pin or check its settings, take its epoch) on first contact
@@ -438,7 +468,8 @@ class WorkerRuntime:
                   exc, ", ".join(map(str, held)) or "none", len(windows), span)
         for p in held:
             kept = self.retained.pop(p, {})
-            self.unsent[p][:0] = [kept[at] for at in sorted(kept)]
+            marks = self.written_marks.get(p, (None, None))
+            self.unsent[p][:0] = [BatchOutput(NEVER, [kept[at] for at in sorted(kept)], *marks)]
             self.last_checkpoint[p] = NEVER
         self.publisher.epoch = None  # the next flush joins anew, then writes the above
         self.geometry_written = False
@@ -578,23 +609,60 @@ class WorkerRuntime:
             self.counts.update(counts)  # counted on the next successful write
             raise
 
-    async def checkpoint(self, p: int, ps: PartitionState) -> bool:
+    async def checkpoint(self, p: int, ps: PartitionState, wait: bool = True) -> bool:
         """Save a partition's checkpoint (with the topic id it was read from) and commit its
         offset to Kafka; not while tallies wait, the topic is unconfirmed or it is stopped.
-        Returns whether it was saved."""
-        if self.unsent.get(p) or p in self.stopped or not self.verified(p):
+
+        Only the capture of the state (a copy) runs on the event loop; the blob is encoded and
+        sent to Redis in threads (a million devices make about 130 MB, which held the loop
+        for 1.6 s). ``wait=False`` returns once that has started, so batches go on meanwhile
+        (at most one save per partition at a time; the offset is committed when it landed).
+        Returns whether it was saved (``wait``) or started."""
+        waiting = any(out.tallies for out in self.unsent.get(p, ()))
+        if waiting or p in self.stopped or not self.verified(p):
             return False
-        blob = checkpoint_blob.write(ps, fingerprint=self.fingerprint) if _BLOB_FINGERPRINT \
-            else ps.checkpoint()
-        await self._redis(self.publisher.save_checkpoint(p, ps.next_offset, blob,
-                                                         self.expected_topic.get(p)))
+        running = self.saving.get(p)
+        if running is not None and not running.done():
+            if not wait:
+                return False
+            with contextlib.suppress(RedisError, OSError, RedisStateLost):
+                await running
+        arrays = checkpoint_blob.capture(ps, fingerprint=self.fingerprint)
+        offset, topic_id = ps.next_offset, self.expected_topic.get(p)
+        write = await self._redis(self.publisher.checkpoint_writer())
         self.last_checkpoint[p] = time.monotonic()
+        task = asyncio.ensure_future(self._save_checkpoint(p, arrays, offset, topic_id, write))
+        self.saving[p] = task
+        if wait:
+            return await task
+        task.add_done_callback(self._saved_in_background)
+        return True
+
+    async def _save_checkpoint(self, p: int, arrays: dict[str, Any], offset: int,
+                               topic_id: str | None, write: Callable[..., bool]) -> bool:
+        """Encode and send a captured checkpoint (threads), then commit its offset."""
+        blob = await asyncio.to_thread(checkpoint_blob.encode, arrays)
+        if self._blocking_redis is None:
+            self._blocking_redis = redis.Redis.from_url(
+                self.config.redis_url, socket_timeout=CHECKPOINT_TIMEOUT_S, socket_connect_timeout=2)
+        await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset, blob, topic_id))
         try:
             if self.kafka is not None:
-                await self.kafka.commit(p, ps.next_offset)
+                await self.kafka.commit(p, offset)
         except Exception as exc:  # committing is an optimization; the checkpoint is the truth
             log.debug("offset commit for partition %d failed: %s", p, exc)
         return True
+
+    def _saved_in_background(self, task: asyncio.Task[bool]) -> None:
+        """A background checkpoint's end: Redis errors are counted (the next one is due after
+        the interval); Redis having lost its data starts the recovery."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, RedisStateLost):
+            self._recover(exc)
+        elif exc is not None and not isinstance(exc, (RedisError, OSError)):
+            log.error("checkpoint failed: %r", exc)
 
     async def _refresh_metrics(self, published: list[int]) -> None:
         until = await self._redis(self.publisher.published_until())
@@ -646,6 +714,7 @@ class WorkerRuntime:
                                     "replays more", p)
                 self.metrics.forget_partition(p)
                 for d in (self.parts, self.lags, self.seen, self.retained, self.unsent,
+                          self.written_marks, self.saving,
                           self.stopped, self.batch_at, self.confirmed_at, self.expected_topic,
                           self.first_window, self.last_checkpoint):
                     d.pop(p, None)

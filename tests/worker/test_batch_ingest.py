@@ -36,6 +36,7 @@ from stream.local.embedded import Service, create_topic, free_port
 from stream.sources.reference_files import ReferencePaths, load_reference
 from stream.timefmt import parse_iso_ms
 from stream.worker.config import WorkerConfig
+from stream.worker.guards import TopicWatch
 from stream.worker.kafka_batch import BatchConsumer, PartitionBatch, batch_of
 from stream.worker.runtime import WorkerRuntime
 
@@ -204,15 +205,17 @@ def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, 
             assert await rt.assign([0]) == {0: None}
             await rt.handle({0: PartitionBatch(np.arange(1000, dtype=np.int64), values[:1000], None)})
             assert fake.commits == []  # not due yet: nothing committed, nothing checkpointed
-            save = rt.publisher.save_checkpoint
+            writer = rt.publisher.checkpoint_writer
 
-            async def failing(*a: Any, **k: Any) -> None:
-                raise RedisError("checkpoint refused (test)")
+            async def failing() -> Any:
+                def refuse(*a: Any) -> bool:
+                    raise RedisError("checkpoint refused (test)")
+                return refuse
 
-            rt.publisher.save_checkpoint = failing  # type: ignore[method-assign]
+            rt.publisher.checkpoint_writer = failing  # type: ignore[method-assign]
             await rt.flush(force_checkpoint=True)
             refused = list(fake.commits)
-            rt.publisher.save_checkpoint = save  # type: ignore[method-assign]
+            rt.publisher.checkpoint_writer = writer  # type: ignore[method-assign]
             rt.redis_ok, rt.redis_retry_at = True, 0.0
             await rt.handle({0: PartitionBatch(np.arange(1000, 3000, dtype=np.int64), values[1000:], None)})
             await rt.flush(force_checkpoint=True)
@@ -224,6 +227,57 @@ def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, 
         refused, commits = asyncio.run(run())
         assert refused == []  # the checkpoint did not land: no offset committed
         assert commits == [(0, 3000, b"3000")]  # committed after Redis held that checkpoint
+    finally:
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+
+
+def test_output_flows_while_the_consumer_never_idles(broker: Service, redis_url: str,
+                                                    sim: Path) -> None:
+    """Batches handed over back to back, as under a steady live feed: each batch's tallies leave
+    once a topic check begun after it has answered, and checkpoints land, all while the
+    consumer is still busy (they used to wait for a check begun after the *latest* batch, i.e.
+    for the consumer to idle, so windows queued up for as long as the feed lasted)."""
+    prefix = f"defacto-test:f{uuid.uuid4().hex[:8]}"
+    topic = f"pings-f{uuid.uuid4().hex[:8]}"
+    create_topic(broker.url, topic, 1)
+    paths = ReferencePaths(regions=sim / "regions.geojson", cells=sim / "cells.csv",
+                           registry=sim / "registry.csv")
+    config = WorkerConfig(reference=paths, redis_url=redis_url, prefix=prefix,
+                          checkpoint_every_s=1.0)
+    reference = load_reference(paths)
+    values = [line.encode() for line in (sim / "pings.jsonl").read_text().splitlines()]
+    r = redis.Redis.from_url(redis_url)
+    ends = sorted({(json.loads(v)["ts"] // HOUR_MS + 1) * HOUR_MS for v in values})
+    rows = 50
+
+    async def run() -> tuple[list[int], list[bytes | None]]:
+        async def crash(exc: BaseException) -> None:
+            raise AssertionError(f"crashed: {exc}")
+
+        rt = WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
+                           KEY.encode(), reference.registry, topic_watch=TopicWatch(broker.url, topic))
+        rt.kafka = _FakeKafka(r, prefix)  # type: ignore[assignment]
+        published, checkpoints = [], []
+        try:
+            await rt.assign([0])
+            for lo in range(0, len(values), rows):
+                hi = min(len(values), lo + rows)
+                await rt.handle({0: PartitionBatch(np.arange(lo, hi, dtype=np.int64),
+                                                   values[lo:hi], None)})
+                published.append(int(r.get(f"{prefix}:published_until") or 0))
+                checkpoints.append(r.hget(f"{prefix}:checkpoint:0", "offset"))
+            return published, checkpoints
+        finally:
+            await rt.redis.aclose()
+
+    try:
+        published, checkpoints = asyncio.run(run())
+        assert len(published) > 200 and len(ends) > 20
+        # while batches still come, most windows they closed are already published
+        assert sum(e <= published[-2] for e in ends) >= len(ends) * 3 // 4
+        assert any(c is not None for c in checkpoints[:-1])  # a checkpoint landed mid-feed
     finally:
         keys = list(r.scan_iter(f"{prefix}:*"))
         if keys:
