@@ -16,7 +16,8 @@ from stream.publish.redis_client import async_redis, hiredis_packing
 
 ARGS = st.lists(st.one_of(
     st.text(max_size=30), st.binary(max_size=30), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False).filter(math.isfinite)), min_size=0, max_size=12)
+    st.floats(allow_nan=False).filter(math.isfinite),
+    st.binary(max_size=30).map(memoryview)), min_size=0, max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
