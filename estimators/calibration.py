@@ -84,6 +84,9 @@ class FactorRow:
     factor: float
     rse: float = 0.0
     people: float | None = None
+    footprints: str | None = None
+    """The rule border cells were placed by when the factor was fitted (``--footprints``; None:
+    not recorded)."""
 
     def __post_init__(self) -> None:
         problem = (factor_problem(self.factor) or rse_problem(self.rse)
@@ -133,6 +136,11 @@ class Calibration:
         rows that carry one (empty for a calibration without: an older file, or factors from
         another source)."""
         return {r.region: float(r.people) for r in self.rows if r.people is not None}
+
+    def footprints(self) -> str | None:
+        """The footprint rule the factors were fitted under (``--footprints`` of ``defacto
+        calibrate``), None when the file does not record it."""
+        return next((r.footprints for r in self.rows if r.footprints), None)
 
     def unknown_regions(self, regions: RegionSet) -> list[str]:
         """Region ids in the rows that the region set does not have (likely a typo)."""

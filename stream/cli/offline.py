@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ from stream.estimate.engine_options import (
     build_engine,
     check_limits,
     check_window_settings,
+    footprint_prior,
 )
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.background import InOrderThread
@@ -407,6 +408,8 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
         rows = engine.fit_calibration(at_ms, population, config.reference_rse)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    rule, _ = footprint_prior(config.engine, reference, calibrated=False, people=population)
+    rows = [replace(r, footprints=rule) for r in rows]
     write_calibration(config.out, rows)
     return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped)
 

@@ -398,6 +398,13 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
                        "(the people column of a --calibration written by defacto calibrate); "
                        "devices at cells straddling a region border count in their site's "
                        "region, as with --footprints site")
+        fitted = reference.calibration.footprints() \
+            if calibrated and reference.calibration is not None else None
+        if fitted is not None and fitted != rule:
+            _warn_once(f"the calibration was fitted with --footprints {fitted}, this run places "
+                       f"the devices of border cells by {rule}: its factors fit the other rule "
+                       f"(refit with defacto calibrate --footprints {rule}, or run with "
+                       f"--footprints {fitted})")
         apportion_plan(engine, rule, prior)
     return engine
 

@@ -28,6 +28,7 @@ from estimators.calibration import (
     rse_problem,
 )
 from estimators.engine import MAX_OPERATORS
+from estimators.footprints import RULES
 from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
@@ -162,18 +163,22 @@ def load_population(path: str | Path, regions: RegionSet | None = None,
 
 
 def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list[FactorRow]:
-    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse`` and ``people``.
+    """Read a calibration CSV: ``region,operator,factor`` and optional ``rse``, ``people`` and
+    ``footprints``.
 
     ``region`` is a region id (one of ``regions`` when given) or ``*`` (also when empty);
     ``operator`` an MCC+MNC of 5-6 digits, ``roaming`` or ``*`` (also when empty); ``factor`` in
     :data:`~estimators.calibration.FACTOR_RANGE`, ``rse`` in
     :data:`~estimators.calibration.RSE_RANGE` (default 0); ``people`` (the reference population
     the factor was fitted to, ``1..MAX_PEOPLE``) only on ``region,*`` rows, blank elsewhere;
+    ``footprints`` (the rule the factors were fitted under, one of
+    :data:`~estimators.footprints.RULES`, the same on every row that gives it);
     each (region, operator) once. Raises :class:`~stream.contract.InputError` naming the file
     and line.
     """
     rows: list[FactorRow] = []
     first: dict[tuple[str, str], int] = {}
+    rule: tuple[str, int] | None = None  # the footprint rule and the line that first gave it
     for line, row in _csv_rows(path, ["region", "operator", "factor"]):
         region = row["region"] or ANY
         operator = row["operator"] or ANY
@@ -194,7 +199,17 @@ def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list
             or people_problem(region, operator, people)
         if problem is not None:
             raise InputError(f"{path}:{line}: {problem}")
-        rows.append(FactorRow(region, operator, factor, rse, people))
+        footprints = (row.get("footprints") or "").strip() or None
+        if footprints is not None:
+            if footprints not in RULES:
+                raise InputError(f"{path}:{line}: footprints must be one of {', '.join(RULES)} "
+                                 f"(the rule the factors were fitted under), got {_shown(footprints)}")
+            if rule is not None and footprints != rule[0]:
+                raise InputError(f"{path}:{line}: footprints {_shown(footprints)} differs from "
+                                 f"{_shown(rule[0])} on line {rule[1]}: one file holds factors "
+                                 "fitted under one rule")
+            rule = rule or (footprints, line)
+        rows.append(FactorRow(region, operator, factor, rse, people, footprints))
         first[(region, operator)] = line
     if not rows:
         raise InputError(f"{path}: no rows")
@@ -202,16 +217,17 @@ def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list
 
 
 def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
-    """Write calibration rows as CSV (``region,operator,factor,rse,people``; ``people`` blank
-    where a row has none); raises :class:`~stream.contract.InputError` when ``path`` cannot be
-    written."""
+    """Write calibration rows as CSV (``region,operator,factor,rse,people,footprints``; ``people``
+    and ``footprints`` blank where a row has none); raises :class:`~stream.contract.InputError`
+    when ``path`` cannot be written."""
     try:
         with open(path, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["region", "operator", "factor", "rse", "people"])
+            writer.writerow(["region", "operator", "factor", "rse", "people", "footprints"])
             for r in rows:
                 writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}",
-                                 "" if r.people is None else _plain(round(r.people))])
+                                 "" if r.people is None else _plain(round(r.people)),
+                                 r.footprints or ""])
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

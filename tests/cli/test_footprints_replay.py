@@ -48,10 +48,10 @@ def _replay(files: Path, out: Path, *extra: str) -> str:
 def test_calibrate_writes_the_reference_population(files: Path) -> None:
     with (files / "calibration.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["region", "operator", "factor", "rse", "people"]
+    assert list(rows[0]) == ["region", "operator", "factor", "rse", "people", "footprints"]
     reference = load_population(files / "reference.csv")
     assert {r["region"]: int(r["people"]) for r in rows} == reference
-    assert all(r["operator"] == "*" for r in rows)
+    assert all(r["operator"] == "*" and r["footprints"] == "reference" for r in rows)
     # read back (and an older file without the column still loads, with no people)
     loaded = load_calibration(files / "calibration.csv")
     assert {r.region: r.people for r in loaded} == reference
@@ -121,3 +121,32 @@ def test_people_on_an_operator_row_is_refused_in_one_line(tmp_path: Path) -> Non
     message = str(err.value)
     assert message.startswith(f"{cal}:2: people is allowed only on REGION,* rows")
     assert "operator '40101'" in message and "\n" not in message
+
+
+def test_a_calibration_fitted_under_another_rule_is_said_once(
+        files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The file records the rule its factors were fitted under; a run under another rule says
+    so once (the factors fit the other placement of border cells)."""
+    monkeypatch.setattr(engine_options, "_warned", set())
+    cal = ("--calibration", str(files / "calibration.csv"), "--key-file", str(files / "key_a"))
+    _replay(files, tmp_path / "same.jsonl", *cal)
+    assert "the calibration was fitted with" not in capsys.readouterr().err
+    _replay(files, tmp_path / "site.jsonl", *cal, "--footprints", "site")
+    err = capsys.readouterr().err
+    assert err.count("the calibration was fitted with --footprints reference, this run places "
+                     "the devices of border cells by site") == 1
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("astana,*,1.5,0,1000,reference\nnura,*,1.2,0,900,site\n",
+     ":3: footprints 'site' differs from 'reference' on line 2"),
+    ("astana,*,1.5,0,1000,voronoi\n", ":2: footprints must be one of reference, site, area"),
+])
+def test_a_bad_footprints_column_is_refused_in_one_line(tmp_path: Path, body: str,
+                                                        expected: str) -> None:
+    cal = tmp_path / "cal.csv"
+    cal.write_text("region,operator,factor,rse,people,footprints\n" + body)
+    with pytest.raises(InputError) as err:
+        load_calibration(cal, None)
+    assert str(err.value).startswith(f"{cal}{expected}") and "\n" not in str(err.value)
