@@ -156,6 +156,8 @@ class WorkerRuntime:
         self.batch_at: dict[int, float] = {}
         self.confirmed_at: dict[int, float] = {}
         self.topic_checked_at = NEVER
+        self.topic_answered = True  # the latest topic check got an answer (or none ran yet)
+        self.lost_in_background: RedisStateLost | None = None  # seen by a background checkpoint
         self.topic_info: TopicInfo | None = None
         self.count_problem: str | None = None
         self._topic_task: asyncio.Task[None] | None = None
@@ -375,18 +377,24 @@ class WorkerRuntime:
         """Write pending tallies, checkpoint when due, publish what is complete.
 
         Called by the agent after each batch and by a 1 s timer; a lock keeps them apart. A
-        partition's output waits for a topic check begun after its latest batch.
+        batch's tallies and marks wait for a topic check begun after that batch; a checkpoint
+        that is due waits for one begun after the latest batch (run here when the last check
+        answered, so a steady feed does not hold it back).
         """
         self._kick_topic_check()
         if not self.redis_ok and time.monotonic() < self.redis_retry_at:
             return
         async with self._flush_lock:
+            if self.lost_in_background is not None:
+                self._recover(self.lost_in_background)
+                self.lost_in_background = None
             try:
                 await self._join()
                 now = time.monotonic()
                 due = [p for p in self.parts if force_checkpoint
                        or now - self.last_checkpoint.get(p, 0) >= self.config.checkpoint_every_s]
-                if any(not self.verified(p) for p in due if p not in self.stopped):
+                if self.topic_answered and any(not self.verified(p) for p in due
+                                               if p not in self.stopped):
                     await self.check_topic()  # a checkpoint covers the latest batch: confirm it
                 for p in list(self.unsent):
                     if p in self.stopped:
@@ -430,8 +438,8 @@ class WorkerRuntime:
             self.first_window.get(p)))
         del queue[:n]  # only once written: on an error they wait, in order, for the next try
         self.written_marks[p] = (ready[-1].closed_until, ready[-1].last_accepted_ms)
-        if not queue:
-            self.unsent.pop(p, None)
+        if not queue and self.unsent.get(p) is queue:
+            self.unsent.pop(p)
         self.retained[p].update((t.at_ms, t) for t in tallies)
 
     async def _join(self) -> None:
@@ -517,7 +525,9 @@ class WorkerRuntime:
                 info = await asyncio.to_thread(self.topic_watch.describe)
             except RuntimeError as exc:
                 log.warning("topic check failed (%s): partition output waits for the next one", exc)
+                self.topic_answered = False
                 return None
+            self.topic_answered = True
             self.topic_info = info
             if info.partitions != self.partitions and self.count_problem is None:
                 self.count_problem = (
@@ -655,12 +665,12 @@ class WorkerRuntime:
 
     def _saved_in_background(self, task: asyncio.Task[bool]) -> None:
         """A background checkpoint's end: Redis errors are counted (the next one is due after
-        the interval); Redis having lost its data starts the recovery."""
+        the interval); Redis having lost its data starts the recovery at the next flush."""
         if task.cancelled():
             return
         exc = task.exception()
         if isinstance(exc, RedisStateLost):
-            self._recover(exc)
+            self.lost_in_background = exc  # recovered by the next flush, under its lock
         elif exc is not None and not isinstance(exc, (RedisError, OSError)):
             log.error("checkpoint failed: %r", exc)
 

@@ -275,7 +275,10 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path, regions_file: Path, 
             runs.append(peak_kib * 1024)
         peaks.append(min(runs))
     assert peaks[0] < 450 << 20, peaks  # Python, numpy, polars, blocks and two chunks
-    assert peaks[1] - peaks[0] < 40 << 20, peaks
+    # 1 M more rows are 120 MB more input: growing with the file would add at least that; the
+    # read-ahead's chunks in flight vary by tens of MB with the machine's load (42 MB seen with
+    # three files while another test suite ran)
+    assert peaks[1] - peaks[0] < 64 << 20, peaks
 
 
 def test_which_plain_rows_are_parsed(tmp_path: Path) -> None:
