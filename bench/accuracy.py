@@ -2,8 +2,8 @@
 
     python bench/accuracy.py [--scenario astana|kz] [--scale S] [--days D] [--horizons 1h,6h]
     python bench/accuracy.py --suite [--scale 0.05] [--days 4] [--variants base,bursty]
-        [--no-transitions] [--stale 1h] [--model-rse 0.01] [--away-rse 0.025]
-        [--resident-model-rse R]
+        [--no-transitions] [--stale 1h] [--model-rse M] [--away-rse A]
+        [--transition-rse T] [--resident-model-rse R]
 
 Simulates a scenario in memory, fits calibration factors at the end of day 1 against the
 scenario's independent reference population, keeps feeding the remaining days and, at every hour
@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--min-people", type=float, default=50_000,
                     help="with --suite: score regions with at least this many real people")
     ap.add_argument("--away-rse", type=float, default=EstimateConfig.away_rse)
+    ap.add_argument("--transition-rse", type=float, default=EstimateConfig.transition_rse,
+                    help="model-error rse of the people the stale-mover rule moves")
     ap.add_argument("--resident-model-rse", type=float, default=EstimateConfig.resident_model_rse,
                     help="model-error rse of the resident interval")
     ap.add_argument("--stale", default="1h", help="stale movers are re-placed from this age")
@@ -176,6 +178,7 @@ def main() -> None:
     args = ap.parse_args()
 
     base = EstimateConfig(model_rse=args.model_rse, away_rse=args.away_rse,
+                          transition_rse=args.transition_rse,
                           resident_model_rse=args.resident_model_rse,
                           stale_ms=parse_duration_ms(args.stale),
                           transitions=not args.no_transitions)

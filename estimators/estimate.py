@@ -13,7 +13,8 @@ Each device carries a weight ``factor / coverage``:
 home region. The interval model (``docs/METHOD.md``): each device is a Bernoulli draw of the
 ``w`` people it stands for (variance ``w(w-1)``), factors carry their calibration rse (errors of
 one calibration row are shared by all regions using it), plus a stated model-error rse (its
-own for ``resident``); ``lo`` and ``hi`` are ``estimate -/+ z * sd`` (z = 1.645: 90 %), ``lo``
+own for ``resident``) and, for ``present``, the transition terms of the stale movers it re-places
+(:mod:`estimators.routine`); ``lo`` and ``hi`` are ``estimate -/+ z * sd`` (z = 1.645: 90 %), ``lo``
 clipped at 0.
 Figures resting on fewer than ``k`` devices are suppressed (NaN here, null when published).
 """
@@ -51,7 +52,10 @@ class EstimateConfig:
     the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
     error of the people counted in their home region, ``away_rse`` that of the people counted
     away from it (present only: workplaces are not calibrated, and where a displaced device is
-    is less certain); ``resident_model_rse``: the model-error relative standard error of
+    is less certain); ``transition_rse``: the model error of the people the
+    stale-mover rule moves in or out of a region (present only, :func:`estimators.routine.
+    transition_shift`: the rule assumes a device's silence is independent of where it is);
+    ``resident_model_rse``: the model-error relative standard error of
     ``resident``, a term of its own (the resident error is mostly a per-region constant: the
     reference census's error carried by the factor, plus home-rule error; not where a ping
     was). ``transitions``:
@@ -68,8 +72,9 @@ class EstimateConfig:
     min_nights: int = 1
     k_anonymity: int = 15
     z: float = 1.645
-    model_rse: float = 0.01
+    model_rse: float = 0.006
     away_rse: float = 0.025
+    transition_rse: float = 0.6
     resident_model_rse: float = 0.005
     stale_ms: int = HOUR_MS
     routine_ms: int = 3 * DAY_MS
@@ -80,7 +85,7 @@ class EstimateConfig:
             raise ValueError("horizon and activity window must be positive")
         if self.stale_ms < HOUR_MS or self.stale_ms % HOUR_MS:
             raise ValueError("stale_ms must be whole hours, at least 1 h")
-        if self.model_rse < 0 or self.away_rse < 0 or self.resident_model_rse < 0:
+        if min(self.model_rse, self.away_rse, self.resident_model_rse, self.transition_rse) < 0:
             raise ValueError("model error terms must be >= 0")
         if self.routine_ms <= 0:
             raise ValueError("routine_ms must be positive")
@@ -294,7 +299,7 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
         m_cls = tally.mover_cls.astype(np.int64)
         m_weight = factors.factor[tally.mover_home.astype(np.int64), m_cls] / cov_present[m_cls]
         shift = transition_shift(tally, m_weight, regions.subtree.astype(np.float64),
-                                 config.stale_ms)
+                                 config.stale_ms, config.transition_rse)
     present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
                                   tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
                                   config, config.model_rse, shift,

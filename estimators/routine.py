@@ -25,7 +25,11 @@ one of the two. For them the tally keeps, instead of nothing, the counts
 Each moved-or-not device is a Bernoulli(``m``) draw between two regions, which gives the
 interval its *transition* variance: ``w^2 m (1 - m)`` on every region (or parent region)
 holding exactly one of the two candidates, plus the sampling error of ``m`` itself (from the
-binomial errors of ``p_now`` and ``p_b``), shared by all the devices of a bucket. Everything
+binomial errors of ``p_now`` and ``p_b``), shared by all the devices of a bucket, plus a model
+error: ``m`` rests on a device's silence being independent of where it is, which it is not
+(a device goes quiet on the road, or at home in the evening), so the people the rule moves in
+or out of a region carry a relative error ``model_rse`` (``EstimateConfig.transition_rse``),
+summed over the region's movers before squaring (one wrong ``m`` moves them all). Everything
 here is a function of the tally (live = replay, partitions add up); nothing is fitted to a
 generator. Cells (the map) keep every device at its last cell.
 """
@@ -113,14 +117,15 @@ def move_shares(tally: Any, stale_ms: int) -> tuple[np.ndarray, np.ndarray, np.n
     return np.clip(m, 0.0, 1.0), up, var_m, float(p_now)
 
 
-def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_ms: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_ms: int,
+                     model_rse: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """People moved between leaf regions by the stale-mover rule, and its variance.
 
     ``weight`` float64[n_rows]: people per device of each mover row; ``subtree``
-    float64[n_regions, n_regions] (``RegionSet.subtree``). Returns ``(shift, var)``: people
-    added per region before subtree sums (sums to 0) and the transition variance per region
-    after them (see the module text).
+    float64[n_regions, n_regions] (``RegionSet.subtree``); ``model_rse``: relative model error
+    of the people moved in or out of a region. Returns ``(shift, var)``: people added per region
+    before subtree sums (sums to 0) and the transition variance per region after them (see the
+    module text).
     """
     n = subtree.shape[0]
     m_b, up_b, var_m_b, _ = move_shares(tally, stale_ms)
@@ -146,4 +151,5 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     for b in buckets:
         in_b = age[sel] == b
         share_var += var_m_b[b] * (d[:, in_b] @ mass[sel][in_b]) ** 2
-    return shift, draw_var + share_var
+    moved = np.abs(d) @ (m[sel] * mass[sel])  # people moved in or out of each region
+    return shift, draw_var + share_var + (model_rse * moved) ** 2

@@ -197,3 +197,30 @@ def test_tally_with_movers_is_batch_split_invariant() -> None:
     for f in ("present_cell", "present_region", "present_count", "resident_count",
               *[f for f in MOVER_FIELDS if hasattr(ta, f)]):
         assert np.array_equal(getattr(ta, f), getattr(tb, f)), f
+
+
+def test_transition_model_error_scales_with_the_people_moved() -> None:
+    # 90 % of 100 stale movers of weight 2 move from region 1 to region 2 (180 people): the
+    # model term adds (rse * 180)^2 to both leaves, nothing to the parent holding both
+    t = _T(**_tally(100, 900, 3, at_day=False))
+    subtree = np.eye(3)
+    subtree[0, 1:] = 1
+    weight = np.full(3, 2.0)
+    shift, var0 = transition_shift(t, weight, subtree, HOUR_MS)
+    shift_m, var_m = transition_shift(t, weight, subtree, HOUR_MS, model_rse=0.5)
+    np.testing.assert_array_equal(shift, shift_m)  # the term widens, it never moves anyone
+    assert var_m[0] == var0[0] == 0
+    assert var_m[1] - var0[1] == pytest.approx((0.5 * 180) ** 2)
+    assert var_m[2] - var0[2] == pytest.approx((0.5 * 180) ** 2)
+    # nobody moves: no model term either
+    t2 = _T(**_tally(0, 1000, 3, at_day=True))
+    _, var2 = transition_shift(t2, weight, subtree, HOUR_MS, model_rse=0.5)
+    assert not var2.any()
+
+
+def test_transition_rse_must_not_be_negative() -> None:
+    from estimators.estimate import EstimateConfig
+
+    assert EstimateConfig().transition_rse > 0
+    with pytest.raises(ValueError, match="model error"):
+        EstimateConfig(transition_rse=-0.1)
