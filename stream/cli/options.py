@@ -132,6 +132,10 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> N
                    default=EngineOptions.resident_model_rse,
                    help="model-error relative standard error of the resident interval, in "
                         "[0, 1) (default %(default)s)")
+    g.add_argument("--transition-rse", type=lim["transition_rse"].arg,
+                   default=EngineOptions.transition_rse,
+                   help="model-error relative standard error of the people the stale-mover rule "
+                        "moves in or out of a region, in [0, 5] (default %(default)s)")
     g.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
                    help="a mover (home and daytime regions differ) whose last ping is older is "
                         "re-placed from what fresh movers did since; whole hours (default 1h)")
@@ -191,6 +195,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          nights=args.nights, min_nights=args.min_nights, timezone=args.timezone,
                          home_mcc=args.home_mcc, k=args.k, model_rse=args.model_rse,
                          away_rse=args.away_rse, resident_model_rse=args.resident_model_rse,
+                         transition_rse=args.transition_rse,
                          stale_ms=args.stale, routine_ms=args.routine,
                          transitions=args.transitions,
                          move_window_nights=args.move_window, move_min_nights=args.move_min_nights,

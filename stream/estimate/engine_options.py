@@ -176,6 +176,8 @@ ENGINE_LIMITS: dict[str, Limit] = {
                       "from their home region", 0, 1, open_hi=True),
     "resident_model_rse": Limit("--resident-model-rse", "model-error relative standard error of "
                                 "resident figures", 0, 1, open_hi=True),
+    "transition_rse": Limit("--transition-rse", "model-error relative standard error of the "
+                            "people the stale-mover rule moves", 0, 5),
     "stale_ms": Limit("--stale", "age after which a mover's last ping is stale (whole hours)",
                       HOUR_MS, 30 * DAY_MS, duration=True),
     "routine_ms": Limit("--routine", "how long a device's daytime region stays usable", HOUR_MS,
@@ -261,7 +263,8 @@ class EngineOptions:
     is the modal night region over this many nights, ``min_nights`` of them seen; ``timezone``:
     IANA zone of the nights; ``home_mcc``: domestic SIMs' MCC (others are roamers); ``k``:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
-    present interval (``away_rse`` for people counted away from their home region),
+    present interval (``away_rse`` for people counted away from their home region,
+    ``transition_rse`` for the people the stale-mover rule moves in or out of a region),
     ``resident_model_rse`` that of the resident interval. Migration
     (:mod:`estimators.migration`): ``move_window_nights`` (majority window), ``move_min_nights``
     (nights the new region must hold), ``confirm_nights``, ``lapse_nights``.
@@ -290,6 +293,7 @@ class EngineOptions:
     model_rse: float = EstimateConfig.model_rse
     away_rse: float = EstimateConfig.away_rse
     resident_model_rse: float = EstimateConfig.resident_model_rse
+    transition_rse: float = EstimateConfig.transition_rse
     stale_ms: int = EstimateConfig.stale_ms
     routine_ms: int = EstimateConfig.routine_ms
     transitions: bool = EstimateConfig.transitions
@@ -361,6 +365,7 @@ class EngineOptions:
                                         min_nights=self.min_nights, k_anonymity=self.k,
                                         model_rse=self.model_rse, away_rse=self.away_rse,
                                         resident_model_rse=self.resident_model_rse,
+                                        transition_rse=self.transition_rse,
                                         stale_ms=self.stale_ms, routine_ms=self.routine_ms,
                                         transitions=self.transitions),
                 migration=self.migration_config(),
