@@ -233,7 +233,7 @@ class PeriodCounts:
                                           self.last_night, self.first_night, self.settles_on,
                                           self.revised_night], dtype=np.int64)}
         for name in VECTOR_FIELDS:
-            out[prefix + name] = getattr(self, name)
+            out[prefix + name] = getattr(self, name).copy()  # the ledger moves on at night
         for name in MATRIX_FIELDS:
             m = getattr(self, name)
             src, dst = np.nonzero(m)

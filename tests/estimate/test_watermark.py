@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from stream.contract import Reject
 from stream.decode.frame import encode_frame
 from stream.decode.messages import encode_control
 from stream.decode.validate import PingBatch, PingDecoder
+from stream.estimate import checkpoint
 from stream.estimate.partition import PartitionState
 from stream.estimate.windows import REANCHOR_PINGS, EventTimeWindows, WindowSettings
 from stream.simulator import Simulation, simulate
@@ -285,3 +287,47 @@ def test_a_single_device_closes_windows_only_at_the_end(sim: tuple[Simulation, P
     assert closed == [t0 + HOUR_MS, t0 + 2 * HOUR_MS]
     windows.finish()
     assert closed[-1] == t0 + 5 * HOUR_MS and windows.stats.rejected == {}
+
+
+def test_a_captured_checkpoint_does_not_move_with_later_ingest(
+        sim: tuple[Simulation, Path]) -> None:
+    """The worker captures a checkpoint between batches and encodes it in a thread while batches
+    go on: what is encoded is the state at the capture. Nothing captured shares memory with the
+    engine (the migration ledger's vectors did: they move on at every night close)."""
+    s, _ = sim
+    cols = _columns(s)
+    day = _day_start(cols)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    cut = int(np.searchsorted(cols["ts"], day + 12 * HOUR_MS))  # after the night close (01:00)
+    ps.process([0], [encode_frame({k: v[:cut] for k, v in cols.items()})])
+    want = checkpoint.write(ps)
+    captured = checkpoint.capture(ps)
+    live = list(_arrays_of(ps.engine))
+    assert len(live) > 50
+    shared = [k for k, c in captured.items() if any(np.may_share_memory(c, a) for a in live)]
+    assert shared == []  # copies only: nothing the engine changes later
+    assert any(k.startswith("captured_migp_cur_") for k in captured)  # a ledger is open
+    ps.process([1], [encode_frame({k: v[cut:] for k, v in cols.items()})])
+    ps.process([2], [encode_control(int(cols["ts"].max()) + HOUR_MS, final=True)])
+    assert checkpoint.encode(captured) == want
+
+
+def _arrays_of(obj: object, seen: set[int] | None = None, depth: int = 0) -> Iterator[np.ndarray]:
+    """Every numpy array reachable from ``obj``'s attributes, dicts and lists (5 levels)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 5:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        yield obj
+        return
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return
+    for item in items:
+        yield from _arrays_of(item, seen, depth + 1)
