@@ -408,8 +408,9 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
         rows = engine.fit_calibration(at_ms, population, config.reference_rse)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    rule, _ = footprint_prior(config.engine, reference, calibrated=False, people=population)
-    rows = [replace(r, footprints=rule) for r in rows]
+    if reference.cell_plan is not None:  # the rule places border cells' devices: record it
+        rule, _ = footprint_prior(config.engine, reference, calibrated=False, people=population)
+        rows = [replace(r, footprints=rule) for r in rows]
     write_calibration(config.out, rows)
     return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped)
 

@@ -80,6 +80,7 @@ PARTS: tuple[Part, ...] = (
     Part("k", "--k", PUBLISH),
     Part("model_rse", "--model-rse", PUBLISH),
     Part("resident_model_rse", "--resident-model-rse", PUBLISH),
+    Part("transition_rse", "--transition-rse", PUBLISH),
     Part("gap_threshold", "--gap-threshold", PUBLISH),
     Part("foreign.publish", "the per-country factors (--country-factors) and countries "
          "(--foreign-countries) of foreign SIMs", PUBLISH),
@@ -216,9 +217,9 @@ def reference_parts(reference: Reference) -> dict[str, str]:
 
 _NAMED_OPTIONS = frozenset({
     "res", "horizon_ms", "activity_ms", "night_start_h", "night_length_h", "nights", "min_nights",
-    "timezone", "home_mcc", "k", "model_rse", "resident_model_rse", "move_window_nights",
-    "move_min_nights", "confirm_nights", "lapse_nights", "foreign", "mcc_table", "country_factors",
-    "foreign_countries", "footprints"})
+    "timezone", "home_mcc", "k", "model_rse", "resident_model_rse", "transition_rse",
+    "move_window_nights", "move_min_nights", "confirm_nights", "lapse_nights", "foreign",
+    "mcc_table", "country_factors", "foreign_countries", "footprints"})
 """Engine options with a part of their own; any other (a newer option) lands in
 ``options.other``, so no option is ever left out of the fingerprint."""
 _NAMED_WINDOWS = frozenset({"every_ms", "lateness_ms"})
@@ -291,6 +292,7 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
         "partitions": str(partitions), "key": key_id,
         "k": str(o.k), "model_rse": repr(float(o.model_rse)),
         "resident_model_rse": repr(float(o.resident_model_rse)),
+        "transition_rse": repr(float(o.transition_rse)),
         "gap_threshold": repr(float(gap_threshold)),
         **foreign_parts(o),
     }

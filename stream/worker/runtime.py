@@ -212,6 +212,7 @@ class WorkerRuntime:
                 self.retained[p] = {t.at_ms: t for t in held}
                 log.info("partition %d: resumed from checkpoint at offset %d", p, ps.next_offset)
             self.parts[p] = ps
+            self.written_marks[p] = (ps.closed_until, ps.last_accepted_ms)  # Redis has them
             self.last_checkpoint[p] = time.monotonic()
             self.metrics.partitions.set(len(self.parts))
             if self.count_problem is not None:
@@ -624,38 +625,58 @@ class WorkerRuntime:
         offset to Kafka; not while tallies wait, the topic is unconfirmed or it is stopped.
 
         Only the capture of the state (a copy) runs on the event loop; the blob is encoded and
-        sent to Redis in threads (a million devices make about 130 MB, which held the loop
+        sent to Redis in threads (1.2 M devices make 129 MB, which held the loop
         for 1.6 s). ``wait=False`` returns once that has started, so batches go on meanwhile
         (at most one save per partition at a time; the offset is committed when it landed).
         Returns whether it was saved (``wait``) or started."""
-        waiting = any(out.tallies for out in self.unsent.get(p, ()))
-        if waiting or p in self.stopped or not self.verified(p):
-            return False
         running = self.saving.get(p)
         if running is not None and not running.done():
             if not wait:
                 return False
             with contextlib.suppress(RedisError, OSError, RedisStateLost):
                 await running
-        arrays = checkpoint_blob.capture(ps, fingerprint=self.fingerprint)
-        offset, topic_id = ps.next_offset, self.expected_topic.get(p)
+        waiting = any(out.tallies for out in self.unsent.get(p, ()))
+        if waiting or p in self.stopped or not self.verified(p):
+            return False
         write = await self._redis(self.publisher.checkpoint_writer())
+        epoch = self.publisher.epoch
+        arrays = checkpoint_blob.capture(ps, fingerprint=self.fingerprint)  # no await before it
+        offset, topic_id = ps.next_offset, self.expected_topic.get(p)
         self.last_checkpoint[p] = time.monotonic()
-        task = asyncio.ensure_future(self._save_checkpoint(p, arrays, offset, topic_id, write))
+        task = asyncio.ensure_future(
+            self._save_checkpoint(p, ps, arrays, offset, topic_id, write, epoch))
         self.saving[p] = task
         if wait:
             return await task
         task.add_done_callback(self._saved_in_background)
         return True
 
-    async def _save_checkpoint(self, p: int, arrays: dict[str, Any], offset: int,
-                               topic_id: str | None, write: Callable[..., bool]) -> bool:
-        """Encode and send a captured checkpoint (threads), then commit its offset."""
+    def _still_mine(self, p: int, ps: PartitionState) -> bool:
+        """Whether ``ps`` is still partition ``p``'s live, unstopped state in this worker (a
+        revoke drops it only after its last checkpoint)."""
+        return p not in self.stopped and self.parts.get(p) is ps
+
+    async def _save_checkpoint(self, p: int, ps: PartitionState, arrays: dict[str, Any],
+                               offset: int, topic_id: str | None, write: Callable[..., bool],
+                               epoch: str | None) -> bool:
+        """Encode and send a captured checkpoint of ``ps`` (threads), then commit its offset;
+        neither once the partition was stopped or handed over meanwhile. A Redis loss already
+        recovered from (a new epoch joined meanwhile) is not reported again."""
         blob = await asyncio.to_thread(checkpoint_blob.encode, arrays)
+        if not self._still_mine(p, ps):
+            return False
         if self._blocking_redis is None:
             self._blocking_redis = redis.Redis.from_url(
                 self.config.redis_url, socket_timeout=CHECKPOINT_TIMEOUT_S, socket_connect_timeout=2)
-        await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset, blob, topic_id))
+        try:
+            await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset, blob,
+                                                topic_id))
+        except RedisStateLost:
+            if self.publisher.epoch != epoch:
+                return False
+            raise
+        if not self._still_mine(p, ps):
+            return False
         try:
             if self.kafka is not None:
                 await self.kafka.commit(p, offset)
