@@ -635,12 +635,13 @@ class WorkerRuntime:
                 return False
             with contextlib.suppress(RedisError, OSError, RedisStateLost):
                 await running
+        write = await self._redis(self.publisher.checkpoint_writer())
+        epoch = self.publisher.epoch
+        # no await from here to the capture: a batch handled meanwhile would slip in unchecked
         waiting = any(out.tallies for out in self.unsent.get(p, ()))
         if waiting or p in self.stopped or not self.verified(p):
             return False
-        write = await self._redis(self.publisher.checkpoint_writer())
-        epoch = self.publisher.epoch
-        arrays = checkpoint_blob.capture(ps, fingerprint=self.fingerprint)  # no await before it
+        arrays = checkpoint_blob.capture(ps, fingerprint=self.fingerprint)
         offset, topic_id = ps.next_offset, self.expected_topic.get(p)
         self.last_checkpoint[p] = time.monotonic()
         task = asyncio.ensure_future(
