@@ -28,7 +28,7 @@ import h3
 import numpy as np
 import shapely
 
-from estimators.device_index import DeviceIndex
+from estimators.device_index import DeviceIndex, mix64
 from estimators.footprints import Footprints, choose
 from estimators.h3vec import latlng_to_cell
 from estimators.presence import MAX_LOCATIONS
@@ -227,7 +227,7 @@ class CellTable:
 
     def _locate_keys(self, keys: np.ndarray) -> np.ndarray:
         """``loc`` of distinct location keys, adding the unseen ones (``-1`` beyond capacity)."""
-        mixed = _mix(keys)
+        mixed = mix64(keys)
         rows = self._index.lookup(mixed)
         locs = np.where(rows >= 0, self._loc_of_row[np.maximum(rows, 0)], -1)
         missing = np.flatnonzero(rows < 0)
@@ -434,7 +434,7 @@ class _Memo:
         return int(self._index.nbytes + self._value.nbytes + self._extra.nbytes)
 
     def get(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._index.lookup(_mix(cells))
+        rows = self._index.lookup(mix64(cells))
         hit = rows >= 0
         value = np.where(hit, self._value[np.maximum(rows, 0)], self.MISSING).astype(np.int32)
         return value, np.where(hit, self._extra[np.maximum(rows, 0)], np.nan)
@@ -442,25 +442,13 @@ class _Memo:
     def put(self, cells: np.ndarray, value: np.ndarray, extra: np.ndarray) -> None:
         if self._index.n + cells.size > self._limit():
             self._clear()
-        rows, _ = self._index.rows(_mix(cells))
+        rows, _ = self._index.rows(mix64(cells))
         if len(self._index.keys) > len(self._value):
             grow = len(self._index.keys) - len(self._value)
             self._value = np.concatenate([self._value, np.zeros(grow, np.int32)])
             self._extra = np.concatenate([self._extra, np.zeros(grow, np.float64)])
         self._value[rows] = value
         self._extra[rows] = extra
-
-
-def _mix(cells: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix of H3 cell ids or location keys (murmur3's finalizer), so their
-    low bits, which H3 leaves constant below the resolution, spread over the hash table."""
-    x = cells.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xFF51AFD7ED558CCD)
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xC4CEB9FE1A85EC53)
-    x ^= x >> np.uint64(33)
-    return x
 
 
 def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, range_m: np.ndarray

@@ -16,6 +16,18 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finalizer of every value (uint64 → uint64, bijective): spreads keys whose
+    low bits are constant (H3 cells below their resolution, small row numbers) over all bits."""
+    x = np.asarray(x).astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xC4CEB9FE1A85EC53)
+    x ^= x >> np.uint64(33)
+    return x
+
 EMPTY = -1
 MAX_LOAD = 0.7
 GROWTH = 1.25

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import shapely
 
+from estimators.device_index import mix64
 from estimators.regions import RegionSet
 
 if TYPE_CHECKING:  # estimators.engine imports this module (through estimators.cells)
@@ -309,17 +310,6 @@ def start_rows(ptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(ptr) - 1, dtype=np.int64), np.diff(ptr))
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """murmur3's 64-bit finalizer (bijective)."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xFF51AFD7ED558CCD)
-    x ^= x >> np.uint64(33)
-    x *= np.uint64(0xC4CEB9FE1A85EC53)
-    x ^= x >> np.uint64(33)
-    return x
-
-
 def _word_multiplier(j: int) -> np.uint64:
     return np.uint64((0x9E3779B97F4A7C15 * (2 * j + 1) + DRAW_SALT) % (1 << 64) | 1)
 
@@ -339,7 +329,7 @@ def device_draw_hashes(words: np.ndarray, length: np.ndarray) -> np.ndarray:
     h = length * np.uint64(0xD6E8FEB86659FD93) ^ np.uint64(DRAW_SALT)
     for j in range(words.shape[0]):
         h ^= words[j] * _word_multiplier(j)
-    return _mix(_mix(h) ^ np.uint64(DRAW_SALT))
+    return mix64(mix64(h) ^ np.uint64(DRAW_SALT))
 
 
 def draw(device_hash: np.ndarray, plan_row: np.ndarray) -> np.ndarray:
@@ -348,7 +338,7 @@ def draw(device_hash: np.ndarray, plan_row: np.ndarray) -> np.ndarray:
     independent-looking draws for one device."""
     key = np.asarray(device_hash, dtype=np.uint64)
     row = np.asarray(plan_row, dtype=np.int64).astype(np.uint64)
-    return (_mix(key ^ _mix(row + _SALT)) >> np.uint64(32)).astype(np.int64)
+    return (mix64(key ^ mix64(row + _SALT)) >> np.uint64(32)).astype(np.int64)
 
 
 def choose(fp: Footprints, device_hash: np.ndarray, plan_row: np.ndarray) -> np.ndarray:
