@@ -246,7 +246,6 @@ class SnapshotPublisher:
         self.refusal: tuple[str, str] | None = None
         self.skipped: Counter[str] = Counter()
         self._claim = client.register_script(CLAIM_SCRIPT)
-        self._save = client.register_script(_SAVE_IF_NEWER)
         self._write_tallies = client.register_script(_WRITE_TALLIES)
         self._write_health = client.register_script(_WRITE_HEALTH)
         self._set = client.register_script(_SET)
@@ -327,23 +326,13 @@ class SnapshotPublisher:
                 out.append(Tally.from_bytes(blob))
         return out
 
-    async def save_checkpoint(self, partition: int, offset: int, blob: bytes,
-                              topic_id: str | None = None) -> bool:
-        """Store a partition checkpoint, with the id of the topic it was read from and this
-        worker's tally fingerprint, unless a newer one (higher offset) is already there.
-        Raises :class:`RedisStateLost`."""
-        epoch = await self._joined()
-        saved = await self._save(keys=[self.keys.deployment, self.keys.checkpoint(partition)],
-                                 args=[epoch, offset, blob, topic_id or "",
-                                       self.tally_fingerprint])
-        self._lost(saved)
-        return bool(saved)
-
     async def checkpoint_writer(self) -> Callable[[redis.Redis, int, int, bytes, str | None], bool]:
-        """:meth:`save_checkpoint` as a blocking call for a thread, under the epoch joined now:
-        ``write(client, partition, offset, blob, topic_id)`` through a synchronous ``client``,
-        so a blob of a hundred megabytes is packed and sent without holding the event loop.
-        The call raises :class:`RedisStateLost` like :meth:`save_checkpoint`."""
+        """A blocking call for a thread, under the epoch joined now:
+        ``write(client, partition, offset, blob, topic_id)`` stores a partition checkpoint with
+        the id of the topic it was read from and this worker's tally fingerprint, unless a
+        newer one (higher offset) is already there, through a synchronous ``client`` (so a blob
+        of a hundred megabytes is packed and sent without holding the event loop). Returns
+        whether it was stored; raises :class:`RedisStateLost`."""
         epoch = await self._joined()
         keys, fingerprint = self.keys, self.tally_fingerprint
 

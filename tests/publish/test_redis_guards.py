@@ -113,6 +113,13 @@ def test_the_first_worker_pins_the_settings_and_others_are_refused(
     _run(store, body)
 
 
+async def _save_checkpoint(pub: SnapshotPublisher, client: redis.Redis, partition: int,
+                           offset: int) -> bool:
+    """A checkpoint saved as the worker saves it (the writer, called from a thread)."""
+    write = await pub.checkpoint_writer()
+    return await asyncio.to_thread(write, client, partition, offset, b"blob", "topic-id")
+
+
 def test_every_write_notices_that_redis_lost_its_data(store: Service, prefix: str,
                                                        reference: Reference) -> None:
     sync = redis.Redis.from_url(store.url)
@@ -124,10 +131,10 @@ def test_every_write_notices_that_redis_lost_its_data(store: Service, prefix: st
         await other.join()
         tally = pub.engine.tally(W1)
         assert await pub.write_tallies(0, [tally], W1, W1 - 1) == 1
-        assert await pub.save_checkpoint(0, 10, b"blob", "topic-id")
+        assert (await pub.checkpoint_writer())(sync, 0, 10, b"blob", "topic-id")
         sync.flushdb()
         writes = [lambda: pub.write_tallies(0, [pub.engine.tally(W2)], W2, W2 - 1),
-                  lambda: pub.save_checkpoint(0, 20, b"blob", "topic-id"),
+                  lambda: _save_checkpoint(pub, sync, 0, 20),
                   lambda: pub.write_health({0: 1}, {}, {"accepted": 1}),
                   lambda: pub.publish_geometry(reference.regions),
                   pub.try_publish]
@@ -234,7 +241,7 @@ def test_checkpoints_carry_their_topic_id_and_settings(store: Service, prefix: s
     async def body(client: aioredis.Redis) -> None:
         pub = _publisher(client, reference, prefix, _fp(reference))
         assert await pub.load_checkpoint_record(0) is None
-        assert await pub.save_checkpoint(0, 42, b"state", "AaInLw+2ecCM5H3rYpMekA")
+        assert (await pub.checkpoint_writer())(sync, 0, 42, b"state", "AaInLw+2ecCM5H3rYpMekA")
         rec = await pub.load_checkpoint_record(0)
         assert (rec.data, rec.offset, rec.topic_id) == (b"state", 42, "AaInLw+2ecCM5H3rYpMekA")
         assert rec.fingerprint == _fp(reference).tally() and pub.checkpoint_problem(rec) is None
