@@ -32,6 +32,7 @@ from estimators.foreign import (
     ZoneClock,
 )
 from estimators.mcc import CountryTable
+from estimators.migration import DEVICE_FIELDS as MIGRATION_DEVICE_FIELDS
 from estimators.migration import MigrationConfig, MigrationState
 from estimators.presence import (
     MAX_LOCATIONS,
@@ -40,6 +41,9 @@ from estimators.presence import (
     PresenceState,
     current_night,
     night_of,
+)
+from estimators.presence import (
+    ROW_FIELDS as PRESENCE_ROW_FIELDS,
 )
 from estimators.regions import RegionSet
 from estimators.tally import Tally
@@ -572,12 +576,19 @@ class Engine:
                            reference_rse)
 
 
-def portable_state(captured: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def portable_state(captured: dict[str, np.ndarray], compact: bool = True) -> dict[str, np.ndarray]:
     """:meth:`Engine.capture_state`'s arrays in portable terms: each device's location number
-    replaced by an index into ``stamp_cells``/``stamp_regions`` (the H3 cells and regions of
-    the locations in use). Pure: reads only ``captured`` (whose arrays it may reuse)."""
+    replaced by an index into ``stamp_cells``/``stamp_regions``, the H3 cells and regions of
+    the locations in use (``compact``), or kept as it is with the whole location table as
+    ``stamp_cells``/``stamp_regions`` (``compact=False``: the numbering of one engine's
+    checkpoints stays the same from one to the next, which lets a checkpoint carry only the
+    device rows changed since an earlier one). Pure: reads only ``captured`` (whose arrays it
+    may reuse)."""
     arrays = dict(captured)
     cell, region = arrays.pop("loc_cell"), arrays.pop("loc_region")
+    if not compact:
+        arrays["stamp_cells"], arrays["stamp_regions"] = cell, region
+        return arrays
     loc = (arrays["stamp"] & np.uint64(MAX_LOCATIONS)).astype(np.int64)
     uniq, inverse = np.unique(loc, return_inverse=True)
     arrays["stamp"] = (arrays["stamp"] & ~np.uint64(MAX_LOCATIONS)) | inverse.reshape(-1).astype(
@@ -585,3 +596,11 @@ def portable_state(captured: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     arrays["stamp_cells"] = cell[uniq]
     arrays["stamp_regions"] = region[uniq]
     return arrays
+
+
+def device_row_fields(state: dict[str, np.ndarray]) -> list[str]:
+    """The names in ``state`` (:func:`portable_state`'s arrays) that hold one row per device,
+    in the order of ``state["key"]``: the presence state's rows and, with migration, its
+    per-device arrays (foreign SIMs have rows of their own and are not among them)."""
+    names = [*PRESENCE_ROW_FIELDS, *(f"mig_{k}" for k in MIGRATION_DEVICE_FIELDS)]
+    return [k for k in names if k in state]

@@ -110,6 +110,10 @@ class NightVotes(NamedTuple):
     first: np.ndarray
 
 
+ROW_FIELDS = ("key", "stamp", "opclass", "last_night", "ring", "day_slot", "home_sum")
+"""The arrays of :meth:`PresenceState.export` that hold one row per device."""
+
+
 class PresenceState:
     """The mutable state of all tracked devices; every update is an order-independent merge.
 

@@ -12,14 +12,21 @@ behind the watermark (``wm_key``, ``wm_ts``) and the engine's device state in po
 count, H3 resolution, key or fingerprint, naming the difference, rather than resuming into
 wrong figures.
 
-Versions: 2 (this one). A blob without ``state_observed_from`` (written before warm-up was
-tracked) is taken as observed since the oldest evidence its state holds
-(:meth:`~estimators.engine.Engine.restore_state`). A blob without ``held_mcc`` (written before
-foreign stays were wired) is restored with the held pings' home MCC unknown (they count as
-domestic SIMs for the foreign stays; the engine's state without foreign stays starts them at the
-next night). A version-1 blob (every ping of the open window held, the watermark the latest
-ping's time) is still restored: its held pings before the next seal go into the engine and the
-watermark's devices are rebuilt from the state.
+A checkpoint is written whole (a *base*) or as a *delta*: the device rows changed since the
+base, with everything else in full (:func:`encode_checkpoint`, :mod:`~stream.estimate.checkpoint_delta`);
+a delta is restored over its base (:func:`restore` with ``delta``). The device state is stored
+with the engine's own location numbers and its whole location table, so the numbers of a base
+and its deltas agree.
+
+Versions: 3 (this one: bases carry ``base_id``, deltas exist; a version-2 reader would take a
+base without its delta, so it refuses version 3), 2 (before deltas). A blob without
+``state_observed_from`` (written before warm-up was tracked) is taken as observed since the
+oldest evidence its state holds (:meth:`~estimators.engine.Engine.restore_state`). A blob
+without ``held_mcc`` (written before foreign stays were wired) is restored with the held pings'
+home MCC unknown (they count as domestic SIMs for the foreign stays; the engine's state without
+foreign stays starts them at the next night). A version-1 blob (every ping of the open window
+held, the watermark the latest ping's time) is still restored: its held pings before the next
+seal go into the engine and the watermark's devices are rebuilt from the state.
 """
 
 from __future__ import annotations
@@ -27,19 +34,28 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from estimators.engine import portable_state
+from estimators.engine import device_row_fields, portable_state
 from stream.decode.validate import PingBatch
+from stream.estimate.checkpoint_delta import (
+    DELTA_ROWS,
+    DeltaBase,
+    apply_rows,
+    base_of,
+    changed_rows,
+    row_digests,
+)
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 
 if TYPE_CHECKING:
     from stream.estimate.partition import PartitionState
 
-CHECKPOINT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+CHECKPOINT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CheckpointMismatchError(ValueError):
@@ -85,17 +101,80 @@ def capture(ps: PartitionState, fingerprint: Fingerprint | None = None) -> dict[
             **{_CAPTURED + k: v for k, v in ps.engine.capture_state().items()}}
 
 
-def encode(arrays: dict[str, np.ndarray]) -> bytes:
-    """The checkpoint blob (``.npz``) of :func:`capture`'s arrays (the engine state in portable
-    terms: :func:`~estimators.engine.portable_state`); reads nothing else, so it may run in a
-    thread."""
-    out = {k: v for k, v in arrays.items() if not k.startswith(_CAPTURED)}
+DELTA_MAX_SHARE = 0.5
+"""A delta is written while at most this share of the device rows changed since the base;
+past it, a new base (the delta would cost more than half of one)."""
+
+
+@dataclass(frozen=True)
+class EncodedCheckpoint:
+    """A blob from :func:`encode_checkpoint`: a full checkpoint (``delta`` False, and ``base`` is
+    this blob) or a delta against ``base``; ``rows``: the device rows it carries."""
+
+    blob: bytes
+    base: DeltaBase
+    delta: bool
+    rows: int
+
+
+def encode_checkpoint(arrays: dict[str, np.ndarray], base: DeltaBase | None = None,
+                      max_share: float = DELTA_MAX_SHARE) -> EncodedCheckpoint:
+    """The checkpoint of :func:`capture`'s arrays: a delta against ``base`` (the last full
+    checkpoint written of this partition by this process) when at most ``max_share`` of the
+    device rows changed since, else a full one (:mod:`stream.estimate.checkpoint_delta`).
+    Reads nothing else, so it may run in a thread."""
+    meta = json.loads(str(arrays["meta"]))
+    out = {k: v for k, v in arrays.items() if not k.startswith(_CAPTURED) and k != "meta"}
     state = portable_state({k[len(_CAPTURED):]: v for k, v in arrays.items()
-                            if k.startswith(_CAPTURED)})
+                            if k.startswith(_CAPTURED)}, compact=False)
+    fields = device_row_fields(state)
+    digests = row_digests([state[f] for f in fields])
+    n = len(state["key"])
+    if base is not None:
+        rows = changed_rows(base, digests)
+        if rows.size <= max_share * n:
+            meta.update(kind="delta", base_id=base.id, rows=n, device_fields=fields)
+            out.update({f"state_{k}": v for k, v in state.items() if k not in fields})
+            out.update({f"state_{f}": state[f][rows] for f in fields})
+            out[DELTA_ROWS] = rows
+            return EncodedCheckpoint(_npz(meta, out), base, True, int(rows.size))
+    new = base_of(digests)
+    meta["base_id"] = new.id
     out.update({f"state_{k}": v for k, v in state.items()})
+    return EncodedCheckpoint(_npz(meta, out), new, False, n)
+
+
+def encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """The full checkpoint blob (``.npz``) of :func:`capture`'s arrays (the engine state in
+    portable terms: :func:`~estimators.engine.portable_state`); reads nothing else, so it may
+    run in a thread."""
+    return encode_checkpoint(arrays).blob
+
+
+def _npz(meta: dict[str, object], arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **out)
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
+
+
+def _load(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def with_delta(base: dict[str, np.ndarray], delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A full checkpoint's arrays from its base's and a delta's (:func:`encode_checkpoint`).
+    Raises ``ValueError`` when the delta was not written against this base."""
+    bmeta, dmeta = json.loads(str(base["meta"])), json.loads(str(delta["meta"]))
+    if dmeta.get("kind") != "delta" or dmeta.get("base_id") != bmeta.get("base_id"):
+        raise ValueError(f"checkpoint delta of base {dmeta.get('base_id')!r} does not belong to "
+                         f"the stored base {bmeta.get('base_id')!r}")
+    fields = [f"state_{f}" for f in dmeta["device_fields"]]
+    merged = apply_rows(base, delta[DELTA_ROWS], {f: delta[f] for f in fields},
+                        int(dmeta["rows"]))
+    out = {k: v for k, v in delta.items() if k != DELTA_ROWS and k not in merged}
+    out.update(merged)
+    return out
 
 
 def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
@@ -104,43 +183,47 @@ def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
     return encode(capture(ps, fingerprint))
 
 
-def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = None) -> None:
-    """Load a checkpoint blob into a fresh partition state.
+def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = None,
+            delta: bytes | None = None) -> None:
+    """Load a checkpoint blob (with ``delta``: a base and the latest delta written against it)
+    into a fresh partition state.
 
-    Raises ``ValueError`` for an unsupported version and :class:`CheckpointMismatchError` when
-    the blob was written with other settings (``fingerprint``'s tally parts, when both it and
-    the blob have them) or another key, naming the difference.
+    Raises ``ValueError`` for an unsupported version or a delta of another base, and
+    :class:`CheckpointMismatchError` when the blob was written with other settings
+    (``fingerprint``'s tally parts, when both it and the blob have them) or another key, naming
+    the difference.
     """
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        version = meta.get("version")
-        if version not in READABLE_VERSIONS:
-            raise ValueError(f"checkpoint version {version} is not supported")
-        if (meta["every_ms"], meta["lateness_ms"]) != (ps.settings.every_ms, ps.settings.lateness_ms):
-            raise CheckpointMismatchError("it was taken with another --every or --lateness")
-        devices = meta.get("watermark_devices", ps.settings.watermark_devices)
-        if devices != ps.settings.watermark_devices:
-            raise CheckpointMismatchError(
-                f"it was taken with a watermark of {devices} devices, not "
-                f"{ps.settings.watermark_devices}")
-        if meta["res"] != ps.engine.config.res:
-            raise CheckpointMismatchError(f"it was taken at H3 resolution {meta['res']}")
-        if meta["key_id"] != ps.key_id:
-            raise CheckpointMismatchError(
-                "it was taken with another pseudonymization key (after a key rotation, start "
-                "with a new --prefix: state restarts)")
-        if fingerprint is not None and "fingerprint" in meta:
-            why = describe_difference(Fingerprint.from_json(meta["fingerprint"]),
-                                      fingerprint.tally(), "in the checkpoint", "here")
-            if why:
-                raise CheckpointMismatchError(f"it was taken with other settings: {why}")
-        ps.engine.restore_state({k[6:]: z[k] for k in z.files if k.startswith("state_")})
-        held_loc = ps.engine.cells.locate(  # older blobs: cells only, at their centres
-            z["held_cell"], z["held_region"] if "held_region" in z.files else None)
-        held_mcc = z["held_mcc"] if "held_mcc" in z.files else None  # older: all unknown
-        held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc,
-                         home_mcc=held_mcc)
-        top = (z["wm_key"], z["wm_ts"]) if "wm_key" in z.files else _latest_devices(ps, held)
+    z = _load(blob)
+    if delta is not None:
+        z = with_delta(z, _load(delta))
+    meta = json.loads(str(z["meta"]))
+    version = meta.get("version")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"checkpoint version {version} is not supported")
+    if (meta["every_ms"], meta["lateness_ms"]) != (ps.settings.every_ms, ps.settings.lateness_ms):
+        raise CheckpointMismatchError("it was taken with another --every or --lateness")
+    devices = meta.get("watermark_devices", ps.settings.watermark_devices)
+    if devices != ps.settings.watermark_devices:
+        raise CheckpointMismatchError(
+            f"it was taken with a watermark of {devices} devices, not "
+            f"{ps.settings.watermark_devices}")
+    if meta["res"] != ps.engine.config.res:
+        raise CheckpointMismatchError(f"it was taken at H3 resolution {meta['res']}")
+    if meta["key_id"] != ps.key_id:
+        raise CheckpointMismatchError(
+            "it was taken with another pseudonymization key (after a key rotation, start "
+            "with a new --prefix: state restarts)")
+    if fingerprint is not None and "fingerprint" in meta:
+        why = describe_difference(Fingerprint.from_json(meta["fingerprint"]),
+                                  fingerprint.tally(), "in the checkpoint", "here")
+        if why:
+            raise CheckpointMismatchError(f"it was taken with other settings: {why}")
+    ps.engine.restore_state({k[6:]: v for k, v in z.items() if k.startswith("state_")})
+    held_loc = ps.engine.cells.locate(  # older blobs: cells only, at their centres
+        z["held_cell"], z.get("held_region"))
+    held = PingBatch(z["held_key"], z["held_ts"], z["held_opclass"], held_loc,
+                     home_mcc=z.get("held_mcc"))  # older blobs: all home MCCs unknown
+    top = (z["wm_key"], z["wm_ts"]) if "wm_key" in z else _latest_devices(ps, held)
     ps.windows.resume(meta["position"], held, top)
     ps.next_offset = int(meta["next_offset"])
     ps.closed_until = meta["closed_until"]

@@ -56,6 +56,12 @@ class WorkerMetrics:
                                    "Event time of the latest published snapshot", registry=r)
         self.redis_errors = Counter("defacto_redis_errors_total",
                                     "Failed Redis operations (retried later)", registry=r)
+        self.checkpoints = Counter("defacto_checkpoints_total",
+                                   "Checkpoints stored, by kind (base: every device; delta: the "
+                                   "devices changed since the base)", ["kind"], registry=r)
+        self.checkpoint_bytes = Gauge("defacto_checkpoint_bytes",
+                                      "Size of the latest checkpoint stored, by kind", ["kind"],
+                                      registry=r)
         self.offset_gaps = Counter("defacto_offset_gaps_total",
                                    "Offsets skipped because Kafka no longer held them", registry=r)
         self.partitions = Gauge("defacto_partitions_assigned", "Partitions this worker holds",

@@ -48,6 +48,7 @@ from estimators.regions import RegionSet
 from estimators.tally import Tally, merge_tallies
 from estimators.units import DAY_S, SECOND_MS
 from estimators.warmup import WarmUp
+from stream.estimate.checkpoint import EncodedCheckpoint
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 from stream.publish.flows import flows_history, period_flows
 from stream.publish.foreign import add_foreign_line, published_foreign
@@ -79,14 +80,25 @@ return redis.call('HMGET', KEYS[1], 'epoch', 'fingerprint', 'digest', 'since')
 """Create ``P:deployment`` unless it exists; return its epoch, fingerprint, digest and since."""
 
 _SAVE_IF_NEWER = _EPOCH_OK + """
+-- ARGV: epoch, offset, blob, topic_id, fingerprint, base id, '1' for a delta
+if ARGV[7] == '1' and redis.call('HGET', KEYS[2], 'base_id') ~= ARGV[6] then return -2 end
 local cur = redis.call('HGET', KEYS[2], 'offset')
 if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'data', ARGV[3], 'topic_id', ARGV[4],
-             'fingerprint', ARGV[5])
+  if ARGV[7] == '1' then
+    redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'delta', ARGV[3], 'topic_id', ARGV[4],
+               'fingerprint', ARGV[5])
+  else
+    redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'data', ARGV[3], 'topic_id', ARGV[4],
+               'fingerprint', ARGV[5], 'base_id', ARGV[6])
+    redis.call('HDEL', KEYS[2], 'delta')
+  end
   return 1
 end
 return 0
 """
+"""Store a checkpoint unless a newer one (higher offset) is there: a base replaces the stored
+base and drops its delta; a delta (cumulative since its base) is stored only beside its own
+base (-2: the stored base is another one, so the writer's next checkpoint must be a base)."""
 _WRITE_TALLIES = _EPOCH_OK + """
 -- KEYS: deployment, published_until, pending, closed, last_accepted, first_window, tally keys
 -- ARGV: epoch, partition, closed_until, last_accepted, first_window ('' = none), at/blob pairs
@@ -326,39 +338,43 @@ class SnapshotPublisher:
                 out.append(Tally.from_bytes(blob))
         return out
 
-    async def checkpoint_writer(self) -> Callable[[redis.Redis, int, int, bytes, str | None], bool]:
+    async def checkpoint_writer(self) -> Callable[..., bool | None]:
         """A blocking call for a thread, under the epoch joined now:
-        ``write(client, partition, offset, blob, topic_id)`` stores a partition checkpoint with
-        the id of the topic it was read from and this worker's tally fingerprint, unless a
-        newer one (higher offset) is already there, through a synchronous ``client`` (so a blob
-        of a hundred megabytes is packed and sent without holding the event loop). Returns
-        whether it was stored; raises :class:`RedisStateLost`."""
+        ``write(client, partition, offset, encoded, topic_id)`` stores a partition checkpoint
+        (an :class:`~stream.estimate.checkpoint.EncodedCheckpoint`: a base, or a delta stored
+        beside its base) with the id of the topic it was read from and this worker's tally
+        fingerprint, unless a newer one (higher offset) is already there, through a synchronous
+        ``client`` (so a blob of a hundred megabytes is packed and sent without holding the
+        event loop). Returns whether it was stored, None for a delta whose base is no longer
+        the stored one (write a base next); raises :class:`RedisStateLost`."""
         epoch = await self._joined()
         keys, fingerprint = self.keys, self.tally_fingerprint
 
-        def write(client: redis.Redis, partition: int, offset: int, blob: bytes,
-                  topic_id: str | None) -> bool:
+        def write(client: redis.Redis, partition: int, offset: int, encoded: EncodedCheckpoint,
+                  topic_id: str | None) -> bool | None:
             saved = client.register_script(_SAVE_IF_NEWER)(
                 keys=[keys.deployment, keys.checkpoint(partition)],
-                args=[epoch, offset, blob, topic_id or "", fingerprint])
+                args=[epoch, offset, encoded.blob, topic_id or "", fingerprint,
+                      encoded.base.id, "1" if encoded.delta else "0"])
             self._lost(saved)
-            return bool(saved)
+            return None if saved == -2 else bool(saved)
         return write
 
     async def load_checkpoint(self, partition: int) -> bytes | None:
-        """The partition's latest checkpoint, if any."""
+        """The partition's latest full checkpoint (its base), if any."""
         return await self.redis.hget(self.keys.checkpoint(partition), "data")
 
     async def load_checkpoint_record(self, partition: int) -> CheckpointRecord | None:
         """The partition's latest checkpoint with what was stored beside it, if any."""
-        data, offset, topic_id, fingerprint = await self.redis.hmget(
-            self.keys.checkpoint(partition), "data", "offset", "topic_id", "fingerprint")
+        data, delta, offset, topic_id, fingerprint = await self.redis.hmget(
+            self.keys.checkpoint(partition), "data", "delta", "offset", "topic_id",
+            "fingerprint")
         if data is None:
             return None
         fp = _text(fingerprint)
         return CheckpointRecord(data, int(offset) if offset is not None else None,
                                 _text(topic_id) or None,
-                                Fingerprint.from_json(fp) if fp else None)
+                                Fingerprint.from_json(fp) if fp else None, delta)
 
     def checkpoint_problem(self, record: CheckpointRecord) -> str | None:
         """What differs between the settings a checkpoint was taken under and this worker's
@@ -636,13 +652,15 @@ class SnapshotPublisher:
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """A stored checkpoint: its blob, the next ``offset``, the ``topic_id`` of the topic it was
-    read from and the tally ``fingerprint`` it was taken under (None: not recorded)."""
+    """A stored checkpoint: its blob (the base), the next ``offset``, the ``topic_id`` of the
+    topic it was read from, the tally ``fingerprint`` it was taken under (None: not recorded)
+    and the latest ``delta`` written against the base (None: the base is the latest)."""
 
     data: bytes
     offset: int | None
     topic_id: str | None
     fingerprint: Fingerprint | None
+    delta: bytes | None = None
 
 
 def _opt(v: int | None) -> str:

@@ -59,6 +59,7 @@ from stream.contract import CodecError, Reject
 from stream.decode.messages import sniff
 from stream.estimate import checkpoint as checkpoint_blob
 from stream.estimate.checkpoint import CheckpointMismatchError
+from stream.estimate.checkpoint_delta import DeltaBase
 from stream.estimate.fingerprint import Fingerprint
 from stream.estimate.partition import PartitionState
 from stream.publish.metrics import WorkerMetrics
@@ -170,6 +171,7 @@ class WorkerRuntime:
         self.last_checkpoint: dict[int, float] = {}
         self.saving: dict[int, asyncio.Task[bool]] = {}  # checkpoints being sent
         self._blocking_redis: redis.Redis | None = None  # sends checkpoints, from threads
+        self.delta_bases: dict[int, DeltaBase] = {}  # last base checkpoint stored, per partition
         self.last_seen_publish: int | None = None
         self.redis_ok = True
         self.redis_retry_at = 0.0
@@ -192,6 +194,7 @@ class WorkerRuntime:
         ps = self.parts.get(p)
         if ps is None:
             ps = PartitionState(self.topic, p, self.make_engine(), self.secret, self.settings)
+            self.delta_bases.pop(p, None)  # this process's first checkpoint of it is a base
             try:
                 await self._until_redis(self._join)
             except (DeploymentMismatchError, UnsafeRedisError) as exc:
@@ -204,7 +207,8 @@ class WorkerRuntime:
                 why = self.publisher.checkpoint_problem(record)
                 if why:
                     raise CheckpointMismatchError(f"it was taken with other settings: {why}")
-                checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint)
+                checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint,
+                                        delta=record.delta)
                 self.expected_topic[p] = record.topic_id
                 self.first_window[p] = await self._until_redis(
                     lambda: self.publisher.first_window_of(p))
@@ -663,19 +667,28 @@ class WorkerRuntime:
         """Encode and send a captured checkpoint of ``ps`` (threads), then commit its offset;
         neither once the partition was stopped or handed over meanwhile. A Redis loss already
         recovered from (a new epoch joined meanwhile) is not reported again."""
-        blob = await asyncio.to_thread(checkpoint_blob.encode, arrays)
+        encoded = await asyncio.to_thread(checkpoint_blob.encode_checkpoint, arrays,
+                                          self.delta_bases.get(p))
         if not self._still_mine(p, ps):
             return False
         if self._blocking_redis is None:
             self._blocking_redis = redis.Redis.from_url(
                 self.config.redis_url, socket_timeout=CHECKPOINT_TIMEOUT_S, socket_connect_timeout=2)
         try:
-            await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset, blob,
-                                                topic_id))
+            saved = await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset,
+                                                        encoded, topic_id))
         except RedisStateLost:
+            self.delta_bases.pop(p, None)
             if self.publisher.epoch != epoch:
                 return False
             raise
+        if not saved:
+            self.delta_bases.pop(p, None)  # another base is stored: the next one is a base
+            return False
+        kind = "delta" if encoded.delta else "base"
+        self.metrics.checkpoints.labels(kind).inc()
+        self.metrics.checkpoint_bytes.labels(kind).set(len(encoded.blob))
+        self.delta_bases[p] = encoded.base
         if not self._still_mine(p, ps):
             return False
         try:
@@ -746,7 +759,7 @@ class WorkerRuntime:
                                     "replays more", p)
                 self.metrics.forget_partition(p)
                 for d in (self.parts, self.lags, self.seen, self.retained, self.unsent,
-                          self.written_marks, self.saving,
+                          self.written_marks, self.saving, self.delta_bases,
                           self.stopped, self.batch_at, self.confirmed_at, self.expected_topic,
                           self.first_window, self.last_checkpoint):
                     d.pop(p, None)

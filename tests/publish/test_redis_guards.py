@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -22,6 +23,8 @@ import redis.asyncio as aioredis
 from estimators.engine import Engine
 from estimators.tally import Tally
 from stream.contract import InputError
+from stream.estimate.checkpoint import EncodedCheckpoint
+from stream.estimate.checkpoint_delta import DeltaBase
 from stream.estimate.engine_options import EngineOptions
 from stream.estimate.fingerprint import Fingerprint, deployment_fingerprint
 from stream.estimate.windows import WindowSettings
@@ -117,7 +120,16 @@ async def _save_checkpoint(pub: SnapshotPublisher, client: redis.Redis, partitio
                            offset: int) -> bool:
     """A checkpoint saved as the worker saves it (the writer, called from a thread)."""
     write = await pub.checkpoint_writer()
-    return await asyncio.to_thread(write, client, partition, offset, b"blob", "topic-id")
+    return await asyncio.to_thread(write, client, partition, offset, _base(b"blob"), "topic-id")
+
+
+def _base(blob: bytes, base_id: str = "b1") -> EncodedCheckpoint:
+    """A full checkpoint of ``blob`` (its content does not matter to Redis)."""
+    return EncodedCheckpoint(blob, DeltaBase(base_id, np.zeros(0, np.uint64)), False, 0)
+
+
+def _delta(blob: bytes, base_id: str = "b1") -> EncodedCheckpoint:
+    return EncodedCheckpoint(blob, DeltaBase(base_id, np.zeros(0, np.uint64)), True, 0)
 
 
 def test_every_write_notices_that_redis_lost_its_data(store: Service, prefix: str,
@@ -131,7 +143,7 @@ def test_every_write_notices_that_redis_lost_its_data(store: Service, prefix: st
         await other.join()
         tally = pub.engine.tally(W1)
         assert await pub.write_tallies(0, [tally], W1, W1 - 1) == 1
-        assert (await pub.checkpoint_writer())(sync, 0, 10, b"blob", "topic-id")
+        assert (await pub.checkpoint_writer())(sync, 0, 10, _base(b"blob"), "topic-id")
         sync.flushdb()
         writes = [lambda: pub.write_tallies(0, [pub.engine.tally(W2)], W2, W2 - 1),
                   lambda: _save_checkpoint(pub, sync, 0, 20),
@@ -241,9 +253,23 @@ def test_checkpoints_carry_their_topic_id_and_settings(store: Service, prefix: s
     async def body(client: aioredis.Redis) -> None:
         pub = _publisher(client, reference, prefix, _fp(reference))
         assert await pub.load_checkpoint_record(0) is None
-        assert (await pub.checkpoint_writer())(sync, 0, 42, b"state", "AaInLw+2ecCM5H3rYpMekA")
+        write = await pub.checkpoint_writer()
+        assert write(sync, 0, 42, _base(b"state"), "AaInLw+2ecCM5H3rYpMekA")
         rec = await pub.load_checkpoint_record(0)
         assert (rec.data, rec.offset, rec.topic_id) == (b"state", 42, "AaInLw+2ecCM5H3rYpMekA")
+        assert rec.delta is None
+        # a delta is stored beside its own base, never beside another one
+        assert write(sync, 0, 50, _delta(b"changed rows"), "AaInLw+2ecCM5H3rYpMekA")
+        rec = await pub.load_checkpoint_record(0)
+        assert (rec.data, rec.delta, rec.offset) == (b"state", b"changed rows", 50)
+        assert write(sync, 0, 60, _delta(b"of another base", "b0"), "t") is None
+        assert not write(sync, 0, 45, _delta(b"older"), "t")  # a newer offset is stored
+        rec = await pub.load_checkpoint_record(0)
+        assert (rec.data, rec.delta, rec.offset) == (b"state", b"changed rows", 50)
+        assert write(sync, 0, 70, _base(b"new base", "b2"), "AaInLw+2ecCM5H3rYpMekA")
+        rec = await pub.load_checkpoint_record(0)
+        assert (rec.data, rec.delta, rec.offset) == (b"new base", None, 70)
+        assert write(sync, 0, 80, _delta(b"rows of b1"), "t") is None
         assert rec.fingerprint == _fp(reference).tally() and pub.checkpoint_problem(rec) is None
         other = _publisher(client, reference, prefix, _fp(reference, res=7))
         assert other.checkpoint_problem(rec) == "--res is 7 here, 8 in the checkpoint"

@@ -1,0 +1,145 @@
+"""Checkpoint deltas: a base plus the latest delta resumes exactly where a full checkpoint would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simkit import simulated_engine
+
+from estimators.units import HOUR_MS, MINUTE_MS
+from stream.decode.frame import encode_frame
+from stream.decode.messages import encode_control
+from stream.estimate import checkpoint
+from stream.estimate.checkpoint_delta import (
+    apply_rows,
+    base_of,
+    changed_rows,
+    row_digests,
+)
+from stream.estimate.partition import PartitionState
+from stream.estimate.windows import WindowSettings
+from stream.simulator import Simulation, simulate
+from stream.simulator.writer import write_simulation
+from stream.sources.simulation import simulation_columns
+
+SECRET = b"delta-test-secret-0123456789abcd"
+SETTINGS = WindowSettings(every_ms=HOUR_MS, lateness_ms=10 * MINUTE_MS)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulation, Path]:
+    s = simulate("astana", scale=0.002, days=1.0, seed=11)
+    out = tmp_path_factory.mktemp("sim")
+    write_simulation(s, out)
+    return s, out
+
+
+def _frames(s: Simulation, size: int = 3_000) -> list[bytes]:
+    hours = [simulation_columns(s, chunk) for chunk in s.hours()]
+    width = {k: max(h[k].dtype.itemsize for h in hours) for k in ("device", "operator", "cell")}
+    cols = {k: np.concatenate([h[k].astype(f"S{width[k]}") if k in width else h[k] for h in hours])
+            for k in hours[0]}
+    order = np.argsort(cols["ts"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    frames = [encode_frame({k: v[lo:lo + size] for k, v in cols.items()})
+              for lo in range(0, len(cols["ts"]), size)]
+    return [*frames, encode_control(int(cols["ts"].max()), final=True)]
+
+
+def test_a_base_and_its_latest_delta_resume_to_the_replay_s_tallies(
+        sim: tuple[Simulation, Path]) -> None:
+    """Checkpoints every few frames through a day (a night close and evictions among them):
+    each is a base or a delta against the last base, and resuming from the stored base plus
+    the latest delta gives, for the rest of the day, the tallies of one uninterrupted run."""
+    s, _ = sim
+    frames = _frames(s, 1_000)
+    whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    want = [[t.to_bytes() for t in whole.process([i], [f]).tallies] for i, f in enumerate(frames)]
+    live = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    base, stored, kinds = None, (b"", None), []
+    for i, f in enumerate(frames[:-1]):
+        live.process([i], [f])
+        if i % 3 != 2:
+            continue
+        enc = checkpoint.encode_checkpoint(checkpoint.capture(live), base)
+        n = live.engine.state.n_devices
+        if enc.delta:
+            assert enc.base is base and enc.rows <= n // 2
+            stored = (stored[0], enc.blob)
+        else:
+            assert enc.rows == n
+            base, stored = enc.base, (enc.blob, None)
+        kinds.append(enc.delta)
+        if len(kinds) % 10 not in (1, 2, 3):
+            continue
+        resumed = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+        checkpoint.restore(resumed, stored[0], delta=stored[1])
+        got = [[t.to_bytes() for t in resumed.process([j], [g]).tallies]
+               for j, g in enumerate(frames[i + 1:], start=i + 1)]
+        assert got == want[i + 1:], f"resumed after frame {i} ({'delta' if enc.delta else 'base'})"
+    assert True in kinds and kinds.count(False) >= 2  # deltas, and a new base after the night
+
+
+def test_a_delta_is_small_when_few_devices_changed(sim: tuple[Simulation, Path]) -> None:
+    """A checkpoint right after a base carries only the devices that pinged in between."""
+    s, _ = sim
+    frames = _frames(s, 300)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    for i, f in enumerate(frames[:400]):
+        ps.process([i], [f])
+    base = checkpoint.encode_checkpoint(checkpoint.capture(ps))
+    ps.process([400], [frames[400]])
+    delta = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
+    assert delta.delta and 0 < delta.rows <= 300
+    assert len(delta.blob) < len(base.blob) / 3
+    again = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
+    assert again.rows == delta.rows  # cumulative since the base, not since the last delta
+
+
+def test_a_delta_is_refused_over_another_base(sim: tuple[Simulation, Path]) -> None:
+    s, _ = sim
+    frames = _frames(s)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    ps.process([0], [frames[0]])
+    first = checkpoint.encode_checkpoint(checkpoint.capture(ps))
+    ps.process([1], [frames[1]])
+    second = checkpoint.encode_checkpoint(checkpoint.capture(ps))
+    ps.process([2], [frames[2]])
+    delta = checkpoint.encode_checkpoint(checkpoint.capture(ps), first.base, max_share=1.0)
+    assert delta.delta and first.base.id != second.base.id
+    fresh = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    with pytest.raises(ValueError, match="does not belong to the stored base"):
+        checkpoint.restore(fresh, second.blob, delta=delta.blob)
+
+
+_ROW = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 255), st.lists(
+    st.integers(0, 65535), min_size=3, max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(old=st.lists(_ROW, max_size=40), new=st.lists(_ROW, max_size=40),
+       keep=st.lists(st.booleans(), max_size=40))
+def test_applying_the_changed_rows_gives_the_new_arrays(
+        old: list[tuple[int, int, list[int]]], new: list[tuple[int, int, list[int]]],
+        keep: list[bool]) -> None:
+    """Whatever happened to the rows (changed, appended, cut, moved), the base with the rows
+    whose digest changed laid over it is the new state."""
+    def arrays(rows: list[tuple[int, int, list[int]]]) -> dict[str, np.ndarray]:
+        return {"key": np.array([r[0] for r in rows], dtype=np.uint64),
+                "opclass": np.array([r[1] for r in rows], dtype=np.uint8),
+                "ring": np.array([r[2] for r in rows], dtype=np.uint16).reshape(len(rows), 3)}
+    # rows kept from the old state where ``keep`` says so, the new ones elsewhere
+    mixed = [old[i] if i < len(old) and i < len(keep) and keep[i] else r
+             for i, r in enumerate(new)]
+    before, after = arrays(old), arrays(mixed)
+    base = base_of(row_digests(list(before.values())))
+    rows = changed_rows(base, row_digests(list(after.values())))
+    got = apply_rows(before, rows, {k: v[rows] for k, v in after.items()}, len(mixed))
+    for k, v in after.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+    unchanged = sum(1 for i, r in enumerate(mixed) if i < len(old) and old[i] == r)
+    assert rows.size == len(mixed) - unchanged
