@@ -264,6 +264,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="runs of each contender, interleaved")
     p.add_argument("--records", action="store_true",
                    help="also the replay and calibrate as they read before (slow)")
+    p.add_argument("--only", action="append", choices=list(CONTENDERS), metavar="NAME",
+                   help="run only this contender (repeat for several, in that order; default: "
+                        "all but the --records ones): " + "; ".join(CONTENDERS))
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run:
@@ -274,6 +277,8 @@ def main() -> None:
              "calibrate, 1 day"]
     if args.records:
         names += ["replay, record reader", "calibrate, 1 day, whole file read"]
+    if args.only:
+        names = list(dict.fromkeys(args.only))
     print(f"load average at start: {_load()} (the machine may be shared with other runs)")
     print(f"file: {d / 'pings.jsonl'} ({(d / 'pings.jsonl').stat().st_size / 1e6:.0f} MB, "
           f"{rows:,} pings), {args.rounds} round(s), contenders interleaved")
