@@ -180,6 +180,15 @@ def _borders(parts: list[shapely.Geometry]) -> shapely.Geometry:
     return border
 
 
+def _segments(lines: shapely.Geometry) -> np.ndarray:
+    """The straight segments of ``lines`` (a (multi)line geometry) as two-point linestrings:
+    a tree of them has tight boxes, so testing thousands of polygons against a country's
+    borders touches only the few segments near each."""
+    coords, index = shapely.get_coordinates(shapely.get_parts(lines), return_index=True)
+    same = index[1:] == index[:-1]
+    return shapely.linestrings(np.stack([coords[:-1][same], coords[1:][same]], axis=1))
+
+
 def footprint_polygons(lat: np.ndarray, lon: np.ndarray, group: np.ndarray,
                        fwd, reach_factor: float = REACH_FACTOR,
                        border: shapely.Geometry | None = None) -> np.ndarray:
@@ -187,12 +196,23 @@ def footprint_polygons(lat: np.ndarray, lon: np.ndarray, group: np.ndarray,
     its site among the distinct sites of its ``group`` (operator), within ``reach_factor``
     times the distance to the group's nearest other site (object array). Rows at one site share
     a footprint; a group's lone site has nothing to bound it and gets None (it keeps its site's
-    region). With ``border`` (the regions' boundary lines, :func:`_borders`), a site whose reach
-    does not come within its radius of any border gets None as well: its footprint lies within
-    one region's part, the one holding its site, so it has nothing to spread (only the sites
-    near a border, a fifth of a national plan, get polygons)."""
+    region). With ``border`` (the regions' boundary lines, :func:`_borders`), a site whose
+    footprint does not meet any border gets None as well: its footprint lies within one
+    region's part, the one holding its site, so it has nothing to spread (only the sites at a
+    border, under a tenth of a national plan, get polygons). The sites whose Voronoi cell meets no
+    border are set aside before any reach is measured; the others' polygons are the same as
+    without ``border``."""
     xy = fwd(np.column_stack([lon, lat]))
     out = np.full(len(lat), None, dtype=object)
+    segments = None if border is None else shapely.STRtree(_segments(border))
+
+    def meets_border(shapes: np.ndarray) -> np.ndarray:
+        """Which of ``shapes`` (polygons) intersect a border segment (bool)."""
+        assert segments is not None
+        hit = np.zeros(len(shapes), dtype=bool)
+        hit[segments.query(shapes, predicate="intersects")[0]] = True
+        return hit
+
     for g in np.unique(group):
         rows = np.flatnonzero(group == g)
         sites, inverse = np.unique(np.round(xy[rows], 6), axis=0, return_inverse=True)
@@ -202,25 +222,28 @@ def footprint_polygons(lat: np.ndarray, lon: np.ndarray, group: np.ndarray,
         points = shapely.points(sites)
         cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(points),
                                                            ordered=True))
+        # a footprint is within its Voronoi cell: a cell off every border has nothing to spread
+        todo = np.arange(len(sites)) if border is None else np.flatnonzero(meets_border(cells))
         tree = shapely.STRtree(points)
-        near = tree.query_nearest(points, exclusive=True, return_distance=True,
+        near = tree.query_nearest(points[todo], exclusive=True, return_distance=True,
                                   all_matches=False)
-        dist = np.zeros(len(sites))
+        dist = np.zeros(len(todo))
         dist[near[0][0]] = near[1]
         reach = reach_factor * dist
-        todo = np.arange(len(sites)) if border is None else \
-            np.flatnonzero(shapely.dwithin(border, points, reach))
         polys = np.full(len(sites), None, dtype=object)
         polys[todo] = shapely.intersection(
-            cells[todo], shapely.buffer(points[todo], reach[todo], quad_segs=16))
+            cells[todo], shapely.buffer(points[todo], reach, quad_segs=16))
+        if border is not None:  # cut by its reach, it may no longer meet a border
+            off = todo[~meets_border(polys[todo])]
+            polys[off] = None
         out[rows] = polys[inverse]
     return out
 
 
 def footprint_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regions: RegionSet,
                       density: np.ndarray | None = None, site_region: np.ndarray | None = None,
-                      reach_factor: float = REACH_FACTOR, min_share: float = MIN_SHARE
-                      ) -> Footprints:
+                      reach_factor: float = REACH_FACTOR, min_share: float = MIN_SHARE,
+                      skip_interior: bool = True) -> Footprints:
     """The regions each plan row's footprint covers, weighted by area times ``density``.
 
     ``lat``/``lon``: the rows' points (float64 degrees: site, or sector centre); ``group``: the
@@ -228,8 +251,10 @@ def footprint_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regio
     region index (float64[n+1], ``unassigned`` last; None: uniform, weights by area);
     ``site_region``: each row's region by the exact rule (int32; computed when None). The part
     of a footprint outside every region counts as ``unassigned`` at its site region's density.
-    Rows whose only piece is their site's region get no pieces (interior cells). Raises
-    ``ValueError`` when the arrays' lengths differ.
+    Rows whose only piece is their site's region get no pieces (interior cells). The footprints
+    of sites whose Voronoi cell (or whose footprint) meets no region border are not cut by the
+    regions at all (``skip_interior``; False cuts every footprint, the same result, slower: for
+    checks). Raises ``ValueError`` when the arrays' lengths differ.
     """
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
@@ -250,7 +275,8 @@ def footprint_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regio
     lat0, lon0 = float(np.mean(lat)), float(np.mean(lon))
     fwd, back = _project(lat0, lon0)
     parts = region_parts(regions, fwd)
-    polys = footprint_polygons(lat, lon, group, fwd, reach_factor, _borders(parts))
+    polys = footprint_polygons(lat, lon, group, fwd, reach_factor,
+                               _borders(parts) if skip_interior else None)
     has = np.flatnonzero(polys != None)  # noqa: E711 (elementwise)
     tree = shapely.STRtree(parts)
     fp_idx, reg_idx = tree.query(polys[has].astype(object), predicate="intersects")

@@ -189,7 +189,7 @@ def test_reference_population_places_border_devices_and_fit_keeps_it() -> None:
         FactorRow("west", ANY, 2.0, 0.0, 0.0)
 
 
-def test_sites_whose_reach_stays_off_every_border_are_skipped_without_changing_a_weight() -> None:
+def test_sites_whose_footprint_meets_no_border_are_skipped_without_changing_a_polygon() -> None:
     regions = _two_regions()
     rng = np.random.default_rng(3)
     lat, lon = rng.uniform(50.6, 51.4, 400), rng.uniform(71.1, 71.9, 400)
@@ -204,3 +204,25 @@ def test_sites_whose_reach_stays_off_every_border_are_skipped_without_changing_a
     for poly in full[~kept]:  # each skipped footprint lies within a single region's part
         assert sum(shapely.intersects(poly, p) and shapely.area(shapely.intersection(poly, p)) > 0
                    for p in parts) == 1
+
+
+def test_skipping_footprints_off_every_border_changes_no_weight() -> None:
+    """Sites spread over nested regions, across the outer edge (unassigned) and at one site's
+    row twice: the weights, points and thresholds are the same bits whether the footprints
+    away from every border are cut by the regions or set aside unread."""
+    def box(lon0: float, lat0: float, lon1: float, lat1: float) -> np.ndarray:
+        return np.array([[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]])
+    regions = RegionSet([
+        Region("west", "West", None, True, (box(71.0, 50.5, BORDER_LON, 51.5),)),
+        Region("east", "East", None, True, (box(BORDER_LON, 50.5, 72.0, 51.5),)),
+        Region("town", "Town", "east", True, (box(71.7, 50.9, 71.8, 51.0),))])
+    rng = np.random.default_rng(11)
+    lat, lon = rng.uniform(50.4, 51.6, 900), rng.uniform(70.9, 72.1, 900)
+    lat[1], lon[1] = lat[0], lon[0]  # two rows (sectors) at one site
+    group = rng.integers(0, 3, 900)
+    for density in (None, np.array([2.0, 1.0, 5.0, 0.5])):
+        fast = footprint_weights(lat, lon, group, regions, density)
+        full = footprint_weights(lat, lon, group, regions, density, skip_interior=False)
+        assert 0 < len(fast.border_rows()) < 900
+        for name in ("ptr", "region", "weight", "lat", "lon", "thr"):
+            assert np.array_equal(getattr(fast, name), getattr(full, name), equal_nan=True), name
