@@ -31,7 +31,7 @@ Pure numpy + shapely; no I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -388,12 +388,24 @@ _MEMO: dict[bytes, tuple[RegionSet, Footprints]] = {}
 _MEMO_SIZE = 2
 
 
+WeightsFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, RegionSet, "np.ndarray | None",
+                            np.ndarray], Footprints]
+"""``(lat, lon, group, regions, density, site_region) -> Footprints``: :func:`footprint_weights`
+with those arguments, or what gives the same result (a cache of it)."""
+
+
+def _weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regions: RegionSet,
+             density: np.ndarray | None, site_region: np.ndarray) -> Footprints:
+    return footprint_weights(lat, lon, group, regions, density, site_region)
+
+
 def _memo_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regions: RegionSet,
-                  density: np.ndarray | None, site_region: np.ndarray) -> Footprints:
-    """:func:`footprint_weights`, computed once per process for the same plan, regions and
-    density (a worker builds one engine per partition from one plan: seconds each for a national
-    plan). Keyed by a digest of the arrays and the identity of ``regions``; the result is only
-    read."""
+                  density: np.ndarray | None, site_region: np.ndarray,
+                  compute: WeightsFunction = _weights) -> Footprints:
+    """:func:`footprint_weights` (by ``compute``), computed once per process for the same plan,
+    regions and density (a worker builds one engine per partition from one plan: seconds each
+    for a national plan). Keyed by a digest of the arrays and the identity of ``regions``; the
+    result is only read."""
     digest = hashlib.blake2b(digest_size=16)
     for a in (lat, lon, group, site_region, density if density is not None else np.zeros(0)):
         arr = np.ascontiguousarray(a)
@@ -404,11 +416,43 @@ def _memo_weights(lat: np.ndarray, lon: np.ndarray, group: np.ndarray, regions: 
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is regions:
         return hit[1]
-    fp = footprint_weights(lat, lon, group, regions, density, site_region)
+    fp = compute(lat, lon, group, regions, density, site_region)
     while len(_MEMO) >= _MEMO_SIZE:
         _MEMO.pop(next(iter(_MEMO)))
     _MEMO[key] = (regions, fp)
     return fp
+
+
+def plan_footprints(engine: Engine, rule: str, people: Mapping[str, float] | None = None,
+                    compute: WeightsFunction = _weights) -> tuple[str, Footprints | None]:
+    """The rule in force (as :func:`apportion_plan`) and the footprint weights of ``engine``'s
+    loaded plan it spreads border cells' devices by (None: nothing to spread: ``site``, or no
+    plan), computed by ``compute`` (:data:`WeightsFunction`). Reads the plan and the regions and
+    changes nothing: a thread may compute it while another reads pings;
+    :func:`apply_footprints` then puts it in force. Raises ``ValueError`` for an unknown
+    rule."""
+    if rule not in RULES:
+        raise ValueError(f"unknown footprint rule {rule!r} (one of {', '.join(RULES)})")
+    if rule == "reference" and not people:
+        rule = "site"
+    plan = engine.plan
+    if plan is None or rule == "site" or len(plan) == 0:
+        return rule, None
+    density = population_density(engine.regions, people) if rule == "reference" and people \
+        else None
+    _, group = np.unique(np.asarray(plan.operator, dtype=object).astype(str), return_inverse=True)
+    return rule, _memo_weights(plan.lat, plan.lon, group.reshape(-1), engine.regions, density,
+                               plan.region, compute)
+
+
+def apply_footprints(engine: Engine, fp: Footprints) -> None:
+    """Spread the devices of the border cells of ``engine``'s loaded plan by ``fp``
+    (:func:`plan_footprints` of that plan): the pieces' locations are held in the engine's cell
+    table for good. Raises ``RuntimeError`` when the table cannot hold them."""
+    assert engine.plan is not None
+    engine.plan.apportion(fp, engine.cells)
+    plan = engine.plan
+    engine.hold_locations(lambda: plan.piece_loc)
 
 
 def apportion_plan(engine: Engine, rule: str, people: Mapping[str, float] | None = None) -> str:
@@ -417,18 +461,7 @@ def apportion_plan(engine: Engine, rule: str, people: Mapping[str, float] | None
     reference population, for ``reference``). Returns the rule in force: ``site`` (every device
     at its cell's site) for ``reference`` without ``people``. The pieces' locations are held in
     the engine's cell table for good. Raises ``ValueError`` for an unknown rule."""
-    if rule not in RULES:
-        raise ValueError(f"unknown footprint rule {rule!r} (one of {', '.join(RULES)})")
-    if rule == "reference" and not people:
-        rule = "site"
-    plan = engine.plan
-    if plan is None or rule == "site" or len(plan) == 0:
-        return rule
-    density = population_density(engine.regions, people) if rule == "reference" and people \
-        else None
-    _, group = np.unique(np.asarray(plan.operator, dtype=object).astype(str), return_inverse=True)
-    fp = _memo_weights(plan.lat, plan.lon, group.reshape(-1), engine.regions, density,
-                       plan.region)
-    plan.apportion(fp, engine.cells)
-    engine.hold_locations(lambda: plan.piece_loc)
+    rule, fp = plan_footprints(engine, rule, people)
+    if fp is not None:
+        apply_footprints(engine, fp)
     return rule

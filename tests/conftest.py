@@ -61,6 +61,15 @@ def regions_file(tmp_path: Path, regions_doc: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The footprint weights cache (``DEFACTO_CACHE_DIR``) in a folder of the session, never the
+    user's ``~/.cache``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEFACTO_CACHE_DIR", str(tmp_path_factory.mktemp("defacto-cache")))
+        yield
+
+
 SERVICE_FIXTURES = ("broker", "redis_url")
 
 
