@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
 from estimators.calibration import FactorRow
 from estimators.engine import Engine
 from estimators.estimate import Estimate
+from estimators.footprints import Footprints, apply_footprints, plan_footprints
 from estimators.migration import PeriodCounts
 from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
@@ -35,6 +37,7 @@ from stream.estimate.engine_options import (
     check_window_settings,
     footprint_prior,
 )
+from stream.estimate.footprint_cache import cached_weights
 from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.background import InOrderThread
 from stream.publish.flows import flows_table, period_flows
@@ -51,6 +54,7 @@ from stream.simulator import Simulation, load_scenario, simulate, write_simulati
 from stream.sources.columnar_files import Period, read_prepared
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import (
+    Reference,
     ReferencePaths,
     load_population,
     load_reference,
@@ -59,6 +63,7 @@ from stream.sources.reference_files import (
 )
 
 Snapshot = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -145,15 +150,99 @@ class RejectFile:
             self._fh.close()
 
 
+HELD_CHUNKS = 8
+"""Chunks (of 100,000 rows) read ahead and held while a thread computes the cell plan's
+footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessellation, in
+bounded memory."""
+
+
 def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path],
-                period: Period | None = None) -> None:
-    """Read (as columns), decode and feed ping files with a progress bar on stderr."""
+                period: Period | None = None, footprints: PendingFootprints | None = None) -> None:
+    """Read (as columns), decode and feed ping files with a progress bar on stderr; with
+    ``footprints`` (weights being computed), the first chunks are read while they are, and
+    decoding starts once they are in force."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        for chunk, prepared in read_prepared(pings, decoder.prepare_rows, period=period):
+        chunks = read_prepared(pings, decoder.prepare_rows, period=period)
+        if footprints is not None:
+            chunks = _held_until(footprints, chunks, HELD_CHUNKS)
+        for chunk, prepared in chunks:
             batch = decoder.decode_prepared(prepared)
             windows.feed(batch, chunk.source, rows_read=len(chunk))
             bar.update(len(chunk))
             bar.set_postfix(windows=windows.stats.windows, refresh=False)
+
+
+class PendingFootprints:
+    """The border-cell footprint weights of an engine's cell plan
+    (:func:`~estimators.footprints.plan_footprints`, through the disk cache
+    :func:`~stream.estimate.footprint_cache.cached_weights`), computed by a thread started
+    here; in force once :meth:`finish` ran (in the engine's thread, before any ping is
+    decoded)."""
+
+    def __init__(self, engine: Engine, rule: str, people: Mapping[str, float] | None) -> None:
+        self.engine = engine
+        self._result: tuple[str, Footprints | None] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compute, args=(rule, people),
+                                        name="defacto-footprints", daemon=True)
+        self._thread.start()
+
+    def _compute(self, rule: str, people: Mapping[str, float] | None) -> None:
+        try:
+            self._result = plan_footprints(self.engine, rule, people, cached_weights)
+        except BaseException as exc:  # raised in the engine's thread by finish()
+            self._error = exc
+
+    def done(self) -> bool:
+        """Whether the weights are computed (or failed)."""
+        return not self._thread.is_alive()
+
+    def finish(self) -> None:
+        """Wait for the weights and put them in force (once; again: nothing). Raises what
+        computing or applying them raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._result is not None:
+            _rule, fp = self._result
+            self._result = None
+            if fp is not None:
+                apply_footprints(self.engine, fp)
+
+
+def _held_until(footprints: PendingFootprints, chunks: Iterator[T], hold: int) -> Iterator[T]:
+    """``chunks``, of which up to ``hold`` are read while ``footprints`` are computed, and all
+    handed out once they are in force. An error of the reader comes after the chunks before it
+    (as :func:`~stream.sources.columnar_files.read_prepared`), once the footprints are in force."""
+    held: list[T] = []
+    error: BaseException | None = None
+    try:
+        for item in chunks:
+            held.append(item)
+            if len(held) >= hold or footprints.done():
+                break
+    except BaseException as exc:
+        error = exc
+    footprints.finish()
+    yield from held
+    if error is not None:
+        raise error
+    yield from chunks
+
+
+def _engine_for_calibration(options: EngineOptions, reference: Reference,
+                            people: Mapping[str, float]) -> tuple[Engine, PendingFootprints | None]:
+    """:func:`~stream.estimate.engine_options.build_engine` for ``defacto calibrate`` (no
+    calibration, border cells spread by ``people``), its footprint weights left to a thread
+    (None: nothing to compute, no cell plan): the same engine once
+    :meth:`PendingFootprints.finish` ran. With ``people`` at hand the rule in force is the
+    option's, so build_engine has nothing to warn about."""
+    rule, prior = footprint_prior(options, reference, calibrated=False, people=people)
+    engine = build_engine(replace(options, footprints="site"), reference, calibrated=False,
+                          people=people)
+    if reference.cell_plan is None or rule == "site":
+        return engine, None
+    return engine, PendingFootprints(engine, rule, prior)
 
 
 def _period(start_ms: int | None, end_ms: int | None, lateness_ms: int,
@@ -385,8 +474,9 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     """
     reference = load_reference(config.reference)
     population = load_population(config.reference_population, reference.regions, minimum=1)
-    # border cells spread by the reference population at hand (written with the factors)
-    engine = build_engine(config.engine, reference, calibrated=False, people=population)
+    # border cells spread by the reference population at hand (written with the factors); the
+    # footprints are computed while the first chunks are read
+    engine, footprints = _engine_for_calibration(config.engine, reference, population)
     secret = load_pseudonym_key(config.key_file)
     settings = WindowSettings(every_ms=HOUR_MS, lateness_ms=config.lateness_ms)
     reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))
@@ -396,9 +486,11 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     period = _period(config.start_ms, config.end_ms, config.lateness_ms, skipped)
     try:
         _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings,
-                    period)
+                    period, footprints)
     finally:
         reject_file.close()
+        if footprints is not None:
+            footprints.finish()  # (an error of the reader first: wait for the thread)
     windows.apply_all()
     last_ms = windows.stats.last_ts_ms
     if last_ms is None:
