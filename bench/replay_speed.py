@@ -4,6 +4,8 @@ ceiling (a benchmark: prints figures, asserts nothing).
     PYTHONPATH=. .venv/bin/python bench/replay_speed.py                  # kz, scale 0.003, 3 days
     PYTHONPATH=. .venv/bin/python bench/replay_speed.py --rounds 3 --records
     PYTHONPATH=. .venv/bin/python bench/replay_speed.py --scale 0.0005 --rounds 1   # quick
+    git worktree add --detach /tmp/base COMMIT && PYTHONPATH=. .venv/bin/python \
+        bench/replay_speed.py --only replay --only "calibrate, 1 day" --baseline /tmp/base
 
 Simulates the scenario once into ``--dir`` (JSON Lines; kept for later runs), then runs each
 contender in its own process, ``--rounds`` times, interleaved (contender after contender, round
@@ -20,8 +22,18 @@ peak RSS and pings per second:
   suppression; its counts are compared with the snapshots' ``devices``;
 - ``parse only``: polars reading the file into the ping columns, nothing else (the ceiling);
 - ``calibrate, 1 day``: ``defacto calibrate --from DAY2 --to DAY3`` on the same 3-day file,
-  against the reference population, with the reader skipping what the period does not need, and
-  (``--records``) without skipping (the whole file read, as before).
+  against the reference population, with the reader skipping what the period does not need, the
+  footprint weights computed afresh (``DEFACTO_CACHE_DIR=off``), and (``--records``) without
+  skipping (the whole file read, as before);
+- ``calibrate, 1 day, warm cache`` (``--only``): the same with the footprint weights read from
+  the disk cache (``DIR/footprint-cache``, filled by a run before the rounds);
+- ``replay, with a calibration`` (``--only``): replay with ``--calibration`` (a day-2
+  calibration carrying the reference population, made once into ``DIR``): border cells spread
+  by ``reference``, so it tessellates too.
+
+``--only NAME`` (repeatable) runs just those contenders; ``--baseline DIR`` (a checkout of older
+code) also runs each replay and calibrate contender on that code, interleaved, as
+``NAME [baseline]``: before and after in one run.
 
 The machine may be shared: the report starts and ends with the load average.
 """
@@ -72,35 +84,42 @@ def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None) ->
         windows.feed(decoder.decode(chunk), lambda i, c=chunk: c[i].source, rows_read=len(chunk))
 
 
-def run_replay(d: Path, records: bool, split: bool = False) -> dict[str, Any]:
+def run_replay(d: Path, records: bool, split: bool = False,
+               calibrated: bool = False) -> dict[str, Any]:
     from stream.cli import offline
 
     if records:
         offline._feed_files = _feed_records  # type: ignore[assignment]
-    name = "records" if records else "split" if split else "columns"
+    name = "records" if records else "split" if split else "calibrated" if calibrated \
+        else "columns"
     out = d / f"snapshots_{name}.jsonl"
     pings = tuple(sorted(d.glob("pings_*.jsonl"))) if split else (d / "pings.jsonl",)
-    config = offline.ReplayConfig(pings=pings, reference=_paths(d),
+    reference = _paths(d)
+    if calibrated:
+        from dataclasses import replace
+
+        reference = replace(reference, calibration=d / "calibration_day2.csv")
+    config = offline.ReplayConfig(pings=pings, reference=reference,
                                   key_file=d / "key", out=out, rejects=d / "rejects.jsonl")
     result = offline.run_replay(config)
     return {"summary": result.summary, "snapshots": result.snapshots, "out": str(out)}
 
 
-def run_calibrate(d: Path, skip: bool) -> dict[str, Any]:
+def run_calibrate(d: Path, skip: bool, out: str = "") -> dict[str, Any]:
     from stream.cli import offline
 
     if not skip:
         offline._period = lambda *_a, **_k: None  # type: ignore[assignment]
     start = _first_hour(d) + DAY_MS
+    path = d / (out or f"calibration_{'skip' if skip else 'all'}.csv")
     config = offline.CalibrateConfig(pings=(d / "pings.jsonl",),
                                      reference_population=d / "reference.csv",
-                                     out=d / f"calibration_{'skip' if skip else 'all'}.csv",
+                                     out=path,
                                      reference=_paths(d), key_file=d / "key",
                                      rejects=d / "rejects_calibrate.jsonl",
                                      start_ms=start, end_ms=start + DAY_MS)
     result = offline.run_calibrate(config)
-    return {"summary": result.summary, "skipped": result.skipped,
-            "factors": (d / f"calibration_{'skip' if skip else 'all'}.csv").read_text()}
+    return {"summary": result.summary, "skipped": result.skipped, "factors": path.read_text()}
 
 
 def _first_hour(d: Path) -> int:
@@ -180,8 +199,19 @@ CONTENDERS = {
     "polars peer": run_peer,
     "parse only": run_parse,
     "calibrate, 1 day": lambda d: run_calibrate(d, skip=True),
+    "calibrate, 1 day, warm cache": lambda d: run_calibrate(d, skip=True, out="calibration_warm.csv"),
     "calibrate, 1 day, whole file read": lambda d: run_calibrate(d, skip=False),
+    "replay, with a calibration": lambda d: run_replay(d, records=False, calibrated=True),
 }
+BASELINE = " [baseline]"
+"""Suffix of a contender run on the code of ``--baseline DIR``."""
+
+
+def _env(name: str, d: Path) -> dict[str, str]:
+    """The footprint weights cache of a contender: off (computed every run, as before the
+    cache), but ``warm cache``: the bench folder's, filled before the rounds."""
+    warm = name.removesuffix(BASELINE).endswith("warm cache")
+    return {"DEFACTO_CACHE_DIR": str(d / "footprint-cache") if warm else "off"}
 
 
 def _run_child(name: str, d: Path) -> None:
@@ -221,9 +251,11 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, int]:
     return d, rows
 
 
-def _child(name: str, d: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, __file__, "--run", name, "--dir", str(d)],
+def _child(name: str, d: Path, baseline: Path | None = None) -> dict[str, Any]:
+    root = baseline if name.endswith(BASELINE) and baseline else ROOT
+    env = {**os.environ, "PYTHONPATH": str(root), **_env(name, d)}
+    proc = subprocess.run([sys.executable, __file__, "--run", name.removesuffix(BASELINE),
+                           "--dir", str(d)],
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
@@ -267,6 +299,8 @@ def main() -> None:
     p.add_argument("--only", action="append", choices=list(CONTENDERS), metavar="NAME",
                    help="run only this contender (repeat for several, in that order; default: "
                         "all but the --records ones): " + "; ".join(CONTENDERS))
+    p.add_argument("--baseline", help="a checkout of older code (e.g. `git worktree add DIR "
+                   "COMMIT`): replay and calibrate also run on it, interleaved, as NAME [baseline]")
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run:
@@ -279,22 +313,34 @@ def main() -> None:
         names += ["replay, record reader", "calibrate, 1 day, whole file read"]
     if args.only:
         names = list(dict.fromkeys(args.only))
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    if baseline:
+        names = [m for n in names for m in
+                 ((n, n + BASELINE) if n.startswith(("replay", "calibrate"))
+                  and not n.endswith("warm cache") else (n,))]
+    if any(n.startswith("replay, with a calibration") for n in names) and \
+            not (d / "calibration_day2.csv").exists():  # the reference population, for replay
+        _child("calibrate, 1 day", d)
+        (d / "calibration_skip.csv").rename(d / "calibration_day2.csv")
+    for name in names:
+        if name.endswith("warm cache"):  # fill the cache (a run not counted)
+            _child(name, d)
     print(f"load average at start: {_load()} (the machine may be shared with other runs)")
     print(f"file: {d / 'pings.jsonl'} ({(d / 'pings.jsonl').stat().st_size / 1e6:.0f} MB, "
           f"{rows:,} pings), {args.rounds} round(s), contenders interleaved")
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for _ in range(args.rounds):
         for name in names:
-            results[name].append(_child(name, d))
+            results[name].append(_child(name, d, baseline))
     print(f"load average at end: {_load()}")
     print()
-    print(f"{'contender':34s} {'wall s (range)':>22s} {'CPU s':>7s} {'peak RSS':>9s} "
+    print(f"{'contender':40s} {'wall s (range)':>22s} {'CPU s':>7s} {'peak RSS':>9s} "
           f"{'pings/s':>10s}")
     wall_of: dict[str, float] = {}
     for name in names:
         runs = [r for r in results[name] if "error" not in r]
         if not runs:
-            print(f"{name:34s} failed: {results[name][0]['error']}")
+            print(f"{name:40s} failed: {results[name][0]['error']}")
             continue
         walls = [r["wall"] for r in runs]
         wall = statistics.median(walls)
@@ -303,7 +349,7 @@ def main() -> None:
         rss = max(r["rss"] for r in runs) / 2**20
         rng = f"{wall:7.2f} ({min(walls):.2f}-{max(walls):.2f})"
         rate = f"{rows / wall / 1e3:8.0f} k" if not name.startswith("calibrate") else ""
-        print(f"{name:34s} {rng:>22s} {cpu:7.2f} {rss:7.0f} Mi {rate:>10s}")
+        print(f"{name:40s} {rng:>22s} {cpu:7.2f} {rss:7.0f} Mi {rate:>10s}")
     print()
     if "replay" in wall_of and "polars peer" in wall_of:
         print(f"replay / polars peer: {wall_of['polars peer'] / wall_of['replay']:.2f}x "
@@ -321,9 +367,18 @@ def main() -> None:
             (d / "snapshots_split.jsonl").read_bytes()
         print(f"one file per operator ({len(list(d.glob('pings_*.jsonl')))} files, merged by "
               f"event time): snapshots byte-identical to the one file: {same}")
+    for suffix in ("", BASELINE):
+        for cal in ("calibrate, 1 day", "calibrate, 1 day, warm cache"):
+            if cal + suffix in wall_of and "replay" + suffix in wall_of:
+                print(f"{cal + suffix} / full replay{suffix}: "
+                      f"{wall_of[cal + suffix] / wall_of['replay' + suffix]:.2f} of the time")
+    factors = {n: r[-1]["factors"] for n, r in results.items()
+               if n.startswith("calibrate, 1 day") and "whole file" not in n
+               and r and "factors" in r[-1]}
+    if len(factors) > 1:
+        print(f"calibration files of {', '.join(factors)} identical: "
+              f"{len(set(factors.values())) == 1}")
     if "calibrate, 1 day" in wall_of and "replay" in wall_of:
-        print(f"calibrate over 1 day / full replay: "
-              f"{wall_of['calibrate, 1 day'] / wall_of['replay']:.2f} of the time")
         last = results["calibrate, 1 day"][-1]
         for note in last.get("skipped", []):
             print(f"  calibrate: {note}")
@@ -332,7 +387,8 @@ def main() -> None:
         print(f"calibrate, factors with and without skipping identical: {a['factors'] == b['factors']}")
     if "polars peer" in wall_of and (d / "snapshots_columns.jsonl").exists():
         print(f"polars peer against the snapshots' devices: {_compare_counts(d)}")
-    print(f"replay summary: {results['replay'][-1].get('summary', '?')}")
+    if results.get("replay"):
+        print(f"replay summary: {results['replay'][-1].get('summary', '?')}")
 
 
 if __name__ == "__main__":
