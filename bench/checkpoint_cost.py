@@ -7,8 +7,9 @@ on), writes a base checkpoint as the worker does (``encode_checkpoint`` + the Re
 ``SnapshotPublisher.checkpoint_writer``, through a synchronous client), then for each share of
 devices that pinged since, a delta against that base. Per checkpoint: CPU and wall seconds to
 encode, wall seconds to store in Redis, the blob's size, and the time to resume from what Redis
-holds (base + delta). Redis: ``--redis`` (default 127.0.0.1:6379, keys under a random prefix,
-deleted at the end).
+holds (base + delta); last, the first checkpoint of an engine restored from that (a restarted
+worker), against the base it resumed from. Redis: ``--redis`` (default 127.0.0.1:6379, keys
+under a random prefix, deleted at the end).
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ def main() -> None:
         return int(save(keys=[deployment, key], args=["e1", offset, enc.blob, "", "",
                                                       enc.base.id, "1" if enc.delta else "0"]))
 
-    def resume() -> None:
+    def resume() -> tuple[Engine, Any]:
         data, delta = client.hmget(key, "data", "delta")
         arrays = checkpoint._load(data)
+        adopted = checkpoint._stored_base(arrays)
         if delta is not None:
             arrays = checkpoint.with_delta(arrays, checkpoint._load(delta))
         fresh = Engine(grid_regions(), EngineConfig(res=8, timezone="Asia/Almaty"))
         fresh.restore_state({k[6:]: v for k, v in arrays.items() if k.startswith("state_")})
+        return fresh, adopted
 
     print(f"{args.devices:,} devices ({engine.state.n_devices:,} rows), migration on")
     print(f"{'checkpoint':<22}{'rows':>11}{'MB':>9}{'encode CPU-s':>14}{'encode wall':>13}"
@@ -95,6 +98,11 @@ def main() -> None:
             print(f"{kind + f', {share:.0%} pinged':<22}{enc.rows:>11,}{len(enc.blob) / 1e6:>9.1f}"
                   f"{c:>14.3f}{w:>13.3f}{r:>12.3f}{back:>13.3f}" + ("" if stored == 1 else
                                                                     f"  (not stored: {stored})"))
+        (fresh, adopted), _, back = _timed(resume)
+        enc, c, w = _timed(checkpoint.encode_checkpoint, _captured(fresh), adopted)
+        print(f"{'after a restart':<22}{enc.rows:>11,}{len(enc.blob) / 1e6:>9.1f}{c:>14.3f}"
+              f"{w:>13.3f}{'':>12}{back:>13.3f}  ({'a delta' if enc.delta else 'a base'} "
+              "against the base it resumed from)")
     finally:
         client.delete(deployment, key)
 

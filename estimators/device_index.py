@@ -81,6 +81,23 @@ class DeviceIndex:
             occupied = self._slots[pos[todo]] != EMPTY
             pos[todo[occupied]] = (pos[todo[occupied]] + 1) & int(mask)
 
+    def load(self, keys: np.ndarray) -> np.ndarray:
+        """Fill an empty index with ``keys`` (distinct) as rows ``0..n-1`` in their order: a
+        restored state keeps the row order it was written in. Returns the rows (int32).
+        Raises ``ValueError`` when the index is not empty or the keys repeat."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if self.n:
+            raise ValueError("load needs an empty index")
+        ordered = np.sort(keys)
+        if ordered.size and (ordered[1:] == ordered[:-1]).any():
+            raise ValueError("load: the keys repeat")
+        self._reserve_rows(keys.size)
+        self.keys[: keys.size] = keys
+        self.n = keys.size
+        rows = np.arange(keys.size, dtype=np.int32)
+        self._place(rows)
+        return rows
+
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row of every key (int64), -1 for keys not in the index; inserts nothing."""
         keys = np.asarray(keys, dtype=np.uint64)

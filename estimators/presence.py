@@ -612,9 +612,11 @@ class PresenceState:
                 "home_sum_nights": np.array([self.window.nights], dtype=np.int64)}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        """Load rows written by :meth:`export` into this (empty) state.
+        """Load rows written by :meth:`export` into this (empty) state, in their order.
 
-        ``stamp`` locations must already be in this state's location numbering.
+        ``stamp`` locations must already be in this state's location numbering. Raises
+        ``ValueError`` for a state that is not empty, a ring of another region count, or a
+        device key that repeats.
         """
         if self.n_devices:
             raise ValueError("restore needs an empty state")
@@ -627,7 +629,7 @@ class PresenceState:
                                 self.ring_nights)
         if keys.size == 0:
             return
-        rows, _ = self.index.rows(keys)
+        rows = self.index.load(keys)  # row i is the checkpoint's row i
         self._fit_capacity()
         self.stamp[rows] = arrays["stamp"]
         self.opclass[rows] = arrays["opclass"]

@@ -15,8 +15,9 @@ wrong figures.
 A checkpoint is written whole (a *base*) or as a *delta*: the device rows changed since the
 base, with everything else in full (:func:`encode_checkpoint`, :mod:`~stream.estimate.checkpoint_delta`);
 a delta is restored over its base (:func:`restore` with ``delta``). The device state is stored
-with the engine's own location numbers and its whole location table, so the numbers of a base
-and its deltas agree.
+with the engine's own location numbers and its whole location table; a delta's rows index the
+delta's table and the base's rows the base's, so a worker that restarted (and numbers its
+locations anew) goes on writing deltas against the base it resumed from.
 
 Versions: 3 (this one: bases carry ``base_id``, deltas exist; a version-2 reader would take a
 base without its delta, so it refuses version 3), 2 (before deltas). A blob without
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from estimators.engine import device_row_fields, portable_state
+from estimators.presence import MAX_LOCATIONS
 from stream.decode.validate import PingBatch
 from stream.estimate.checkpoint_delta import (
     DELTA_ROWS,
@@ -47,7 +49,7 @@ from stream.estimate.checkpoint_delta import (
     apply_rows,
     base_of,
     changed_rows,
-    row_digests,
+    device_digests,
 )
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 
@@ -128,7 +130,7 @@ def encode_checkpoint(arrays: dict[str, np.ndarray], base: DeltaBase | None = No
     state = portable_state({k[len(_CAPTURED):]: v for k, v in arrays.items()
                             if k.startswith(_CAPTURED)}, compact=False)
     fields = device_row_fields(state)
-    digests = row_digests([state[f] for f in fields])
+    digests = device_digests(state, fields)
     n = len(state["key"])
     if base is not None:
         rows = changed_rows(base, digests)
@@ -170,10 +172,22 @@ def with_delta(base: dict[str, np.ndarray], delta: dict[str, np.ndarray]) -> dic
         raise ValueError(f"checkpoint delta of base {dmeta.get('base_id')!r} does not belong to "
                          f"the stored base {bmeta.get('base_id')!r}")
     fields = [f"state_{f}" for f in dmeta["device_fields"]]
-    merged = apply_rows(base, delta[DELTA_ROWS], {f: delta[f] for f in fields},
-                        int(dmeta["rows"]))
+    values = {f: delta[f] for f in fields}
+    # each blob's stamps index its own location table (a delta may come from a restarted
+    # worker that numbers locations anew): the merged table is the base's, then the delta's
+    cells = np.concatenate([base["state_stamp_cells"], delta["state_stamp_cells"]])
+    regions = np.concatenate([base["state_stamp_regions"], delta["state_stamp_regions"]])
+    stamp = np.asarray(values["state_stamp"], dtype=np.uint64)
+    mask = np.uint64(MAX_LOCATIONS)
+    values["state_stamp"] = (stamp & ~mask) | ((stamp & mask) + np.uint64(
+        len(base["state_stamp_cells"])))
+    merged = apply_rows(base, delta[DELTA_ROWS], values, int(dmeta["rows"]))
+    loc = (merged["state_stamp"] & mask).astype(np.int64)
+    used, index = np.unique(loc, return_inverse=True)  # within MAX_LOCATIONS again
+    merged["state_stamp"] = (merged["state_stamp"] & ~mask) | index.reshape(-1).astype(np.uint64)
     out = {k: v for k, v in delta.items() if k != DELTA_ROWS and k not in merged}
     out.update(merged)
+    out["state_stamp_cells"], out["state_stamp_regions"] = cells[used], regions[used]
     return out
 
 
@@ -184,9 +198,11 @@ def write(ps: PartitionState, fingerprint: Fingerprint | None = None) -> bytes:
 
 
 def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = None,
-            delta: bytes | None = None) -> None:
+            delta: bytes | None = None) -> DeltaBase | None:
     """Load a checkpoint blob (with ``delta``: a base and the latest delta written against it)
-    into a fresh partition state.
+    into a fresh partition state. Returns the stored base as a :class:`DeltaBase` (None for a
+    blob written before deltas): the partition's next checkpoint may be a delta against it, as
+    the restored engine keeps the blob's row order.
 
     Raises ``ValueError`` for an unsupported version or a delta of another base, and
     :class:`CheckpointMismatchError` when the blob was written with other settings
@@ -194,6 +210,7 @@ def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = N
     the difference.
     """
     z = _load(blob)
+    base = _stored_base(z)
     if delta is not None:
         z = with_delta(z, _load(delta))
     meta = json.loads(str(z["meta"]))
@@ -227,6 +244,16 @@ def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = N
     ps.windows.resume(meta["position"], held, top)
     ps.next_offset = int(meta["next_offset"])
     ps.closed_until = meta["closed_until"]
+    return base
+
+
+def _stored_base(arrays: dict[str, np.ndarray]) -> DeltaBase | None:
+    """The :class:`DeltaBase` of a base blob's arrays (None: written before deltas)."""
+    base_id = json.loads(str(arrays["meta"])).get("base_id")
+    if base_id is None:
+        return None
+    state = {k[6:]: v for k, v in arrays.items() if k.startswith("state_")}
+    return DeltaBase(base_id, device_digests(state, device_row_fields(state)))
 
 
 def _latest_devices(ps: PartitionState, held: PingBatch) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,14 @@ memory, 8 bytes per device), plus every array that is not a device row (held pin
 ledgers, location table) in full. Deltas are cumulative (each against the base, not the previous
 delta), so resuming needs the base and the latest delta only. A new base is written when the
 changed rows pass ``max_share`` of all rows (a night close, which moves every device's home
-summary; an eviction, which compacts the rows), and always first after a start.
+summary; an eviction, which compacts the rows), and first after a cold start.
 
 Rows are matched by position: the engine keeps a device's row until rows are compacted, and a
 compaction changes the key (part of each row's digest) of every moved row, so moved rows are in
-the delta. Two different rows share a digest with probability 2^-64 (the row is then missed);
+the delta. A restored engine keeps the blob's row order, and the digests see a stamp's location
+as its (H3 cell, region), not the engine's number for it, so after a restart the worker adopts
+the stored base (:func:`~stream.estimate.checkpoint.restore` returns it) and its first
+checkpoint is a delta too. Two different rows share a digest with probability 2^-64 (the row is then missed);
 the digest is a multiply–xor chain over the row's 64-bit words finished by murmur3's mixer.
 
 Pure functions over :func:`~estimators.engine.portable_state` arrays, no I/O.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimators.device_index import mix64
+from estimators.presence import MAX_LOCATIONS
 
 DELTA_ROWS = "delta_rows"
 """The array of a delta holding the changed row numbers (int64, ascending)."""
@@ -58,6 +62,21 @@ def row_digests(columns: list[np.ndarray]) -> np.ndarray:
             h ^= word
             h *= _STEP
     return mix64(h)
+
+
+def device_digests(state: dict[str, np.ndarray], fields: list[str]) -> np.ndarray:
+    """:func:`row_digests` of a checkpoint's device rows (``state``: portable state arrays,
+    ``fields``: its device row names) with each stamp's location number replaced by a hash of
+    its (H3 cell, region) from ``stamp_cells``/``stamp_regions``: the digests do not depend on
+    how an engine numbered its locations, so a restored engine's rows digest as the blob's."""
+    stamp = np.asarray(state["stamp"], dtype=np.uint64)
+    mask = np.uint64(MAX_LOCATIONS)
+    loc = (stamp & mask).astype(np.int64)
+    cells = np.asarray(state["stamp_cells"], dtype=np.uint64)
+    regions = np.asarray(state["stamp_regions"], dtype=np.int64).astype(np.uint64)
+    where = mix64(cells ^ mix64(regions)) if len(cells) else cells
+    portable = (stamp & ~mask) ^ (where[loc] if len(loc) else stamp)
+    return row_digests([portable if f == "stamp" else state[f] for f in fields])
 
 
 def base_of(digests: np.ndarray) -> DeltaBase:

@@ -207,8 +207,10 @@ class WorkerRuntime:
                 why = self.publisher.checkpoint_problem(record)
                 if why:
                     raise CheckpointMismatchError(f"it was taken with other settings: {why}")
-                checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint,
-                                        delta=record.delta)
+                base = checkpoint_blob.restore(ps, record.data, fingerprint=self.fingerprint,
+                                               delta=record.delta)
+                if base is not None:  # the next checkpoint may be a delta against it
+                    self.delta_bases[p] = base
                 self.expected_topic[p] = record.topic_id
                 self.first_window[p] = await self._until_redis(
                     lambda: self.publisher.first_window_of(p))

@@ -143,3 +143,34 @@ def test_applying_the_changed_rows_gives_the_new_arrays(
         assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
     unchanged = sum(1 for i, r in enumerate(mixed) if i < len(old) and old[i] == r)
     assert rows.size == len(mixed) - unchanged
+
+
+def test_a_restored_partition_writes_deltas_against_the_stored_base(
+        sim: tuple[Simulation, Path]) -> None:
+    """After a restart the restored engine numbers its locations anew, yet its rows digest as
+    the blob's: its first checkpoint is a delta against the base Redis holds (not a new base of
+    every device), and that delta resumes to the uninterrupted run's tallies."""
+    s, _ = sim
+    frames = _frames(s, 300)
+    whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    want = [[t.to_bytes() for t in whole.process([i], [f]).tallies] for i, f in enumerate(frames)]
+    first = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    for i, f in enumerate(frames[:400]):
+        first.process([i], [f])
+    base = checkpoint.encode_checkpoint(checkpoint.capture(first))
+    first.process([400], [frames[400]])
+    delta = checkpoint.encode_checkpoint(checkpoint.capture(first), base.base)
+    assert delta.delta
+    second = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    second.engine.cells.locate(np.array([0x88283082A3FFFFF], dtype=np.uint64))  # other numbers
+    adopted = checkpoint.restore(second, base.blob, delta=delta.blob)
+    assert adopted is not None and adopted.id == base.base.id
+    for i, f in enumerate(frames[401:405], start=401):
+        second.process([i], [f])
+    again = checkpoint.encode_checkpoint(checkpoint.capture(second), adopted)
+    assert again.delta and delta.rows <= again.rows <= delta.rows + 4 * 300
+    third = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    checkpoint.restore(third, base.blob, delta=again.blob)
+    got = [[t.to_bytes() for t in third.process([j], [g]).tallies]
+           for j, g in enumerate(frames[405:], start=405)]
+    assert got == want[405:]
