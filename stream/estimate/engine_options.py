@@ -25,13 +25,14 @@ from typing import Any
 
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
-from estimators.footprints import RULES, apportion_plan
+from estimators.footprints import RULES, apply_footprints, plan_footprints
 from estimators.foreign import CountryFactor, ForeignConfig, ForeignFigureConfig
 from estimators.mcc import CountryTable
 from estimators.migration import MigrationConfig
 from estimators.presence import NightWindow
 from estimators.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from stream.contract import InputError
+from stream.estimate.footprint_cache import cached_weights
 from stream.estimate.windows import WindowSettings
 from stream.sources.mcc_table import load_country_factors, load_mcc_table
 from stream.sources.reference_files import CellPlanRows, Reference
@@ -382,9 +383,10 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
     ``calibrated=False`` leaves out the calibration (to fit one). With ``options.foreign`` the MCC
     table and the per-country factors are loaded. The devices of border cells are placed by
     ``options.footprints`` (:func:`footprint_prior`; ``people``: the reference population at
-    hand, for ``defacto calibrate``). Raises :class:`~stream.contract.InputError` for options
-    out of range, bad MCC or factor files, or a cell plan the engine cannot hold (naming the
-    file).
+    hand, for ``defacto calibrate``), their weights read from the disk cache when an earlier
+    run stored them (:mod:`stream.estimate.footprint_cache`). Raises
+    :class:`~stream.contract.InputError` for options out of range, bad MCC or factor files, or a
+    cell plan the engine cannot hold (naming the file).
     """
     config = options.engine_config()
     table = options.country_table()
@@ -410,7 +412,9 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
                        f"the devices of border cells by {rule}: its factors fit the other rule "
                        f"(refit with defacto calibrate --footprints {rule}, or run with "
                        f"--footprints {fitted})")
-        apportion_plan(engine, rule, prior)
+        _, fp = plan_footprints(engine, rule, prior, cached_weights)  # computed once per plan
+        if fp is not None:
+            apply_footprints(engine, fp)
     return engine
 
 

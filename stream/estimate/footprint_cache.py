@@ -2,7 +2,7 @@
 
 Tessellating a national cell plan and cutting it by the regions takes seconds
 (:func:`~estimators.footprints.footprint_weights`), the same seconds at every ``defacto
-calibrate`` over the same plan, regions and reference population. :func:`cached_weights`
+calibrate``, ``replay`` and worker start over the same plan, regions and reference population. :func:`cached_weights`
 keeps each result in a file named by a digest of everything it depends on: the plan's points,
 operators and site regions, the regions (ids, parents, order, geometry as WKB), the density
 prior, the module's constants and the versions of shapely, GEOS and numpy. A file is used only
