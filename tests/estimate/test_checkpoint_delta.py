@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from simkit import simulated_engine
+from simkit import simulated_engine, time_ordered_columns
 
 from estimators.units import HOUR_MS, MINUTE_MS
 from stream.decode.frame import encode_frame
@@ -24,7 +24,6 @@ from stream.estimate.partition import PartitionState
 from stream.estimate.windows import WindowSettings
 from stream.simulator import Simulation, simulate
 from stream.simulator.writer import write_simulation
-from stream.sources.simulation import simulation_columns
 
 SECRET = b"delta-test-secret-0123456789abcd"
 SETTINGS = WindowSettings(every_ms=HOUR_MS, lateness_ms=10 * MINUTE_MS)
@@ -39,12 +38,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulation, Path]:
 
 
 def _frames(s: Simulation, size: int = 3_000) -> list[bytes]:
-    hours = [simulation_columns(s, chunk) for chunk in s.hours()]
-    width = {k: max(h[k].dtype.itemsize for h in hours) for k in ("device", "operator", "cell")}
-    cols = {k: np.concatenate([h[k].astype(f"S{width[k]}") if k in width else h[k] for h in hours])
-            for k in hours[0]}
-    order = np.argsort(cols["ts"], kind="stable")
-    cols = {k: v[order] for k, v in cols.items()}
+    cols = time_ordered_columns(s)
     frames = [encode_frame({k: v[lo:lo + size] for k, v in cols.items()})
               for lo in range(0, len(cols["ts"]), size)]
     return [*frames, encode_control(int(cols["ts"].max()), final=True)]

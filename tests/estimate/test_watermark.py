@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simkit import simulated_engine
+from simkit import simulated_engine, time_ordered_columns
 
 from estimators.engine import Engine
 from estimators.tally import Tally
@@ -28,7 +28,6 @@ from stream.estimate.partition import PartitionState
 from stream.estimate.windows import REANCHOR_PINGS, EventTimeWindows, WindowSettings
 from stream.simulator import Simulation, simulate
 from stream.simulator.writer import write_simulation
-from stream.sources.simulation import simulation_columns
 
 SECRET = b"watermark-test-secret-0123456789"
 SETTINGS = WindowSettings(every_ms=HOUR_MS, lateness_ms=10 * MINUTE_MS)
@@ -45,12 +44,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulation, Path]:
 
 
 def _columns(s: Simulation) -> dict[str, np.ndarray]:
-    hours = [simulation_columns(s, chunk) for chunk in s.hours()]
-    width = {k: max(h[k].dtype.itemsize for h in hours) for k in ("device", "operator", "cell")}
-    cols = {k: np.concatenate([h[k].astype(f"S{width[k]}") if k in width else h[k] for h in hours])
-            for k in hours[0]}
-    order = np.argsort(cols["ts"], kind="stable")
-    return {k: v[order] for k, v in cols.items()}
+    return time_ordered_columns(s)
 
 
 def _with_pings(cols: dict[str, np.ndarray], at: int, device: bytes, ts: list[int]
