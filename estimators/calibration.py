@@ -20,7 +20,7 @@ it (:func:`estimators.footprints.apportion_plan`), a prior independent of the re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -205,3 +205,126 @@ def fit_factors(regions: RegionSet, reference: Mapping[str, float], home: np.nda
         rse = float(np.sqrt((1.0 - p) / max(raw_region[i], 1.0) + reference_rse**2))
         rows.append(FactorRow(rid, ANY, factor, rse, float(population)))
     return rows
+
+
+@dataclass(frozen=True)
+class Shrinkage:
+    """What :func:`fay_herriot` found for one group of sibling regions: the between-region
+    variance of their log factors (``tau2``), each region's weight on its own figure
+    (``weight``, 1: kept, 0: pooled), the shrunk log factors and their mean squared error."""
+
+    tau2: float
+    weight: np.ndarray
+    log_factor: np.ndarray
+    mse: np.ndarray
+
+
+def fay_herriot(log_factor: np.ndarray, noise_var: np.ndarray, reference: np.ndarray
+                ) -> Shrinkage:
+    """Shrink sibling regions' log factors toward their pooled factor (Fay & Herriot 1979).
+
+    Model: ``log_factor_i = theta_i + e_i`` with ``e_i ~ (0, noise_var_i)`` (the direct
+    figure's sampling error, known) and ``theta_i = mu + u_i``, ``u_i ~ (0, tau2)`` (how much the
+    regions' true log factors differ). ``mu`` is estimated by the pooled factor, ``log(sum
+    reference / sum devices)`` with ``devices_i = reference_i / factor_i``; to first order that is
+    ``sum a_i log_factor_i`` with ``a_i = reference_i / sum reference``. ``tau2`` is the
+    Prasad–Rao (1990) moment estimator with these fixed weights: ``S = sum (log_factor_i -
+    mu)^2`` has expectation ``sum (tau2 + noise_var_i)(1 - 2 a_i) + m sum a_j^2 (tau2 +
+    noise_var_j)``; solved for ``tau2``, truncated at 0 (for equal ``a_i`` it is Prasad and
+    Rao's ``(S - (1 - 1/m) sum noise_var) / (m - 1)``). The best linear predictor given
+    ``tau2``: ``w_i = tau2 / (tau2 + noise_var_i)``, ``shrunk_i = w_i log_factor_i + (1 - w_i)
+    mu``. Its mean squared error (Prasad & Rao 1990; Rao & Molina 2015, §6.2): ``g1 = w_i
+    noise_var_i``, ``g2 = (1 - w_i)^2 var(mu)`` with ``var(mu) = sum a_j^2 (tau2 +
+    noise_var_j)`` (the error of the estimated mean), ``g3 = noise_var_i^2 / (tau2 +
+    noise_var_i)^3 var(tau2)`` with ``var(tau2) = 2 m^-2 sum (tau2 + noise_var_j)^2``;
+    ``mse = g1 + g2 + 2 g3``.
+
+    All arrays are float64 of shape (m,), log factors in natural log, variances of log factors
+    (squared relative errors), ``reference`` in people (> 0). A group of one region, or noise
+    all zero, is returned unchanged (weight 1, mse = noise_var). Raises ``ValueError`` for
+    arrays of different shapes, a non-finite value, a negative variance or a reference <= 0.
+    """
+    y = np.asarray(log_factor, dtype=np.float64)
+    var = np.asarray(noise_var, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if not (y.shape == var.shape == ref.shape) or y.ndim != 1:
+        raise ValueError(f"fay_herriot: shapes differ or are not 1-d: {y.shape}, {var.shape}, "
+                         f"{ref.shape}")
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(var)) and np.all(np.isfinite(ref))):
+        raise ValueError("fay_herriot: non-finite input")
+    if np.any(var < 0) or np.any(ref <= 0):
+        raise ValueError("fay_herriot: noise_var must be >= 0 and reference > 0")
+    m = y.size
+    if m < 2 or not np.any(var > 0):
+        return Shrinkage(float("inf"), np.ones(m), y.copy(), var.copy())
+    a = ref / ref.sum()
+    mu = float(np.log(ref.sum() / (ref / np.exp(y)).sum()))
+    spread = float(((y - mu) ** 2).sum())
+    slope = float((1 - 2 * a).sum() + m * (a**2).sum())
+    tau2 = max(0.0, (spread - float((var * (1 - 2 * a)).sum()) - m * float((a**2 * var).sum()))
+               / slope)
+    total = tau2 + var
+    pooled = np.divide(var, total, out=np.zeros(m), where=total > 0)  # 1 - w_i
+    weight = 1.0 - pooled
+    shrunk = weight * y + pooled * mu
+    var_mu = float((a**2 * total).sum())
+    var_tau2 = 2.0 * float((total**2).sum()) / m**2
+    g3 = np.divide(pooled**2 * var_tau2, total, out=np.zeros(m), where=total > 0)
+    mse = weight * var + pooled**2 * var_mu + 2 * g3
+    return Shrinkage(tau2, weight, shrunk, mse)
+
+
+def shrink_factors(regions: RegionSet, rows: Sequence[FactorRow], reference_rse: float
+                   ) -> list[FactorRow]:
+    """Pool sibling regions' fitted factors by how much of their spread the reference's own
+    error explains (small-area estimation: Fay & Herriot 1979, :func:`fay_herriot`).
+
+    ``rows`` as :func:`fit_factors` returns them (``region,*`` rows with ``people``; other rows
+    pass through unchanged). Siblings are the fitted regions with the same parent (top-level
+    regions are one group). In each group of two or more, the direct figure is the log factor,
+    its noise the reference's stated error ``reference_rse`` (relative, the same for every
+    region): a factor is ``reference / devices``, and the devices are the same ones the factor
+    is applied to later, so only the reference's error is noise, while the devices' own
+    sampling error and home-rule misplacements are real differences between regions that the
+    factor must keep correcting (they belong to ``tau2``). The shrunk factors are then
+    benchmarked (one ratio per group, Pfeffermann 2013 §5): the group's devices times its
+    shrunk factors add up to its summed reference, scaled as the parent's own factor was when
+    the parent was in a group shrunk before (groups go top-down), so pooling moves people
+    between siblings, never in or out of their parent. A row's ``rse`` keeps its binomial part
+    and replaces ``reference_rse^2`` by the mean squared error of the shrunk log factor.
+
+    With ``reference_rse`` 0 (an exact reference) nothing changes: there is no noise to pool
+    away. Pure; returns new rows in the order of ``rows``. Raises ``ValueError`` for a
+    ``reference_rse`` outside :data:`RSE_RANGE`.
+    """
+    problem = rse_problem(reference_rse)
+    if problem is not None:
+        raise ValueError(f"reference_rse: {problem}")
+    out = list(rows)
+    if reference_rse == 0:
+        return out
+    fitted = {r.region: i for i, r in enumerate(rows)
+              if r.region != ANY and r.operator == ANY and r.people is not None
+              and r.region in regions.index}
+    groups: dict[int, list[str]] = {}
+    for rid in fitted:
+        groups.setdefault(int(regions.parent_index[regions.index[rid]]), []).append(rid)
+    scaled: dict[str, float] = {}  # region id -> shrunk factor / fitted factor
+    for parent in sorted(groups, key=lambda p: -1 if p < 0 else int(regions.depth[p])):
+        group = [rows[fitted[rid]] for rid in groups[parent]]
+        if len(group) < 2:
+            continue
+        factor = np.array([r.factor for r in group])
+        people = np.array([float(r.people) for r in group])  # type: ignore[arg-type]
+        noise = np.full(len(group), reference_rse**2)
+        fh = fay_herriot(np.log(factor), noise, people)
+        target = people.sum() * (scaled.get(regions.ids[parent], 1.0) if parent >= 0 else 1.0)
+        devices = people / factor
+        shrunk = np.exp(fh.log_factor)
+        shrunk *= target / float((devices * shrunk).sum())
+        rse = np.sqrt(np.maximum(np.array([r.rse for r in group]) ** 2 - noise, 0.0) + fh.mse)
+        for k, r in enumerate(group):
+            new = float(np.clip(shrunk[k], *FACTOR_RANGE))
+            scaled[r.region] = new / r.factor
+            out[fitted[r.region]] = replace(r, factor=new, rse=float(min(rse[k], 9.99)))
+    return out
