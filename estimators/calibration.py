@@ -237,7 +237,13 @@ def fay_herriot(log_factor: np.ndarray, noise_var: np.ndarray, reference: np.nda
     noise_var_i``, ``g2 = (1 - w_i)^2 var(mu)`` with ``var(mu) = sum a_j^2 (tau2 +
     noise_var_j)`` (the error of the estimated mean), ``g3 = noise_var_i^2 / (tau2 +
     noise_var_i)^3 var(tau2)`` with ``var(tau2) = 2 m^-2 sum (tau2 + noise_var_j)^2``;
-    ``mse = g1 + g2 + 2 g3``.
+    ``mse = min(g1 + g2 + 2 g3, noise_var_i)``. The cap: ``g3`` is a large-``m`` term, and with
+    the three to eight siblings of a city or an oblast it alone can exceed ``noise_var_i``
+    (redrawing the reference on simulated Astana, five districts of equal factors: realised
+    error 0.28 %, ``sqrt(g1 + g2)`` 0.28 %, ``sqrt(g1 + g2 + 2 g3)`` 0.50 %; three Akmola
+    regions: 0.37, 0.37, 0.65 %, against 0.50 % unpooled; with the simulator's unequal
+    district factors: 0.49, 0.45, 0.50 %); the pooled figure is never stated as less certain
+    than the region's own.
 
     All arrays are float64 of shape (m,), log factors in natural log, variances of log factors
     (squared relative errors), ``reference`` in people (> 0). A group of one region, or noise
@@ -270,7 +276,7 @@ def fay_herriot(log_factor: np.ndarray, noise_var: np.ndarray, reference: np.nda
     var_mu = float((a**2 * total).sum())
     var_tau2 = 2.0 * float((total**2).sum()) / m**2
     g3 = np.divide(pooled**2 * var_tau2, total, out=np.zeros(m), where=total > 0)
-    mse = weight * var + pooled**2 * var_mu + 2 * g3
+    mse = np.minimum(weight * var + pooled**2 * var_mu + 2 * g3, var)
     return Shrinkage(tau2, weight, shrunk, mse)
 
 

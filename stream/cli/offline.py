@@ -18,7 +18,7 @@ from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
-from estimators.calibration import FactorRow
+from estimators.calibration import FactorRow, shrink_factors
 from estimators.engine import Engine
 from estimators.estimate import Estimate
 from estimators.footprints import Footprints, apply_footprints, plan_footprints
@@ -444,6 +444,10 @@ class CalibrateConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     lateness_ms: int = WindowSettings.lateness_ms
     reference_rse: float = 0.0
+    pool_siblings: bool = True
+    """Shrink sibling regions' factors toward their pooled factor by how much of their spread
+    ``reference_rse`` explains (:func:`~estimators.calibration.shrink_factors`; nothing moves
+    with ``reference_rse`` 0)."""
     key_file: Path | None = None
     rejects: Path | None = None
     start_ms: int | None = None
@@ -498,6 +502,8 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     at_ms = config.end_ms if config.end_ms is not None else last_ms + 1
     try:
         rows = engine.fit_calibration(at_ms, population, config.reference_rse)
+        if config.pool_siblings:
+            rows = shrink_factors(engine.regions, rows, config.reference_rse)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if reference.cell_plan is not None:  # the rule places border cells' devices: record it
@@ -637,7 +643,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         pings=tuple(map(Path, args.pings)), reference_population=Path(args.reference),
         out=Path(args.out), reference=options.reference_paths(args),
         engine=options.engine_options(args), lateness_ms=args.lateness,
-        reference_rse=args.reference_rse, key_file=_key_file(args),
+        reference_rse=args.reference_rse, pool_siblings=args.pool_siblings,
+        key_file=_key_file(args),
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
     result = run_calibrate(config)
     print(f"defacto: {result.summary}", file=sys.stderr)
@@ -679,7 +686,12 @@ def add_calibrate_parser(sub: Any) -> None:
                    help="reference population CSV (region,registered): usual residents from a "
                         "source independent of the registry you compare with")
     p.add_argument("--reference-rse", type=CALIBRATE_LIMITS["reference_rse"].arg, default=0.0,
-                   help="relative standard error of the reference figures (default 0)")
+                   help="relative standard error of the reference figures (default 0); "
+                        "a census office states it for its figures")
+    p.add_argument("--pool-siblings", action=argparse.BooleanOptionalAction, default=True,
+                   help="shrink sibling regions' factors toward their pooled factor by how much "
+                        "of their spread --reference-rse explains (Fay-Herriot; default on, "
+                        "a no-op with --reference-rse 0)")
     p.add_argument("--out", required=True, help="calibration CSV to write")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
     options.add_engine_options(p, calibrate=True)
