@@ -3,7 +3,7 @@
     python bench/accuracy.py [--scenario astana|kz] [--scale S] [--days D] [--horizons 1h,6h]
     python bench/accuracy.py --suite [--scale 0.05] [--days 4] [--variants base,bursty]
         [--no-transitions] [--stale 1h] [--model-rse M] [--away-rse A]
-        [--transition-rse T] [--resident-model-rse R]
+        [--transition-rse T] [--resident-model-rse R] [--state-reference-rse [--no-pool]]
 
 Simulates a scenario in memory, fits calibration factors at the end of day 1 against the
 scenario's independent reference population, keeps feeding the remaining days and, at every hour
@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from estimators.accuracy import Accuracy, hour_bucket, score, score_by
-from estimators.calibration import Calibration
+from estimators.calibration import Calibration, shrink_factors
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
 from estimators.regions import regions_from_geojson
@@ -54,9 +54,11 @@ class Run:
 
 
 def run(scenario: str, scale: float, days: float, seed: int, configs: dict[str, EstimateConfig],
-        res: int = 8) -> Run:
+        res: int = 8, state_reference_rse: bool = False, pool: bool = True) -> Run:
     """Simulate ``scenario`` (``NAME`` or ``NAME:VARIANT``), calibrate on day 1 and take a
-    snapshot at every later hour end under each of ``configs``."""
+    snapshot at every later hour end under each of ``configs``. ``state_reference_rse``: the
+    calibration states the scenario's reference error (``calibrate --reference-rse``) and,
+    with ``pool``, shrinks sibling factors (``--pool-siblings``)."""
     t0 = time.perf_counter()
     sc = load_scenario(scenario)
     sim = simulate(sc, scale=scale, days=days, seed=seed)
@@ -71,7 +73,10 @@ def run(scenario: str, scale: float, days: float, seed: int, configs: dict[str, 
     for hour in feed.hours():
         n_pings += hour.pings
         if hour.end_ms == cal_end:
-            rows = engine.fit_calibration(cal_end, sim.reference)
+            rse = sc.reference_rse if state_reference_rse else 0.0
+            rows = engine.fit_calibration(cal_end, sim.reference, rse)
+            if pool:
+                rows = shrink_factors(regions, rows, rse)
             engine.set_calibration(Calibration(rows))
         if hour.end_ms <= cal_end:
             continue
@@ -140,7 +145,7 @@ def suite(args: argparse.Namespace, config: EstimateConfig) -> None:
     t0 = time.perf_counter()
     for name in names:
         r = run(f"{args.scenario}:{name}", args.scale, args.days, args.seed, {"x": config},
-                args.res)
+                args.res, args.state_reference_rse, not args.no_pool)
         table[name] = bucket_rows(r, "x", min_true)
         for b in (*BUCKETS, "all"):
             if b in table[name]:
@@ -175,6 +180,11 @@ def main() -> None:
     ap.add_argument("--stale", default="1h", help="stale movers are re-placed from this age")
     ap.add_argument("--no-transitions", action="store_true",
                     help="keep stale devices where they were (the estimator before issue 13)")
+    ap.add_argument("--state-reference-rse", action="store_true",
+                    help="calibrate stating the scenario's reference error (calibrate "
+                         "--reference-rse), which also pools sibling factors")
+    ap.add_argument("--no-pool", action="store_true",
+                    help="with --state-reference-rse: do not pool (calibrate --no-pool-siblings)")
     args = ap.parse_args()
 
     base = EstimateConfig(model_rse=args.model_rse, away_rse=args.away_rse,
@@ -187,7 +197,8 @@ def main() -> None:
         return
     horizons = [parse_duration_ms(h) for h in args.horizons.split(",")]
     configs = {str(h): replace(base, horizon_ms=h) for h in horizons}
-    r = run(args.scenario, args.scale, args.days, args.seed, configs, args.res)
+    r = run(args.scenario, args.scale, args.days, args.seed, configs, args.res,
+            args.state_reference_rse, not args.no_pool)
     print(f"{args.scenario} scale {args.scale} days {args.days} seed {args.seed}: "
           f"{r.devices:,} devices, {r.pings:,} pings, {r.seconds:.0f} s; "
           f"calibrated on day 1, scored {len(r.truth)} hours, regions >= {args.min_true:,.0f} "

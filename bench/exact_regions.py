@@ -2,6 +2,7 @@
 
     python bench/exact_regions.py speed [--n 1000000]
     python bench/exact_regions.py astana [--scale 0.01] [--days 3] [--seed 1]
+        [--state-reference-rse [--no-pool]]
 
 ``speed``: lat/lon positions -> location numbers per second on one core, for the region of
 each position (``CellTable.locate_latlng``) against the region of its res-8 cell's centre (the
@@ -28,7 +29,7 @@ import time
 
 import numpy as np
 
-from estimators.calibration import Calibration
+from estimators.calibration import Calibration, shrink_factors
 from estimators.cells import CellTable
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import latlng_to_cell
@@ -89,8 +90,11 @@ def speed(n: int) -> None:
             print(f"{name:<16} {rule:<8} {cold:>12,.0f} {warm:>12,.0f} {tested:>14}")
 
 
-def astana(scale: float, days: float, seed: int) -> None:
-    """Print resident per district against the truth at the last hour."""
+def astana(scale: float, days: float, seed: int, state_reference_rse: bool = False,
+           pool: bool = True) -> None:
+    """Print resident per district against the truth at the last hour; the calibration states
+    the scenario's reference error with ``state_reference_rse`` (and then pools sibling
+    districts' factors unless not ``pool``, as ``calibrate --reference-rse``)."""
     t0 = time.perf_counter()
     sim = simulate(load_scenario("astana"), scale=scale, days=days, seed=seed)
     regions = regions_from_geojson(sim.regions_geojson)
@@ -102,7 +106,10 @@ def astana(scale: float, days: float, seed: int) -> None:
     for hour in feed.hours():
         n += hour.pings
         if hour.end_ms == cal_end:
-            engine.set_calibration(Calibration(engine.fit_calibration(cal_end, sim.reference)))
+            rse = sim.scenario.reference_rse if state_reference_rse else 0.0
+            rows = engine.fit_calibration(cal_end, sim.reference, rse)
+            engine.set_calibration(Calibration(shrink_factors(regions, rows, rse) if pool
+                                               else rows))
         last = hour
     assert last is not None
     est = engine.estimate(last.end_ms)
@@ -152,11 +159,15 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.01)
     ap.add_argument("--days", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--state-reference-rse", action="store_true",
+                    help="astana: calibrate stating the scenario's reference error (pools "
+                         "sibling districts' factors)")
+    ap.add_argument("--no-pool", action="store_true", help="with --state-reference-rse")
     args = ap.parse_args()
     if args.what == "speed":
         speed(args.n)
     else:
-        astana(args.scale, args.days, args.seed)
+        astana(args.scale, args.days, args.seed, args.state_reference_rse, not args.no_pool)
 
 
 if __name__ == "__main__":
