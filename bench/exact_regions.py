@@ -91,16 +91,17 @@ def speed(n: int) -> None:
 
 
 def astana(scale: float, days: float, seed: int, state_reference_rse: bool = False,
-           pool: bool = True) -> None:
+           pool: bool = True, calibration_days: float = 1.0) -> None:
     """Print resident per district against the truth at the last hour; the calibration states
     the scenario's reference error with ``state_reference_rse`` (and then pools sibling
-    districts' factors unless not ``pool``, as ``calibrate --reference-rse``)."""
+    districts' factors unless not ``pool``, as ``calibrate --reference-rse``); the factors are
+    fitted at the end of the first ``calibration_days``."""
     t0 = time.perf_counter()
     sim = simulate(load_scenario("astana"), scale=scale, days=days, seed=seed)
     regions = regions_from_geojson(sim.regions_geojson)
     engine = Engine(regions, EngineConfig(res=8))
     feed = SimulationFeed(sim, engine, b"bench-exact-regions-secret-00000")
-    cal_end = sim.start_ms + DAY_MS
+    cal_end = sim.start_ms + round(calibration_days * DAY_MS)
     last = None
     n = 0
     for hour in feed.hours():
@@ -163,11 +164,14 @@ def main() -> None:
                     help="astana: calibrate stating the scenario's reference error (pools "
                          "sibling districts' factors)")
     ap.add_argument("--no-pool", action="store_true", help="with --state-reference-rse")
+    ap.add_argument("--calibration-days", type=float, default=1.0,
+                    help="astana: fit the factors at the end of this many days (default 1)")
     args = ap.parse_args()
     if args.what == "speed":
         speed(args.n)
     else:
-        astana(args.scale, args.days, args.seed, args.state_reference_rse, not args.no_pool)
+        astana(args.scale, args.days, args.seed, args.state_reference_rse, not args.no_pool,
+               args.calibration_days)
 
 
 if __name__ == "__main__":
