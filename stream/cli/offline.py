@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from estimators.calibration import FactorRow, shrink_factors
 from estimators.engine import Engine
 from estimators.estimate import Estimate
 from estimators.footprints import Footprints, apply_footprints, plan_footprints
+from estimators.foreign import CLASSES, ForeignEstimate, estimate_foreign
 from estimators.migration import PeriodCounts
 from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
@@ -42,11 +44,11 @@ from stream.estimate.windows import EventTimeWindows, WindowSettings
 from stream.publish.background import InOrderThread
 from stream.publish.flows import flows_table, period_flows
 from stream.publish.foreign import (
+    BY_CLASS,
     SNAPSHOT_FIELD,
     add_foreign_line,
     foreign_table,
     period_foreign,
-    published_foreign,
 )
 from stream.publish.snapshot import compact_json, engine_snapshot
 from stream.publish.table import region_table
@@ -312,6 +314,29 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
                         flows.written_foreign())
 
 
+def usual_residents_doc(fe: ForeignEstimate, region_ids: Sequence[str]) -> dict[str, Any]:
+    """The part of a period's published document (:func:`~stream.publish.foreign.period_foreign`)
+    that a snapshot's long-stayers line reads (:func:`~stream.publish.foreign.add_foreign_line`):
+    per region, all countries' ``usual_resident`` devices and people, rounded as there (None
+    where not finite). The same values without building the whole document (every country,
+    measure and stay class of every region), which a replay would throw away at every snapshot."""
+    figure = fe.figures["usual_resident"]
+    all_countries = len(fe.countries) - 1
+    by_class = (len(CLASSES),) if "usual_resident" in BY_CLASS else ()
+
+    def counts(values: np.ndarray) -> list[int | None]:
+        line = np.asarray(values)[(all_countries, slice(None), *by_class)][:len(region_ids)]
+        finite = np.isfinite(line)
+        out: list[int | None] = np.where(finite, np.rint(line), 0).astype(np.int64).tolist()
+        for i in np.flatnonzero(~finite).tolist():
+            out[i] = None
+        return out
+
+    devices, people = counts(figure.devices), counts(figure.people)
+    return {"regions": {rid: {"usual_resident": {"devices": d, "people": p}}
+                        for rid, d, p in zip(region_ids, devices, people, strict=True)}}
+
+
 class FlowsWriter:
     """Writes each period's flows once per dating: dated by detection at the first snapshot
     after the period closed, dated by effective night at the first snapshot after it settled;
@@ -346,9 +371,13 @@ class FlowsWriter:
             key = (p.kind, p.number)
             if p.settled and key not in self._foreign:
                 self._write_foreign(key, self._foreign_doc(tally, i))
-        return published_foreign(tally.foreign, self.engine.regions, tally.at_ms,
-                                 cfg.foreign_figures, cfg.foreign, self.engine.country_factors,
-                                 fields=(SNAPSHOT_FIELD,))
+        period = tally.foreign.published().get(SNAPSHOT_FIELD)
+        if period is None:
+            return {}
+        return {SNAPSHOT_FIELD: usual_residents_doc(
+            estimate_foreign(period, tally.foreign.countries, self.engine.regions,
+                             self.engine.country_factors, cfg.foreign_figures),
+            self.engine.regions.ids)}
 
     def _write_foreign(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
         self._foreign[key] = doc
