@@ -1190,19 +1190,21 @@ def read_columns(paths: Iterable[str | Path], chunk_rows: int = 100_000,
 def read_prepared(paths: Iterable[str | Path], prepare: Callable[[PingRows], T],
                   chunk_rows: int = 100_000, chunk_chars: int = CHUNK_CHARS,
                   period: Period | None = None) -> Iterator[tuple[PingRows, T]]:
-    """The chunks of :func:`read_columns`, each with ``prepare(chunk)``, both made one chunk
-    ahead by a thread while the caller works on the previous one (e.g. a decoder's checks and
-    keys, :meth:`~stream.decode.validate.PingDecoder.prepare_rows`: ``prepare`` must touch
-    nothing the caller changes meanwhile). Raises what ``read_columns`` or ``prepare`` raise,
-    after the chunks before."""
-    chunks = _read_columns(paths, chunk_rows, chunk_chars, period)
-    yield from _read_ahead((chunk, prepare(chunk)) for chunk in chunks)
+    """The chunks of :func:`read_columns`, each with ``prepare(chunk)``, made ahead by two
+    threads, a pipeline: one reads and parses the next chunk while the other prepares the one
+    before it (e.g. a decoder's checks and keys,
+    :meth:`~stream.decode.validate.PingDecoder.prepare_rows`: ``prepare`` must touch nothing the
+    caller changes meanwhile) and the caller works on the one before that (at most two chunks
+    more in memory than the caller's). Raises what ``read_columns`` or ``prepare`` raise, after
+    the chunks before."""
+    chunks = _read_ahead(_read_columns(paths, chunk_rows, chunk_chars, period), "defacto-read")
+    yield from _read_ahead(((chunk, prepare(chunk)) for chunk in chunks), "defacto-prepare")
 
 
 _DONE = object()
 
 
-def _read_ahead(chunks: Iterator[Any]) -> Iterator[Any]:
+def _read_ahead(chunks: Iterator[Any], name: str = "defacto-read-ahead") -> Iterator[Any]:
     """The items of ``chunks``, produced one ahead by a thread (polars and numpy release the GIL
     while parsing, so reading overlaps the caller's work); its exception comes after the items
     before it. Closing this generator stops the thread."""
@@ -1233,7 +1235,7 @@ def _read_ahead(chunks: Iterator[Any]) -> Iterator[Any]:
             except queue.Full:
                 continue
 
-    thread = threading.Thread(target=produce, name="defacto-read-ahead", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while True:
