@@ -23,6 +23,7 @@ reasons are small integer codes until a row is rejected.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,13 +204,17 @@ class PingDecoder:
         now_ms = self._now()
         cols = rows.columns
         parsed = np.flatnonzero(rows.parsed)
-        certain = contract_certain(cols)
+        operators = operator_index(cols["operator"])
+        certain = contract_certain(cols, operators)
         others = np.sort(np.concatenate([np.flatnonzero(~rows.parsed), parsed[~certain]]))
         rejects, kept, fields = self._check_records([(i, rows.record(i)) for i in others.tolist()])
         groups: list[_Group] = []
         if certain.any():
-            good = cols if certain.all() else cols.filter(pl.Series(certain))
-            groups.append(_PolarsGroup(self, good, parsed[certain], now_ms, rows.record))
+            every = bool(certain.all())
+            good = cols if every else cols.filter(pl.Series(certain))
+            groups.append(_PolarsGroup(self, good, parsed[certain], now_ms, rows.record,
+                                       (operators[0], operators[1] if every
+                                        else operators[1][certain])))
         if kept:
             groups.append(_NumpyGroup(self, ping_columns(fields), np.asarray(kept, np.int64), now_ms))
         for g in groups:
@@ -405,6 +410,23 @@ class PingDecoder:
         query = pl.DataFrame({"operator": operator, "cell": cell})
         found = query.join(index, on=["operator", "cell"], how="left", maintain_order="left")
         return found["_row"].fill_null(-1).to_numpy().astype(np.int64, copy=False)
+
+    def _plan_rows_of_index(self, operators: list[str], which: np.ndarray, cell: pl.Series
+                            ) -> np.ndarray:
+        """:meth:`_plan_rows` of the operators ``operators[which[i]]`` (a few distinct ones),
+        whose bytes and 64-bit words are laid out once per distinct operator, not per row."""
+        table = self.plan_table()
+        if table is None or len(cell) == 0:
+            return np.full(len(cell), -1, dtype=np.int64)
+        raw = [op.encode() for op in operators]
+        cell_b = _text_bytes(cell)
+        if cell_b is None or not all(0 < len(op) <= 8 and op.isascii() and not op.endswith(b"\x00")
+                                     for op in raw):
+            return self._plan_rows(pl.Series(operators, dtype=pl.String).gather(which), cell)
+        ops = np.array(raw, dtype=f"S{max(map(len, raw))}")
+        out = table.rows(ops[which], cell_b, None, text_words(ops, 1)[0][which])
+        out[cell.str.ends_with("\x00").fill_null(True).to_numpy()] = -1  # |S drops it
+        return out
 
     def _plan_rows_of_bytes(self, operator: np.ndarray, cell: np.ndarray,
                             has_cell: np.ndarray | None = None, op_word: np.ndarray | None = None
@@ -730,11 +752,22 @@ class _PolarsGroup(_Group):
     against the clock and the cell plan are left."""
 
     def __init__(self, decoder: PingDecoder, cols: pl.DataFrame, rows: np.ndarray, now_ms: int,
-                 record: Callable[[int], Record]) -> None:
+                 record: Callable[[int], Record],
+                 operators: tuple[list[str | None], np.ndarray] | None = None) -> None:
         self.decoder = decoder
         self.cols = cols
         self.rows = rows
         self.record = record
+        # the distinct operators (a few) and each row's index into them (``operators``: made
+        # already, by :func:`operator_index` of these rows), kept to those the rows have
+        distinct, index = operator_index(cols["operator"]) if operators is None else operators
+        seen = np.flatnonzero(np.bincount(index, minlength=len(distinct)))
+        if len(seen) < len(distinct):
+            remap = np.full(len(distinct), -1, dtype=np.int64)
+            remap[seen] = np.arange(len(seen))
+            distinct, index = [distinct[i] for i in seen.tolist()], remap[index]
+        self.op_distinct: list[str] = distinct  # type: ignore[assignment]  # (no nulls here)
+        self.op_index = index
         cell = cols["cell"]
         self.is_cell = cell.is_not_null().to_numpy()
         self.ts = cols["ts"].to_numpy().astype(np.int64, copy=False)
@@ -745,16 +778,15 @@ class _PolarsGroup(_Group):
         self.plan_row = np.full(len(rows), -1, dtype=np.int64)
         if self.is_cell.any():
             if self.is_cell.all():
-                self.plan_row[:] = decoder._plan_rows(cols["operator"], cell)
+                self.plan_row[:] = decoder._plan_rows_of_index(self.op_distinct, self.op_index,
+                                                               cell)
             else:
                 on = pl.Series(self.is_cell)
-                self.plan_row[self.is_cell] = decoder._plan_rows(cols["operator"].filter(on),
-                                                                 cell.filter(on))
+                self.plan_row[self.is_cell] = decoder._plan_rows_of_index(
+                    self.op_distinct, self.op_index[self.is_cell], cell.filter(on))
         self.reason = np.zeros(len(rows), dtype=np.int8)
         self.reason[self.ts > now_ms + decoder.max_future_ms] = _CODE["ts_in_future"]
         self.reason[(self.reason == 0) & self.is_cell & (self.plan_row < 0)] = _CODE["unknown_cell"]
-        self.op_distinct = cols["operator"].unique().to_list()  # a few: each row's index into them
-        self.op_index = _index_of(cols["operator"], self.op_distinct)
         self._keys: np.ndarray | None = None
         self._draws: np.ndarray | None = None
 
@@ -788,7 +820,31 @@ class _PolarsGroup(_Group):
         return row_fields(ping_columns([fields]), 0)
 
 
-def contract_certain(cols: pl.DataFrame) -> np.ndarray:
+def operator_index(operators: pl.Series) -> tuple[list[str | None], np.ndarray]:
+    """The distinct values of a text column with a few of them (a chunk's operators; None for
+    null) and each row's index into them (int64), without a Python object per row: the rows'
+    polars hashes made distinct by numpy, then checked value for value (a hash collision falls
+    back to a dict). Distinct values in no particular order."""
+    n = len(operators)
+    if n == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(operators.hash(seed=0).to_numpy(), return_index=True,
+                                  return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64, copy=False)
+    distinct = operators.gather(first)
+    if distinct.gather(inverse).eq_missing(operators).all():
+        return distinct.to_list(), inverse
+    seen: dict[str | None, int] = {}  # pragma: no cover - a 64-bit collision among a few values
+    index = [seen.setdefault(v, len(seen)) for v in operators.to_list()]
+    return list(seen), np.array(index, dtype=np.int64)
+
+
+_OPERATOR = re.compile(r"[0-9]{5,6}")
+"""A valid operator code: 5 or 6 ASCII digits."""
+
+
+def contract_certain(cols: pl.DataFrame,
+                     operators: tuple[list[str | None], np.ndarray] | None = None) -> np.ndarray:
     """Parsed rows that :func:`~stream.contract.check_ping` certainly accepts (bool per row).
 
     The same rules on columns, for values read faithfully (text as text, integers as integers):
@@ -801,16 +857,18 @@ def contract_certain(cols: pl.DataFrame) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     dev = pl.col("device").str.len_bytes()
     cell = pl.col("cell").str.len_bytes()
-    operators = cols["operator"].unique().drop_nulls()  # a few distinct values: checked once each
-    good_ops = operators.filter(operators.str.contains(r"^[0-9]{5,6}$"))
+    # operators: a few distinct values, checked once each (``operators``: their
+    # :func:`operator_index`, if made already)
+    distinct, index = operator_index(cols["operator"]) if operators is None else operators
+    good_op = np.array([op is not None and _OPERATOR.fullmatch(op) is not None
+                        for op in distinct], dtype=bool)
     ok = (dev.is_between(1, MAX_TEXT_BYTES["device"])
           & pl.col("ts").is_between(MIN_TS_MS, MAX_TS_MS)
-          & pl.col("operator").is_in(good_ops.implode())
           & (pl.col("home_mcc").is_null() | pl.col("home_mcc").is_between(0, 999))
           & pl.when(pl.col("cell").is_not_null())
           .then(cell.is_between(1, MAX_TEXT_BYTES["cell"]))
           .otherwise((pl.col("lat").abs() <= 90) & (pl.col("lon").abs() <= 180)))
-    return cols.select(ok.fill_null(False).alias("ok"))["ok"].to_numpy()
+    return cols.select(ok.fill_null(False).alias("ok"))["ok"].to_numpy() & good_op[index]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -864,6 +922,11 @@ def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Seri
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64) if draws else None
     op_raw = [op.encode() for op in operators]
     dev_len = devices.str.len_bytes().to_numpy().astype(np.int64)
+    dev_b = _text_bytes(devices) if max(map(len, op_raw)) <= 6 else None
+    if dev_b is not None and np.array_equal(np.strings.str_len(dev_b), dev_len):
+        # ASCII devices as one |S column (none lost a trailing NUL): the words of
+        # :func:`fast_device_hashes`, laid by whole-column shifts
+        return fast_device_hashes(np.array(op_raw, dtype="S6")[which], dev_b, secret, draws)
     width = max(1, int(dev_len.max()))
     dev = devices.str.pad_end(width, "\x00").cast(pl.Binary) \
         .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
@@ -885,14 +948,6 @@ def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Seri
     length = (op_len + 1 + dev_len).astype(np.uint64)
     words = np.ascontiguousarray(msg.view("<u8").T)
     return _hashes_of_words(words, length, secret, draws)
-
-
-def _index_of(values: pl.Series, distinct: list[str]) -> np.ndarray:
-    """The index of each value in ``distinct`` (which holds them all)."""
-    if len(distinct) == 1:
-        return np.zeros(len(values), dtype=np.int64)
-    return values.replace_strict({v: i for i, v in enumerate(distinct)}, return_dtype=pl.Int64) \
-        .to_numpy()
 
 
 _UNIQUE_KEY = b"defacto unique\x00\x00"

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 import pytest
 
 from estimators.foreign import (
@@ -25,6 +27,7 @@ from estimators.regions import RegionSet, regions_from_geojson
 from estimators.units import DAY_MS
 from stream.cli.offline import usual_residents_doc
 from stream.contract import InputError
+from stream.decode.validate import operator_index
 from stream.publish.foreign import SNAPSHOT_FIELD, add_foreign_line, published_foreign
 from stream.sources.columnar_files import read_columns, read_prepared
 
@@ -120,3 +123,12 @@ def test_closing_the_pipeline_early_stops_both_threads(tmp_path: Path) -> None:
     assert {"defacto-read", "defacto-prepare"} <= {t.name for t in threading.enumerate()}
     it.close()
     assert {t.name for t in threading.enumerate()} == before
+
+
+@pytest.mark.parametrize("values", [["40101"], ["40101", None, "40102", "40101", None, ""],
+                                    [f"4{i % 7:04d}" for i in range(1000)], []])
+def test_operator_index_gives_each_rows_value_back(values: list[str | None]) -> None:
+    distinct, index = operator_index(pl.Series(values, dtype=pl.String))
+    assert len(distinct) == len(set(values)) and sorted(map(str, distinct)) == \
+        sorted(map(str, set(values)))
+    assert [distinct[i] for i in index.tolist()] == values and index.dtype == np.int64
