@@ -259,14 +259,18 @@ class LineSource:
                 del self._buf[:3]
             self._at_start = False
         final = self._eof and self._exc is None
-        a = np.frombuffer(bytes(self._buf), dtype=np.uint8)
+        a = np.frombuffer(self._buf, dtype=np.uint8)  # a view: released before the buffer moves
         ends, nexts, ctl = _line_ends(a, final)
+        size = len(a)
         cut = int(nexts[-1]) if len(nexts) else 0
-        if final and cut < len(a):  # the last line, without a line end
-            ends, nexts = np.append(ends, len(a)), np.append(nexts, len(a))
-            cut = len(a)
+        if final and cut < size:  # the last line, without a line end
+            ends, nexts = np.append(ends, size), np.append(nexts, size)
+            cut = size
+        rest = a[cut:].tobytes() if self._exc is not None else b""
+        del a
         if self._exc is not None:  # what follows the complete lines is lost, and names the error
-            self._error = self._broken(self._exc, a[cut:].tobytes(), len(ends))
+            self._error = self._broken(self._exc, rest, len(ends))
+            data = bytes(self._buf[:cut])
             self._buf.clear()
             if cut == 0:
                 raise self._error
@@ -274,8 +278,10 @@ class LineSource:
             if final:
                 return None
             return self._long_line()  # no line end in LONG_HEAD_BYTES: longer than any row
-        data = a[:cut].tobytes()
-        del self._buf[:cut]
+        else:
+            with memoryview(self._buf) as view:  # one copy of the block's bytes
+                data = bytes(view[:cut])
+            del self._buf[:cut]
         ctl = ctl[ctl < cut]
         starts = np.concatenate([[0], nexts[:-1]]).astype(np.int64)
         block = _Block(data, starts, ends.astype(np.int64), nexts.astype(np.int64),
