@@ -52,19 +52,21 @@ def compact_json(doc: Any) -> str:
 def counts_or_null(values: np.ndarray) -> list[int | None]:
     """:func:`count_or_null` of every value of a ``float64`` array, without a Python call per
     value (rounding half to even, as ``round``)."""
-    rounded = np.rint(np.asarray(values, dtype=np.float64))
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.rint(values)
     finite = np.isfinite(rounded)
     if finite.all():
         return rounded.astype(np.int64).tolist()
-    out = np.where(finite, rounded, 0).astype(np.int64).tolist()
-    for i in np.flatnonzero(~finite).tolist():
-        out[i] = count_or_null(float(values[i]))
-    return out
+    out = np.where(finite, rounded, 0).astype(np.int64).astype(object)
+    out[~finite] = None  # suppressed (most cells of a snapshot): no Python call per value
+    for x in values[np.isinf(values)].tolist():
+        count_or_null(x)  # logged
+    return out.tolist()
 
 
 def cell_ids(cells: np.ndarray) -> list[str]:
     """H3 cell numbers (uint64) as their hex strings (``h3.int_to_str``, several times faster)."""
-    return list(map("{:x}".format, np.asarray(cells, dtype=np.uint64).tolist()))
+    return list(map("%x".__mod__, np.asarray(cells, dtype=np.uint64).tolist()))
 
 
 def gap_ratio(resident: int | None, registered: int | None) -> float | None:

@@ -1204,7 +1204,15 @@ def read_prepared(paths: Iterable[str | Path], prepare: Callable[[PingRows], T],
     more in memory than the caller's). Raises what ``read_columns`` or ``prepare`` raise, after
     the chunks before."""
     chunks = _read_ahead(_read_columns(paths, chunk_rows, chunk_chars, period), "defacto-read")
-    yield from _read_ahead(((chunk, prepare(chunk)) for chunk in chunks), "defacto-prepare")
+
+    def prepared() -> Iterator[tuple[PingRows, T]]:
+        try:
+            for chunk in chunks:
+                yield chunk, prepare(chunk)
+        finally:  # prepare failed, or the caller stopped: the reading thread stops too
+            chunks.close()
+
+    yield from _read_ahead(prepared(), "defacto-prepare")
 
 
 _DONE = object()

@@ -113,6 +113,8 @@ def test_an_error_of_prepare_comes_after_the_chunks_before_it(tmp_path: Path) ->
         for _chunk, n in read_prepared([path], prepare, chunk_rows=1000):
             got.append(n)
     assert got == [1000] * 5
+    # both threads stopped (the reading one too, while the error is still held)
+    assert not {"defacto-read", "defacto-prepare"} & {t.name for t in threading.enumerate()}
 
 
 def test_closing_the_pipeline_early_stops_both_threads(tmp_path: Path) -> None:
@@ -132,3 +134,21 @@ def test_operator_index_gives_each_rows_value_back(values: list[str | None]) -> 
     assert len(distinct) == len(set(values)) and sorted(map(str, distinct)) == \
         sorted(map(str, set(values)))
     assert [distinct[i] for i in index.tolist()] == values and index.dtype == np.int64
+
+
+def test_snapshot_counts_and_cell_ids_by_array_are_those_one_by_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import h3
+
+    from stream.publish.snapshot import cell_ids, count_or_null, counts_or_null
+
+    values = np.array([0.5, 1.5, 2.5, -0.4, 3.49, np.nan, 7.0, np.inf, np.nan, -np.inf, 1e6])
+    with caplog.at_level("WARNING", logger="defacto.publish"):
+        got = counts_or_null(values)
+    assert got == [count_or_null(float(x)) for x in values]
+    assert got[:3] == [0, 2, 2] and got[5] is None and got[7] is None
+    assert sum("non-finite" in r.message for r in caplog.records) == 4  # 2 here, 2 one by one
+    assert counts_or_null(np.full(3, np.nan)) == [None] * 3
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(51.1 + i / 10, 71.4, 8)) for i in range(5)]
+                     + [0x8f2830828052d25], dtype=np.uint64)
+    assert cell_ids(cells) == [h3.int_to_str(int(c)) for c in cells]
