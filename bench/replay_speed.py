@@ -33,7 +33,8 @@ peak RSS and pings per second:
 
 ``--only NAME`` (repeatable) runs just those contenders; ``--baseline DIR`` (a checkout of older
 code) also runs each replay and calibrate contender on that code, interleaved, as
-``NAME [baseline]``: before and after in one run.
+``NAME [baseline]``: before and after in one run (the replays' snapshots are written apart,
+``snapshots_*_baseline.jsonl``, and compared byte for byte).
 
 The machine may be shared: the report starts and ends with the load average.
 """
@@ -92,7 +93,7 @@ def run_replay(d: Path, records: bool, split: bool = False,
         offline._feed_files = _feed_records  # type: ignore[assignment]
     name = "records" if records else "split" if split else "calibrated" if calibrated \
         else "columns"
-    out = d / f"snapshots_{name}.jsonl"
+    out = d / f"snapshots_{name}{os.environ.get(OUT_SUFFIX, '')}.jsonl"
     pings = tuple(sorted(d.glob("pings_*.jsonl"))) if split else (d / "pings.jsonl",)
     reference = _paths(d)
     if calibrated:
@@ -205,6 +206,9 @@ CONTENDERS = {
 }
 BASELINE = " [baseline]"
 """Suffix of a contender run on the code of ``--baseline DIR``."""
+OUT_SUFFIX = "REPLAY_BENCH_OUT_SUFFIX"
+"""Environment variable: what a contender adds to the name of its snapshots file
+(``_baseline`` on the baseline's code, so that both files can be compared)."""
 
 
 def _env(name: str, d: Path) -> dict[str, str]:
@@ -253,7 +257,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, int]:
 
 def _child(name: str, d: Path, baseline: Path | None = None) -> dict[str, Any]:
     root = baseline if name.endswith(BASELINE) and baseline else ROOT
-    env = {**os.environ, "PYTHONPATH": str(root), **_env(name, d)}
+    env = {**os.environ, "PYTHONPATH": str(root), **_env(name, d),
+           OUT_SUFFIX: "_baseline" if name.endswith(BASELINE) else ""}
     proc = subprocess.run([sys.executable, __file__, "--run", name.removesuffix(BASELINE),
                            "--dir", str(d)],
                           capture_output=True, text=True, env=env, check=False)
@@ -385,6 +390,13 @@ def main() -> None:
     if "calibrate, 1 day, whole file read" in wall_of:
         a, b = results["calibrate, 1 day"][-1], results["calibrate, 1 day, whole file read"][-1]
         print(f"calibrate, factors with and without skipping identical: {a['factors'] == b['factors']}")
+    for name, stem in (("replay", "columns"), ("replay, one file per operator", "split"),
+                       ("replay, with a calibration", "calibrated")):
+        if name in wall_of and name + BASELINE in wall_of:
+            same = (d / f"snapshots_{stem}.jsonl").read_bytes() == \
+                (d / f"snapshots_{stem}_baseline.jsonl").read_bytes()
+            print(f"{name}: snapshots byte-identical to the baseline's: {same}; "
+                  f"baseline / this code: {wall_of[name + BASELINE] / wall_of[name]:.2f}x wall")
     if "polars peer" in wall_of and (d / "snapshots_columns.jsonl").exists():
         print(f"polars peer against the snapshots' devices: {_compare_counts(d)}")
     if results.get("replay"):
