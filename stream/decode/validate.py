@@ -553,16 +553,25 @@ class PlanTable:
         self.size = 1 << bits
         self.shift = np.uint64(64 - bits)
         self.empty_slot = self.size  # one more slot, always empty: where rows without a cell look
-        slots = [m] * (self.size + 1)
-        self.max_probe = 0
-        home = (_mix([w[:m] for w in self.key_words]) >> self.shift).astype(np.int64).tolist()
-        for k, h in enumerate(home):
-            probe = 0
-            while slots[(h + probe) % self.size] != m:
-                probe += 1
-            slots[(h + probe) % self.size] = k
-            self.max_probe = max(self.max_probe, probe)
-        self.slot_key = np.array(slots, dtype=np.int32)
+        # linear probing, all keys at once: at step p every key not placed yet tries slot
+        # home + p, and the first of the keys trying a free slot takes it; a key sits p slots
+        # from its home only when the slots before were taken, as lookups need
+        slot_key = np.full(self.size + 1, m, dtype=np.int32)
+        home = (_mix([w[:m] for w in self.key_words]) >> self.shift).astype(np.int64)
+        todo = np.arange(m, dtype=np.int64)
+        probe = 0
+        while len(todo):
+            slot = (home[todo] + probe) % self.size
+            free = slot_key[slot] == m
+            first = np.unique(slot[free], return_index=True)[1]
+            won = np.flatnonzero(free)[first]
+            slot_key[slot[won]] = todo[won]
+            placed = np.zeros(len(todo), dtype=bool)
+            placed[won] = True
+            todo = todo[~placed]
+            probe += 1 if len(todo) else 0
+        self.max_probe = probe
+        self.slot_key = slot_key
         self.m = m
 
     def rows(self, operator: np.ndarray, cell: np.ndarray, has_cell: np.ndarray | None = None,
