@@ -2,15 +2,16 @@
 
 Tessellating a national cell plan and cutting it by the regions takes seconds
 (:func:`~estimators.footprints.footprint_weights`), the same seconds at every ``defacto
-calibrate``, ``replay`` and worker start over the same plan, regions and reference population. :func:`cached_weights`
-keeps each result in a file named by a digest of everything it depends on: the plan's points,
-operators and site regions, the regions (ids, parents, order, geometry as WKB), the density
-prior, the module's constants and the versions of shapely, GEOS and numpy. A file is used only
-when it holds that same digest and arrays of the right kinds and sizes; anything else (a
-truncated, corrupt or foreign file, another digest) is a miss: the weights are computed again
-and the file replaced. Files are written whole and renamed into place, so a reader never sees a
-partial one; at most :data:`MAX_FILES` are kept, the least recently used removed. The cache is
-best effort: a folder that cannot be made, read or written only costs the computation.
+calibrate``, ``replay`` and worker start over the same plan, regions and reference population.
+:func:`cached_weights` keeps each result in a file named by a digest of everything it depends
+on: the plan's points, operators and site regions, the regions (ids, parents, order, geometry as
+WKB), the density prior, the module's constants and the versions of shapely, GEOS and numpy. A
+file is used only when it holds that same digest and arrays of the right kinds and sizes;
+anything else (a truncated, corrupt or foreign file, another digest) is a miss: the weights are
+computed again and the file replaced. Files are written whole and renamed into place, so a
+reader never sees a partial one; at most :data:`MAX_FILES` are kept, the least recently used
+removed. The cache is best effort: a folder that cannot be made, read or written only costs the
+computation.
 
 Where: ``$DEFACTO_CACHE_DIR/footprints`` (``off``: no cache), by default
 ``$XDG_CACHE_HOME/defacto/footprints`` or ``~/.cache/defacto/footprints``, made private
