@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,12 +51,14 @@ from stream.estimate.checkpoint_delta import (
     base_of,
     changed_rows,
     device_digests,
+    field_layout,
 )
 from stream.estimate.fingerprint import Fingerprint, describe_difference
 
 if TYPE_CHECKING:
     from stream.estimate.partition import PartitionState
 
+log = logging.getLogger("defacto.checkpoint")
 CHECKPOINT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
@@ -130,20 +133,40 @@ def encode_checkpoint(arrays: dict[str, np.ndarray], base: DeltaBase | None = No
     state = portable_state({k[len(_CAPTURED):]: v for k, v in arrays.items()
                             if k.startswith(_CAPTURED)}, compact=False)
     fields = device_row_fields(state)
+    layout = field_layout(state, fields)
     digests = device_digests(state, fields)
     n = len(state["key"])
-    if base is not None:
+    other = {f"state_{k}": v for k, v in state.items()
+             if k not in fields and k not in ("stamp_cells", "stamp_regions")}
+    out.update(other)
+    if base is not None and base.layout == layout:
         rows = changed_rows(base, digests)
         if rows.size <= max_share * n:
             meta.update(kind="delta", base_id=base.id, rows=n, device_fields=fields)
-            out.update({f"state_{k}": v for k, v in state.items() if k not in fields})
-            out.update({f"state_{f}": state[f][rows] for f in fields})
+            part = _own_locations({f: state[f][rows] for f in fields}, state)
+            out.update({f"state_{k}": v for k, v in part.items()})
             out[DELTA_ROWS] = rows
             return EncodedCheckpoint(_npz(meta, out), base, True, int(rows.size))
-    new = base_of(digests)
+    new = base_of(digests, layout)
     meta["base_id"] = new.id
-    out.update({f"state_{k}": v for k, v in state.items()})
+    whole = _own_locations({f: state[f] for f in fields}, state)
+    out.update({f"state_{k}": v for k, v in whole.items()})
     return EncodedCheckpoint(_npz(meta, out), new, False, n)
+
+
+def _own_locations(rows: dict[str, np.ndarray], state: dict[str, np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+    """``rows`` (device row arrays, ``stamp`` in the engine's location numbers) with ``stamp``
+    renumbered into a table of just the locations they use (``stamp_cells``,
+    ``stamp_regions``), as :func:`~estimators.engine.portable_state` does for a whole state."""
+    out = dict(rows)
+    mask = np.uint64(MAX_LOCATIONS)
+    stamp = np.asarray(rows["stamp"], dtype=np.uint64)
+    used, index = np.unique((stamp & mask).astype(np.int64), return_inverse=True)
+    out["stamp"] = (stamp & ~mask) | index.reshape(-1).astype(np.uint64)
+    out["stamp_cells"] = np.asarray(state["stamp_cells"])[used]
+    out["stamp_regions"] = np.asarray(state["stamp_regions"])[used]
+    return out
 
 
 def encode(arrays: dict[str, np.ndarray]) -> bytes:
@@ -172,22 +195,33 @@ def with_delta(base: dict[str, np.ndarray], delta: dict[str, np.ndarray]) -> dic
         raise ValueError(f"checkpoint delta of base {dmeta.get('base_id')!r} does not belong to "
                          f"the stored base {bmeta.get('base_id')!r}")
     fields = [f"state_{f}" for f in dmeta["device_fields"]]
-    values = {f: delta[f] for f in fields}
+    rows, n = delta[DELTA_ROWS], int(dmeta["rows"])
+    merged = apply_rows(base, rows, {f: delta[f] for f in fields if f != "state_stamp"}, n)
     # each blob's stamps index its own location table (a delta may come from a restarted
-    # worker that numbers locations anew): the merged table is the base's, then the delta's
-    cells = np.concatenate([base["state_stamp_cells"], delta["state_stamp_cells"]])
-    regions = np.concatenate([base["state_stamp_regions"], delta["state_stamp_regions"]])
-    stamp = np.asarray(values["state_stamp"], dtype=np.uint64)
+    # worker that numbers locations anew): locations are merged by (cell, region), as int64
+    # numbers outside the stamp, and packed back once renumbered within MAX_LOCATIONS
     mask = np.uint64(MAX_LOCATIONS)
-    values["state_stamp"] = (stamp & ~mask) | ((stamp & mask) + np.uint64(
-        len(base["state_stamp_cells"])))
-    merged = apply_rows(base, delta[DELTA_ROWS], values, int(dmeta["rows"]))
-    loc = (merged["state_stamp"] & mask).astype(np.int64)
-    used, index = np.unique(loc, return_inverse=True)  # within MAX_LOCATIONS again
-    merged["state_stamp"] = (merged["state_stamp"] & ~mask) | index.reshape(-1).astype(np.uint64)
-    out = {k: v for k, v in delta.items() if k != DELTA_ROWS and k not in merged}
+    bstamp = np.asarray(base["state_stamp"], dtype=np.uint64)
+    dstamp = np.asarray(delta["state_stamp"], dtype=np.uint64)
+    offset = len(base["state_stamp_cells"])
+    parts = apply_rows(
+        {"hi": bstamp & ~mask, "loc": (bstamp & mask).astype(np.int64)}, rows,
+        {"hi": dstamp & ~mask, "loc": (dstamp & mask).astype(np.int64) + offset}, n)
+    cells = np.concatenate([base["state_stamp_cells"], delta["state_stamp_cells"]]).astype(
+        np.uint64)
+    regions = np.concatenate([base["state_stamp_regions"], delta["state_stamp_regions"]]).astype(
+        np.int64)
+    used, index = np.unique(parts["loc"], return_inverse=True)
+    pairs = np.rec.fromarrays([cells[used], regions[used]], names="cell,region")
+    distinct, which = np.unique(pairs, return_inverse=True)
+    if len(distinct) > MAX_LOCATIONS:
+        raise ValueError(f"checkpoint delta: {len(distinct):,} locations in use, more than a "
+                         f"partition holds ({MAX_LOCATIONS:,})")
+    merged["state_stamp"] = parts["hi"] | which.reshape(-1)[index.reshape(-1)].astype(np.uint64)
+    out = {k: v for k, v in delta.items() if k != DELTA_ROWS and k not in fields}
     out.update(merged)
-    out["state_stamp_cells"], out["state_stamp_regions"] = cells[used], regions[used]
+    out["state_stamp_cells"] = np.asarray(distinct["cell"], dtype=np.uint64)
+    out["state_stamp_regions"] = np.asarray(distinct["region"], dtype=np.int64)
     return out
 
 
@@ -211,6 +245,12 @@ def restore(ps: PartitionState, blob: bytes, fingerprint: Fingerprint | None = N
     """
     z = _load(blob)
     base = _stored_base(z)
+    if delta is not None and base is None:
+        # a base written by a worker of an earlier version, which keeps no delta (and is newer
+        # than any delta left beside it): the delta is not of it
+        log.warning("partition %s: checkpoint base of an earlier version beside a delta: the "
+                    "delta is ignored", ps.partition)
+        delta = None
     if delta is not None:
         z = with_delta(z, _load(delta))
     meta = json.loads(str(z["meta"]))
@@ -253,7 +293,8 @@ def _stored_base(arrays: dict[str, np.ndarray]) -> DeltaBase | None:
     if base_id is None:
         return None
     state = {k[6:]: v for k, v in arrays.items() if k.startswith("state_")}
-    return DeltaBase(base_id, device_digests(state, device_row_fields(state)))
+    fields = device_row_fields(state)
+    return DeltaBase(base_id, device_digests(state, fields), field_layout(state, fields))
 
 
 def _latest_devices(ps: PartitionState, held: PingBatch) -> tuple[np.ndarray, np.ndarray]:

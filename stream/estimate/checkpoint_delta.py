@@ -15,8 +15,10 @@ compaction changes the key (part of each row's digest) of every moved row, so mo
 the delta. A restored engine keeps the blob's row order, and the digests see a stamp's location
 as its (H3 cell, region), not the engine's number for it, so after a restart the worker adopts
 the stored base (:func:`~stream.estimate.checkpoint.restore` returns it) and its first
-checkpoint is a delta too. Two different rows share a digest with probability 2^-64 (the row is then missed);
-the digest is a multiply–xor chain over the row's 64-bit words finished by murmur3's mixer.
+checkpoint is a delta too. The digest is a 64-bit xor–multiply–shift chain over the row's
+64-bit words, finished by murmur3's mixer; two different rows share one (and the row is missed)
+with a probability of the order of 2^-64 (each step carries differences both up, by the
+multiply, and down, by the shift). A delta's rows index a location table of their own.
 
 Pure functions over :func:`~estimators.engine.portable_state` arrays, no I/O.
 """
@@ -34,21 +36,31 @@ from estimators.presence import MAX_LOCATIONS
 DELTA_ROWS = "delta_rows"
 """The array of a delta holding the changed row numbers (int64, ascending)."""
 _STEP = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(29)
 
 
 @dataclass(frozen=True)
 class DeltaBase:
-    """The last full checkpoint written: its ``id`` (16 hex digits, a digest of its rows) and
-    ``digests`` (uint64[n_devices], one per device row)."""
+    """The last full checkpoint written: its ``id`` (16 hex digits, a digest of its rows),
+    ``digests`` (uint64[n_devices], one per device row) and ``layout`` (each device field's
+    name, dtype and row shape: a delta is written only for the same layout)."""
 
     id: str
     digests: np.ndarray
+    layout: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+
+
+def field_layout(state: dict[str, np.ndarray], fields: list[str]
+                 ) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """Each device field's (name, dtype, row shape) in ``state``."""
+    return tuple((f, np.asarray(state[f]).dtype.str, np.asarray(state[f]).shape[1:])
+                 for f in fields)
 
 
 def row_digests(columns: list[np.ndarray]) -> np.ndarray:
     """A 64-bit digest of each row across ``columns`` (arrays with the same first dimension
     ``n``, any dtype and trailing shape): uint64[n]. Equal rows give equal digests; unequal
-    rows collide with probability about 2^-64."""
+    rows collide with a probability of the order of 2^-64."""
     n = len(columns[0]) if columns else 0
     h = np.zeros(n, dtype=np.uint64)
     if n == 0:
@@ -61,6 +73,7 @@ def row_digests(columns: list[np.ndarray]) -> np.ndarray:
         for word in raw.view(np.uint64).T:
             h ^= word
             h *= _STEP
+            h ^= h >> _SHIFT  # carries high bits down too: a multiply alone only carries up
     return mix64(h)
 
 
@@ -79,9 +92,12 @@ def device_digests(state: dict[str, np.ndarray], fields: list[str]) -> np.ndarra
     return row_digests([portable if f == "stamp" else state[f] for f in fields])
 
 
-def base_of(digests: np.ndarray) -> DeltaBase:
-    """The :class:`DeltaBase` of a full checkpoint whose rows have these :func:`row_digests`."""
-    return DeltaBase(hashlib.blake2b(digests.tobytes(), digest_size=8).hexdigest(), digests)
+def base_of(digests: np.ndarray, layout: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+            ) -> DeltaBase:
+    """The :class:`DeltaBase` of a full checkpoint whose rows have these :func:`row_digests`
+    (and fields this :func:`field_layout`)."""
+    return DeltaBase(hashlib.blake2b(digests.tobytes(), digest_size=8).hexdigest(), digests,
+                     layout)
 
 
 def changed_rows(base: DeltaBase, digests: np.ndarray) -> np.ndarray:

@@ -360,10 +360,6 @@ class SnapshotPublisher:
             return None if saved == -2 else bool(saved)
         return write
 
-    async def load_checkpoint(self, partition: int) -> bytes | None:
-        """The partition's latest full checkpoint (its base), if any."""
-        return await self.redis.hget(self.keys.checkpoint(partition), "data")
-
     async def load_checkpoint_record(self, partition: int) -> CheckpointRecord | None:
         """The partition's latest checkpoint with what was stored beside it, if any."""
         data, delta, offset, topic_id, fingerprint = await self.redis.hmget(

@@ -486,6 +486,7 @@ class WorkerRuntime:
             marks = self.written_marks.get(p, (None, None))
             self.unsent[p][:0] = [BatchOutput(NEVER, [kept[at] for at in sorted(kept)], *marks)]
             self.last_checkpoint[p] = NEVER
+        self.delta_bases.clear()  # Redis holds no base: the rewritten checkpoints are bases
         self.publisher.epoch = None  # the next flush joins anew, then writes the above
         self.geometry_written = False
         self.last_seen_publish = None
@@ -667,26 +668,33 @@ class WorkerRuntime:
                                offset: int, topic_id: str | None, write: Callable[..., bool],
                                epoch: str | None) -> bool:
         """Encode and send a captured checkpoint of ``ps`` (threads), then commit its offset;
-        neither once the partition was stopped or handed over meanwhile. A Redis loss already
-        recovered from (a new epoch joined meanwhile) is not reported again."""
-        encoded = await asyncio.to_thread(checkpoint_blob.encode_checkpoint, arrays,
-                                          self.delta_bases.get(p))
-        if not self._still_mine(p, ps):
-            return False
+        neither once the partition was stopped or handed over meanwhile. A delta that Redis
+        refuses because the stored base is another one (or none) is sent again as a base, from
+        the same capture. A Redis loss already recovered from (a new epoch joined meanwhile) is
+        not reported again."""
         if self._blocking_redis is None:
             self._blocking_redis = redis.Redis.from_url(
                 self.config.redis_url, socket_timeout=CHECKPOINT_TIMEOUT_S, socket_connect_timeout=2)
-        try:
-            saved = await self._redis(asyncio.to_thread(write, self._blocking_redis, p, offset,
-                                                        encoded, topic_id))
-        except RedisStateLost:
-            self.delta_bases.pop(p, None)
-            if self.publisher.epoch != epoch:
+        base = self.delta_bases.get(p)
+        while True:
+            encoded = await asyncio.to_thread(checkpoint_blob.encode_checkpoint, arrays, base)
+            if not self._still_mine(p, ps):
                 return False
-            raise
+            try:
+                saved = await self._redis(asyncio.to_thread(
+                    write, self._blocking_redis, p, offset, encoded, topic_id))
+            except RedisStateLost:
+                self.delta_bases.pop(p, None)
+                if self.publisher.epoch != epoch:
+                    return False
+                raise
+            if saved is None and encoded.delta:  # the stored base is another: write one
+                self.delta_bases.pop(p, None)
+                base = None
+                continue
+            break
         if not saved:
-            self.delta_bases.pop(p, None)  # another base is stored: the next one is a base
-            return False
+            return False  # a newer checkpoint is stored (its base is still the one we know)
         kind = "delta" if encoded.delta else "base"
         self.metrics.checkpoints.labels(kind).inc()
         self.metrics.checkpoint_bytes.labels(kind).set(len(encoded.blob))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from simkit import simulated_engine, time_ordered_columns
 
+from estimators.presence import MAX_LOCATIONS
 from estimators.units import HOUR_MS, MINUTE_MS
 from stream.decode.frame import encode_frame
 from stream.decode.messages import encode_control
@@ -168,3 +170,37 @@ def test_a_restored_partition_writes_deltas_against_the_stored_base(
     got = [[t.to_bytes() for t in third.process([j], [g]).tallies]
            for j, g in enumerate(frames[405:], start=405)]
     assert got == want[405:]
+
+
+def test_a_base_with_a_table_near_the_location_limit_merges_exactly(
+        sim: tuple[Simulation, Path]) -> None:
+    """Review finding: a delta's location numbers were shifted by the base table's length and
+    packed into the stamp's 23 location bits before renumbering, so a base table near the
+    limit pointed the delta's rows at other locations (and moved their times), silently. The
+    locations are now merged by (cell, region) outside the stamp."""
+    s, _ = sim
+    frames = _frames(s, 300)
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    for i, f in enumerate(frames[:400]):
+        ps.process([i], [f])
+    base = checkpoint.encode_checkpoint(checkpoint.capture(ps))
+    ps.process([400], [frames[400]])
+    delta = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
+    z = checkpoint._load(base.blob)
+    meta = json.loads(str(z.pop("meta")))
+    cells, regions = z["state_stamp_cells"], z["state_stamp_regions"]
+    extra = MAX_LOCATIONS - 100 - len(cells)  # unreferenced entries, as freed numbers are
+    z["state_stamp_cells"] = np.concatenate([cells, np.full(extra, cells[0], cells.dtype)])
+    z["state_stamp_regions"] = np.concatenate([regions, np.full(extra, regions[0], regions.dtype)])
+    big = checkpoint._npz(meta, z)
+
+    def located(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        stamp = arrays["state_stamp"]
+        loc = (stamp & np.uint64(MAX_LOCATIONS)).astype(np.int64)
+        return (stamp >> np.uint64(23), arrays["state_stamp_cells"][loc],
+                arrays["state_stamp_regions"][loc])
+
+    want = located(checkpoint.with_delta(checkpoint._load(base.blob),
+                                         checkpoint._load(delta.blob)))
+    got = located(checkpoint.with_delta(checkpoint._load(big), checkpoint._load(delta.blob)))
+    assert delta.delta and all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))

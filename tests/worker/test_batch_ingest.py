@@ -233,6 +233,75 @@ def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, 
             r.delete(*keys)
 
 
+def test_checkpoints_are_bases_then_deltas_and_bases_again_when_redis_holds_another(
+        redis_url: str, sim: Path) -> None:
+    """The worker's checkpoints: a base first, then deltas of the devices changed since; a delta
+    Redis refuses (the stored base is another worker's) is sent again as a base from the same
+    capture; after Redis lost its data the rewritten checkpoint is a base (a delta has no base
+    to go beside). Each ends with the offset committed and the stored pair resuming there."""
+    prefix = f"defacto-test:d{uuid.uuid4().hex[:8]}"
+    paths = ReferencePaths(regions=sim / "regions.geojson", cells=sim / "cells.csv",
+                           registry=sim / "registry.csv")
+    config = WorkerConfig(reference=paths, redis_url=redis_url, prefix=prefix,
+                          checkpoint_every_s=3600.0)
+    reference = load_reference(paths)
+    pings = [json.loads(line) for line in (sim / "pings.jsonl").read_text().splitlines()[:4000]]
+    values = [encode_json(p) for p in pings]
+    r = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:checkpoint:0"
+
+    def stored() -> tuple[bool, bool, int]:
+        data, delta, offset = r.hmget(key, "data", "delta", "offset")
+        return data is not None, delta is not None, int(offset or -1)
+
+    async def run() -> list[tuple[bool, bool, int]]:
+        async def crash(exc: BaseException) -> None:
+            raise AssertionError(f"crashed: {exc}")
+
+        rt = WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
+                           KEY.encode(), reference.registry)
+        fake = _FakeKafka(r, prefix)
+        rt.kafka = fake  # type: ignore[assignment]
+        seen = []
+
+        async def feed(lo: int, hi: int) -> None:
+            if hi > lo:
+                await rt.handle({0: PartitionBatch(np.arange(lo, hi, dtype=np.int64),
+                                                   values[lo:hi], None)})
+            await rt.flush(force_checkpoint=True)
+            seen.append(stored())
+
+        try:
+            assert await rt.assign([0]) == {0: None}
+            await feed(0, 2000)                                  # a base
+            await feed(2000, 2500)                               # a delta beside it
+            r.hset(key, "base_id", "another-workers-base")
+            await feed(2500, 3000)                               # refused delta, sent as a base
+            assert r.hget(key, "base_id") != b"another-workers-base"
+            r.flushdb()
+            for _ in range(5):                                   # bounded: loss seen, rewritten
+                await feed(3000, 3000)
+                if seen[-1][0]:
+                    break
+            await feed(3000, 4000)                               # deltas again after that
+            kinds = {s.labels["kind"]: s.value for m in rt.metrics.registry.collect()
+                     if m.name == "defacto_checkpoints" for s in m.samples
+                     if s.name.endswith("_total")}
+            assert kinds.get("base", 0) >= 3 and kinds.get("delta", 0) >= 2
+            return seen
+        finally:
+            await rt.redis.aclose()
+
+    try:
+        seen = asyncio.run(run())
+        assert seen[:3] == [(True, False, 2000), (True, True, 2500), (True, False, 3000)]
+        assert seen[-2] == (True, False, 3000) and seen[-1] == (True, True, 4000)
+    finally:
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+
+
 def test_output_flows_while_the_consumer_never_idles(broker: Service, redis_url: str,
                                                     sim: Path) -> None:
     """Batches handed over back to back, as under a steady live feed: each batch's tallies leave
