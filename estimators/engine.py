@@ -580,10 +580,9 @@ def portable_state(captured: dict[str, np.ndarray], compact: bool = True) -> dic
     """:meth:`Engine.capture_state`'s arrays in portable terms: each device's location number
     replaced by an index into ``stamp_cells``/``stamp_regions``, the H3 cells and regions of
     the locations in use (``compact``), or kept as it is with the whole location table as
-    ``stamp_cells``/``stamp_regions`` (``compact=False``: the numbering of one engine's
-    checkpoints stays the same from one to the next, which lets a checkpoint carry only the
-    device rows changed since an earlier one). Pure: reads only ``captured`` (whose arrays it
-    may reuse)."""
+    ``stamp_cells``/``stamp_regions`` (``compact=False``: cheaper, for a caller that picks rows
+    first and renumbers only theirs, as checkpoint deltas do). Pure: reads only ``captured``
+    (whose arrays it may reuse)."""
     arrays = dict(captured)
     cell, region = arrays.pop("loc_cell"), arrays.pop("loc_region")
     if not compact:

@@ -14,10 +14,10 @@ wrong figures.
 
 A checkpoint is written whole (a *base*) or as a *delta*: the device rows changed since the
 base, with everything else in full (:func:`encode_checkpoint`, :mod:`~stream.estimate.checkpoint_delta`);
-a delta is restored over its base (:func:`restore` with ``delta``). The device state is stored
-with the engine's own location numbers and its whole location table; a delta's rows index the
-delta's table and the base's rows the base's, so a worker that restarted (and numbers its
-locations anew) goes on writing deltas against the base it resumed from.
+a delta is restored over its base (:func:`restore` with ``delta``). Each blob's stamps index a
+location table of its own (the H3 cells and regions its rows use); merging a delta into its base
+matches locations by (cell, region), so a worker that restarted (and numbers its locations anew)
+goes on writing deltas against the base it resumed from.
 
 Versions: 3 (this one: bases carry ``base_id``, deltas exist; a version-2 reader would take a
 base without its delta, so it refuses version 3), 2 (before deltas). A blob without
