@@ -840,6 +840,7 @@ class _CsvFile:
                         start = None
                         if skipping is not None:
                             period.skip(self.paths[self.file], skipping, block.first - 1)
+                            skipping = None  # reported once
                     continue
                 plain = self._plain_lines(block)
                 p = src.pos
@@ -1028,6 +1029,7 @@ def _jsonl_blocks(paths: list[str], file: int, source: LineSource,
             start = None  # the period has begun: read the rest
             if skipping is not None:
                 period.skip(paths[file], skipping, block.first - 1)
+                skipping = None  # reported once
         yield _jsonl_rows(paths, file, block)
 
 

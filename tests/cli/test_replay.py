@@ -388,7 +388,13 @@ def test_calibrate_over_a_day_reads_less_and_fits_the_same_factors(
     err_all = capsys.readouterr().err
     assert (tmp_path / "skip.csv").read_text() == (tmp_path / "all.csv").read_text()
     assert "not read (before --from - lateness)" in err and "past --to + lateness" in err
+    assert err.count("before --from") == 1
     assert "not read" not in err_all
+    monkeypatch.undo()
+    open_end = [a for a in argv if a not in ("--to", "2026-03-03T18:00:00Z")]
+    assert main([*open_end, "--out", str(tmp_path / "open.csv")]) == 0
+    err_open = capsys.readouterr().err  # read to the end: the skip was said again from line 1
+    assert err_open.count("before --from") == 1, err_open
     read = [int(e.split("defacto: ")[1].split(" rows read")[0].replace(",", ""))
             for e in (err, err_all)]
     assert read[0] < 0.6 * read[1]
