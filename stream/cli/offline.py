@@ -494,6 +494,7 @@ class CalibrateResult:
     summary: str
     period: str
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
@@ -528,7 +529,8 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     last_ms = windows.stats.last_ts_ms
     if last_ms is None:
         raise InputError("no accepted pings in the calibration period")
-    at_ms = config.end_ms if config.end_ms is not None else last_ms + 1
+    at_ms = last_ms + 1 if config.end_ms is None else min(config.end_ms, last_ms + 1)
+    warnings = _short_period(windows.stats.first_ts_ms, at_ms, config.engine)
     try:
         rows = engine.fit_calibration(at_ms, population, config.reference_rse)
         if config.pool_siblings:
@@ -539,7 +541,25 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
         rule, _ = footprint_prior(config.engine, reference, calibrated=False, people=population)
         rows = [replace(r, footprints=rule) for r in rows]
     write_calibration(config.out, rows)
-    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped)
+    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped,
+                           warnings)
+
+
+def _short_period(first_ms: int | None, at_ms: int, options: EngineOptions) -> list[str]:
+    """Why a calibration period is too short for its factors to hold (empty: it is not): the
+    factors count the devices active at its end (seen within ``--activity``) with a home (a
+    night seen); a period shorter than that misses devices that are there but were not seen yet,
+    so its factors come out too high."""
+    if first_ms is None:
+        return []
+    covered_ms = at_ms - first_ms
+    activity_ms = options.activity_ms
+    if covered_ms + HOUR_MS > activity_ms:  # within the hour: a day of pings from 00:00:04
+        return []
+    return [f"the calibration period's pings span {covered_ms / HOUR_MS:.1f} h, less than "
+            f"--activity ({activity_ms / HOUR_MS:g} h): devices that are there but did not ping "
+            "yet are missing from the counts, so the factors come out too high; calibrate over "
+            "at least --activity (a day or more, with whole nights)"]
 
 
 SIMULATE_LIMITS: dict[str, Limit] = {
@@ -679,6 +699,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"defacto: {result.summary}", file=sys.stderr)
     for note in result.skipped:
         print(f"defacto: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"defacto: warning: {warning}", file=sys.stderr)
     print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {args.out}",
           file=sys.stderr)
     return 0

@@ -464,7 +464,9 @@ class EventTimeWindows:
         self._release(self._next_seal())
 
     def finish(self, last_ts_ms: int | None = None) -> None:
-        """End of input: close every remaining window up to the last ping (or ``end_ms``).
+        """End of input: close every remaining window up to the last ping (or ``end_ms`` when
+        that comes first: windows after the data would show people leaving who only fell
+        silent, so a ``--to`` beyond the input does not extend it).
 
         ``last_ts_ms`` is the last event time of the whole input when these windows saw only part
         of it (one Kafka partition); by default its own last accepted ping.
@@ -474,7 +476,8 @@ class EventTimeWindows:
         if self._next_boundary is None:
             return
         last = max(self.stats.last_ts_ms or 0, last_ts_ms or 0)
-        last = last if self.end_ms is None else self.end_ms - 1
+        if self.end_ms is not None:  # never past the data: silence there is not an empty region
+            last = min(last, self.end_ms - 1)
         self._advance((last // self.every_ms + 1) * self.every_ms)
 
     def apply_all(self) -> None:

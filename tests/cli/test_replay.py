@@ -438,3 +438,42 @@ def test_replay_marks_warming_figures_from_a_cold_start(simulated: Path, tmp_pat
     assert first["warming_up"]["observed_since"] == iso_utc(T0 + 6 * HOUR_MS)
     # 11:00 local: that evening's night is whole (closes at +25 h), before the activity window
     assert first["warming_up"]["resident_ready_at"] == iso_utc(T0 + 30 * HOUR_MS)
+
+
+def test_a_to_beyond_the_data_adds_no_window_after_it(simulated: Path, tmp_path: Path) -> None:
+    """``--to`` two days past the last ping: the snapshots end with the data (windows after it
+    showed everybody leaving as their pings aged, and looked valid)."""
+    from stream.timefmt import iso_utc, parse_iso_ms
+
+    ref = simulated / "jsonl"
+    args = ["--regions", str(ref / "regions.geojson"), "--cells", str(ref / "cells.csv")]
+    last = max(json.loads(line)["ts"] for line in (ref / "pings.jsonl").open())
+    plain, bounded = tmp_path / "plain.jsonl", tmp_path / "bounded.jsonl"
+    assert main(["replay", str(ref / "pings.jsonl"), "--out", str(plain), *args]) == 0
+    assert main(["replay", str(ref / "pings.jsonl"), "--out", str(bounded), "--to",
+                 iso_utc(last + 2 * DAY_MS), *args]) == 0
+    ats = [parse_iso_ms(json.loads(line)["at"]) for line in bounded.read_text().splitlines()]
+    assert max(ats) <= last + HOUR_MS
+    assert bounded.read_text() == plain.read_text()
+
+
+def test_calibrate_warns_about_a_period_shorter_than_the_activity_window(
+        simulated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An hour of pings gives factors several times too high (devices not seen yet are
+    missing): calibrate says so; a day does not; a --to past the data fits at the data's end."""
+    from stream.timefmt import iso_utc
+
+    ref = simulated / "jsonl"
+    key = tmp_path / "key"
+    key.write_text("a-test-key-0123456789abcdef")
+    argv = ["calibrate", str(ref / "pings.jsonl"), "--regions", str(ref / "regions.geojson"),
+            "--cells", str(ref / "cells.csv"), "--reference", str(ref / "reference.csv"),
+            "--key-file", str(key)]
+    assert main([*argv, "--to", iso_utc(T0 + HOUR_MS), "--out", str(tmp_path / "h.csv")]) == 0
+    assert "less than --activity (24 h)" in capsys.readouterr().err
+    assert main([*argv, "--to", iso_utc(T0 + DAY_MS), "--out", str(tmp_path / "d.csv")]) == 0
+    assert "warning: the calibration period" not in capsys.readouterr().err
+    last = max(json.loads(line)["ts"] for line in (ref / "pings.jsonl").open())
+    assert main([*argv, "--out", str(tmp_path / "all.csv")]) == 0
+    assert main([*argv, "--to", iso_utc(last + 3 * DAY_MS), "--out", str(tmp_path / "late.csv")]) == 0
+    assert (tmp_path / "late.csv").read_text() == (tmp_path / "all.csv").read_text()
