@@ -199,12 +199,18 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
         return web.bytes(body, content_type="application/json", status=status)
 
 
-def topic_partitions(bootstrap: str, topic: str) -> int:
+def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> int:
     """The partition count of ``topic``; raises :class:`~stream.contract.InputError` when the
-    topic does not exist."""
+    topic does not exist or Kafka does not answer within ``timeout_s``."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=15)
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(
+            topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise InputError(f"Kafka at {bootstrap} did not answer ({exc.args[0] if exc.args else exc})"
+                         ": check --kafka / KAFKA_BOOTSTRAP and that the broker runs") from None
     info = meta.topics.get(topic)
     if info is None or info.error is not None or not info.partitions:
         raise InputError(f"topic {topic!r} not found on {bootstrap}: create it first "
