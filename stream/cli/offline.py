@@ -640,6 +640,13 @@ def warn_uncalibrated(pairs: list[tuple[str, str]]) -> None:
               f"and count 1 person per device (e.g. {shown})", file=sys.stderr)
 
 
+def _hint_cells(cells: Path | None, summary: str) -> None:
+    """Say why cell-id pings were all unknown when no cell plan was given."""
+    if cells is None and "unknown_cell" in summary:
+        print("defacto: hint: no --cells given: cell-id pings are placed through the operators' "
+              "cell plan (--cells FILE); without it only lat/lon pings count", file=sys.stderr)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """``defacto replay``: snapshots over ping files."""
     start, end = options.period(args)
@@ -655,6 +662,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
+    _hint_cells(config.reference.cells, result.summary)
     for note in result.skipped:
         print(f"defacto: {note}", file=sys.stderr)
     print(f"defacto: {result.snapshots} snapshot(s) over {result.period}"
@@ -697,6 +705,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
     result = run_calibrate(config)
     print(f"defacto: {result.summary}", file=sys.stderr)
+    _hint_cells(config.reference.cells, result.summary)
     for note in result.skipped:
         print(f"defacto: {note}", file=sys.stderr)
     for warning in result.warnings:

@@ -316,6 +316,9 @@ class EngineOptions:
         if self.horizon_ms > self.activity_ms:
             raise InputError(f"--horizon ({duration_text(self.horizon_ms)}) must not exceed "
                              f"--activity ({duration_text(self.activity_ms)})")
+        if self.stale_ms % HOUR_MS:
+            raise InputError(f"--stale must be whole hours (e.g. 1h, 2h), got "
+                             f"{duration_text(self.stale_ms)}")
         if self.min_nights > self.nights:
             raise InputError(f"--min-nights must be at most --nights ({self.nights}), "
                              f"got {self.min_nights}")

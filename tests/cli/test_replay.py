@@ -179,6 +179,9 @@ def test_cli_reports_bad_rows_in_one_line_and_keeps_them(regions_file: Path, tmp
     assert sorted(r["reason"] for r in rejects) == ["malformed_json", "unknown_cell"]
     assert all(r["source"].startswith(str(pings)) for r in rejects)
     assert '"d0"' not in Path(f"{out}.rejects.jsonl").read_text()
+    assert "hint: no --cells given" not in err  # the plan was given: that cell is unknown
+    assert main(["replay", str(pings), "--regions", str(regions_file), "--out", str(out)]) == 0
+    assert "hint: no --cells given" in capsys.readouterr().err
 
 
 def test_csv_pings_and_latlon_pings(regions_file: Path, tmp_path: Path) -> None:
@@ -218,6 +221,9 @@ def test_cli_errors_are_one_line(regions_file: Path, tmp_path: Path,
     assert "unknown region 'atlantis'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["replay", str(pings), "--regions", str(regions_file), "--horizon", "soon"])
+    capsys.readouterr()
+    assert main(["replay", str(pings), "--regions", str(regions_file), "--stale", "90m"]) == 2
+    assert capsys.readouterr().err == "defacto: error: --stale must be whole hours (e.g. 1h, 2h), got 90m\n"
 
 
 def test_durations() -> None:
