@@ -342,7 +342,8 @@ def run_live_demo(demo: LiveDemo) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """``defacto demo``: the live pipeline on this machine, or ``--offline`` a replay."""
     demo = LiveDemo(Path(args.out), args.scenario, args.scale, args.days, args.seed, args.speed,
-                    web_port=args.web_port, dashboard_port=args.dashboard_port, hold=args.hold)
+                    partitions=args.partitions, web_port=args.web_port,
+                    dashboard_port=args.dashboard_port, hold=args.hold)
     if args.offline:
         return run_offline_demo(demo.out, demo.scenario, demo.scale, demo.days, demo.seed)
     return run_live_demo(demo)
@@ -359,6 +360,9 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument("--offline", action="store_true", help="replay files instead of going live")
     p.add_argument("--speed", type=SPEED.arg, default=LiveDemo.speed,
                    help="live: simulated seconds per second (default 360: an hour in 10 s)")
+    p.add_argument("--partitions", type=DEMO_LIMITS["partitions"].arg, default=LiveDemo.partitions,
+                   help=f"live: partitions of the demo topic, all read by its one worker "
+                        f"(default {LiveDemo.partitions})")
     p.add_argument("--web-port", type=DEMO_LIMITS["web_port"].arg,
                    help="live: worker web port (default: a free port)")
     p.add_argument("--dashboard-port", type=DEMO_LIMITS["dashboard_port"].arg,
