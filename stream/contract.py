@@ -82,7 +82,6 @@ REJECT_REASONS: dict[str, str] = {
     "too_late": "arrived after the watermark passed a window end or night close before its time",
     "too_many_cells": "more distinct H3 cells in use at once than a partition holds (8,388,607): "
                       "use a coarser --res",
-    "outside_period": "ts outside the requested --from/--to period",
 }
 """Every reject reason code with its meaning (the detail of a reject may say more)."""
 

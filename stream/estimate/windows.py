@@ -79,16 +79,22 @@ class WindowStats:
 
     read: int = 0
     accepted: int = 0
+    outside_period: int = 0
+    """Valid pings read beside the ``--from/--to`` period (not rejects: nothing is wrong with
+    them; counted, not written)."""
     rejected: Counter[str] = field(default_factory=Counter)
     windows: int = 0
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
 
     def summary(self) -> str:
-        """One line: rows read, accepted, rejected by reason."""
+        """One line: rows read, accepted, outside the period (when any), rejected by reason."""
         n_rej = sum(self.rejected.values())
         reasons = ", ".join(f"{k} {v:,}" for k, v in self.rejected.most_common())
-        line = f"{self.read:,} rows read, {self.accepted:,} pings accepted, {n_rej:,} rejected"
+        outside = (f"{self.outside_period:,} outside --from/--to (not used), "
+                   if self.outside_period else "")
+        line = (f"{self.read:,} rows read, {self.accepted:,} pings accepted, {outside}"
+                f"{n_rej:,} rejected")
         return line + (f" ({reasons})" if reasons else "")
 
 
@@ -110,7 +116,8 @@ class EventTimeWindows:
         Receives every reject (also those already in a fed batch); they are counted in
         :attr:`stats` either way.
     start_ms, end_ms : int, optional
-        Only pings with ``start_ms <= ts < end_ms`` count (``outside_period`` otherwise), and no
+        Only pings with ``start_ms <= ts < end_ms`` count (the others are counted in
+        :attr:`WindowStats.outside_period`, not rejected), and no
         window ends after ``end_ms``.
     """
 
@@ -176,8 +183,7 @@ class EventTimeWindows:
             in_range &= ts >= self.start_ms
         if self.end_ms is not None:
             in_range &= ts < self.end_ms
-        self._reject_rows(batch, ~in_range, source, "outside_period",
-                          "ts outside the requested --from/--to period")
+        self.stats.outside_period += int(len(ts) - np.count_nonzero(in_range))
         no_room = in_range & (batch.loc < 0)
         if no_room.any():  # rejected before any rule that a ping moves (room is no event time)
             self._reject_rows(batch, no_room, source, "too_many_cells",
