@@ -25,6 +25,7 @@ from estimators.estimate import Estimate
 from estimators.footprints import Footprints, apply_footprints, plan_footprints
 from estimators.foreign import CLASSES, ForeignEstimate, estimate_foreign
 from estimators.migration import PeriodCounts
+from estimators.regions import UNASSIGNED
 from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
@@ -633,7 +634,10 @@ def _key_file(args: argparse.Namespace) -> Path | None:
 
 
 def warn_uncalibrated(pairs: list[tuple[str, str]]) -> None:
-    """Warn (stderr) about region/operator pairs that had no calibration factor."""
+    """Warn (stderr) about region/operator pairs that had no calibration factor. The pings
+    outside every region (``unassigned``) have no reference population to be fitted to: they
+    count devices unless the file names them (README, calibration), and are not warned about."""
+    pairs = [(r, o) for r, o in pairs if r != UNASSIGNED]
     if pairs:
         shown = ", ".join(f"{r}/{o}" for r, o in pairs[:5])
         print(f"defacto: warning: {len(pairs)} region/operator pair(s) have no calibration factor "

@@ -483,3 +483,16 @@ def test_calibrate_warns_about_a_period_shorter_than_the_activity_window(
     assert main([*argv, "--out", str(tmp_path / "all.csv")]) == 0
     assert main([*argv, "--to", iso_utc(last + 3 * DAY_MS), "--out", str(tmp_path / "late.csv")]) == 0
     assert (tmp_path / "late.csv").read_text() == (tmp_path / "all.csv").read_text()
+
+
+def test_only_real_regions_without_a_factor_are_warned_about(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every calibrated run warned about ``unassigned`` (pings outside every region, which no
+    reference covers): a warning shown every time is one nobody reads."""
+    from stream.cli.offline import warn_uncalibrated
+
+    warn_uncalibrated([("unassigned", "40101"), ("unassigned", "40102")])
+    assert capsys.readouterr().err == ""
+    warn_uncalibrated([("unassigned", "40101"), ("rural", "40101")])
+    err = capsys.readouterr().err
+    assert "1 region/operator pair(s) have no calibration factor" in err and "rural/40101" in err
