@@ -37,7 +37,13 @@ from estimators.presence import (
     current_night,
 )
 from estimators.regions import RegionSet
-from estimators.routine import MOVER_FIELDS, mover_codes, mover_columns, transition_shift
+from estimators.routine import (
+    AGE_STEP_MS,
+    MOVER_FIELDS,
+    mover_codes,
+    mover_columns,
+    transition_shift,
+)
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS
 
@@ -60,11 +66,12 @@ class EstimateConfig:
     reference census's error carried by the factor, plus home-rule error; not where a ping
     was). ``transitions``:
     re-place *stale movers* (devices whose home and daytime regions differ, silent for
-    ``stale_ms`` or more) by what the fresh movers did since (:mod:`estimators.routine`), with
-    their own variance term; ``routine_ms``: a daytime region older than this is not used.
+    ``stale_ms`` or more, default 10 min) by what the fresh movers did since
+    (:mod:`estimators.routine`), with their own variance term; ``routine_ms``: a daytime
+    region older than this is not used.
     Raises ``ValueError`` for a non-positive horizon or activity window, a horizon longer than
-    the activity window, k < 1, a negative model-error term, or ``stale_ms`` not whole hours of
-    at least 1 h (from the horizon on, nothing is stale).
+    the activity window, k < 1, a negative model-error term, or ``stale_ms`` not a whole number
+    of 10-minute steps of at least one (from the horizon on, nothing is stale).
     """
 
     horizon_ms: int = 6 * HOUR_MS
@@ -76,15 +83,15 @@ class EstimateConfig:
     away_rse: float = 0.025
     transition_rse: float = 0.6
     resident_model_rse: float = 0.005
-    stale_ms: int = HOUR_MS
+    stale_ms: int = AGE_STEP_MS
     routine_ms: int = 3 * DAY_MS
     transitions: bool = True
 
     def __post_init__(self) -> None:
         if self.horizon_ms <= 0 or self.activity_ms <= 0:
             raise ValueError("horizon and activity window must be positive")
-        if self.stale_ms < HOUR_MS or self.stale_ms % HOUR_MS:
-            raise ValueError("stale_ms must be whole hours, at least 1 h")
+        if self.stale_ms < AGE_STEP_MS or self.stale_ms % AGE_STEP_MS:
+            raise ValueError("stale_ms must be a whole number of 10-minute steps, at least one")
         if min(self.model_rse, self.away_rse, self.resident_model_rse, self.transition_rse) < 0:
             raise ValueError("model error terms must be >= 0")
         if self.routine_ms <= 0:

@@ -7,20 +7,26 @@ region, :meth:`PresenceState.home_region`) and a different *daytime region* (reg
 latest ping in the local day window, :meth:`PresenceState.day_region`) whose last ping is at
 one of the two. For them the tally keeps, instead of nothing, the counts
 
-    (home region N, daytime region D, last seen at D?, age bucket (whole hours), class)
+    (home region N, daytime region D, last seen at D?, age bucket (10-minute steps), class)
 
 (:func:`mover_rows`), which add up across partitions like every tally row. At estimate time
 (:func:`transition_shift`), on the summed counts:
 
-- ``p_now``: the share of *fresh* movers (last ping less than ``stale_ms`` old) seen at their
-  daytime region: where the movers are now, measured;
-- ``p_b``: the share of the movers last seen ``b`` hours ago (age bucket ``b``) seen at their
+- ``p_now``: the share of *fresh* movers (last ping less than ``stale_ms`` old, default one
+  age step, 10 min) seen at their daytime region: where the movers are now, measured;
+- ``p_b``: the share of the movers last seen ``b`` steps ago (age bucket ``b``) seen at their
   daytime region: where the movers were then, measured from the same devices that went silent
   (a device's silence is taken as independent of where it is);
 - the stale movers of bucket ``b`` are moved, in expectation, by the smallest flow that turns
   ``p_b`` into ``p_now``: if ``p_now > p_b``, a share ``m = (p_now - p_b) / (1 - p_b)`` of those
   last seen at home go to their daytime region; otherwise ``m = (p_b - p_now) / p_b`` of those
   last seen at their daytime region go home. The others stay where they were seen.
+
+The age steps are short (:data:`AGE_STEP_MS`) because the fresh movers are themselves where
+they *were*: with whole-hour buckets, ``p_now`` came from pings 0-59 min old (about 30 min on
+average at the morning peak), lagged the flow by that much, and the movers of that first hour
+were never re-placed; against the simulator's truth that left about two thirds of a suburb's
+morning error (docs/BENCHMARKS.md, issue 13, fifth pass).
 
 Each moved-or-not device is a Bernoulli(``m``) draw between two regions, which gives the
 interval its *transition* variance: ``w^2 m (1 - m)`` on every region (or parent region)
@@ -40,12 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from estimators.units import HOUR_MS
+from estimators.units import MINUTE_MS
 
-MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age", "mover_cls",
+MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age_10min", "mover_cls",
                 "mover_count")
 """Tally columns of the mover counts (one row per distinct key, see the module text)."""
+AGE_STEP_MS = 10 * MINUTE_MS
+"""Width of a mover age bucket (``mover_age_10min``); ``stale_ms`` is a multiple of it."""
 MAX_AGE_BUCKET = 255
+"""Last age bucket (ages from 42.5 h on share it)."""
 
 
 def mover_rows(candidate: np.ndarray, home: np.ndarray, day: np.ndarray, here: np.ndarray,
@@ -66,7 +75,7 @@ def mover_codes(home: np.ndarray, day: np.ndarray, here: np.ndarray, age_ms: np.
     candidates only); codes of several parts concatenated count as one
     (:func:`mover_columns`)."""
     i = np.flatnonzero((day >= 0) & (day != home) & ((here == home) | (here == day)))
-    bucket = np.minimum(age_ms[i] // HOUR_MS, MAX_AGE_BUCKET)
+    bucket = np.minimum(age_ms[i] // AGE_STEP_MS, MAX_AGE_BUCKET)
     return ((home[i] << 33) | (day[i] << 17) | ((here[i] == day[i]).astype(np.int64) << 16)
             | (bucket << 8) | cls[i])
 
@@ -77,15 +86,16 @@ def mover_columns(code: np.ndarray) -> dict[str, np.ndarray]:
     return {"mover_home": (uniq >> 33).astype(np.int32),
             "mover_day": ((uniq >> 17) & 0xFFFF).astype(np.int32),
             "mover_at_day": ((uniq >> 16) & 1).astype(np.uint8),
-            "mover_age": ((uniq >> 8) & 0xFF).astype(np.uint8),
+            "mover_age_10min": ((uniq >> 8) & 0xFF).astype(np.uint8),
             "mover_cls": (uniq & 0xFF).astype(np.uint8),
             "mover_count": count.astype(np.int64)}
 
 
 def bucket_shares(tally: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per age bucket (0..255): movers seen at their daytime region, and all movers."""
+    """Per age bucket (0..255, :data:`AGE_STEP_MS` each): movers seen at their daytime region,
+    and all movers."""
     count = tally.mover_count.astype(np.float64)
-    age = tally.mover_age.astype(np.int64)
+    age = tally.mover_age_10min.astype(np.int64)
     at_day = np.bincount(age, weights=count * tally.mover_at_day, minlength=MAX_AGE_BUCKET + 1)
     total = np.bincount(age, weights=count, minlength=MAX_AGE_BUCKET + 1)
     return at_day, total
@@ -94,9 +104,10 @@ def bucket_shares(tally: Any) -> tuple[np.ndarray, np.ndarray]:
 def move_shares(tally: Any, stale_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Per age bucket: the share ``m`` of stale movers that move, its direction (True: to the
     daytime region), the variance of ``m`` from the binomial errors of the shares, and
-    ``p_now`` (NaN without fresh movers; then nothing moves)."""
+    ``p_now`` (NaN without fresh movers; then nothing moves). ``stale_ms``: movers younger
+    than this are fresh (a multiple of :data:`AGE_STEP_MS`)."""
     at_day, total = bucket_shares(tally)
-    fresh = np.arange(total.size) < stale_ms // HOUR_MS
+    fresh = np.arange(total.size) < stale_ms // AGE_STEP_MS
     n_now = total[fresh].sum()
     m = np.zeros(total.size)
     to_day = np.zeros(total.size, dtype=bool)
@@ -129,7 +140,7 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     """
     n = subtree.shape[0]
     m_b, up_b, var_m_b, _ = move_shares(tally, stale_ms)
-    age = tally.mover_age.astype(np.int64)
+    age = tally.mover_age_10min.astype(np.int64)
     at_day = tally.mover_at_day.astype(bool)
     home, day = tally.mover_home.astype(np.int64), tally.mover_day.astype(np.int64)
     # rows moving: last seen at home when the bucket moves to the day region, and vice versa

@@ -45,7 +45,7 @@ PRESENT_FIELDS = ("present_cell", "present_region", "present_factor_region", "pr
                   "present_count")
 RESIDENT_FIELDS = ("resident_region", "resident_cls", "resident_count")
 CLASS_FIELDS = ("n_active", "n_present", "n_housed")
-MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age", "mover_cls",
+MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age_10min", "mover_cls",
                 "mover_count")
 MOVER_DTYPES = (np.int32, np.int32, np.uint8, np.uint8, np.uint8)
 
@@ -87,11 +87,12 @@ class Tally:
     foreign: ForeignTally | None = None
     observed_from_ms: int | None = None
     # movers (estimators.routine): devices between their home and daytime regions, counted by
-    # (home, daytime region, last seen at the daytime region?, age in whole hours, class)
+    # (home, daytime region, last seen at the daytime region?, age in 10-minute steps, class);
+    # tallies written before the steps (``mover_age``, whole hours) are read as 6 steps an hour
     mover_home: np.ndarray = field(default_factory=lambda: _none(np.int32))
     mover_day: np.ndarray = field(default_factory=lambda: _none(np.int32))
     mover_at_day: np.ndarray = field(default_factory=lambda: _none(np.uint8))
-    mover_age: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    mover_age_10min: np.ndarray = field(default_factory=lambda: _none(np.uint8))
     mover_cls: np.ndarray = field(default_factory=lambda: _none(np.uint8))
     mover_count: np.ndarray = field(default_factory=lambda: _none(np.int64))
 
@@ -122,6 +123,9 @@ class Tally:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
             fields.update({f: z[f] for f in MOVER_FIELDS if f in z.files})  # absent: older
+            if "mover_age" in z.files and "mover_age_10min" not in z.files:  # whole hours
+                fields["mover_age_10min"] = np.minimum(z["mover_age"].astype(np.int64) * 6,
+                                                       255).astype(np.uint8)
             migration = MigrationTally.from_arrays({k: z[k] for k in z.files if k.startswith("mig")})
             foreign = ForeignTally.from_arrays({k: z[k] for k in z.files if k.startswith("fgn")})
             fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else ""

@@ -7,9 +7,15 @@ import pytest
 
 from estimators.estimate import EstimateConfig, tally_state
 from estimators.presence import NightWindow, PresenceState
-from estimators.routine import MOVER_FIELDS, move_shares, mover_rows, transition_shift
+from estimators.routine import (
+    AGE_STEP_MS,
+    MOVER_FIELDS,
+    move_shares,
+    mover_rows,
+    transition_shift,
+)
 from estimators.tally import Tally, merge_tallies
-from estimators.units import DAY_MS, EPOCH_MS, HOUR_MS
+from estimators.units import DAY_MS, EPOCH_MS, HOUR_MS, MINUTE_MS
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 at UTC+5)
 OFFSET_S = 5 * 3600
@@ -88,21 +94,22 @@ def test_export_restore_round_trip_keeps_the_day_slot() -> None:
     assert a.day_slot.nbytes == 4 * len(a.day_slot)  # 4 bytes per device row
 
 
-def _tally(n_home: int, n_day: int, age_h: int, at_day: bool) -> dict[str, np.ndarray]:
-    """Mover rows: home 1, day 2, class 0."""
-    rows = {"mover_home": [], "mover_day": [], "mover_at_day": [], "mover_age": [],
+def _tally(n_home: int, n_day: int, age_steps: int, at_day: bool) -> dict[str, np.ndarray]:
+    """Mover rows: home 1, day 2, class 0; fresh ones (age step 0) at home and at work, 100
+    more ``age_steps`` 10-minute steps old at work (``at_day``) or at home."""
+    rows = {"mover_home": [], "mover_day": [], "mover_at_day": [], "mover_age_10min": [],
             "mover_cls": [], "mover_count": []}
     for where, count in ((0, n_home), (1, n_day)):
         rows["mover_home"].append(1)
         rows["mover_day"].append(2)
         rows["mover_at_day"].append(where)
-        rows["mover_age"].append(0)
+        rows["mover_age_10min"].append(0)
         rows["mover_cls"].append(0)
         rows["mover_count"].append(count)
     rows["mover_home"].append(1)
     rows["mover_day"].append(2)
     rows["mover_at_day"].append(int(at_day))
-    rows["mover_age"].append(age_h)
+    rows["mover_age_10min"].append(age_steps)
     rows["mover_cls"].append(0)
     rows["mover_count"].append(100)
     return {k: np.array(v) for k, v in rows.items()}
@@ -114,31 +121,71 @@ class _T:
 
 
 def test_stale_movers_follow_the_fresh_ones_with_the_smallest_flow() -> None:
-    # fresh movers: 900 of 1000 at their daytime region; 100 stale ones seen at home 3 h ago,
-    # when nobody (of those seen) was at work: 90 % of them move
+    # fresh movers: 900 of 1000 at their daytime region; 100 stale ones seen at home 30 min
+    # ago, when nobody (of those seen) was at work: 90 % of them move
     t = _T(**_tally(100, 900, 3, at_day=False))
-    m, up, _, p_now = move_shares(t, HOUR_MS)
+    m, up, _, p_now = move_shares(t, AGE_STEP_MS)
     assert p_now == pytest.approx(0.9)
     assert up[3] and m[3] == pytest.approx(0.9)
     subtree = np.eye(3)
     subtree[0, 1:] = 1  # region 0 is the parent of 1 and 2
     weight = np.full(3, 2.0)
-    shift, var = transition_shift(t, weight, subtree, HOUR_MS)
+    shift, var = transition_shift(t, weight, subtree, AGE_STEP_MS)
     assert shift.sum() == pytest.approx(0.0)
     assert shift[2] == pytest.approx(0.9 * 100 * 2) and shift[1] == pytest.approx(-180)
     assert var[0] == 0  # the parent holds both candidates
     assert var[1] == var[2] > 100 * 4 * 0.9 * 0.1  # Bernoulli draws plus the error of m
     # everyone fresh is at work and the stale ones were seen there: nobody moves
     t2 = _T(**_tally(0, 1000, 3, at_day=True))
-    shift2, var2 = transition_shift(t2, weight, subtree, HOUR_MS)
+    shift2, var2 = transition_shift(t2, weight, subtree, AGE_STEP_MS)
     assert not shift2.any() and not var2.any()
     # seen at work while 90 % are: 10 % of them go home
     t4 = _T(**_tally(100, 900, 3, at_day=True))
-    shift4, _ = transition_shift(t4, weight, subtree, HOUR_MS)
+    shift4, _ = transition_shift(t4, weight, subtree, AGE_STEP_MS)
     assert shift4[1] == pytest.approx(0.1 * 100 * 2)
-    # young enough to be fresh: nothing moves
-    shift3, _ = transition_shift(t, weight, subtree, 4 * HOUR_MS)
+    # young enough to be fresh (30 min < stale_ms 40 min): nothing moves
+    shift3, _ = transition_shift(t, weight, subtree, 4 * AGE_STEP_MS)
     assert not shift3.any()
+
+
+def test_movers_silent_for_half_an_hour_are_replaced_by_default() -> None:
+    # the fifth pass of issue 13: with whole-hour buckets a mover seen at home 30 min ago was
+    # "fresh", never moved, and counted at home in p_now; in 10-minute steps it is stale
+    rows = mover_rows(np.ones(3, bool), np.ones(3, np.int64), np.full(3, 2), np.array([1, 2, 1]),
+                      np.array([30, 5, 9]) * MINUTE_MS, np.zeros(3, np.int64))
+    assert list(zip(rows["mover_at_day"].tolist(), rows["mover_age_10min"].tolist(),
+                    strict=True)) == [(0, 0), (0, 3), (1, 0)]  # rows sorted by key
+    m, up, _, p_now = move_shares(_T(**rows), EstimateConfig().stale_ms)
+    assert p_now == pytest.approx(0.5)  # the two fresh ones: one at home, one at work
+    assert up[3] and m[3] == pytest.approx(0.5)
+    assert EstimateConfig().stale_ms == AGE_STEP_MS == 10 * MINUTE_MS
+    for bad in (5 * MINUTE_MS, 15 * MINUTE_MS, 0):
+        with pytest.raises(ValueError, match="10-minute steps"):
+            EstimateConfig(stale_ms=bad)
+    assert EstimateConfig(stale_ms=HOUR_MS).stale_ms == HOUR_MS
+
+
+def test_tallies_of_whole_hour_ages_are_read_in_steps() -> None:
+    # a tally written before the 10-minute steps (field mover_age, whole hours) is read as six
+    # steps an hour: its first hour stays fresh, as under the rule that wrote it
+    t = Tally(at_ms=T0, operators=("a",), present_cell=np.zeros(0, np.uint64),
+              present_region=np.zeros(0, np.int32), present_factor_region=np.zeros(0, np.int32),
+              present_cls=np.zeros(0, np.uint8), present_count=np.zeros(0, np.int64),
+              resident_region=np.zeros(0, np.int32), resident_cls=np.zeros(0, np.uint8),
+              resident_count=np.zeros(0, np.int64), n_active=np.zeros(256, np.int64),
+              n_present=np.zeros(256, np.int64), n_housed=np.zeros(256, np.int64),
+              mover_home=np.array([1, 1, 1], np.int32), mover_day=np.array([2, 2, 2], np.int32),
+              mover_at_day=np.array([0, 1, 0], np.uint8),
+              mover_age_10min=np.array([0, 1, 50], np.uint8), mover_cls=np.zeros(3, np.uint8),
+              mover_count=np.array([4, 5, 6], np.int64))
+    with np.load(__import__("io").BytesIO(t.to_bytes())) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["mover_age"] = arrays.pop("mover_age_10min")  # as an older version wrote it
+    buf = __import__("io").BytesIO()
+    np.savez(buf, **arrays)
+    old = Tally.from_bytes(buf.getvalue())
+    assert old.mover_age_10min.tolist() == [0, 6, 255]
+    assert old.mover_count.tolist() == [4, 5, 6]
 
 
 def test_mover_rows_count_only_devices_between_home_and_day() -> None:
@@ -149,7 +196,7 @@ def test_mover_rows_count_only_devices_between_home_and_day() -> None:
     rows = mover_rows(cand, home, day, here, np.array([3, 0, 0, 0, 0]) * HOUR_MS,
                       np.zeros(5, np.int64))
     assert rows["mover_count"].tolist() == [1]
-    assert rows["mover_age"].tolist() == [3] and rows["mover_at_day"].tolist() == [0]
+    assert rows["mover_age_10min"].tolist() == [18] and rows["mover_at_day"].tolist() == [0]
 
 
 @pytest.mark.skipif(MOVER_FIELDS[0] not in Tally.__dataclass_fields__,
@@ -206,15 +253,15 @@ def test_transition_model_error_scales_with_the_people_moved() -> None:
     subtree = np.eye(3)
     subtree[0, 1:] = 1
     weight = np.full(3, 2.0)
-    shift, var0 = transition_shift(t, weight, subtree, HOUR_MS)
-    shift_m, var_m = transition_shift(t, weight, subtree, HOUR_MS, model_rse=0.5)
+    shift, var0 = transition_shift(t, weight, subtree, AGE_STEP_MS)
+    shift_m, var_m = transition_shift(t, weight, subtree, AGE_STEP_MS, model_rse=0.5)
     np.testing.assert_array_equal(shift, shift_m)  # the term widens, it never moves anyone
     assert var_m[0] == var0[0] == 0
     assert var_m[1] - var0[1] == pytest.approx((0.5 * 180) ** 2)
     assert var_m[2] - var0[2] == pytest.approx((0.5 * 180) ** 2)
     # nobody moves: no model term either
     t2 = _T(**_tally(0, 1000, 3, at_day=True))
-    _, var2 = transition_shift(t2, weight, subtree, HOUR_MS, model_rse=0.5)
+    _, var2 = transition_shift(t2, weight, subtree, AGE_STEP_MS, model_rse=0.5)
     assert not var2.any()
 
 
