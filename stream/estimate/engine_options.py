@@ -179,8 +179,8 @@ ENGINE_LIMITS: dict[str, Limit] = {
                                 "resident figures", 0, 1, open_hi=True),
     "transition_rse": Limit("--transition-rse", "model-error relative standard error of the "
                             "people the stale-mover rule moves", 0, 5),
-    "stale_ms": Limit("--stale", "age after which a mover's last ping is stale (whole hours)",
-                      HOUR_MS, 30 * DAY_MS, duration=True),
+    "stale_ms": Limit("--stale", "age after which a mover's last ping is stale (10-minute "
+                      "steps)", 10 * MINUTE_MS, 30 * DAY_MS, duration=True),
     "routine_ms": Limit("--routine", "how long a device's daytime region stays usable", HOUR_MS,
                         60 * DAY_MS, duration=True),
     "move_window_nights": Limit("--move-window", "nights of the migration majority window", 1, 366,
