@@ -40,9 +40,14 @@ from estimators.regions import RegionSet
 from estimators.routine import (
     AGE_STEP_MS,
     MOVER_FIELDS,
+    UNHOUSED_FIELDS,
     mover_codes,
     mover_columns,
+    stayer_codes,
+    stayer_columns,
     transition_shift,
+    unhoused_codes,
+    unhoused_columns,
 )
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS
@@ -81,7 +86,7 @@ class EstimateConfig:
     z: float = 1.645
     model_rse: float = 0.006
     away_rse: float = 0.025
-    transition_rse: float = 0.6
+    transition_rse: float = 0.3
     resident_model_rse: float = 0.005
     stale_ms: int = AGE_STEP_MS
     routine_ms: int = 3 * DAY_MS
@@ -216,7 +221,7 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
     home_all = state.home(current_night(at_ms, utc_offset_s, state.window), config.min_nights)
     region_of = np.asarray(loc_region)
     movers = config.transitions and MOVER_FIELDS[0] in Tally.__dataclass_fields__
-    codes, mover_parts = [], []
+    codes, mover_parts, unhoused_parts, stayer_parts = [], [], [], []
     by_home = np.zeros(0, dtype=np.int64)
     per_class = np.zeros((3, N_CLASSES), dtype=np.int64)  # active, present, housed
     for lo in range(0, n, chunk):
@@ -241,11 +246,15 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
         for i, who in enumerate((cls, cls[p], cls[r])):
             per_class[i] += np.bincount(who, minlength=N_CLASSES)
         if movers:
-            c = p[has_home[p]]  # present and housed: the mover candidates
-            ts_c = (a_stamp[c] >> np.uint64(LOC_BITS)).astype(np.int64) + EPOCH_MS
+            c = p[cls[p] != ROAMER]  # present and domestic: movers, stayers and the unhoused
+            age_c = at_ms - ((a_stamp[c] >> np.uint64(LOC_BITS)).astype(np.int64) + EPOCH_MS)
             day = state.day_region(at_ms, config.routine_ms, lo + a[c])
-            mover_parts.append(mover_codes(home[c], day, here[c], at_ms - ts_c,
-                                           cls[c].astype(np.int64)))
+            h = has_home[c]
+            mover_parts.append(mover_codes(home[c][h], day[h], here[c][h], age_c[h],
+                                           cls[c][h].astype(np.int64)))
+            stayer_parts.append(stayer_codes(home[c][h], day[h], here[c][h], age_c[h]))
+            unhoused_parts.append(unhoused_codes(here[c][~h], day[~h], age_c[~h],
+                                                 cls[c][~h].astype(np.int64)))
     code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     uniq, p_count = np.unique(code, return_counts=True)
     p_loc, p_fr, p_cls = uniq >> 24, (uniq >> 8) & 0xFFFF, uniq & 0xFF
@@ -253,8 +262,10 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
     r_reg, r_cls, r_count = r_code // 256, r_code % 256, by_home[r_code]
     extra = {}
     if movers:
-        extra = mover_columns(np.concatenate(mover_parts) if mover_parts
-                              else np.zeros(0, dtype=np.int64))
+        none = np.zeros(0, dtype=np.int64)
+        extra = (mover_columns(np.concatenate(mover_parts) if mover_parts else none)
+                 | unhoused_columns(np.concatenate(unhoused_parts) if unhoused_parts else none)
+                 | stayer_columns(np.concatenate(stayer_parts) if stayer_parts else none))
     return Tally(**extra,
         at_ms=at_ms, operators=tuple(operators),
         present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],
@@ -305,8 +316,13 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     if config.transitions and getattr(tally, MOVER_FIELDS[0], None) is not None:
         m_cls = tally.mover_cls.astype(np.int64)
         m_weight = factors.factor[tally.mover_home.astype(np.int64), m_cls] / cov_present[m_cls]
+        u_weight = None
+        if getattr(tally, UNHOUSED_FIELDS[0], None) is not None:
+            u_cls = tally.unhoused_cls.astype(np.int64)
+            u_weight = (factors.factor[tally.unhoused_here.astype(np.int64), u_cls]
+                        / cov_present[u_cls])
         shift = transition_shift(tally, m_weight, regions.subtree.astype(np.float64),
-                                 config.stale_ms, config.transition_rse)
+                                 config.stale_ms, config.transition_rse, u_weight)
     present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
                                   tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
                                   config, config.model_rse, shift,

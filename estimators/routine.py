@@ -51,6 +51,13 @@ from estimators.units import MINUTE_MS
 MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age_10min", "mover_cls",
                 "mover_count")
 """Tally columns of the mover counts (one row per distinct key, see the module text)."""
+UNHOUSED_FIELDS = ("unhoused_here", "unhoused_day", "unhoused_age_10min", "unhoused_cls",
+                   "unhoused_count")
+"""Tally columns of the present domestic devices without a home yet that have a daytime region:
+(region of the last ping, daytime region, age bucket, class)."""
+STAYER_FIELDS = ("stayer_region", "stayer_age_10min", "stayer_count")
+"""Tally columns of the housed present devices whose daytime region is their home region and
+who were last seen there: (that region, age bucket)."""
 AGE_STEP_MS = 10 * MINUTE_MS
 """Width of a mover age bucket (``mover_age_10min``); ``stale_ms`` is a multiple of it."""
 MAX_AGE_BUCKET = 255
@@ -91,6 +98,41 @@ def mover_columns(code: np.ndarray) -> dict[str, np.ndarray]:
             "mover_count": count.astype(np.int64)}
 
 
+def unhoused_codes(here: np.ndarray, day: np.ndarray, age_ms: np.ndarray, cls: np.ndarray
+                   ) -> np.ndarray:
+    """The int64 key of each domestic device without a home that has a daytime region (arrays
+    as in :func:`mover_rows`, of present domestic devices without a home only)."""
+    i = np.flatnonzero(day >= 0)
+    bucket = np.minimum(age_ms[i] // AGE_STEP_MS, MAX_AGE_BUCKET)
+    return (here[i] << 33) | (day[i] << 17) | (bucket << 8) | cls[i]
+
+
+def unhoused_columns(code: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`UNHOUSED_FIELDS` columns counting :func:`unhoused_codes`."""
+    uniq, count = np.unique(code, return_counts=True)
+    return {"unhoused_here": (uniq >> 33).astype(np.int32),
+            "unhoused_day": ((uniq >> 17) & 0xFFFF).astype(np.int32),
+            "unhoused_age_10min": ((uniq >> 8) & 0xFF).astype(np.uint8),
+            "unhoused_cls": (uniq & 0xFF).astype(np.uint8),
+            "unhoused_count": count.astype(np.int64)}
+
+
+def stayer_codes(home: np.ndarray, day: np.ndarray, here: np.ndarray, age_ms: np.ndarray
+                 ) -> np.ndarray:
+    """The int64 key of each *stayer* among housed present devices (arrays as in
+    :func:`mover_rows`): daytime region = home region = region of the last ping."""
+    i = np.flatnonzero((day >= 0) & (day == home) & (here == home))
+    return (day[i] << 8) | np.minimum(age_ms[i] // AGE_STEP_MS, MAX_AGE_BUCKET)
+
+
+def stayer_columns(code: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`STAYER_FIELDS` columns counting :func:`stayer_codes`."""
+    uniq, count = np.unique(code, return_counts=True)
+    return {"stayer_region": (uniq >> 8).astype(np.int32),
+            "stayer_age_10min": (uniq & 0xFF).astype(np.uint8),
+            "stayer_count": count.astype(np.int64)}
+
+
 def bucket_shares(tally: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per age bucket (0..255, :data:`AGE_STEP_MS` each): movers seen at their daytime region,
     and all movers."""
@@ -128,15 +170,63 @@ def move_shares(tally: Any, stale_ms: int) -> tuple[np.ndarray, np.ndarray, np.n
     return np.clip(m, 0.0, 1.0), up, var_m, float(p_now)
 
 
+def _unhoused_moves(tally: Any, weight: np.ndarray, n: int, m_b: np.ndarray, up_b: np.ndarray
+                    ) -> tuple[np.ndarray, ...]:
+    """The moves of the devices without a home (see :func:`transition_shift`), as rows
+    ``(src, dst, age bucket, scale, count, weight)``: each moves with probability
+    ``m_b[age] * scale``."""
+    here = tally.unhoused_here.astype(np.int64)
+    day = tally.unhoused_day.astype(np.int64)
+    age = tally.unhoused_age_10min.astype(np.int64)
+    count = tally.unhoused_count.astype(np.float64)
+    # away from the daytime region: a mover seen at home (``here``), moving with the morning
+    away = np.flatnonzero((here != day) & up_b[age] & (m_b[age] > 0))
+    parts = [(here[away], day[away], age[away], np.ones(away.size), count[away], weight[away])]
+    # at the daytime region: a mover with the share of housed devices seen there in the same
+    # age bucket that are movers, going home like them to the homes of that region's movers
+    at = np.flatnonzero((here == day) & ~up_b[age] & (m_b[age] > 0))
+    if at.size:
+        m_at = tally.mover_at_day.astype(bool)
+        m_day, m_age = tally.mover_day.astype(np.int64), tally.mover_age_10min.astype(np.int64)
+        m_count = tally.mover_count.astype(np.float64)
+        movers_at = np.zeros((n, MAX_AGE_BUCKET + 1))
+        np.add.at(movers_at, (m_day[m_at], m_age[m_at]), m_count[m_at])
+        stayers = np.zeros((n, MAX_AGE_BUCKET + 1))
+        np.add.at(stayers, (tally.stayer_region.astype(np.int64),
+                            tally.stayer_age_10min.astype(np.int64)),
+                  tally.stayer_count.astype(np.float64))
+        homes = np.zeros((n, n))  # daytime region -> homes of its movers
+        np.add.at(homes, (m_day, tally.mover_home.astype(np.int64)), m_count)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(movers_at > 0, movers_at / (movers_at + stayers), 0.0)
+            homes = homes / np.maximum(homes.sum(axis=1, keepdims=True), 1.0)
+        d_at, a_at = day[at], age[at]
+        src_i, dst = np.nonzero(share[d_at, a_at][:, None] * homes[d_at] > 0)
+        row = at[src_i]
+        parts.append((here[row], dst, age[row], share[d_at[src_i], a_at[src_i]]
+                      * homes[d_at[src_i], dst], count[row], weight[row]))
+    return tuple(np.concatenate(c) for c in zip(*parts, strict=True))
+
+
 def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_ms: int,
-                     model_rse: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     model_rse: float = 0.0, unhoused_weight: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """People moved between leaf regions by the stale-mover rule, and its variance.
 
     ``weight`` float64[n_rows]: people per device of each mover row; ``subtree``
     float64[n_regions, n_regions] (``RegionSet.subtree``); ``model_rse``: relative model error
-    of the people moved in or out of a region. Returns ``(shift, var)``: people added per region
-    before subtree sums (sums to 0) and the transition variance per region after them (see the
-    module text).
+    of the people moved in or out of a region; ``unhoused_weight`` float64[n_unhoused_rows]:
+    people per device of each :data:`UNHOUSED_FIELDS` row (None, or a tally without those
+    rows: they stay where they were seen). Returns ``(shift, var)``: people added per region
+    before subtree sums (sums to 0) and the transition variance per region after them (see
+    the module text).
+
+    Devices without a home yet (domestic, with a daytime region) move with the housed movers'
+    ``m`` of their age bucket: seen away from their daytime region, in the morning direction,
+    as a mover seen at home; seen at it, in the evening direction, with probability ``m`` times
+    the share of movers among the housed devices seen at that region in the same bucket
+    (movers and :data:`STAYER_FIELDS` rows), to the homes of that region's movers in
+    proportion.
     """
     n = subtree.shape[0]
     m_b, up_b, var_m_b, _ = move_shares(tally, stale_ms)
@@ -145,22 +235,28 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     home, day = tally.mover_home.astype(np.int64), tally.mover_day.astype(np.int64)
     # rows moving: last seen at home when the bucket moves to the day region, and vice versa
     moving = np.where(up_b[age], ~at_day, at_day)
-    m = np.where(moving, m_b[age], 0.0)
     src = np.where(at_day, day, home)
     dst = np.where(at_day, home, day)
-    mass = tally.mover_count.astype(np.float64) * weight
+    scale = moving.astype(np.float64)
+    count = tally.mover_count.astype(np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    if unhoused_weight is not None and getattr(tally, UNHOUSED_FIELDS[-1], np.zeros(0)).size:
+        u = _unhoused_moves(tally, np.asarray(unhoused_weight, dtype=np.float64), n, m_b, up_b)
+        src, dst, age, scale, count, w = (np.concatenate([a, b]) for a, b in
+                                          zip((src, dst, age, scale, count, w), u, strict=True))
+    m = m_b[age] * scale
+    mass = count * w
     shift = (np.bincount(dst, weights=m * mass, minlength=n)
              - np.bincount(src, weights=m * mass, minlength=n))
     sel = np.flatnonzero(m > 0)
     if sel.size == 0:
         return shift, np.zeros(n)
     d = subtree[:, dst[sel]] - subtree[:, src[sel]]  # +1/-1 where one candidate is inside
-    draw_var = (d**2) @ (tally.mover_count[sel] * weight[sel] ** 2 * m[sel] * (1 - m[sel]))
+    draw_var = (d**2) @ (count[sel] * w[sel] ** 2 * m[sel] * (1 - m[sel]))
     # error of m, shared by all the devices of a bucket: (sum of their mass per region)^2
-    buckets = np.unique(age[sel])
     share_var = np.zeros(n)
-    for b in buckets:
+    for b in np.unique(age[sel]):
         in_b = age[sel] == b
-        share_var += var_m_b[b] * (d[:, in_b] @ mass[sel][in_b]) ** 2
+        share_var += var_m_b[b] * (d[:, in_b] @ (mass[sel] * scale[sel])[in_b]) ** 2
     moved = np.abs(d) @ (m[sel] * mass[sel])  # people moved in or out of each region
     return shift, draw_var + share_var + (model_rse * moved) ** 2

@@ -48,6 +48,13 @@ CLASS_FIELDS = ("n_active", "n_present", "n_housed")
 MOVER_FIELDS = ("mover_home", "mover_day", "mover_at_day", "mover_age_10min", "mover_cls",
                 "mover_count")
 MOVER_DTYPES = (np.int32, np.int32, np.uint8, np.uint8, np.uint8)
+UNHOUSED_FIELDS = ("unhoused_here", "unhoused_day", "unhoused_age_10min", "unhoused_cls",
+                   "unhoused_count")
+UNHOUSED_DTYPES = (np.int32, np.int32, np.uint8, np.uint8)
+STAYER_FIELDS = ("stayer_region", "stayer_age_10min", "stayer_count")
+STAYER_DTYPES = (np.int32, np.uint8)
+ROUTINE_FIELDS = MOVER_FIELDS + UNHOUSED_FIELDS + STAYER_FIELDS
+"""Every column of the stale-mover rule's rows (:mod:`estimators.routine`)."""
 
 
 def _none(dtype: type) -> np.ndarray:
@@ -95,6 +102,17 @@ class Tally:
     mover_age_10min: np.ndarray = field(default_factory=lambda: _none(np.uint8))
     mover_cls: np.ndarray = field(default_factory=lambda: _none(np.uint8))
     mover_count: np.ndarray = field(default_factory=lambda: _none(np.int64))
+    # domestic devices without a home yet, with a daytime region: (region of the last ping,
+    # daytime region, age in 10-minute steps, class); and housed devices seen at the daytime
+    # region that is their home: (region, age in 10-minute steps). Absent in older tallies.
+    unhoused_here: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    unhoused_day: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    unhoused_age_10min: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    unhoused_cls: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    unhoused_count: np.ndarray = field(default_factory=lambda: _none(np.int64))
+    stayer_region: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    stayer_age_10min: np.ndarray = field(default_factory=lambda: _none(np.uint8))
+    stayer_count: np.ndarray = field(default_factory=lambda: _none(np.int64))
 
     def canonical(self) -> Tally:
         """The same counts with operators sorted by name and rows in a fixed order."""
@@ -104,7 +122,7 @@ class Tally:
         """Compact binary form (numpy ``.npz``, no pickled objects) for Redis and checkpoints."""
         buf = io.BytesIO()
         arrays = {f: getattr(self, f) for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS
-                  + MOVER_FIELDS}
+                  + ROUTINE_FIELDS}
         if self.migration is not None:
             arrays.update(self.migration.to_arrays())
         if self.foreign is not None:
@@ -122,7 +140,7 @@ class Tally:
         """Inverse of :meth:`to_bytes`."""
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             fields = {f: z[f] for f in PRESENT_FIELDS + RESIDENT_FIELDS + CLASS_FIELDS}
-            fields.update({f: z[f] for f in MOVER_FIELDS if f in z.files})  # absent: older
+            fields.update({f: z[f] for f in ROUTINE_FIELDS if f in z.files})  # absent: older
             if "mover_age" in z.files and "mover_age_10min" not in z.files:  # whole hours
                 fields["mover_age_10min"] = np.minimum(z["mover_age"].astype(np.int64) * 6,
                                                        255).astype(np.uint8)
@@ -195,6 +213,14 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
         [cat_cls(k) if k == "mover_cls" else cat(k).astype(d)
          for k, d in zip(MOVER_FIELDS, MOVER_DTYPES, strict=False)], cat("mover_count"))
     movers = dict(zip(MOVER_FIELDS, [*mover_keys, mover_count], strict=True))
+    unhoused_keys, unhoused_count = sum_by_key(
+        [cat_cls(k) if k == "unhoused_cls" else cat(k).astype(d)
+         for k, d in zip(UNHOUSED_FIELDS, UNHOUSED_DTYPES, strict=False)], cat("unhoused_count"))
+    movers.update(zip(UNHOUSED_FIELDS, [*unhoused_keys, unhoused_count], strict=True))
+    stayer_keys, stayer_count = sum_by_key(
+        [cat(k).astype(d) for k, d in zip(STAYER_FIELDS, STAYER_DTYPES, strict=False)],
+        cat("stayer_count"))
+    movers.update(zip(STAYER_FIELDS, [*stayer_keys, stayer_count], strict=True))
     per_class = {}
     for name in CLASS_FIELDS:
         total = np.zeros(N_CLASSES, dtype=np.int64)

@@ -19,7 +19,13 @@ from estimators.estimate import EstimateConfig, tally_state
 from estimators.migration import MigrationConfig
 from estimators.presence import ROAMER, NightWindow, PresenceState, current_night
 from estimators.regions import regions_from_geojson
-from estimators.routine import mover_rows
+from estimators.routine import (
+    mover_rows,
+    stayer_codes,
+    stayer_columns,
+    unhoused_codes,
+    unhoused_columns,
+)
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS
 from estimators.warmup import observation_start
@@ -148,6 +154,10 @@ def _tally_state_before(state: PresenceState, loc_cell: np.ndarray, loc_region: 
     r_reg, r_cls, r_count = r_code // 256, r_code % 256, by_home[r_code]
     day = state.day_region(at_ms, config.routine_ms)
     extra = mover_rows(present & has_home, home, day, here, age_ms, cls)
+    h = np.flatnonzero(present & has_home)
+    extra |= stayer_columns(stayer_codes(home[h], day[h], here[h], age_ms[h]))
+    u = np.flatnonzero(present & ~has_home & (cls != ROAMER))
+    extra |= unhoused_columns(unhoused_codes(here[u], day[u], age_ms[u], cls[u]))
     return Tally(**extra,
         at_ms=at_ms, operators=tuple(operators),
         present_cell=np.asarray(loc_cell, dtype=np.uint64)[p_loc],

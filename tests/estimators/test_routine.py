@@ -12,9 +12,13 @@ from estimators.routine import (
     MOVER_FIELDS,
     move_shares,
     mover_rows,
+    stayer_codes,
+    stayer_columns,
     transition_shift,
+    unhoused_codes,
+    unhoused_columns,
 )
-from estimators.tally import Tally, merge_tallies
+from estimators.tally import ROUTINE_FIELDS, Tally, merge_tallies
 from estimators.units import DAY_MS, EPOCH_MS, HOUR_MS, MINUTE_MS
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z (05:00 at UTC+5)
@@ -204,6 +208,16 @@ def test_mover_rows_count_only_devices_between_home_and_day() -> None:
 def test_mover_counts_of_partitions_add_up() -> None:
     rng = np.random.default_rng(2)
     dev, ts, opc, loc = _pings(rng, 30_000, 1_000, 3)
+    # 200 devices never seen at night (no home yet): once in the local day window of the last
+    # day (12:00 local), once in the last two hours before ``at`` (07:00-09:00 local)
+    new = rng.integers(1, 2**63, size=200, dtype=np.uint64)
+    day_ts = T0 + 2 * DAY_MS + 7 * HOUR_MS + rng.integers(0, HOUR_MS, 200)
+    late_ts = T0 + 3 * DAY_MS + 2 * HOUR_MS + rng.integers(0, 2 * HOUR_MS, 200)
+    dev = np.concatenate([dev, new, new])
+    ts = np.concatenate([ts, day_ts, late_ts])
+    opc = np.concatenate([opc, (new % np.uint64(3)).astype(np.uint8),
+                          (new % np.uint64(3)).astype(np.uint8)])
+    loc = np.concatenate([loc, rng.integers(0, 300, 400)])
     loc_region = rng.integers(0, 4, size=300).astype(np.int32)
     cells = np.arange(300, dtype=np.uint64) + np.uint64(1 << 40)
     at = T0 + 3 * DAY_MS + 4 * HOUR_MS
@@ -220,10 +234,11 @@ def test_mover_counts_of_partitions_add_up() -> None:
                       EstimateConfig()).canonical()
     merged = merge_tallies(parts)
     assert one.mover_count.sum() > 0
-    for f in MOVER_FIELDS:
+    assert one.stayer_count.sum() > 0 and one.unhoused_count.sum() > 0
+    for f in ROUTINE_FIELDS:
         assert np.array_equal(getattr(one, f), getattr(merged, f)), f
     again = Tally.from_bytes(merged.to_bytes())
-    for f in MOVER_FIELDS:
+    for f in ROUTINE_FIELDS:
         assert np.array_equal(getattr(again, f), getattr(merged, f)), f
 
 
@@ -242,7 +257,7 @@ def test_tally_with_movers_is_batch_split_invariant() -> None:
     ta = tally_state(a, cells, loc_region, ("a", "b", "c"), at, OFFSET_S, cfg).canonical()
     tb = tally_state(b, cells, loc_region, ("a", "b", "c"), at, OFFSET_S, cfg).canonical()
     for f in ("present_cell", "present_region", "present_count", "resident_count",
-              *[f for f in MOVER_FIELDS if hasattr(ta, f)]):
+              *ROUTINE_FIELDS):
         assert np.array_equal(getattr(ta, f), getattr(tb, f)), f
 
 
@@ -271,3 +286,62 @@ def test_transition_rse_must_not_be_negative() -> None:
     assert EstimateConfig().transition_rse > 0
     with pytest.raises(ValueError, match="model error"):
         EstimateConfig(transition_rse=-0.1)
+
+
+def _with_unhoused(base: dict[str, np.ndarray], here: int, day: int, age_steps: int,
+                   count: int, stayers: int) -> _T:
+    """``base`` mover rows plus ``count`` devices without a home (seen at ``here``, daytime
+    region ``day``) and ``stayers`` housed devices of home = daytime region 2 seen there, all
+    ``age_steps`` old."""
+    u = unhoused_columns(np.repeat(unhoused_codes(
+        np.array([here]), np.array([day]), np.array([age_steps * AGE_STEP_MS]),
+        np.array([0])), count))
+    st = stayer_columns(np.repeat(stayer_codes(np.array([2]), np.array([2]), np.array([2]),
+                                               np.array([age_steps * AGE_STEP_MS])), stayers))
+    return _T(**base, **u, **st)
+
+
+def test_devices_without_a_home_move_like_the_movers_seen_where_they_are() -> None:
+    subtree = np.eye(3)
+    subtree[0, 1:] = 1
+    weight = np.full(3, 2.0)
+    # morning: 90 % of fresh movers at work, the stale ones were at home -> m = 0.9; 50
+    # devices without a home, of weight 3, seen in region 1 with daytime region 2: 90 % go
+    t = _with_unhoused(_tally(100, 900, 3, at_day=False), here=1, day=2, age_steps=3, count=50,
+                       stayers=0)
+    base, _ = transition_shift(t, weight, subtree, AGE_STEP_MS)
+    shift, var = transition_shift(t, weight, subtree, AGE_STEP_MS,
+                                  unhoused_weight=np.full(1, 3.0))
+    assert shift.sum() == pytest.approx(0.0)
+    assert shift[2] - base[2] == pytest.approx(0.9 * 50 * 3)
+    # evening: fresh movers 10 % at work, the stale ones (100) were at work -> m = 0.9;
+    # 40 devices without a home seen at their daytime region 2, where 300 housed devices of
+    # the same age live and work: of the 400 housed devices seen there, 100 are movers (homes:
+    # region 1), so a quarter of the 40, times m, go to region 1
+    t = _with_unhoused(_tally(900, 100, 3, at_day=True), here=2, day=2, age_steps=3, count=40,
+                       stayers=300)
+    base, base_var = transition_shift(t, weight, subtree, AGE_STEP_MS)
+    shift, var = transition_shift(t, weight, subtree, AGE_STEP_MS,
+                                  unhoused_weight=np.full(1, 3.0))
+    assert shift[1] - base[1] == pytest.approx(0.9 * 0.25 * 40 * 3)
+    assert shift[2] - base[2] == pytest.approx(-0.9 * 0.25 * 40 * 3)
+    assert var[1] > base_var[1] and var[0] == base_var[0] == 0
+    # seen away from the daytime region in the evening: already home, nothing moves
+    t = _with_unhoused(_tally(900, 100, 3, at_day=True), here=1, day=2, age_steps=3, count=40,
+                       stayers=300)
+    base, _ = transition_shift(t, weight, subtree, AGE_STEP_MS)
+    shift, _ = transition_shift(t, weight, subtree, AGE_STEP_MS, unhoused_weight=np.full(1, 3.0))
+    np.testing.assert_array_equal(shift, base)
+
+
+def test_unhoused_and_stayer_codes_pick_their_devices() -> None:
+    here, day = np.array([1, 1, 2, 3]), np.array([2, -1, 2, 3])
+    u = unhoused_columns(unhoused_codes(here, day, np.array([0, 0, 25, 5]) * MINUTE_MS,
+                                        np.zeros(4, np.int64)))
+    assert list(zip(u["unhoused_here"].tolist(), u["unhoused_day"].tolist(),
+                    u["unhoused_age_10min"].tolist(), strict=True)) == [(1, 2, 0), (2, 2, 2),
+                                                                        (3, 3, 0)]
+    home = np.array([2, 2, 3, 3])
+    s = stayer_columns(stayer_codes(home, np.array([2, 2, 3, 1]), np.array([2, 1, 3, 3]),
+                                    np.array([0, 0, 70, 0]) * MINUTE_MS))
+    assert s["stayer_region"].tolist() == [2, 3] and s["stayer_age_10min"].tolist() == [0, 7]
