@@ -28,6 +28,19 @@ average at the morning peak), lagged the flow by that much, and the movers of th
 were never re-placed; against the simulator's truth that left about two thirds of a suburb's
 morning error (docs/BENCHMARKS.md, issue 13, fifth pass).
 
+Domestic devices without a home yet (no night seen: low-rate or new SIMs; by day on the
+simulator, with roamers, a quarter of the present devices on its second day, an eighth on the
+third, a twelfth on the fourth, so most of it is warm-up) but with a daytime region are
+counted too, by (region of the last ping, daytime region, age bucket, class)
+(:data:`UNHOUSED_FIELDS`), and so are the housed devices whose daytime region is their home,
+seen there, by (region, age bucket) (:data:`STAYER_FIELDS`). Such a device moves with the
+housed movers' ``m`` of its age bucket: seen away from its daytime region when the bucket moves
+to work, as a mover seen at home; seen at its daytime region when the bucket moves home, with
+probability ``m`` times the share of movers among the housed devices seen at that region in
+the same bucket (the others live there), to the homes of that region's movers in proportion.
+Kept where they were, they carried about a third of what was left of a region's transition
+error after the 10-minute steps (docs/BENCHMARKS.md, fifth pass).
+
 Each moved-or-not device is a Bernoulli(``m``) draw between two regions, which gives the
 interval its *transition* variance: ``w^2 m (1 - m)`` on every region (or parent region)
 holding exactly one of the two candidates, plus the sampling error of ``m`` itself (from the
@@ -200,11 +213,17 @@ def _unhoused_moves(tally: Any, weight: np.ndarray, n: int, m_b: np.ndarray, up_
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(movers_at > 0, movers_at / (movers_at + stayers), 0.0)
             homes = homes / np.maximum(homes.sum(axis=1, keepdims=True), 1.0)
-        d_at, a_at = day[at], age[at]
-        src_i, dst = np.nonzero(share[d_at, a_at][:, None] * homes[d_at] > 0)
-        row = at[src_i]
-        parts.append((here[row], dst, age[row], share[d_at[src_i], a_at[src_i]]
-                      * homes[d_at[src_i], dst], count[row], weight[row]))
+        at = at[share[day[at], age[at]] > 0]
+        # one sub-row per (row, home of its daytime region's movers), without an n_rows x n
+        # matrix: the nonzero homes of each daytime region, in CSR order
+        from_day, to_home = np.nonzero(homes)
+        start = np.searchsorted(from_day, np.arange(n + 1))
+        k = start[day[at] + 1] - start[day[at]]
+        row = np.repeat(at, k)
+        pos = np.repeat(start[day[at]] - np.cumsum(k) + k, k) + np.arange(int(k.sum()))
+        dst = to_home[pos]
+        parts.append((here[row], dst, age[row], share[day[row], age[row]]
+                      * homes[day[row], dst], count[row], weight[row]))
     return tuple(np.concatenate(c) for c in zip(*parts, strict=True))
 
 
