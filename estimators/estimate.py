@@ -246,15 +246,17 @@ def tally_state(state: PresenceState, loc_cell: np.ndarray, loc_region: np.ndarr
         for i, who in enumerate((cls, cls[p], cls[r])):
             per_class[i] += np.bincount(who, minlength=N_CLASSES)
         if movers:
-            c = p[cls[p] != ROAMER]  # present and domestic: movers, stayers and the unhoused
+            c = p[has_home[p]]  # present and housed: movers and stayers
             age_c = at_ms - ((a_stamp[c] >> np.uint64(LOC_BITS)).astype(np.int64) + EPOCH_MS)
             day = state.day_region(at_ms, config.routine_ms, lo + a[c])
-            h = has_home[c]
-            mover_parts.append(mover_codes(home[c][h], day[h], here[c][h], age_c[h],
-                                           cls[c][h].astype(np.int64)))
-            stayer_parts.append(stayer_codes(home[c][h], day[h], here[c][h], age_c[h]))
-            unhoused_parts.append(unhoused_codes(here[c][~h], day[~h], age_c[~h],
-                                                 cls[c][~h].astype(np.int64)))
+            home_c, here_c = home[c], here[c]
+            mover_parts.append(mover_codes(home_c, day, here_c, age_c, cls[c].astype(np.int64)))
+            stayer_parts.append(stayer_codes(home_c, day, here_c, age_c))
+            u = p[~has_home[p] & (cls[p] != ROAMER)]  # present, domestic, no home yet
+            age_u = at_ms - ((a_stamp[u] >> np.uint64(LOC_BITS)).astype(np.int64) + EPOCH_MS)
+            unhoused_parts.append(unhoused_codes(
+                here[u], state.day_region(at_ms, config.routine_ms, lo + a[u]), age_u,
+                cls[u].astype(np.int64)))
     code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     uniq, p_count = np.unique(code, return_counts=True)
     p_loc, p_fr, p_cls = uniq >> 24, (uniq >> 8) & 0xFFFF, uniq & 0xFF

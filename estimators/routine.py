@@ -139,8 +139,11 @@ def stayer_codes(home: np.ndarray, day: np.ndarray, here: np.ndarray, age_ms: np
 
 
 def stayer_columns(code: np.ndarray) -> dict[str, np.ndarray]:
-    """The :data:`STAYER_FIELDS` columns counting :func:`stayer_codes`."""
-    uniq, count = np.unique(code, return_counts=True)
+    """The :data:`STAYER_FIELDS` columns counting :func:`stayer_codes` (keys are small: counted
+    by ``np.bincount``, no sort)."""
+    counts = np.bincount(code) if code.size else np.zeros(0, dtype=np.int64)
+    uniq = np.flatnonzero(counts)
+    count = counts[uniq]
     return {"stayer_region": (uniq >> 8).astype(np.int32),
             "stayer_age_10min": (uniq & 0xFF).astype(np.uint8),
             "stayer_count": count.astype(np.int64)}
