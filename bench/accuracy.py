@@ -2,7 +2,7 @@
 
     python bench/accuracy.py [--scenario astana|kz] [--scale S] [--days D] [--horizons 1h,6h]
     python bench/accuracy.py --suite [--scale 0.05] [--days 4] [--variants base,bursty]
-        [--no-transitions] [--stale 1h] [--model-rse M] [--away-rse A]
+        [--no-transitions] [--stale 10m] [--model-rse M] [--away-rse A]
         [--transition-rse T] [--resident-model-rse R] [--state-reference-rse [--no-pool]]
 
 Simulates a scenario in memory, fits calibration factors at the end of day 1 against the
@@ -177,7 +177,8 @@ def main() -> None:
                     help="model-error rse of the people the stale-mover rule moves")
     ap.add_argument("--resident-model-rse", type=float, default=EstimateConfig.resident_model_rse,
                     help="model-error rse of the resident interval")
-    ap.add_argument("--stale", default="1h", help="stale movers are re-placed from this age")
+    ap.add_argument("--stale", default="10m", help="stale movers are re-placed from this age "
+                    "(10-minute steps; default 10m, the engine's)")
     ap.add_argument("--no-transitions", action="store_true",
                     help="keep stale devices where they were (the estimator before issue 13)")
     ap.add_argument("--state-reference-rse", action="store_true",

@@ -316,8 +316,8 @@ class EngineOptions:
         if self.horizon_ms > self.activity_ms:
             raise InputError(f"--horizon ({duration_text(self.horizon_ms)}) must not exceed "
                              f"--activity ({duration_text(self.activity_ms)})")
-        if self.stale_ms % HOUR_MS:
-            raise InputError(f"--stale must be whole hours (e.g. 1h, 2h), got "
+        if self.stale_ms % (10 * MINUTE_MS):
+            raise InputError(f"--stale must be whole 10-minute steps (e.g. 10m, 30m, 1h), got "
                              f"{duration_text(self.stale_ms)}")
         if self.min_nights > self.nights:
             raise InputError(f"--min-nights must be at most --nights ({self.nights}), "

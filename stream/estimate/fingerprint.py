@@ -56,6 +56,7 @@ PARTS: tuple[Part, ...] = (
     Part("regions.shapes", "the outlines or parents of the regions in --regions", TALLY),
     Part("cells", "the cell plan (--cells)", TALLY),
     Part("regions.rule", "how a ping is placed in a region", TALLY),
+    Part("movers", "the stale-mover tally rows (this version's rule)", TALLY),
     Part("res", "--res", TALLY),
     Part("horizon", "--horizon", TALLY),
     Part("activity", "--activity", TALLY),
@@ -230,6 +231,12 @@ REGION_RULE = "position: exact point-in-polygon of the ping's own point (lat/lon
 by another rule (before: the H3 cell's centre) are never summed with these."""
 
 
+MOVER_RULE = "mover rows by 10-minute age steps; devices without a home move with the movers"
+"""The stale-mover rule's tally rows in this version (:mod:`estimators.routine`): tallies of
+workers with another rule (before: hour steps, no rows of devices without a home) are never
+summed with these, whatever their --stale."""
+
+
 def region_rule(options: EngineOptions, reference: Reference) -> str:
     """The ``regions.rule`` part: :data:`REGION_RULE` and how border cells' devices are placed
     (``--footprints``, as in force: :func:`footprint_prior`; ``site``, or no cell plan: just
@@ -279,6 +286,7 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
     values = {
         **reference_parts(reference),
         "regions.rule": region_rule(o, reference),
+        "movers": MOVER_RULE,
         "res": str(o.res), "horizon": duration_text(o.horizon_ms),
         "activity": duration_text(o.activity_ms),
         "night": f"{o.night_start_h:g}h for {o.night_length_h:g}h",

@@ -222,8 +222,9 @@ def test_cli_errors_are_one_line(regions_file: Path, tmp_path: Path,
     with pytest.raises(SystemExit):
         main(["replay", str(pings), "--regions", str(regions_file), "--horizon", "soon"])
     capsys.readouterr()
-    assert main(["replay", str(pings), "--regions", str(regions_file), "--stale", "90m"]) == 2
-    assert capsys.readouterr().err == "defacto: error: --stale must be whole hours (e.g. 1h, 2h), got 90m\n"
+    assert main(["replay", str(pings), "--regions", str(regions_file), "--stale", "15m"]) == 2
+    assert capsys.readouterr().err == ("defacto: error: --stale must be whole 10-minute steps "
+                                       "(e.g. 10m, 30m, 1h), got 15m\n")
 
 
 def test_durations() -> None:
