@@ -16,6 +16,7 @@ from estimators.units import HOUR_MS, MINUTE_MS
 from stream.decode.frame import encode_frame
 from stream.decode.messages import encode_control
 from stream.estimate import checkpoint
+from stream.estimate.checkpoint import EncodedCheckpoint
 from stream.estimate.checkpoint_delta import (
     apply_rows,
     base_of,
@@ -44,6 +45,18 @@ def _frames(s: Simulation, size: int = 3_000) -> list[bytes]:
     frames = [encode_frame({k: v[lo:lo + size] for k, v in cols.items()})
               for lo in range(0, len(cols["ts"]), size)]
     return [*frames, encode_control(int(cols["ts"].max()), final=True)]
+
+
+def _base_and_delta(sim: tuple[Simulation, Path], frames: list[bytes], cut: int = 400
+                    ) -> tuple[PartitionState, EncodedCheckpoint, EncodedCheckpoint]:
+    """A partition fed ``frames[:cut]`` and checkpointed whole, then fed one frame more and
+    checkpointed as a delta against that: (the partition, the base, the delta)."""
+    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
+    for i, f in enumerate(frames[:cut]):
+        ps.process([i], [f])
+    base = checkpoint.encode_checkpoint(checkpoint.capture(ps))
+    ps.process([cut], [frames[cut]])
+    return ps, base, checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
 
 
 def test_a_base_and_its_latest_delta_resume_to_the_replay_s_tallies(
@@ -84,12 +97,7 @@ def test_a_delta_is_small_when_few_devices_changed(sim: tuple[Simulation, Path])
     """A checkpoint right after a base carries only the devices that pinged in between."""
     s, _ = sim
     frames = _frames(s, 300)
-    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
-    for i, f in enumerate(frames[:400]):
-        ps.process([i], [f])
-    base = checkpoint.encode_checkpoint(checkpoint.capture(ps))
-    ps.process([400], [frames[400]])
-    delta = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
+    ps, base, delta = _base_and_delta(sim, frames)
     assert delta.delta and 0 < delta.rows <= 300
     assert len(delta.blob) < len(base.blob) / 3
     again = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
@@ -150,12 +158,7 @@ def test_a_restored_partition_writes_deltas_against_the_stored_base(
     frames = _frames(s, 300)
     whole = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     want = [[t.to_bytes() for t in whole.process([i], [f]).tallies] for i, f in enumerate(frames)]
-    first = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
-    for i, f in enumerate(frames[:400]):
-        first.process([i], [f])
-    base = checkpoint.encode_checkpoint(checkpoint.capture(first))
-    first.process([400], [frames[400]])
-    delta = checkpoint.encode_checkpoint(checkpoint.capture(first), base.base)
+    _, base, delta = _base_and_delta(sim, frames)
     assert delta.delta
     second = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
     second.engine.cells.locate(np.array([0x88283082A3FFFFF], dtype=np.uint64))  # other numbers
@@ -180,12 +183,7 @@ def test_a_base_with_a_table_near_the_location_limit_merges_exactly(
     locations are now merged by (cell, region) outside the stamp."""
     s, _ = sim
     frames = _frames(s, 300)
-    ps = PartitionState("pings", 0, simulated_engine(sim), SECRET, SETTINGS)
-    for i, f in enumerate(frames[:400]):
-        ps.process([i], [f])
-    base = checkpoint.encode_checkpoint(checkpoint.capture(ps))
-    ps.process([400], [frames[400]])
-    delta = checkpoint.encode_checkpoint(checkpoint.capture(ps), base.base)
+    _, base, delta = _base_and_delta(sim, frames)
     z = checkpoint._load(base.blob)
     meta = json.loads(str(z.pop("meta")))
     cells, regions = z["state_stamp_cells"], z["state_stamp_regions"]

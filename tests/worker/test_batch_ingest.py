@@ -182,23 +182,33 @@ class _FakeKafka:
         return None
 
 
-def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, sim: Path) -> None:
+def _runtime_parts(redis_url: str, sim: Path, n: int) -> tuple[str, list[bytes], Any]:
+    """A key prefix of its own, the first ``n`` simulated pings as JSON messages, and a maker of
+    a worker runtime on one partition (checkpoints only when forced) that fails the test if it
+    would crash."""
     prefix = f"defacto-test:c{uuid.uuid4().hex[:8]}"
     paths = ReferencePaths(regions=sim / "regions.geojson", cells=sim / "cells.csv",
                            registry=sim / "registry.csv")
     config = WorkerConfig(reference=paths, redis_url=redis_url, prefix=prefix,
                           checkpoint_every_s=3600.0)
     reference = load_reference(paths)
-    pings = [json.loads(line) for line in (sim / "pings.jsonl").read_text().splitlines()[:3000]]
-    values = [encode_json(p) for p in pings]
-    r = redis.Redis.from_url(redis_url)
+    pings = [json.loads(line) for line in (sim / "pings.jsonl").read_text().splitlines()[:n]]
 
-    async def run() -> tuple[list[Any], list[Any]]:
+    def make() -> WorkerRuntime:
         async def crash(exc: BaseException) -> None:
             raise AssertionError(f"crashed: {exc}")
 
-        rt = WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
-                           KEY.encode(), reference.registry)
+        return WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
+                             KEY.encode(), reference.registry)
+    return prefix, [encode_json(p) for p in pings], make
+
+
+def test_offsets_are_committed_only_after_the_checkpoint_landed(redis_url: str, sim: Path) -> None:
+    prefix, values, make = _runtime_parts(redis_url, sim, 3000)
+    r = redis.Redis.from_url(redis_url)
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        rt = make()
         fake = _FakeKafka(r, prefix)
         rt.kafka = fake  # type: ignore[assignment]
         try:
@@ -239,14 +249,7 @@ def test_checkpoints_are_bases_then_deltas_and_bases_again_when_redis_holds_anot
     Redis refuses (the stored base is another worker's) is sent again as a base from the same
     capture; after Redis lost its data the rewritten checkpoint is a base (a delta has no base
     to go beside). Each ends with the offset committed and the stored pair resuming there."""
-    prefix = f"defacto-test:d{uuid.uuid4().hex[:8]}"
-    paths = ReferencePaths(regions=sim / "regions.geojson", cells=sim / "cells.csv",
-                           registry=sim / "registry.csv")
-    config = WorkerConfig(reference=paths, redis_url=redis_url, prefix=prefix,
-                          checkpoint_every_s=3600.0)
-    reference = load_reference(paths)
-    pings = [json.loads(line) for line in (sim / "pings.jsonl").read_text().splitlines()[:4000]]
-    values = [encode_json(p) for p in pings]
+    prefix, values, make = _runtime_parts(redis_url, sim, 4000)
     r = redis.Redis.from_url(redis_url)
     key = f"{prefix}:checkpoint:0"
 
@@ -255,11 +258,7 @@ def test_checkpoints_are_bases_then_deltas_and_bases_again_when_redis_holds_anot
         return data is not None, delta is not None, int(offset or -1)
 
     async def run() -> list[tuple[bool, bool, int]]:
-        async def crash(exc: BaseException) -> None:
-            raise AssertionError(f"crashed: {exc}")
-
-        rt = WorkerRuntime(crash, config, 1, lambda: build_engine(config.engine, reference),
-                           KEY.encode(), reference.registry)
+        rt = make()
         fake = _FakeKafka(r, prefix)
         rt.kafka = fake  # type: ignore[assignment]
         seen = []
