@@ -85,8 +85,8 @@ class EstimateConfig:
     k_anonymity: int = 15
     z: float = 1.645
     model_rse: float = 0.006
-    away_rse: float = 0.025
-    transition_rse: float = 0.3
+    away_rse: float = 0.04
+    transition_rse: float = 0.15
     resident_model_rse: float = 0.005
     stale_ms: int = AGE_STEP_MS
     routine_ms: int = 3 * DAY_MS
