@@ -1,5 +1,6 @@
-"""What makes replay fast gives what the slower way gave: the snapshot's foreign long-stayers
-line without the whole foreign document, and the two-thread read-ahead pipeline."""
+"""What makes replay fast gives what the slower way gave: the two-thread read-ahead pipeline,
+operator indexes and snapshot cells by array (the foreign long-stayers line without the whole
+foreign document: tests/publish/test_foreign_publish.py)."""
 
 from __future__ import annotations
 
@@ -13,68 +14,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from estimators.foreign import (
-    CLASSES,
-    CountryFactor,
-    ForeignConfig,
-    ForeignFigureConfig,
-    ForeignPeriod,
-    ForeignTally,
-    estimate_foreign,
-)
-from estimators.migration import period_of
-from estimators.regions import RegionSet, regions_from_geojson
-from estimators.units import DAY_MS
-from stream.cli.offline import usual_residents_doc
 from stream.contract import InputError
 from stream.decode.validate import operator_index
-from stream.publish.foreign import SNAPSHOT_FIELD, add_foreign_line, published_foreign
 from stream.sources.columnar_files import read_columns, read_prepared
 
-COUNTRIES = ("CN", "KG", "KZ", "RU", "UZ", "XX")
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
-NIGHT = T0 // DAY_MS + 3
-
-
-def _period(regions: RegionSet, kind: str) -> ForeignPeriod:
-    """Usual residents from two countries in two regions, one of them under k (suppressed),
-    with a stock to go with them."""
-    r = {rid: i for i, rid in enumerate(regions.ids)}
-    c = {cc: i for i, cc in enumerate(COUNTRIES)}
-    p = ForeignPeriod(kind, period_of(NIGHT, kind), len(COUNTRIES), len(regions.ids),
-                      last_night=NIGHT, first_night=NIGHT - 3, settles_on=NIGHT + 20,
-                      revised_night=NIGHT)
-    cls = {name: i for i, name in enumerate(CLASSES)}
-    p.stock[c["RU"], r["north"], cls["long"]] = 140
-    p.stock[c["UZ"], r["south"], cls["long"]] = 40
-    p.stock[c["KG"], r["rural"], cls["long"]] = 3
-    p.usual_resident[c["RU"], r["north"]] = 123
-    p.usual_resident[c["UZ"], r["south"]] = 37
-    p.usual_resident[c["KG"], r["rural"]] = 3
-    return p
-
-
-@pytest.mark.parametrize("factors", [(), (CountryFactor("*", 1.37, 0.1),),
-                                     (CountryFactor("RU", 2.0, 0.1),)])
-def test_the_long_stayers_line_is_the_one_of_the_whole_document(
-        regions_doc: dict[str, Any], factors: tuple[CountryFactor, ...]) -> None:
-    regions = regions_from_geojson(regions_doc)
-    tally = ForeignTally(COUNTRIES, [_period(regions, "week"), _period(regions, "month")])
-    figures = ForeignFigureConfig(min_country_devices=20)
-    docs = published_foreign(tally, regions, T0, figures, ForeignConfig(), factors)
-    whole: dict[str, Any] = {"regions": {rid: {} for rid in regions.ids}}
-    add_foreign_line(whole, docs)
-    fe = estimate_foreign(tally.published()[SNAPSHOT_FIELD], COUNTRIES, regions, factors, figures)
-    short: dict[str, Any] = {"regions": {rid: {} for rid in regions.ids}}
-    add_foreign_line(short, {SNAPSHOT_FIELD: usual_residents_doc(fe, regions.ids)})
-    assert json.dumps(short) == json.dumps(whole)
-    line = whole["regions"]
-    assert line["north"]["foreign_usual_residents"] == 123
-    assert line["rural"]["foreign_usual_residents"] is None  # under k
-    if factors and factors[0].country == "*":
-        assert line["north"]["foreign_usual_residents_people"] == round(123 * 1.37)
-    else:
-        assert line["north"]["foreign_usual_residents_people"] is None
 
 
 def _gz_file(tmp_path: Path, rows: int, cut: bool) -> Path:

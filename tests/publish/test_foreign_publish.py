@@ -23,14 +23,21 @@ from estimators.foreign import (
     ForeignFigureConfig,
     ForeignPeriod,
     ForeignTally,
+    estimate_foreign,
 )
 from estimators.mcc import CountryTable
 from estimators.migration import period_of
 from estimators.regions import RegionSet, regions_from_geojson
 from estimators.tally import Tally
 from estimators.units import DAY_MS
+from stream.cli.offline import usual_residents_doc
 from stream.local.embedded import Service, start_redis
-from stream.publish.foreign import add_foreign_line, period_foreign, published_foreign
+from stream.publish.foreign import (
+    SNAPSHOT_FIELD,
+    add_foreign_line,
+    period_foreign,
+    published_foreign,
+)
 from stream.publish.metrics import WorkerMetrics
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 
@@ -205,3 +212,34 @@ def test_p_foreign_is_written_with_the_snapshot(store: Service, regions: RegionS
     finally:
         for k in sync.scan_iter(f"{prefix}:*"):
             sync.delete(k)
+
+
+@pytest.mark.parametrize("factors", [(), (CountryFactor("*", 1.37, 0.1),),
+                                     (CountryFactor("RU", 2.0, 0.1),)])
+def test_the_long_stayers_line_is_the_one_of_the_whole_document(
+        regions: RegionSet, factors: tuple[CountryFactor, ...]) -> None:
+    """Replay builds the snapshot's line from the open week's usual residents alone
+    (:func:`~stream.cli.offline.usual_residents_doc`): the same line as from the whole document."""
+    periods = [_period(regions, "week"), _period(regions, "month")]
+    ru, uz, kg = (COUNTRIES.index(c) for c in ("RU", "UZ", "KG"))
+    north, south, rural = (regions.ids.index(r) for r in ("north", "south", "rural"))
+    for p in periods:  # long stayers and usual residents in three regions, one of them under k
+        p.stock[ru, north, CLS["long"]], p.usual_resident[ru, north] = 140, 123
+        p.stock[uz, south, CLS["long"]], p.usual_resident[uz, south] = 40, 37
+        p.stock[kg, rural, CLS["long"]], p.usual_resident[kg, rural] = 3, 3
+    tally = ForeignTally(COUNTRIES, periods)
+    figures = ForeignFigureConfig(min_country_devices=20)
+    docs = published_foreign(tally, regions, T0, figures, ForeignConfig(), factors)
+    whole: dict[str, Any] = {"regions": {rid: {} for rid in regions.ids}}
+    add_foreign_line(whole, docs)
+    fe = estimate_foreign(tally.published()[SNAPSHOT_FIELD], COUNTRIES, regions, factors, figures)
+    short: dict[str, Any] = {"regions": {rid: {} for rid in regions.ids}}
+    add_foreign_line(short, {SNAPSHOT_FIELD: usual_residents_doc(fe, regions.ids)})
+    assert json.dumps(short) == json.dumps(whole)
+    line = whole["regions"]
+    assert line["north"]["foreign_usual_residents"] == 123
+    assert line["rural"]["foreign_usual_residents"] is None  # under k
+    if factors and factors[0].country == "*":
+        assert line["north"]["foreign_usual_residents_people"] == round(123 * 1.37)
+    else:
+        assert line["north"]["foreign_usual_residents_people"] is None
