@@ -285,8 +285,7 @@ def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, r
             time.sleep(0.5)
         return 0
     finally:
-        producer.flush(5)
-        del producer  # close the Kafka client before the broker goes away
+        producer.close(5)  # before the broker goes away
 
 
 def run_live_demo(demo: LiveDemo) -> int:

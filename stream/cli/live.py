@@ -65,7 +65,7 @@ def stream_simulation_live(sim: Any, kafka: str, topic: str, encoding: str, spee
         print("defacto: interrupted", file=sys.stderr)
     finally:
         bar.close()
-        left = producer.flush(60)
+        left = producer.close(60)
     st = producer.stats
     print(f"defacto: {st.pings:,} pings in {st.messages:,} message(s): {st.delivered:,} delivered, "
           f"{st.failed:,} failed, {left:,} unconfirmed", file=sys.stderr)
@@ -110,7 +110,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     bar.close()
     if not args.no_final and producer.stats.max_ts_ms is not None:
         producer.send_watermark(producer.stats.max_ts_ms, final=True)
-    left = producer.flush(args.timeout)
+    left = producer.close(args.timeout)
     st = producer.stats
     print(f"defacto: {st.pings:,} pings in {st.messages:,} message(s) to {args.topic} "
           f"({producer.partitions} partitions): {st.delivered:,} delivered, {st.failed:,} failed, "

@@ -70,8 +70,12 @@ class PingProducer:
         self.frame_rows = frame_rows
         conf = {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 1_000_000, "message.max.bytes": 10_000_000,
-                "compression.type": "none", "enable.idempotence": False}
+                "compression.type": "none", "enable.idempotence": False,
+                # warnings and errors only: librdkafka's informational lines (e.g. "Disconnected"
+                # when a demo's embedded broker stops first on Ctrl-C) are not the user's problem
+                "log_level": 4}
         conf.update(config or {})
+        self._closed = False
         self.producer = Producer(conf)
         meta = self.producer.list_topics(topic, timeout=15)
         info = meta.topics.get(topic)
@@ -89,6 +93,8 @@ class PingProducer:
                 self.stats.errors.append(str(err))
 
     def _send(self, value: bytes, partition: int, content_type: str, key: bytes | None = None) -> None:
+        if self._closed:
+            raise RuntimeError("the ping producer is closed")
         while True:
             try:
                 self.producer.produce(self.topic, value=value, key=key, partition=partition,
@@ -136,6 +142,20 @@ class PingProducer:
     def flush(self, timeout_s: float = 60.0) -> int:
         """Wait for delivery reports; returns the number of messages still undelivered."""
         return self.producer.flush(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Deliver what is queued (waiting at most ``timeout_s``), drop the rest and release the
+        Kafka client now (its threads stop, so nothing logs about a broker that goes away after
+        this); returns the number of messages not delivered. Sending after it raises
+        ``RuntimeError``; a second call returns 0."""
+        if self._closed:
+            return 0
+        left = self.producer.flush(timeout_s)
+        if left:
+            self.producer.purge()
+        self._closed = True
+        del self.producer  # the client's last reference: librdkafka is torn down here
+        return left
 
 
 def _ping_dict(cols: PingColumns, i: int) -> dict[str, Any]:
