@@ -147,7 +147,10 @@ class Limit:
             raise argparse.ArgumentTypeError(f"must be {self.allowed()} ({self.what}), "
                                              f"got {shown!r}")
         if self.problem(value) is not None:
-            raise argparse.ArgumentTypeError(f"must be {self.allowed()} ({self.what}), got {shown}")
+            unit = ("; a number without a unit is seconds (write 10m, 6h, 2d)"
+                    if self.duration and _DECIMAL.fullmatch(text.strip()) else "")
+            raise argparse.ArgumentTypeError(
+                f"must be {self.allowed()} ({self.what}), got {shown}{unit}")
         return value
 
 

@@ -245,6 +245,8 @@ CASES: list[tuple[str, Argv, str]] = [
     ("replay k 0", _replay("--k", "0"), "argument --k: must be an integer 1..1000000"),
     ("replay horizon", _replay("--horizon", "2d"), "--horizon (2d) must not exceed --activity (1d)"),
     ("replay every", _replay("--every", "0s"), "argument --every: must be a duration 100ms..31d"),
+    ("replay stale bare number", _replay("--stale", "10"),
+     "got 10; a number without a unit is seconds (write 10m, 6h, 2d)"),
     ("replay from", _replay("--from", "yesterday"), "--from: not an ISO-8601 time: 'yesterday'"),
     ("replay to", _replay("--to", "2026-13-01"), "--to: not an ISO-8601 time: '2026-13-01'"),
     # calibrate
