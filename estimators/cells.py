@@ -11,8 +11,8 @@ holds one location per region its pings fall in. Two ways in:
 - lat/lon pings: binned per batch with the vectorized H3 port (:mod:`estimators.h3vec`); the
   region of each position comes from :class:`PointRegions`, an exact point-in-polygon test
   memoized by H3 cell: a working cell no border crosses gives its region to every point in it,
-  a fine cell (:data:`FINE_RES`) no border comes near likewise, and only points in fine cells a
-  border may cross are tested one by one. The memo never changes an answer, only its cost.
+  and only points in cells a border crosses are tested one by one. The memo never changes an
+  answer, only its cost.
 
 Cells no device references any more are reclaimed (:meth:`CellTable.reclaim`), so the table is
 bounded by the locations in use; when even that exceeds ``MAX_LOCATIONS`` the pings that would
@@ -36,25 +36,9 @@ from estimators.regions import RegionSet
 
 EARTH_RADIUS_M = 6_371_008.8
 RECLAIM_FLOOR = 1 << 16
-FINE_RES = 12
-"""Resolution of the fine cells that memoize the region of lat/lon positions near a border.
-
-Res 12 cells are about 10.8 m across an edge (307 m²): about the precision of a GPS fix, so
-positions that repeat (a home, an office, a rounded report) repeat their fine cell, and the strip
-along a border whose points are tested one by one is about 45 m wide (a fine cell's diameter on
-each side, with margin), about 5 % of a res-8 cell the border crosses. Res 11 (29 m) would
-test about 2.7 times as many points one by one; res 13 (4 m) would hold 7 times as many cells
-for a strip 2.6 times narrower."""
 MEMO_LIMIT = 1 << 20
-"""Working cells held by the memo of :class:`PointRegions` before it is emptied (about 30 MB
+"""Working cells held by the memo of :class:`PointRegions` before it is emptied (about 20 MB
 at most; the memo only saves work, so emptying it never changes a result)."""
-FINE_MEMO_LIMIT = 1 << 18
-"""Fine cells held likewise (about 6 MB at most: ~100 res-8 border cells' worth, which is
-what repeated positions in a city use; scattered GPS fixes rarely repeat a fine cell)."""
-_FINE_MARGIN = 1.5
-"""Fine cells' circumradius is taken as their working cell's scaled by 7^(-levels/2) times
-this (H3's aperture-7 hexagons shrink by sqrt(7) per resolution; the local distortion between a
-cell and its descendants is far below this margin)."""
 _EDGE_SLACK_DEG = 1e-6
 """Added to every distance in the border tests (about 0.1 m): covers the difference between a
 cell's great-circle edges and the straight lon/lat segments tested, and rounding."""
@@ -185,40 +169,42 @@ class CellTable:
         """The location key (uint64, :meth:`key`) of each WGS84 position (validated
         beforehand), and whether a region border crosses its cell (bool), without adding
         anything to the table: the part of :meth:`locate_latlng` that only reads the regions
-        (and fills the :class:`PointRegions` memos), so a reader thread may run it while
-        another thread uses the table (one thread at a time per table's memos)."""
+        (and fills the :class:`PointRegions` memo), so a reader thread may run it while
+        another thread uses the table (one thread at a time per table's memo)."""
         lat = np.asarray(lat, dtype=np.float64).reshape(-1)
         lon = np.asarray(lon, dtype=np.float64).reshape(-1)
         if lat.size == 0:
             return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
         cells = latlng_to_cell(lat, lon, self.res)
-        uniq, inverse = np.unique(cells, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        whole, reach = self.points.cell_regions(uniq)  # region, or -1 where a border crosses
-        border = (whole < 0)[inverse]
-        region = np.maximum(whole, 0)[inverse]
+        region = self.points.cell_regions(cells)  # region, or -1 where a border crosses
+        border = region < 0
         if border.any():
             at = np.flatnonzero(border)
-            region[at] = self.points.point_regions(lat[at], lon[at], reach[inverse[at]])
+            region[at] = self.points.point_regions(lat[at], lon[at])
         return self.key(cells, region), border
 
     def locate_point_keys(self, keys: np.ndarray, border: np.ndarray) -> np.ndarray:
         """``loc`` of each location key of :meth:`point_keys` (adding unseen ones; ``-1``
         beyond :attr:`capacity`). New keys are numbered in the order of whole cells' keys, then
-        border cells' keys, each ascending."""
+        border cells' keys, each ascending. Each key is looked up in the table's hash index
+        as it comes (no sort); only the unseen ones are sorted."""
         keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
         if keys.size == 0:
             return np.zeros(0, dtype=np.int64)
-        if not border.any():
-            uniq, inverse = np.unique(keys, return_inverse=True)
-            return self._counted(self._locate_keys(uniq)[inverse.reshape(-1)])
-        w_keys, w_inverse = np.unique(keys[~border], return_inverse=True)
-        b_keys, b_inverse = np.unique(keys[border], return_inverse=True)
-        locs = self._locate_keys(np.concatenate([w_keys, b_keys]))
-        out = np.empty(keys.size, dtype=np.int64)
-        out[~border] = locs[w_inverse.reshape(-1)]
-        out[border] = locs[w_keys.size + b_inverse.reshape(-1)]
-        return self._counted(out)
+        rows = self._index.lookup(mix64(keys))
+        found = rows >= 0
+        locs = self._loc_of_row.take(rows)
+        locs[~found] = -1
+        miss = np.flatnonzero(~found)
+        if miss.size:
+            by_border = np.asarray(border, dtype=bool).reshape(-1)[miss]
+            w_miss, b_miss = miss[~by_border], miss[by_border]
+            w_keys, w_inverse = np.unique(keys[w_miss], return_inverse=True)
+            b_keys, b_inverse = np.unique(keys[b_miss], return_inverse=True)
+            new = self._add_missing(np.concatenate([w_keys, b_keys]), locs[found])
+            locs[w_miss] = new[w_inverse.reshape(-1)]
+            locs[b_miss] = new[w_keys.size + b_inverse.reshape(-1)]
+        return self._counted(locs)
 
     def _counted(self, locs: np.ndarray) -> np.ndarray:
         """``locs``, with its refused positions (-1) added to :attr:`refused`."""
@@ -232,11 +218,24 @@ class CellTable:
         locs = np.where(rows >= 0, self._loc_of_row[np.maximum(rows, 0)], -1)
         missing = np.flatnonzero(rows < 0)
         if missing.size:
-            if missing.size > self.capacity - len(self):
-                self.reclaim(also=locs[rows >= 0])
-            take = missing[: max(self.capacity - len(self), 0)]
-            if take.size:
-                locs[take] = self._add(keys[take], mixed[take])
+            locs[missing] = self._add_missing(keys[missing], locs[rows >= 0], mixed[missing])
+        return locs
+
+    def _add_missing(self, keys: np.ndarray, found: np.ndarray,
+                     mixed: np.ndarray | None = None) -> np.ndarray:
+        """``loc`` of distinct location keys not in the table, added in their order (uint64;
+        ``mixed``: their :func:`mix64`): when they do not all fit, the table is first reclaimed
+        (keeping ``found``, the batch's other locations), then the ones beyond
+        :attr:`capacity` get -1."""
+        locs = np.full(keys.size, -1, dtype=np.int64)
+        if keys.size == 0:
+            return locs
+        if keys.size > self.capacity - len(self):
+            self.reclaim(also=found)
+        take = max(min(self.capacity - len(self), keys.size), 0)
+        if take:
+            locs[:take] = self._add(keys[:take], mix64(keys[:take]) if mixed is None
+                                    else mixed[:take])
         return locs
 
     def _add(self, keys: np.ndarray, mixed: np.ndarray) -> np.ndarray:
@@ -306,31 +305,25 @@ class PointRegions:
     """The region of positions by an exact point-in-polygon test, memoized by H3 cell.
 
     :meth:`RegionSet.locate` decides (the deepest region holding the point; a point on a border
-    by the half-open rule; ``unassigned`` outside every region). The memo only saves work:
-
-    - per working cell (resolution ``res``): its region when no region border comes within
-      :data:`_EDGE_SLACK_DEG` of its outline (every point in it then has the region of its
-      centre), else -1 (crossed);
-    - per fine cell (:data:`FINE_RES`, inside crossed working cells): its region when no border
-      comes within twice its circumradius of the first position met in it (the disc holds the
-      whole cell), else -1 (points in it are tested one by one).
+    by the half-open rule; ``unassigned`` outside every region). The memo only saves work: per
+    working cell (resolution ``res``), its region when no region border comes within
+    :data:`_EDGE_SLACK_DEG` of its outline (every point in it then has the region of its
+    centre), else -1 (crossed: :meth:`point_regions` tests its points one by one).
 
     Distances are planar in lon/lat degrees, as the region polygons are (RFC 7946 edges are
-    straight in lon/lat). A full memo (:data:`MEMO_LIMIT`, :data:`FINE_MEMO_LIMIT`) is emptied.
+    straight in lon/lat). A full memo (:data:`MEMO_LIMIT`) is emptied.
     """
 
     def __init__(self, regions: RegionSet, res: int) -> None:
         self.regions = regions
         self.res = res
-        self.fine_res = FINE_RES if res < FINE_RES else None
         self.tested = 0  # positions tested one by one (for benchmarks)
-        self._whole = _Memo(lambda: MEMO_LIMIT)  # working cell -> (region or -1, fine radius)
-        self._fine = _Memo(lambda: FINE_MEMO_LIMIT)  # fine cell -> region or -1
+        self._whole = _Memo(lambda: MEMO_LIMIT)  # working cell -> region or -1
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the memos."""
-        return self._whole.nbytes + self._fine.nbytes
+        """Bytes held by the memo."""
+        return self._whole.nbytes
 
     def centre_regions(self, cells: np.ndarray) -> np.ndarray:
         """Region index at each H3 cell's centre (int32): H3's polygon-fill rule."""
@@ -338,19 +331,21 @@ class PointRegions:
                            dtype=np.float64).reshape(-1, 2)
         return self.regions.locate(centres[:, 0], centres[:, 1]).astype(np.int32)
 
-    def cell_regions(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(region, or -1 where a border crosses; fine cells' circumradius in degrees there) of
-        each distinct working cell (uint64)."""
-        region, reach = self._whole.get(cells)
+    def cell_regions(self, cells: np.ndarray) -> np.ndarray:
+        """Region of each working cell (uint64, cells may repeat), or -1 where a border crosses
+        it (int32, a new array). Each cell is looked up in the memo as it comes; the cells not
+        in it are classified once each (:meth:`_classify_cells`) and added."""
+        region = self._whole.get(cells)
         new = np.flatnonzero(region == _Memo.MISSING)
         if new.size:
-            got, radius = self._classify_cells(cells[new])
-            self._whole.put(cells[new], got, radius)
-            region[new], reach[new] = got, radius
-        return region, reach
+            uniq, inverse = np.unique(cells[new], return_inverse=True)
+            got = self._classify_cells(uniq)
+            self._whole.put(uniq, got)
+            region[new] = got[inverse.reshape(-1)]
+        return region
 
-    def _classify_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(region or -1, fine cells' circumradius in degrees) of new working cells."""
+    def _classify_cells(self, cells: np.ndarray) -> np.ndarray:
+        """Region, or -1 where a border comes near, of new distinct working cells (int32)."""
         ids = cells.tolist()
         rings = [h3.api.basic_int.cell_to_boundary(c) for c in ids]
         centre = np.array([h3.api.basic_int.cell_to_latlng(c) for c in ids],
@@ -365,49 +360,22 @@ class PointRegions:
             outline[six, :6] = np.fromiter(flat, dtype=np.float64, count=12 * int(six.sum())
                                            ).reshape(-1, 6, 2)[:, :, ::-1]
         outline[:, 6] = outline[:, 0]
-        reach = np.hypot(outline[:, :6, 0] - centre[:, None, 1],
-                         outline[:, :6, 1] - centre[:, None, 0]).max(axis=1)
-        for i in np.flatnonzero(~six).tolist():
-            ring = np.array(rings[i], dtype=np.float64)
-            reach[i] = np.hypot(ring[:, 1] - centre[i, 1], ring[:, 0] - centre[i, 0]).max()
         odd = ~six | (np.ptp(outline[:, :6, 0], axis=1) > 180.0)
-        m = cells.size
         crossed = odd.copy()
         if (~odd).any():
             crossed[~odd] = self.regions.near_border(shapely.polygons(outline[~odd]),
                                                      _EDGE_SLACK_DEG)
-        region = np.full(m, -1, dtype=np.int32)
+        region = np.full(cells.size, -1, dtype=np.int32)
         keep = np.flatnonzero(~crossed)
         if keep.size:
             region[keep] = self.regions.locate(centre[keep, 0], centre[keep, 1])
-        levels = (self.fine_res or self.res) - self.res
-        return region, reach * _FINE_MARGIN / np.sqrt(7.0) ** levels
+        return region
 
-    def point_regions(self, lat: np.ndarray, lon: np.ndarray, reach: np.ndarray) -> np.ndarray:
-        """Region of each position, exactly (int32); ``reach`` is the fine cells'
-        circumradius in degrees where each lies (:meth:`cell_regions`). Memoized by fine cell."""
-        if self.fine_res is None:
-            return self._test(lat, lon)
-        fine = latlng_to_cell(lat, lon, self.fine_res)
-        uniq, first, inverse = np.unique(fine, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        region, _ = self._fine.get(uniq)
-        new = np.flatnonzero(region == _Memo.MISSING)
-        if new.size:
-            at = first[new]  # the first position met in each new fine cell
-            near = self.regions.near_border(shapely.points(lon[at], lat[at]),
-                                            2.0 * reach[at] + _EDGE_SLACK_DEG)
-            got = np.full(new.size, -1, dtype=np.int32)
-            clear = np.flatnonzero(~near)
-            if clear.size:
-                got[clear] = self._test(lat[at[clear]], lon[at[clear]])
-            self._fine.put(uniq[new], got, np.zeros(new.size))
-            region[new] = got
-        out = region[inverse]
-        one = np.flatnonzero(out < 0)
-        if one.size:
-            out[one] = self._test(lat[one], lon[one])
-        return out
+    def point_regions(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """Region of each position (in crossed working cells), exactly (int32): tested one by
+        one (:meth:`RegionSet.locate`, an indexed point-in-area test: a few hundred ns a
+        point, less than looking the point up in a memo by a finer cell would cost)."""
+        return self._test(lat, lon)
 
     def _test(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         self.tested += lat.size
@@ -415,8 +383,7 @@ class PointRegions:
 
 
 class _Memo:
-    """H3 cell -> (int32 value, float64 value), emptied when it would hold more than
-    ``limit()`` cells."""
+    """H3 cell -> int32 value, emptied when it would hold more than ``limit()`` cells."""
 
     MISSING = -2
 
@@ -427,28 +394,27 @@ class _Memo:
     def _clear(self) -> None:
         self._index = DeviceIndex(1024)
         self._value = np.zeros(1024, dtype=np.int32)
-        self._extra = np.zeros(1024, dtype=np.float64)
 
     @property
     def nbytes(self) -> int:
-        return int(self._index.nbytes + self._value.nbytes + self._extra.nbytes)
+        return int(self._index.nbytes + self._value.nbytes)
 
-    def get(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, cells: np.ndarray) -> np.ndarray:
+        """Value of each cell (cells may repeat), :attr:`MISSING` where none (int32, new)."""
         rows = self._index.lookup(mix64(cells))
-        hit = rows >= 0
-        value = np.where(hit, self._value[np.maximum(rows, 0)], self.MISSING).astype(np.int32)
-        return value, np.where(hit, self._extra[np.maximum(rows, 0)], np.nan)
+        value = self._value.take(rows)
+        value[rows < 0] = self.MISSING
+        return value
 
-    def put(self, cells: np.ndarray, value: np.ndarray, extra: np.ndarray) -> None:
+    def put(self, cells: np.ndarray, value: np.ndarray) -> None:
+        """Add distinct cells not held yet, with their values."""
         if self._index.n + cells.size > self._limit():
             self._clear()
         rows, _ = self._index.rows(mix64(cells))
         if len(self._index.keys) > len(self._value):
             grow = len(self._index.keys) - len(self._value)
             self._value = np.concatenate([self._value, np.zeros(grow, np.int32)])
-            self._extra = np.concatenate([self._extra, np.zeros(grow, np.float64)])
         self._value[rows] = value
-        self._extra[rows] = extra
 
 
 def sector_centre(lat: np.ndarray, lon: np.ndarray, azimuth_deg: np.ndarray, range_m: np.ndarray

@@ -99,22 +99,29 @@ class DeviceIndex:
         return rows
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Row of every key (int64), -1 for keys not in the index; inserts nothing."""
+        """Row of every key (int64), -1 for keys not in the index; inserts nothing. Keys may
+        repeat. The first probe runs on the whole batch without indirection (most keys end
+        there); only keys whose home slot holds another key probe on."""
         keys = np.asarray(keys, dtype=np.uint64)
-        out = np.full(len(keys), -1, dtype=np.int64)
         if len(keys) == 0 or self.n == 0:
-            return out
+            return np.full(len(keys), -1, dtype=np.int64)
         mask = len(self._slots) - 1
         pos = (keys & np.uint64(mask)).astype(np.intp)
-        todo = np.arange(len(keys))
+        s = self._slots.take(pos)
+        occupied = s != EMPTY
+        hit = self.keys.take(s) == keys  # an empty slot (-1) reads a spare key: masked below
+        hit &= occupied
+        out = s.astype(np.int64)
+        out[~hit] = -1
+        todo = np.flatnonzero(occupied & ~hit)
         while todo.size:
+            pos[todo] = (pos[todo] + 1) & mask
             s = self._slots[pos[todo]]
             occupied = s != EMPTY
             hit = np.zeros(todo.size, dtype=bool)
             hit[occupied] = self.keys[s[occupied]] == keys[todo[occupied]]
             out[todo[hit]] = s[hit]
             todo = todo[occupied & ~hit]  # an empty slot ends the probe: the key is absent
-            pos[todo] = (pos[todo] + 1) & mask
         return out
 
     def compact(self, keep: np.ndarray) -> np.ndarray:

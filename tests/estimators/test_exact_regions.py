@@ -12,10 +12,10 @@ import pytest
 import shapely
 
 import estimators.cells as cells_mod
-from estimators.cells import FINE_RES, CellPlan, CellTable, sector_centre
+from estimators.cells import CellPlan, CellTable, sector_centre
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import latlng_to_cell
-from estimators.regions import Region, RegionSet, regions_from_geojson
+from estimators.regions import RegionSet, regions_from_geojson
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 BORDER_LAT = 51.1  # north / south of the test city (tests/conftest.py)
@@ -175,7 +175,7 @@ def test_the_memo_never_changes_an_answer(monkeypatch: pytest.MonkeyPatch) -> No
     doc, shapes = _districts(5)
     regions = regions_from_geojson(doc)
     lat, lon = _near_borders(shapes, 6_000, 6)
-    lat = np.concatenate([lat, lat[::3]])  # repeated positions hit the fine memo
+    lat = np.concatenate([lat, lat[::3]])  # repeated positions hit the memo
     lon = np.concatenate([lon, lon[::3]])
     want = _reference(regions, lat, lon)
 
@@ -192,31 +192,7 @@ def test_the_memo_never_changes_an_answer(monkeypatch: pytest.MonkeyPatch) -> No
     assert np.array_equal(run(np.arange(lat.size), lat.size), want)
     assert np.array_equal(run(rng.permutation(lat.size), 997), want)
     monkeypatch.setattr(cells_mod, "MEMO_LIMIT", 50)
-    monkeypatch.setattr(cells_mod, "FINE_MEMO_LIMIT", 40)
     assert np.array_equal(run(rng.permutation(lat.size), 301), want)
-
-
-@pytest.mark.parametrize("centre", [(51.1, 71.4), (0.3, 10.0), (69.5, 33.0), (-33.9, 151.2)])
-def test_fine_cells_lie_within_the_radius_the_memo_assumes(centre: tuple[float, float]) -> None:
-    """Every vertex of a fine cell is within the assumed circumradius of its centre (so the disc
-    of twice that around any of its points holds it), in several latitudes."""
-    rng = np.random.default_rng(11)
-    lat = centre[0] + rng.uniform(-0.05, 0.05, 400)
-    lon = centre[1] + rng.uniform(-0.05, 0.05, 400)
-    one = Region("r", "r", None, None, (np.array([[lon.min() - 1, lat.min() - 1],
-                                                  [lon.max() + 1, lat.min() - 1],
-                                                  [lon.max() + 1, lat.max() + 1],
-                                                  [lon.min() - 1, lat.min() - 1]]),))
-    table = CellTable(RegionSet([one]), 8)
-    work = np.unique(latlng_to_cell(lat, lon, 8))
-    _, reach = table.points.cell_regions(work)
-    reach_of = dict(zip(work.tolist(), reach.tolist(), strict=True))
-    for a, b in zip(lat.tolist(), lon.tolist(), strict=True):
-        fine = h3.api.basic_int.latlng_to_cell(a, b, FINE_RES)
-        c_lat, c_lon = h3.api.basic_int.cell_to_latlng(fine)
-        ring = np.array(h3.api.basic_int.cell_to_boundary(fine))
-        far = np.hypot(ring[:, 0] - c_lat, ring[:, 1] - c_lon).max()
-        assert far <= reach_of[int(latlng_to_cell(np.array([a]), np.array([b]), 8)[0])]
 
 
 def test_points_outside_every_region_stay_unassigned(regions_doc: dict[str, Any]) -> None:

@@ -27,6 +27,26 @@ def test_index_matches_a_dict_through_growth_and_duplicates() -> None:
     assert sorted(reference.values()) == list(range(len(reference)))
 
 
+def test_lookup_finds_held_keys_and_only_those_through_probe_chains() -> None:
+    """Keys sharing their low bits (long probe chains), repeated, absent and present: ``lookup``
+    gives each held key's row and -1 otherwise, and inserts nothing."""
+    rng = np.random.default_rng(5)
+    idx = DeviceIndex(capacity=64)
+    held = np.concatenate([rng.integers(1, 2**40, size=300, dtype=np.uint64) << np.uint64(20),
+                           rng.integers(1, 2**63, size=300, dtype=np.uint64)])
+    rows, _ = idx.rows(held)
+    absent = np.concatenate([rng.integers(1, 2**40, size=300, dtype=np.uint64) << np.uint64(20),
+                             np.zeros(1, dtype=np.uint64)])
+    absent = absent[~np.isin(absent, held)]
+    query = np.concatenate([held, absent, held[::-7]])
+    want = np.concatenate([rows, np.full(absent.size, -1), rows[::-7]]).astype(np.int64)
+    n = idx.n
+    order = rng.permutation(query.size)
+    got = idx.lookup(query[order])
+    assert got.dtype == np.int64 and np.array_equal(got, want[order])
+    assert idx.n == n
+
+
 def _random_pings(rng: np.random.Generator, n: int, n_dev: int, days: int
                   ) -> tuple[np.ndarray, ...]:
     keys = rng.integers(1, 2**63, size=n_dev, dtype=np.uint64)
