@@ -255,7 +255,7 @@ class CellTable:
         self._cell[new] = cells
         self._region[new] = region
         self._key[new] = keys
-        rows, _ = self._index.rows(mixed)
+        rows = self._index.insert(mixed)
         if len(self._index.keys) > len(self._loc_of_row):
             self._loc_of_row = np.concatenate(
                 [self._loc_of_row,
@@ -410,7 +410,7 @@ class _Memo:
         """Add distinct cells not held yet, with their values."""
         if self._index.n + cells.size > self._limit():
             self._clear()
-        rows, _ = self._index.rows(mix64(cells))
+        rows = self._index.insert(mix64(cells))
         if len(self._index.keys) > len(self._value):
             grow = len(self._index.keys) - len(self._value)
             self._value = np.concatenate([self._value, np.zeros(grow, np.int32)])

@@ -29,6 +29,8 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 EMPTY = -1
+PROBE_WINDOW = 4
+"""Slots :meth:`DeviceIndex.lookup` reads at once for a key not in its home slot."""
 MAX_LOAD = 0.7
 GROWTH = 1.25
 
@@ -101,7 +103,8 @@ class DeviceIndex:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row of every key (int64), -1 for keys not in the index; inserts nothing. Keys may
         repeat. The first probe runs on the whole batch without indirection (most keys end
-        there); only keys whose home slot holds another key probe on."""
+        there); the keys whose home slot holds another key then read :data:`PROBE_WINDOW`
+        slots at a time (a probe ends at the key or at an empty slot)."""
         keys = np.asarray(keys, dtype=np.uint64)
         if len(keys) == 0 or self.n == 0:
             return np.full(len(keys), -1, dtype=np.int64)
@@ -114,15 +117,54 @@ class DeviceIndex:
         out = s.astype(np.int64)
         out[~hit] = -1
         todo = np.flatnonzero(occupied & ~hit)
-        while todo.size:
-            pos[todo] = (pos[todo] + 1) & mask
-            s = self._slots[pos[todo]]
-            occupied = s != EMPTY
-            hit = np.zeros(todo.size, dtype=bool)
-            hit[occupied] = self.keys[s[occupied]] == keys[todo[occupied]]
-            out[todo[hit]] = s[hit]
-            todo = todo[occupied & ~hit]  # an empty slot ends the probe: the key is absent
+        if todo.size:
+            step = np.arange(1, PROBE_WINDOW + 1, dtype=np.intp)
+            base, want = pos[todo], keys[todo]
+            while todo.size:
+                s = self._slots.take((base[:, None] + step) & mask)
+                empty = s == EMPTY
+                match = self.keys.take(s) == want[:, None]
+                match &= ~empty
+                stop = match | empty
+                first = stop.argmax(axis=1)
+                ended = stop.any(axis=1)
+                found = np.flatnonzero(match[np.arange(todo.size), first])
+                out[todo[found]] = s[found, first[found]]
+                todo, base, want = todo[~ended], base[~ended] + PROBE_WINDOW, want[~ended]
         return out
+
+    def insert(self, keys: np.ndarray) -> np.ndarray:
+        """Add distinct keys the index does not hold as rows ``n..n+m-1``, in their order;
+        returns those rows (int32). For indexes whose slot layout nobody reads (lookups find
+        the same rows whatever it is): each key takes the first empty slot from its home, found
+        :data:`PROBE_WINDOW` slots at a time and claimed by a scatter read back (keys racing
+        for a slot: one wins, the others probe on), so the layout may differ from what
+        :meth:`rows` builds, whose new rows also depend on it. Keys that repeat or are held
+        already break the index."""
+        keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        m = keys.size
+        self._reserve_rows(m)
+        new = np.arange(self.n, self.n + m, dtype=np.int32)
+        self.keys[self.n:self.n + m] = keys
+        self.n += m
+        mask = len(self._slots) - 1
+        pos = (keys & np.uint64(mask)).astype(np.intp)
+        step = np.arange(PROBE_WINDOW, dtype=np.intp)
+        todo = np.arange(m)
+        while todo.size:
+            at = pos[todo]
+            empty = self._slots.take((at[:, None] + step) & mask) == EMPTY
+            some = np.flatnonzero(empty.any(axis=1))
+            pos[todo] = at + PROBE_WINDOW  # no empty slot in the window: on past it
+            target = (at[some] + empty[some].argmax(axis=1)) & mask
+            mine = new[todo[some]]
+            self._slots[target] = mine
+            won = self._slots.take(target) == mine
+            pos[todo[some]] = target + 1  # lost the race: on past the winner
+            keep = np.ones(todo.size, dtype=bool)
+            keep[some[won]] = False
+            todo = todo[keep]
+        return new
 
     def compact(self, keep: np.ndarray) -> np.ndarray:
         """Keep the rows where ``keep`` (bool[n]) is set, renumbered ``0..`` in their order.

@@ -47,6 +47,22 @@ def test_lookup_finds_held_keys_and_only_those_through_probe_chains() -> None:
     assert idx.n == n
 
 
+def test_insert_numbers_new_keys_in_order_and_lookup_finds_them_through_growth() -> None:
+    """Keys inserted in batches (sharing low bits, so they race for slots and probe far) get
+    rows in their order and are all found again, through the table's growth."""
+    rng = np.random.default_rng(9)
+    idx = DeviceIndex(capacity=4)
+    keys = np.unique(np.concatenate([rng.integers(1, 2**40, size=2000, dtype=np.uint64)
+                                     << np.uint64(24),
+                                     rng.integers(1, 2**63, size=2000, dtype=np.uint64)]))
+    keys = keys[rng.permutation(keys.size)]
+    for lo in range(0, keys.size, 611):
+        rows = idx.insert(keys[lo:lo + 611])
+        assert np.array_equal(rows, np.arange(lo, min(lo + 611, keys.size)))
+        assert np.array_equal(idx.lookup(keys[:lo + 611]), np.arange(min(lo + 611, keys.size)))
+    assert idx.n == keys.size and (idx.lookup(keys + np.uint64(1)) == -1).sum() > 0.9 * keys.size
+
+
 def _random_pings(rng: np.random.Generator, n: int, n_dev: int, days: int
                   ) -> tuple[np.ndarray, ...]:
     keys = rng.integers(1, 2**63, size=n_dev, dtype=np.uint64)
