@@ -153,7 +153,8 @@ def measure(input_path: Path) -> dict[str, Any]:
     dec = validate.PingDecoder
     for name in ("_plan_rows", "_plan_rows_of_bytes"):
         clock.wrap(dec, name, "plan lookup")
-    clock.wrap(validate._NumpyGroup, "keys", "device keys")
+    for name in ("keys", "hashes"):
+        clock.wrap(validate._NumpyGroup, name, "device keys")
     for name in ("_register", "_known_operators"):
         clock.wrap(dec, name, "operator codes")
     for name in ("operators", "operator_codes"):
