@@ -1,11 +1,13 @@
 """A vectorized open-addressing hash index from 64-bit device keys to dense row numbers.
 
 Device keys are already uniformly distributed (keyed SipHash), so the low bits are the home slot.
-Lookups and inserts run on whole batches: each round gathers the slot of every pending key,
-resolves matches, claims empty slots for new keys (one winner per slot per round) and moves
-collided keys one slot on (linear probing). The slot table holds int32 row numbers (4 bytes per
-slot, load factor kept in [0.35, 0.7]), and keys live densely in ``keys``, so the index costs
-about 8-11 bytes per device on top of the state arrays it indexes.
+Lookups and inserts run on whole batches: the first probe reads every key's home slot at once,
+then the keys not settled there read several slots per round (linear probing, wider windows as
+fewer keys are left, so a long chain costs few rounds). A batch's new keys are sorted once and
+numbered in that order, so row numbers never depend on the slot layout; new keys claim the
+first empty slot from their home by a scatter read back. The slot table holds int32 row numbers
+(4 bytes per slot, load factor kept in [0.35, 0.7]), and keys live densely in ``keys``, so the
+index costs about 8-11 bytes per device on top of the state arrays it indexes.
 
 Rows are dropped only all at once, by :meth:`DeviceIndex.compact` (eviction of devices no figure
 can use any more, reclaiming of cells no device references): the kept rows are renumbered
@@ -30,7 +32,10 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 EMPTY = -1
 PROBE_WINDOW = 4
-"""Slots :meth:`DeviceIndex.lookup` reads at once for a key not in its home slot."""
+"""Slots a probe past the home slot reads at once, at least (:meth:`DeviceIndex._window`)."""
+PROBE_BUDGET = 2048
+"""Slots a probing round reads in all, about, once few keys are left."""
+MAX_WINDOW = 64
 MAX_LOAD = 0.7
 GROWTH = 1.25
 
@@ -67,21 +72,40 @@ class DeviceIndex:
 
     def _place(self, rows: np.ndarray) -> None:
         """Insert rows whose keys are known to be distinct and absent (used when rehashing)."""
-        mask = np.uint64(len(self._slots) - 1)
-        pos = (self.keys[rows] & mask).astype(np.int64)
-        todo = np.arange(len(rows))
+        rows = np.asarray(rows, dtype=np.int32)
+        self._claim(self.keys[rows], rows)
+
+    def _window(self, pending: int) -> int:
+        """Slots to read at once per pending key: :data:`PROBE_WINDOW`, more as fewer keys are
+        left (about :data:`PROBE_BUDGET` slots a round, at most :data:`MAX_WINDOW`), so a long
+        probe chain costs few rounds."""
+        wide = min(MAX_WINDOW, PROBE_BUDGET // max(pending, 1))
+        return int(min(len(self._slots), max(PROBE_WINDOW, wide)))
+
+    def _claim(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Put ``rows`` (int32) in the slot table for ``keys`` (distinct, not in it): each key
+        takes the first empty slot from its home, found :meth:`_window` slots at a time and
+        claimed by a scatter read back (keys racing for a slot: one wins, the others probe on
+        past it)."""
+        slots = self._slots
+        mask = len(slots) - 1
+        pos = (keys & np.uint64(mask)).astype(np.intp)
+        todo = np.arange(keys.size)
         while todo.size:
-            p = pos[todo]
-            free = self._slots[p] == EMPTY
-            cand = todo[free]
-            _, first = np.unique(p[free], return_index=True)
-            won = cand[first]
-            self._slots[pos[won]] = rows[won]
-            lost = np.ones(todo.size, dtype=bool)
-            lost[np.flatnonzero(free)[first]] = False
-            todo = todo[lost]
-            occupied = self._slots[pos[todo]] != EMPTY
-            pos[todo[occupied]] = (pos[todo[occupied]] + 1) & int(mask)
+            w = self._window(todo.size)
+            at = pos[todo]
+            empty = slots.take((at[:, None] + np.arange(w, dtype=np.intp)) & mask) == EMPTY
+            first = empty.argmax(axis=1)
+            some = np.flatnonzero(empty[np.arange(todo.size), first])
+            pos[todo] = at + w  # no empty slot in the window: on past it
+            target = (at[some] + first[some]) & mask
+            mine = rows[todo[some]]
+            slots[target] = mine
+            won = slots.take(target) == mine
+            pos[todo[some]] = target + 1  # lost the race: on past the winner
+            keep = np.ones(todo.size, dtype=bool)
+            keep[some[won]] = False
+            todo = todo[keep]
 
     def load(self, keys: np.ndarray) -> np.ndarray:
         """Fill an empty index with ``keys`` (distinct) as rows ``0..n-1`` in their order: a
@@ -103,67 +127,47 @@ class DeviceIndex:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row of every key (int64), -1 for keys not in the index; inserts nothing. Keys may
         repeat. The first probe runs on the whole batch without indirection (most keys end
-        there); the keys whose home slot holds another key then read :data:`PROBE_WINDOW`
-        slots at a time (a probe ends at the key or at an empty slot)."""
+        there); the keys whose home slot holds another key then read :meth:`_window` slots at
+        a time (a probe ends at the key or at an empty slot)."""
         keys = np.asarray(keys, dtype=np.uint64)
         if len(keys) == 0 or self.n == 0:
             return np.full(len(keys), -1, dtype=np.int64)
-        mask = len(self._slots) - 1
+        slots, held = self._slots, self.keys
+        mask = len(slots) - 1
         pos = (keys & np.uint64(mask)).astype(np.intp)
-        s = self._slots.take(pos)
-        occupied = s != EMPTY
-        hit = self.keys.take(s) == keys  # an empty slot (-1) reads a spare key: masked below
+        out = slots.take(pos).astype(np.int64)
+        occupied = out != EMPTY
+        hit = held.take(out) == keys  # an empty slot (-1) reads a spare key: masked below
         hit &= occupied
-        out = s.astype(np.int64)
         out[~hit] = -1
         todo = np.flatnonzero(occupied & ~hit)
-        if todo.size:
-            step = np.arange(1, PROBE_WINDOW + 1, dtype=np.intp)
-            base, want = pos[todo], keys[todo]
-            while todo.size:
-                s = self._slots.take((base[:, None] + step) & mask)
-                empty = s == EMPTY
-                match = self.keys.take(s) == want[:, None]
-                match &= ~empty
-                stop = match | empty
-                first = stop.argmax(axis=1)
-                ended = stop.any(axis=1)
-                found = np.flatnonzero(match[np.arange(todo.size), first])
-                out[todo[found]] = s[found, first[found]]
-                todo, base, want = todo[~ended], base[~ended] + PROBE_WINDOW, want[~ended]
+        base, want = pos[todo] + 1, keys[todo]
+        while todo.size:
+            w = self._window(todo.size)
+            s = slots.take((base[:, None] + np.arange(w, dtype=np.intp)) & mask).astype(np.int64)
+            empty = s == EMPTY
+            match = held.take(s) == want[:, None]
+            match &= ~empty
+            stop = match | empty
+            first = stop.argmax(axis=1)
+            i = np.arange(todo.size)
+            found = np.flatnonzero(match[i, first])
+            out[todo[found]] = s[found, first[found]]
+            go = ~stop[i, first]
+            todo, base, want = todo[go], base[go] + w, want[go]
         return out
 
     def insert(self, keys: np.ndarray) -> np.ndarray:
         """Add distinct keys the index does not hold as rows ``n..n+m-1``, in their order;
-        returns those rows (int32). For indexes whose slot layout nobody reads (lookups find
-        the same rows whatever it is): each key takes the first empty slot from its home, found
-        :data:`PROBE_WINDOW` slots at a time and claimed by a scatter read back (keys racing
-        for a slot: one wins, the others probe on), so the layout may differ from what
-        :meth:`rows` builds, whose new rows also depend on it. Keys that repeat or are held
-        already break the index."""
+        returns those rows (int32). Where each key's slot ends up (:meth:`_claim`) changes no
+        row number. Keys that repeat or are held already break the index."""
         keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
         m = keys.size
         self._reserve_rows(m)
         new = np.arange(self.n, self.n + m, dtype=np.int32)
         self.keys[self.n:self.n + m] = keys
         self.n += m
-        mask = len(self._slots) - 1
-        pos = (keys & np.uint64(mask)).astype(np.intp)
-        step = np.arange(PROBE_WINDOW, dtype=np.intp)
-        todo = np.arange(m)
-        while todo.size:
-            at = pos[todo]
-            empty = self._slots.take((at[:, None] + step) & mask) == EMPTY
-            some = np.flatnonzero(empty.any(axis=1))
-            pos[todo] = at + PROBE_WINDOW  # no empty slot in the window: on past it
-            target = (at[some] + empty[some].argmax(axis=1)) & mask
-            mine = new[todo[some]]
-            self._slots[target] = mine
-            won = self._slots.take(target) == mine
-            pos[todo[some]] = target + 1  # lost the race: on past the winner
-            keep = np.ones(todo.size, dtype=bool)
-            keep[some[won]] = False
-            todo = todo[keep]
+        self._claim(keys, new)
         return new
 
     def compact(self, keep: np.ndarray) -> np.ndarray:
@@ -184,46 +188,18 @@ class DeviceIndex:
         return kept
 
     def rows(self, keys: np.ndarray) -> tuple[np.ndarray, int]:
-        """Row of every key (int32), inserting unseen keys; also returns the row count before.
+        """Row of every key (int64), inserting unseen keys; also returns the row count before.
 
-        Rows ``>= n_before`` are devices seen for the first time in this batch.
+        Rows ``>= n_before`` are devices seen for the first time in this batch: they are
+        numbered in ascending key order (a function of the batch's keys only, whatever the
+        slot layout). Held keys are found by :meth:`lookup`, the new ones sorted once and
+        added by :meth:`insert`.
         """
-        keys = np.asarray(keys, dtype=np.uint64)
+        keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
         n_before = self.n
-        if len(keys) == 0:
-            return np.empty(0, dtype=np.int32), n_before
-        self._reserve_rows(0)
-        mask = len(self._slots) - 1
-        pos = (keys & np.uint64(mask)).astype(np.intp)
-        # first probe for the whole batch without indirection: most keys are found right here
-        s = self._slots[pos]
-        hit = (s != EMPTY) & (self.keys[s] == keys)
-        out = s
-        todo = np.flatnonzero(~hit)
-        while todo.size:
-            p = pos[todo]
-            s = self._slots[p]
-            occupied = s != EMPTY
-            hit = np.zeros(todo.size, dtype=bool)
-            hit[occupied] = self.keys[s[occupied]] == keys[todo[occupied]]
-            out[todo[hit]] = s[hit]
-            free = ~occupied
-            if free.any():
-                fi = np.flatnonzero(free)
-                _, first = np.unique(p[fi], return_index=True)
-                winners = todo[fi[first]]
-                if self.n + len(winners) > MAX_LOAD * len(self._slots):
-                    self._reserve_slots(self.n + len(todo))
-                    mask = len(self._slots) - 1
-                    todo = todo[~hit]
-                    pos[todo] = (keys[todo] & np.uint64(mask)).astype(np.int64)
-                    continue
-                self._reserve_rows(len(winners))
-                new_rows = np.arange(self.n, self.n + len(winners), dtype=np.int32)
-                self.keys[new_rows] = keys[winners]
-                self._slots[pos[winners]] = new_rows
-                self.n += len(winners)
-            collided = occupied & ~hit
-            pos[todo[collided]] = (p[collided] + 1) & mask
-            todo = todo[~hit]
+        out = self.lookup(keys)
+        miss = np.flatnonzero(out < 0)
+        if miss.size:
+            new, inverse = np.unique(keys[miss], return_inverse=True)
+            out[miss] = self.insert(new)[inverse.reshape(-1)]
         return out, n_before

@@ -27,6 +27,26 @@ def test_index_matches_a_dict_through_growth_and_duplicates() -> None:
     assert sorted(reference.values()) == list(range(len(reference)))
 
 
+def test_rows_number_new_keys_by_key_whatever_the_order_and_slot_layout() -> None:
+    """A batch's new keys get rows in ascending key order, whatever their order in the batch,
+    their repeats and the slot layout (a long chain of keys sharing their low bits, a table
+    that grows in the middle of the batch)."""
+    rng = np.random.default_rng(11)
+    held = rng.integers(1, 2**63, size=40, dtype=np.uint64)
+    new = np.concatenate([rng.integers(1, 2**40, size=300, dtype=np.uint64) << np.uint64(20),
+                          rng.integers(1, 2**63, size=300, dtype=np.uint64)])
+    new = np.unique(new[~np.isin(new, held)])
+    for seed in range(3):
+        idx = DeviceIndex(capacity=4)
+        idx.rows(held[np.random.default_rng(seed).permutation(held.size)])
+        batch = np.concatenate([new, new[::3], held[:5]])
+        batch = batch[np.random.default_rng(seed).permutation(batch.size)]
+        rows, n_before = idx.rows(batch)
+        assert n_before == held.size and rows.dtype == np.int64
+        assert np.array_equal(idx.keys[rows], batch)
+        assert np.array_equal(idx.lookup(new), np.arange(held.size, held.size + new.size))
+
+
 def test_lookup_finds_held_keys_and_only_those_through_probe_chains() -> None:
     """Keys sharing their low bits (long probe chains), repeated, absent and present: ``lookup``
     gives each held key's row and -1 otherwise, and inserts nothing."""
