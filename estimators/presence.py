@@ -215,9 +215,12 @@ class PresenceState:
         if sel.size == 0:
             return
         rows, hour = rows[sel], (ts_ms[sel] - EPOCH_MS) // HOUR_MS
-        base = int(hour.min()) - 1
-        if int(hour.max()) - base < _HOUR_WRAP >> 2:
-            self._merge_day_in_place(rows, hour, region[sel], base)
+        lo, hi = int(hour.min()), int(hour.max())
+        if hi - lo < _HOUR_WRAP >> 2:
+            if lo // _HOUR_WRAP == hi // _HOUR_WRAP and self._merge_day_direct(
+                    rows, hour, region[sel], lo % _HOUR_WRAP, hi % _HOUR_WRAP):
+                return
+            self._merge_day_in_place(rows, hour, region[sel], lo - 1)
             return
         value = hour * _HOUR_WRAP + region[sel].astype(np.int64) + 1
         uniq, first = np.unique(rows, return_index=True)
@@ -230,6 +233,22 @@ class PresenceState:
         best = np.maximum(best, held_value)
         self.day_slot[uniq] = (np.mod(best >> 16, _HOUR_WRAP) << 16 | (best & 0xFFFF)).astype(
             np.uint32)
+
+    def _merge_day_direct(self, rows: np.ndarray, hour: np.ndarray, region: np.ndarray,
+                          lo16: int, hi16: int) -> bool:
+        """:meth:`_update_day`'s merge by one ``np.maximum.at`` on the slots as they are, when
+        it gives what unwrapping would: the batch's hours (``lo16..hi16`` modulo 2**16) do not
+        wrap, and every held slot of its devices is within 2**15 hours of each of them without
+        wrapping either (slots then compare as numbers). Returns False, merging nothing,
+        otherwise."""
+        held = self.day_slot[rows]
+        held_hour = held[held != 0] >> np.uint32(16)
+        if held_hour.size and (int(held_hour.min()) < hi16 - (_HOUR_WRAP >> 1)
+                               or int(held_hour.max()) >= lo16 + (_HOUR_WRAP >> 1)):
+            return False
+        value = (hour.astype(np.uint32) << np.uint32(16)) | (region + 1).astype(np.uint32)
+        np.maximum.at(self.day_slot, rows, value)
+        return True
 
     def _merge_day_in_place(self, rows: np.ndarray, hour: np.ndarray, region: np.ndarray,
                             base: int) -> None:

@@ -69,6 +69,46 @@ def test_day_slot_is_the_latest_day_ping_whatever_the_batching() -> None:
         assert day[r] == (expect[k][1] if k in expect else -1)
 
 
+def test_day_slot_merges_agree_across_the_hour_wrap() -> None:
+    """The day slot's merges (by number when nothing wraps, unwrapped in place, and for batches
+    spanning 2**14 hours or more) give the latest day ping by event time, for batches before,
+    across and after the 2**16-hour wrap of the slot's hour and held slots up to 32 000 hours
+    older than the batch."""
+    rng = np.random.default_rng(23)
+    wrap_h = 1 << 16
+    keys = rng.integers(1, 2**63, size=200, dtype=np.uint64)
+    spans = [(wrap_h - 20_000, wrap_h - 19_900), (wrap_h - 300, wrap_h - 10),
+             (wrap_h - 40, wrap_h + 40), (wrap_h + 10, wrap_h + 300), (wrap_h + 12_000, wrap_h + 12_100)]
+    loc_region = rng.integers(0, 5, size=50).astype(np.int64)
+    expect: dict[int, tuple[int, int]] = {}
+    state = PresenceState(5, WINDOW)
+    for lo, hi in spans:
+        n = 3000
+        dev = keys[rng.integers(0, keys.size, size=n)]
+        ts = EPOCH_MS + rng.integers(lo * HOUR_MS, hi * HOUR_MS, size=n)
+        loc = rng.integers(0, 50, size=n)
+        for part in np.array_split(rng.permutation(n), 3):
+            state.update(dev[part], ts[part], np.zeros(part.size, np.uint8), loc[part],
+                         loc_region, OFFSET_S)
+        local_h = ((ts // 1000 + OFFSET_S) % 86_400) // 3600
+        for k, t, lc, d in zip(dev.tolist(), ts.tolist(), loc.tolist(),
+                               ((local_h >= 10) & (local_h < 16)).tolist(), strict=True):
+            if d:
+                cand = ((t - EPOCH_MS) // HOUR_MS, int(loc_region[lc]))
+                expect[k] = max(expect.get(k, cand), cand)
+        rows, _ = state.index.rows(keys)
+        want = [0 if k not in expect else (expect[k][0] % wrap_h) << 16 | (expect[k][1] + 1)
+                for k in keys.tolist()]
+        assert state.day_slot[rows].tolist() == want, (lo, hi)
+    wide = PresenceState(5, WINDOW)  # one batch over 2**14 hours: the sorting merge
+    dev = np.repeat(keys[:20], 2)
+    noon = [(h // 24) * 24 + 7 for h in (wrap_h - 20_000, wrap_h + 100)]  # 12:00 local
+    ts = EPOCH_MS + np.tile(noon, 20) * HOUR_MS
+    wide.update(dev, ts, np.zeros(40, np.uint8), np.ones(40, np.int64), loc_region, OFFSET_S)
+    rows, _ = wide.index.rows(keys[:20])
+    assert (wide.day_slot[rows] >> 16).tolist() == [noon[1] % wrap_h] * 20
+
+
 def test_day_region_expires_and_ignores_the_future() -> None:
     st = PresenceState(4, WINDOW)
     noon = T0 + 7 * HOUR_MS  # 12:00 local
