@@ -26,7 +26,9 @@ count) by wrapping those functions (they keep these names across versions). The 
 pinned to one CPU before numpy/polars start, so polars runs one thread. ``--compare DIR`` runs
 the same measurement, on the same frames, with the code of another checkout
 (``PYTHONPATH=DIR``), interleaved with this one (A B A B ...), each in a fresh process, and
-checks that both give the same output (keys, times, classes, locations, rows and every reject).
+checks that both give the same output (keys, times, classes, locations, rows and every reject)
+and the same engine: its device state with rows in device-key order (the row numbers given to
+new devices are internal), its tally and its estimate after the last frame.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ def measure(input_path: Path) -> dict[str, Any]:
             digest.update(repr((r.source, r.reason, r.detail, r.record)).encode())
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    engine_digest = _engine_digest(engine, doc["now_ms"])
     s = clock.s
     stages = {
         "frame decode": total["frame decode"],
@@ -198,7 +201,34 @@ def measure(input_path: Path) -> dict[str, Any]:
         "engine ingest": total["engine ingest"],
     }
     return {"pings": pings, "rejects": rejects, "wall_s": wall, "cpu_s": cpu, "stages_s": stages,
-            "digest": digest.hexdigest(), "operators": list(engine.operators)}
+            "digest": digest.hexdigest(), "engine_digest": engine_digest,
+            "operators": list(engine.operators)}
+
+
+def _engine_digest(engine: Any, at_ms: int) -> str:
+    """Digest of the engine after the run: its device state with rows in device-key order (and
+    the foreign SIMs' rows in theirs: row numbers are internal), then its tally and estimate at
+    ``at_ms`` (the figures)."""
+    import numpy as np
+
+    state = engine.capture_state()
+    n = engine.state.n_devices
+    order = np.argsort(state["key"], kind="stable")
+    foreign = state.get("fgn_p_key")  # foreign SIMs' rows: their own numbering
+    f_order = None if foreign is None else np.argsort(foreign, kind="stable")
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        a = np.asarray(state[name])
+        if name.startswith("fgn_") and f_order is not None and a.ndim and a.shape[0] == len(
+                f_order) and name != "fgn_countries":
+            a = a[f_order]
+        elif a.ndim and a.shape[0] == n and name not in ("loc_cell", "loc_region"):
+            a = a[order]
+        digest.update(name.encode() + str(a.dtype).encode() + np.ascontiguousarray(a).tobytes())
+    tally = engine.tally(at_ms)
+    digest.update(pickle.dumps(tally))
+    digest.update(pickle.dumps(engine.estimate_tally(tally)))
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,6 +278,9 @@ def report(label_runs: dict[str, list[dict[str, Any]]]) -> None:
     same = len(set().union(*digests.values())) == 1
     print(f"\nsame output (keys, times, classes, locations, rows, rejects) in every run: "
           f"{'yes' if same else 'NO'}")
+    engines = {r.get("engine_digest") for runs in label_runs.values() for r in runs}
+    print(f"same engine state (by device key), tally and estimate in every run: "
+          f"{'yes' if len(engines) == 1 else 'NO'}")
 
 
 def main(argv: list[str] | None = None) -> int:

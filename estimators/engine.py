@@ -208,8 +208,11 @@ class Engine:
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
         if self.evaluated_night is None:
             self.start_nights(int(ts_ms.min()))
-        done = np.zeros(len(ts_ms), dtype=bool)
         top = int(ts_ms.max())
+        if self.night_close_ms(self._next_night()) > top:  # no night closes in this batch
+            self._update(device_key, ts_ms, opclass, loc, mcc)
+            return
+        done = np.zeros(len(ts_ms), dtype=bool)
         while (close := self.night_close_ms(self._next_night())) <= top:
             part = ~done & (ts_ms < close)
             self._update(device_key[part], ts_ms[part], opclass[part], loc[part], mcc[part])

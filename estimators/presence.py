@@ -287,15 +287,14 @@ class PresenceState:
         one device at the same millisecond (rare) by rank instead of input order. ``prior``:
         each ping's device's stamp and class before the batch."""
         before, held = prior
-        shift = np.uint64(LOC_BITS)
+        loc_mask = np.uint64(MAX_LOCATIONS)
         winning = self.stamp[rows]
-        latest = (stamp >> shift) == (winning >> shift)  # pings at their device's latest time
+        latest = (stamp ^ winning) <= loc_mask  # pings at their device's latest time
         if not latest.any():
             return
         w_rows = rows[latest]
         self.opclass[w_rows] = opclass[latest]
-        loc_mask = np.uint64(MAX_LOCATIONS)
-        old_tie = (latest & ((before >> shift) == (winning >> shift)) & (before != 0)
+        old_tie = (latest & ((before ^ winning) <= loc_mask) & (before != 0)
                    & ((before != stamp) | (held != opclass)))
         clash = latest & ((stamp != winning) | (self.opclass[rows] != opclass) | old_tie)
         if not clash.any():
