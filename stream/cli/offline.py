@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import numpy as np
+import orjson
 from tqdm import tqdm
 
 from estimators.calibration import FactorRow, shrink_factors
@@ -279,7 +280,8 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
 
     def write(boundary_ms: int, tally: Tally) -> None:
         estimate = engine.estimate_tally(tally)
-        snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate, tally)
+        snap = engine_snapshot(engine, boundary_ms, reference.registry, estimate, tally,
+                               cells_as_json=True)
         add_foreign_line(snap, flows.foreign_line(tally))
         last[:] = [snap]
         if out_fh is not None:
@@ -307,6 +309,8 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
         flows.close()
         if out_fh is not None:
             out_fh.close()
+    if last:  # the last snapshot as a plain document (its cells were written as JSON text)
+        last[0]["cells"] = orjson.loads(orjson.dumps(last[0]["cells"]))
     stats = windows.stats
     return ReplayResult(last[0] if last else None, stats.windows, stats.summary(),
                         sum(stats.rejected.values()), windows.describe_period(),

@@ -69,6 +69,64 @@ def cell_ids(cells: np.ndarray) -> list[str]:
     return list(map("%x".__mod__, np.asarray(cells, dtype=np.uint64).tolist()))
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
+
+
+def _hex_digits(ids: np.ndarray) -> np.ndarray | None:
+    """H3 cell numbers (``uint64[n]``, n > 0) as ``uint8[n, d]`` ASCII hex digits, as ``"%x"``
+    writes them, when all have the same number ``d`` of digits (cells of one resolution); None
+    otherwise."""
+    nibbles = ((ids[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)).astype(np.uint8)
+    nonzero = nibbles != 0
+    lead = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 15)  # 0 is written "0"
+    if (lead != lead[0]).any():
+        return None
+    return _HEX[nibbles[:, int(lead[0]):]]
+
+
+def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
+    """The snapshot's ``cells`` object as compact JSON, exactly as :func:`compact_json` writes
+    ``dict(zip(cell_ids(cells), counts_or_null(present)))``, built by array (a late snapshot has
+    some 19 k cells, nearly all suppressed): ``{"<hex id>":<count or null>,...}``.
+
+    ``cells``: ``uint64[n]`` distinct H3 cell numbers; ``present``: ``float64[n]`` people (NaN
+    = suppressed; an infinite figure is logged and written as null, as :func:`count_or_null`).
+    """
+    ids = np.asarray(cells, dtype=np.uint64)
+    values = np.asarray(present, dtype=np.float64)
+    n = len(ids)
+    if n == 0:
+        return b"{}"
+    digits = _hex_digits(ids)
+    if digits is None:  # mixed resolutions: cell by cell
+        return orjson.dumps(dict(zip(cell_ids(ids), counts_or_null(values), strict=True)))
+    rounded = np.rint(values)
+    finite = np.isfinite(rounded)
+    for x in values[np.isinf(values)].tolist():
+        count_or_null(x)  # logged
+    shown = np.flatnonzero(finite)
+    texts = [b"%d" % v for v in rounded[shown].astype(np.int64).tolist()]
+    value_len = np.full(n, 4, dtype=np.int64)  # null
+    value_len[shown] = [len(t) for t in texts]
+    d = digits.shape[1]
+    width = d + 8 + int(value_len.max())  # one entry per row: "<hex>":<value>, (padded)
+    rows = np.empty((n, width), dtype=np.uint8)
+    rows[:, 0] = rows[:, d + 1] = ord('"')
+    rows[:, 1:d + 1] = digits
+    rows[:, d + 2] = ord(":")
+    rows[:, d + 3:d + 7] = np.frombuffer(b"null", dtype=np.uint8)
+    if texts:
+        lens = value_len[shown]
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        rows.reshape(-1)[np.repeat(shown * width + d + 3, lens) + within] = \
+            np.frombuffer(b"".join(texts), dtype=np.uint8)
+    entry = d + 4 + value_len
+    rows[np.arange(n), entry - 1] = ord(",")
+    body = rows[np.arange(width) < entry[:, None]]
+    return b"{" + body[:-1].tobytes() + b"}"
+
+
 def gap_ratio(resident: int | None, registered: int | None) -> float | None:
     """``(resident - registered) / registered`` to 4 decimals; None when either is unknown or
     nobody is registered."""
@@ -91,13 +149,16 @@ def warming_up_doc(warm: WarmUp) -> dict[str, Any]:
 
 def build_snapshot(est: Estimate, regions: RegionSet, res: int,
                    registry: dict[str, int] | None, extra: dict[str, Any] | None = None,
-                   warm: WarmUp | None = None) -> dict[str, Any]:
+                   warm: WarmUp | None = None, cells_as_json: bool = False) -> dict[str, Any]:
     """The published snapshot: per region figures with the registry gap, and per cell present.
 
     ``est`` holds ``float64[n_regions]`` people (NaN = suppressed) per figure; they are rounded
     to whole people, NaN becomes ``None``. ``extra`` keys are added at the top level. With
     ``warm``, the snapshot carries ``warming_up`` (top level and per region) and, while
-    resident figures are warming up, no gap (null ``gap`` and ``gap_ratio*``).
+    resident figures are warming up, no gap (null ``gap`` and ``gap_ratio*``). With
+    ``cells_as_json`` (a writer that only encodes the snapshot), ``cells`` is the object's JSON
+    text as an ``orjson.Fragment`` (:func:`cells_json`): :func:`compact_json` writes the same
+    text as for the dict, and ``orjson.loads(orjson.dumps(snapshot["cells"]))`` is the dict.
     """
     registry = registry or {}
     out_regions: dict[str, Any] = {}
@@ -133,7 +194,8 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
         "at": iso_utc(est.at_ms),
         "res": res,
         "regions": out_regions,
-        "cells": dict(zip(cell_ids(est.cell_id), counts_or_null(est.cell_present), strict=True)),
+        "cells": orjson.Fragment(cells_json(est.cell_id, est.cell_present)) if cells_as_json
+        else dict(zip(cell_ids(est.cell_id), counts_or_null(est.cell_present), strict=True)),
     }
     if warm is not None:
         snapshot["warming_up"] = warming_up_doc(warm)
@@ -143,11 +205,12 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
 
 
 def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None,
-                    estimate: Estimate | None = None, tally: Tally | None = None
-                    ) -> dict[str, Any]:
+                    estimate: Estimate | None = None, tally: Tally | None = None,
+                    cells_as_json: bool = False) -> dict[str, Any]:
     """The snapshot of ``engine``'s estimate at ``at_ms`` (or of ``estimate``, computed from
     ``tally``, or from the engine's tally at ``at_ms``) as ``defacto replay`` writes it (with
-    ``horizon_s``, ``k`` and ``warming_up``, judged by ``tally`` or else by the engine)."""
+    ``horizon_s``, ``k`` and ``warming_up``, judged by ``tally`` or else by the engine);
+    ``cells_as_json``: see :func:`build_snapshot`."""
     cfg = engine.config.estimate
     if estimate is None:
         tally = engine.tally(at_ms) if tally is None else tally
@@ -155,7 +218,7 @@ def engine_snapshot(engine: Engine, at_ms: int, registry: dict[str, int] | None,
     warm = engine.warm_up_tally(tally) if tally is not None else engine.warm_up(at_ms)
     return build_snapshot(estimate, engine.regions, engine.cells.res, registry,
                           {"horizon_s": cfg.horizon_ms // SECOND_MS, "k": cfg.k_anonymity},
-                          warm)
+                          warm, cells_as_json)
 
 
 def resident_warming(snapshot: dict[str, Any]) -> bool:

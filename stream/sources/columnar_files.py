@@ -516,6 +516,8 @@ def _gather_lines(block: _Block, idx: np.ndarray) -> bytes:
     lines copied as they are (a LF or CRLF ends each), or, when some end in a lone CR, each line's
     content followed by a LF."""
     if not _lone_cr(block):
+        if len(idx) == len(block) and len(block.data) == int(block.nexts[-1]):
+            return block.data  # every line (usual): the block as it is, not a copy
         breaks = np.flatnonzero(np.diff(idx) != 1) + 1
         firsts = np.concatenate([[0], breaks]).tolist()
         lasts = np.concatenate([breaks - 1, [len(idx) - 1]]).tolist()
@@ -590,8 +592,8 @@ def _counts_per_line(buf: np.ndarray, byte: int, line_starts: np.ndarray) -> np.
     return np.diff(edges)
 
 
-def _faithful(df: pl.DataFrame, buf: np.ndarray) -> np.ndarray:
-    """Rows of ``df`` (parsed from the plain lines in ``buf``, one per line) whose parsed fields
+def _faithful(df: pl.DataFrame, raw: bytes) -> np.ndarray:
+    """Rows of ``df`` (parsed from the plain lines in ``raw``, one per line) whose parsed fields
     are exactly what Python's ``json`` reads for them.
 
     polars reads a number or ``true`` given for a text field as text, a list or an object as its
@@ -609,7 +611,8 @@ def _faithful(df: pl.DataFrame, buf: np.ndarray) -> np.ndarray:
     nulls = df.null_count().row(0, named=True)
     fields = n * len(JSON_SCHEMA) - sum(nulls.values())
     texts = n * len(TEXT_FIELDS) - sum(nulls[c] for c in TEXT_FIELDS)
-    brackets_ok = int(np.count_nonzero(buf == 91)) == 0 and int(np.count_nonzero(buf == 123)) == n
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    brackets_ok = raw.find(b"[") < 0 and int(np.count_nonzero(buf == 123)) == n
     if (brackets_ok and int(np.count_nonzero(buf == 58)) == fields
             and int(np.count_nonzero(buf == 34)) == 2 * (fields + texts)):
         return np.ones(n, dtype=bool)
@@ -675,7 +678,7 @@ def _parse_plain_json(block: _Block, idx: np.ndarray
                 half = len(part) // 2
                 todo += [part[half:], part[:half]]
             continue
-        ok = _faithful(df, np.frombuffer(buf, dtype=np.uint8))
+        ok = _faithful(df, buf)
         if not ok.all():
             refused.append(part[~ok])
             df = df.filter(pl.Series(ok))

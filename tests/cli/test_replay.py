@@ -336,6 +336,9 @@ def _replay_both(simulated: Path, pings: list[Path], tmp_path: Path, monkeypatch
                 flows_out=tmp_path / f"flows_{reader}.jsonl", **options))
         out.append(snaps.read_bytes() + (tmp_path / f"flows_{reader}.jsonl").read_bytes())
         summaries.append(result.summary)
+        # the result's last snapshot is the last one written, as a plain document
+        assert result.last_snapshot == json.loads(snaps.read_bytes().splitlines()[-1])
+        assert isinstance(result.last_snapshot["cells"], dict) and result.last_snapshot["cells"]
     return out[0], out[1], summaries[0], summaries[1]
 
 

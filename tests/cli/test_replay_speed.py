@@ -96,3 +96,29 @@ def test_snapshot_counts_and_cell_ids_by_array_are_those_one_by_one(
     cells = np.array([h3.str_to_int(h3.latlng_to_cell(51.1 + i / 10, 71.4, 8)) for i in range(5)]
                      + [0x8f2830828052d25], dtype=np.uint64)
     assert cell_ids(cells) == [h3.int_to_str(int(c)) for c in cells]
+
+
+@pytest.mark.parametrize("res", [0, 8, 15])
+def test_cells_json_by_array_is_the_dict_as_orjson_writes_it(
+        res: int, caplog: pytest.LogCaptureFixture) -> None:
+    import h3
+    import orjson
+
+    from stream.publish.snapshot import cell_ids, cells_json, compact_json, counts_or_null
+
+    rng = np.random.default_rng(res)
+    cells = np.unique(np.array([h3.str_to_int(h3.latlng_to_cell(lat, lon, res)) for lat, lon in
+                                zip(rng.uniform(-80, 80, 300), rng.uniform(-179, 179, 300),
+                                    strict=True)], dtype=np.uint64))
+    values = rng.choice([np.nan, np.inf, -np.inf, 0.5, 1.5, 2.5, -0.5, -3.7, 12345.49, 1e9, 7.0],
+                        len(cells))
+    with caplog.at_level("WARNING", logger="defacto.publish"):
+        for c, v in ((cells, values), (cells, np.full(len(cells), np.nan)), (cells, values * 0),
+                     (np.array([5, 0x8f2830828052d25], dtype=np.uint64), values[:2]),  # mixed
+                     (np.zeros(0, np.uint64), np.zeros(0))):
+            by_dict = dict(zip(cell_ids(c), counts_or_null(v), strict=True))
+            text = cells_json(c, v)
+            assert text == orjson.dumps(by_dict) and orjson.loads(text) == by_dict
+            doc = {"at": "x", "cells": orjson.Fragment(text), "k": 10}
+            assert compact_json(doc) == compact_json({"at": "x", "cells": by_dict, "k": 10})
+    assert any("non-finite" in r.message for r in caplog.records)  # logged as one by one
