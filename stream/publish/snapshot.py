@@ -163,10 +163,13 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
     registry = registry or {}
     out_regions: dict[str, Any] = {}
     no_gap = warm is not None and warm.resident
+    figures = ("present", "present_lo", "present_hi", "resident", "resident_lo", "resident_hi",
+               "present_devices", "resident_devices")
+    columns = {f: counts_or_null(getattr(est, f)) for f in figures}  # by array, not per value
     for i, rid in enumerate(regions.ids):
-        resident = count_or_null(est.resident[i])
+        resident = columns["resident"][i]
         registered = registry.get(rid)
-        lo, hi = count_or_null(est.resident_lo[i]), count_or_null(est.resident_hi[i])
+        lo, hi = columns["resident_lo"][i], columns["resident_hi"][i]
         if no_gap:
             gap_of, ref = None, None
         else:
@@ -174,9 +177,9 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
         gap = gap_of - ref if gap_of is not None and ref is not None else None
         out_regions[rid] = {
             "name": regions.names[i],
-            "present": count_or_null(est.present[i]),
-            "lo": count_or_null(est.present_lo[i]),
-            "hi": count_or_null(est.present_hi[i]),
+            "present": columns["present"][i],
+            "lo": columns["present_lo"][i],
+            "hi": columns["present_hi"][i],
             "resident": resident,
             "resident_lo": lo,
             "resident_hi": hi,
@@ -185,8 +188,8 @@ def build_snapshot(est: Estimate, regions: RegionSet, res: int,
             "gap_ratio": gap_ratio(gap_of, ref),
             "gap_ratio_lo": gap_ratio(None if no_gap else lo, ref),
             "gap_ratio_hi": gap_ratio(None if no_gap else hi, ref),
-            "devices": count_or_null(est.present_devices[i]),
-            "resident_devices": count_or_null(est.resident_devices[i]),
+            "devices": columns["present_devices"][i],
+            "resident_devices": columns["resident_devices"][i],
         }
         if warm is not None:
             out_regions[rid]["warming_up"] = {"present": warm.present, "resident": warm.resident}
