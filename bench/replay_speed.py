@@ -77,8 +77,10 @@ def _paths(d: Path) -> Any:
                           registry=d / "registry.csv")
 
 
-def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None) -> None:
-    """The replay's reading loop before the columnar reader: records, decoded row by row."""
+def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None,
+                  reading: Any = None) -> None:
+    """The replay's reading loop before the columnar reader: records, decoded row by row (the
+    columnar chunks read ahead, ``reading``, are not used)."""
     from stream.sources.ping_files import read_records
 
     for chunk in read_records(pings):

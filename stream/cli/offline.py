@@ -55,7 +55,7 @@ from stream.publish.foreign import (
 from stream.publish.snapshot import compact_json, engine_snapshot
 from stream.publish.table import region_table
 from stream.simulator import Simulation, load_scenario, simulate, write_simulation
-from stream.sources.columnar_files import Period, read_prepared
+from stream.sources.columnar_files import Period, ReadAhead, read_prepared, start_reading
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import (
     Reference,
@@ -154,6 +154,10 @@ class RejectFile:
             self._fh.close()
 
 
+STARTUP_CHUNKS = 8
+"""Chunks (of 100,000 rows) a replay reads and parses ahead while it loads the reference files
+and builds its engine (a core otherwise idle then; bounded memory: they are taken once the
+engine is built, and one chunk is read ahead from then on)."""
 HELD_CHUNKS = 8
 """Chunks (of 100,000 rows) read ahead and held while a thread computes the cell plan's
 footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessellation, in
@@ -161,12 +165,14 @@ bounded memory."""
 
 
 def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path],
-                period: Period | None = None, footprints: PendingFootprints | None = None) -> None:
+                period: Period | None = None, footprints: PendingFootprints | None = None,
+                reading: ReadAhead | None = None) -> None:
     """Read (as columns), decode and feed ping files with a progress bar on stderr; with
     ``footprints`` (weights being computed), the first chunks are read while they are, and
-    decoding starts once they are in force."""
+    decoding starts once they are in force; ``reading``: the chunks of ``pings`` being read
+    already (:func:`~stream.sources.columnar_files.start_reading`)."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        chunks = read_prepared(pings, decoder.prepare_rows, period=period)
+        chunks = read_prepared(pings, decoder.prepare_rows, period=period, reading=reading)
         if footprints is not None:
             chunks = _held_until(footprints, chunks, HELD_CHUNKS)
         for chunk, prepared in chunks:
@@ -270,6 +276,19 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
 
     Raises :class:`~stream.contract.InputError` for bad files or options.
     """
+    skipped: list[str] = []
+    period = _period(config.start_ms, config.end_ms, config.windows.lateness_ms, skipped)
+    # the first chunks are read and parsed while the reference files load and the engine is built
+    reading = start_reading(config.pings, period=period, hold=STARTUP_CHUNKS)
+    try:
+        return _replay(config, period, skipped, reading)
+    finally:
+        reading.close()
+
+
+def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
+            reading: ReadAhead) -> ReplayResult:
+    """:func:`run_replay` once its ping files are being read (``reading``)."""
     reference = load_reference(config.reference)
     engine = build_engine(config.engine, reference)
     secret = load_pseudonym_key(config.key_file)
@@ -288,8 +307,6 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
             out_fh.write(json_line(snap))
         flows.add(tally, estimate)
 
-    skipped: list[str] = []
-    period = _period(config.start_ms, config.end_ms, config.windows.lateness_ms, skipped)
     try:
         # the tally (a copy of the counts) is taken here, at the window's close; estimating,
         # building and writing its snapshot overlap the next pings' reading and ingest
@@ -302,7 +319,7 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
                                        on_reject=reject_file, start_ms=config.start_ms,
                                        end_ms=config.end_ms)
             _feed_files(windows, PingDecoder(engine, secret, config.windows.max_future_ms),
-                        config.pings, period)
+                        config.pings, period, reading=reading)
             windows.finish()
     finally:
         reject_file.close()

@@ -1193,22 +1193,26 @@ def read_columns(paths: Iterable[str | Path], chunk_rows: int = 100_000,
     """
     chunks = _read_columns(paths, chunk_rows, chunk_chars, period)
     if ahead:
-        yield from _read_ahead(chunks)
+        yield from ReadAhead(chunks)
     else:
         yield from chunks
 
 
 def read_prepared(paths: Iterable[str | Path], prepare: Callable[[PingRows], T],
                   chunk_rows: int = 100_000, chunk_chars: int = CHUNK_CHARS,
-                  period: Period | None = None) -> Iterator[tuple[PingRows, T]]:
+                  period: Period | None = None, reading: ReadAhead | None = None
+                  ) -> Iterator[tuple[PingRows, T]]:
     """The chunks of :func:`read_columns`, each with ``prepare(chunk)``, made ahead by two
     threads, a pipeline: one reads and parses the next chunk while the other prepares the one
     before it (e.g. a decoder's checks and keys,
     :meth:`~stream.decode.validate.PingDecoder.prepare_rows`: ``prepare`` must touch nothing the
     caller changes meanwhile) and the caller works on the one before that (at most two chunks
-    more in memory than the caller's). Raises what ``read_columns`` or ``prepare`` raise, after
-    the chunks before."""
-    chunks = _read_ahead(_read_columns(paths, chunk_rows, chunk_chars, period), "defacto-read")
+    more in memory than the caller's). ``reading``: the chunks of ``paths`` being read already
+    (:func:`start_reading`, e.g. while the caller loaded what ``prepare`` needs), used instead of
+    reading them here (the other arguments are then not used). Raises what ``read_columns`` or
+    ``prepare`` raise, after the chunks before."""
+    chunks = reading if reading is not None else start_reading(paths, chunk_rows, chunk_chars,
+                                                                period)
 
     def prepared() -> Iterator[tuple[PingRows, T]]:
         try:
@@ -1217,56 +1221,91 @@ def read_prepared(paths: Iterable[str | Path], prepare: Callable[[PingRows], T],
         finally:  # prepare failed, or the caller stopped: the reading thread stops too
             chunks.close()
 
-    yield from _read_ahead(prepared(), "defacto-prepare")
+    yield from ReadAhead(prepared(), "defacto-prepare")
+
+
+def start_reading(paths: Iterable[str | Path], chunk_rows: int = 100_000,
+                  chunk_chars: int = CHUNK_CHARS, period: Period | None = None,
+                  hold: int = 1) -> ReadAhead:
+    """The chunks of :func:`read_columns`, read and parsed by a thread that starts now (see
+    :class:`ReadAhead`; up to ``hold`` chunks ahead until the first is taken, then one), for
+    :func:`read_prepared`. Whoever starts it closes it (:meth:`ReadAhead.close`)."""
+    return ReadAhead(_read_columns(paths, chunk_rows, chunk_chars, period), "defacto-read", hold)
 
 
 _DONE = object()
 
 
-def _read_ahead(chunks: Iterator[Any], name: str = "defacto-read-ahead") -> Iterator[Any]:
-    """The items of ``chunks``, produced one ahead by a thread (polars and numpy release the GIL
-    while parsing, so reading overlaps the caller's work); its exception comes after the items
-    before it. Closing this generator stops the thread."""
-    out: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        out.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item: Any = _DONE
-        except BaseException as exc:
-            item = exc
-        finally:
-            if stop.is_set():
-                chunks.close()
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
+def _produce(chunks: Iterator[Any], out: queue.Queue[Any], stop: threading.Event) -> None:
+    """The thread of a :class:`ReadAhead`: puts the items of ``chunks`` into ``out``, then
+    :data:`_DONE` or the exception that ended them, until ``stop`` is set."""
     try:
-        while True:
-            item = out.get()
-            if item is _DONE:
+        for chunk in chunks:
+            while not stop.is_set():
+                try:
+                    out.put(chunk, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        item: Any = _DONE
+    except BaseException as exc:
+        item = exc
     finally:
-        stop.set()
-        thread.join()
+        if stop.is_set():
+            chunks.close()
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class ReadAhead(Iterator[Any]):
+    """The items of ``chunks``, produced ahead by a thread started at once (polars and numpy
+    release the GIL while parsing, so reading overlaps the caller's work): up to ``hold`` items
+    wait until the caller takes the first (e.g. chunks read while the caller loads its
+    reference data), then one (plus the one being made). The exception that ends ``chunks``
+    comes after the items before it. :meth:`close` (also at the end of the items or on their
+    error) stops the thread."""
+
+    def __init__(self, chunks: Iterator[Any], name: str = "defacto-read-ahead",
+                 hold: int = 1) -> None:
+        if hold < 1:
+            raise ValueError(f"hold must be at least 1, got {hold}")
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=hold)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=_produce, args=(chunks, self._out, self._stop),
+                                        name=name, daemon=True)
+        self._thread.start()
+
+    def __next__(self) -> Any:
+        if self._ended:
+            raise StopIteration
+        item = self._out.get()
+        if self._out.maxsize != 1:  # the first item taken: from now on, one waits
+            with self._out.mutex:
+                self._out.maxsize = 1
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (it ends the item it is making) and wait for it; no more items."""
+        self._ended = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __del__(self) -> None:
+        self._stop.set()
 
 
 def _read_columns(paths: Iterable[str | Path], chunk_rows: int, chunk_chars: int,

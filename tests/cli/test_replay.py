@@ -289,8 +289,9 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
 # --- the columnar reader gives the snapshots of the record reader (issue 14) ------------------
 
 def _feed_records(windows: EventTimeWindows, decoder: PingDecoder, pings: Any,
-                  period: Any = None) -> None:
-    """The replay's reading loop before the columnar reader: records, checked row by row."""
+                  period: Any = None, reading: Any = None) -> None:
+    """The replay's reading loop before the columnar reader: records, checked row by row (the
+    columnar chunks read ahead, ``reading``, are not used)."""
     for chunk in read_records(pings):
         windows.feed(decoder.decode(chunk), lambda i, c=chunk: c[i].source, rows_read=len(chunk))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from stream.contract import InputError
 from stream.decode.validate import operator_index
-from stream.sources.columnar_files import read_columns, read_prepared
+from stream.sources.columnar_files import ReadAhead, read_columns, read_prepared, start_reading
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 
@@ -71,6 +72,62 @@ def test_closing_the_pipeline_early_stops_both_threads(tmp_path: Path) -> None:
     assert {t.name for t in threading.enumerate()} == before
 
 
+def _poll(condition: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_read_ahead_holds_up_to_hold_items_until_the_first_is_taken_then_one() -> None:
+    made: list[int] = []
+
+    def items() -> Any:
+        for i in range(20):
+            made.append(i)
+            yield i
+
+    ahead = ReadAhead(items(), "test-ahead", hold=4)
+    assert _poll(lambda: len(made) == 5)  # 4 waiting, the 5th made and waiting for room
+    taken = []
+    for item in ahead:
+        taken.append(item)
+        if len(taken) >= 4:  # the items held at the start are taken: one waits, one is made
+            assert len(made) - len(taken) <= 2
+    assert taken == list(range(20)) and not ahead._thread.is_alive()
+
+
+def test_chunks_read_already_give_the_same_chunks_and_error(tmp_path: Path) -> None:
+    path = _gz_file(tmp_path, 30_000, cut=True)
+    expected: list[int] = []
+    with pytest.raises(InputError) as plain:
+        for chunk in read_columns([path], chunk_rows=1000):
+            expected.append(int(chunk.line[0]))
+    reading = start_reading([path], chunk_rows=1000, hold=8)
+    assert _poll(lambda: reading._out.qsize() == 8)  # read while nothing was taken
+    got: list[int] = []
+    with pytest.raises(InputError) as early:
+        for chunk, first in read_prepared([], lambda c: int(c.line[0]), reading=reading):
+            assert first == int(chunk.line[0])
+            got.append(first)
+    assert got == expected and str(early.value) == str(plain.value)
+    assert "defacto-read" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_replay_whose_reference_fails_stops_its_reading_thread(tmp_path: Path) -> None:
+    from stream.cli import offline
+    from stream.sources.reference_files import ReferencePaths
+
+    path = _gz_file(tmp_path, 30_000, cut=False)
+    config = offline.ReplayConfig(pings=(path,), reference=ReferencePaths(
+        regions=tmp_path / "missing.geojson"), key_file=None, out=tmp_path / "snaps.jsonl")
+    with pytest.raises(InputError, match=r"missing\.geojson"):
+        offline.run_replay(config)
+    assert "defacto-read" not in {t.name for t in threading.enumerate()}
+
+
 @pytest.mark.parametrize("values", [["40101"], ["40101", None, "40102", "40101", None, ""],
                                     [f"4{i % 7:04d}" for i in range(1000)], []])
 def test_operator_index_gives_each_rows_value_back(values: list[str | None]) -> None:
@@ -113,7 +170,7 @@ def test_cells_json_by_array_is_the_dict_as_orjson_writes_it(
     values = rng.choice([np.nan, np.inf, -np.inf, 0.5, 1.5, 2.5, -0.5, -3.7, 12345.49, 1e9, 7.0],
                         len(cells))
     with caplog.at_level("WARNING", logger="defacto.publish"):
-        for c, v in ((cells, values), (cells, np.full(len(cells), np.nan)), (cells, values * 0),
+        for c, v in ((cells, values), (cells, np.full(len(cells), np.nan)), (cells, np.zeros(len(cells))),
                      (np.array([5, 0x8f2830828052d25], dtype=np.uint64), values[:2]),  # mixed
                      (np.zeros(0, np.uint64), np.zeros(0))):
             by_dict = dict(zip(cell_ids(c), counts_or_null(v), strict=True))
