@@ -155,9 +155,9 @@ class RejectFile:
 
 
 STARTUP_CHUNKS = 8
-"""Chunks (of 100,000 rows) a replay reads and parses ahead while it loads the reference files
-and builds its engine (a core otherwise idle then; bounded memory: they are taken once the
-engine is built, and one chunk is read ahead from then on)."""
+"""Chunks (of 100,000 rows) a replay or calibrate reads and parses ahead while it loads the
+reference files and builds its engine (a core otherwise idle then; bounded memory: they are
+taken once the engine is built, and one chunk is read ahead from then on)."""
 HELD_CHUNKS = 8
 """Chunks (of 100,000 rows) read ahead and held while a thread computes the cell plan's
 footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessellation, in
@@ -528,6 +528,19 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     Raises :class:`~stream.contract.InputError` for bad files or options, or when the period
     holds no accepted ping.
     """
+    skipped: list[str] = []
+    period = _period(config.start_ms, config.end_ms, config.lateness_ms, skipped)
+    # the first chunks are read and parsed while the reference files load and the engine is built
+    reading = start_reading(config.pings, period=period, hold=STARTUP_CHUNKS)
+    try:
+        return _calibrate(config, period, skipped, reading)
+    finally:
+        reading.close()
+
+
+def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str],
+               reading: ReadAhead) -> CalibrateResult:
+    """:func:`run_calibrate` once its ping files are being read (``reading``)."""
     reference = load_reference(config.reference)
     population = load_population(config.reference_population, reference.regions, minimum=1)
     # border cells spread by the reference population at hand (written with the factors); the
@@ -538,11 +551,9 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))
     windows = EventTimeWindows(engine, settings, on_window=lambda _at: None, on_reject=reject_file,
                                start_ms=config.start_ms, end_ms=config.end_ms)
-    skipped: list[str] = []
-    period = _period(config.start_ms, config.end_ms, config.lateness_ms, skipped)
     try:
         _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings,
-                    period, footprints)
+                    period, footprints, reading)
     finally:
         reject_file.close()
         if footprints is not None:

@@ -116,15 +116,22 @@ def test_chunks_read_already_give_the_same_chunks_and_error(tmp_path: Path) -> N
     assert "defacto-read" not in {t.name for t in threading.enumerate()}
 
 
-def test_a_replay_whose_reference_fails_stops_its_reading_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["replay", "calibrate"])
+def test_a_run_whose_reference_fails_stops_its_reading_thread(tmp_path: Path,
+                                                              command: str) -> None:
     from stream.cli import offline
     from stream.sources.reference_files import ReferencePaths
 
     path = _gz_file(tmp_path, 30_000, cut=False)
-    config = offline.ReplayConfig(pings=(path,), reference=ReferencePaths(
-        regions=tmp_path / "missing.geojson"), key_file=None, out=tmp_path / "snaps.jsonl")
+    reference = ReferencePaths(regions=tmp_path / "missing.geojson")
     with pytest.raises(InputError, match=r"missing\.geojson"):
-        offline.run_replay(config)
+        if command == "replay":
+            offline.run_replay(offline.ReplayConfig(pings=(path,), reference=reference,
+                                                    key_file=None, out=tmp_path / "snaps.jsonl"))
+        else:
+            offline.run_calibrate(offline.CalibrateConfig(
+                pings=(path,), reference_population=tmp_path / "reference.csv",
+                out=tmp_path / "calibration.csv", reference=reference, key_file=None))
     assert "defacto-read" not in {t.name for t in threading.enumerate()}
 
 
