@@ -158,6 +158,9 @@ STARTUP_CHUNKS = 8
 """Chunks (of 100,000 rows) a replay or calibrate reads and parses ahead while it loads the
 reference files and builds its engine (a core otherwise idle then; bounded memory: they are
 taken once the engine is built, and one chunk is read ahead from then on)."""
+SNAPSHOT_QUEUE = 8
+"""Window tallies (a copy of the counts: ~0.3-1 MB each on a 6.5 M-ping country file) that may
+wait for the snapshot thread: windows closing in a burst do not hold up the next pings."""
 HELD_CHUNKS = 8
 """Chunks (of 100,000 rows) read ahead and held while a thread computes the cell plan's
 footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessellation, in
@@ -310,7 +313,7 @@ def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
     try:
         # the tally (a copy of the counts) is taken here, at the window's close; estimating,
         # building and writing its snapshot overlap the next pings' reading and ingest
-        with InOrderThread("defacto-snapshots") as writer:
+        with InOrderThread("defacto-snapshots", SNAPSHOT_QUEUE) as writer:
             def publish(boundary_ms: int) -> None:
                 tally = engine.tally(boundary_ms)
                 writer.submit(lambda: write(boundary_ms, tally))
