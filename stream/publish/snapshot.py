@@ -32,15 +32,26 @@ log = logging.getLogger("defacto.publish")
 
 
 def count_or_null(x: float | None) -> int | None:
-    """A published count: rounded, or None when suppressed (NaN) or not finite. An infinite
-    figure (an overflow upstream; input limits should make it impossible) is logged, never
-    published and never allowed to stop a snapshot."""
+    """A published count: rounded, or None when suppressed (NaN), not finite or 2**63 or more.
+    Such a figure (an overflow upstream; input limits should make it impossible) is logged,
+    never published and never allowed to stop a snapshot."""
     if x is None or math.isnan(x):
         return None
-    if not math.isfinite(x):
-        log.warning("a non-finite figure (%s) was published as null", x)
+    if not math.isfinite(x) or abs(x) >= _LARGEST:
+        log.warning("a non-finite or overflowing figure (%s) was published as null", x)
         return None
     return round(x)
+
+
+_LARGEST = 2.0 ** 63
+"""Figures this large or larger are an overflow upstream (input limits keep real ones far below):
+published as null, like an infinite one, never wrapped around by an int64 cast."""
+
+
+def _publishable(rounded: np.ndarray) -> np.ndarray:
+    """Which rounded figures are published as numbers (finite and below :data:`_LARGEST`)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(rounded) < _LARGEST  # False for NaN and inf
 
 
 def compact_json(doc: Any) -> str:
@@ -54,12 +65,12 @@ def counts_or_null(values: np.ndarray) -> list[int | None]:
     value (rounding half to even, as ``round``)."""
     values = np.asarray(values, dtype=np.float64)
     rounded = np.rint(values)
-    finite = np.isfinite(rounded)
+    finite = _publishable(rounded)
     if finite.all():
         return rounded.astype(np.int64).tolist()
     out = np.where(finite, rounded, 0).astype(np.int64).astype(object)
     out[~finite] = None  # suppressed (most cells of a snapshot): no Python call per value
-    for x in values[np.isinf(values)].tolist():
+    for x in values[~finite & ~np.isnan(values)].tolist():
         count_or_null(x)  # logged
     return out.tolist()
 
@@ -91,7 +102,8 @@ def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
     some 19 k cells, nearly all suppressed): ``{"<hex id>":<count or null>,...}``.
 
     ``cells``: ``uint64[n]`` distinct H3 cell numbers; ``present``: ``float64[n]`` people (NaN
-    = suppressed; an infinite figure is logged and written as null, as :func:`count_or_null`).
+    = suppressed; an infinite or overflowing figure is logged and written as null, as
+    :func:`count_or_null`).
     """
     ids = np.asarray(cells, dtype=np.uint64)
     values = np.asarray(present, dtype=np.float64)
@@ -102,8 +114,8 @@ def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
     if digits is None:  # mixed resolutions: cell by cell
         return orjson.dumps(dict(zip(cell_ids(ids), counts_or_null(values), strict=True)))
     rounded = np.rint(values)
-    finite = np.isfinite(rounded)
-    for x in values[np.isinf(values)].tolist():
+    finite = _publishable(rounded)
+    for x in values[~finite & ~np.isnan(values)].tolist():
         count_or_null(x)  # logged
     shown = np.flatnonzero(finite)
     texts = [b"%d" % v for v in rounded[shown].astype(np.int64).tolist()]

@@ -1263,6 +1263,10 @@ def _produce(chunks: Iterator[Any], out: queue.Queue[Any], stop: threading.Event
             continue
 
 
+_WAKE_S = 0.1
+"""How often a caller waiting for :class:`ReadAhead`'s next item checks that it was not closed."""
+
+
 class ReadAhead(Iterator[Any]):
     """The items of ``chunks``, produced ahead by a thread started at once (polars and numpy
     release the GIL while parsing, so reading overlaps the caller's work): up to ``hold`` items
@@ -1285,7 +1289,14 @@ class ReadAhead(Iterator[Any]):
     def __next__(self) -> Any:
         if self._ended:
             raise StopIteration
-        item = self._out.get()
+        while True:  # woken by close() from another thread too (e.g. after an interrupt)
+            try:
+                item = self._out.get(timeout=_WAKE_S)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    self._ended = True
+                    raise StopIteration from None
         if self._out.maxsize != 1:  # the first item taken: from now on, one waits
             with self._out.mutex:
                 self._out.maxsize = 1
