@@ -38,7 +38,7 @@ def count_or_null(x: float | None) -> int | None:
     if x is None or math.isnan(x):
         return None
     if not math.isfinite(x) or abs(x) >= _LARGEST:
-        log.warning("a non-finite or overflowing figure (%s) was published as null", x)
+        log.warning("a non-finite figure or one of 2**63 or more (%s) was published as null", x)
         return None
     return round(x)
 
