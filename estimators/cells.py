@@ -465,6 +465,7 @@ class CellPlan:
         self.lat, self.lon = lat, lon
         self.operator = list(operator)
         self.footprints: Footprints | None = None
+        self.day_footprints: Footprints | None = None
         self.piece_loc = np.zeros(0, dtype=np.int64)
         if n:
             self.region = table.regions.locate(lat, lon).astype(np.int32)
@@ -482,6 +483,7 @@ class CellPlan:
         :attr:`piece_loc` (the caller keeps them from being reclaimed). None: back to every
         device at its row's site. Raises ``ValueError`` when ``footprints`` describes another
         number of rows, or ``RuntimeError`` when the table cannot hold the pieces."""
+        self.day_footprints = None
         if footprints is None or footprints.region.size == 0:
             self.footprints, self.piece_loc = None, np.zeros(0, dtype=np.int64)
             return
@@ -493,16 +495,33 @@ class CellPlan:
             raise RuntimeError("the cell table cannot hold the cell plan's footprint pieces")
         self.footprints, self.piece_loc = footprints, locs
 
-    def locations(self, plan_row: np.ndarray, device_hash: np.ndarray | None) -> np.ndarray:
+    def apportion_day(self, day: Footprints | None) -> None:
+        """Weights for pings in the local day window (:mod:`estimators.day_footprints`): the
+        same pieces as :attr:`footprints` (so the same locations), other weights. None: every
+        ping by :attr:`footprints`. Raises ``ValueError`` when ``day`` has other pieces."""
+        if day is not None:
+            fp = self.footprints
+            if fp is None or not (np.array_equal(day.ptr, fp.ptr)
+                                  and np.array_equal(day.region, fp.region)):
+                raise ValueError("day footprints must have the plan's footprint pieces")
+        self.day_footprints = day
+
+    def locations(self, plan_row: np.ndarray, device_hash: np.ndarray | None,
+                  daytime: np.ndarray | None = None) -> np.ndarray:
         """Location of each (plan row, device) pair (int64): the row's site location, or for a
         border row the piece the device lands in (:func:`estimators.footprints.choose`: the same
         device at the same row always gets the same piece). ``device_hash``: each pair's
         unkeyed :func:`~estimators.footprints.device_draw_hashes` (uint64; None: every device
-        at its row's site)."""
+        at its row's site). ``daytime``: which pings are in the local day window (bool,
+        :func:`estimators.day_footprints.is_daytime`); those choose by :attr:`day_footprints`
+        when set (None, or no day weights: every ping by :attr:`footprints`)."""
         loc = self.loc[plan_row]
         if self.footprints is None or device_hash is None:
             return loc
         piece = choose(self.footprints, device_hash, plan_row)
+        if self.day_footprints is not None and daytime is not None and daytime.any():
+            piece[daytime] = choose(self.day_footprints, np.asarray(device_hash)[daytime],
+                                    np.asarray(plan_row)[daytime])
         spread = piece >= 0
         loc[spread] = self.piece_loc[piece[spread]]
         return loc
