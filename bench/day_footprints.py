@@ -2,7 +2,7 @@
 
     python bench/day_footprints.py [--scenario astana] [--scale 0.05] [--days 4] [--seed 1]
         [--variants base,bursty] [--strength 20,50] [--window 9,17] [--regions tselinograd]
-        [--oracle]
+        [--oracle] [--reach 1,0.75]
 
 Runs every robustness variant of the scenario as ``bench/accuracy.py --suite`` does (calibrated
 on day 1, scored at every later hour end), with one engine per setting fed the *same* simulated
@@ -36,7 +36,14 @@ from estimators.day_footprints import (
 )
 from estimators.engine import Engine, EngineConfig
 from estimators.estimate import EstimateConfig
-from estimators.footprints import WEIGHT_DIGITS, Footprints, _thresholds, start_rows
+from estimators.footprints import (
+    WEIGHT_DIGITS,
+    Footprints,
+    _thresholds,
+    footprint_weights,
+    population_density,
+    start_rows,
+)
 from estimators.regions import regions_from_geojson
 from estimators.units import DAY_MS, HOUR_MS
 from stream.publish.snapshot import build_snapshot
@@ -115,8 +122,8 @@ def layer_oracle(fp: Footprints, sc: Scenario, region_ids: list[str], cell: np.n
 
 
 def run_variant(scenario: str, scale: float, days: float, seed: int, strengths: list[float],
-                window: tuple[int, int], config: EstimateConfig, oracle: bool = False
-                ) -> tuple[dict, list[Setting], int, float]:
+                window: tuple[int, int], config: EstimateConfig, oracle: bool = False,
+                reaches: tuple[float, ...] = ()) -> tuple[dict, list[Setting], int, float]:
     """Simulate one variant once and feed every setting's engine the same pings."""
     t0 = time.perf_counter()
     sc = load_scenario(scenario)
@@ -147,6 +154,18 @@ def run_variant(scenario: str, scale: float, days: float, seed: int, strengths: 
                                         np.asarray(sim.cell_plan["cell"], dtype=str)),
                            engine.cells)
         settings.append(Setting("layer oracle", engine, feed))
+    for reach in reaches:
+        engine = Engine(regions, EngineConfig(res=8, estimate=config))
+        feed = SimulationFeed(sim, engine, SECRET)
+        plan = engine.plan
+        if plan is not None and plan.footprints is not None:
+            _, group = np.unique(np.asarray(plan.operator, dtype=object).astype(str),
+                                 return_inverse=True)
+            plan.apportion(footprint_weights(plan.lat, plan.lon, group.reshape(-1), regions,
+                                             population_density(regions, sim.reference),
+                                             plan.region, reach_factor=reach), engine.cells)
+            engine.hold_locations(lambda plan=plan: plan.piece_loc)
+        settings.append(Setting(f"reach {reach:g}", engine, feed))
     cal_end = sim.start_ms + DAY_MS
     truth: dict[str, dict] = {}
     for chunk in sim.hours():
@@ -176,17 +195,21 @@ def run_variant(scenario: str, scale: float, days: float, seed: int, strengths: 
     return truth, settings, sc.utc_offset_h, time.perf_counter() - t0
 
 
-def signed_error(snaps: list[dict], truth: dict, region: str, key) -> dict[str, float]:
-    """Mean signed present error of ``region`` per bucket (% of truth)."""
-    out: dict[str, list[float]] = {}
+def signed_error(snaps: list[dict], truth: dict, region: str, key
+                 ) -> dict[str, tuple[float, float]]:
+    """Mean signed present error of ``region`` per bucket (% of truth) and the share of its
+    hours whose 90 % interval holds the truth (%)."""
+    out: dict[str, list[tuple[float, bool]]] = {}
     for snap in snaps:
         t = truth.get(snap["at"], {}).get(region)
         est = snap["regions"].get(region)
         if t is None or est is None or est["present"] is None:
             continue
-        out.setdefault(key(snap["at"]), []).append(100.0 * (est["present"] - t["present"])
-                                                   / t["present"])
-    return {b: float(np.mean(v)) for b, v in out.items()}
+        true = t["present"]
+        out.setdefault(key(snap["at"]), []).append(
+            (100.0 * (est["present"] - true) / true, est["lo"] <= true <= est["hi"]))
+    return {b: (float(np.mean([e for e, _ in v])), 100.0 * float(np.mean([c for _, c in v])))
+            for b, v in out.items()}
 
 
 def main() -> None:
@@ -202,6 +225,8 @@ def main() -> None:
                     help="local day window start,end hours")
     ap.add_argument("--regions", default="tselinograd,kokshetau,astana-saryarka,astana-almaty")
     ap.add_argument("--min-people", type=float, default=50_000)
+    ap.add_argument("--reach", default="", help="also engines whose footprints reach these "
+                    "multiples of the nearest other site's distance (default 2), comma-separated")
     ap.add_argument("--oracle", action="store_true",
                     help="also a 'layer oracle' engine: border pieces restricted to the regions "
                          "the simulator's tower layer serves (an upper bound, not an estimator)")
@@ -220,7 +245,9 @@ def main() -> None:
     for name in names:
         truth, settings, off, secs = run_variant(f"{args.scenario}:{name}", args.scale,
                                                  args.days, args.seed, strengths, (lo, hi),
-                                                 config, args.oracle)
+                                                 config, args.oracle,
+                                                 tuple(float(x) for x in args.reach.split(",")
+                                                       if x))
         key = bucket_key(off)
         print(HEADER)
         for s in settings:
@@ -231,9 +258,12 @@ def main() -> None:
                 if b in rows:
                     print(fmt(f"{name[:9]} {s.label}", b, rows[b]))
             errs = {reg: signed_error(s.snaps, truth, reg, key) for reg in watch}
+            nan = (float("nan"), float("nan"))
             print(f"  {s.label}: mean weight moved {s.moved:.4f}; signed present error % "
-                  + "; ".join(f"{reg} " + " ".join(f"{errs[reg].get(b, float('nan')):+.2f}"
-                                                   for b in BUCKETS) for reg in watch))
+                  "(coverage %) night morning day evening: "
+                  + "; ".join(f"{reg} " + " ".join(
+                      "{:+.2f} ({:.0f})".format(*errs[reg].get(b, nan)) for b in BUCKETS)
+                      for reg in watch))
         print(f"  ({secs:.0f} s)", flush=True)
     print("worst over the variants (each figure separately):")
     for label, table in tables.items():
