@@ -20,6 +20,11 @@ cell-id operator's site (its Voronoi footprint, within the footprint's reach) an
   giving a second set of weights with the same pieces, used for pings in the day window
   (:func:`is_daytime`).
 
+Not used by the engine, ``calibrate`` or replay: on the simulator it makes the ring around
+Astana worse by day, because positions show where people are, not which tower serves them
+(METHOD.md §1, "Border cells by day"; ``bench/day_footprints.py``). Kept, tested, for networks
+whose footprints do describe their serving areas and for that benchmark.
+
 Pure numpy + shapely; no I/O.
 """
 
