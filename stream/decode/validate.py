@@ -518,6 +518,38 @@ def _mix(words: list[np.ndarray]) -> np.ndarray:
     return h
 
 
+def _plan_keys(rows: dict[tuple[str, str], int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The keys of ``rows`` that a ``|S`` pair can equal, in the dict's order: operators' and
+    cell ids' UTF-8 bytes (``|S`` arrays as wide as the widest kept) and their rows (int64).
+    Left out: an empty cell id, text ending in NUL (``|S`` drops trailing NULs: such bytes are
+    shorter there than they are) and text that is not UTF-8 (lone surrogates)."""
+    ops, cells = [k[0] for k in rows], [k[1] for k in rows]
+    row = np.fromiter(rows.values(), dtype=np.int64, count=len(rows))
+    good = np.ones(len(rows), dtype=bool)
+    try:
+        op_enc, cell_enc = [o.encode("utf-8") for o in ops], [c.encode("utf-8") for c in cells]
+    except UnicodeEncodeError:
+        good = np.array([_utf8(o) and _utf8(c) for o, c in rows], dtype=bool)
+        op_enc = [o.encode("utf-8", "surrogatepass") for o in ops]
+        cell_enc = [c.encode("utf-8", "surrogatepass") for c in cells]
+    op_b = np.array(op_enc, dtype=np.bytes_).reshape(-1)
+    cell_b = np.array(cell_enc, dtype=np.bytes_).reshape(-1)
+    op_len = np.fromiter(map(len, op_enc), np.int64, len(op_enc))
+    cell_len = np.fromiter(map(len, cell_enc), np.int64, len(cell_enc))
+    keep = (good & (cell_len > 0) & (op_len == np.strings.str_len(op_b))
+            & (cell_len == np.strings.str_len(cell_b)))
+    width = (max(1, int(op_len[keep].max(initial=0))), max(1, int(cell_len[keep].max(initial=0))))
+    return op_b[keep].astype(f"S{width[0]}"), cell_b[keep].astype(f"S{width[1]}"), row[keep]
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class PlanTable:
     """A cell plan's ``(operator, cell id)`` keys in an open-addressing hash table, built once:
     the row of each pair of ``|S`` columns without making text of them.
@@ -534,21 +566,14 @@ class PlanTable:
     """
 
     def __init__(self, rows: dict[tuple[str, str], int]) -> None:
-        keys: list[tuple[bytes, bytes, int]] = []
-        for (op, cell), row in rows.items():
-            try:
-                op_b, cell_b = op.encode("utf-8"), cell.encode("utf-8")
-            except UnicodeEncodeError:
-                continue
-            if cell_b and not op_b.endswith(b"\x00") and not cell_b.endswith(b"\x00"):
-                keys.append((op_b, cell_b, row))
-        self.op_blocks = max([-(-len(k[0]) // 8) for k in keys], default=0) or 1
-        self.cell_blocks = max([-(-len(k[1]) // 8) for k in keys], default=0) or 1
-        m = len(keys)
-        ops = np.array([k[0] for k in keys] + [b""], dtype=f"S{8 * self.op_blocks}")
-        cells = np.array([k[1] for k in keys] + [b""], dtype=f"S{8 * self.cell_blocks}")
+        op_b, cell_b, key_row = _plan_keys(rows)
+        m = len(key_row)
+        self.op_blocks = -(-op_b.dtype.itemsize // 8)
+        self.cell_blocks = -(-cell_b.dtype.itemsize // 8)
+        ops = np.concatenate([op_b, [b""]]).astype(f"S{8 * self.op_blocks}")
+        cells = np.concatenate([cell_b, [b""]]).astype(f"S{8 * self.cell_blocks}")
         self.key_words = [*text_words(ops, self.op_blocks), *text_words(cells, self.cell_blocks)]
-        self.key_row = np.array([k[2] for k in keys] + [-1], dtype=np.int64)
+        self.key_row = np.concatenate([key_row, [-1]]).astype(np.int64)
         bits = max(6, int(4 * m - 1).bit_length())
         self.size = 1 << bits
         self.shift = np.uint64(64 - bits)

@@ -82,6 +82,19 @@ def test_the_plan_table_finds_what_the_plan_dictionary_finds(data: st.DataObject
     assert table.rows(op_col, cell_col, has).tolist() == want
 
 
+def test_the_plan_table_leaves_out_keys_no_bytes_can_equal() -> None:
+    """Lone surrogates (not UTF-8), an empty cell and text ending in NUL find nothing; the
+    other keys keep their rows, the widest kept key sets the width."""
+    rows = {("40101", "a\udc80"): 1, ("40101", ""): 2, ("40101", "b\x00"): 3, ("4\x00", "c"): 4,
+            ("40102", "d\x00e"): 5, ("40177", "\u00fc" * 5): 6, ("\udc81", "f"): 7}
+    table = PlanTable(rows)
+    assert (table.m, table.op_blocks, table.cell_blocks) == (2, 1, 2)
+    op_col = np.array([b"40101", b"40101", b"40102", b"40177", b"4", b"40101"], dtype="S5")
+    cell_col = np.array([b"a\xed\xb2\x80", b"b", b"d\x00e", "\u00fc".encode() * 5, b"c", b""],
+                        dtype="S10")
+    assert table.rows(op_col, cell_col).tolist() == [-1, -1, 5, 6, -1, -1]
+
+
 def test_the_plan_table_probes_past_collisions() -> None:
     """Thousands of keys differing in one byte: many share a home slot's neighbourhood."""
     rows = {(op, f"{i:06d}"): 2 * i for i, op in enumerate(["40101", "40102"] * 3000)}
