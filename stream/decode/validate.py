@@ -862,15 +862,47 @@ def operator_index(operators: pl.Series) -> tuple[list[str | None], np.ndarray]:
     n = len(operators)
     if n == 0:
         return [], np.zeros(0, dtype=np.int64)
-    _, first, inverse = np.unique(operators.hash(seed=0).to_numpy(), return_index=True,
-                                  return_inverse=True)
-    inverse = inverse.reshape(-1).astype(np.int64, copy=False)
+    hashes = operators.hash(seed=0).to_numpy()
+    few = _few_distinct(hashes)
+    if few is None:
+        _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int64, copy=False)
+    else:
+        first, inverse = few
     distinct = operators.gather(first)
     if distinct.gather(inverse).eq_missing(operators).all():
         return distinct.to_list(), inverse
     seen: dict[str | None, int] = {}  # pragma: no cover - a 64-bit collision among a few values
     index = [seen.setdefault(v, len(seen)) for v in operators.to_list()]
     return list(seen), np.array(index, dtype=np.int64)
+
+
+def _few_distinct(values: np.ndarray, most: int = 8) -> tuple[np.ndarray, np.ndarray] | None:
+    """``np.unique(values, return_index=True, return_inverse=True)[1:]`` (first index, int64,
+    and inverse, int64[n]) of a 1-d array with at most ``most`` distinct values, by a few
+    comparisons per value instead of a sort of every value; None when it has more (then
+    the caller sorts)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first: list[int] = []
+    equal: list[np.ndarray] = []
+    other = np.ones(len(values), dtype=bool)  # not equal to any value found so far
+    at = 0
+    while True:
+        if len(first) == most:
+            return None
+        first.append(at)
+        equal.append(values == values[at])
+        other &= ~equal[-1]
+        at = int(np.argmax(other))
+        if not other[at]:
+            break
+    rank = np.argsort(values[first], kind="stable")
+    inverse = np.zeros(len(values), dtype=np.int64)
+    for r, i in enumerate(rank.tolist()):
+        if r:
+            inverse += equal[i] * np.int64(r)
+    return np.asarray(first, dtype=np.int64)[rank], inverse
 
 
 _OPERATOR = re.compile(r"[0-9]{5,6}")

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from stream.contract import InputError
-from stream.decode.validate import operator_index
+from stream.decode.validate import _few_distinct, operator_index
 from stream.sources.columnar_files import ReadAhead, read_columns, read_prepared, start_reading
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
@@ -142,6 +142,20 @@ def test_operator_index_gives_each_rows_value_back(values: list[str | None]) -> 
     assert len(distinct) == len(set(values)) and sorted(map(str, distinct)) == \
         sorted(map(str, set(values)))
     assert [distinct[i] for i in index.tolist()] == values and index.dtype == np.int64
+
+
+@pytest.mark.parametrize("values", [[5], [3, 3, 1, 3, 2, 1], [9, 8, 7, 6, 5, 4, 3, 2, 1, 9, 1],
+                                    list(range(12)), []])
+def test_few_distinct_values_are_numpys_unique(values: list[int]) -> None:
+    a = np.array(values, dtype=np.uint64)
+    few = _few_distinct(a, most=9)
+    if len(set(values)) > 9:
+        assert few is None
+        return
+    assert few is not None
+    _, first, inverse = np.unique(a, return_index=True, return_inverse=True)
+    assert few[0].tolist() == first.tolist() and few[1].tolist() == inverse.reshape(-1).tolist()
+    assert few[0].dtype == few[1].dtype == np.int64
 
 
 def test_snapshot_counts_and_cell_ids_by_array_are_those_one_by_one(
