@@ -344,6 +344,9 @@ class PingDecoder:
         distinct = list(dict.fromkeys(operators))
         if not distinct:
             return {}
+        known = self.engine.operators
+        if all(op.isascii() and op.decode() in known for op in distinct):  # the usual case
+            return {op: self.engine.operator_code(op.decode()) for op in distinct}
         uniq, _ = unique_bytes(np.array(distinct, dtype="S6"))
         codes: dict[bytes, int] = {}
         for op in uniq.tolist():

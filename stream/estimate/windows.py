@@ -143,6 +143,7 @@ class EventTimeWindows:
         self._max_ts: int | None = None  # latest accepted time (or watermark): the ahead guard
         self._floor: int | None = None  # latest producer watermark
         self._ahead_run = 0
+        self._night_close: tuple[int | None, int | None] | None = None  # (evaluated night, next close)
         # the stream's time: the latest times of the ``watermark_devices`` latest devices
         self._top_key = np.zeros(0, dtype=np.uint64)
         self._top_ts = np.zeros(0, dtype=np.int64)
@@ -318,7 +319,10 @@ class EventTimeWindows:
 
     def _next_seal(self) -> int | None:
         """The next seal: the next window end (unless past ``end_ms``) or night close."""
-        options = [c for c in (self.engine.next_night_close_ms(),) if c is not None]
+        night = self.engine.evaluated_night  # the next close is a function of it: kept
+        if self._night_close is None or self._night_close[0] != night:
+            self._night_close = (night, self.engine.next_night_close_ms())
+        options = [c for c in (self._night_close[1],) if c is not None]
         b = self._next_boundary
         if b is not None and (self.end_ms is None or b <= self.end_ms):
             options.append(b)
