@@ -298,10 +298,12 @@ class EventTimeWindows:
         while True:
             pick = (np.arange(len(t)) if take >= len(t)
                     else np.argpartition(t, len(t) - take)[len(t) - take:])
-            order = np.lexsort((t[pick], k[pick]))  # by device, then time: the last is its max
-            pk, pt = k[pick][order], t[pick][order]
-            last = np.r_[pk[1:] != pk[:-1], True]
-            if last.sum() >= need or take >= len(t):
+            pick = pick[np.lexsort((t[pick], k[pick]))]  # by device, then time: the last is
+            pk, pt = k[pick], t[pick]  # the device's latest
+            last = np.empty(len(pk), dtype=bool)
+            np.not_equal(pk[1:], pk[:-1], out=last[:-1])
+            last[-1] = True
+            if np.count_nonzero(last) >= need or take >= len(t):
                 break
             take *= 4
         dk, dt = pk[last], pt[last]
