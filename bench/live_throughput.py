@@ -367,10 +367,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: flo
 class Profiler:
     """py-spy recording a process until stopped (raw collapsed stacks), or nothing."""
 
-    def __init__(self, pid: int, out: Path | None, rate: int = 200) -> None:
+    def __init__(self, pid: int, out: Path | None, rate: int = 200, native: bool = False) -> None:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
-        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        spy = os.environ.get("PY_SPY") or shutil.which("py-spy") \
+            or str(Path(sys.executable).with_name("py-spy"))
         if out is None:
             return
         if not Path(spy).exists():
@@ -378,7 +379,8 @@ class Profiler:
             self.out = None
             return
         self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(rate),
-                                      "--format", "raw", "--nonblocking", "-o", str(out)],
+                                      "--format", "raw", *(["--native"] if native else ["--nonblocking"]),
+                                      "-o", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -435,6 +437,7 @@ class Env:
     inputs: Inputs
     partitions: int
     profile_dir: Path | None
+    profile_native: bool
     timeout_s: float
     worker_extra: list[str]
     worker_env: dict[str, str]
@@ -463,7 +466,8 @@ def throughput(env: Env, stage: str, messages: list[tuple[int, bytes]], content_
         t_first, c_first = first
         log(f"{stage}: first pings consumed {t_first - t_start:.1f} s after start (group join)")
         cpu_first = cpu_s(w.proc.pid)
-        prof = Profiler(w.proc.pid, env.profile_dir / f"{stage}.txt" if env.profile_dir else None)
+        prof = Profiler(w.proc.pid, env.profile_dir / f"{stage}.txt" if env.profile_dir else None,
+                        native=env.profile_native)
         deadline = t_first + env.timeout_s
         last_log = t_first
         while True:
@@ -625,7 +629,8 @@ def latency(env: Env, rate: float, every: str, duration_s: float, frame_rows: in
             control()  # watermarks flow from the start, so no backlog of windows builds up
             producer.poll(control_every_s)
         sent.clear()
-        prof = Profiler(w.proc.pid, env.profile_dir / "latency.txt" if env.profile_dir else None)
+        prof = Profiler(w.proc.pid, env.profile_dir / "latency.txt" if env.profile_dir else None,
+                        native=env.profile_native)
         log(f"latency: producing {rate:,.0f} pings/s in frames of {frame_rows:,} for {duration_s:.0f} s")
         t0 = time.monotonic()
         interval = frame_rows / rate
@@ -931,6 +936,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "such as CONSUMER_MAX_FETCH_SIZE=16777216)")
     p.add_argument("--repeat", type=int, help="runs of the frames stage (default 3; quick 1)")
     p.add_argument("--profile", help="record the worker with py-spy into this directory")
+    p.add_argument("--profile-native", action="store_true",
+                   help="py-spy --native (C frames too; pauses the worker while sampling)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args(argv)
@@ -987,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         profile_dir = Path(args.profile) if args.profile else None
         if profile_dir:
             profile_dir.mkdir(parents=True, exist_ok=True)
-        env = Env(kafka.url, redis_url, workdir, inputs, args.partitions, profile_dir, args.timeout,
+        env = Env(kafka.url, redis_url, workdir, inputs, args.partitions, profile_dir,
+                  args.profile_native, args.timeout,
                   args.worker_arg, dict(kv.split("=", 1) for kv in args.worker_env))
         cols = inputs.cols
         if "frames" in stages:
