@@ -52,6 +52,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -278,16 +279,23 @@ def ensure_topic(bootstrap: str, name: str, timeout_s: float = 15.0) -> None:
 
 
 def batch_of(records: list[Any]) -> PartitionBatch:
-    """One partition's aiokafka records (offset order) → a :class:`PartitionBatch`."""
-    offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records))
-    values = [r.value or b"" for r in records]
+    """One partition's aiokafka records (offset order) → a :class:`PartitionBatch`. The values'
+    first bytes are looked at together (joined); headers only when one is not ``{``."""
+    offsets = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=len(records))
+    values = list(map(_VALUE, records))
+    if None in values:
+        values = [v or b"" for v in values]
+    if b"".join(map(_HEAD, values)).count(b"{") == len(values):
+        return PartitionBatch(offsets, values, None)
     cts: list[str | None] | None = None
     other = [i for i, v in enumerate(values) if v[:1] != b"{"]
-    if other:
-        found = {i: _content_type(getattr(records[i], "headers", None)) for i in other}
-        if any(ct is not None for ct in found.values()):
-            cts = [found.get(i) for i in range(len(values))]
+    found = {i: _content_type(getattr(records[i], "headers", None)) for i in other}
+    if any(ct is not None for ct in found.values()):
+        cts = [found.get(i) for i in range(len(values))]
     return PartitionBatch(offsets, values, cts)
+
+
+_OFFSET, _VALUE, _HEAD = attrgetter("offset"), attrgetter("value"), itemgetter(slice(0, 1))
 
 
 def _content_type(headers: Any) -> str | None:

@@ -175,3 +175,24 @@ def test_the_fast_path_refuses_what_check_ping_refuses() -> None:
         assert messages._fast_json([raw], [0]) is None, raw
     ok = json.dumps({"device": "é" * 64, "ts": T0, "operator": "401011", "cell": "c"}).encode()
     assert messages._fast_json([ok], [0]) is not None
+
+
+def test_whole_batch_scan_agrees_with_the_per_message_scan() -> None:
+    """``_all_plain_json`` says yes exactly when every message would join the fast-path run."""
+    ping = encode_json(_ping(1))
+    plain = [ping] * 5
+    cases: list[tuple[list[bytes], list[str | None] | None, bool]] = [
+        (plain, None, True),
+        (plain, ["application/json"] * 5, True),
+        (plain, [None, None, "application/x-defacto-frame", None, None], False),
+        ([*plain, b""], None, False),
+        ([*plain, b" " + ping], None, False),
+        ([*plain, encode_control(5, final=False)], None, False),
+        ([*plain, b'{"device": {"control": 1}}'], None, False),
+        ([*plain, b"{" + b" " * messages.FAST_MAX_BYTES + b"}"], None, False),
+        ([*plain, b"{" + b" " * (messages.FAST_MAX_BYTES - 2) + b"}"], None, True),
+        ([b'{"a": "con', b'{trol"}'], None, True),
+        ([], None, False),
+    ]
+    for values, cts, want in cases:
+        assert messages._all_plain_json(values, cts) is want, (values[-1:], cts)

@@ -76,6 +76,9 @@ def test_batch_of_reads_headers_only_for_values_that_are_not_json() -> None:
     assert b.values == [b'{"a": 1}', b"", b"DFB1..."]
     assert b.content_types == [None, None, "application/x-defacto-frame"]
     assert batch_of([_Record(1, b"{}"), _Record(2, b"\x00abc")]).content_types is None
+    plain = batch_of([_Record(3, b"{}", [("content-type", b"x")]), _Record(5, b"{b")])
+    assert plain.offsets.tolist() == [3, 5] and plain.values == [b"{}", b"{b"]
+    assert plain.content_types is None
 
 
 def test_getmany_hands_over_raw_records(broker: Service, sim: Path) -> None:
