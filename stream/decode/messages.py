@@ -287,7 +287,8 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
                 or set(map(type, operator)) != {_STR} or not set(map(type, mcc)) <= {_INT, _NONE}:
             return None
         dev_b = list(map(str.encode, device))
-        if min(map(len, dev_b)) < 1 or max(map(len, dev_b)) > MAX_DEVICE_BYTES:
+        dev_len = max(map(len, dev_b))
+        if min(map(len, dev_b)) < 1 or dev_len > MAX_DEVICE_BYTES:
             return None
         ts_a = np.array(ts, dtype=np.int64)
         if ts_a.min() < MIN_TS_MS or ts_a.max() > MAX_TS_MS:
@@ -305,7 +306,8 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
             return None
         cell_b = list(map(str.encode, cell)) if _NONE not in cell_types else \
             [b"" if c is None else c.encode("utf-8") for c in cell]
-        if max(map(len, cell_b)) > MAX_CELL_BYTES or \
+        cell_len = max(map(len, cell_b))
+        if cell_len > MAX_CELL_BYTES or \
                 sum(1 for c in cell_b if not c) != cell.count(None):
             return None
         n = len(objs)
@@ -323,10 +325,11 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
             lat[where], lon[where] = la_a, lo_a
     except (UnicodeEncodeError, OverflowError):  # a lone surrogate, or an integer beyond int64
         return None
-    cols = {"device": np.array(dev_b, dtype=PING_DTYPES["device"]), "ts": ts_a,
+    # the widths PING_DTYPES' "S" would find, given: numpy then copies without measuring again
+    cols = {"device": np.array(dev_b, dtype=f"S{dev_len}"), "ts": ts_a,
             "operator": np.array(op_b, dtype=PING_DTYPES["operator"]),
             "home_mcc": mcc_a.astype(PING_DTYPES["home_mcc"]),
-            "cell": np.array(cell_b, dtype=PING_DTYPES["cell"]), "lat": lat, "lon": lon}
+            "cell": np.array(cell_b, dtype=f"S{max(cell_len, 1)}"), "lat": lat, "lon": lon}
     return cols, np.asarray(idx, dtype=np.int64)
 
 
