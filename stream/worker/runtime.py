@@ -80,6 +80,9 @@ from stream.worker.kafka_batch import BatchConsumer, PartitionBatch
 log = logging.getLogger("defacto.worker")
 REDIS_RETRY_S = 2.0
 HEALTH_EVERY_S = 1.0
+PUBLISH_POLL_S = 1.0
+"""At most this long between two looks for publishable windows while this worker's written marks
+stay in the same window (other workers' closes show up within it; the 1 s flush timer too)."""
 SEEK_RETRY_S = 10.0
 TOPIC_CHECK_MIN_S = 0.2
 """At most this often a topic check is started (one runs after batches whose output waits)."""
@@ -173,6 +176,8 @@ class WorkerRuntime:
         self._blocking_redis: redis.Redis | None = None  # sends checkpoints, from threads
         self.delta_bases: dict[int, DeltaBase] = {}  # last base checkpoint stored, per partition
         self.last_seen_publish: int | None = None
+        self.publish_due = True  # written marks entered a new window since the last look
+        self.publish_looked_at = NEVER
         self.redis_ok = True
         self.redis_retry_at = 0.0
         self.geometry_written = False
@@ -416,18 +421,35 @@ class WorkerRuntime:
                         except (RedisError, OSError):  # publishing must not wait for a checkpoint
                             self.last_checkpoint[p] = now
                 await self._write_health()
-                start = time.perf_counter()
-                published = await self._redis(self.publisher.try_publish())
-                if published:
-                    self.metrics.publish_seconds.observe(time.perf_counter() - start)
-                self._show_publishing()
-                await self._refresh_metrics(published)
+                if force_checkpoint or self.publish_due \
+                        or now - self.publish_looked_at >= PUBLISH_POLL_S:
+                    await self._publish(now)
             except RedisStateLost as exc:
                 self._recover(exc)
             except (DeploymentMismatchError, UnsafeRedisError) as exc:
                 await self._fatal(exc)
             except (RedisError, OSError):
                 return
+
+    async def _publish(self, now: float) -> None:
+        """Publish what all partitions closed and refresh the metrics of the latest snapshot.
+        Called by :meth:`flush` when this worker's written marks entered a new window (only
+        then can its own writes make a window publishable) and every :data:`PUBLISH_POLL_S`
+        otherwise: five Redis round trips and a digest per look, once per batch before."""
+        self.publish_looked_at = now
+        start = time.perf_counter()
+        published = await self._redis(self.publisher.try_publish())
+        if published:
+            self.metrics.publish_seconds.observe(time.perf_counter() - start)
+        self._show_publishing()
+        await self._refresh_metrics(published)
+        self.publish_due = False
+
+    def _marks_window(self, marks: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+        """What of a partition's written marks decides publishing: its closed boundary and the
+        window of its last accepted ping (the publisher's data end)."""
+        closed, last = marks
+        return closed, None if last is None else last // self.settings.every_ms
 
     async def _write_confirmed(self, p: int) -> None:
         """Write partition ``p``'s tallies and marks of the batches a topic check confirmed
@@ -444,7 +466,11 @@ class WorkerRuntime:
             p, tallies, ready[-1].closed_until, ready[-1].last_accepted_ms,
             self.first_window.get(p)))
         del queue[:n]  # only once written: on an error they wait, in order, for the next try
-        self.written_marks[p] = (ready[-1].closed_until, ready[-1].last_accepted_ms)
+        marks = (ready[-1].closed_until, ready[-1].last_accepted_ms)
+        before = self.written_marks.get(p)
+        if tallies or before is None or self._marks_window(before) != self._marks_window(marks):
+            self.publish_due = True
+        self.written_marks[p] = marks
         if not queue and self.unsent.get(p) is queue:
             self.unsent.pop(p)
         self.retained[p].update((t.at_ms, t) for t in tallies)
@@ -490,6 +516,7 @@ class WorkerRuntime:
         self.publisher.epoch = None  # the next flush joins anew, then writes the above
         self.geometry_written = False
         self.last_seen_publish = None
+        self.publish_due = True
 
     def stop(self, p: int, reason: str, detail: str) -> None:
         """Stop partition ``p`` for good in this process: nothing from it is counted, written or
