@@ -424,6 +424,8 @@ class WorkerRuntime:
                 if force_checkpoint or self.publish_due \
                         or now - self.publish_looked_at >= PUBLISH_POLL_S:
                     await self._publish(now)
+                else:  # no Redis round trip: yield once, or topic checks and saves could starve
+                    await asyncio.sleep(0)
             except RedisStateLost as exc:
                 self._recover(exc)
             except (DeploymentMismatchError, UnsafeRedisError) as exc:
