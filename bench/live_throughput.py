@@ -46,7 +46,9 @@ Diagnostics:
 
 ``--profile DIR``
     Record the worker with py-spy (``pip install py-spy``) during the timed part of the frames,
-    json and latency stages and print the hottest functions.
+    json and latency stages and print the hottest functions. ``--profile-native`` adds C frames
+    (``py-spy --native``: it pauses the worker per sample, so rates drop; ``PY_SPY`` names the
+    py-spy binary when it is not on the path).
 ``--worker-arg=--fetch-wait=1500ms``
     Any ``defacto worker`` option, e.g. Faust's own 1.5 s fetch wait, which stalls the pings
     partition behind Faust's empty assignor topic (the worker's default is 50 ms).
