@@ -308,7 +308,7 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
             [b"" if c is None else c.encode("utf-8") for c in cell]
         cell_len = max(map(len, cell_b))
         if cell_len > MAX_CELL_BYTES or \
-                sum(1 for c in cell_b if not c) != cell.count(None):
+                cell_b.count(b"") != cell.count(None):
             return None
         n = len(objs)
         lat = np.full(n, np.nan)
