@@ -39,9 +39,8 @@ CITY = (51.0, 51.2, 71.3, 71.6)
 RURAL = (50.5, 51.7, 70.8, 72.1)
 
 
-@pytest.fixture
-def regions_doc() -> dict[str, Any]:
-    """City (two districts) inside a rural ring with a hole where the city is."""
+def two_district_city() -> dict[str, Any]:
+    """City (two districts) inside a rural ring with a hole where the city is (a new dict)."""
     return {
         "type": "FeatureCollection",
         "features": [
@@ -51,6 +50,12 @@ def regions_doc() -> dict[str, Any]:
             feature("rural", [square(*RURAL), square(*CITY)], urban=False),
         ],
     }
+
+
+@pytest.fixture
+def regions_doc() -> dict[str, Any]:
+    """:func:`two_district_city`."""
+    return two_district_city()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -274,19 +274,28 @@ def _period(start_ms: int | None, end_ms: int | None, lateness_ms: int,
     return Period(start_ms, end_ms, lateness_ms, note)
 
 
+def _while_reading(pings: Sequence[Path], start_ms: int | None, end_ms: int | None,
+                   lateness_ms: int, run: Callable[[Period | None, list[str], ReadAhead], T]) -> T:
+    """``run(period, skipped, reading)`` with the ping files being read from the start: the first
+    chunks are read and parsed while ``run`` loads the reference files and builds the engine;
+    the reading thread is stopped however ``run`` ends."""
+    skipped: list[str] = []
+    period = _period(start_ms, end_ms, lateness_ms, skipped)
+    reading = start_reading(pings, period=period, hold=STARTUP_CHUNKS)
+    try:
+        return run(period, skipped, reading)
+    finally:
+        reading.close()
+
+
 def run_replay(config: ReplayConfig) -> ReplayResult:
     """Replay ping files in event-time order, writing a snapshot at every window end.
 
     Raises :class:`~stream.contract.InputError` for bad files or options.
     """
-    skipped: list[str] = []
-    period = _period(config.start_ms, config.end_ms, config.windows.lateness_ms, skipped)
-    # the first chunks are read and parsed while the reference files load and the engine is built
-    reading = start_reading(config.pings, period=period, hold=STARTUP_CHUNKS)
-    try:
-        return _replay(config, period, skipped, reading)
-    finally:
-        reading.close()
+    return _while_reading(config.pings, config.start_ms, config.end_ms,
+                          config.windows.lateness_ms,
+                          lambda period, skipped, reading: _replay(config, period, skipped, reading))
 
 
 def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
@@ -531,14 +540,9 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     Raises :class:`~stream.contract.InputError` for bad files or options, or when the period
     holds no accepted ping.
     """
-    skipped: list[str] = []
-    period = _period(config.start_ms, config.end_ms, config.lateness_ms, skipped)
-    # the first chunks are read and parsed while the reference files load and the engine is built
-    reading = start_reading(config.pings, period=period, hold=STARTUP_CHUNKS)
-    try:
-        return _calibrate(config, period, skipped, reading)
-    finally:
-        reading.close()
+    return _while_reading(config.pings, config.start_ms, config.end_ms, config.lateness_ms,
+                          lambda period, skipped, reading: _calibrate(config, period, skipped,
+                                                                      reading))
 
 
 def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str],

@@ -7,19 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from estimators.cells import CellPlan, CellTable
 from estimators.day_footprints import PieceLocator, count_pieces, day_footprints, is_daytime
-from estimators.footprints import Footprints, _thresholds, footprint_weights
-from tests.estimators.test_footprints import BORDER_LON, DX, _grid, _two_regions
+from estimators.footprints import Footprints, _thresholds
+from tests.estimators.test_footprints import BORDER_LON, DX, border_plan
 
 
 def _setup():
-    regions = _two_regions()
-    lat, lon = _grid()
-    table = CellTable(regions, 8)
-    plan = CellPlan(["40101"] * lat.size, [f"c{i}" for i in range(lat.size)], lat, lon, table)
-    fp = footprint_weights(lat, lon, np.zeros(lat.size, int), regions, site_region=plan.region)
-    plan.apportion(fp, table)
+    regions, lat, lon, table, plan, fp = border_plan()
     locator = PieceLocator(fp, lat, lon, np.zeros(lat.size, int), regions.n)
     row = int(np.flatnonzero(np.isclose(lon, BORDER_LON) & np.isclose(lat, 51.0))[0])
     return regions, lat, lon, table, plan, fp, locator, row

@@ -13,6 +13,7 @@ from estimators.calibration import ANY, Calibration, FactorRow, fit_factors
 from estimators.cells import CellPlan, CellTable
 from estimators.engine import Engine, EngineConfig
 from estimators.footprints import (
+    Footprints,
     _borders,
     _project,
     apportion_plan,
@@ -78,13 +79,20 @@ def test_population_density_is_own_people_per_km2() -> None:
     assert d[1] == pytest.approx(d[0])
 
 
-def test_the_same_device_at_the_same_cell_lands_in_the_same_region() -> None:
+def border_plan() -> tuple[RegionSet, np.ndarray, np.ndarray, CellTable, CellPlan, Footprints]:
+    """The two regions, a grid of sites across their border as one operator's plan, and its
+    footprints in force: ``(regions, lat, lon, table, plan, footprints)``."""
     regions = _two_regions()
     lat, lon = _grid()
     table = CellTable(regions, 8)
     plan = CellPlan(["40101"] * lat.size, [f"c{i}" for i in range(lat.size)], lat, lon, table)
     fp = footprint_weights(lat, lon, np.zeros(lat.size, int), regions, site_region=plan.region)
     plan.apportion(fp, table)
+    return regions, lat, lon, table, plan, fp
+
+
+def test_the_same_device_at_the_same_cell_lands_in_the_same_region() -> None:
+    _, _, lon, table, plan, fp = border_plan()
     row = int(np.flatnonzero(np.isclose(lon, BORDER_LON))[0])
     keys = np.random.default_rng(7).integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
     rows = np.full(keys.size, row)

@@ -10,22 +10,14 @@ from typing import Any
 
 import h3
 import numpy as np
-from conftest import CITY, RURAL, feature, square
+from conftest import CITY, RURAL, two_district_city
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from estimators.cells import CellTable
 from estimators.regions import regions_from_geojson
 
-DOC: dict[str, Any] = {
-    "type": "FeatureCollection",
-    "features": [
-        feature("city", [square(*CITY)], urban=True),
-        feature("north", [square(51.1, 51.2, 71.3, 71.6)], parent="city", urban=True),
-        feature("south", [square(51.0, 51.1, 71.3, 71.6)], parent="city", urban=True),
-        feature("rural", [square(*RURAL), square(*CITY)], urban=False),
-    ],
-}
+DOC: dict[str, Any] = two_district_city()
 REGIONS = regions_from_geojson(DOC)
 LATS = [50.5, 51.0, 51.1, 51.2, 51.7]
 LONS = [70.8, 71.3, 71.6, 72.1]
