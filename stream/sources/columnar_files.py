@@ -1236,18 +1236,28 @@ def start_reading(paths: Iterable[str | Path], chunk_rows: int = 100_000,
 _DONE = object()
 
 
+_WAKE_S = 0.1
+"""How often a :class:`ReadAhead`'s thread or its caller, waiting on the queue, checks that it was
+not closed."""
+
+
+def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` into ``out`` unless ``stop`` is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_WAKE_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _produce(chunks: Iterator[Any], out: queue.Queue[Any], stop: threading.Event) -> None:
     """The thread of a :class:`ReadAhead`: puts the items of ``chunks`` into ``out``, then
     :data:`_DONE` or the exception that ended them, until ``stop`` is set."""
     try:
         for chunk in chunks:
-            while not stop.is_set():
-                try:
-                    out.put(chunk, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not _put(out, chunk, stop) or stop.is_set():
                 return
         item: Any = _DONE
     except BaseException as exc:
@@ -1255,16 +1265,7 @@ def _produce(chunks: Iterator[Any], out: queue.Queue[Any], stop: threading.Event
     finally:
         if stop.is_set():
             chunks.close()
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
-
-
-_WAKE_S = 0.1
-"""How often a caller waiting for :class:`ReadAhead`'s next item checks that it was not closed."""
+    _put(out, item, stop)
 
 
 class ReadAhead(Iterator[Any]):
