@@ -300,7 +300,8 @@ _ALL_FIELDS = CUBE_FIELDS + PLANE_FIELDS + VECTOR_FIELDS
 def merge_foreign_periods(periods: Sequence[ForeignPeriod]) -> ForeignPeriod:
     """Sum the counts of one period from disjoint device sets (e.g. partitions).
 
-    Raises ``ValueError`` when the periods, country or region counts differ.
+    A single period comes back with its own arrays (no copy: tallies are values, never changed
+    in place). Raises ``ValueError`` when the periods, country or region counts differ.
     """
     first = periods[0]
     key = (first.kind, first.number, first.n_countries, first.n_regions)
@@ -311,7 +312,8 @@ def merge_foreign_periods(periods: Sequence[ForeignPeriod]) -> ForeignPeriod:
                          max(p.last_night for p in periods), min(firsts) if firsts else -1,
                          max(p.settles_on for p in periods),
                          min(p.revised_night for p in periods),
-                         **{f: sum(getattr(p, f) for p in periods) for f in _ALL_FIELDS})
+                         **{f: getattr(first, f) if len(periods) == 1
+                            else sum(getattr(p, f) for p in periods) for f in _ALL_FIELDS})
 
 
 @dataclass

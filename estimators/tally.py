@@ -154,18 +154,49 @@ class Tally:
 
 
 def sum_by_key(keys: list[np.ndarray], counts: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Sum ``counts`` over equal key tuples; rows come out sorted by the keys (first key first)."""
+    """Sum ``counts`` over equal key tuples; rows come out sorted by the keys (first key first).
+
+    Integer keys only. Keys whose value ranges fit together in 62 bits are sorted as one packed
+    int64 (:func:`_packed_keys`): the same order as ``np.lexsort`` over them, in fewer passes."""
     if counts.size == 0:
         return [k[:0] for k in keys], counts[:0].astype(np.int64)
-    order = np.lexsort(tuple(reversed(keys)))
-    keys = [k[order] for k in keys]
+    sort_keys = _packed_keys(keys)
+    order = (np.argsort(sort_keys[0], kind="stable") if len(sort_keys) == 1
+             else np.lexsort(tuple(reversed(sort_keys))))
     change = np.zeros(counts.size, dtype=bool)
     change[0] = True
-    for k in keys:
-        change[1:] |= k[1:] != k[:-1]
+    for k in sort_keys:
+        s = k[order]
+        change[1:] |= s[1:] != s[:-1]
     starts = np.flatnonzero(change)
     summed = np.add.reduceat(counts[order].astype(np.int64), starts)
-    return [k[starts] for k in keys], summed
+    first = order[starts]
+    return [k[first] for k in keys], summed
+
+
+_PACK_BITS = 62
+
+
+def _packed_keys(keys: list[np.ndarray]) -> list[np.ndarray]:
+    """The keys to sort by, in the same lexicographic order as ``keys``: the longest run of
+    trailing keys whose ranges (``max - min``) fit together in :data:`_PACK_BITS` bits packed
+    into one int64 (each key shifted to start at 0), the keys before it as they are."""
+    widths = []
+    for k in keys:
+        lo, hi = int(k.min()), int(k.max())
+        fits = lo >= -(1 << _PACK_BITS) and hi < 1 << _PACK_BITS  # int64 arithmetic is exact
+        widths.append((lo, (hi - lo).bit_length() if fits else _PACK_BITS + 1))
+    start, used = len(keys), 0
+    while start > 0 and used + widths[start - 1][1] <= _PACK_BITS:
+        start -= 1
+        used += widths[start][1]
+    if len(keys) - start < 2:
+        return list(keys)
+    packed = np.zeros(keys[0].size, dtype=np.int64)
+    for k, (lo, bits) in zip(keys[start:], widths[start:], strict=True):
+        packed <<= bits
+        packed |= (k.astype(np.int64) - lo) if lo else k.astype(np.int64)
+    return [*keys[:start], packed]
 
 
 def merge_tallies(tallies: Sequence[Tally]) -> Tally:
