@@ -43,6 +43,7 @@ from stream.estimate.engine_options import (
 )
 from stream.estimate.footprint_cache import cached_weights
 from stream.estimate.windows import EventTimeWindows, WindowSettings
+from stream.gc_tuning import batch_gc_threshold
 from stream.publish.background import InOrderThread
 from stream.publish.flows import flows_table, period_flows
 from stream.publish.foreign import (
@@ -278,14 +279,16 @@ def _while_reading(pings: Sequence[Path], start_ms: int | None, end_ms: int | No
                    lateness_ms: int, run: Callable[[Period | None, list[str], ReadAhead], T]) -> T:
     """``run(period, skipped, reading)`` with the ping files being read from the start: the first
     chunks are read and parsed while ``run`` loads the reference files and builds the engine;
-    the reading thread is stopped however ``run`` ends."""
+    the reading thread is stopped however ``run`` ends. The garbage collector is tuned for
+    batches meanwhile (:func:`~stream.gc_tuning.batch_gc_threshold`)."""
     skipped: list[str] = []
     period = _period(start_ms, end_ms, lateness_ms, skipped)
-    reading = start_reading(pings, period=period, hold=STARTUP_CHUNKS)
-    try:
-        return run(period, skipped, reading)
-    finally:
-        reading.close()
+    with batch_gc_threshold():
+        reading = start_reading(pings, period=period, hold=STARTUP_CHUNKS)
+        try:
+            return run(period, skipped, reading)
+        finally:
+            reading.close()
 
 
 def run_replay(config: ReplayConfig) -> ReplayResult:

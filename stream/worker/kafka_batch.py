@@ -33,12 +33,8 @@ Two private aiokafka hooks (checked against aiokafka 0.14.0, which faust-streami
    recreates it (and the dead-letter topic likewise); the worker must find the topic missing.
 
 Garbage collection: a fetched batch holds a few Python objects per message (aiokafka's record, the
-value) until it is handled, so CPython's default young-generation threshold (700 allocations)
-runs a dozen collections per batch that each promote the still-live records, and the promoted
-ones soon trigger full collections over the whole heap (Faust, aiokafka, numpy): 20 % of the
-worker's samples on one JSON ping per message (``py-spy --native``). :func:`batch_gc` freezes
-what exists at start (modules, the app: never collected anyway) and raises the threshold above a
-batch's live objects, so a batch's records die young, freed by their reference counts.
+value) until it is handled; the consumer tunes the collector for that at start
+(:func:`stream.gc_tuning.batch_gc`).
 
 Content type: the ``content-type`` header is read only for a message whose value does not start
 with ``{``. A value starting with ``{`` is JSON (a ping or a control message) whatever its header
@@ -48,7 +44,6 @@ says: a mislabelled one was a reject (``bad_frame``/``bad_avro``) and is now dec
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,25 +57,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.errors import KafkaError
 
+from stream.gc_tuning import batch_gc
 from stream.worker.config import WorkerConfig
 
 log = logging.getLogger("defacto.worker")
 AIOKAFKA_CHECKED = "0.14.0"
-GC_YOUNG = 100_000
-"""Young-generation threshold of the worker (allocations net of deallocations): above the
-tracked objects a batch of :data:`~stream.worker.config.WorkerConfig.batch_messages` JSON
-messages keeps alive at once (about 3 per message: record, parsed object, list slots)."""
-
-
-def batch_gc() -> None:
-    """Tune the process's cyclic garbage collector for whole fetched batches: freeze the objects
-    that exist now (``gc.freeze``) and set the young threshold to :data:`GC_YOUNG` (older
-    generations keep CPython's defaults). Idempotent; cycles are still collected, less often."""
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, older, oldest)
-
-
 def raw_records() -> None:
     """Make aiokafka's ``getmany`` return its parsed records as they are (each has ``offset``,
     ``value``, ``headers``, ``key``, ``timestamp``) rather than a ``ConsumerRecord`` per
