@@ -152,13 +152,13 @@ def bucket_rows(r: Run, label: str, min_true: float) -> dict[str, Accuracy]:
     return rows
 
 
-HEADER = (f"{'variant':<16} {'bucket':<8} {'n':>4} | {'present MdAPE':>13} {'p90':>6} "
+HEADER = (f"{'variant':<16} {'bucket':<8} {'n':>5} | {'present MdAPE':>13} {'p90':>6} "
           f"{'cover':>6} | {'resident MdAPE':>14} {'p90':>6} {'cover':>6}")
 
 
 def fmt(name: str, bucket: str, a: Accuracy) -> str:
     """One table line."""
-    return (f"{name:<16} {bucket:<8} {a.scored:>4} | {a.present_mape:>12.2f}% "
+    return (f"{name:<16} {bucket:<8} {a.scored:>5} | {a.present_mape:>12.2f}% "
             f"{a.present_p90:>5.2f}% {a.present_coverage:>5.1f}% | {a.resident_mape:>13.2f}% "
             f"{a.resident_p90:>5.2f}% {a.resident_coverage:>5.1f}%")
 
