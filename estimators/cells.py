@@ -42,6 +42,9 @@ at most; the memo only saves work, so emptying it never changes a result)."""
 _EDGE_SLACK_DEG = 1e-6
 """Added to every distance in the border tests (about 0.1 m): covers the difference between a
 cell's great-circle edges and the straight lon/lat segments tested, and rounding."""
+_ROUNDING_DEG = 1e-9
+"""Added to the reach of a cell's centre test (:meth:`PointRegions._near_centre`): far more
+than the rounding of a planar distance between lon/lat points (~1e-13 degrees)."""
 _KEY_HEAD_BITS = 12
 """H3 cell bits that are the same for every cell at one resolution (reserved bit, mode, reserved
 edge bits, resolution): the location key puts region bits in their place."""
@@ -362,14 +365,35 @@ class PointRegions:
         outline[:, 6] = outline[:, 0]
         odd = ~six | (np.ptp(outline[:, :6, 0], axis=1) > 180.0)
         crossed = odd.copy()
-        if (~odd).any():
-            crossed[~odd] = self.regions.near_border(shapely.polygons(outline[~odd]),
-                                                     _EDGE_SLACK_DEG)
+        even = np.flatnonzero(~odd)
+        if even.size:
+            near = self._near_centre(centre[even], outline[even, :6])
+            crossed[even[near]] = self.regions.near_border(shapely.polygons(outline[even[near]]),
+                                                           _EDGE_SLACK_DEG)
         region = np.full(cells.size, -1, dtype=np.int32)
         keep = np.flatnonzero(~crossed)
         if keep.size:
             region[keep] = self.regions.locate(centre[keep, 0], centre[keep, 1])
         return region
+
+    def _near_centre(self, centre: np.ndarray, corners: np.ndarray) -> np.ndarray:
+        """Whether a border may come within :data:`_EDGE_SLACK_DEG` of each cell's outline (bool
+        per cell), by a cheap first test on its centre; where true the caller tests the outline
+        itself. ``centre``: float64[n, 2] (lat, lon); ``corners``: float64[n, 6, 2] (lon, lat).
+
+        The test is conservative: a cell is called far from every border only when the border
+        is farther from its centre than ``reach + slack``, ``reach`` being the largest planar
+        distance from the centre to a corner (plus :data:`_ROUNDING_DEG`). The disc of radius
+        ``reach`` about the centre holds every corner, so (a disc being convex) the convex hull
+        of the corners and with it the whole outline; every point of the outline is then at
+        least ``slack`` from the border (the triangle inequality), which is what the outline
+        test (``shapely.dwithin`` of the outline, ``slack``) says of that cell too. The margin
+        covers the rounding of the two distance computations (~1e-13 degrees at |lon| <= 180).
+        A point test costs a fifth of an outline test, and few cells are near a border.
+        """
+        reach = np.sqrt(np.square(corners - centre[:, None, ::-1]).sum(axis=2)).max(axis=1)
+        return self.regions.near_border(shapely.points(centre[:, 1], centre[:, 0]),
+                                        reach + (_EDGE_SLACK_DEG + _ROUNDING_DEG))
 
     def point_regions(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """Region of each position (in crossed working cells), exactly (int32): tested one by
