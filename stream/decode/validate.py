@@ -422,13 +422,14 @@ class PingDecoder:
         if table is None or len(cell) == 0:
             return np.full(len(cell), -1, dtype=np.int64)
         raw = [op.encode() for op in operators]
-        cell_b = _text_bytes(cell)
+        length = cell.str.len_bytes().to_numpy() if not cell.null_count() else None
+        cell_b = None if length is None else _text_bytes(cell, length)
         if cell_b is None or not all(0 < len(op) <= 8 and op.isascii() and not op.endswith(b"\x00")
                                      for op in raw):
             return self._plan_rows(pl.Series(operators, dtype=pl.String).gather(which), cell)
         ops = np.array(raw, dtype=f"S{max(map(len, raw))}")
         out = table.rows(ops[which], cell_b, None, text_words(ops, 1)[0][which])
-        out[cell.str.ends_with("\x00").fill_null(True).to_numpy()] = -1  # |S drops it
+        out[np.strings.str_len(cell_b) < length] = -1  # ends in NUL: |S drops it
         return out
 
     def _plan_rows_of_bytes(self, operator: np.ndarray, cell: np.ndarray,
@@ -641,15 +642,25 @@ class PlanTable:
         return out
 
 
-def _text_bytes(text: pl.Series) -> np.ndarray | None:
+def _text_bytes(text: pl.Series, length: np.ndarray | None = None) -> np.ndarray | None:
     """A polars text column without nulls as a ``|S`` column of its UTF-8 bytes, made by
     polars (NUL padding) without a Python object per row; None when it has nulls or text that
-    is not ASCII (its padding is counted in characters: the caller takes the text path)."""
+    is not ASCII (its padding is counted in characters: the caller takes the text path).
+    ``length``: the column's ``str.len_bytes()`` (integers), if made already. Text all of one
+    byte length (device pseudonyms, often) needs no padding: its UTF-8 bytes are read as they
+    are, whatever its characters."""
     if text.null_count():
         return None
-    width = max(1, int(text.str.len_bytes().max() or 0))
-    raw = text.str.pad_end(width, "\x00").cast(pl.Binary) \
-        .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
+    if len(text) == 0:
+        return np.zeros(0, dtype="S1")
+    if length is None:
+        length = text.str.len_bytes().to_numpy()
+    width, shortest = max(1, int(length.max())), int(length.min())
+    if shortest == width:
+        raw = text.cast(pl.Binary).bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
+    else:
+        raw = text.str.pad_end(width, "\x00").cast(pl.Binary) \
+            .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
     if raw.null_count():
         return None
     return np.ascontiguousarray(raw.to_numpy()).view(f"S{width}").ravel()
@@ -809,9 +820,13 @@ class _PolarsGroup(_Group):
         self.is_cell = cell.is_not_null().to_numpy()
         self.ts = cols["ts"].to_numpy().astype(np.int64, copy=False)
         self.mcc = cols["home_mcc"].fill_null(-1).to_numpy().astype(np.int64, copy=False)
-        lat, lon = cols["lat"].to_numpy(), cols["lon"].to_numpy()
-        self.lat = np.where(self.is_cell, np.nan, lat).astype(np.float64)
-        self.lon = np.where(self.is_cell, np.nan, lon).astype(np.float64)
+        # positions of the lat/lon pings, NaN for cell pings (no nulls left: a column without
+        # nulls reaches numpy without a copy)
+        by_point = pl.col("cell").is_null()
+        pos = cols.select(pl.when(by_point).then(pl.col(name).cast(pl.Float64))
+                          .fill_null(np.nan) for name in ("lat", "lon"))
+        self.lat = pos["lat"].to_numpy()
+        self.lon = pos["lon"].to_numpy()
         self.plan_row = np.full(len(rows), -1, dtype=np.int64)
         if self.is_cell.any():
             if self.is_cell.all():
@@ -991,7 +1006,7 @@ def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Seri
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64) if draws else None
     op_raw = [op.encode() for op in operators]
     dev_len = devices.str.len_bytes().to_numpy().astype(np.int64)
-    dev_b = _text_bytes(devices) if max(map(len, op_raw)) <= 6 else None
+    dev_b = _text_bytes(devices, dev_len) if max(map(len, op_raw)) <= 6 else None
     if dev_b is not None and np.array_equal(np.strings.str_len(dev_b), dev_len):
         # ASCII devices as one |S column (none lost a trailing NUL): the words of
         # :func:`fast_device_hashes`, laid by whole-column shifts
