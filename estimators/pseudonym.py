@@ -106,13 +106,17 @@ def _sip_same_blocks(k0: np.uint64, k1: np.uint64, words: np.ndarray, tail: np.n
     return out
 
 
-def siphash_words(key16: bytes, words: np.ndarray, length: np.ndarray) -> np.ndarray:
+def siphash_words(key16: bytes, words: np.ndarray, length: np.ndarray, repeats: bool = False
+                  ) -> np.ndarray:
     """SipHash-2-4 (uint64) of ``n`` messages given as 8-byte blocks, one column per message.
 
     ``words``: uint64[b, n], block ``j`` of every message read little-endian, zero past each
     message's ``length`` (uint64[n], bytes), with ``b > length // 8``; it is not modified.
     Messages with the same number of blocks are hashed together, one numpy operation per step
-    of the algorithm for all of them.
+    of the algorithm for all of them. With ``repeats`` (batches where messages often repeat: a
+    chunk of a ping file holds several pings of most devices), each message repeated in the
+    batch is hashed once (:func:`repeated_messages`) when that saves work; the hashes are the
+    same either way.
     """
     if len(key16) != 16:
         raise ValueError("SipHash needs a 16-byte key")
@@ -122,6 +126,61 @@ def siphash_words(key16: bytes, words: np.ndarray, length: np.ndarray) -> np.nda
         return np.zeros(0, dtype=np.uint64)
     k0 = np.uint64(int.from_bytes(key16[:8], "little"))
     k1 = np.uint64(int.from_bytes(key16[8:], "little"))
+    found = repeated_messages(words, length) if repeats and _REPEATS_MIN <= n < 1 << 31 \
+        else None
+    if found is None:
+        return _siphash_rows(k0, k1, words, length)
+    hashed, source = found
+    out = np.empty(n, dtype=np.uint64)
+    out[hashed] = _siphash_rows(k0, k1, words[:, hashed], length[hashed])
+    return out.take(source)
+
+
+_REPEATS_MIN = 4096
+"""Fewest messages :func:`siphash_words` looks for repeats among (fewer: hashed as they are)."""
+_REPEATS_MAX_SHARE = 0.75
+"""Share of distinct messages above which :func:`repeated_messages` gives up (the rows to
+gather would cost about what hashing the repeats does)."""
+_REPEAT_MIX = [np.uint64((0x9E3779B97F4A7C15 * (2 * i + 1)) % (1 << 64) | 1) for i in range(17)]
+
+
+def repeated_messages(words: np.ndarray, length: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Messages of a batch (as :func:`siphash_words` takes them) that repeat another one,
+    found in one pass, without sorting: the rows to hash (int64, ascending) and, for each row,
+    the row whose hash it takes (int32[n]: itself for a row hashed). None when too few repeat
+    (:data:`_REPEATS_MAX_SHARE`).
+
+    Each message is placed in a table slot by a multiplicative hash of its blocks and length;
+    one message per slot wins the slot. A row takes the winner's hash only when the winner's
+    message is the same as its own, block for block and in length (checked), so the hashes
+    are exactly those of hashing every row; a row whose slot another message won is hashed
+    itself (rare: the table has at least twice as many slots as rows).
+    """
+    n = len(length)
+    bits = max(10, int(2 * n - 1).bit_length())
+    h = length * _REPEAT_MIX[0]
+    for j in range(words.shape[0]):
+        h ^= words[j] * _REPEAT_MIX[(j + 1) % len(_REPEAT_MIX)]
+    slot = (h >> np.uint64(64 - bits)).astype(np.intp)
+    rows = np.arange(n, dtype=np.int32)
+    table = np.empty(1 << bits, dtype=np.int32)
+    table[slot] = rows  # one of the rows of each slot wins it
+    source = table.take(slot)
+    same = length.take(source) == length
+    for j in range(words.shape[0]):
+        same &= words[j].take(source) == words[j]
+    source = np.where(same, source, rows)
+    hashed = np.flatnonzero(source == rows)
+    if hashed.size > _REPEATS_MAX_SHARE * n:
+        return None
+    return hashed, source
+
+
+def _siphash_rows(k0: np.uint64, k1: np.uint64, words: np.ndarray, length: np.ndarray
+                  ) -> np.ndarray:
+    """:func:`siphash_words` of every row (no repeats looked for), ``length`` uint64[n]."""
+    n = len(length)
     full = (length >> np.uint64(3)).astype(np.int64)
     tail = (length & np.uint64(0xFF)) << _U56
     lo, hi = int(full.min()), int(full.max())

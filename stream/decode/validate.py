@@ -970,21 +970,25 @@ def fast_device_keys(operators: np.ndarray, devices: np.ndarray, secret: bytes) 
     return fast_device_hashes(operators, devices, secret, False)[0]
 
 
-def fast_device_hashes(operators: np.ndarray, devices: np.ndarray, secret: bytes, draws: bool
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+def fast_device_hashes(operators: np.ndarray, devices: np.ndarray, secret: bytes, draws: bool,
+                       repeats: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`fast_device_keys` and, with ``draws``, the unkeyed draw hashes of the same
-    message words (:func:`~estimators.footprints.device_draw_hashes`; else None)."""
+    message words (:func:`~estimators.footprints.device_draw_hashes`; else None).
+    ``repeats``: devices often repeat in the batch (a chunk of a file; not a frame's few
+    repeats): each distinct message is keyed once."""
     n = len(devices)
     if n == 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64) if draws else None
     words, length = device_words(np.asarray(operators, dtype=np.bytes_),
                                  np.asarray(devices, dtype=np.bytes_))
-    return _hashes_of_words(words, length, secret, draws)
+    return _hashes_of_words(words, length, secret, draws, repeats)
 
 
-def _hashes_of_words(words: np.ndarray, length: np.ndarray, secret: bytes, draws: bool
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    keys = _finish_keys(siphash_words(device_key_secret(secret), words, length))
+def _hashes_of_words(words: np.ndarray, length: np.ndarray, secret: bytes, draws: bool,
+                     repeats: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Device keys and draw hashes (see :func:`fast_device_hashes`) of message words;
+    ``repeats``: messages often repeat (see :func:`~estimators.pseudonym.siphash_words`)."""
+    keys = _finish_keys(siphash_words(device_key_secret(secret), words, length, repeats))
     return keys, device_draw_hashes(words, length) if draws else None
 
 
@@ -1010,7 +1014,8 @@ def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Seri
     if dev_b is not None and np.array_equal(np.strings.str_len(dev_b), dev_len):
         # ASCII devices as one |S column (none lost a trailing NUL): the words of
         # :func:`fast_device_hashes`, laid by whole-column shifts
-        return fast_device_hashes(np.array(op_raw, dtype="S6")[which], dev_b, secret, draws)
+        return fast_device_hashes(np.array(op_raw, dtype="S6")[which], dev_b, secret, draws,
+                                  repeats=True)
     width = max(1, int(dev_len.max()))
     dev = devices.str.pad_end(width, "\x00").cast(pl.Binary) \
         .bin.reinterpret(dtype=pl.Array(pl.UInt8, width))
@@ -1031,7 +1036,7 @@ def text_device_hashes(operators: list[str], which: np.ndarray, devices: pl.Seri
         msg[rows, k + 1:k + 1 + width] = dev_bytes[rows]
     length = (op_len + 1 + dev_len).astype(np.uint64)
     words = np.ascontiguousarray(msg.view("<u8").T)
-    return _hashes_of_words(words, length, secret, draws)
+    return _hashes_of_words(words, length, secret, draws, repeats=True)
 
 
 _UNIQUE_KEY = b"defacto unique\x00\x00"
