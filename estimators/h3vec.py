@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["MAX_RES", "latlng_to_cell"]
+__all__ = ["MAX_RES", "cell_to_parent", "hexagon_circumradius", "is_pentagon", "latlng_to_cell"]
 
 MAX_RES = 15
 
@@ -725,3 +725,25 @@ def cell_to_parent(cells: ArrayLike, res: int) -> NDArray[np.uint64]:
     for r in range(res + 1, 16):
         unused |= 7 << ((15 - r) * 3)
     return out | np.uint64(unused)
+
+
+def is_pentagon(cells: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each H3 cell (uint64) is a pentagon, like ``h3.is_pentagon``, vectorized: its
+    base cell is one of the 12 pentagons and every digit down to its resolution is 0."""
+    c = np.asarray(cells, dtype=np.uint64)
+    res = (c >> np.uint64(52)) & np.uint64(0xF)
+    base = ((c >> np.uint64(45)) & np.uint64(0x7F)).astype(np.intp)
+    digits = (c >> (np.uint64(45) - np.uint64(3) * res)) & ((np.uint64(1) << (np.uint64(3) * res))
+                                                             - np.uint64(1))
+    return _IS_PENTAGON.take(np.minimum(base, _NUM_BASE_CELLS - 1)) & (base < _NUM_BASE_CELLS) \
+        & (digits == 0)
+
+
+def hexagon_circumradius(res: int) -> float:
+    """Circumradius of an H3 hexagon at ``res`` in its icosahedron face's gnomonic plane
+    (tangent units of a unit sphere): ``RES0_U_GNOMONIC / (sqrt(3) * sqrt(7)**res)``, a hex2d
+    unit (the distance between neighbouring centres) being ``RES0_U_GNOMONIC / sqrt(7)**res``.
+    The inverse gnomonic projection shrinks lengths, so no point of a cell is farther from
+    its centre along the sphere, except where a cell's plane unfolding breaks down (within a
+    few cells of an icosahedron vertex)."""
+    return _RES0_U_GNOMONIC / (math.sqrt(3.0) * math.sqrt(7.0) ** res)
