@@ -908,17 +908,22 @@ def shown_countries(period: ForeignPeriod, codes: Sequence[str],
     return tuple(codes[c] for c in ranked[:config.top_countries])
 
 
-def _rollup(period: ForeignPeriod, codes: Sequence[str], shown: Sequence[str]
+def _rollup(period: ForeignPeriod, codes: Sequence[str], shown: Sequence[str],
+            measures: Sequence[str] = CUBE_FIELDS + PLANE_FIELDS
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Country-row map (shown countries, ``other``) and each measure summed into those rows."""
+    """Country-row map (shown countries, ``other``) and each of ``measures`` summed into those
+    rows (``int64[n_shown + 1, ...]``: a shown country's row is its own, ``other`` the sum of
+    the rest)."""
     row = np.full(len(codes), len(shown), dtype=np.int64)
-    for i, c in enumerate(shown):
-        row[codes.index(c)] = i
+    own = np.array([codes.index(c) for c in shown], dtype=np.int64)
+    row[own] = np.arange(len(shown))
+    other = row == len(shown)
     out = {}
-    for name in CUBE_FIELDS + PLANE_FIELDS:
+    for name in measures:
         a = getattr(period, name)
-        summed = np.zeros((len(shown) + 1, *a.shape[1:]), dtype=np.int64)
-        np.add.at(summed, row, a)
+        summed = np.empty((len(shown) + 1, *a.shape[1:]), dtype=np.int64)
+        summed[:-1] = a[own]
+        summed[-1] = a[other].sum(axis=0, dtype=np.int64)
         out[name] = summed
     return row, out
 
@@ -944,9 +949,11 @@ def _complement(devices: np.ndarray, hidden: np.ndarray, axis: int, total: int) 
 
 def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: RegionSet,
                      factors: Sequence[CountryFactor] = (),
-                     config: ForeignFigureConfig | None = None) -> ForeignEstimate:
+                     config: ForeignFigureConfig | None = None,
+                     measures: Sequence[str] = CUBE_FIELDS + PLANE_FIELDS) -> ForeignEstimate:
     """A period's figures: device counts with disclosure control, and people with a 90 %
-    interval where a country factor is configured.
+    interval where a country factor is configured; ``figures`` holds ``measures`` (default:
+    all six; each measure's figures are computed on their own, so a subset is the same).
 
     Small countries are summed into ``other`` first (:func:`shown_countries`). A figure is
     suppressed (NaN) when it rests on fewer than ``k`` devices (device-nights: fewer than ``k``
@@ -963,7 +970,7 @@ def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: Regio
     cfg = config or ForeignFigureConfig()
     codes = list(codes)
     shown = shown_countries(period, codes, cfg)
-    _, rolled = _rollup(period, codes, shown)
+    _, rolled = _rollup(period, codes, shown, measures)
     names = (*shown, OTHER)
     n_rows = len(names)
     n_reg = len(regions.ids)

@@ -413,7 +413,8 @@ class FlowsWriter:
             return {}
         return {SNAPSHOT_FIELD: usual_residents_doc(
             estimate_foreign(period, tally.foreign.countries, self.engine.regions,
-                             self.engine.country_factors, cfg.foreign_figures),
+                             self.engine.country_factors, cfg.foreign_figures,
+                             measures=("usual_resident",)),
             self.engine.regions.ids)}
 
     def _write_foreign(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
