@@ -71,16 +71,45 @@ class CellLevel:
 
 def cell_levels(res: int, cell_id: np.ndarray, present: np.ndarray, devices: np.ndarray,
                 coarser: tuple[int, ...]) -> list[CellLevel]:
-    """The finest level (``res``) and its sums at each coarser resolution, finest first."""
+    """The finest level (``res``) and its sums at each coarser resolution, finest first (each
+    level's ``cell_id`` sorted; sorted ids of one resolution have sorted parents, which then
+    need no sort)."""
     levels = [CellLevel(res, cell_id, present, devices)]
     for r in sorted({c for c in coarser if c < res}, reverse=True):
         fine = levels[-1]
-        ids, parent = np.unique(cell_to_parent(fine.cell_id, r), return_inverse=True)
-        parent = parent.reshape(-1)
+        ids, parent = unique_inverse(cell_to_parent(fine.cell_id, r))
         fine.parent = parent
         levels.append(CellLevel(r, ids, np.bincount(parent, fine.present, ids.size),
                                 np.bincount(parent, fine.devices, ids.size)))
     return levels
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of a 1-D integer array, the inverse
+    ``int64[n]``: by runs when ``values`` is sorted already, else, for non-negative values
+    small enough, by one plain sort of the values packed with their positions (a value in the
+    high bits, its position in the low ones: several times faster than the argsort
+    ``np.unique`` does); else by ``np.unique``."""
+    n = values.size
+    if n == 0 or n > 1 << 30:
+        ids, inverse = np.unique(values, return_inverse=True)
+        return ids, inverse.reshape(-1).astype(np.int64, copy=False)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    if (values[1:] >= values[:-1]).all():
+        np.not_equal(values[1:], values[:-1], out=new[1:])
+        return values[new], np.cumsum(new, dtype=np.int64) - 1
+    bits = (n - 1).bit_length()
+    if values.dtype.kind not in "iu" or int(values.min()) < 0 \
+            or int(values.max()) >= 1 << (62 - bits):
+        ids, inverse = np.unique(values, return_inverse=True)
+        return ids, inverse.reshape(-1).astype(np.int64, copy=False)
+    packed = np.sort((values.astype(np.int64) << bits) | np.arange(n, dtype=np.int64))
+    sorted_values = packed >> bits
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new[1:])
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[packed & ((1 << bits) - 1)] = np.cumsum(new, dtype=np.int64) - 1
+    return sorted_values[new].astype(values.dtype, copy=False), inverse
 
 
 def _region_keys(parent: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -111,8 +140,34 @@ def _region_devices(parent: np.ndarray, own: np.ndarray) -> np.ndarray:
     return total
 
 
-def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A label per vertex (of ``n``), equal exactly within the components of the edges u-v."""
+def _components(n_cells: int, n_hubs: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A label per vertex (``int64[n_cells + n_hubs]``), equal exactly within the components of
+    the edges u-v, where every edge has a *hub* end ``v`` (vertices ``n_cells..``: the visible
+    regions and ⊥) and ``u`` is a cell (``< n_cells``) or a hub.
+
+    Cells only touch hubs, so a cell with edges is in its hubs' component (any one of them
+    stands for the cell) and one without is alone: the components come from the hub graph,
+    of ``n_hubs`` vertices only, an edge per hub pair joined through a cell or directly.
+    """
+    hub_v = v - n_cells
+    via = np.full(n_cells, -1, dtype=np.int64)
+    cell = u < n_cells
+    via[u[cell]] = hub_v[cell]  # any of a cell's hubs
+    hub_u = u - n_cells
+    hub_u[cell] = via[u[cell]]
+    hub_label = _hub_components(n_hubs, hub_u, hub_v)
+    label = np.arange(n_cells + n_hubs)
+    label[n_cells:] = n_cells + hub_label
+    has = via >= 0
+    label[:n_cells][has] = n_cells + hub_label[via[has]]
+    return label
+
+
+def _hub_components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A label per vertex (of ``n``, few), equal exactly within the components of the edges
+    u-v."""
+    code = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+    u, v = code // n, code % n
     label = np.arange(n)
     for _ in range(n + 1):  # hook roots to the lower label, then compress: O(log n) rounds
         lu, lv = label[u], label[v]
@@ -129,6 +184,26 @@ def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
             break
         label = new
     return label
+
+
+def _finest_visible(anc: list[np.ndarray], visible: np.ndarray) -> np.ndarray:
+    """The finest visible cell over each part (-1: none) from its cells at every level
+    (``anc``, finest first; a cell -1 is looked up as ``visible[-1]``, which must be False)."""
+    key = np.full(anc[0].size, -1, dtype=np.int64)
+    for node in reversed(anc):  # coarsest first: the finest visible one wins
+        key = np.where(visible[node], node, key)
+    return key
+
+
+def _visible_above(parent: np.ndarray, offs: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """The nearest visible proper ancestor of every cell (-1: none), cells numbered level by
+    level finest first (level ``i``: ``offs[i]:offs[i + 1]``), ``parent`` a coarser cell or -1
+    (looked up as ``visible[-1]``, which must be False, when ``visible`` is one longer)."""
+    above = np.full(visible.size, -1, dtype=np.int64)
+    for i in range(offs.size - 3, -1, -1):  # coarsest first (the coarsest have none)
+        p = parent[offs[i]:offs[i + 1]]
+        above[offs[i]:offs[i + 1]] = np.where(visible[p], p, above[p])
+    return above
 
 
 def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
@@ -176,50 +251,63 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
     sizes = np.array([lvl.cell_id.size for lvl in levels], dtype=np.int64)
     offs = np.concatenate([[0], np.cumsum(sizes)])
     devices = np.concatenate([lvl.devices for lvl in levels]).astype(np.float64)
-    parent = np.full(int(offs[-1]), -1, dtype=np.int64)
+    n_cells = int(offs[-1])
+    parent = np.full(n_cells, -1, dtype=np.int64)
     anc = [np.asarray(part_cell, dtype=np.int64)]
     for i, lvl in enumerate(levels[:-1]):
         assert lvl.parent is not None
         parent[offs[i]:offs[i + 1]] = offs[i + 1] + lvl.parent
         anc.append(parent[anc[-1]])
-    visible = devices >= k
-    n_cells = int(offs[-1])
-    ground = n_cells + n_reg  # the vertex of "no visible cell" and "no visible region"
+    primary = devices >= k
     stride = n_reg + 1
+    # Repair only ever hides cells, so the cells hidden now stay hidden: it runs on the cells
+    # visible now (renumbered in the same order, -1 for a hidden one) and on the parts'
+    # present classes, whose parts all have the same visible cells over them (those over
+    # their class's cell) and so always stay in one class
+    shown = np.flatnonzero(primary)
+    n_shown = shown.size
+    number = np.full(n_cells + 1, -1, dtype=np.int64)  # the last: for -1, none
+    number[shown] = np.arange(n_shown)
+    group, part_group = unique_inverse((_finest_visible(anc, primary) + 1) * stride + (rkey + 1))
+    group_devices = np.bincount(part_group, devices_part, group.size)
+    member = np.empty(group.size, dtype=np.int64)
+    member[part_group] = np.arange(part_group.size)  # any part of each class
+    g_anc = [number[node[member]] for node in anc]
+    g_rkey = group % stride - 1
+    g_parent = number[_visible_above(parent, offs, primary)[shown]]
+    g_offs = np.searchsorted(shown, offs)
+    g_cell_devices = devices[shown]
+    visible = np.ones(n_shown + 1, dtype=bool)
+    visible[n_shown] = False  # index -1: no cell
+    ground = n_shown + n_reg  # the vertex of "no visible cell" and "no visible region"
     unresolved = 0
-    for _ in range(n_cells + 1):  # each pass hides a cell, so the loop ends by a break
-        ckey = np.full(rkey.size, -1, dtype=np.int64)
-        for node in reversed(anc):  # coarsest first: the finest visible one wins
-            ckey = np.where(visible[node], node, ckey)
-        codes, inverse = np.unique((ckey + 1) * stride + (rkey + 1), return_inverse=True)
-        weight = np.bincount(inverse.reshape(-1), devices_part, codes.size)
+    for _ in range(n_shown + 1):  # each pass hides a cell, so the loop ends by a break
+        ckey = _finest_visible(g_anc, visible)
+        codes, inverse = unique_inverse((ckey + 1) * stride + (g_rkey + 1))
+        weight = np.bincount(inverse, group_devices, codes.size)
         a = codes // stride - 1
         b = codes % stride - 1
         a = np.where(a >= 0, a, ground)
-        b = np.where(b >= 0, n_cells + b, ground)
+        b = np.where(b >= 0, n_shown + b, ground)
         big = weight >= k
-        comp = _components(ground + 1, a[big], b[big])
+        comp = _components(n_shown, n_reg + 1, a[big], b[big])
         bad = codes[~big & (comp[a] != comp[b])]
         if not bad.size:
             break
-        # nearest visible proper ancestor of every cell (coarsest level first)
-        vp = np.full(n_cells, -1, dtype=np.int64)
-        for i in range(len(levels) - 2, -1, -1):
-            p = parent[offs[i]:offs[i + 1]]
-            vp[offs[i]:offs[i + 1]] = np.where(visible[p], p, vp[p])
+        vp = _visible_above(g_parent, g_offs, visible)
         # candidates: visible cells under V (nearest visible ancestor V) holding parts keyed
         # to R; "direct" ones are those parts' own key, so hiding them moves the parts in
         c_code, c_node, c_far = [], [], []
-        for node in anc:
+        for node in g_anc:
             sel = visible[node]
             c_node.append(node[sel])
-            c_code.append((vp[node[sel]] + 1) * stride + rkey[sel] + 1)
+            c_code.append((vp[node[sel]] + 1) * stride + g_rkey[sel] + 1)
             c_far.append(node[sel] != ckey[sel])
         c_code, c_node = np.concatenate(c_code), np.concatenate(c_node)
         c_far = np.concatenate(c_far)
         keep = np.isin(c_code, bad)
         c_code, c_node, c_far = c_code[keep], c_node[keep], c_far[keep]
-        order = np.lexsort((c_node, devices[c_node], c_far, c_code))  # ties: finest level first
+        order = np.lexsort((c_node, g_cell_devices[c_node], c_far, c_code))  # ties: finest first
         c_code, c_node = c_code[order], c_node[order]
         first = np.ones(c_code.size, dtype=bool)
         first[1:] = c_code[1:] != c_code[:-1]
@@ -229,5 +317,6 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
             unresolved = int(bad.size)
             break
         visible[hide] = False
-    masks = [~visible[offs[i]:offs[i + 1]] for i in range(len(levels))]
+    primary[shown[~visible[:n_shown]]] = False
+    masks = [~primary[offs[i]:offs[i + 1]] for i in range(len(levels))]
     return masks, ~r_visible, unresolved

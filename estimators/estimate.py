@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from estimators.calibration import N_CLASSES, FactorMatrix
-from estimators.disclosure import cell_levels, complementary_suppression
+from estimators.disclosure import cell_levels, complementary_suppression, unique_inverse
 from estimators.presence import (
     EPOCH_MS,
     LOC_BITS,
@@ -338,8 +338,7 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     by_home, by_home_rse = _by_home(len(regions.ids), tally.resident_region.astype(np.int64),
                                     tally.resident_count, r_weight, factors.rse[rf], factors.row[rf])
 
-    cell_id, inverse = np.unique(tally.present_cell, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    cell_id, inverse = unique_inverse(tally.present_cell)  # canonical rows: sorted by cell
     cell_present = np.bincount(inverse, weights=tally.present_count * p_weight,
                                minlength=cell_id.size).astype(np.float64)
     cell_devices = np.bincount(inverse, weights=tally.present_count.astype(np.float64),
@@ -352,9 +351,8 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
 
     # parts: (cell, region) pairs; a cell a border crosses has one per region (disclosure.py)
     n_reg = len(regions.ids)
-    part, part_inverse = np.unique(inverse * n_reg + tally.present_region, return_inverse=True)
-    part_devices = np.bincount(part_inverse.reshape(-1), tally.present_count.astype(np.float64),
-                               part.size)
+    part, part_inverse = unique_inverse(inverse * n_reg + tally.present_region)
+    part_devices = np.bincount(part_inverse, tally.present_count.astype(np.float64), part.size)
     levels = cell_levels(res, cell_id, cell_present, cell_devices, coarser if cell_id.size else ())
     masks, region_hidden, unresolved = complementary_suppression(
         levels, part // n_reg, part % n_reg, part_devices, regions.parent_index,
