@@ -273,12 +273,17 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     sel = np.flatnonzero(m > 0)
     if sel.size == 0:
         return shift, np.zeros(n)
-    d = subtree[:, dst[sel]] - subtree[:, src[sel]]  # +1/-1 where one candidate is inside
+    # +1/-1 where one candidate is inside, float64[n, n_sel] laid out column by column (rows of
+    # the transposed subtree: a copy per row, several times faster than a gather per element)
+    inside = np.ascontiguousarray(subtree.T)
+    d = (inside[dst[sel]] - inside[src[sel]]).T
     draw_var = (d**2) @ (count[sel] * w[sel] ** 2 * m[sel] * (1 - m[sel]))
     # error of m, shared by all the devices of a bucket: (sum of their mass per region)^2
     share_var = np.zeros(n)
-    for b in np.unique(age[sel]):
-        in_b = age[sel] == b
-        share_var += var_m_b[b] * (d[:, in_b] @ (mass[sel] * scale[sel])[in_b]) ** 2
+    age_sel, moved_mass = age[sel], mass[sel] * scale[sel]
+    by_age = np.argsort(age_sel, kind="stable")  # each bucket's rows together, in row order
+    ages, starts = np.unique(age_sel[by_age], return_index=True)
+    for b, rows in zip(ages.tolist(), np.split(by_age, starts[1:]), strict=True):
+        share_var += var_m_b[b] * (d[:, rows] @ moved_mass[rows]) ** 2
     moved = np.abs(d) @ (m[sel] * mass[sel])  # people moved in or out of each region
     return shift, draw_var + share_var + (model_rse * moved) ** 2
