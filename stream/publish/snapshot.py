@@ -80,20 +80,20 @@ def cell_ids(cells: np.ndarray) -> list[str]:
     return list(map("%x".__mod__, np.asarray(cells, dtype=np.uint64).tolist()))
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
+_HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint16)
+"""The two ASCII hex digits of every byte value, as one ``uint16`` each (in memory order)."""
 
 
 def _hex_digits(ids: np.ndarray) -> np.ndarray | None:
     """H3 cell numbers (``uint64[n]``, n > 0) as ``uint8[n, d]`` ASCII hex digits, as ``"%x"``
     writes them, when all have the same number ``d`` of digits (cells of one resolution); None
-    otherwise."""
-    nibbles = ((ids[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)).astype(np.uint8)
-    nonzero = nibbles != 0
-    lead = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 15)  # 0 is written "0"
-    if (lead != lead[0]).any():
+    otherwise. By byte: the numbers' big-endian bytes index a table of digit pairs."""
+    d = len(f"{int(ids[0]):x}")
+    if int(ids.min()) < (1 << 4 * (d - 1) if d > 1 else 0) \
+            or (d < 16 and int(ids.max()) >= 1 << 4 * d):
         return None
-    return _HEX[nibbles[:, int(lead[0]):]]
+    pairs = _HEX_PAIRS[ids.astype(">u8").view(np.uint8).reshape(-1, 8)]
+    return pairs.view(np.uint8)[:, 16 - d:]
 
 
 def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
@@ -103,7 +103,8 @@ def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
 
     ``cells``: ``uint64[n]`` distinct H3 cell numbers; ``present``: ``float64[n]`` people (NaN
     = suppressed; an infinite or overflowing figure is logged and written as null, as
-    :func:`count_or_null`).
+    :func:`count_or_null`). Every entry is first written as null, all of one width; the shown
+    ones then take their count in their null's place as the entries are joined.
     """
     ids = np.asarray(cells, dtype=np.uint64)
     values = np.asarray(present, dtype=np.float64)
@@ -118,25 +119,23 @@ def cells_json(cells: np.ndarray, present: np.ndarray) -> bytes:
     for x in values[~finite & ~np.isnan(values)].tolist():
         count_or_null(x)  # logged
     shown = np.flatnonzero(finite)
-    texts = [b"%d" % v for v in rounded[shown].astype(np.int64).tolist()]
-    value_len = np.full(n, 4, dtype=np.int64)  # null
-    value_len[shown] = [len(t) for t in texts]
     d = digits.shape[1]
-    width = d + 8 + int(value_len.max())  # one entry per row: "<hex>":<value>, (padded)
+    width = d + 8  # "<hex>":null,
     rows = np.empty((n, width), dtype=np.uint8)
     rows[:, 0] = rows[:, d + 1] = ord('"')
     rows[:, 1:d + 1] = digits
     rows[:, d + 2] = ord(":")
     rows[:, d + 3:d + 7] = np.frombuffer(b"null", dtype=np.uint8)
-    if texts:
-        lens = value_len[shown]
-        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-        rows.reshape(-1)[np.repeat(shown * width + d + 3, lens) + within] = \
-            np.frombuffer(b"".join(texts), dtype=np.uint8)
-    entry = d + 4 + value_len
-    rows[np.arange(n), entry - 1] = ord(",")
-    body = rows[np.arange(width) < entry[:, None]]
-    return b"{" + body[:-1].tobytes() + b"}"
+    rows[:, d + 7] = ord(",")
+    nulls = memoryview(rows).cast("B")
+    pieces = [b"{"]
+    start = 0
+    for i, count in zip(shown.tolist(), rounded[shown].astype(np.int64).tolist(), strict=True):
+        pieces += (nulls[start:i * width + d + 3], b"%d," % count)
+        start = (i + 1) * width
+    pieces.append(nulls[start:])
+    body = b"".join(pieces)
+    return body[:-1] + b"}"
 
 
 def gap_ratio(resident: int | None, registered: int | None) -> float | None:
