@@ -274,7 +274,12 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
     member[part_group] = np.arange(part_group.size)  # any part of each class
     g_anc = [number[node[member]] for node in anc]
     g_rkey = group % stride - 1
-    g_parent = number[_visible_above(parent, offs, primary)[shown]]
+    g_parent = np.full(n_shown, -1, dtype=np.int64)  # nearest visible proper ancestor
+    node = shown
+    for _ in levels[1:]:
+        node = np.where(node >= 0, parent[np.maximum(node, 0)], -1)
+        first = (g_parent < 0) & (node >= 0) & primary[np.maximum(node, 0)]
+        g_parent[first] = number[node[first]]
     g_offs = np.searchsorted(shown, offs)
     g_cell_devices = devices[shown]
     visible = np.ones(n_shown + 1, dtype=bool)

@@ -178,8 +178,8 @@ def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, we
                                       minlength=n)
     rows = row + 1
     n_rows = int(rows.max()) + 1 if rows.size else 1
-    by_row = np.zeros((n, n_rows))
-    np.add.at(by_row, (where, rows), count * weight * rse)
+    by_row = np.bincount(where * n_rows + rows, weights=count * weight * rse,
+                         minlength=n * n_rows).reshape(n, n_rows)  # as np.add.at, in row order
     cal_sd_by_row = subtree @ by_row
     cal_var = (cal_sd_by_row**2).sum(axis=1)
     if away is None:
