@@ -166,7 +166,9 @@ def _components(n_cells: int, n_hubs: int, u: np.ndarray, v: np.ndarray) -> np.n
 def _hub_components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """A label per vertex (of ``n``, few), equal exactly within the components of the edges
     u-v."""
-    code = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+    code = np.minimum(u, v) * n + np.maximum(u, v)
+    code = np.flatnonzero(np.bincount(code, minlength=n * n)) if n * n <= 8 * code.size + 4096 \
+        else np.unique(code)
     u, v = code // n, code % n
     label = np.arange(n)
     for _ in range(n + 1):  # hook roots to the lower label, then compress: O(log n) rounds
@@ -204,6 +206,14 @@ def _visible_above(parent: np.ndarray, offs: np.ndarray, visible: np.ndarray) ->
         p = parent[offs[i]:offs[i + 1]]
         above[offs[i]:offs[i + 1]] = np.where(visible[p], p, above[p])
     return above
+
+
+def _sorted_isin(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_set)`` for a sorted ``sorted_set``, by binary search."""
+    if not sorted_set.size:
+        return np.zeros(values.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    return sorted_set[pos] == values
 
 
 def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
@@ -310,13 +320,13 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
             c_far.append(node[sel] != ckey[sel])
         c_code, c_node = np.concatenate(c_code), np.concatenate(c_node)
         c_far = np.concatenate(c_far)
-        keep = np.isin(c_code, bad)
+        keep = _sorted_isin(c_code, bad)
         c_code, c_node, c_far = c_code[keep], c_node[keep], c_far[keep]
         order = np.lexsort((c_node, g_cell_devices[c_node], c_far, c_code))  # ties: finest first
         c_code, c_node = c_code[order], c_node[order]
         first = np.ones(c_code.size, dtype=bool)
         first[1:] = c_code[1:] != c_code[:-1]
-        lift = bad[~np.isin(bad, c_code)] // stride - 1
+        lift = bad[~_sorted_isin(bad, c_code)] // stride - 1
         hide = np.concatenate([c_node[first], lift[lift >= 0]])
         if not hide.size:
             unresolved = int(bad.size)
