@@ -276,7 +276,7 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
     # their class's cell) and so always stay in one class
     shown = np.flatnonzero(primary)
     n_shown = shown.size
-    number = np.full(n_cells + 1, -1, dtype=np.int64)  # the last: for -1, none
+    number = np.full(n_cells, -1, dtype=np.int64)
     number[shown] = np.arange(n_shown)
     group, part_group = unique_inverse((_finest_visible(anc, primary) + 1) * stride + (rkey + 1))
     group_devices = np.bincount(part_group, devices_part, group.size)
