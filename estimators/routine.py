@@ -276,8 +276,11 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     # +1/-1 where one candidate is inside, float64[n, n_sel] laid out column by column (rows of
     # the transposed subtree: a copy per row, several times faster than a gather per element)
     inside = np.ascontiguousarray(subtree.T)
-    d = (inside[dst[sel]] - inside[src[sel]]).T
-    draw_var = (d**2) @ (count[sel] * w[sel] ** 2 * m[sel] * (1 - m[sel]))
+    d = inside[dst[sel]]
+    np.subtract(d, inside[src[sel]], out=d)
+    d = d.T
+    crossed = np.abs(d)  # also d**2 (d is -1, 0 or 1)
+    draw_var = crossed @ (count[sel] * w[sel] ** 2 * m[sel] * (1 - m[sel]))
     # error of m, shared by all the devices of a bucket: (sum of their mass per region)^2
     share_var = np.zeros(n)
     age_sel, moved_mass = age[sel], mass[sel] * scale[sel]
@@ -285,5 +288,5 @@ def transition_shift(tally: Any, weight: np.ndarray, subtree: np.ndarray, stale_
     ages, starts = np.unique(age_sel[by_age], return_index=True)
     for b, rows in zip(ages.tolist(), np.split(by_age, starts[1:]), strict=True):
         share_var += var_m_b[b] * (d[:, rows] @ moved_mass[rows]) ** 2
-    moved = np.abs(d) @ (m[sel] * mass[sel])  # people moved in or out of each region
+    moved = crossed @ (m[sel] * mass[sel])  # people moved in or out of each region
     return shift, draw_var + share_var + (model_rse * moved) ** 2
