@@ -153,11 +153,30 @@ class _Block:
         return line
 
 
+def _low_positions(a: np.ndarray) -> np.ndarray:
+    """Positions (int64, ascending) of the bytes of ``a`` (uint8) below 32: line ends and other
+    control characters. Looked for 8 bytes at a time (a 64-bit word of the ``a < 32`` mask is
+    non-zero where one is): a word holding one gives its position from its bit count, one
+    holding several (a CRLF, short lines) is looked at byte by byte."""
+    low = a < 32
+    n8 = len(a) - len(a) % 8
+    words = low[:n8].view("<u8")
+    hit = np.flatnonzero(words != 0)
+    w = words[hit]
+    single = np.bitwise_count(w) == 1  # one byte < 32 in the word: its mask byte is 1
+    if single.all():
+        pos = hit * 8 + (np.bitwise_count(w - 1) >> 3).astype(np.int64)
+    else:
+        every = (hit[:, None] * 8 + np.arange(8)).ravel()
+        pos = every[low[every]]
+    return np.concatenate([pos, np.flatnonzero(low[n8:]) + n8])
+
+
 def _line_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ends, nexts, ctl)`` of the lines complete in ``a``: where each line's content ends, where
     its line end ends, and the control characters that are not line ends. A CR at the very end
     of ``a`` ends a line only when ``final`` (else a LF may follow)."""
-    low = np.flatnonzero(a < 32)
+    low = _low_positions(a)
     vals = a[low]
     is_end = (vals == 10) | (vals == 13)
     ctl = low[~is_end]
@@ -191,7 +210,8 @@ class LineSource:
         self._text = open_text(path)
         self._binary = self._text.binary()
         self._piece = GZIP_PIECE if isinstance(self._binary, gzip.GzipFile) else PLAIN_PIECE
-        self._buf = bytearray()
+        self._buf = bytearray()  # read into in place; its first `_have` bytes are not handed out
+        self._have = 0
         self._at_start = True
         self._eof = False
         self._exc: BaseException | None = None
@@ -222,17 +242,32 @@ class LineSource:
         self.line_no = self.block.first + self.pos - 1
 
     def _fill(self, size: int) -> None:
-        """Read until the buffer holds ``size`` bytes, the file ends or reading fails."""
+        """Read until the buffer holds ``size`` bytes, the file ends or reading fails (into the
+        buffer's room, grown only when too small: no bytes object per piece)."""
+        gz = self._piece == GZIP_PIECE  # gzip: always pieces of GZIP_PIECE, as the text reader
+        room = size + (GZIP_PIECE if gz else 0)
+        if len(self._buf) < room:
+            self._buf.extend(bytes(room - len(self._buf)))
         try:
-            while len(self._buf) < size:  # (gzip: always pieces of GZIP_PIECE, as the text reader)
-                piece = self._binary.read1(self._piece if self._piece == GZIP_PIECE
-                                           else min(self._piece, size - len(self._buf)))
-                if not piece:
-                    self._eof = True
-                    return
-                self._buf += piece
+            with memoryview(self._buf) as view:
+                while self._have < size:
+                    got = self._binary.readinto1(
+                        view[self._have:self._have + (GZIP_PIECE if gz
+                                                      else min(self._piece, size - self._have))])
+                    if not got:
+                        self._eof = True
+                        return
+                    self._have += got
         except BYTE_ERRORS as exc:
             self._exc = exc
+
+    def _keep(self, lo: int, data: bytes = b"") -> None:
+        """The buffer holds ``data`` followed by its bytes from ``lo`` on."""
+        rest = self._buf[lo:self._have]
+        self._have = len(data) + len(rest)
+        if len(self._buf) < self._have:
+            self._buf.extend(bytes(self._have - len(self._buf)))
+        self._buf[:self._have] = data + rest
 
     def _broken(self, exc: BaseException, partial: bytes, lines: int = 0) -> InputError:
         """The error of a read that failed after the complete lines handed out and ``partial``,
@@ -251,15 +286,16 @@ class LineSource:
         size = FIRST_BLOCK_BYTES if self._at_start else BLOCK_BYTES
         if not self._eof and self._exc is None:
             self._fill(size)
-            while (not self._eof and self._exc is None and len(self._buf) < LONG_HEAD_BYTES
-                   and self._buf.find(b"\n") < 0 and self._buf.rfind(b"\r", 0, len(self._buf) - 1) < 0):
-                self._fill(len(self._buf) + size)  # no line end yet: a long line, or a small block
-        if self._at_start and (len(self._buf) >= 3 or self._eof or self._exc is not None):
-            if self._buf[:3] == UTF8_BOM:
-                del self._buf[:3]
+            while (not self._eof and self._exc is None and self._have < LONG_HEAD_BYTES
+                   and self._buf.find(b"\n", 0, self._have) < 0
+                   and self._buf.rfind(b"\r", 0, max(self._have - 1, 0)) < 0):
+                self._fill(self._have + size)  # no line end yet: a long line, or a small block
+        if self._at_start and (self._have >= 3 or self._eof or self._exc is not None):
+            if self._buf[:min(self._have, 3)] == UTF8_BOM:
+                self._keep(3)
             self._at_start = False
         final = self._eof and self._exc is None
-        a = np.frombuffer(self._buf, dtype=np.uint8)  # a view: released before the buffer moves
+        a = np.frombuffer(self._buf, dtype=np.uint8, count=self._have)  # released before it moves
         ends, nexts, ctl = _line_ends(a, final)
         size = len(a)
         cut = int(nexts[-1]) if len(nexts) else 0
@@ -271,7 +307,7 @@ class LineSource:
         if self._exc is not None:  # what follows the complete lines is lost, and names the error
             self._error = self._broken(self._exc, rest, len(ends))
             data = bytes(self._buf[:cut])
-            self._buf.clear()
+            self._have = 0
             if cut == 0:
                 raise self._error
         elif cut == 0:
@@ -281,7 +317,7 @@ class LineSource:
         else:
             with memoryview(self._buf) as view:  # one copy of the block's bytes
                 data = bytes(view[:cut])
-            del self._buf[:cut]
+            self._keep(cut)
         ctl = ctl[ctl < cut]
         starts = np.concatenate([[0], nexts[:-1]]).astype(np.int64)
         block = _Block(data, starts, ends.astype(np.int64), nexts.astype(np.int64),
@@ -291,8 +327,8 @@ class LineSource:
 
     def _long_line(self) -> _Block | None:
         """A line longer than a block: its first bytes and line end (its rest read and dropped)."""
-        head = bytes(self._buf[:LONG_HEAD_BYTES])
-        self._buf.clear()
+        head = bytes(self._buf[:min(self._have, LONG_HEAD_BYTES)])
+        self._have = 0
         end = b""
         try:
             while True:
@@ -313,11 +349,11 @@ class LineSource:
                     end = b"\r\n" if piece[p + 1:p + 2] == b"\n" else b"\r"
                 else:
                     end = b"\n"
-                self._buf += piece[p + len(end):]
+                self._keep(0, piece[p + len(end):])
                 break
         except BYTE_ERRORS as exc:  # the text reader had counted the line, not handed it out
             self._handed += 1
-            self._buf.clear()
+            self._have = 0
             self._error = self._broken(exc, b"")
             raise self._error from None
         data = head + end
@@ -612,9 +648,9 @@ def _faithful(df: pl.DataFrame, raw: bytes) -> np.ndarray:
     fields = n * len(JSON_SCHEMA) - sum(nulls.values())
     texts = n * len(TEXT_FIELDS) - sum(nulls[c] for c in TEXT_FIELDS)
     buf = np.frombuffer(raw, dtype=np.uint8)
-    brackets_ok = raw.find(b"[") < 0 and int(np.count_nonzero(buf == 123)) == n
-    if (brackets_ok and int(np.count_nonzero(buf == 58)) == fields
-            and int(np.count_nonzero(buf == 34)) == 2 * (fields + texts)):
+    byte = pl.Series(buf)  # the same memory; polars compares to a bit mask and counts its bits
+    if (raw.find(b"[") < 0 and (byte == 123).sum() == n and (byte == 58).sum() == fields
+            and (byte == 34).sum() == 2 * (fields + texts)):
         return np.ones(n, dtype=bool)
     return _faithful_lines(df, buf)
 
