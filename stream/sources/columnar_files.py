@@ -119,7 +119,7 @@ class _Block:
     ``data[starts[i]:ends[i]]`` and its line end runs to ``nexts[i]``; ``first`` is the number of
     line 0. ``long``: one line longer than a block, of which ``data`` holds the first
     :data:`LONG_HEAD_BYTES` bytes (and its line end). ``ctl``: positions of control characters
-    other than line ends."""
+    other than line ends. ``cr``: False when no line end holds a CR."""
 
     data: bytes
     starts: np.ndarray
@@ -128,6 +128,7 @@ class _Block:
     first: int
     ctl: np.ndarray
     long: bool = False
+    cr: bool = True
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -153,36 +154,18 @@ class _Block:
         return line
 
 
-def _low_positions(a: np.ndarray) -> np.ndarray:
-    """Positions (int64, ascending) of the bytes of ``a`` (uint8) below 32: line ends and other
-    control characters. Looked for 8 bytes at a time (a 64-bit word of the ``a < 32`` mask is
-    non-zero where one is): a word holding one gives its position from its bit count, one
-    holding several (a CRLF, short lines) is looked at byte by byte."""
-    low = a < 32
-    n8 = len(a) - len(a) % 8
-    words = low[:n8].view("<u8")
-    hit = np.flatnonzero(words != 0)
-    w = words[hit]
-    single = np.bitwise_count(w) == 1  # one byte < 32 in the word: its mask byte is 1
-    if single.all():
-        pos = hit * 8 + (np.bitwise_count(w - 1) >> 3).astype(np.int64)
-    else:
-        every = (hit[:, None] * 8 + np.arange(8)).ravel()
-        pos = every[low[every]]
-    return np.concatenate([pos, np.flatnonzero(low[n8:]) + n8])
-
-
-def _line_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ends, nexts, ctl)`` of the lines complete in ``a``: where each line's content ends, where
-    its line end ends, and the control characters that are not line ends. A CR at the very end
-    of ``a`` ends a line only when ``final`` (else a LF may follow)."""
-    low = _low_positions(a)
+def _line_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``(ends, nexts, ctl, cr)`` of the lines complete in ``a``: where each line's content ends,
+    where its line end ends, the control characters that are not line ends, and whether some
+    line end holds a CR. A CR at the very end of ``a`` ends a line only when ``final`` (else a
+    LF may follow)."""
+    low = np.flatnonzero(a < 32)
     vals = a[low]
     is_end = (vals == 10) | (vals == 13)
     ctl = low[~is_end]
     pos, kind = low[is_end], vals[is_end]
     if not (kind == 13).any():
-        return pos, pos + 1, ctl
+        return pos, pos + 1, ctl, False
     cr = kind == 13
     crlf = np.zeros(len(pos), dtype=bool)
     crlf[:-1] = cr[:-1] & (pos[1:] == pos[:-1] + 1) & (kind[1:] == 10)
@@ -193,7 +176,7 @@ def _line_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray, np.n
     nexts = ends + np.where(crlf, 2, 1)
     if not final and len(ends) and nexts[-1] == len(a) and a[-1] == 13:
         ends, nexts = ends[:-1], nexts[:-1]
-    return ends, nexts, ctl
+    return ends, nexts, ctl, True
 
 
 class LineSource:
@@ -296,7 +279,7 @@ class LineSource:
             self._at_start = False
         final = self._eof and self._exc is None
         a = np.frombuffer(self._buf, dtype=np.uint8, count=self._have)  # released before it moves
-        ends, nexts, ctl = _line_ends(a, final)
+        ends, nexts, ctl, cr = _line_ends(a, final)
         size = len(a)
         cut = int(nexts[-1]) if len(nexts) else 0
         if final and cut < size:  # the last line, without a line end
@@ -321,7 +304,7 @@ class LineSource:
         ctl = ctl[ctl < cut]
         starts = np.concatenate([[0], nexts[:-1]]).astype(np.int64)
         block = _Block(data, starts, ends.astype(np.int64), nexts.astype(np.int64),
-                       self._handed + 1, ctl)
+                       self._handed + 1, ctl, cr=cr)
         self._handed += len(starts)
         return block
 
@@ -359,7 +342,7 @@ class LineSource:
         data = head + end
         block = _Block(data, np.zeros(1, np.int64), np.array([len(head)], np.int64),
                        np.array([len(data)], np.int64), self._handed + 1,
-                       np.zeros(0, np.int64), long=True)
+                       np.zeros(0, np.int64), long=True, cr=b"\r" in end)
         self._handed += 1
         return block
 
@@ -436,8 +419,8 @@ class PingRows:
 
     def slice(self, lo: int, hi: int) -> PingRows:
         """Rows ``lo..hi-1``."""
-        before = np.concatenate([[0], np.cumsum(self.parsed)])
-        p_lo, p_hi = int(before[lo]), int(before[hi])
+        p_lo = int(np.count_nonzero(self.parsed[:lo]))
+        p_hi = p_lo + int(np.count_nonzero(self.parsed[lo:hi]))
         r_lo, r_hi = lo - p_lo, hi - p_hi
         return PingRows(self.paths, self.file[lo:hi], self.line[lo:hi], self.chars[lo:hi],
                         self.time[lo:hi], self.parsed[lo:hi],
@@ -450,7 +433,8 @@ class PingRows:
         file do not hold all of its blocks)."""
         if len(self.blocks) <= 1:
             return self
-        used = np.unique(self.text_block[self.text_block >= 0])
+        used = np.flatnonzero(np.bincount(self.text_block[self.text_block >= 0],
+                                          minlength=len(self.blocks)))
         if len(used) == len(self.blocks):
             return self
         remap = np.full(len(self.blocks), -1, dtype=np.int32)
@@ -576,7 +560,7 @@ def _gather_lines(block: _Block, idx: np.ndarray) -> bytes:
 
 def _lone_cr(block: _Block) -> bool:
     """Some line of the block ends in a CR alone."""
-    if block.data.find(b"\r") < 0:
+    if not block.cr:
         return False
     single = (block.nexts - block.ends) == 1
     return bool((block.array[block.ends[single]] == 13).any())
