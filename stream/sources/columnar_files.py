@@ -612,7 +612,16 @@ def _counts_per_line(buf: np.ndarray, byte: int, line_starts: np.ndarray) -> np.
     return np.diff(edges)
 
 
-def _faithful(df: pl.DataFrame, raw: bytes) -> np.ndarray:
+def _byte_counts(raw: bytes) -> tuple[int, int, int] | None:
+    """``(braces, colons, quotes)``: how many ``{``, ``:`` and ``"`` bytes ``raw`` holds, None
+    when it holds a ``[`` (for :func:`_faithful`; counted by polars, to a bit mask each)."""
+    if raw.find(b"[") >= 0:
+        return None
+    byte = pl.Series(np.frombuffer(raw, dtype=np.uint8))  # the same memory
+    return (byte == 123).sum(), (byte == 58).sum(), (byte == 34).sum()
+
+
+def _faithful(df: pl.DataFrame, raw: bytes, counts: tuple[int, int, int] | None) -> np.ndarray:
     """Rows of ``df`` (parsed from the plain lines in ``raw``, one per line) whose parsed fields
     are exactly what Python's ``json`` reads for them.
 
@@ -626,17 +635,17 @@ def _faithful(df: pl.DataFrame, raw: bytes) -> np.ndarray:
     - **Line by line** otherwise (:func:`_faithful_lines`): explicit nulls and other scalar fields
       are allowed, but every colon must end a key, no ping field may be named twice, and a text
       field's value must begin with ``"``.
+
+    ``counts``: :func:`_byte_counts` of ``raw`` (taken before the parse, while ``raw`` is still
+    in the cache).
     """
     n = df.height
     nulls = df.null_count().row(0, named=True)
     fields = n * len(JSON_SCHEMA) - sum(nulls.values())
     texts = n * len(TEXT_FIELDS) - sum(nulls[c] for c in TEXT_FIELDS)
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    byte = pl.Series(buf)  # the same memory; polars compares to a bit mask and counts its bits
-    if (raw.find(b"[") < 0 and (byte == 123).sum() == n and (byte == 58).sum() == fields
-            and (byte == 34).sum() == 2 * (fields + texts)):
+    if counts is not None and counts == (n, fields, 2 * (fields + texts)):
         return np.ones(n, dtype=bool)
-    return _faithful_lines(df, buf)
+    return _faithful_lines(df, np.frombuffer(raw, dtype=np.uint8))
 
 
 _KEY_NAMES = [name.encode() for name in JSON_SCHEMA]
@@ -690,6 +699,7 @@ def _parse_plain_json(block: _Block, idx: np.ndarray
         if len(part) == 0:
             continue
         buf = _gather_lines(block, part)
+        counts = _byte_counts(buf)  # before polars' threads take the cache
         df = _parse_json(buf)
         if df is None or len(df) != len(part):
             if len(part) <= MIN_PARSE_LINES:
@@ -698,7 +708,7 @@ def _parse_plain_json(block: _Block, idx: np.ndarray
                 half = len(part) // 2
                 todo += [part[half:], part[:half]]
             continue
-        ok = _faithful(df, buf)
+        ok = _faithful(df, buf, counts)
         if not ok.all():
             refused.append(part[~ok])
             df = df.filter(pl.Series(ok))
