@@ -119,12 +119,13 @@ def bucket_coverage(inside: np.ndarray, bucket: np.ndarray, mask: np.ndarray) ->
                     / np.maximum(np.bincount(bucket[mask], minlength=4), 1))
 
 
-def cells(inside: np.ndarray, cell: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
-    """Cells (``cell`` ids, e.g. seed × variant × bucket) below / in / above the band."""
+def cells(inside: np.ndarray, cell: np.ndarray, mask: np.ndarray) -> tuple[int, int, int, float]:
+    """Cells (``cell`` ids, e.g. seed × variant × bucket) below / in / above the band, and the
+    lowest cell's coverage (%)."""
     n = np.bincount(cell[mask])
     cov = 100.0 * np.bincount(cell[mask], inside[mask], minlength=n.size)[n > 0] / n[n > 0]
     return (int((cov < BAND[0]).sum()), int(((cov >= BAND[0]) & (cov <= BAND[1])).sum()),
-            int((cov > BAND[1]).sum()))
+            int((cov > BAND[1]).sum()), round(float(cov.min()), 1))
 
 
 def margin(cov: np.ndarray) -> float:
@@ -178,19 +179,29 @@ def report(path: str, fit: list[int], held: list[int]) -> None:
             f"{fit_cells} {cells(inside, cell, h_mask)}")
 
     head = (f"fit seeds {fit} pooled: n/m/d/e, margin | held {held}: n/m/d/e | all: n/m/d/e | "
-            "cells b/i/a fit, held")
+            "cells b/i/a/worst fit, held")
     ms = (0.0, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.01, 0.015)
     as_ = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
     ts = (0.0, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25)
-    rows = [(*row(f"m {m:.3f} a {a:.3f} t {t:.3f}", p_in(present_sd(d, m, a, t))), (m, a, t))
-            for m, a, t in itertools.product(ms, as_, ts)]
+    rows = [(*row(f"m {m:.3f} a {a:.3f} t {t:.3f}", inside), (m, a, t),
+             cells(inside, cell, f_mask))
+            for m, a, t in itertools.product(ms, as_, ts)
+            for inside in (p_in(present_sd(d, m, a, t)),)]
     rows.sort(key=lambda r: r[0])
     print(f"present, {len(rows)} settings, best 15 by margin; {head}")
-    for _, text, _ in rows[:15]:
+    for _, text, _, _ in rows[:15]:
         print("  " + text)
+    print("present, the trade-off with the per-variant reading: for each number of fit cells "
+          "below 85 %, the setting with the best margin (if better than any with fewer below):")
+    best = -np.inf
+    for k in range(0, 40):
+        cand = [r for r in rows if r[3][0] == k]
+        if cand and -cand[0][0][0] > best:
+            best = -cand[0][0][0]
+            print("  " + cand[0][1])
     print("present, defaults and one term at a time (others at the defaults):")
     dm, da, dt = DEFAULT.model_rse, DEFAULT.away_rse, DEFAULT.transition_rse
-    for _, text, key in sorted(rows, key=lambda r: r[2]):
+    for _, text, key, _ in sorted(rows, key=lambda r: r[2]):
         if sum(x != y for x, y in zip(key, (dm, da, dt), strict=True)) <= 1:
             print("  " + text)
     print(f"resident; {head}")
