@@ -14,6 +14,7 @@ samples on one JSON ping per message were in the collector (``py-spy --native``)
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,14 +33,27 @@ def batch_gc() -> None:
     gc.set_threshold(GC_YOUNG, older, oldest)
 
 
+_lock = threading.Lock()
+_open = 0  # blocks inside batch_gc_threshold now, in any thread
+_before: tuple[int, ...] = ()
+
+
 @contextmanager
 def batch_gc_threshold() -> Iterator[None]:
     """The young threshold at :data:`GC_YOUNG` for the duration of a block (a replay or
-    calibrate run, which a caller may run many times in one process: nothing is frozen), the
-    thresholds before it restored after."""
-    before = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, *before[1:])
+    calibrate run, which a caller may run many times in one process: nothing is frozen). The
+    thresholds are process-wide: they are set when the first of any overlapping blocks (in any
+    threads) begins and restored when the last one ends."""
+    global _open, _before
+    with _lock:
+        if _open == 0:
+            _before = gc.get_threshold()
+            gc.set_threshold(GC_YOUNG, *_before[1:])
+        _open += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _lock:
+            _open -= 1
+            if _open == 0:
+                gc.set_threshold(*_before)
