@@ -9,12 +9,13 @@ turn argv into those configs. Input problems raise :class:`~stream.contract.Inpu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import numpy as np
 import orjson
@@ -31,6 +32,7 @@ from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
 from stream.contract import InputError, Reject
+from stream.decode.prepare_process import PreparingProcess
 from stream.decode.validate import PingDecoder
 from stream.estimate.engine_options import (
     WINDOW_LIMITS,
@@ -69,6 +71,15 @@ from stream.sources.reference_files import (
 
 Snapshot = dict[str, Any]
 T = TypeVar("T")
+Reader = Literal["auto", "process", "thread"]
+"""Where ping files are read, parsed and prepared: ``process``, a second process
+(:mod:`stream.decode.prepare_process`; the engine's process keeps a core of its own),
+``thread``, threads of the engine's process, ``auto``, a process for inputs of
+:data:`PROCESS_MIN_BYTES` or more on a machine with two cores or more."""
+READERS: tuple[Reader, ...] = ("auto", "process", "thread")
+PROCESS_MIN_BYTES = 64 << 20
+"""Input size (bytes of the ping files, as stored) from which ``--reader auto`` reads in a second
+process: below it, starting one (~0.5 s of imports) costs more than it saves."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class ReplayConfig:
     ``out``: snapshots JSON Lines (None: none written); ``flows_out``: migration flows and
     foreign-SIM figures, JSON Lines, one object per period (``schemas/flows.schema.json``);
     ``rejects``: reject file (default ``OUT.rejects.jsonl`` or ``rejects.jsonl``);
-    ``start_ms``/``end_ms``: only pings in between.
+    ``start_ms``/``end_ms``: only pings in between; ``reader``: see :data:`Reader`.
     """
 
     pings: tuple[Path, ...]
@@ -91,9 +102,11 @@ class ReplayConfig:
     rejects: Path | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    reader: Reader = "auto"
 
     def __post_init__(self) -> None:
         check_window_settings(self.windows)
+        _check_reader(self.reader)
 
     @property
     def rejects_path(self) -> Path:
@@ -168,15 +181,41 @@ footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessel
 bounded memory."""
 
 
+def _check_reader(reader: str) -> None:
+    if reader not in READERS:
+        raise InputError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+
+
+def _in_process(reader: Reader, pings: Sequence[Path]) -> bool:
+    """Whether ``reader`` reads ``pings`` in a second process (see :data:`Reader`)."""
+    if reader != "auto":
+        return reader == "process"
+    if (os.cpu_count() or 1) < 2:
+        return False
+    try:
+        size = sum(p.stat().st_size for p in pings)
+    except OSError:  # a missing file: the reader words it
+        return False
+    return size >= PROCESS_MIN_BYTES
+
+
+Reading = ReadAhead | PreparingProcess
+"""Ping files being read: by a thread of this process, or by a second process."""
+
+
 def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path],
                 period: Period | None = None, footprints: PendingFootprints | None = None,
-                reading: ReadAhead | None = None) -> None:
+                reading: Reading | None = None) -> None:
     """Read (as columns), decode and feed ping files with a progress bar on stderr; with
     ``footprints`` (weights being computed), the first chunks are read while they are, and
     decoding starts once they are in force; ``reading``: the chunks of ``pings`` being read
-    already (:func:`~stream.sources.columnar_files.start_reading`)."""
+    already (:func:`~stream.sources.columnar_files.start_reading`, or a
+    :class:`~stream.decode.prepare_process.PreparingProcess`, which also prepares them)."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        chunks = read_prepared(pings, decoder.prepare_rows, period=period, reading=reading)
+        if isinstance(reading, PreparingProcess):
+            chunks = reading.prepared(decoder, draws=footprints is not None)
+        else:
+            chunks = read_prepared(pings, decoder.prepare_rows, period=period, reading=reading)
         if footprints is not None:
             chunks = _held_until(footprints, chunks, HELD_CHUNKS)
         for chunk, prepared in chunks:
@@ -276,15 +315,19 @@ def _period(start_ms: int | None, end_ms: int | None, lateness_ms: int,
 
 
 def _while_reading(pings: Sequence[Path], start_ms: int | None, end_ms: int | None,
-                   lateness_ms: int, run: Callable[[Period | None, list[str], ReadAhead], T]) -> T:
-    """``run(period, skipped, reading)`` with the ping files being read from the start: the first
-    chunks are read and parsed while ``run`` loads the reference files and builds the engine;
-    the reading thread is stopped however ``run`` ends. The garbage collector is tuned for
-    batches meanwhile (:func:`~stream.gc_tuning.batch_gc_threshold`)."""
+                   lateness_ms: int, run: Callable[[Period | None, list[str], Reading], T],
+                   reader: Reader = "auto") -> T:
+    """``run(period, skipped, reading)`` with the ping files being read from the start (by a
+    thread, or a second process: ``reader``): the first chunks are read and parsed while ``run``
+    loads the reference files and builds the engine; the reading thread or process is stopped
+    however ``run`` ends. The garbage collector is tuned for batches meanwhile
+    (:func:`~stream.gc_tuning.batch_gc_threshold`)."""
     skipped: list[str] = []
     period = _period(start_ms, end_ms, lateness_ms, skipped)
     with batch_gc_threshold():
-        reading = start_reading(pings, period=period, hold=STARTUP_CHUNKS)
+        reading: Reading = (PreparingProcess(pings, period, hold=STARTUP_CHUNKS)
+                            if _in_process(reader, pings)
+                            else start_reading(pings, period=period, hold=STARTUP_CHUNKS))
         try:
             return run(period, skipped, reading)
         finally:
@@ -298,11 +341,12 @@ def run_replay(config: ReplayConfig) -> ReplayResult:
     """
     return _while_reading(config.pings, config.start_ms, config.end_ms,
                           config.windows.lateness_ms,
-                          lambda period, skipped, reading: _replay(config, period, skipped, reading))
+                          lambda period, skipped, reading: _replay(config, period, skipped, reading),
+                          config.reader)
 
 
 def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
-            reading: ReadAhead) -> ReplayResult:
+            reading: Reading) -> ReplayResult:
     """:func:`run_replay` once its ping files are being read (``reading``)."""
     reference = load_reference(config.reference)
     engine = build_engine(config.engine, reference)
@@ -519,9 +563,12 @@ class CalibrateConfig:
     rejects: Path | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    reader: Reader = "auto"
+    """See :data:`Reader`."""
 
     def __post_init__(self) -> None:
         check_limits(self, CALIBRATE_LIMITS)
+        _check_reader(self.reader)
 
 
 @dataclass
@@ -546,11 +593,12 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     """
     return _while_reading(config.pings, config.start_ms, config.end_ms, config.lateness_ms,
                           lambda period, skipped, reading: _calibrate(config, period, skipped,
-                                                                      reading))
+                                                                      reading),
+                          config.reader)
 
 
 def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str],
-               reading: ReadAhead) -> CalibrateResult:
+               reading: Reading) -> CalibrateResult:
     """:func:`run_calibrate` once its ping files are being read (``reading``)."""
     reference = load_reference(config.reference)
     population = load_population(config.reference_population, reference.regions, minimum=1)
@@ -702,7 +750,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         engine=options.engine_options(args), windows=options.window_settings(args),
         key_file=_key_file(args), out=Path(args.out) if args.out else None,
         flows_out=Path(args.flows_out) if args.flows_out else None,
-        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
+        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end,
+        reader=args.reader)
     result = run_replay(config)
     if config.reference.calibration is None:
         print("defacto: warning: no --calibration: every device counts as one person",
@@ -749,7 +798,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         engine=options.engine_options(args), lateness_ms=args.lateness,
         reference_rse=args.reference_rse, pool_siblings=args.pool_siblings,
         key_file=_key_file(args),
-        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end)
+        rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end,
+        reader=args.reader)
     result = run_calibrate(config)
     print(f"defacto: {result.summary}", file=sys.stderr)
     _hint_cells(config.reference.cells, result.summary)
@@ -779,6 +829,7 @@ def add_replay_parser(sub: Any) -> None:
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl or rejects.jsonl)")
     p.add_argument("--truth", help="truth.jsonl from `defacto simulate`: adds true columns")
     options.add_engine_options(p)
+    _add_reader_option(p)
     p.set_defaults(func=cmd_replay)
 
 
@@ -802,4 +853,13 @@ def add_calibrate_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="calibration CSV to write")
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
     options.add_engine_options(p, calibrate=True)
+    _add_reader_option(p)
     p.set_defaults(func=cmd_calibrate)
+
+
+def _add_reader_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reader", choices=READERS, default="auto",
+                   help="where the ping files are read, parsed and checked: in a second process "
+                        "(the engine keeps a core of its own), in threads of this one, or auto "
+                        f"(default: a process for {PROCESS_MIN_BYTES >> 20} MiB of input or more "
+                        "on two cores or more)")

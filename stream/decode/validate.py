@@ -289,16 +289,18 @@ class PingDecoder:
             shared = False
         mcc = joined([g.mcc for g in groups])
         ts = joined([g.ts for g in groups])
+        is_cell = joined([g.is_cell for g in groups])
+        if all(g.point_key is not None for g in groups):  # binned ahead: no lat/lon needed
+            point = (joined([g.point_key for g in groups]), joined([g.point_border for g in groups]))
+            lat = lon = None
+        else:
+            point = None
+            lat, lon = joined([g.lat for g in groups]), joined([g.lon for g in groups])
         return PingBatch(
             device_key=keys,
             ts_ms=ts.copy() if shared else ts,
             opclass=self.engine.operator_class(joined(op_code), mcc),
-            loc=self._locations(joined([g.is_cell for g in groups]),
-                                joined([g.plan_row for g in groups]),
-                                joined([g.lat for g in groups]), joined([g.lon for g in groups]),
-                                (joined([g.point_key for g in groups]),
-                                 joined([g.point_border for g in groups]))
-                                if all(g.point_key is not None for g in groups) else None,
+            loc=self._locations(is_cell, joined([g.plan_row for g in groups]), lat, lon, point,
                                 draws),
             rejects=rejects,
             row=row.copy() if shared else row,
@@ -449,14 +451,14 @@ class PingDecoder:
             return out
         return table.rows(operator, cell, has_cell, op_word)
 
-    def _locations(self, is_cell: np.ndarray, plan_row: np.ndarray, lat: np.ndarray,
-                   lon: np.ndarray, point: tuple[np.ndarray, np.ndarray] | None = None,
+    def _locations(self, is_cell: np.ndarray, plan_row: np.ndarray, lat: np.ndarray | None,
+                   lon: np.ndarray | None, point: tuple[np.ndarray, np.ndarray] | None = None,
                    draw: np.ndarray | None = None) -> np.ndarray:
         """Cell-table location of each valid ping: its plan row's (for a border cell, the
         footprint piece its device lands in: :meth:`~estimators.cells.CellPlan.locations`, by
         ``draw``, the pings' unkeyed :func:`~estimators.footprints.device_draw_hashes`), or its
         lat/lon binned (``point``: the location keys and border flags of
-        :meth:`_Group.prepare`, if made)."""
+        :meth:`_Group.prepare`, if made; else ``lat``/``lon``)."""
         plan = self.engine.plan
         if plan is not None and len(plan.loc):
             loc = plan.locations(np.maximum(plan_row, 0), draw)  # lat/lon pings: set below
@@ -465,6 +467,7 @@ class PingDecoder:
         if not is_cell.all():
             by_point = ~is_cell
             if point is None:
+                assert lat is not None and lon is not None
                 loc[by_point] = self.engine.cells.locate_latlng(lat[by_point], lon[by_point])
             else:
                 loc[by_point] = self.engine.cells.locate_point_keys(point[0][by_point],
@@ -719,6 +722,32 @@ class _Group:
         """Row ``j`` as ping fields, for the record of a reject (:func:`row_fields`)."""
         raise NotImplementedError
 
+    def detach(self, keep: np.ndarray, draws: bool) -> None:
+        """Make this prepared group picklable, for :meth:`PingDecoder.decode_prepared` in another
+        process: its decoder is dropped (:meth:`attach` gives it the other process's), and so is
+        anything resting on the input's text, except the fields of rows ``keep`` (bool per row:
+        those that may be rejected there). Device keys (and, with ``draws``, draw hashes) are
+        made first. The positions go too once binned (``point_key``); ``plan_row`` and
+        ``mcc`` travel as int32 and int16 (their ranges), ``rows`` as None when they are
+        ``0..n-1`` (:meth:`attach` restores both)."""
+        self.decoder = None  # type: ignore[assignment]
+        if self.point_key is not None:
+            self.lat = self.lon = None  # type: ignore[assignment]
+        self.plan_row = self.plan_row.astype(np.int32)
+        self.mcc = self.mcc.astype(np.int16)
+        n = len(self.rows)
+        self._n = n
+        if n and int(self.rows[0]) == 0 and int(self.rows[-1]) == n - 1:  # ascending, distinct
+            self.rows = None  # type: ignore[assignment]
+
+    def attach(self, decoder: PingDecoder) -> None:
+        """Give a group that :meth:`detach` made picklable the decoder that finishes it."""
+        self.decoder = decoder
+        if self.rows is None:
+            self.rows = np.arange(self._n, dtype=np.int64)
+        self.plan_row = self.plan_row.astype(np.int64)
+        self.mcc = self.mcc.astype(np.int64)
+
 
 class _NumpyGroup(_Group):
     """Rows as numpy :data:`~stream.contract.PingColumns` (frames, records), with every check.
@@ -841,6 +870,7 @@ class _PolarsGroup(_Group):
         self.reason[(self.reason == 0) & self.is_cell & (self.plan_row < 0)] = _CODE["unknown_cell"]
         self._keys: np.ndarray | None = None
         self._draws: np.ndarray | None = None
+        self._kept_fields: dict[int, dict[str, Any]] = {}
 
     def operators(self, mask: np.ndarray) -> list[bytes]:
         seen = np.bincount(self.op_index[mask], minlength=len(self.op_distinct)) > 0
@@ -862,14 +892,31 @@ class _PolarsGroup(_Group):
             d = self._draws if draws else None
             return ((self._keys, d) if every
                     else (self._keys[mask], None if d is None else d[mask]))
+        if self.cols is None:
+            raise RuntimeError("a detached group has no draw hashes: detach it with draws=True")
         devices = self.cols["device"] if mask.all() else self.cols["device"].filter(pl.Series(mask))
         return text_device_hashes(self.op_distinct, self.op_index[mask], devices,
                                   self.decoder.secret, draws)
 
     def fields(self, j: int) -> dict[str, Any]:
+        if self.record is None:  # detached: the fields kept for the rows that may be rejected
+            if j not in self._kept_fields:
+                raise RuntimeError(f"prepared row {int(self.rows[j])}: its fields were not kept "
+                                   "when the group was detached")
+            return self._kept_fields[j]
         fields = self.record(int(self.rows[j])).fields
         assert fields is not None
         return row_fields(ping_columns([fields]), 0)
+
+    def detach(self, keep: np.ndarray, draws: bool) -> None:
+        if self._keys is None or (draws and self._draws is None):
+            self._keys, self._draws = self.hashes(np.ones(len(self.rows), dtype=bool), draws)
+        self._kept_fields = {j: self.fields(j) for j in np.flatnonzero(keep).tolist()}
+        self.record = None  # type: ignore[assignment]
+        self.cols = None  # type: ignore[assignment]
+        if len(self.op_distinct) <= 256:
+            self.op_index = self.op_index.astype(np.uint8)
+        super().detach(keep, draws)
 
 
 def operator_index(operators: pl.Series) -> tuple[list[str | None], np.ndarray]:
