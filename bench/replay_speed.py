@@ -14,6 +14,9 @@ peak RSS and pings per second:
 
 - ``replay``: ``defacto replay PINGS --regions --cells --registry --out`` as the CLI runs it
   (:func:`stream.cli.offline.run_replay`: reference files, decoding, windows, a snapshot per hour);
+- ``replay, reader thread``: the same with ``--reader thread`` (the files read, parsed and
+  prepared by threads of the engine's process; ``replay`` reads this 684 MB file in a second
+  process, ``--reader auto``), snapshots compared byte for byte;
 - ``replay, record reader`` (``--records``): the same with the per-row reader it replaced
   (:func:`stream.sources.ping_files.read_records` and ``PingDecoder.decode``), for before/after;
 - ``polars peer``: a polars script doing a simplified version of the same job: the number of
@@ -25,6 +28,7 @@ peak RSS and pings per second:
   against the reference population, with the reader skipping what the period does not need, the
   footprint weights computed afresh (``DEFACTO_CACHE_DIR=off``), and (``--records``) without
   skipping (the whole file read, as before);
+- ``calibrate, 1 day, reader thread``: the same with ``--reader thread``;
 - ``calibrate, 1 day, warm cache`` (``--only``): the same with the footprint weights read from
   the disk cache (``DIR/footprint-cache``, filled by a run before the rounds);
 - ``replay, with a calibration`` (``--only``): replay with ``--calibration`` (a day-2
@@ -88,13 +92,13 @@ def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None,
 
 
 def run_replay(d: Path, records: bool, split: bool = False,
-               calibrated: bool = False) -> dict[str, Any]:
+               calibrated: bool = False, reader: str = "auto") -> dict[str, Any]:
     from stream.cli import offline
 
     if records:
         offline._feed_files = _feed_records  # type: ignore[assignment]
     name = "records" if records else "split" if split else "calibrated" if calibrated \
-        else "columns"
+        else "columns" if reader == "auto" else f"columns_{reader}"
     out = d / f"snapshots_{name}{os.environ.get(OUT_SUFFIX, '')}.jsonl"
     pings = tuple(sorted(d.glob("pings_*.jsonl"))) if split else (d / "pings.jsonl",)
     reference = _paths(d)
@@ -103,12 +107,13 @@ def run_replay(d: Path, records: bool, split: bool = False,
 
         reference = replace(reference, calibration=d / "calibration_day2.csv")
     config = offline.ReplayConfig(pings=pings, reference=reference,
-                                  key_file=d / "key", out=out, rejects=d / "rejects.jsonl")
+                                  key_file=d / "key", out=out, rejects=d / "rejects.jsonl",
+                                  **({"reader": reader} if reader != "auto" else {}))
     result = offline.run_replay(config)
     return {"summary": result.summary, "snapshots": result.snapshots, "out": str(out)}
 
 
-def run_calibrate(d: Path, skip: bool, out: str = "") -> dict[str, Any]:
+def run_calibrate(d: Path, skip: bool, out: str = "", reader: str = "auto") -> dict[str, Any]:
     from stream.cli import offline
 
     if not skip:
@@ -120,7 +125,8 @@ def run_calibrate(d: Path, skip: bool, out: str = "") -> dict[str, Any]:
                                      out=path,
                                      reference=_paths(d), key_file=d / "key",
                                      rejects=d / "rejects_calibrate.jsonl",
-                                     start_ms=start, end_ms=start + DAY_MS)
+                                     start_ms=start, end_ms=start + DAY_MS,
+                                     **({"reader": reader} if reader != "auto" else {}))
     result = offline.run_calibrate(config)
     return {"summary": result.summary, "skipped": result.skipped, "factors": path.read_text()}
 
@@ -197,11 +203,13 @@ def run_peer(d: Path) -> dict[str, Any]:
 
 CONTENDERS = {
     "replay": lambda d: run_replay(d, records=False),
+    "replay, reader thread": lambda d: run_replay(d, records=False, reader="thread"),
     "replay, one file per operator": lambda d: run_replay(d, records=False, split=True),
     "replay, record reader": lambda d: run_replay(d, records=True),
     "polars peer": run_peer,
     "parse only": run_parse,
     "calibrate, 1 day": lambda d: run_calibrate(d, skip=True),
+    "calibrate, 1 day, reader thread": lambda d: run_calibrate(d, skip=True, reader="thread"),
     "calibrate, 1 day, warm cache": lambda d: run_calibrate(d, skip=True, out="calibration_warm.csv"),
     "calibrate, 1 day, whole file read": lambda d: run_calibrate(d, skip=False),
     "replay, with a calibration": lambda d: run_replay(d, records=False, calibrated=True),
@@ -314,8 +322,8 @@ def main() -> None:
         _run_child(args.run, Path(args.dir))
         return
     d, rows = _prepare(args)
-    names = ["replay", "replay, one file per operator", "polars peer", "parse only",
-             "calibrate, 1 day"]
+    names = ["replay", "replay, reader thread", "replay, one file per operator", "polars peer",
+             "parse only", "calibrate, 1 day", "calibrate, 1 day, reader thread"]
     if args.records:
         names += ["replay, record reader", "calibrate, 1 day, whole file read"]
     if args.only:
@@ -324,7 +332,7 @@ def main() -> None:
     if baseline:
         names = [m for n in names for m in
                  ((n, n + BASELINE) if n.startswith(("replay", "calibrate"))
-                  and not n.endswith("warm cache") else (n,))]
+                  and not n.endswith(("warm cache", "reader thread")) else (n,))]
     if any(n.startswith("replay, with a calibration") for n in names) and \
             not (d / "calibration_day2.csv").exists():  # the reference population, for replay
         _child("calibrate, 1 day", d)
@@ -369,6 +377,12 @@ def main() -> None:
         same = (d / "snapshots_columns.jsonl").read_bytes() == \
             (d / "snapshots_records.jsonl").read_bytes()
         print(f"snapshots of the two readers byte-identical: {same}")
+    if "replay, reader thread" in wall_of and "replay" in wall_of:
+        same = (d / "snapshots_columns.jsonl").read_bytes() == \
+            (d / "snapshots_columns_thread.jsonl").read_bytes()
+        print(f"replay (--reader auto: a second process here) / replay, reader thread: "
+              f"{wall_of['replay, reader thread'] / wall_of['replay']:.2f}x faster; snapshots "
+              f"byte-identical: {same}")
     if "replay, one file per operator" in wall_of:
         same = (d / "snapshots_columns.jsonl").read_bytes() == \
             (d / "snapshots_split.jsonl").read_bytes()
