@@ -10,7 +10,7 @@ ceiling (a benchmark: prints figures, asserts nothing).
 Simulates the scenario once into ``--dir`` (JSON Lines; kept for later runs), then runs each
 contender in its own process, ``--rounds`` times, interleaved (contender after contender, round
 after round), and prints wall time (median and range), CPU time of the process (all threads),
-peak RSS and pings per second:
+peak RSS (with the reading process's, when there is one) and pings per second:
 
 - ``replay``: ``defacto replay PINGS --regions --cells --registry --out`` as the CLI runs it
   (:func:`stream.cli.offline.run_replay`: reference files, decoding, windows, a snapshot per hour);
@@ -62,12 +62,16 @@ DAY_MS = 24 * HOUR_MS
 
 
 def _usage() -> tuple[float, int]:
-    """CPU seconds of this process (all threads) and its peak RSS in bytes (``VmHWM``: unlike
-    ``ru_maxrss`` it starts afresh at ``exec``, not at the parent's size)."""
+    """CPU seconds of this process (all threads) and of the processes it started and waited for
+    (the reading process of ``--reader process``), and its peak RSS in bytes (``VmHWM``: unlike
+    ``ru_maxrss`` it starts afresh at ``exec``, not at the parent's size) plus its children's
+    largest (``ru_maxrss``): an upper bound on the memory held at once."""
     r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open("/proc/self/status") as fh:
         hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    return r.ru_utime + r.ru_stime, hwm * 1024
+    return (r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime,
+            hwm * 1024 + c.ru_maxrss * 1024)
 
 
 # ----------------------------------------------------------------------------------------------

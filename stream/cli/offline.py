@@ -179,6 +179,10 @@ HELD_CHUNKS = 8
 """Chunks (of 100,000 rows) read ahead and held while a thread computes the cell plan's
 footprint weights (:func:`_engine_for_calibration`): reading overlaps the tessellation, in
 bounded memory."""
+HELD_PREPARED = 32
+"""The same for chunks prepared by a second process (``--reader process``): ~5 MB each (columns,
+no text), so more of them may wait (~160 MB), and the other core keeps reading and preparing
+until the weights are in force."""
 
 
 def _check_reader(reader: str) -> None:
@@ -217,7 +221,8 @@ def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence
         else:
             chunks = read_prepared(pings, decoder.prepare_rows, period=period, reading=reading)
         if footprints is not None:
-            chunks = _held_until(footprints, chunks, HELD_CHUNKS)
+            chunks = _held_until(footprints, chunks, HELD_PREPARED
+                                 if isinstance(reading, PreparingProcess) else HELD_CHUNKS)
         for chunk, prepared in chunks:
             batch = decoder.decode_prepared(prepared)
             windows.feed(batch, chunk.source, rows_read=len(chunk))

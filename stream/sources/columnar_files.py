@@ -218,6 +218,49 @@ class LineSource:
         self.block, self.pos = self._read_block(), 0
         return self.block
 
+    def skim(self, look: int = 32) -> tuple[_Block, int, int, int] | None:
+        """The next block without finding every line end: ``(tail, first, lines, cut)``, its
+        last ``look`` lines as a :class:`_Block` (``tail.first`` their number), the number of
+        its first line, how many it holds and its length in bytes. Nothing is consumed: then
+        :meth:`skip_skimmed` drops the block, or :meth:`next_block` reads it as usual. For a
+        reader deciding whether a block is before a period (a count of LF bytes instead of a
+        pass over every byte). None when a block cannot be skimmed (the file's start, a CR or
+        no LF in it, a read error, the end of the file): then :meth:`next_block`."""
+        if self.block is not None:
+            self.consume(len(self.block))
+            self.block, self.pos = None, 0
+        if self._at_start or self._error is not None:
+            return None
+        if not self._eof and self._exc is None:
+            self._fill(BLOCK_BYTES)
+        if self._eof or self._exc is not None:
+            return None
+        buf = self._buf
+        cut = buf.rfind(b"\n", 0, self._have) + 1
+        if cut == 0 or buf.find(b"\r", 0, cut) >= 0:
+            return None
+        ends = [cut - 1]
+        while len(ends) <= look and ends[-1] > 0:
+            at = buf.rfind(b"\n", 0, ends[-1])
+            if at < 0:
+                break
+            ends.append(at)
+        lines = buf.count(b"\n", 0, cut)
+        tail_ends = np.array(ends[:look][::-1], dtype=np.int64)
+        tail_starts = np.array([e + 1 for e in ends[1:look + 1]][::-1], dtype=np.int64)
+        if len(tail_starts) < len(tail_ends):  # the block's first line is in the tail
+            tail_starts = np.concatenate([[0], tail_starts])
+        lo = int(tail_starts[0])
+        tail = _Block(bytes(buf[lo:cut]), tail_starts - lo, tail_ends - lo, tail_ends + 1 - lo,
+                      self._handed + lines - len(tail_ends) + 1, np.zeros(0, np.int64), cr=False)
+        return tail, self._handed + 1, lines, cut
+
+    def skip_skimmed(self, lines: int, cut: int) -> None:
+        """Drop the block :meth:`skim` looked at (``lines`` lines, ``cut`` bytes): consumed."""
+        self._keep(cut)
+        self._handed += lines
+        self.line_no = self._handed
+
     def consume(self, upto: int) -> None:
         """Lines of the current block before ``upto`` are consumed."""
         assert self.block is not None
@@ -1049,6 +1092,15 @@ def _jsonl_blocks(paths: list[str], file: int, source: LineSource,
     start = None if period is None else period.start_ms
     skipping: int | None = None
     while True:
+        if start is not None and period is not None:
+            skim = source.skim()
+            if skim is not None:  # before the period, a block's lines are counted, not split
+                tail, first, lines, cut = skim
+                t = _last_event_time(tail, paths[file])
+                if t is not None and t + period.lateness_ms < start:
+                    skipping = first if skipping is None else skipping
+                    source.skip_skimmed(lines, cut)
+                    continue
         block = source.next_block()
         if block is None:
             if skipping is not None and period is not None:  # the whole file was before

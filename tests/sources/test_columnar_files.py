@@ -339,3 +339,40 @@ def test_a_period_skips_a_sorted_file_but_reads_an_unsorted_one_to_its_end(tmp_p
         else:
             assert max(got) < T0 + 2 * day + lateness + 3_600_000  # day 3 was not read
             assert period_notes[-1][2] is None
+
+
+@pytest.mark.parametrize("variant", ["plain", "crlf_in_day_1", "blank_lines", "all_before",
+                                     "gzip", "bad_row_before"])
+def test_blocks_skimmed_before_a_period_give_what_reading_them_gives(tmp_path: Path,
+                                                                     variant: str) -> None:
+    """Before ``--from`` a block is skimmed (its LF bytes counted, its last lines read) instead of
+    split into lines: the same rows, line numbers and skipped-line notes as reading every block."""
+    day = 24 * 3_600_000
+    n = 3 * 24 * 60 if variant != "all_before" else 24 * 60
+    lines = [json.dumps({**_good(i), "ts": T0 + 60_000 * i}) for i in range(1, n + 1)]
+    if variant == "crlf_in_day_1":
+        lines[700] += "\r"
+    if variant == "blank_lines":
+        for at in (5, 900, 1500):
+            lines[at] += "\n"
+    if variant == "bad_row_before":
+        lines[600] = '{"device": "x", "ts": "soon"'
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / ("p.jsonl.gz" if variant == "gzip" else "p.jsonl")
+    path.write_bytes(gzip.compress(data) if variant == "gzip" else data)
+
+    def read(skim: bool) -> tuple[list[list[int]], list[tuple[str, int, int | None]]]:
+        notes: list[tuple[str, int, int | None]] = []
+        period = columnar_files.Period(T0 + day, T0 + 2 * day, 10 * 60_000,
+                                       lambda *note: notes.append(note))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(columnar_files, "BLOCK_BYTES", 1 << 14)
+            mp.setattr(columnar_files, "FIRST_BLOCK_BYTES", 1 << 12)
+            if not skim:
+                mp.setattr(columnar_files.LineSource, "skim", lambda self, look=32: None)
+            chunks = [c.line.tolist() for c in read_columns([path], chunk_rows=500, period=period)]
+        return chunks, notes
+
+    skimmed, plain = read(True), read(False)
+    assert skimmed == plain
+    assert plain[1] and plain[1][0][1] == 1  # the first lines were skipped, and said so
