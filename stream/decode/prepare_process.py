@@ -92,11 +92,15 @@ class PrepareSpec:
                    draws or decoder.spreads())
 
     def decoder(self) -> PingDecoder:
-        """A decoder whose :meth:`~PingDecoder.prepare_rows` gives what the parent's would."""
+        """A decoder whose :meth:`~PingDecoder.prepare_rows` gives what the parent's would, but
+        for the lat/lon binning, left to the parent's
+        :meth:`~PingDecoder.decode_prepared` (the same locations)."""
         view = _EngineView(CellTable(self.regions, self.res),
                            None if self.plan_rows is None else _PlanView(self.plan_rows, self.draws),
                            self.operators)
-        return PingDecoder(view, self.secret, self.max_future_ms, self.now_ms)  # type: ignore[arg-type]
+        decoder = PingDecoder(view, self.secret, self.max_future_ms, self.now_ms)  # type: ignore[arg-type]
+        decoder.bin_points = False  # the parent bins lat/lon: this process is the busier one
+        return decoder
 
 
 @dataclass
