@@ -194,7 +194,7 @@ def _in_process(reader: Reader, pings: Sequence[Path]) -> bool:
     """Whether ``reader`` reads ``pings`` in a second process (see :data:`Reader`)."""
     if reader != "auto":
         return reader == "process"
-    if (os.cpu_count() or 1) < 2:
+    if len(os.sched_getaffinity(0)) < 2:  # the cores this process may run on
         return False
     try:
         size = sum(p.stat().st_size for p in pings)

@@ -40,7 +40,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class PrepareSpec:
     res: int
     plan_rows: dict[tuple[str, str], int] | None
     operators: tuple[str, ...]
-    secret: bytes
+    secret: bytes = field(repr=False)
     max_future_ms: int
     now_ms: int | None
     draws: bool
@@ -235,8 +235,9 @@ def _child(data: Connection, control: Connection, paths: list[str], period: tupl
                 watch = _OperatorWatch(spec.operators)
                 for chunk, prepared in read_prepared(paths, decoder.prepare_rows, reading=reading):
                     one_file, line = _compact_rows(chunk.file, chunk.line)
-                    _send(data, ("chunk", len(chunk), one_file, line, prepared.rejects,
-                                 prepared.now_ms, _ship(prepared, watch, spec.draws)))
+                    _send(data, ("chunk", chunk.paths, len(chunk), one_file, line,
+                                 prepared.rejects, prepared.now_ms,
+                                 _ship(prepared, watch, spec.draws)))
                     if control.poll():  # the parent stops early
                         return
             finally:
@@ -245,9 +246,15 @@ def _child(data: Connection, control: Connection, paths: list[str], period: tupl
     except (BrokenPipeError, EOFError, ConnectionResetError):
         return  # the parent went away
     except InputError as exc:
-        _send(data, ("input_error", str(exc), skipped))
+        _last_word(data, ("input_error", str(exc), skipped))
     except BaseException as exc:  # everything else reaches the parent, worded
-        _send(data, ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        _last_word(data, ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+def _last_word(data: Connection, item: tuple) -> None:
+    """Send the error that ended the child, unless the parent is gone (nothing to tell)."""
+    with contextlib.suppress(OSError):
+        _send(data, item)
 
 
 # -- the parent ----------------------------------------------------------------------------------
@@ -268,7 +275,8 @@ class PreparingProcess:
             fcntl.fcntl(data_r, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         # a fresh interpreter (not multiprocessing's spawn, which would run the caller's main
         # module again), importing what this one imports from
-        boot = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+        boot = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
                 f"from stream.decode.prepare_process import main; main({data_w}, {control_r})")
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(data_w, control_r),
@@ -311,10 +319,10 @@ class PreparingProcess:
                                    f"{code}): killed, or out of memory?") from None
             kind = item[0]
             if kind == "chunk":
-                _, n, file, line, rejects, now_ms, groups = item
+                _, paths, n, file, line, rejects, now_ms, groups = item
                 for g in groups:
                     g.attach(decoder)
-                chunk = ShippedChunk(self.paths, n, file, line)
+                chunk = ShippedChunk(paths, n, file, line)
                 yield chunk, PreparedRows(groups, chunk.source, list(rejects), now_ms)
             elif kind == "done":
                 self._report(item[1])

@@ -237,7 +237,7 @@ class LineSource:
             return None
         buf = self._buf
         cut = buf.rfind(b"\n", 0, self._have) + 1
-        if cut == 0 or buf.find(b"\r", 0, cut) >= 0:
+        if cut == 0 or buf.find(b"\r", 0, self._have) >= 0:  # (a lone CR ends a line too)
             return None
         ends = [cut - 1]
         while len(ends) <= look and ends[-1] > 0:

@@ -341,8 +341,8 @@ def test_a_period_skips_a_sorted_file_but_reads_an_unsorted_one_to_its_end(tmp_p
             assert period_notes[-1][2] is None
 
 
-@pytest.mark.parametrize("variant", ["plain", "crlf_in_day_1", "blank_lines", "all_before",
-                                     "gzip", "bad_row_before"])
+@pytest.mark.parametrize("variant", ["plain", "crlf_in_day_1", "lone_cr_in_day_1", "blank_lines",
+                                     "all_before", "gzip", "bad_row_before"])
 def test_blocks_skimmed_before_a_period_give_what_reading_them_gives(tmp_path: Path,
                                                                      variant: str) -> None:
     """Before ``--from`` a block is skimmed (its LF bytes counted, its last lines read) instead of
@@ -352,12 +352,16 @@ def test_blocks_skimmed_before_a_period_give_what_reading_them_gives(tmp_path: P
     lines = [json.dumps({**_good(i), "ts": T0 + 60_000 * i}) for i in range(1, n + 1)]
     if variant == "crlf_in_day_1":
         lines[700] += "\r"
+    seps = ["\n"] * (n - 1)
+    if variant == "lone_cr_in_day_1":  # line ends of a lone CR, one near every block's end
+        for at in range(100, 1400, 7):
+            seps[at] = "\r"
     if variant == "blank_lines":
         for at in (5, 900, 1500):
             lines[at] += "\n"
     if variant == "bad_row_before":
         lines[600] = '{"device": "x", "ts": "soon"'
-    data = ("\n".join(lines) + "\n").encode()
+    data = ("".join(x for pair in zip(lines, [*seps, "\n"], strict=True) for x in pair)).encode()
     path = tmp_path / ("p.jsonl.gz" if variant == "gzip" else "p.jsonl")
     path.write_bytes(gzip.compress(data) if variant == "gzip" else data)
 
@@ -376,3 +380,28 @@ def test_blocks_skimmed_before_a_period_give_what_reading_them_gives(tmp_path: P
     skimmed, plain = read(True), read(False)
     assert skimmed == plain
     assert plain[1] and plain[1][0][1] == 1  # the first lines were skipped, and said so
+
+
+@pytest.mark.parametrize("lone_cr_at", [187, 1395, 1396])
+def test_a_lone_cr_after_a_blocks_last_lf_is_not_skimmed_over(tmp_path: Path,
+                                                               lone_cr_at: int) -> None:
+    """A lone CR ends a line: a block whose last line end is one is read, not skimmed (a
+    reviewer's case: skimming to the last LF shifted the blocks and named other lines)."""
+    day = 24 * 3_600_000
+    rows = [json.dumps({**_good(i), "ts": T0 + 60_000 * i}) for i in range(1, 2 * 24 * 60 + 1)]
+    seps = ["\r" if i == lone_cr_at else "\n" for i in range(len(rows))]
+    path = tmp_path / "p.jsonl"
+    path.write_bytes("".join(r + s for r, s in zip(rows, seps, strict=True)).encode())
+
+    def read(skim: bool) -> tuple[list[int], list[tuple[str, int, int | None]]]:
+        notes: list[tuple[str, int, int | None]] = []
+        period = columnar_files.Period(T0 + day, None, 10 * 60_000, lambda *n: notes.append(n))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(columnar_files, "BLOCK_BYTES", 1 << 14)
+            mp.setattr(columnar_files, "FIRST_BLOCK_BYTES", 1 << 12)
+            if not skim:
+                mp.setattr(columnar_files.LineSource, "skim", lambda self, look=32: None)
+            lines = [x for c in read_columns([path], period=period) for x in c.line.tolist()]
+        return lines, notes
+
+    assert read(True) == read(False)
