@@ -64,7 +64,7 @@ REJECT_REASONS: dict[str, str] = {
     "bad_watermark": "the watermark control message is invalid or far ahead",
     # the ping's fields
     "missing_device": "no device field",
-    "bad_device": f"device must be text of 1..{MAX_DEVICE_BYTES} bytes of UTF-8",
+    "bad_device": f"device must be text of 1..{MAX_DEVICE_BYTES} bytes of UTF-8, not ending in NUL",
     "missing_ts": "no ts field",
     "bad_ts": "ts must be integer milliseconds since 1970",
     "ts_out_of_range": "ts outside 2020-01-01..2089 (milliseconds since 1970 expected)",
@@ -308,6 +308,8 @@ def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
     if device is None:
         return "missing_device", REJECT_REASONS["missing_device"]
     problem = _text_problem(device, MAX_DEVICE_BYTES)
+    if problem is None and device.endswith("\x00"):  # (as fixed-width bytes: another device)
+        problem = "<text ending in NUL>"
     if problem:
         return "bad_device", f"{REJECT_REASONS['bad_device']}, got {problem}"
     ts = f.get("ts")

@@ -288,7 +288,8 @@ def _fast_json(values: list[bytes], idx: list[int]) -> tuple[PingColumns, np.nda
             return None
         dev_b = list(map(str.encode, device))
         dev_len = max(map(len, dev_b))
-        if min(map(len, dev_b)) < 1 or dev_len > MAX_DEVICE_BYTES:
+        if min(map(len, dev_b)) < 1 or dev_len > MAX_DEVICE_BYTES \
+                or b"\x00" in b"".join(dev_b):  # (one ending in NUL is rejected one by one)
             return None
         ts_a = np.array(ts, dtype=np.int64)
         if ts_a.min() < MIN_TS_MS or ts_a.max() > MAX_TS_MS:

@@ -985,7 +985,7 @@ def contract_certain(cols: pl.DataFrame,
     """Parsed rows that :func:`~stream.contract.check_ping` certainly accepts (bool per row).
 
     The same rules on columns, for values read faithfully (text as text, integers as integers):
-    ``device`` text of 1..128 bytes, ``ts`` in the contract's range, ``operator`` 5-6 ASCII
+    ``device`` text of 1..128 bytes not ending in NUL, ``ts`` in the contract's range, ``operator`` 5-6 ASCII
     digits, ``home_mcc`` null or 0..999, and ``cell`` text of 1..64 bytes or else both ``lat`` and
     ``lon`` within ±90/±180. A row not certain here is checked by ``check_ping`` itself (on its
     record), which words the reject; so this function may only ever say less.
@@ -999,7 +999,7 @@ def contract_certain(cols: pl.DataFrame,
     distinct, index = operator_index(cols["operator"]) if operators is None else operators
     good_op = np.array([op is not None and _OPERATOR.fullmatch(op) is not None
                         for op in distinct], dtype=bool)
-    ok = (dev.is_between(1, MAX_TEXT_BYTES["device"])
+    ok = (dev.is_between(1, MAX_TEXT_BYTES["device"]) & ~pl.col("device").str.ends_with("\x00")
           & pl.col("ts").is_between(MIN_TS_MS, MAX_TS_MS)
           & (pl.col("home_mcc").is_null() | pl.col("home_mcc").is_between(0, 999))
           & pl.when(pl.col("cell").is_not_null())

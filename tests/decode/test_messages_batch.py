@@ -62,6 +62,8 @@ BAD: list[bytes] = [
     b'{"device": "a", "ts": 1772409600000, "operator": "40101", "cell": "c"} trailing',
     b'{"device": "a", "ts": 1772409600000, "operator": "40101", "cell": "c"},{"device": "b"}',
     b'{"device": "a\xff", "ts": 1772409600000, "operator": "40101", "cell": "c"}',
+    b'{"device": "a\\u0000", "ts": 1772409600000, "operator": "40101", "cell": "c"}',
+    b'{"device": "a\\u0000b", "ts": 1772409600000, "operator": "40101", "cell": "c"}',
     b'{"control": "watermark", "ts_ms": 1772409600000}', b'{"control": "nope"}',
     b'{"ts": 1772409600000, "control": "watermark", "ts_ms": 1772409600000, "final": true}',
     b'{"device": "a", "ts": 1772409600000, "ts": 3, "operator": "40101", "cell": "c"}',
@@ -196,3 +198,15 @@ def test_whole_batch_scan_agrees_with_the_per_message_scan() -> None:
     ]
     for values, cts, want in cases:
         assert messages._all_plain_json(values, cts) is want, (values[-1:], cts)
+
+
+def test_a_device_ending_in_nul_is_rejected_not_merged_with_its_twin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As fixed-width bytes ``a\\0`` would be ``a``: another device's id. It is a bad device;
+    a NUL inside an id keeps it apart and is accepted."""
+    values = [encode_json({"device": d, "ts": T0, "operator": "40101", "cell": "c"})
+              for d in ("a", "a\x00", "a\x00b")]
+    got = decode_messages(values, source=lambda i: f"m{i}")
+    assert [(r.source, r.reason) for r in got.rejects] == [("m1", "bad_device")]
+    assert got.columns["device"].tolist() == [b"a", b"a\x00b"]
+    _assert_same(got, _per_message(monkeypatch, values))

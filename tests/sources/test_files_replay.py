@@ -132,6 +132,11 @@ FAULT_05 = {  # file -> (content: one good row, one bad row), the bad row's line
     "deep_nesting_short.jsonl": (GOOD + "\n" + "[" * 60_000 + "\n", 2, "malformed_json"),
     "invalid_utf8.jsonl": ((GOOD + "\n").encode() + b'{"device":"\xff\xfe","ts":1772409600000,'
                            b'"operator":"40101","lat":51.1,"lon":71.4}\n', 2, "malformed_json"),
+    "nul_ended_device.jsonl": (GOOD + "\n" + '{"device":"d2\\u0000","ts":1772409600000,'
+                               '"operator":"40101","home_mcc":401,"lat":51.1,"lon":71.4}\n',
+                               2, "bad_device"),
+    "nul_ended_device.csv": (HEADER + "d2\x00,1772409600000,40101,401,,51.1,71.4\n", 3,
+                             "bad_device"),
     "superscript_ts.csv": (HEADER + "d2,\u00b2,40101,401,,51.1,71.4\n", 3, "bad_ts"),
     "superscript_home_mcc.csv": (HEADER + "d2,1772409600000,40101,\u00b9,,51.1,71.4\n", 3,
                                  "bad_home_mcc"),
