@@ -195,7 +195,8 @@ def _in_process(reader: Reader, pings: Sequence[Path]) -> bool:
     """Whether ``reader`` reads ``pings`` in a second process (see :data:`Reader`)."""
     if reader != "auto":
         return reader == "process"
-    if len(os.sched_getaffinity(0)) < 2:  # the cores this process may run on
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    if len(cores) < 2:  # the cores this process may run on (Linux), else the machine's
         return False
     try:
         size = sum(p.stat().st_size for p in pings)

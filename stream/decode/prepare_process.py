@@ -272,7 +272,7 @@ class PreparingProcess:
         data_r, data_w = os.pipe()
         control_r, control_w = os.pipe()
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per chunk (Linux)
-            fcntl.fcntl(data_r, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            fcntl.fcntl(data_r, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
         # a fresh interpreter (not multiprocessing's spawn, which would run the caller's main
         # module again), importing what this one imports from
         boot = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
