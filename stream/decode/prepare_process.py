@@ -47,9 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from estimators.cells import CellTable
 from estimators.engine import MAX_OPERATORS
-from estimators.regions import RegionSet
 from stream.contract import InputError
 from stream.decode.validate import PingDecoder, PreparedRows, _Group
 from stream.gc_tuning import batch_gc_threshold
@@ -65,15 +63,13 @@ terminated (and as long again before it is killed)."""
 
 @dataclass(frozen=True)
 class PrepareSpec:
-    """What the child needs to prepare rows as the parent's decoder would: the regions and
-    working resolution of the engine's cell table (lat/lon binning), the cell plan's keys
+    """What the child needs to prepare rows as the parent's decoder would: the cell plan's keys
     (``plan_rows``: ``(operator, cell) -> row``; the child builds its
-    :class:`~stream.decode.validate.PlanTable`), the operators
-    registered so far, the decoder's key and clock settings, and whether device draw hashes are
-    needed (``draws``: the plan spreads border cells, now or once footprints are in force)."""
+    :class:`~stream.decode.validate.PlanTable`), the operators registered so far, the decoder's
+    key and clock settings, and whether device draw hashes are needed (``draws``: the plan
+    spreads border cells, now or once footprints are in force). Not the regions: lat/lon pings
+    are binned by the parent."""
 
-    regions: RegionSet
-    res: int
     plan_rows: dict[tuple[str, str], int] | None
     operators: tuple[str, ...]
     secret: bytes = field(repr=False)
@@ -86,8 +82,7 @@ class PrepareSpec:
         """The spec of ``decoder`` (``draws`` or its plan spreading border cells already)."""
         engine = decoder.engine
         plan = engine.plan
-        return cls(engine.cells.regions, engine.cells.res,
-                   dict(plan.row) if plan is not None else None, tuple(engine.operators),
+        return cls(dict(plan.row) if plan is not None else None, tuple(engine.operators),
                    decoder.secret, decoder.max_future_ms, decoder.now_ms,
                    draws or decoder.spreads())
 
@@ -95,9 +90,8 @@ class PrepareSpec:
         """A decoder whose :meth:`~PingDecoder.prepare_rows` gives what the parent's would, but
         for the lat/lon binning, left to the parent's
         :meth:`~PingDecoder.decode_prepared` (the same locations)."""
-        view = _EngineView(CellTable(self.regions, self.res),
-                           None if self.plan_rows is None else _PlanView(self.plan_rows, self.draws),
-                           self.operators)
+        view = _EngineView(None if self.plan_rows is None
+                           else _PlanView(self.plan_rows, self.draws), self.operators)
         decoder = PingDecoder(view, self.secret, self.max_future_ms, self.now_ms)  # type: ignore[arg-type]
         decoder.bin_points = False  # the parent bins lat/lon: this process is the busier one
         return decoder
@@ -117,9 +111,9 @@ class _PlanView:
 
 @dataclass
 class _EngineView:
-    """The part of an engine that preparing reads (:meth:`PingDecoder.prepare_rows`)."""
+    """The part of an engine that preparing reads (:meth:`PingDecoder.prepare_rows`, which
+    bins no lat/lon ping here: no cell table)."""
 
-    cells: CellTable
     plan: _PlanView | None
     operators: tuple[str, ...]
 
