@@ -155,14 +155,16 @@ def _write(path: Path, content: str | bytes) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(FAULT_05))
-@pytest.mark.parametrize("command", ["replay", "calibrate"])
+@pytest.mark.parametrize(("command", "reader"), [("replay", "thread"), ("calibrate", "thread"),
+                                                 ("replay", "process")])
 def test_one_bad_row_is_a_counted_reject_with_its_line(
         regions_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
-        command: str) -> None:
+        command: str, reader: str) -> None:
     content, line, reason = FAULT_05[name]
     pings = _write(tmp_path / name, content)
     rejects = tmp_path / "rejects.jsonl"
-    args = [command, str(pings), "--regions", str(regions_file), "--rejects", str(rejects)]
+    args = [command, str(pings), "--regions", str(regions_file), "--rejects", str(rejects),
+            "--reader", reader]
     if command == "replay":
         args += ["--out", str(tmp_path / "snap.jsonl")]
     else:
