@@ -9,7 +9,9 @@ turn argv into those configs. Input problems raise :class:`~stream.contract.Inpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -192,13 +194,24 @@ def _check_reader(reader: str) -> None:
 
 
 def _in_process(reader: Reader, pings: Sequence[Path]) -> bool:
-    """Whether ``reader`` reads ``pings`` in a second process (see :data:`Reader`)."""
-    if reader != "auto":
-        return reader == "process"
+    """Whether ``reader`` reads ``pings`` in a second process (see :data:`Reader`). The process
+    opens the files itself: a pipe (``<(zcat ...)``) is this process's only, so ``auto`` reads
+    it in threads and ``process`` refuses it (:class:`~stream.contract.InputError`)."""
+    if reader == "thread":
+        return False
+    if reader == "process":
+        for p in pings:
+            with contextlib.suppress(OSError):  # a missing file: the reader words it
+                if not stat.S_ISREG(p.stat().st_mode):
+                    raise InputError(f"{p}: --reader process reads regular files only (this "
+                                     "one is a pipe or a device); use --reader thread or auto")
+        return True
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     if len(cores) < 2:  # the cores this process may run on (Linux), else the machine's
         return False
     try:
+        if not all(stat.S_ISREG(p.stat().st_mode) for p in pings):
+            return False
         size = sum(p.stat().st_size for p in pings)
     except OSError:  # a missing file: the reader words it
         return False

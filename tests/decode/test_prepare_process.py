@@ -203,3 +203,13 @@ def test_auto_reads_small_inputs_in_threads(messy: Path, tmp_path: Path) -> None
     assert offline._in_process(big.reader, big.pings) is True
     with pytest.raises(InputError, match="reader must be one of"):
         offline.ReplayConfig(pings=(), reference=_reference(messy), reader="fork")  # type: ignore[arg-type]
+
+
+def test_a_pipe_is_read_in_threads_or_refused_by_name(messy: Path, tmp_path: Path) -> None:
+    """The reading process opens the files itself; a pipe (``<(zcat ...)``) is not its to open."""
+    fifo = tmp_path / "pings.fifo"
+    os.mkfifo(fifo)
+    assert offline._in_process("auto", [fifo]) is False
+    with pytest.raises(InputError, match="regular files only"):
+        offline._in_process("process", [fifo])
+    assert offline._in_process("process", [messy / "pings.jsonl"]) is True
