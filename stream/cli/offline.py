@@ -231,13 +231,13 @@ def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence
     already (:func:`~stream.sources.columnar_files.start_reading`, or a
     :class:`~stream.decode.prepare_process.PreparingProcess`, which also prepares them)."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        if isinstance(reading, PreparingProcess):
+        in_process = isinstance(reading, PreparingProcess)
+        if in_process:
             chunks = reading.prepared(decoder, draws=footprints is not None)
         else:
             chunks = read_prepared(pings, decoder.prepare_rows, period=period, reading=reading)
         if footprints is not None:
-            chunks = _held_until(footprints, chunks, HELD_PREPARED
-                                 if isinstance(reading, PreparingProcess) else HELD_CHUNKS)
+            chunks = _held_until(footprints, chunks, HELD_PREPARED if in_process else HELD_CHUNKS)
         for chunk, prepared in chunks:
             batch = decoder.decode_prepared(prepared)
             windows.feed(batch, chunk.source, rows_read=len(chunk))

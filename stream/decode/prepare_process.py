@@ -82,7 +82,7 @@ class PrepareSpec:
         """The spec of ``decoder`` (``draws`` or its plan spreading border cells already)."""
         engine = decoder.engine
         plan = engine.plan
-        return cls(dict(plan.row) if plan is not None else None, tuple(engine.operators),
+        return cls(plan.row if plan is not None else None, tuple(engine.operators),
                    decoder.secret, decoder.max_future_ms, decoder.now_ms,
                    draws or decoder.spreads())
 
