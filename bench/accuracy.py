@@ -292,6 +292,7 @@ def main() -> None:
     ap.add_argument("--min-people", type=float, default=50_000,
                     help="with --suite: score regions with at least this many real people")
     ap.add_argument("--away-rse", type=float, default=EstimateConfig.away_rse)
+    ap.add_argument("--sibling-away-rse", type=float, default=EstimateConfig.sibling_away_rse)
     ap.add_argument("--transition-rse", type=float, default=EstimateConfig.transition_rse,
                     help="model-error rse of the people the stale-mover rule moves")
     ap.add_argument("--resident-model-rse", type=float, default=EstimateConfig.resident_model_rse,
@@ -308,6 +309,7 @@ def main() -> None:
     args = ap.parse_args()
 
     base = EstimateConfig(model_rse=args.model_rse, away_rse=args.away_rse,
+                          sibling_away_rse=args.sibling_away_rse,
                           transition_rse=args.transition_rse,
                           resident_model_rse=args.resident_model_rse,
                           stale_ms=parse_duration_ms(args.stale),

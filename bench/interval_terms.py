@@ -9,10 +9,12 @@ region-hour (truth >= 2 500 simulated people in present and resident, as ``accur
 --suite``), the present and resident estimates, the truth and the parts of their sd, taken from
 the estimate itself at unit terms (so exact for its code)::
 
-    present sd² = base² + (model_rse·home + away_rse·away)² + (transition_rse·moved)²
-    resident sd² = resident_base² + (resident_model_rse·resident)²
+    present sd² = base² + Σ_leaves (model_rse·home + sibling_away_rse·sibling
+                                    + away_rse·away)² + (transition_rse·moved)²
+    resident sd² = resident_base² + Σ_leaves (resident_model_rse·resident)²
 
-``--report`` scores the present interval on a grid of (model_rse, away_rse, transition_rse)
+``--report`` scores the present interval on a grid of (model_rse, sibling_away_rse,
+away_rse, transition_rse)
 and the resident one on a grid of resident_model_rse under the pooled reading of issue 13 (all
 variants' region-hours pooled per local hour-of-day bucket): a setting is chosen on the
 ``--fit`` seeds pooled (every bucket in 85-95 %, the worst bucket farthest inside the band) and
@@ -43,40 +45,54 @@ DEFAULT = EstimateConfig()
 Z = DEFAULT.z
 
 
+UNIT_TERMS = {"hh": {"model_rse": 1.0}, "ss": {"sibling_away_rse": 1.0},
+              "aa": {"away_rse": 1.0}, "hs": {"model_rse": 1.0, "sibling_away_rse": 1.0},
+              "ha": {"model_rse": 1.0, "away_rse": 1.0},
+              "sa": {"sibling_away_rse": 1.0, "away_rse": 1.0},
+              "moved": {"transition_rse": 1.0}}
+"""Present model-error terms at unit size whose variance the parts read off the estimate."""
+
+
 def parts(path: str, seed: int, min_true: float = 2500.0, check_every: int = 6
           ) -> dict[str, list]:
-    """Per scored region-hour of one dumped variant: ids, estimates, truth and sd parts (people).
+    """Per scored region-hour of one dumped variant: ids, estimates, truth and sd parts (people²).
 
-    The parts are read off :func:`estimate_from_tally` at unit terms: ``base``/``r_base`` are
-    the present/resident sd at all terms 0, ``away`` the present model sd at ``away_rse`` 1
-    (the others 0), ``moved`` that at ``transition_rse`` 1, and ``home`` the estimate less
-    ``away``. ``check`` (every ``check_every``-th hour, else 0) is the largest relative
-    difference between the sd rebuilt from the parts at the default terms and the default
-    estimate's own (should be ~1e-12)."""
+    A region's present model variance is a quadratic form in the three model terms (each
+    leaf region's error is ``model_rse·home + sibling_away_rse·sibling + away_rse·away``, a
+    parent's the leaves' in quadrature), so it is read off :func:`estimate_from_tally` at unit
+    terms: ``base``/``r_base`` are the present/resident variance at all terms 0, ``hh``,
+    ``ss``, ``aa`` the added variance at one term 1, ``hs``, ``ha``, ``sa`` the cross terms
+    (from two terms at 1), ``moved`` that at ``transition_rse`` 1 and ``r_q`` that at
+    ``resident_model_rse`` 1. ``check`` (every ``check_every``-th hour, else 0) is the largest
+    relative difference between the sd rebuilt from the parts at the default terms and the
+    default estimate's own (should be ~1e-12)."""
     with open(path, "rb") as f:
         d = pickle.load(f)
     regions, variant = d["regions"], os.path.basename(path)[:-4]
     cal = Calibration(d["rows"])
-    zero = replace(DEFAULT, model_rse=0.0, away_rse=0.0, transition_rse=0.0,
-                   resident_model_rse=0.0)
-    unit = {"away": replace(zero, away_rse=1.0), "moved": replace(zero, transition_rse=1.0)}
+    zero = replace(DEFAULT, model_rse=0.0, away_rse=0.0, sibling_away_rse=0.0,
+                   transition_rse=0.0, resident_model_rse=0.0)
     out: dict[str, list] = {}
     for n_hour, (at_ms, tally, truth) in enumerate(d["hours"]):
         factors = cal.resolve(regions, tally.operators)
         e0 = estimate_from_tally(tally, regions, factors, zero)
-        base = (e0.present_hi - e0.present) / Z
-        r_base = (e0.resident_hi - e0.resident) / Z
-        sd = {k: np.sqrt(np.maximum(((estimate_from_tally(tally, regions, factors, c).present_hi
-                                      - e0.present) / Z) ** 2 - base**2, 0.0))
-              for k, c in unit.items()}
-        sd["home"] = e0.present - sd["away"]
+        var = {"base": ((e0.present_hi - e0.present) / Z) ** 2,
+               "r_base": ((e0.resident_hi - e0.resident) / Z) ** 2}
+        for k, terms in UNIT_TERMS.items():
+            e = estimate_from_tally(tally, regions, factors,
+                                    replace(zero, resident_model_rse=1.0 if k == "hh" else 0.0,
+                                            **terms))
+            var[k] = ((e.present_hi - e.present) / Z) ** 2 - var["base"]
+            if k == "hh":
+                var["r_q"] = ((e.resident_hi - e.resident) / Z) ** 2 - var["r_base"]
+        for k, (a, b) in {"hs": ("hh", "ss"), "ha": ("hh", "aa"), "sa": ("ss", "aa")}.items():
+            var[k] = (var[k] - var[a] - var[b]) / 2.0
         check = np.zeros(len(regions.ids))
         if n_hour % check_every == 0:
             ed = estimate_from_tally(tally, regions, factors, DEFAULT)
-            sd_def = np.sqrt(base**2 + (DEFAULT.model_rse * sd["home"] + DEFAULT.away_rse
-                                        * sd["away"]) ** 2
-                             + (DEFAULT.transition_rse * sd["moved"]) ** 2)
-            r_def = np.sqrt(r_base**2 + (DEFAULT.resident_model_rse * e0.resident) ** 2)
+            sd_def = present_sd(var, DEFAULT.model_rse, DEFAULT.sibling_away_rse,
+                                DEFAULT.away_rse, DEFAULT.transition_rse)
+            r_def = resident_sd(var, DEFAULT.resident_model_rse)
             check = np.maximum(np.abs(sd_def / ((ed.present_hi - ed.present) / Z) - 1),
                                np.abs(r_def / ((ed.resident_hi - ed.resident) / Z) - 1))
         local = int((at_ms // HOUR_MS + d["utc_offset_h"]) % 24)
@@ -88,11 +104,12 @@ def parts(path: str, seed: int, min_true: float = 2500.0, check_every: int = 6
                 continue
             for k, v in (("seed", seed), ("variant", variant), ("region", rid), ("hour", local),
                          ("bucket", BUCKETS.index(hour_bucket(local))),
-                         ("est", e0.present[i]), ("truth", t["present"]), ("base", base[i]),
-                         ("home", sd["home"][i]), ("away", sd["away"][i]),
-                         ("moved", sd["moved"][i]), ("r_est", e0.resident[i]),
-                         ("r_truth", t["resident"]), ("r_base", r_base[i]), ("check", check[i])):
+                         ("est", e0.present[i]), ("truth", t["present"]),
+                         ("r_est", e0.resident[i]), ("r_truth", t["resident"]),
+                         ("check", check[i])):
                 out.setdefault(k, []).append(v)
+            for k, v in var.items():
+                out.setdefault(k, []).append(v[i])
     return out
 
 
@@ -103,14 +120,17 @@ def covered(est: np.ndarray, truth: np.ndarray, sd: np.ndarray) -> np.ndarray:
             & (truth <= np.rint(est + Z * sd)))
 
 
-def present_sd(d: dict[str, np.ndarray], m: float, a: float, t: float) -> np.ndarray:
-    """Present sd (people, ``float64[n]``) under the terms ``m``, ``a``, ``t``."""
-    return np.sqrt(d["base"] ** 2 + (m * d["home"] + a * d["away"]) ** 2 + (t * d["moved"]) ** 2)
+def present_sd(d: dict[str, np.ndarray], m: float, s: float, a: float, t: float) -> np.ndarray:
+    """Present sd (people, ``float64[n]``) under ``model_rse`` ``m``, ``sibling_away_rse``
+    ``s``, ``away_rse`` ``a`` and ``transition_rse`` ``t``."""
+    var = (d["base"] + m * m * d["hh"] + s * s * d["ss"] + a * a * d["aa"]
+           + 2 * (m * s * d["hs"] + m * a * d["ha"] + s * a * d["sa"]) + t * t * d["moved"])
+    return np.sqrt(np.maximum(var, 0.0))
 
 
 def resident_sd(d: dict[str, np.ndarray], r: float) -> np.ndarray:
     """Resident sd (people, ``float64[n]``) under ``resident_model_rse`` ``r``."""
-    return np.sqrt(d["r_base"] ** 2 + (r * d["r_est"]) ** 2)
+    return np.sqrt(np.maximum(d["r_base"] + r * r * d["r_q"], 0.0))
 
 
 def bucket_coverage(inside: np.ndarray, bucket: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -157,8 +177,9 @@ def report(path: str, fit: list[int], held: list[int]) -> None:
     def r_in(sd: np.ndarray) -> np.ndarray:
         return covered(d["r_est"], d["r_truth"], sd)
     print("defaults, coverage % night/morning/day/evening (* outside 85-95):")
-    for fig, inside in (("present", p_in(present_sd(d, DEFAULT.model_rse, DEFAULT.away_rse,
-                                                    DEFAULT.transition_rse))),
+    dm, ds, da, dt = (DEFAULT.model_rse, DEFAULT.sibling_away_rse, DEFAULT.away_rse,
+                      DEFAULT.transition_rse)
+    for fig, inside in (("present", p_in(present_sd(d, dm, ds, da, dt))),
                         ("resident", r_in(resident_sd(d, DEFAULT.resident_model_rse)))):
         for s in seeds:
             m = seed == s
@@ -181,12 +202,13 @@ def report(path: str, fit: list[int], held: list[int]) -> None:
     head = (f"fit seeds {fit} pooled: n/m/d/e, margin | held {held}: n/m/d/e | all: n/m/d/e | "
             "cells b/i/a/worst fit, held")
     ms = (0.0, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.01, 0.015)
+    ss = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04)
     as_ = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
     ts = (0.0, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25)
-    rows = [(*row(f"m {m:.3f} a {a:.3f} t {t:.3f}", inside), (m, a, t),
+    rows = [(*row(f"m {m:.3f} s {s:.3f} a {a:.3f} t {t:.3f}", inside), (m, s, a, t),
              cells(inside, cell, f_mask))
-            for m, a, t in itertools.product(ms, as_, ts)
-            for inside in (p_in(present_sd(d, m, a, t)),)]
+            for m, s, a, t in itertools.product(ms, ss, as_, ts)
+            for inside in (p_in(present_sd(d, m, s, a, t)),)]
     rows.sort(key=lambda r: r[0])
     print(f"present, {len(rows)} settings, best 15 by margin; {head}")
     for _, text, _, _ in rows[:15]:
@@ -200,18 +222,26 @@ def report(path: str, fit: list[int], held: list[int]) -> None:
             best = -cand[0][0][0]
             print("  " + cand[0][1])
     print("present, defaults and one term at a time (others at the defaults):")
-    dm, da, dt = DEFAULT.model_rse, DEFAULT.away_rse, DEFAULT.transition_rse
     for _, text, key, _ in sorted(rows, key=lambda r: r[2]):
-        if sum(x != y for x, y in zip(key, (dm, da, dt), strict=True)) <= 1:
+        if sum(x != y for x, y in zip(key, (dm, ds, da, dt), strict=True)) <= 1:
             print("  " + text)
+    best_key = rows[0][2]
+    for label, key in (("defaults", (dm, ds, da, dt)), ("best margin", best_key)):
+        print(f"present per region, {label} {key}, coverage % n/m/d/e (fit seeds | held):")
+        inside = p_in(present_sd(d, *key))
+        for rid in sorted(set(d["region"].tolist())):
+            r = d["region"] == rid
+            print(f"  {rid:<18} {fmt_cov(bucket_coverage(inside, bucket, r & f_mask))} | "
+                  f"{fmt_cov(bucket_coverage(inside, bucket, r & h_mask))}")
     print(f"resident; {head}")
     for r in (0.0, 0.004, 0.0045, 0.0048, 0.005, 0.0052, 0.0055, 0.006, 0.0065, 0.007):
         print("  " + row(f"r {r:.4f}", r_in(resident_sd(d, r)))[1])
     # what a bucket-independent setting can do: per bucket, the size of each term, and the
     # uniform sd scale / the transition_rse that would bring that bucket alone to 90 %
-    sd0 = present_sd(d, dm, da, dt)
-    terms = {"base": d["base"], "m·home": dm * d["home"], "a·away": da * d["away"],
-             "t·moved": dt * d["moved"], "sd": sd0}
+    sd0 = present_sd(d, dm, ds, da, dt)
+    terms = {"base": np.sqrt(d["base"]), "m·home": dm * np.sqrt(d["hh"]),
+             "s·sibling": ds * np.sqrt(d["ss"]), "a·away": da * np.sqrt(d["aa"]),
+             "t·moved": dt * np.sqrt(d["moved"]), "sd": sd0}
     print("present at the defaults, per bucket (fit seeds): median of each sd term as % of the "
           "estimate, |error| p90 / z as % of the estimate, the sd scale that gives 90 %, and "
           "the smallest transition_rse giving >= 90 % (others at the defaults):")
@@ -220,7 +250,8 @@ def report(path: str, fit: list[int], held: list[int]) -> None:
         m = f_mask & (bucket == b)
         sub = {k: v[m] for k, v in d.items()}
         t90 = next((t for t in np.arange(0.0, 0.601, 0.005)
-                    if covered(sub["est"], sub["truth"], present_sd(sub, dm, da, t)).mean() >= 0.90),
+                    if covered(sub["est"], sub["truth"], present_sd(sub, dm, ds, da, t)).mean()
+                    >= 0.90),
                    float("nan"))
         print(f"  {name:<8} " + " ".join(f"{100 * np.median(v[m] / d['est'][m]):7.2f}"
                                          for v in terms.values())

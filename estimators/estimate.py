@@ -63,11 +63,14 @@ class EstimateConfig:
     the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
     error of the people counted in their home region, ``away_rse`` that of the people counted
     away from it (present only: workplaces are not calibrated, and where a displaced device is
-    is less certain); ``transition_rse``: the model error of the people the
-    stale-mover rule moves in or out of a region (present only, :func:`estimators.routine.
-    transition_shift`: the rule assumes a device's silence is independent of where it is);
-    ``resident_model_rse``: the model-error relative standard error of
-    ``resident``, a term of its own (the resident error is mostly a per-region constant: the
+    is less certain), ``sibling_away_rse`` that of the people counted away from it in a region
+    with the same parent (another district of their city: their factor was calibrated next
+    door). A region's model error is shared by all its people and independent of other
+    regions': a parent's is summed in quadrature over its subtree. ``transition_rse``: the
+    model error of the people the stale-mover rule moves in or out of a region (present only,
+    :func:`estimators.routine.transition_shift`: the rule assumes a device's silence is
+    independent of where it is); ``resident_model_rse``: the model-error relative standard
+    error of ``resident``, a term of its own (the resident error is mostly a per-region constant: the
     reference census's error carried by the factor, plus home-rule error; not where a ping
     was). ``transitions``:
     re-place *stale movers* (devices whose home and daytime regions differ, silent for
@@ -86,8 +89,9 @@ class EstimateConfig:
     z: float = 1.645
     model_rse: float = 0.006
     away_rse: float = 0.04
+    sibling_away_rse: float = 0.015
     transition_rse: float = 0.15
-    resident_model_rse: float = 0.005
+    resident_model_rse: float = 0.0055
     stale_ms: int = AGE_STEP_MS
     routine_ms: int = 3 * DAY_MS
     transitions: bool = True
@@ -97,7 +101,8 @@ class EstimateConfig:
             raise ValueError("horizon and activity window must be positive")
         if self.stale_ms < AGE_STEP_MS or self.stale_ms % AGE_STEP_MS:
             raise ValueError("stale_ms must be a whole number of 10-minute steps, at least one")
-        if min(self.model_rse, self.away_rse, self.resident_model_rse, self.transition_rse) < 0:
+        if min(self.model_rse, self.away_rse, self.sibling_away_rse, self.resident_model_rse,
+               self.transition_rse) < 0:
             raise ValueError("model error terms must be >= 0")
         if self.routine_ms <= 0:
             raise ValueError("routine_ms must be positive")
@@ -156,16 +161,16 @@ def class_coverage(cls: np.ndarray, active: np.ndarray, seen: np.ndarray) -> np.
 
 
 def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, weight: np.ndarray,
-                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig, model_rse: float,
-                    shift: tuple[np.ndarray, np.ndarray] | None = None,
-                    away: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                    rse: np.ndarray, row: np.ndarray, config: EstimateConfig,
+                    model_rse: np.ndarray | float,
+                    shift: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """Totals, interval and device counts per region from counted (region, weight) rows;
-    ``model_rse``: the model-error relative standard error of the people counted (present:
-    ``config.model_rse``, resident: ``config.resident_model_rse``);
+    ``model_rse``: the model-error relative standard error of the people counted, per row
+    (``float64[n_rows]``, see :func:`present_model_rse`) or one for all (resident:
+    ``config.resident_model_rse``); a region's model error is shared by its own rows and
+    independent of other regions', so a parent's is summed in quadrature over its subtree;
     ``shift``: people moved between leaf regions (per region, before subtree sums) and the
-    variance of that move per (subtree) region, added to the totals and the variance;
-    ``away`` (bool per row): rows counted away from their factor (home) region, whose model
-    error is ``config.away_rse`` instead of ``model_rse``."""
+    variance of that move per (subtree) region, added to the totals and the variance."""
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
     count = count.astype(np.float64)
@@ -182,18 +187,26 @@ def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, we
                          minlength=n * n_rows).reshape(n, n_rows)  # as np.add.at, in row order
     cal_sd_by_row = subtree @ by_row
     cal_var = (cal_sd_by_row**2).sum(axis=1)
-    if away is None:
-        model_sd = model_rse * total
-    else:
-        away_people = subtree @ np.bincount(where, weights=count * weight * away, minlength=n)
-        model_sd = model_rse * (total - away_people) + config.away_rse * away_people
-    var = count_var + cal_var + model_sd**2
+    own_model_sd = np.bincount(where, weights=count * weight * model_rse, minlength=n)
+    var = count_var + cal_var + subtree @ own_model_sd**2
     if shift is not None:
         var = var + shift[1]
     sd = np.sqrt(var)
     lo = np.maximum(total - config.z * sd, 0.0)
     hi = total + config.z * sd
     return total, lo, hi, devices
+
+
+def present_model_rse(regions: RegionSet, where: np.ndarray, factor_region: np.ndarray,
+                      config: EstimateConfig) -> np.ndarray:
+    """Model-error rse of each present row (``float64[n_rows]``): ``config.model_rse`` for
+    people counted in their factor (home) region ``factor_region``, ``sibling_away_rse`` in a
+    region with the same parent as it, ``away_rse`` elsewhere (``where``, ``factor_region``:
+    ``int64[n_rows]`` region indices of :class:`RegionSet`)."""
+    parent = regions.parent_index
+    sibling = (parent[where] >= 0) & (parent[where] == parent[factor_region])
+    return np.where(where == factor_region, config.model_rse,
+                    np.where(sibling, config.sibling_away_rse, config.away_rse))
 
 
 def _suppress(values: list[np.ndarray], devices: np.ndarray, k: int) -> None:
@@ -325,10 +338,10 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
                         / cov_present[u_cls])
         shift = transition_shift(tally, m_weight, regions.subtree.astype(np.float64),
                                  config.stale_ms, config.transition_rse, u_weight)
-    present_fig = _region_figures(regions, tally.present_region.astype(np.int64),
-                                  tally.present_count, p_weight, factors.rse[pf], factors.row[pf],
-                                  config, config.model_rse, shift,
-                                  tally.present_region != tally.present_factor_region)
+    p_region = tally.present_region.astype(np.int64)
+    present_fig = _region_figures(regions, p_region, tally.present_count, p_weight,
+                                  factors.rse[pf], factors.row[pf], config,
+                                  present_model_rse(regions, p_region, pf[0], config), shift)
     r_cls = tally.resident_cls.astype(np.int64)
     rf = (tally.resident_region.astype(np.int64), r_cls)
     r_weight = factors.factor[rf] / cov_resident[r_cls]

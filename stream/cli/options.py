@@ -128,6 +128,11 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> N
     g.add_argument("--away-rse", type=lim["away_rse"].arg, default=EngineOptions.away_rse,
                    help="the same for people counted away from their home region "
                         "(default %(default)s)")
+    g.add_argument("--sibling-away-rse", type=lim["sibling_away_rse"].arg,
+                   default=EngineOptions.sibling_away_rse,
+                   help="the same for people counted in a region with the same parent as their "
+                        "home region, e.g. another district of their city (default "
+                        "%(default)s)")
     g.add_argument("--resident-model-rse", type=lim["resident_model_rse"].arg,
                    default=EngineOptions.resident_model_rse,
                    help="model-error relative standard error of the resident interval, in "

@@ -178,6 +178,9 @@ ENGINE_LIMITS: dict[str, Limit] = {
     "model_rse": Limit("--model-rse", "model-error relative standard error", 0, 1, open_hi=True),
     "away_rse": Limit("--away-rse", "model-error relative standard error of people counted away "
                       "from their home region", 0, 1, open_hi=True),
+    "sibling_away_rse": Limit("--sibling-away-rse", "model-error relative standard error of "
+                              "people counted in a region with the same parent as their home "
+                              "region", 0, 1, open_hi=True),
     "resident_model_rse": Limit("--resident-model-rse", "model-error relative standard error of "
                                 "resident figures", 0, 1, open_hi=True),
     "transition_rse": Limit("--transition-rse", "model-error relative standard error of the "
@@ -268,6 +271,7 @@ class EngineOptions:
     IANA zone of the nights; ``home_mcc``: domestic SIMs' MCC (others are roamers); ``k``:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
     present interval (``away_rse`` for people counted away from their home region,
+    ``sibling_away_rse`` for those counted in a region with the same parent as it,
     ``transition_rse`` for the people the stale-mover rule moves in or out of a region),
     ``resident_model_rse`` that of the resident interval. Migration
     (:mod:`estimators.migration`): ``move_window_nights`` (majority window), ``move_min_nights``
@@ -296,6 +300,7 @@ class EngineOptions:
     k: int = 15
     model_rse: float = EstimateConfig.model_rse
     away_rse: float = EstimateConfig.away_rse
+    sibling_away_rse: float = EstimateConfig.sibling_away_rse
     resident_model_rse: float = EstimateConfig.resident_model_rse
     transition_rse: float = EstimateConfig.transition_rse
     stale_ms: int = EstimateConfig.stale_ms
@@ -371,6 +376,7 @@ class EngineOptions:
                 estimate=EstimateConfig(horizon_ms=self.horizon_ms, activity_ms=self.activity_ms,
                                         min_nights=self.min_nights, k_anonymity=self.k,
                                         model_rse=self.model_rse, away_rse=self.away_rse,
+                                        sibling_away_rse=self.sibling_away_rse,
                                         resident_model_rse=self.resident_model_rse,
                                         transition_rse=self.transition_rse,
                                         stale_ms=self.stale_ms, routine_ms=self.routine_ms,

@@ -80,6 +80,8 @@ PARTS: tuple[Part, ...] = (
     Part("registry", "the registry (--registry)", PUBLISH),
     Part("k", "--k", PUBLISH),
     Part("model_rse", "--model-rse", PUBLISH),
+    Part("away_rse", "--away-rse", PUBLISH),
+    Part("sibling_away_rse", "--sibling-away-rse", PUBLISH),
     Part("resident_model_rse", "--resident-model-rse", PUBLISH),
     Part("transition_rse", "--transition-rse", PUBLISH),
     Part("gap_threshold", "--gap-threshold", PUBLISH),
@@ -218,7 +220,8 @@ def reference_parts(reference: Reference) -> dict[str, str]:
 
 _NAMED_OPTIONS = frozenset({
     "res", "horizon_ms", "activity_ms", "night_start_h", "night_length_h", "nights", "min_nights",
-    "timezone", "home_mcc", "k", "model_rse", "resident_model_rse", "transition_rse",
+    "timezone", "home_mcc", "k", "model_rse", "away_rse", "sibling_away_rse",
+    "resident_model_rse", "transition_rse",
     "move_window_nights", "move_min_nights", "confirm_nights", "lapse_nights", "foreign",
     "mcc_table", "country_factors", "foreign_countries", "footprints"})
 """Engine options with a part of their own; any other (a newer option) lands in
@@ -299,6 +302,8 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
         "options.other": _others(asdict(o), _NAMED_OPTIONS),
         "partitions": str(partitions), "key": key_id,
         "k": str(o.k), "model_rse": repr(float(o.model_rse)),
+        "away_rse": repr(float(o.away_rse)),
+        "sibling_away_rse": repr(float(o.sibling_away_rse)),
         "resident_model_rse": repr(float(o.resident_model_rse)),
         "transition_rse": repr(float(o.transition_rse)),
         "gap_threshold": repr(float(gap_threshold)),

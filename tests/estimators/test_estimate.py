@@ -117,5 +117,46 @@ def test_interval_widens_with_model_error_and_calibration_error(regions_doc: dic
     assert narrow.present[c] == wide.present[c] == pytest.approx(900)
     # binomial only: sd = sqrt(300 * 3 * 2)
     assert narrow.present_hi[c] - narrow.present[c] == pytest.approx(1.645 * np.sqrt(1800))
-    expected_sd = np.sqrt(1800 + (900 * 0.05) ** 2 + (900 * 0.02) ** 2)
+    # the calibration row is shared by the whole city; the model errors of north (600 people)
+    # and south (300) are independent, so the city's is their sum in quadrature
+    expected_sd = np.sqrt(1800 + (900 * 0.05) ** 2 + (600 * 0.02) ** 2 + (300 * 0.02) ** 2)
     assert wide.present_hi[c] - wide.present[c] == pytest.approx(1.645 * expected_sd)
+    n = rs.index["north"]
+    north_sd = np.sqrt(1200 + (600 * 0.05) ** 2 + (600 * 0.02) ** 2)
+    assert wide.present_hi[n] - wide.present[n] == pytest.approx(1.645 * north_sd)
+
+
+def test_people_away_in_a_sibling_district_carry_their_own_model_error(
+        regions_doc: dict[str, Any]) -> None:
+    """Homes north (100 devices), south (50) and rural (60); by day 40 of north's are in south
+    and the 60 rural ones in north. Each region's model error is one draw: model_rse on those
+    at home, sibling_away_rse on those from the other district, away_rse on those from rural;
+    the city's is north's and south's in quadrature."""
+    rs = regions_from_geojson(regions_doc)
+    loc_region = np.array([rs.index[r] for r in ("north", "south", "rural")], dtype=np.int32)
+    st = PresenceState(len(rs.ids), NightWindow())
+    home = np.array([0] * 100 + [1] * 50 + [2] * 60)
+    day = home.copy()
+    day[:40], day[150:] = 1, 0
+    keys = np.arange(1, home.size + 1, dtype=np.uint64)
+    opc = np.zeros(home.size, np.uint8)
+    st.update(keys, np.full(home.size, T0 - 4 * HOUR_MS), opc, home, loc_region, 18_000)
+    at = T0 + 10 * HOUR_MS
+    st.update(keys, np.full(home.size, at - HOUR_MS // 2), opc, day, loc_region, 18_000)
+    fm = Calibration([FactorRow("*", "*", 1.0)]).resolve(rs, ["40101"])
+    cfg = EstimateConfig(model_rse=0.01, sibling_away_rse=0.02, away_rse=0.05, transitions=False)
+    est = estimate(st, loc_region, rs, fm, at, 18_000, cfg)
+    north, south, city = (rs.index[r] for r in ("north", "south", "city"))
+    assert (est.present[north], est.present[south], est.present[city]) == (120, 90, 210)
+    north_sd = 60 * 0.01 + 60 * 0.05  # weight 1: no counting noise, no calibration error
+    south_sd = 50 * 0.01 + 40 * 0.02
+    assert est.present_hi[north] - est.present[north] == pytest.approx(1.645 * north_sd)
+    assert est.present_hi[south] - est.present[south] == pytest.approx(1.645 * south_sd)
+    assert est.present_hi[city] - est.present[city] == pytest.approx(
+        1.645 * np.hypot(north_sd, south_sd))
+    # a rural device in the city is away, not in a sibling: rural has no parent
+    same = estimate(st, loc_region, rs, fm, at, 18_000,
+                    EstimateConfig(model_rse=0.01, sibling_away_rse=0.05, away_rse=0.05,
+                                   transitions=False))
+    assert same.present_hi[north] == est.present_hi[north]
+    assert same.present_hi[south] > est.present_hi[south]

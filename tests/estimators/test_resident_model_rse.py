@@ -42,19 +42,24 @@ def _estimate(regions_doc: dict[str, Any], config: EstimateConfig) -> tuple[Esti
 COUNT_VAR = 300 * 3 * 2
 
 
+def _model_var(rse: float) -> float:
+    """The city's model variance: north's 600 and south's 300 people err independently."""
+    return (600 * rse) ** 2 + (300 * rse) ** 2
+
+
 def test_resident_interval_uses_its_own_model_term(regions_doc: dict[str, Any]) -> None:
     # model_rse alone: the present interval widens, the resident one stays binomial only
     est, c = _estimate(regions_doc, EstimateConfig(model_rse=0.02, resident_model_rse=0.0))
     assert est.present[c] == est.resident[c] == pytest.approx(900)
     assert est.present_hi[c] - est.present[c] == pytest.approx(
-        1.645 * np.sqrt(COUNT_VAR + (900 * 0.02) ** 2))
+        1.645 * np.sqrt(COUNT_VAR + _model_var(0.02)))
     assert est.resident_hi[c] - est.resident[c] == pytest.approx(1.645 * np.sqrt(COUNT_VAR))
     # resident_model_rse alone: the resident interval widens by it, the present one does not
     est, c = _estimate(regions_doc, EstimateConfig(model_rse=0.0, resident_model_rse=0.03))
     assert est.resident_hi[c] - est.resident[c] == pytest.approx(
-        1.645 * np.sqrt(COUNT_VAR + (900 * 0.03) ** 2))
+        1.645 * np.sqrt(COUNT_VAR + _model_var(0.03)))
     assert est.resident[c] - est.resident_lo[c] == pytest.approx(
-        1.645 * np.sqrt(COUNT_VAR + (900 * 0.03) ** 2))
+        1.645 * np.sqrt(COUNT_VAR + _model_var(0.03)))
     assert est.present_hi[c] - est.present[c] == pytest.approx(1.645 * np.sqrt(COUNT_VAR))
 
 
