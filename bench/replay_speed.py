@@ -30,7 +30,8 @@ peak RSS (with the reading process's, when there is one) and pings per second:
   skipping (the whole file read, as before);
 - ``calibrate, 1 day, reader thread``: the same with ``--reader thread``;
 - ``calibrate, 1 day, warm cache`` (``--only``): the same with the footprint weights read from
-  the disk cache (``DIR/footprint-cache``, filled by a run before the rounds);
+  the disk cache (``DIR/footprint-cache``, filled by a run before the rounds); ``calibrate, 1
+  day, warm cache, reader thread`` (``--only``) with ``--reader thread`` too;
 - ``replay, with a calibration`` (``--only``): replay with ``--calibration`` (a day-2
   calibration carrying the reference population, made once into ``DIR``): border cells spread
   by ``reference``, so it tessellates too.
@@ -215,6 +216,8 @@ CONTENDERS = {
     "calibrate, 1 day": lambda d: run_calibrate(d, skip=True),
     "calibrate, 1 day, reader thread": lambda d: run_calibrate(d, skip=True, reader="thread"),
     "calibrate, 1 day, warm cache": lambda d: run_calibrate(d, skip=True, out="calibration_warm.csv"),
+    "calibrate, 1 day, warm cache, reader thread": lambda d: run_calibrate(
+        d, skip=True, out="calibration_warm_thread.csv", reader="thread"),
     "calibrate, 1 day, whole file read": lambda d: run_calibrate(d, skip=False),
     "replay, with a calibration": lambda d: run_replay(d, records=False, calibrated=True),
 }
@@ -228,7 +231,7 @@ OUT_SUFFIX = "REPLAY_BENCH_OUT_SUFFIX"
 def _env(name: str, d: Path) -> dict[str, str]:
     """The footprint weights cache of a contender: off (computed every run, as before the
     cache), but ``warm cache``: the bench folder's, filled before the rounds."""
-    warm = name.removesuffix(BASELINE).endswith("warm cache")
+    warm = "warm cache" in name.removesuffix(BASELINE)
     return {"DEFACTO_CACHE_DIR": str(d / "footprint-cache") if warm else "off"}
 
 
@@ -342,7 +345,7 @@ def main() -> None:
         _child("calibrate, 1 day", d)
         (d / "calibration_skip.csv").rename(d / "calibration_day2.csv")
     for name in names:
-        if name.endswith("warm cache"):  # fill the cache (a run not counted)
+        if "warm cache" in name:  # fill the cache (a run not counted)
             _child(name, d)
     print(f"load average at start: {_load()} (the machine may be shared with other runs)")
     print(f"file: {d / 'pings.jsonl'} ({(d / 'pings.jsonl').stat().st_size / 1e6:.0f} MB, "
@@ -393,7 +396,8 @@ def main() -> None:
         print(f"one file per operator ({len(list(d.glob('pings_*.jsonl')))} files, merged by "
               f"event time): snapshots byte-identical to the one file: {same}")
     for suffix in ("", BASELINE):
-        for cal in ("calibrate, 1 day", "calibrate, 1 day, warm cache"):
+        for cal in ("calibrate, 1 day", "calibrate, 1 day, warm cache",
+                    "calibrate, 1 day, warm cache, reader thread"):
             if cal + suffix in wall_of and "replay" + suffix in wall_of:
                 print(f"{cal + suffix} / full replay{suffix}: "
                       f"{wall_of[cal + suffix] / wall_of['replay' + suffix]:.2f} of the time")
