@@ -5,8 +5,12 @@
 
 For every scored region-hour (truth >= 2 500 simulated people, as ``--suite``) of every dumped
 variant: the present estimate, the truth, and the parts of its sd (``sd² = base² + (M·home +
-A·away)² + (T·moved)²``, exact for the estimate's code) plus candidate predictors of the error,
-all computed from the tally and the calibration only. Saved as one ``.npz`` of columns.
+A·away)² + (T·moved)²``, exact for the estimate's code up to b4014a4) plus candidate predictors
+of the error, all computed from the tally and the calibration only. The ninth pass (89ca0ad)
+changed the model terms (one draw per region, in quadrature over a parent's subtree, and a
+sibling term): on later code ``current_sd`` no longer rebuilds the estimate's own sd; to
+reproduce this study, run it in a worktree of c4a4324 (its code), and use
+:mod:`bench.interval_terms` for the current terms. Saved as one ``.npz`` of columns.
 ``--report`` prints the diagnosis (docs/BENCHMARKS.md, "Present interval: what predicts the
 error", issue 13 seventh pass): cells below / in / above 85-95 % per seed under the constant
 terms, oracles that know each run's error size, and the correlation of each candidate
@@ -41,7 +45,9 @@ def records(path: str, seed: int, min_true: float = 2500.0) -> dict[str, list]:
     cal = Calibration(d["rows"])
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
-    zero = replace(EstimateConfig(), model_rse=0.0, away_rse=0.0, transition_rse=0.0)
+    zero = replace(EstimateConfig(), model_rse=0.0, away_rse=0.0, transition_rse=0.0,
+                   **({"sibling_away_rse": 0.0}
+                      if hasattr(EstimateConfig, "sibling_away_rse") else {}))
     out: dict[str, list] = {}
 
     def put(**kw):

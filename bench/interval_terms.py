@@ -9,9 +9,9 @@ region-hour (truth >= 2 500 simulated people in present and resident, as ``accur
 --suite``), the present and resident estimates, the truth and the parts of their sd, taken from
 the estimate itself at unit terms (so exact for its code)::
 
-    present sd² = base² + Σ_leaves (model_rse·home + sibling_away_rse·sibling
-                                    + away_rse·away)² + (transition_rse·moved)²
-    resident sd² = resident_base² + Σ_leaves (resident_model_rse·resident)²
+    present sd² = base² + Σ_{q in subtree} (model_rse·home_q + sibling_away_rse·sibling_q
+                                            + away_rse·away_q)² + (transition_rse·moved)²
+    resident sd² = resident_base² + Σ_{q in subtree} (resident_model_rse·resident_q)²
 
 ``--report`` scores the present interval on a grid of (model_rse, sibling_away_rse,
 away_rse, transition_rse)
@@ -58,14 +58,14 @@ def parts(path: str, seed: int, min_true: float = 2500.0, check_every: int = 6
     """Per scored region-hour of one dumped variant: ids, estimates, truth and sd parts (people²).
 
     A region's present model variance is a quadratic form in the three model terms (each
-    leaf region's error is ``model_rse·home + sibling_away_rse·sibling + away_rse·away``, a
-    parent's the leaves' in quadrature), so it is read off :func:`estimate_from_tally` at unit
-    terms: ``base``/``r_base`` are the present/resident variance at all terms 0, ``hh``,
-    ``ss``, ``aa`` the added variance at one term 1, ``hs``, ``ha``, ``sa`` the cross terms
-    (from two terms at 1), ``moved`` that at ``transition_rse`` 1 and ``r_q`` that at
-    ``resident_model_rse`` 1. ``check`` (every ``check_every``-th hour, else 0) is the largest
-    relative difference between the sd rebuilt from the parts at the default terms and the
-    default estimate's own (should be ~1e-12)."""
+    region's own error is ``model_rse·home + sibling_away_rse·sibling + away_rse·away``, a
+    parent's are those of its subtree in quadrature), so it is read off
+    :func:`estimate_from_tally` at unit terms: ``base``/``r_base`` are the present/resident
+    variance at all terms 0, ``hh``, ``ss``, ``aa`` the added variance at one term 1, ``hs``,
+    ``ha``, ``sa`` the cross terms (from two terms at 1), ``moved`` that at ``transition_rse``
+    1 and ``r_q`` that at ``resident_model_rse`` 1. ``check`` (every ``check_every``-th
+    hour, else 0) is the largest relative difference between the sd rebuilt from the parts at
+    the default terms and the default estimate's own (should be ~1e-12)."""
     with open(path, "rb") as f:
         d = pickle.load(f)
     regions, variant = d["regions"], os.path.basename(path)[:-4]

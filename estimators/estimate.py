@@ -63,9 +63,9 @@ class EstimateConfig:
     the interval's normal quantile (1.645: 90 %); ``model_rse``: model-error relative standard
     error of the people counted in their home region, ``away_rse`` that of the people counted
     away from it (present only: workplaces are not calibrated, and where a displaced device is
-    is less certain), ``sibling_away_rse`` that of the people counted away from it in a region
-    with the same parent (another district of their city: their factor was calibrated next
-    door). A region's model error is shared by all its people and independent of other
+    is less certain), ``sibling_away_rse`` that of the people counted away from it but in the
+    same parent region (another district of their city: their factor was calibrated next door;
+    :func:`present_model_rse`). A region's model error is shared by all its people and independent of other
     regions': a parent's is summed in quadrature over its subtree. ``transition_rse``: the
     model error of the people the stale-mover rule moves in or out of a region (present only,
     :func:`estimators.routine.transition_shift`: the rule assumes a device's silence is
@@ -200,11 +200,14 @@ def _region_figures(regions: RegionSet, where: np.ndarray, count: np.ndarray, we
 def present_model_rse(regions: RegionSet, where: np.ndarray, factor_region: np.ndarray,
                       config: EstimateConfig) -> np.ndarray:
     """Model-error rse of each present row (``float64[n_rows]``): ``config.model_rse`` for
-    people counted in their factor (home) region ``factor_region``, ``sibling_away_rse`` in a
-    region with the same parent as it, ``away_rse`` elsewhere (``where``, ``factor_region``:
-    ``int64[n_rows]`` region indices of :class:`RegionSet`)."""
-    parent = regions.parent_index
-    sibling = (parent[where] >= 0) & (parent[where] == parent[factor_region])
+    people counted in their factor (home) region ``factor_region``, ``sibling_away_rse`` for
+    people counted elsewhere in the same parent region (the home region lies under the counting
+    region's parent, or, for a top-level counting region, under that region itself: another
+    district of their city, or the city's own area), ``away_rse`` for the rest (``where``,
+    ``factor_region``: ``int64[n_rows]`` region indices of :class:`RegionSet`)."""
+    parent = regions.parent_index[where]
+    scope = np.where(parent >= 0, parent, where)
+    sibling = regions.subtree[scope, factor_region]
     return np.where(where == factor_region, config.model_rse,
                     np.where(sibling, config.sibling_away_rse, config.away_rse))
 

@@ -12,9 +12,11 @@ for a data file, a short digest with a count (``4 regions, 3f9a1c2b7d4e``). Part
   options, windows, partition count, key). Tallies and checkpoints carry them; a mismatch is
   refused.
 - :data:`PUBLISH` parts only enter when a merged tally becomes a snapshot (calibration,
-  registry, ``--k``, ``--model-rse``, ``--resident-model-rse``, ``--gap-threshold``, region
-  names): they are a property of the deployment, pinned once in Redis by the first worker, so
-  the snapshot never depends on which worker publishes it.
+  registry, ``--k``, ``--model-rse``, ``--sibling-away-rse``, ``--resident-model-rse``,
+  ``--transition-rse``, ``--gap-threshold``, region names): they are a property of the
+  deployment, pinned once in Redis by the first worker, so the snapshot never depends on which
+  worker publishes it. (``--away-rse`` is a publish setting too, but predates its own part: it
+  stays in the tally part ``options.other``, which older checkpoints were written with.)
 
 :func:`describe_difference` names what differs, in the option's words, for error messages.
 No I/O here: :func:`deployment_fingerprint` hashes what is already loaded.
@@ -80,7 +82,6 @@ PARTS: tuple[Part, ...] = (
     Part("registry", "the registry (--registry)", PUBLISH),
     Part("k", "--k", PUBLISH),
     Part("model_rse", "--model-rse", PUBLISH),
-    Part("away_rse", "--away-rse", PUBLISH),
     Part("sibling_away_rse", "--sibling-away-rse", PUBLISH),
     Part("resident_model_rse", "--resident-model-rse", PUBLISH),
     Part("transition_rse", "--transition-rse", PUBLISH),
@@ -220,8 +221,8 @@ def reference_parts(reference: Reference) -> dict[str, str]:
 
 _NAMED_OPTIONS = frozenset({
     "res", "horizon_ms", "activity_ms", "night_start_h", "night_length_h", "nights", "min_nights",
-    "timezone", "home_mcc", "k", "model_rse", "away_rse", "sibling_away_rse",
-    "resident_model_rse", "transition_rse",
+    "timezone", "home_mcc", "k", "model_rse", "sibling_away_rse", "resident_model_rse",
+    "transition_rse",
     "move_window_nights", "move_min_nights", "confirm_nights", "lapse_nights", "foreign",
     "mcc_table", "country_factors", "foreign_countries", "footprints"})
 """Engine options with a part of their own; any other (a newer option) lands in
@@ -302,7 +303,6 @@ def deployment_fingerprint(options: EngineOptions, windows: WindowSettings,
         "options.other": _others(asdict(o), _NAMED_OPTIONS),
         "partitions": str(partitions), "key": key_id,
         "k": str(o.k), "model_rse": repr(float(o.model_rse)),
-        "away_rse": repr(float(o.away_rse)),
         "sibling_away_rse": repr(float(o.sibling_away_rse)),
         "resident_model_rse": repr(float(o.resident_model_rse)),
         "transition_rse": repr(float(o.transition_rse)),

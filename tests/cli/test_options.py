@@ -368,3 +368,18 @@ def test_the_largest_allowed_factor_gives_finite_intervals(inputs: dict[str, Pat
     north = _last_snapshot(inputs["tmp"] / "snaps.jsonl")["regions"]["north"]
     assert north["present"] == 200_000
     assert 0 <= north["lo"] < 200_000 < north["hi"] < 1e7
+
+
+def test_every_model_error_option_reaches_the_engine() -> None:
+    """Each interval term given on the command line is the one the estimate uses."""
+    import argparse
+
+    from stream.cli.options import add_engine_options, engine_options
+
+    values = {"model_rse": "0.011", "away_rse": "0.012", "sibling_away_rse": "0.013",
+              "resident_model_rse": "0.014", "transition_rse": "0.31"}
+    p = argparse.ArgumentParser()
+    add_engine_options(p)
+    argv = [x for name, v in values.items() for x in (ENGINE_LIMITS[name].option, v)]
+    est = engine_options(p.parse_args(["--regions", "r.geojson", *argv])).engine_config().estimate
+    assert {name: repr(getattr(est, name)) for name in values} == values

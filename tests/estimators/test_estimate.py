@@ -160,3 +160,28 @@ def test_people_away_in_a_sibling_district_carry_their_own_model_error(
                                    transitions=False))
     assert same.present_hi[north] == est.present_hi[north]
     assert same.present_hi[south] > est.present_hi[south]
+
+
+def test_the_sibling_rate_covers_the_parent_region_at_every_depth() -> None:
+    """Oblast K > city C > districts D1, D2 > quarters N1, N1b (in D1), N2 (in D2), and a
+    region T beside K. Away from home within the counting region's parent (or within a
+    top-level counting region) is the sibling rate; anything farther is away."""
+    from estimators.estimate import present_model_rse
+    from estimators.regions import Region
+
+    square = (np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]),)
+    tree = {"K": None, "C": "K", "D1": "C", "D2": "C", "N1": "D1", "N1b": "D1", "N2": "D2",
+            "T": None}
+    rs = RegionSet([Region(r, r, p, None, square) for r, p in tree.items()])
+    cases = {("N1", "N1b"): "sibling", ("N1", "D1"): "sibling", ("D1", "C"): "sibling",
+             ("D1", "N2"): "sibling", ("C", "D1"): "sibling", ("K", "N2"): "sibling",
+             ("N2", "N1"): "away", ("D1", "T"): "away", ("T", "K"): "away",
+             ("C", "T"): "away", ("N1", "N1"): "home", ("unassigned", "N1"): "away",
+             ("unassigned", "unassigned"): "home"}
+    idx = {**rs.index, "unassigned": rs.n}
+    where = np.array([idx[w] for w, _ in cases], dtype=np.int64)
+    home = np.array([idx[h] for _, h in cases], dtype=np.int64)
+    cfg = EstimateConfig(model_rse=0.001, sibling_away_rse=0.002, away_rse=0.003)
+    rate = {0.001: "home", 0.002: "sibling", 0.003: "away"}
+    got = present_model_rse(rs, where, home, cfg)
+    assert dict(zip(cases, (rate[float(r)] for r in got), strict=True)) == cases
