@@ -65,8 +65,8 @@ class EstimateConfig:
     away from it (present only: workplaces are not calibrated, and where a displaced device is
     is less certain), ``sibling_away_rse`` that of the people counted away from it but in the
     same parent region (another district of their city: their factor was calibrated next door;
-    :func:`present_model_rse`). A region's model error is shared by all its people and independent of other
-    regions': a parent's is summed in quadrature over its subtree. ``transition_rse``: the
+    :func:`present_model_rse`). A region's model error is shared by all its people and
+    independent of other regions': a parent's is summed in quadrature over its subtree. ``transition_rse``: the
     model error of the people the stale-mover rule moves in or out of a region (present only,
     :func:`estimators.routine.transition_shift`: the rule assumes a device's silence is
     independent of where it is); ``resident_model_rse``: the model-error relative standard

@@ -130,9 +130,9 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> N
                         "(default %(default)s)")
     g.add_argument("--sibling-away-rse", type=lim["sibling_away_rse"].arg,
                    default=EngineOptions.sibling_away_rse,
-                   help="the same for people counted in a region with the same parent as their "
-                        "home region, e.g. another district of their city (default "
-                        "%(default)s)")
+                   help="the same for people counted away from their home region but within "
+                        "the same parent region, e.g. in another district of their city "
+                        "(default %(default)s)")
     g.add_argument("--resident-model-rse", type=lim["resident_model_rse"].arg,
                    default=EngineOptions.resident_model_rse,
                    help="model-error relative standard error of the resident interval, in "

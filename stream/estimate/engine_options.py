@@ -179,8 +179,8 @@ ENGINE_LIMITS: dict[str, Limit] = {
     "away_rse": Limit("--away-rse", "model-error relative standard error of people counted away "
                       "from their home region", 0, 1, open_hi=True),
     "sibling_away_rse": Limit("--sibling-away-rse", "model-error relative standard error of "
-                              "people counted in a region with the same parent as their home "
-                              "region", 0, 1, open_hi=True),
+                              "people counted away from their home region but within the same "
+                              "parent region", 0, 1, open_hi=True),
     "resident_model_rse": Limit("--resident-model-rse", "model-error relative standard error of "
                                 "resident figures", 0, 1, open_hi=True),
     "transition_rse": Limit("--transition-rse", "model-error relative standard error of the "
@@ -271,7 +271,7 @@ class EngineOptions:
     IANA zone of the nights; ``home_mcc``: domestic SIMs' MCC (others are roamers); ``k``:
     figures resting on fewer devices are suppressed; ``model_rse``: model-error term of the
     present interval (``away_rse`` for people counted away from their home region,
-    ``sibling_away_rse`` for those counted in a region with the same parent as it,
+    ``sibling_away_rse`` for those counted away from it but within the same parent region,
     ``transition_rse`` for the people the stale-mover rule moves in or out of a region),
     ``resident_model_rse`` that of the resident interval. Migration
     (:mod:`estimators.migration`): ``move_window_nights`` (majority window), ``move_min_nights``
