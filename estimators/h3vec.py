@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 from functools import cache
 from typing import NamedTuple
 
@@ -385,24 +386,27 @@ def _res_params(res: int) -> _ResParams:
                       tol_linear, tol_centre * tol_centre, head, tuple(plan))
 
 
-@cache
-def _face_grid() -> NDArray[np.int8]:
-    """Closest face per (lat, lng) grid cell, or -1 where a face edge may pass through it.
+def _face_grid_rows(rows: NDArray[np.intp]) -> NDArray[np.int8]:
+    """Closest face per grid cell of the lat rows ``rows`` (``int8[len(rows), _GRID_NLNG]``),
+    or -1 where a face edge may pass through the cell.
 
     A cell gets face f only if, for every other face g, p . c_f - p . c_g at the cell centre
     exceeds |c_f - c_g| times a bound on the distance from the centre to any point of the
     cell (plus slack), so every point of the cell, and points mis-binned by rounding, is
-    closer to c_f by a wide margin. Row ``_GRID_NLAT`` repeats the last row for lat = 90.
+    closer to c_f by a wide margin. Every value is computed elementwise from per-row and
+    per-column terms of the whole grid, so a row is the same whichever rows it is computed
+    with.
     """
     half_lat = math.pi / (2 * _GRID_NLAT)
     half_lng = math.pi / _GRID_NLNG
     lat_c = (np.arange(_GRID_NLAT) + 0.5) * (2 * half_lat) - math.pi / 2
     lng_c = (np.arange(_GRID_NLNG) + 0.5) * (2 * half_lng) - math.pi
-    reach = half_lat + np.cos(np.maximum(np.abs(lat_c) - half_lat, 0.0)) * half_lng
-    px = (np.cos(lat_c)[:, None] * np.cos(lng_c)[None, :]).ravel()
-    py = (np.cos(lat_c)[:, None] * np.sin(lng_c)[None, :]).ravel()
-    pz = np.repeat(np.sin(lat_c), _GRID_NLNG)
-    reach = np.repeat(reach, _GRID_NLNG)
+    reach_lat = half_lat + np.cos(np.maximum(np.abs(lat_c) - half_lat, 0.0)) * half_lng
+    cos_lat, sin_lat = np.cos(lat_c)[rows], np.sin(lat_c)[rows]
+    px = (cos_lat[:, None] * np.cos(lng_c)[None, :]).ravel()
+    py = (cos_lat[:, None] * np.sin(lng_c)[None, :]).ravel()
+    pz = np.repeat(sin_lat, _GRID_NLNG)
+    reach = np.repeat(reach_lat[rows], _GRID_NLNG)
     centres = _FACE_CENTER_POINT
     best = np.zeros(px.size, dtype=np.intp)
     best_dot = np.full(px.size, -np.inf)
@@ -417,8 +421,29 @@ def _face_grid() -> NDArray[np.int8]:
         dot = px * centres[g, 0] + py * centres[g, 1] + pz * centres[g, 2]
         need = dist[:, g].take(best) * reach + 1e-9
         safe &= (best == g) | (best_dot - dot > need)
-    grid = np.where(safe, best, -1).astype(np.int8).reshape(_GRID_NLAT, _GRID_NLNG)
-    return np.concatenate([grid, grid[-1:]]).ravel()
+    return np.where(safe, best, -1).astype(np.int8).reshape(len(rows), _GRID_NLNG)
+
+
+_GRID = np.full((_GRID_NLAT + 1) * _GRID_NLNG, -1, dtype=np.int8)
+"""The face grid (:func:`_face_grid_rows`), row-major; row ``_GRID_NLAT`` repeats the last row
+for lat = 90. Filled a band of rows at a time, as points need them (:func:`_face_grid`): a
+country's points need a tenth of it, and the whole grid costs about 0.2 s to compute."""
+_GRID_DONE = np.zeros(_GRID_NLAT + 1, dtype=bool)
+_GRID_LOCK = threading.Lock()
+
+
+def _face_grid(lo: int, hi: int) -> NDArray[np.int8]:
+    """The face grid (flat, ``int8[(_GRID_NLAT + 1) * _GRID_NLNG]``) with at least its rows
+    ``lo..hi`` computed (the others may still be -1); thread-safe."""
+    if not _GRID_DONE[lo:hi + 1].all():
+        with _GRID_LOCK:
+            band = np.arange(lo, hi + 1)
+            band = band[~_GRID_DONE[band]]
+            if band.size:
+                grid = _GRID.reshape(_GRID_NLAT + 1, _GRID_NLNG)
+                grid[band] = _face_grid_rows(np.minimum(band, _GRID_NLAT - 1))
+                _GRID_DONE[band] = True
+    return _GRID
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +499,8 @@ def _fast_face_axial(lat: NDArray[np.float64], lng: NDArray[np.float64], prm: _R
 
     row = ((lat + 90.0) * (_GRID_NLAT / 180.0)).astype(np.int32)
     col = ((lng + 540.0) * (_GRID_NLNG / 360.0)).astype(np.int32) & (_GRID_NLNG - 1)
-    face = _face_grid().take(row * _GRID_NLNG + col).astype(np.intp)
+    grid = _face_grid(int(row.min()), int(row.max())) if row.size else _GRID
+    face = grid.take(row * _GRID_NLNG + col).astype(np.intp)
     redo = np.zeros(lat.size, dtype=bool)
     amb = np.flatnonzero(face < 0)
     if amb.size:

@@ -228,3 +228,19 @@ def test_res0_cell_centres() -> None:
     centres = np.array([h3.api.basic_int.cell_to_latlng(c) for c in cells])
     got = latlng_to_cell(centres[:, 0], centres[:, 1], 0)
     np.testing.assert_array_equal(np.sort(got), np.sort(np.array(list(cells), dtype=np.uint64)))
+
+
+def test_the_face_grid_is_the_same_whichever_rows_it_is_computed_with() -> None:
+    """The grid is filled a band of rows at a time, as points need them: every band equals the
+    same rows of the whole grid computed at once (bit for bit), and row 512 repeats 511."""
+    nlat, nlng = h3vec._GRID_NLAT, h3vec._GRID_NLNG
+    whole = h3vec._face_grid_rows(np.arange(nlat))
+    assert (whole >= 0).mean() > 0.9  # most cells decide their face without the exact path
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        rows = np.sort(rng.choice(nlat, size=37, replace=False))
+        assert np.array_equal(h3vec._face_grid_rows(rows), whole[rows])
+    lo, hi = 370, 402  # Kazakhstan's latitudes: 40.4 .. 56.5
+    grid = h3vec._face_grid(lo, hi).reshape(nlat + 1, nlng)
+    assert np.array_equal(grid[lo:hi + 1], whole[lo:hi + 1])
+    assert np.array_equal(h3vec._face_grid(nlat, nlat).reshape(nlat + 1, nlng)[nlat], whole[-1])
