@@ -338,8 +338,7 @@ def main() -> None:
     baseline = Path(args.baseline).resolve() if args.baseline else None
     if baseline:
         names = [m for n in names for m in
-                 ((n, n + BASELINE) if n.startswith(("replay", "calibrate"))
-                  and not n.endswith(("warm cache", "reader thread")) else (n,))]
+                 ((n, n + BASELINE) if n.startswith(("replay", "calibrate")) else (n,))]
     if any(n.startswith("replay, with a calibration") for n in names) and \
             not (d / "calibration_day2.csv").exists():  # the reference population, for replay
         _child("calibrate, 1 day", d)
