@@ -45,9 +45,8 @@ def records(path: str, seed: int, min_true: float = 2500.0) -> dict[str, list]:
     cal = Calibration(d["rows"])
     n = len(regions.ids)
     subtree = regions.subtree.astype(np.float64)
-    zero = replace(EstimateConfig(), model_rse=0.0, away_rse=0.0, transition_rse=0.0,
-                   **({"sibling_away_rse": 0.0}
-                      if hasattr(EstimateConfig, "sibling_away_rse") else {}))
+    zero = replace(EstimateConfig(), model_rse=0.0, away_rse=0.0, sibling_away_rse=0.0,
+                   transition_rse=0.0)
     out: dict[str, list] = {}
 
     def put(**kw):

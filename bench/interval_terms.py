@@ -45,12 +45,13 @@ DEFAULT = EstimateConfig()
 Z = DEFAULT.z
 
 
-UNIT_TERMS = {"hh": {"model_rse": 1.0}, "ss": {"sibling_away_rse": 1.0},
+UNIT_TERMS = {"hh": {"model_rse": 1.0, "resident_model_rse": 1.0}, "ss": {"sibling_away_rse": 1.0},
               "aa": {"away_rse": 1.0}, "hs": {"model_rse": 1.0, "sibling_away_rse": 1.0},
               "ha": {"model_rse": 1.0, "away_rse": 1.0},
               "sa": {"sibling_away_rse": 1.0, "away_rse": 1.0},
               "moved": {"transition_rse": 1.0}}
-"""Present model-error terms at unit size whose variance the parts read off the estimate."""
+"""Present model-error terms at unit size whose variance the parts read off the estimate (the
+resident term rides with ``hh``: the two figures' intervals do not mix)."""
 
 
 def parts(path: str, seed: int, min_true: float = 2500.0, check_every: int = 6
@@ -79,11 +80,9 @@ def parts(path: str, seed: int, min_true: float = 2500.0, check_every: int = 6
         var = {"base": ((e0.present_hi - e0.present) / Z) ** 2,
                "r_base": ((e0.resident_hi - e0.resident) / Z) ** 2}
         for k, terms in UNIT_TERMS.items():
-            e = estimate_from_tally(tally, regions, factors,
-                                    replace(zero, resident_model_rse=1.0 if k == "hh" else 0.0,
-                                            **terms))
+            e = estimate_from_tally(tally, regions, factors, replace(zero, **terms))
             var[k] = ((e.present_hi - e.present) / Z) ** 2 - var["base"]
-            if k == "hh":
+            if "resident_model_rse" in terms:
                 var["r_q"] = ((e.resident_hi - e.resident) / Z) ** 2 - var["r_base"]
         for k, (a, b) in {"hs": ("hh", "ss"), "ha": ("hh", "aa"), "sa": ("ss", "aa")}.items():
             var[k] = (var[k] - var[a] - var[b]) / 2.0
