@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stream.contract import InputError
-
 OFFLINE_COMMANDS = ("replay", "calibrate")
 """Subcommands whose parser (and run) needs none of the live and demo modules."""
 
@@ -50,18 +48,43 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def reads_in_a_process(argv: Sequence[str]) -> bool:
+    """Whether a run of ``argv`` may read its ping files in a second process (``replay`` or
+    ``calibrate`` not asking for ``--reader thread`` nor help): the command then starts that
+    process before its own imports (:func:`stream.decode.child_start.start_spare`). A guess from
+    the words alone; the run decides, and drops the process if it reads in threads."""
+    if not argv or argv[0] not in OFFLINE_COMMANDS or {"-h", "--help"} & set(argv):
+        return False
+    words = list(argv)
+    return not any(w == "--reader=thread" or (w == "--reader" and words[i + 1:i + 2] == ["thread"])
+                   for i, w in enumerate(words))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``defacto`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    """Entry point of the ``defacto`` console script; returns the exit code. Run as the command
+    (``argv`` None), ``replay`` and ``calibrate`` start their reading process first
+    (:func:`reads_in_a_process`): its imports overlap this process's."""
+    from stream.decode import child_start
+
+    if argv is None:
+        argv = sys.argv[1:]
+        if reads_in_a_process(argv):
+            child_start.start_spare()
+    argv = list(argv)
     try:
-        return int(args.func(args))
-    except InputError as exc:
-        print(f"defacto: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        from stream.contract import InputError
+
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        try:
+            return int(args.func(args))
+        except InputError as exc:
+            print(f"defacto: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:  # (its imports included)
         print("defacto: interrupted", file=sys.stderr)
         return 130
+    finally:
+        child_start.drop_spare()
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "reads_in_a_process"]

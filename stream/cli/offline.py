@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import stat
 import sys
 import threading
@@ -34,6 +33,7 @@ from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
 from stream.contract import InputError, Reject
+from stream.decode.child_start import drop_spare, usable_cores
 from stream.decode.prepare_process import PreparingProcess
 from stream.decode.validate import PingDecoder
 from stream.estimate.engine_options import (
@@ -206,8 +206,7 @@ def _in_process(reader: Reader, pings: Sequence[Path]) -> bool:
                     raise InputError(f"{p}: --reader process reads regular files only (this "
                                      "one is a pipe or a device); use --reader thread or auto")
         return True
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    if len(cores) < 2:  # the cores this process may run on (Linux), else the machine's
+    if usable_cores() < 2:
         return False
     try:
         if not all(stat.S_ISREG(p.stat().st_mode) for p in pings):
@@ -345,9 +344,11 @@ def _while_reading(pings: Sequence[Path], start_ms: int | None, end_ms: int | No
     skipped: list[str] = []
     period = _period(start_ms, end_ms, lateness_ms, skipped)
     with batch_gc_threshold():
-        reading: Reading = (PreparingProcess(pings, period, hold=STARTUP_CHUNKS)
-                            if _in_process(reader, pings)
-                            else start_reading(pings, period=period, hold=STARTUP_CHUNKS))
+        if _in_process(reader, pings):
+            reading: Reading = PreparingProcess(pings, period, hold=STARTUP_CHUNKS)
+        else:
+            drop_spare()  # the process the command started in case: not needed
+            reading = start_reading(pings, period=period, hold=STARTUP_CHUNKS)
         try:
             return run(period, skipped, reading)
         finally:

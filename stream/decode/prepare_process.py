@@ -18,8 +18,10 @@ into writable memory); the fields of a row only where the parent may reject it
 (:meth:`~stream.decode.validate._Group.detach`). Not the input text: a row's own text is needed
 only for its reject, and those are worded in the child.
 
-Lifecycle: :class:`PreparingProcess` starts the child at once (it reads and parses ahead, up to
-``hold`` chunks, while the parent loads its reference files and builds its engine);
+Lifecycle: :class:`PreparingProcess` takes the child the ``defacto`` command started at its
+entry, or starts one (:mod:`stream.decode.child_start`), and gives it its job at once (it reads
+and parses ahead, up to ``hold`` chunks, while the parent loads its reference files and builds
+its engine);
 :meth:`PreparingProcess.prepared` sends the decoder's settings (:class:`PrepareSpec`) and yields
 the chunks; :meth:`PreparingProcess.close` stops the child however the run ends (it ignores
 SIGINT: Ctrl-C reaches the parent, which stops it). An error of the child's reading or preparing
@@ -31,12 +33,9 @@ dies (killed, out of memory) ends the run with a ``RuntimeError`` naming its exi
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import pickle
 import signal
 import subprocess
-import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
@@ -49,13 +48,11 @@ import numpy as np
 
 from estimators.engine import MAX_OPERATORS
 from stream.contract import InputError
+from stream.decode.child_start import start_child, take_spare
 from stream.decode.validate import PingDecoder, PreparedRows, _Group
 from stream.gc_tuning import batch_gc_threshold
 from stream.sources.columnar_files import CHUNK_CHARS, Period, ReadAhead, read_prepared, start_reading
 
-_PIPE_BYTES = 1 << 20
-"""The pipe's buffer (Linux's default 64 KiB would wake the parent every 64 KiB of a ~4 MB
-chunk; 1 MiB is what an unprivileged process may ask for by default)."""
 _STOP_WAIT_S = 2.0
 """How long :meth:`PreparingProcess.close` waits for the child to end by itself before it is
 terminated (and as long again before it is killed)."""
@@ -255,34 +252,19 @@ def _last_word(data: Connection, item: tuple) -> None:
 
 
 class PreparingProcess:
-    """Ping files read, parsed and prepared by a child process started now (see the module
-    text). ``period``: rows a run need not read (its ``on_skip`` is called here, in the parent,
-    once the child is done); ``hold``: chunks read ahead before :meth:`prepared` is called."""
+    """Ping files read, parsed and prepared by a child process: the spare the command started
+    (:func:`~stream.decode.child_start.take_spare`), else one started now (see the module text).
+    ``period``: rows a run need not read (its ``on_skip`` is called here, in the parent, once
+    the child is done); ``hold``: chunks read ahead before :meth:`prepared` is called."""
 
     def __init__(self, paths: Sequence[str | Path], period: Period | None = None,
                  chunk_rows: int = 100_000, chunk_chars: int = CHUNK_CHARS, hold: int = 1) -> None:
         self.paths = [str(p) for p in paths]
         self._period = period
-        data_r, data_w = os.pipe()
-        control_r, control_w = os.pipe()
-        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per chunk (Linux)
-            fcntl.fcntl(data_r, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
-        # a fresh interpreter (not multiprocessing's spawn, which would run the caller's main
-        # module again), importing what this one imports from
-        boot = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-                f"from stream.decode.prepare_process import main; main({data_w}, {control_r})")
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(data_w, control_r),
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        except BaseException:
-            for fd in (data_r, data_w, control_r, control_w):
-                os.close(fd)
-            raise
-        os.close(data_w)  # only the child writes: its end gone, a dead child reads as EOF
-        os.close(control_r)
-        self._data = Connection(data_r, writable=False)
-        self._control = Connection(control_w, readable=False)
+        child = take_spare() or start_child()
+        self._proc = child.proc
+        self._data = Connection(child.data_fd, writable=False)
+        self._control = Connection(child.control_fd, readable=False)
         bounds = None if period is None else (period.start_ms, period.end_ms, period.lateness_ms)
         with contextlib.suppress(OSError):  # a child that died at once: receiving says how
             self._control.send((self.paths, bounds, chunk_rows, chunk_chars, hold))

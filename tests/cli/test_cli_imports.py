@@ -36,3 +36,16 @@ def test_the_one_command_parser_parses_as_the_whole_one() -> None:
         assert {k: v for k, v in one.items() if k != "func"} == \
             {k: v for k, v in whole.items() if k != "func"}
         assert one["func"] is whole["func"]
+
+
+def test_the_command_starts_its_reading_process_before_any_heavy_import() -> None:
+    """:func:`stream.cli.main` starts the reading process of replay and calibrate first; the
+    modules it needs for that are the standard library's (else the start would wait for them)."""
+    code = ("import sys\n"
+            "import stream.cli, stream.decode.child_start\n"
+            "print(sorted(m for m in ('numpy', 'polars', 'stream.contract', 'estimators')"
+            " if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    assert out == "[]"

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import pytest
 
 from estimators.engine import MAX_OPERATORS
 from estimators.units import HOUR_MS, MINUTE_MS
-from stream.cli import offline
+from stream.cli import main, offline, reads_in_a_process
 from stream.contract import InputError
+from stream.decode import child_start, prepare_process
 from stream.decode.prepare_process import PreparingProcess
 from stream.simulator import load_scenario, simulate, write_simulation
 from stream.sources.reference_files import ReferencePaths
@@ -213,3 +215,83 @@ def test_a_pipe_is_read_in_threads_or_refused_by_name(messy: Path, tmp_path: Pat
     with pytest.raises(InputError, match="regular files only"):
         offline._in_process("process", [fifo])
     assert offline._in_process("process", [messy / "pings.jsonl"]) is True
+
+
+# -- the process the command starts first (stream.decode.child_start) ----------------------------
+
+
+@pytest.fixture
+def children(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[child_start.Child]]:
+    """Every preparing process started meanwhile (real ones), by the command or by a run."""
+    started: list[child_start.Child] = []
+    real = child_start.start_child
+
+    def recorded() -> child_start.Child:
+        started.append(real())
+        return started[-1]
+
+    monkeypatch.setattr(child_start, "start_child", recorded)
+    monkeypatch.setattr(prepare_process, "start_child", recorded)
+    yield started
+    child_start.drop_spare()
+
+
+def _command(messy: Path, out: Path, *extra: str) -> list[str]:
+    return ["defacto", "replay", str(messy / "pings.jsonl"), "--regions",
+            str(messy / "regions.geojson"), "--cells", str(messy / "cells.csv"), "--out", str(out),
+            "--rejects", str(out.with_suffix(".rej")), *extra]
+
+
+def test_the_command_starts_its_reading_process_first_and_the_run_takes_it(
+        messy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        children: list[child_start.Child]) -> None:
+    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "p.jsonl", "--reader", "process"))
+    assert main() == 0
+    assert len(children) == 1  # the one the command started: the run started none of its own
+    assert children[0].proc.poll() is not None  # and it did not outlive the command
+    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "t.jsonl", "--reader", "thread"))
+    assert main() == 0
+    assert len(children) == 1  # none started for a run that reads in threads
+    assert (tmp_path / "p.jsonl").read_text() == (tmp_path / "t.jsonl").read_text()
+
+
+def test_a_run_that_reads_in_threads_drops_the_process_the_command_started(
+        messy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        children: list[child_start.Child]) -> None:
+    dropped: list[int] = []
+    real_drop = offline.drop_spare
+
+    def drop() -> None:  # the spare is ended when the run decides, not only at the command's end
+        dropped.extend(c.proc.pid for c in children if c.proc.poll() is None)
+        real_drop()
+        assert all(c.proc.poll() is not None for c in children)
+
+    monkeypatch.setattr(offline, "drop_spare", drop)
+    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "a.jsonl"))  # auto: a few MB
+    assert main() == 0
+    assert len(children) == 1 and dropped == [children[0].proc.pid]
+    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "b.jsonl", "--horizon", "soon"))
+    with pytest.raises(SystemExit):  # a bad option: the parser's exit ends the spare too
+        main()
+    assert len(children) == 2 and children[1].proc.poll() is not None
+
+
+def test_a_spare_that_died_is_not_taken(children: list[child_start.Child]) -> None:
+    assert child_start.start_spare()
+    children[0].proc.kill()
+    children[0].proc.wait(10)
+    assert child_start.take_spare() is None
+    assert child_start.take_spare() is None  # and it is gone
+
+
+@pytest.mark.parametrize(("argv", "first"), [
+    (["replay", "p.jsonl"], True),
+    (["calibrate", "p.jsonl", "--reader", "process"], True),
+    (["replay", "p.jsonl", "--reader", "thread"], False),
+    (["calibrate", "p.jsonl", "--reader=thread"], False),
+    (["replay", "--help"], False),
+    (["simulate", "astana"], False),
+    ([], False),
+])
+def test_which_commands_start_a_reading_process_first(argv: list[str], first: bool) -> None:
+    assert reads_in_a_process(argv) is first
