@@ -2,7 +2,7 @@
 
     python bench/exact_regions.py speed [--n 1000000]
     python bench/exact_regions.py astana [--scale 0.01] [--days 3] [--seed 1]
-        [--state-reference-rse [--no-pool]]
+        [--state-reference-rse [--no-pool]] [--exact-reference]
 
 ``speed``: lat/lon positions -> location numbers per second on one core, for the region of
 each position (``CellTable.locate_latlng``) against the region of its res-8 cell's centre (the
@@ -18,7 +18,9 @@ district at the last hour, the resident estimate and resident devices against th
 the floor the cell plan sets: the share of each district's residents whose home ping (their
 serving tower, or their reported position) lies in another district. The script runs against
 whatever ``estimators`` is on the path, so the same command in a checkout of the old code
-gives the "before" column.
+gives the "before" column. ``--exact-reference``: the scenario's reference drawn without its
+census error (``reference_rse`` 0): what the estimator reaches when the figures it is
+calibrated to are the truth.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -91,13 +94,17 @@ def speed(n: int) -> None:
 
 
 def astana(scale: float, days: float, seed: int, state_reference_rse: bool = False,
-           pool: bool = True, calibration_days: float = 1.0) -> None:
+           pool: bool = True, calibration_days: float = 1.0, exact_reference: bool = False) -> None:
     """Print resident per district against the truth at the last hour; the calibration states
     the scenario's reference error with ``state_reference_rse`` (and then pools sibling
     districts' factors unless not ``pool``, as ``calibrate --reference-rse``); the factors are
-    fitted at the end of the first ``calibration_days``."""
+    fitted at the end of the first ``calibration_days``; ``exact_reference``: the scenario's
+    reference without its census error."""
     t0 = time.perf_counter()
-    sim = simulate(load_scenario("astana"), scale=scale, days=days, seed=seed)
+    scenario = load_scenario("astana")
+    if exact_reference:
+        scenario = replace(scenario, reference_rse=0.0)
+    sim = simulate(scenario, scale=scale, days=days, seed=seed)
     regions = regions_from_geojson(sim.regions_geojson)
     engine = Engine(regions, EngineConfig(res=8))
     feed = SimulationFeed(sim, engine, b"bench-exact-regions-secret-00000")
@@ -117,7 +124,8 @@ def astana(scale: float, days: float, seed: int, state_reference_rse: bool = Fal
     floor = _floor(sim, regions)
     exact = hasattr(engine.cells, "points")
     print(f"astana scale {scale} days {days} seed {seed}: {n:,} pings, "
-          f"{time.perf_counter() - t0:.0f} s, rule {'exact' if exact else 'centre'}; "
+          f"{time.perf_counter() - t0:.0f} s, rule {'exact' if exact else 'centre'}, reference "
+          f"error {sim.scenario.reference_rse:g}; "
           f"reference regions {sorted(sim.reference)}")
     print(f"{'region':<18} {'true':>9} {'resident':>9} {'error':>7} {'devices':>8} "
           f"{'floor':>7}")
@@ -166,12 +174,14 @@ def main() -> None:
     ap.add_argument("--no-pool", action="store_true", help="with --state-reference-rse")
     ap.add_argument("--calibration-days", type=float, default=1.0,
                     help="astana: fit the factors at the end of this many days (default 1)")
+    ap.add_argument("--exact-reference", action="store_true",
+                    help="astana: the scenario's reference without its census error")
     args = ap.parse_args()
     if args.what == "speed":
         speed(args.n)
     else:
         astana(args.scale, args.days, args.seed, args.state_reference_rse, not args.no_pool,
-               args.calibration_days)
+               args.calibration_days, args.exact_reference)
 
 
 if __name__ == "__main__":
