@@ -308,7 +308,7 @@ def _compile(root: Path) -> None:
     """Byte-compile a checkout's modules once, as installing a wheel does: with
     ``PYTHONDONTWRITEBYTECODE`` set (this sandbox sets it) every contender would otherwise
     compile defacto's modules from source at its start (~0.13 s), while the installed packages
-    (numpy, polars) load compiled."""
+    (numpy, polars) load compiled. A module that does not compile stops the benchmark."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", "stream", "estimators"], cwd=root,
                    check=True, stdout=subprocess.DEVNULL)
 

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from stream.decode import child_start
+
 OFFLINE_COMMANDS = ("replay", "calibrate")
 """Subcommands whose parser (and run) needs none of the live and demo modules."""
 
@@ -49,29 +51,37 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def reads_in_a_process(argv: Sequence[str]) -> bool:
-    """Whether a run of ``argv`` may read its ping files in a second process (``replay`` or
-    ``calibrate`` not asking for ``--reader thread`` nor help): the command then starts that
-    process before its own imports (:func:`stream.decode.child_start.start_spare`). A guess from
-    the words alone; the run decides, and drops the process if it reads in threads."""
-    if not argv or argv[0] not in OFFLINE_COMMANDS or {"-h", "--help"} & set(argv):
-        return False
+    """Whether a run of ``argv`` will likely read its ping files in a second process: ``replay``
+    or ``calibrate`` with ``--reader process``, or ``auto`` (the default) with
+    :data:`~stream.decode.child_start.PROCESS_MIN_BYTES` or more in the files ``argv`` names,
+    and no help asked for. The command then starts that process before its own imports
+    (:func:`stream.decode.child_start.start_spare`). A guess from the words alone, standard
+    library only; the run decides, and drops the process if it reads in threads."""
     words = list(argv)
-    return not any(w == "--reader=thread" or (w == "--reader" and words[i + 1:i + 2] == ["thread"])
-                   for i, w in enumerate(words))
+    if not words or words[0] not in OFFLINE_COMMANDS or {"-h", "--help"} & set(words):
+        return False
+    reader = "auto"
+    for i, word in enumerate(words):
+        if word.startswith("--reader="):
+            reader = word.partition("=")[2]
+        elif word == "--reader" and i + 1 < len(words):
+            reader = words[i + 1]
+    if reader == "thread":
+        return False
+    return reader == "process" or \
+        child_start.input_bytes(words[1:]) >= child_start.PROCESS_MIN_BYTES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``defacto`` console script; returns the exit code. Run as the command
     (``argv`` None), ``replay`` and ``calibrate`` start their reading process first
     (:func:`reads_in_a_process`): its imports overlap this process's."""
-    from stream.decode import child_start
-
-    if argv is None:
-        argv = sys.argv[1:]
-        if reads_in_a_process(argv):
-            child_start.start_spare()
-    argv = list(argv)
     try:
+        if argv is None:
+            argv = sys.argv[1:]
+            if reads_in_a_process(argv):
+                child_start.start_spare()
+        argv = list(argv)
         from stream.contract import InputError
 
         args = build_parser(argv[0] if argv else None).parse_args(argv)

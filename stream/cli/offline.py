@@ -33,7 +33,7 @@ from estimators.tally import Tally
 from estimators.units import HOUR_MS, SECOND_MS
 from stream.cli import options
 from stream.contract import InputError, Reject
-from stream.decode.child_start import drop_spare, usable_cores
+from stream.decode.child_start import PROCESS_MIN_BYTES, drop_spare, usable_cores
 from stream.decode.prepare_process import PreparingProcess
 from stream.decode.validate import PingDecoder
 from stream.estimate.engine_options import (
@@ -79,10 +79,6 @@ Reader = Literal["auto", "process", "thread"]
 ``thread``, threads of the engine's process, ``auto``, a process for inputs of
 :data:`PROCESS_MIN_BYTES` or more on a machine with two cores or more."""
 READERS: tuple[Reader, ...] = ("auto", "process", "thread")
-PROCESS_MIN_BYTES = 256 << 20
-"""Input size (bytes of the ping files, as stored) from which ``--reader auto`` reads in a second
-process: below it, starting one (~0.5 CPU-s of imports) costs more than it saves (on 2 cores,
-measured: 74 MB 2.28 s against 2.15 s with threads, 211 MB even, 684 MB 1.08x faster)."""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 The child is a fresh interpreter: before it reads a byte it imports numpy, polars and defacto's
 decoder, about 0.4 s of one core. So that this does not wait until the command has done its own
 imports (as long again), the ``defacto`` command starts one at its entry, for ``replay`` and
-``calibrate`` only (:func:`start_spare`, called before any heavy import: this module imports the
-standard library only). :class:`~stream.decode.prepare_process.PreparingProcess` takes it
-(:func:`take_spare`) or starts its own (:func:`start_child`); a run that reads in threads drops
-it (:func:`drop_spare`), as does the command's end, however it ends. The child imports and then
-waits for its job on the control pipe: a control pipe closed before the job ends it, and a spare
-never changes what a run computes, only when its first chunk is read.
+``calibrate`` runs that will likely read in a process (:func:`start_spare`, called before any
+heavy import: this module imports the standard library only).
+:class:`~stream.decode.prepare_process.PreparingProcess` takes it (:func:`take_spare`) or starts
+its own (:func:`start_child`); a run that reads in threads drops it (:func:`drop_spare`), as
+does the command's end, however it ends. The child imports and then waits for its job on the
+control pipe: a control pipe closed before the job ends it, and a spare never changes what a run
+computes, only when its first chunk is read.
 """
 
 from __future__ import annotations
@@ -17,26 +18,33 @@ import atexit
 import contextlib
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 
+PROCESS_MIN_BYTES = 256 << 20
+"""Input size (bytes of the ping files, as stored) from which ``--reader auto`` reads in a second
+process: below it, starting one (~0.5 CPU-s of imports) costs more than it saves (on 2 cores,
+measured: 74 MB 2.28 s against 2.15 s with threads, 211 MB even, 684 MB 1.08x faster)."""
 _PIPE_BYTES = 1 << 20
 """The data pipe's buffer (Linux's default 64 KiB would wake the parent every 64 KiB of a ~4 MB
 chunk; 1 MiB is what an unprivileged process may ask for by default)."""
 _END_WAIT_S = 2.0
-"""How long :func:`drop_spare` waits for a terminated spare to end before it is killed."""
+"""How long :meth:`Child.end` waits for a terminated child to end before it is killed."""
 
 
-@dataclass
 class Child:
     """A started preparing process and this process's ends of its pipes: ``data_fd`` (read: the
-    chunks) and ``control_fd`` (write: the job, then "stop"). Whoever holds it closes both."""
+    chunks) and ``control_fd`` (write: the job, then "stop"). The pipes belong to whoever
+    takes the child: :meth:`end` closes them, or the taker wraps them in connections that do."""
 
-    proc: subprocess.Popen[bytes]
-    data_fd: int
-    control_fd: int
+    __slots__ = ("control_fd", "data_fd", "proc")
+
+    def __init__(self, proc: subprocess.Popen[bytes], data_fd: int, control_fd: int) -> None:
+        self.proc = proc
+        self.data_fd = data_fd
+        self.control_fd = control_fd
 
     def end(self) -> None:
         """Close both pipes and end the child (terminated: it holds no job; killed after
@@ -51,15 +59,17 @@ class Child:
                 self.proc.wait(_END_WAIT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(_END_WAIT_S)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(_END_WAIT_S)
 
 
 def start_child() -> Child:
     """Start a preparing process: ``python -c`` with this interpreter and ``sys.path`` (not
-    ``multiprocessing``'s spawn, which would run the caller's main module again). It ignores
-    SIGINT from its first line (Ctrl-C is the parent's, which stops it) and, once it has
-    imported, waits for its job (:func:`stream.decode.prepare_process.main`). Raises ``OSError``
-    when it cannot be started."""
+    ``multiprocessing``'s spawn, which would run the caller's main module again), in a process
+    group of its own, so that a terminal's Ctrl-C reaches this process only, which stops it (it
+    also ignores SIGINT from its first line of code on). Once it has imported, it waits for its
+    job (:func:`stream.decode.prepare_process.main`). Raises ``OSError`` when it cannot be
+    started."""
     data_r, data_w = os.pipe()
     control_r, control_w = os.pipe()
     with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups per chunk (Linux)
@@ -69,7 +79,8 @@ def start_child() -> Child:
             f"from stream.decode.prepare_process import main; main({data_w}, {control_r})")
     try:
         proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(data_w, control_r),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                process_group=0)
     except BaseException:
         for fd in (data_r, data_w, control_r, control_w):
             os.close(fd)
@@ -84,6 +95,18 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def input_bytes(words: list[str]) -> int:
+    """The bytes of the regular files among ``words`` (a command line's: its ping files, and
+    its small reference files beside them); words that name no such file count 0."""
+    total = 0
+    for word in words:
+        with contextlib.suppress(OSError, ValueError):
+            st = os.stat(word)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 _spare: Child | None = None
@@ -104,7 +127,6 @@ def start_spare() -> bool:
             _spare = start_child()
         except OSError:
             return False  # the run starts its own, and says why if that fails too
-    atexit.register(drop_spare)
     return True
 
 
@@ -124,3 +146,6 @@ def drop_spare() -> None:
     child = take_spare()
     if child is not None:
         child.end()
+
+
+atexit.register(drop_spare)

@@ -219,10 +219,14 @@ def test_a_pipe_is_read_in_threads_or_refused_by_name(messy: Path, tmp_path: Pat
 
 # -- the process the command starts first (stream.decode.child_start) ----------------------------
 
+two_cores = pytest.mark.skipif(child_start.usable_cores() < 2,
+                               reason="no spare on a single core: its imports would slow the run")
+
 
 @pytest.fixture
 def children(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[child_start.Child]]:
     """Every preparing process started meanwhile (real ones), by the command or by a run."""
+    child_start.drop_spare()  # none left over from elsewhere
     started: list[child_start.Child] = []
     real = child_start.start_child
 
@@ -242,6 +246,7 @@ def _command(messy: Path, out: Path, *extra: str) -> list[str]:
             "--rejects", str(out.with_suffix(".rej")), *extra]
 
 
+@two_cores
 def test_the_command_starts_its_reading_process_first_and_the_run_takes_it(
         messy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         children: list[child_start.Child]) -> None:
@@ -249,13 +254,15 @@ def test_the_command_starts_its_reading_process_first_and_the_run_takes_it(
     assert main() == 0
     assert len(children) == 1  # the one the command started: the run started none of its own
     assert children[0].proc.poll() is not None  # and it did not outlive the command
-    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "t.jsonl", "--reader", "thread"))
-    assert main() == 0
-    assert len(children) == 1  # none started for a run that reads in threads
-    assert (tmp_path / "p.jsonl").read_text() == (tmp_path / "t.jsonl").read_text()
+    for extra in (("--reader", "thread"), ()):  # a few MB with auto: threads, and no spare
+        monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "t.jsonl", *extra))
+        assert main() == 0
+        assert len(children) == 1
+        assert (tmp_path / "p.jsonl").read_text() == (tmp_path / "t.jsonl").read_text()
 
 
-def test_a_run_that_reads_in_threads_drops_the_process_the_command_started(
+@two_cores
+def test_a_run_that_reads_in_threads_drops_the_spare(
         messy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         children: list[child_start.Child]) -> None:
     dropped: list[int] = []
@@ -267,15 +274,17 @@ def test_a_run_that_reads_in_threads_drops_the_process_the_command_started(
         assert all(c.proc.poll() is not None for c in children)
 
     monkeypatch.setattr(offline, "drop_spare", drop)
-    monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "a.jsonl"))  # auto: a few MB
-    assert main() == 0
+    assert child_start.start_spare()
+    assert main(_command(messy, tmp_path / "a.jsonl", "--reader", "thread")[1:]) == 0
     assert len(children) == 1 and dropped == [children[0].proc.pid]
+    assert child_start.start_spare()
     monkeypatch.setattr(sys, "argv", _command(messy, tmp_path / "b.jsonl", "--horizon", "soon"))
     with pytest.raises(SystemExit):  # a bad option: the parser's exit ends the spare too
         main()
     assert len(children) == 2 and children[1].proc.poll() is not None
 
 
+@two_cores
 def test_a_spare_that_died_is_not_taken(children: list[child_start.Child]) -> None:
     assert child_start.start_spare()
     children[0].proc.kill()
@@ -284,14 +293,21 @@ def test_a_spare_that_died_is_not_taken(children: list[child_start.Child]) -> No
     assert child_start.take_spare() is None  # and it is gone
 
 
-@pytest.mark.parametrize(("argv", "first"), [
-    (["replay", "p.jsonl"], True),
-    (["calibrate", "p.jsonl", "--reader", "process"], True),
-    (["replay", "p.jsonl", "--reader", "thread"], False),
-    (["calibrate", "p.jsonl", "--reader=thread"], False),
-    (["replay", "--help"], False),
-    (["simulate", "astana"], False),
-    ([], False),
-])
-def test_which_commands_start_a_reading_process_first(argv: list[str], first: bool) -> None:
-    assert reads_in_a_process(argv) is first
+def test_which_commands_start_a_reading_process_first(tmp_path: Path) -> None:
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_text("{}\n")
+    with open(big, "wb") as fh:  # sparse: its size, not its blocks
+        fh.truncate(child_start.PROCESS_MIN_BYTES)
+    cases = [
+        (["replay", str(big)], True),
+        (["calibrate", str(small), "--reader", "process"], True),
+        (["replay", str(small)], False),  # auto, a few bytes: threads
+        (["replay", str(small), str(small), "--regions", str(big)], True),  # every file counts
+        (["replay", str(big), "--reader", "thread"], False),
+        (["calibrate", str(big), "--reader=thread"], False),
+        (["replay", str(big), "--help"], False),
+        (["simulate", "astana"], False),
+        ([], False),
+    ]
+    for argv, first in cases:
+        assert reads_in_a_process(argv) is first, argv
