@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,17 +13,22 @@ from stream.cli import OFFLINE_COMMANDS, build_parser
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_an_offline_command_imports_neither_live_nor_demo_modules() -> None:
-    code = ("import sys\n"
-            "from stream.cli import build_parser\n"
-            "build_parser('replay').parse_args(['replay', 'p.jsonl', '--key-file', 'k',"
-            " '--regions', 'r.geojson'])\n"
-            "print(sorted(m for m in sys.modules if m in ('stream.cli.live', 'stream.cli.demo',"
-            " 'stream.cli.offline')))\n")
+def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                          check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
-    assert out == "['stream.cli.offline']"
+    return json.loads(out)
+
+
+def test_an_offline_command_imports_neither_live_nor_demo_modules() -> None:
+    code = ("from stream.cli import build_parser\n"
+            "build_parser('replay').parse_args(['replay', 'p.jsonl', '--key-file', 'k',"
+            " '--regions', 'r.geojson'])")
+    assert _loaded(code, ("stream.cli.live", "stream.cli.demo", "stream.cli.offline")) == \
+        ["stream.cli.offline"]
 
 
 def test_the_one_command_parser_parses_as_the_whole_one() -> None:
@@ -41,11 +47,5 @@ def test_the_one_command_parser_parses_as_the_whole_one() -> None:
 def test_the_command_starts_its_reading_process_before_any_heavy_import() -> None:
     """:func:`stream.cli.main` starts the reading process of replay and calibrate first; the
     modules it needs for that are the standard library's (else the start would wait for them)."""
-    code = ("import sys\n"
-            "import stream.cli, stream.decode.child_start\n"
-            "print(sorted(m for m in ('numpy', 'polars', 'stream.contract', 'estimators')"
-            " if m in sys.modules))\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
-    assert out == "[]"
+    assert _loaded("import stream.cli, stream.decode.child_start",
+                   ("numpy", "polars", "stream.contract", "estimators")) == []
