@@ -42,7 +42,7 @@ code) also runs each replay and calibrate contender on that code, interleaved, a
 ``snapshots_*_baseline.jsonl``, and compared byte for byte).
 
 The replay and calibrate contenders start as the ``defacto`` command does: the reading process
-first (:func:`stream.decode.child_start.start_spare`, but for ``reader thread``), then their
+first when the run will likely read in one (:func:`stream.cli.reads_in_a_process`), then their
 imports. Before the rounds each checkout's modules are byte-compiled, as installing a wheel does
 (with ``PYTHONDONTWRITEBYTECODE`` set, as in this sandbox, every run would compile them anew).
 
@@ -101,22 +101,24 @@ def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None,
         windows.feed(decoder.decode(chunk), lambda i, c=chunk: c[i].source, rows_read=len(chunk))
 
 
-def _start_as_the_command(reader: str) -> None:
+def _start_as_the_command(reader: str, pings: tuple[Path, ...]) -> None:
     """What ``defacto replay``/``calibrate`` do first (:func:`stream.cli.main`): start the
-    reading process before their own imports, unless ``--reader thread`` (code older than
-    :mod:`stream.decode.child_start` has no such step)."""
-    if reader == "thread":
-        return
+    reading process before their own imports when the run will likely read in one
+    (:func:`stream.cli.reads_in_a_process`: ``reader`` and the size of ``pings``); code older
+    than :mod:`stream.decode.child_start` has no such step."""
     try:
+        from stream.cli import reads_in_a_process
         from stream.decode import child_start
     except ImportError:
         return
-    child_start.start_spare()
+    if reads_in_a_process(["replay", *map(str, pings), "--reader", reader]):
+        child_start.start_spare()
 
 
 def run_replay(d: Path, records: bool, split: bool = False,
                calibrated: bool = False, reader: str = "auto") -> dict[str, Any]:
-    _start_as_the_command(reader)
+    pings = tuple(sorted(d.glob("pings_*.jsonl"))) if split else (d / "pings.jsonl",)
+    _start_as_the_command(reader, pings)
     from stream.cli import offline
 
     if records:
@@ -124,7 +126,6 @@ def run_replay(d: Path, records: bool, split: bool = False,
     name = "records" if records else "split" if split else "calibrated" if calibrated \
         else "columns" if reader == "auto" else f"columns_{reader}"
     out = d / f"snapshots_{name}{os.environ.get(OUT_SUFFIX, '')}.jsonl"
-    pings = tuple(sorted(d.glob("pings_*.jsonl"))) if split else (d / "pings.jsonl",)
     reference = _paths(d)
     if calibrated:
         from dataclasses import replace
@@ -138,7 +139,7 @@ def run_replay(d: Path, records: bool, split: bool = False,
 
 
 def run_calibrate(d: Path, skip: bool, out: str = "", reader: str = "auto") -> dict[str, Any]:
-    _start_as_the_command(reader)
+    _start_as_the_command(reader, (d / "pings.jsonl",))
     from stream.cli import offline
 
     if not skip:
