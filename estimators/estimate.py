@@ -66,13 +66,13 @@ class EstimateConfig:
     is less certain), ``sibling_away_rse`` that of the people counted away from it but in the
     same parent region (another district of their city: their factor was calibrated next door;
     :func:`present_model_rse`). A region's model error is shared by all its people and
-    independent of other regions': a parent's is summed in quadrature over its subtree. ``transition_rse``: the
-    model error of the people the stale-mover rule moves in or out of a region (present only,
-    :func:`estimators.routine.transition_shift`: the rule assumes a device's silence is
-    independent of where it is); ``resident_model_rse``: the model-error relative standard
-    error of ``resident``, a term of its own (the resident error is mostly a per-region constant: the
-    reference census's error carried by the factor, plus home-rule error; not where a ping
-    was). ``transitions``:
+    independent of other regions': a parent's is summed in quadrature over its subtree.
+    ``transition_rse``: the model error of the people the stale-mover rule moves in or out of a
+    region (present only, :func:`estimators.routine.transition_shift`: the rule assumes a
+    device's silence is independent of where it is); ``resident_model_rse``: the model-error
+    relative standard error of ``resident``, a term of its own (the resident error is mostly a
+    per-region constant: the reference census's error carried by the factor, plus home-rule
+    error; not where a ping was). ``transitions``:
     re-place *stale movers* (devices whose home and daytime regions differ, silent for
     ``stale_ms`` or more, default 10 min) by what the fresh movers did since
     (:mod:`estimators.routine`), with their own variance term; ``routine_ms``: a daytime
