@@ -110,7 +110,7 @@ def compare(other: Path, rounds: int, argv: list[str]) -> None:
         for name, path in (("this", here), ("other", str(other))):
             env = {**os.environ, "PYTHONPATH": path, "DEFACTO_CACHE_DIR": "off"}
             out = subprocess.run([sys.executable, __file__, *argv], env=env, check=True,
-                                 capture_output=True, text=True).stdout.strip()
+                                 capture_output=True, text=True, timeout=1800).stdout.strip()
             print(f"round {r} {name:5s} load {os.getloadavg()[0]:.2f}: {out}", flush=True)
 
 

@@ -242,6 +242,8 @@ CONTENDERS = {
     "calibrate, 1 day, whole file read": lambda d: run_calibrate(d, skip=False),
     "replay, with a calibration": lambda d: run_replay(d, records=False, calibrated=True),
 }
+CHILD_TIMEOUT_S = 1800
+"""Longest a contender (or compiling a checkout) may take: a run past it stops the benchmark."""
 BASELINE = " [baseline]"
 """Suffix of a contender run on the code of ``--baseline DIR``."""
 OUT_SUFFIX = "REPLAY_BENCH_OUT_SUFFIX"
@@ -299,7 +301,7 @@ def _child(name: str, d: Path, baseline: Path | None = None) -> dict[str, Any]:
            OUT_SUFFIX: "_baseline" if name.endswith(BASELINE) else ""}
     proc = subprocess.run([sys.executable, __file__, "--run", name.removesuffix(BASELINE),
                            "--dir", str(d)],
-                          capture_output=True, text=True, env=env, check=False)
+                          capture_output=True, text=True, env=env, check=False, timeout=CHILD_TIMEOUT_S)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -311,7 +313,7 @@ def _compile(root: Path) -> None:
     compile defacto's modules from source at its start (~0.13 s), while the installed packages
     (numpy, polars) load compiled. A module that does not compile stops the benchmark."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", "stream", "estimators"], cwd=root,
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, timeout=CHILD_TIMEOUT_S)
 
 
 def _load() -> str:

@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--churn", type=float, default=0.2, help="share of devices new each day")
     ap.add_argument("--pings", type=int, default=8, help="pings per device and day")
     ap.add_argument("--no-migration", action="store_true", help="presence and residence only")
+    ap.add_argument("--max-seconds", type=float, default=3600,
+                    help="stop after the day that passes this wall time (default 3600)")
     args = ap.parse_args()
     rng = np.random.default_rng(12)
     tower_lat, tower_lon = _tower_positions(rng)
@@ -148,6 +150,9 @@ def main() -> None:
               f"{0 if held is None else len(held):>7,} {len(engine.cells):>7,} "
               f"{state_mb:>9.2f} {time.perf_counter() - t:>5.1f}", flush=True)
         pop.next_day()
+        if time.perf_counter() - started > args.max_seconds:
+            print(f"stopped after day {day + 1}: past --max-seconds {args.max_seconds:g}")
+            break
     print(f"total {time.perf_counter() - started:.0f} s; rows held / devices active a day: "
           f"{engine.state.n_devices / args.devices:.1f}; checkpoint bytes per row: "
           f"{len(blob) / max(engine.state.n_devices, 1):.0f}")

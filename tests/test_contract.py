@@ -140,8 +140,14 @@ def test_schema_files_state_the_limits() -> None:
             assert code in REJECT_REASONS, name
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(GOOD) and check_ping(GOOD) is None
-    for bad in [_with(cell="c" * 65), _with(device="x" * 129), _with(ts=MAX_TS_MS + 1)]:
-        assert not validator.is_valid(bad) and check_ping(bad) is not None
+    for bad in [_with(cell="c" * 65), _with(device="x" * 129), _with(ts=MAX_TS_MS + 1),
+                _with(cell=None), _with(cell=None, lat=91.0, lon=0.0),
+                _with(cell=None, lat="51", lon=71.0)]:
+        assert not validator.is_valid(bad) and check_ping(bad) is not None, bad
+    # the location rule as check_ping applies it: a cell wins; a null cell falls back to lat/lon
+    for good in [_with(lat=51.1, lon=71.4), _with(lat="not read", lon=None),
+                 _with(cell=None, lat=51.1, lon=71.4)]:
+        assert validator.is_valid(good) and check_ping(good) is None, good
     avsc = {f["name"]: f["doc"] for f in json.loads((SCHEMAS / "ping.avsc").read_text())["fields"]}
     assert f"1..{MAX_DEVICE_BYTES} bytes of UTF-8" in avsc["device"]
     assert f"1..{MAX_CELL_BYTES} bytes of UTF-8" in avsc["cell"]

@@ -236,7 +236,7 @@ def add_worker_parser(sub: Any) -> None:
                         "Prometheus rule DefactoMigrationSurge)")
     p.add_argument("--loglevel", type=str.lower, choices=LOGLEVELS, default=w.loglevel,
                    help="default %(default)s")
-    options.add_engine_options(p)
+    options.add_engine_options(p, period=False)
     p.set_defaults(func=cmd_worker)
 
 

@@ -92,10 +92,12 @@ def _country_list(text: str) -> tuple[str, ...]:
     return tuple(c.strip().upper() for c in text.split(",") if c.strip())
 
 
-def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
+def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
+                       period: bool = True) -> None:
     """The options that decide the figures (they must match between replay and workers);
     ``calibrate``: the help of ``defacto calibrate``, whose population prior is its
-    ``--reference``."""
+    ``--reference``; ``period``: ``--from``/``--to`` (files only: a worker follows its topic
+    from its committed offsets and has no period, so it does not take them)."""
     g = p.add_argument_group("engine")
     g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
     g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
@@ -143,7 +145,8 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> N
                         "moves in or out of a region, in [0, 5] (default %(default)s)")
     g.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
                    help="a mover (home and daytime regions differ) whose last ping is older is "
-                        "re-placed from what fresh movers did since; whole hours (default 1h)")
+                        "re-placed from what fresh movers did since; a multiple of 10 minutes "
+                        "(default 10m)")
     g.add_argument("--routine", type=lim["routine_ms"].arg, default=EngineOptions.routine_ms,
                    help="a daytime region (latest ping 10:00-16:00 local) older than this is not "
                         "used (default 3d)")
@@ -188,8 +191,9 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False) -> N
     g.add_argument("--lateness", type=WINDOW_LIMITS["lateness_ms"].arg,
                    default=WindowSettings.lateness_ms,
                    help="how late (event time) a ping may arrive and still count (default 10m)")
-    g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
-    g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
+    if period:
+        g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
+        g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:

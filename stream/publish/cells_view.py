@@ -82,18 +82,21 @@ async def cells_document(redis: aioredis.Redis, keys: RedisKeys, res_text: str) 
                                     f"got {shown(res_text.strip())}", resolutions=resolutions)
     parts: list[str] = []
     values: list[int] = []
+    not_cells = 0
     for cid_b, v in sorted(cells.items()):
-        cid = cid_b.decode()
+        cid = cid_b.decode(errors="replace")
         try:
             boundary = _boundary_json(cid)
         except (ValueError, h3.H3BaseException):
-            continue  # not an H3 cell id: nothing to draw
+            not_cells += 1  # not an H3 cell id (not written by defacto): nothing to draw
+            continue
         value = None if v in (b"null", b"") else int(float(v))
         if value is not None:
             values.append(value)
         parts.append(f'{{"id":{json.dumps(cid)},"value":{json.dumps(value)},"boundary":{boundary}}}')
     head = {"at": snap.get("at"), "published_at": snap.get("published_at"), "res": res,
             "k": snap.get("k"), "count": len(parts), "suppressed": len(parts) - len(values),
-            "total": sum(values), "max": max(values) if values else None}
+            "total": sum(values), "max": max(values) if values else None,
+            "not_cells": not_cells}
     doc = json.dumps(head, separators=(",", ":"))[:-1] + ',"cells":[' + ",".join(parts) + "]}"
     return 200, doc.encode()

@@ -277,6 +277,8 @@ CASES: list[tuple[str, Argv, str]] = [
      "calibration_dup.csv:3: duplicate row"),
     ("worker plan", _worker("--cells", "@cells_versioned"), "cells_versioned.csv:3: duplicate cell"),
     ("worker res", _worker("--res", "16"), "argument --res"),
+    ("worker from", _worker("--from", "2026-03-02T00:00:00Z"),
+     "unrecognized arguments: --from"),  # a worker has no period: not taken, not ignored
     ("worker timezone", _worker("--timezone", "UTC+5"), "Etc/GMT-5"),
     ("worker port", _worker("--web-port", "70000"), "argument --web-port: must be an integer "
                                                    "0..65535"),

@@ -31,7 +31,8 @@ def listening_addresses(pid: int) -> list[tuple[str, int]] | None:
     ss = shutil.which("ss")
     if ss is None:
         return None
-    out = subprocess.run([ss, "-H", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([ss, "-H", "-ltnp"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
     addrs = []
     for line in out.splitlines():
         if re.search(rf"pid={pid}\b", line):

@@ -268,7 +268,7 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path, regions_file: Path, 
         runs = []
         for _ in range(PEAK_RUNS):
             out = subprocess.run([sys.executable, "-c", _PEAK, str(regions_file), *map(str, paths)],
-                                 capture_output=True, text=True, check=True,
+                                 capture_output=True, text=True, check=True, timeout=300,
                                  cwd=Path(__file__).resolve().parents[2])
             accepted, peak_kib = map(int, out.stdout.split())
             assert accepted == n

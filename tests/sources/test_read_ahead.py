@@ -7,6 +7,7 @@ may be waiting on that reader's queue. Every test bounds its waits with a deadli
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,23 +40,43 @@ def _threads(prefix: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
 
 
+def _waiting_in(prefix: str, function: str) -> bool:
+    """Poll (with the deadline) until a thread named ``prefix...`` runs ``function``; True if
+    it did."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        frames = sys._current_frames()
+        for t in _threads(prefix):
+            frame = frames.get(t.ident or -1)
+            while frame is not None:
+                if frame.f_code.co_name == function:
+                    return True
+                frame = frame.f_back
+        time.sleep(0.005)
+    return False
+
+
 def test_hold_bounds_items_read_ahead() -> None:
     made: list[int] = []
+    asked = [threading.Event() for _ in range(12)]  # asked[i]: item i was asked for
 
     def counted() -> Iterator[int]:
         for i in range(100):
+            if i < len(asked):
+                asked[i].set()
             made.append(i)
             yield i
 
     ra = ReadAhead(counted(), "test-hold", hold=8)
-    deadline = time.monotonic() + DEADLINE_S
-    while len(made) < 9 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
-    assert len(made) <= 9  # 8 queued + 1 in hand (blocked in put)
-    assert next(ra) == 0
-    time.sleep(0.3)
-    assert len(made) <= 10  # after the first take, the queue only drains back to 1
+    assert asked[8].wait(DEADLINE_S)
+    assert _waiting_in("test-hold", "_put")  # 8 queued + 1 in hand, blocked in put
+    assert not asked[9].wait(0.2)  # a negative: it never comes while nothing is taken
+    assert made == list(range(9))
+    assert next(ra) == 0  # from the first take on, one item waits: the 7 queued are above it
+    assert not asked[9].wait(0.2)
+    assert [next(ra) for _ in range(7)] == list(range(1, 8))  # drained: item 8 goes in
+    assert asked[9].wait(DEADLINE_S)  # and item 9 is made, in hand
+    assert not asked[10].wait(0.2)
     ra.close()
     assert not ra._thread.is_alive()
 
@@ -95,7 +116,7 @@ def _run_prepared_consumer_fails(delay_reader: float) -> tuple[bool, list[thread
     gen = read_prepared([], lambda c: c, reading=reading)
     assert next(gen) == (0, 0)
     # the consumer fails while the prepare thread waits for the reader's next chunk
-    time.sleep(0.05)
+    assert _waiting_in("defacto-prepare", "__next__")
     reading.close()  # run_replay's finally
     ended = _in_thread(gen.close)  # the generator finalized (frame of _feed_files released)
     return ended, _threads("defacto-prepare")
