@@ -216,6 +216,48 @@ def _sorted_isin(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == values
 
 
+def region_tree_suppression(region_parent: np.ndarray, own_devices: np.ndarray,
+                            published: np.ndarray, k: int) -> np.ndarray:
+    """Hidden regions of a table of region figures that are subtree sums (step 1 of the module
+    text): a region's figure counts its own devices (``own_devices``, float or int
+    ``[n_regions]``, the devices keyed to the region itself, not its descendants) and those
+    of its whole subtree. ``region_parent``: int64 parent index, -1 for a root;
+    ``published``: bool, the regions primary suppression left visible. Returns bool
+    ``[n_regions]``, True where hidden (the primary ones included).
+
+    Repair: while a visible region's *residual* (its own devices and those of its hidden
+    descendants) holds 1 to ``k - 1`` devices, hide its nearest visible descendant region with
+    the fewest devices (ties: lowest index), or the region itself if it has none. Afterwards
+    every residual is 0 or at least ``k``, which is the module's rule for a table without
+    cells: no set of fewer than ``k`` devices has a count that a linear combination of the
+    published figures gives (parent minus children at any depth included). Deterministic."""
+    region_parent = np.asarray(region_parent, dtype=np.int64)
+    own = np.asarray(own_devices, dtype=np.float64)
+    n_reg = region_parent.size
+    reg_devices = _region_devices(region_parent, own)
+    r_visible = np.asarray(published, dtype=bool).copy()
+    regions = np.arange(n_reg)
+    for _ in range(n_reg + 1):
+        key = _region_keys(region_parent, r_visible)
+        keyed = key >= 0
+        residual = np.bincount(key[keyed], own[regions[keyed]], n_reg)
+        bad = r_visible & (residual > 0) & (residual < k)
+        if not bad.any():
+            break
+        up = np.where(region_parent >= 0, key[np.maximum(region_parent, 0)], -1)
+        cand = np.flatnonzero(r_visible & (up >= 0))
+        cand = cand[bad[up[cand]]]
+        order = np.lexsort((cand, reg_devices[cand], up[cand]))
+        cand = cand[order]
+        first = np.ones(cand.size, dtype=bool)
+        first[1:] = up[cand[1:]] != up[cand[:-1]]
+        r_visible[cand[first]] = False
+        lift = bad.copy()
+        lift[up[cand]] = False
+        r_visible[lift] = False
+    return ~r_visible
+
+
 def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
                               part_region: np.ndarray, part_devices: np.ndarray,
                               region_parent: np.ndarray, region_published: np.ndarray, k: int
@@ -234,26 +276,8 @@ def complementary_suppression(levels: list[CellLevel], part_cell: np.ndarray,
     region_parent = np.asarray(region_parent, dtype=np.int64)
     n_reg = region_parent.size
     # 1. the region tree
-    reg_devices = _region_devices(region_parent, np.bincount(part_region, devices_part, n_reg))
-    r_visible = np.asarray(region_published, dtype=bool).copy()
-    for _ in range(n_reg + 1):
-        key = _region_keys(region_parent, r_visible)
-        residual = np.bincount(key[part_region][key[part_region] >= 0],
-                               devices_part[key[part_region] >= 0], n_reg)
-        bad = r_visible & (residual > 0) & (residual < k)
-        if not bad.any():
-            break
-        up = np.where(region_parent >= 0, key[np.maximum(region_parent, 0)], -1)
-        cand = np.flatnonzero(r_visible & (up >= 0))
-        cand = cand[bad[up[cand]]]
-        order = np.lexsort((cand, reg_devices[cand], up[cand]))
-        cand = cand[order]
-        first = np.ones(cand.size, dtype=bool)
-        first[1:] = up[cand[1:]] != up[cand[:-1]]
-        r_visible[cand[first]] = False
-        lift = bad.copy()
-        lift[up[cand]] = False
-        r_visible[lift] = False
+    own = np.bincount(part_region, devices_part, n_reg)
+    r_visible = ~region_tree_suppression(region_parent, own, region_published, k)
     key = _region_keys(region_parent, r_visible)
     rkey = key[part_region]
 

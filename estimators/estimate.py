@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from estimators.calibration import N_CLASSES, FactorMatrix
-from estimators.disclosure import cell_levels, complementary_suppression, unique_inverse
+from estimators.disclosure import (
+    cell_levels,
+    complementary_suppression,
+    region_tree_suppression,
+    unique_inverse,
+)
 from estimators.presence import (
     EPOCH_MS,
     LOC_BITS,
@@ -364,6 +369,14 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     resident_fig = [a.copy() for a in resident_fig]
     _suppress(present_fig, present_fig[3].copy(), config.k_anonymity)
     _suppress(resident_fig, resident_fig[3].copy(), config.k_anonymity)
+    # resident figures are subtree sums of devices by home region: a parent minus its visible
+    # children must not give a small region's count either (disclosure.py, the region step)
+    resident_own = np.bincount(tally.resident_region.astype(np.int64),
+                               tally.resident_count.astype(np.float64), len(regions.ids))
+    resident_hidden = region_tree_suppression(regions.parent_index, resident_own,
+                                              ~np.isnan(resident_fig[3]), config.k_anonymity)
+    for a in resident_fig:
+        a[resident_hidden] = np.nan
 
     # parts: (cell, region) pairs; a cell a border crosses has one per region (disclosure.py)
     n_reg = len(regions.ids)

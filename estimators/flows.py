@@ -25,10 +25,13 @@ with the gross flows (in + out), not the net.
 
 **Disclosure**: a cell, inflow, outflow or rural flow is published only when it rests on at
 least ``k`` devices (devices, never scaled people: a one-device cell must never pass); a net
-only when both its inflow and outflow are published. Complementary suppression: in a leaf
-region's out-row (in-column) whose margin is published, a single hidden non-zero cell could be
-recovered by subtraction, so the smallest published cell of that row (column) is hidden too,
-until no row or column has exactly one hidden non-zero cell.
+only when both its inflow and outflow are published, and the net per 1,000 residents only where
+the resident figure itself is published. Complementary suppression: in a leaf region's out-row
+(in-column) whose margin is published, the margin minus the shown cells gives the sum of the
+hidden ones, so the smallest published cell of that row (column) is hidden too, until the
+hidden cells of every such row and column hold 0 or at least ``k`` devices. The per-region
+device bookkeeping is protected in :mod:`stream.publish.flows`; what these rules do not cover
+is listed in ``docs/METHOD.md`` §9.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from estimators.disclosure import region_tree_suppression
 from estimators.migration import PeriodCounts
 from estimators.regions import RegionSet
 
@@ -102,8 +106,9 @@ class FlowEstimate:
 
 
 def _complementary(hidden: np.ndarray, devices: np.ndarray, row_published: np.ndarray,
-                   col_published: np.ndarray, leaf: np.ndarray) -> np.ndarray:
-    """Hide more cells until no published leaf margin has exactly one hidden non-zero cell."""
+                   col_published: np.ndarray, leaf: np.ndarray, k: int) -> np.ndarray:
+    """Hide more cells until the hidden cells of every published leaf margin hold 0 or at
+    least ``k`` devices (the margin minus its shown cells gives their sum)."""
     hidden = hidden.copy()
     while True:
         changed = False
@@ -112,7 +117,8 @@ def _complementary(hidden: np.ndarray, devices: np.ndarray, row_published: np.nd
             for i in lines.tolist():
                 line_hidden = hidden[i] if axis == 1 else hidden[:, i]
                 line_dev = devices[i] if axis == 1 else devices[:, i]
-                if int((line_hidden & (line_dev > 0)).sum()) != 1:
+                held = float(line_dev[line_hidden].sum())
+                if held <= 0 or held >= k:
                     continue
                 shown = np.flatnonzero(~line_hidden & (line_dev > 0))
                 if shown.size == 0:
@@ -127,6 +133,114 @@ def _complementary(hidden: np.ndarray, devices: np.ndarray, row_published: np.nd
             return hidden
 
 
+def part_labels(regions: RegionSet, parent: int) -> np.ndarray:
+    """For a region ``parent``, the part of it each region is in (int64[n]): the index of the
+    child whose subtree holds it, ``parent`` itself for its own territory, -1 outside it."""
+    n = len(regions.ids)
+    label = np.full(n, -1, dtype=np.int64)
+    label[regions.subtree[parent]] = parent
+    for child in np.flatnonzero(regions.parent_index == parent).tolist():
+        label[regions.subtree[child]] = child
+    return label
+
+
+def between_parts(regions: RegionSet, od: np.ndarray) -> np.ndarray:
+    """Per region, the OD count (``[n, n]``, assignment regions) between its different parts
+    (:func:`part_labels`): what its children's crossing sums minus its own give. 0 for a
+    leaf."""
+    n = len(regions.ids)
+    out = np.zeros(n, dtype=np.float64)
+    for g in np.unique(regions.parent_index[regions.parent_index >= 0]).tolist():
+        label = part_labels(regions, g)
+        inside = label >= 0
+        between = inside[:, None] & inside[None, :] & (label[:, None] != label[None, :])
+        out[g] = float(od[between].sum())
+    return out
+
+
+def _parents_between(hidden: np.ndarray, devices: np.ndarray, regions: RegionSet,
+                     in_ok: np.ndarray, out_ok: np.ndarray, k: int) -> bool:
+    """The parents' crossing sums against their children's: a parent's inflow (outflow) and
+    its children's give the sum of the cells between its parts, so with the shown ones the sum
+    of the hidden ones. Where a parent's margins are shown and those hidden cells hold 1 to
+    ``k - 1`` devices, hide the smallest shown cell between its parts, or else the parent's
+    margins. Changes ``hidden``, ``in_ok`` and ``out_ok`` in place; True if it did."""
+    changed = False
+    for g in np.unique(regions.parent_index[regions.parent_index >= 0]).tolist():
+        if not (in_ok[g] or out_ok[g]):
+            continue
+        label = part_labels(regions, g)
+        inside = label >= 0
+        between = inside[:, None] & inside[None, :] & (label[:, None] != label[None, :])
+        held = float(devices[between & hidden].sum())
+        if held <= 0 or held >= k:
+            continue
+        shown = np.argwhere(between & ~hidden & (devices > 0))
+        if shown.size:
+            i, j = min(shown.tolist(), key=lambda ij: (devices[ij[0], ij[1]], ij[0], ij[1]))
+            hidden[i, j] = True
+        else:
+            in_ok[g] = out_ok[g] = False
+        changed = True
+    return changed
+
+
+SUBTREE_TERMS = ("stock_start", "stock_end", "housed", "lapsed", "reactivated", "cohort")
+"""Per-region device counts that are subtree sums of counts per assignment region."""
+IDENTITY_TERMS = ("stock_start", "stock_end", "in_devices", "out_devices", "housed", "lapsed",
+                  "reactivated")
+"""The terms of the stock-flow identity per region (``stock_end − stock_start = in − out +
+housed − lapsed + reactivated``)."""
+
+
+def bookkeeping_suppression(regions: RegionSet, own: dict[str, np.ndarray],
+                            totals: dict[str, np.ndarray], k: int,
+                            between: dict[str, np.ndarray] | None = None
+                            ) -> dict[str, np.ndarray]:
+    """Hidden regions (bool[n] per term) of the per-region device bookkeeping.
+
+    ``totals``: each term's published figure per region (``n`` = ``len(regions.ids)``): the
+    :data:`IDENTITY_TERMS`, ``cohort`` and any other crossing sums (confirmed moves,
+    returns); ``own``: for the :data:`SUBTREE_TERMS`, the counts per assignment region that
+    the totals sum over subtrees; ``between``: for the crossing sums, the count between each
+    region's parts (:func:`between_parts`), which its children's sums minus its own give: a
+    parent's is hidden where that count is 1 to ``k - 1``. Primary: a figure under ``k``
+    devices. Then, until nothing changes (each step only hides more):
+
+    - each subtree term is a region table on its own
+      (:func:`~estimators.disclosure.region_tree_suppression`): a parent minus its shown
+      children gives no count of 1 to ``k - 1`` devices;
+    - in each region's identity, the other terms give the signed sum of the hidden ones: when
+      the hidden terms hold 1 to ``k - 1`` devices, the smallest shown non-zero term is hidden
+      too.
+    """
+    parent = regions.parent_index
+    hidden = {name: np.asarray(v) < k for name, v in totals.items()}
+    for name, count in (between or {}).items():
+        hidden[name] = hidden[name] | ((count > 0) & (count < k))
+    terms = [t for t in IDENTITY_TERMS if t in totals]
+    values = np.array([np.asarray(totals[t], dtype=np.float64) for t in terms])  # [terms, n]
+    changed = True
+    while changed:
+        changed = False
+        for name in SUBTREE_TERMS:
+            if name in own and name in hidden:
+                tree = region_tree_suppression(parent, own[name], ~hidden[name], k)
+                if (tree & ~hidden[name]).any():
+                    hidden[name] = hidden[name] | tree
+                    changed = True
+        mask = np.array([hidden[t] for t in terms])
+        held = np.where(mask, values, 0.0).sum(axis=0)
+        for i in np.flatnonzero((held > 0) & (held < k)).tolist():
+            shown = [j for j in range(len(terms)) if not mask[j, i] and values[j, i] > 0]
+            if shown:
+                j = min(shown, key=lambda j: (values[j, i], j))
+                hidden[terms[j]] = hidden[terms[j]].copy()
+                hidden[terms[j]][i] = True
+                changed = True
+    return hidden
+
+
 def crossing(regions: RegionSet, od: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per region ``g``, the sums of an OD matrix (``[n, n]``, from × to, assignment regions)
     over the cells that cross ``g``'s boundary: ``(into g's subtree from outside it, out of it
@@ -137,7 +251,8 @@ def crossing(regions: RegionSet, od: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarray,
-                   resident_rse: np.ndarray, config: FlowConfig | None = None) -> FlowEstimate:
+                   resident_rse: np.ndarray, config: FlowConfig | None = None,
+                   resident_shown: np.ndarray | None = None) -> FlowEstimate:
     """Flows in people of one period.
 
     Parameters
@@ -151,6 +266,10 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         time of ``period.end_stock``.
     resident_rse : float64[n]
         Relative standard error of ``resident`` (the calibration's).
+    resident_shown : bool[n], optional
+        The regions whose resident figure is published (the estimate's disclosure control):
+        ``net_per_1000`` is published only there, since ``net / net_per_1000`` gives the
+        resident figure it divides by. None: all.
     """
     cfg = config or FlowConfig()
     n = len(regions.ids)
@@ -183,7 +302,11 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
     k = cfg.k
     in_ok, out_ok = in_dev >= k, out_dev >= k
     leaf = ~(regions.subtree & ~np.eye(n, dtype=bool)).any(axis=1)
-    hidden = _complementary((m < k) | (cohort[:, None] < k), m, out_ok, in_ok, leaf)
+    hidden = (m < k) | (cohort[:, None] < k)
+    while True:  # each pass only hides more, so it ends
+        hidden = _complementary(hidden, m, out_ok, in_ok, leaf, k)
+        if not _parents_between(hidden, m, regions, in_ok, out_ok, k):
+            break
     sd_cell = np.sqrt(binom + (rse[:, None] * flow) ** 2 + (model * flow) ** 2)
 
     def shown(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -194,6 +317,7 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         resident_sub = sub @ np.nan_to_num(resident)
         per_resident = np.where(resident_sub > 0, 1000.0 / resident_sub, np.nan)
     both = in_ok & out_ok
+    per_1000_ok = both if resident_shown is None else both & np.asarray(resident_shown, bool)
     rural_rows, urban_rows = rural_urban(regions)
     r2u, u2r = flow[np.ix_(rural_rows, urban_rows)].sum(), flow[np.ix_(urban_rows, rural_rows)].sum()
     r2u_dev = int(m[np.ix_(rural_rows, urban_rows)].sum())
@@ -211,9 +335,9 @@ def estimate_flows(period: PeriodCounts, regions: RegionSet, resident: np.ndarra
         od_hi=shown(flow + z * sd_cell, od_ok), od_devices=np.where(od_ok, m, np.nan),
         inflow=shown(inflow, in_ok), outflow=shown(outflow, out_ok), net=shown(net, both),
         net_lo=shown(net - z * sd_net, both), net_hi=shown(net + z * sd_net, both),
-        net_per_1000=shown(net * per_resident, both),
-        net_per_1000_lo=shown((net - cfg.z * sd_net) * per_resident, both),
-        net_per_1000_hi=shown((net + cfg.z * sd_net) * per_resident, both),
+        net_per_1000=shown(net * per_resident, per_1000_ok),
+        net_per_1000_lo=shown((net - cfg.z * sd_net) * per_resident, per_1000_ok),
+        net_per_1000_hi=shown((net + cfg.z * sd_net) * per_resident, per_1000_ok),
         in_devices=shown(in_dev, in_ok), out_devices=shown(out_dev, out_ok),
         rural_to_urban=float(r2u) if r2u_dev >= k else np.nan,
         urban_to_rural=float(u2r) if u2r_dev >= k else np.nan,

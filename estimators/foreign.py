@@ -60,6 +60,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from estimators.calibration import factor_problem, rse_problem
+from estimators.disclosure import region_tree_suppression
 from estimators.mcc import CountryTable
 from estimators.migration import (
     PERIOD_KINDS,
@@ -928,15 +929,17 @@ def _rollup(period: ForeignPeriod, codes: Sequence[str], shown: Sequence[str],
     return row, out
 
 
-def _complement(devices: np.ndarray, hidden: np.ndarray, axis: int, total: int) -> bool:
+def _complement(devices: np.ndarray, hidden: np.ndarray, axis: int, total: int,
+                need: int) -> bool:
     """Along ``axis`` (members ``0..total-1``, the margin at ``total``): where the margin is
-    shown and exactly one non-zero member is hidden (zeros count as known), hide the smallest
-    shown non-zero member too (ties: the lowest index), or the margin when there is none.
-    Changes ``hidden`` in place; True if it did."""
+    shown and its hidden members hold 1 to ``need - 1`` (the margin minus the shown members
+    would give them), hide the smallest shown non-zero member too (ties: the lowest index), or
+    the margin when there is none. Changes ``hidden`` in place; True if it did."""
     dev = np.moveaxis(devices, axis, -1)
     hid = np.moveaxis(hidden, axis, -1)  # a view: writes go through
     members, m_hid = dev[..., :total], hid[..., :total]
-    lone = ~hid[..., total] & ((m_hid & (members > 0)).sum(axis=-1) == 1)
+    hidden_sum = np.where(m_hid, members, 0).sum(axis=-1)
+    lone = ~hid[..., total] & (hidden_sum > 0) & (hidden_sum < need)
     if not lone.any():
         return False
     candidates = ~m_hid & (members > 0)
@@ -945,6 +948,50 @@ def _complement(devices: np.ndarray, hidden: np.ndarray, axis: int, total: int) 
     idx = np.nonzero(lone)
     hid[(*idx, pick[idx])] = True
     return True
+
+
+def _suppress_cube(full: np.ndarray, base: np.ndarray, hidden: np.ndarray, regions: RegionSet,
+                   leaf: np.ndarray, n_rows: int, classes: bool, need: int) -> np.ndarray:
+    """Complementary suppression of one measure's table (``full``: countries + all ×
+    regions (subtree sums) + all × classes + all; ``base``: the counts per assignment region
+    the region columns sum; ``hidden``: primary), repeated until nothing changes (each step
+    only hides more, so it ends):
+
+    - **lines** at leaf level (:func:`_complement`): over classes, over leaf regions and over
+      countries, a shown margin's hidden members hold 0 or at least ``need``;
+    - **the region tree** per country row and class (:func:`~estimators.disclosure.
+      region_tree_suppression`, the whole country as the root above the top-level regions):
+      a shown region's own devices and its hidden descendants' hold 0 or at least ``need``,
+      so a parent minus its shown children gives no small count.
+    """
+    n_reg = len(regions.ids)
+    parent = np.r_[np.where(regions.parent_index >= 0, regions.parent_index, n_reg), -1]
+    own = np.zeros((n_rows + 1, n_reg + 1, full.shape[2]))
+    own[:n_rows, :n_reg] = base
+    own[n_rows, :n_reg] = base.sum(axis=0)
+    cols = np.flatnonzero(np.r_[leaf, True])
+    changed = True
+    while changed:
+        changed = False
+        view_dev = full[:, cols]
+        view_hid = hidden[:, cols].copy()
+        last = view_dev.ndim - 1
+        step = True
+        while step:
+            step = False
+            if classes:
+                step |= _complement(view_dev, view_hid, last, view_dev.shape[last] - 1, need)
+            step |= _complement(view_dev, view_hid, 1, view_dev.shape[1] - 1, need)
+            step |= _complement(view_dev, view_hid, 0, n_rows, need)
+        hidden[:, cols] = view_hid
+        for row in range(n_rows + 1):
+            for cls in range(full.shape[2]):
+                tree = region_tree_suppression(parent, own[row, :, cls], ~hidden[row, :, cls],
+                                               need)
+                if (tree & ~hidden[row, :, cls]).any():
+                    hidden[row, :, cls] |= tree
+                    changed = True
+    return hidden
 
 
 def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: RegionSet,
@@ -957,11 +1004,11 @@ def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: Regio
 
     Small countries are summed into ``other`` first (:func:`shown_countries`). A figure is
     suppressed (NaN) when it rests on fewer than ``k`` devices (device-nights: fewer than ``k``
-    times the period's nights evaluated). Complementary suppression at leaf level: within a
-    (country, leaf region) line over classes, a country's line over leaf regions, and a
-    region's line over countries, a shown margin never has exactly one hidden non-zero member
-    (the smallest shown member is hidden too, until none has). Parent regions are subtree sums
-    and are not complemented (as for the region figures, ``docs/METHOD.md`` §6).
+    times the period's nights evaluated). Complementary suppression (:func:`_suppress_cube`):
+    within a (country, leaf region) line over classes, a country's line over leaf regions, and a
+    region's line over countries, the hidden members of a shown margin hold 0 or at least ``k``
+    devices; and per country row and class, no shown region minus its shown children (nor the
+    whole country minus its shown regions) gives a count under ``k`` (``docs/METHOD.md`` §10).
 
     People: ``devices x factor``, with ``sd² = devices f (f-1)`` (counting) ``+ (rse x people)²``
     (the factor, shared by a country's cells) ``+ (model_rse x people)²``; the all-countries row
@@ -997,20 +1044,8 @@ def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: Regio
         full[:n_rows, n_reg] = base.sum(axis=1)
         full[n_rows] = full[:n_rows].sum(axis=0)
         need = cfg.k * (nights_cap if name == "nights" else 1)
-        hidden = full < need
-        # complement at leaf level, on the leaf columns and the margins
-        cols = np.flatnonzero(np.r_[leaf, True])
-        view_dev = full[:, cols]
-        view_hid = hidden[:, cols].copy()
-        last = view_dev.ndim - 1
-        changed = True
-        while changed:
-            changed = False
-            if counts.ndim == 3:
-                changed |= _complement(view_dev, view_hid, last, view_dev.shape[last] - 1)
-            changed |= _complement(view_dev, view_hid, 1, view_dev.shape[1] - 1)
-            changed |= _complement(view_dev, view_hid, 0, n_rows)
-        hidden[:, cols] = view_hid
+        hidden = _suppress_cube(full, base, full < need, regions, leaf, n_rows,
+                                counts.ndim == 3, need)
         if counts.ndim != 3:
             full, hidden = full[:, :, 0], hidden[:, :, 0]
         people, lo, hi = _people(full, hidden, factor, rse, cfg)

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from estimators.estimate import Estimate
-from estimators.flows import FlowConfig, FlowEstimate, crossing, estimate_flows
+from estimators.flows import (
+    FlowConfig,
+    FlowEstimate,
+    between_parts,
+    bookkeeping_suppression,
+    crossing,
+    estimate_flows,
+)
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
 from stream.publish.snapshot import count_or_null
@@ -40,18 +47,6 @@ def _night_date(night: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=night)).isoformat()
 
 
-def _bookkeeping(counts: dict[str, int], k: int) -> dict[str, int | None]:
-    """The identity's terms, each ``null`` under ``k``; when exactly one is hidden it could be
-    recovered from the others, so the smallest shown one is hidden as well."""
-    shown: dict[str, int | None] = {name: (v if v >= k else None) for name, v in counts.items()}
-    hidden = [name for name, v in shown.items() if v is None and counts[name] > 0]
-    if len(hidden) == 1:
-        rest = [name for name, v in shown.items() if v is not None and counts[name] > 0]
-        if rest:
-            shown[min(rest, key=lambda name: counts[name])] = None
-    return shown
-
-
 def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
                    migration: MigrationConfig) -> dict[str, Any]:
     """The published object of one period's flows (``schemas/flows.schema.json``)."""
@@ -64,12 +59,19 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     stock_start, stock_end = sub @ p.start_stock, sub @ p.end_stock
     housed, lapsed, reactivated = sub @ p.housed, sub @ p.lapsed, sub @ p.reactivated
     cohort = sub @ p.cohort
+    totals = {"stock_start": stock_start, "stock_end": stock_end, "in_devices": moved_in,
+              "out_devices": moved_out, "housed": housed, "lapsed": lapsed,
+              "reactivated": reactivated, "cohort": cohort, "confirmed_in": confirmed_in,
+              "confirmed_out": confirmed_out, "returns": returns_out}
+    own = {"stock_start": p.start_stock, "stock_end": p.end_stock, "housed": p.housed,
+           "lapsed": p.lapsed, "reactivated": p.reactivated, "cohort": p.cohort}
+    moved, confirmed = between_parts(regions, p.relocations), between_parts(regions, p.confirmed)
+    between = {"in_devices": moved, "out_devices": moved, "confirmed_in": confirmed,
+               "confirmed_out": confirmed, "returns": between_parts(regions, p.returns)}
+    hidden = bookkeeping_suppression(regions, own, totals, k, between)
     out_regions: dict[str, Any] = {}
     for i, rid in enumerate(regions.ids):
-        books = _bookkeeping({"stock_start": int(stock_start[i]), "stock_end": int(stock_end[i]),
-                              "in_devices": int(moved_in[i]), "out_devices": int(moved_out[i]),
-                              "housed": int(housed[i]), "lapsed": int(lapsed[i]),
-                              "reactivated": int(reactivated[i])}, k)
+        books = {name: None if hidden[name][i] else int(totals[name][i]) for name in BOOKKEEPING}
         out_regions[rid] = {
             "name": regions.names[i],
             "inflow": count_or_null(fe.inflow[i]), "outflow": count_or_null(fe.outflow[i]),
@@ -78,10 +80,8 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
             "net_per_1000_lo": _ratio(fe.net_per_1000_lo[i]),
             "net_per_1000_hi": _ratio(fe.net_per_1000_hi[i]),
             **books,
-            "cohort": int(cohort[i]) if cohort[i] >= k else None,
-            "confirmed_in": int(confirmed_in[i]) if confirmed_in[i] >= k else None,
-            "confirmed_out": int(confirmed_out[i]) if confirmed_out[i] >= k else None,
-            "returns": int(returns_out[i]) if returns_out[i] >= k else None,
+            **{name: None if hidden[name][i] else int(totals[name][i])
+               for name in ("cohort", "confirmed_in", "confirmed_out", "returns")},
         }
     od = []
     for s, t in zip(*np.nonzero(~np.isnan(fe.od)), strict=True):
@@ -122,7 +122,8 @@ def period_flows(period: PeriodCounts, estimate: Estimate, regions: RegionSet, k
     """A period's published flows, scaled with the residents of ``estimate``."""
     assert estimate.resident_by_home is not None and estimate.resident_by_home_rse is not None
     fe = estimate_flows(period, regions, estimate.resident_by_home, estimate.resident_by_home_rse,
-                        FlowConfig(k=k, model_rse_flow=model_rse_flow))
+                        FlowConfig(k=k, model_rse_flow=model_rse_flow),
+                        resident_shown=~np.isnan(estimate.resident))
     return flows_document(fe, regions, estimate.at_ms, k, migration)
 
 

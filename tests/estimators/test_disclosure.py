@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from estimators.disclosure import CellLevel, complementary_suppression
+from estimators.disclosure import CellLevel, complementary_suppression, region_tree_suppression
 from estimators.engine import Engine, EngineConfig
 from estimators.h3vec import cell_to_parent
 from estimators.regions import regions_from_geojson
@@ -186,6 +186,50 @@ def test_a_second_split_cell_protects_a_small_part_without_hiding_it() -> None:
     figures = case.figures(masks, region_hidden)
     assert derivable_small_sets(figures, case.part_devices) == []
     assert simple_differences(figures, case.part_devices) == []
+
+
+def _tree_figures(parent: np.ndarray, own: np.ndarray, hidden: np.ndarray
+                  ) -> list[tuple[str, frozenset[int], float, bool]]:
+    """A region tree's figures: each region's subtree sum over the parts (one per region, its
+    own devices)."""
+    n = parent.size
+    out = []
+    for r in range(n):
+        members = []
+        for p in range(n):
+            q = p
+            while q >= 0 and q != r:
+                q = int(parent[q])
+            if q == r:
+                members.append(p)
+        out.append((f"region:{r}", frozenset(members), float(own[members].sum()), not hidden[r]))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(-1, 7), min_size=2, max_size=8),
+       st.lists(st.sampled_from([0, 1, 3, 9, 14, 15, 16, 20, 40]), min_size=8, max_size=8))
+def test_region_tree_suppression_leaves_no_small_set_derivable(parents: list[int],
+                                                               devices: list[int]) -> None:
+    """A table of region figures alone (the resident table, flow and foreign stocks): after
+    the region step, no set of regions' own devices under k is a combination of the published
+    subtree sums (parent minus children at any depth included)."""
+    n = len(parents)
+    parent = np.array([p if 0 <= p < i else -1 for i, p in enumerate(parents)], dtype=np.int64)
+    own = np.array(devices[:n], dtype=float)
+    figures = _tree_figures(parent, own, np.zeros(n, dtype=bool))
+    primary = np.array([v >= K for _, _, v, _ in figures])
+    hidden = region_tree_suppression(parent, own, primary, K)
+    assert hidden[~primary].all()  # the primary ones stay hidden
+    assert derivable_small_sets(_tree_figures(parent, own, hidden), own) == []
+
+
+def test_region_tree_suppression_hides_a_sibling_of_a_small_child() -> None:
+    # city (0) = north (1) 1000 + south (2) 9: city - north would give south's 9 devices
+    parent = np.array([-1, 0, 0])
+    own = np.array([0.0, 1000.0, 9.0])
+    hidden = region_tree_suppression(parent, own, np.array([True, True, False]), K)
+    assert hidden.tolist() == [False, True, True]
 
 
 def test_a_lone_suppressed_child_gets_a_complement() -> None:

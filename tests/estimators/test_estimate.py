@@ -106,6 +106,20 @@ def test_estimate_counts_weights_and_suppresses(regions_doc: dict[str, Any]) -> 
     assert np.isnan(est.cell_devices[1]) and np.isnan(est.cell_present[1])
 
 
+def test_resident_parent_minus_children_reveals_no_small_district(regions_doc: dict[str, Any]
+                                                                  ) -> None:
+    # 40 homes in north, 5 in south: city (45) - north (40) would give south's 5 devices
+    rs, st, loc_region, at = _state_with(regions_doc, 40, 5, 0, 0)
+    cal = Calibration([FactorRow("*", "*", 2.0, 0.0)])
+    est = estimate(st, loc_region, rs, cal.resolve(rs, ["40101"]), at, 18_000,
+                   EstimateConfig(k_anonymity=15, model_rse=0.0))
+    i = rs.index
+    assert est.resident_devices[i["city"]] == 45 and est.resident[i["city"]] == pytest.approx(90)
+    for district in ("north", "south"):  # south under k, north hidden as its complement
+        for figure in (est.resident, est.resident_lo, est.resident_hi, est.resident_devices):
+            assert np.isnan(figure[i[district]])
+
+
 def test_interval_widens_with_model_error_and_calibration_error(regions_doc: dict[str, Any]
                                                                  ) -> None:
     rs, st, loc_region, at = _state_with(regions_doc, 200, 100, 0, 0)

@@ -475,3 +475,38 @@ def test_rollup_sums_every_country_into_its_row(seed: int) -> None:
         np.add.at(want, row, getattr(p, name))
         np.testing.assert_array_equal(rolled[name], want)
         assert rolled[name].dtype == np.int64
+
+
+def test_parents_and_the_whole_country_give_no_small_difference(regions_doc: dict[str, Any]
+                                                                ) -> None:
+    """RU arrivals: north 30, south 4, rural 3 (k = 15). Before: the city (34) minus north gave
+    south's 4, and the whole country (37) minus north the 7 of south and rural. Now, per
+    country row, a shown region's own and hidden descendants' devices hold 0 or at least k
+    (the whole country above the top-level regions), and so do a shown margin's hidden
+    members."""
+    regions = _regions(regions_doc)
+    city, north, south, rural = (regions.index[r] for r in ("city", "north", "south", "rural"))
+    codes = ["RU", "UZ"]
+    p = ForeignPeriod("week", 2944, len(codes), len(regions.ids))
+    p.arrivals[0, [north, south, rural]] = [30, 4, 3]
+    p.arrivals[1, [north, south, rural]] = [40, 5, 6]
+    fe = estimate_foreign(p, codes, regions, config=ForeignFigureConfig(countries=("RU", "UZ")))
+    dev = fe.figures["arrivals"].devices
+    subtree = regions.subtree
+    for row in range(dev.shape[0]):
+        shown = ~np.isnan(dev[row, :-1])
+        own = np.zeros(len(regions.ids))
+        own[[north, south, rural]] = (p.arrivals[0] if row == 0 else p.arrivals[1] if row == 1
+                                      else p.arrivals.sum(axis=0) if row == dev.shape[0] - 1
+                                      else np.zeros(len(regions.ids)))[[north, south, rural]]
+        # every shown region minus its shown children, and the country minus its shown regions
+        tops = [g for g in range(len(regions.ids)) if regions.parent_index[g] < 0]
+        for g, kids in [(g, [c for c in range(len(regions.ids))
+                             if regions.parent_index[c] == g]) for g in range(len(regions.ids))]:
+            if shown[g] and kids:
+                rest = own[subtree[g]].sum() - sum(own[subtree[c]].sum() for c in kids if shown[c])
+                assert rest == 0 or rest >= 15, (row, regions.ids[g])
+        if not np.isnan(dev[row, -1]):
+            rest = own.sum() - sum(own[subtree[g]].sum() for g in tops if shown[g])
+            assert rest == 0 or rest >= 15, row
+    assert np.isnan(dev[0, city]) or np.isnan(dev[0, north])  # city - north = south's 4
