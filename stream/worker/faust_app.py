@@ -121,6 +121,7 @@ class IngestService(Service):
 
     async def on_stop(self) -> None:
         self._stopping.set()
+        self.runtime.stopping.set()  # a partition waiting for Redis gives way
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
         if self.kafka is not None:

@@ -96,6 +96,11 @@ class UnsafeRedisError(RuntimeError):
     """A Redis whose eviction policy may drop defacto's keys."""
 
 
+class StoppedWaitingForRedisError(RuntimeError):
+    """The worker was asked to stop while it waited for Redis to resume a partition or join
+    its deployment: the partition is not taken (nothing was counted from it)."""
+
+
 TOPIC_RECREATED = "topic_recreated"
 PARTITION_COUNT = "partition_count"
 STOP_REASONS = (TOPIC_RECREATED, PARTITION_COUNT)
@@ -180,6 +185,7 @@ class WorkerRuntime:
         self.publish_looked_at = NEVER
         self.redis_ok = True
         self.redis_retry_at = 0.0
+        self.stopping = asyncio.Event()  # set by the shell when the worker stops
         self.geometry_written = False
         self.health_at = 0.0
         self.lags: dict[int, int] = {}
@@ -241,13 +247,20 @@ class WorkerRuntime:
 
     async def _until_redis(self, make: Callable[[], Awaitable[Any]]) -> Any:
         """``await make()`` (a Redis call), retrying while Redis is down: resuming a partition
-        or joining the deployment without Redis would be wrong."""
+        or joining the deployment without Redis would be wrong. Raises
+        :class:`StoppedWaitingForRedisError` once the worker is stopping (:attr:`stopping`), so a
+        worker whose Redis never answers still stops at once."""
         delay = 0.5
         while True:
             try:
                 return await self._redis(make())
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
+            except (RedisError, OSError) as exc:
+                if self.stopping.is_set():
+                    log.warning("stopping while waiting for Redis (%s): partitions not taken "
+                                "(nothing was counted from them)", exc)
+                    raise StoppedWaitingForRedisError(str(exc)) from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
                 delay = min(delay * 2, 10.0)
 
     async def _load_checkpoint(self, p: int) -> CheckpointRecord | None:
@@ -768,7 +781,10 @@ class WorkerRuntime:
         should be read from (its checkpoint's; None: from the beginning, there is none)."""
         out: dict[int, int | None] = {}
         for p in partitions:
-            ps = await self.partition(p)
+            try:
+                ps = await self.partition(p)
+            except StoppedWaitingForRedisError:
+                return out  # stopping: the rest are not taken either
             out[p] = ps.next_offset if ps.next_offset > 0 else None
         return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -231,6 +232,30 @@ def test_a_redis_that_may_evict_keys_is_refused_at_start(
         assert r.dbsize() == 0
     finally:
         store.stop()
+
+
+def test_a_worker_whose_redis_never_answers_still_stops_at_once(
+        sim: Path, tmp_path: Path, broker: Service) -> None:
+    """A mistyped ``--redis``: the worker waits for Redis before it takes a partition
+    (resuming without its checkpoint would be wrong), and used to ignore SIGTERM while it
+    waited. Now it stops within seconds, saying why nothing was taken."""
+    w = _workers(tmp_path, broker.url, f"redis://127.0.0.1:{free_port()}/0", sim)
+    create_topic(broker.url, w.topic, 2)
+    p = w.start("a")
+    try:
+        log = Path(p.log)  # type: ignore[attr-defined]
+        wait_for("the worker to wait for Redis", lambda: "Redis unavailable" in log.read_text(),
+                 90, (p,))
+        asked = time.monotonic()
+        p.terminate()
+        p.wait(timeout=60)
+        took = time.monotonic() - asked
+        text = log.read_text()
+        assert took < 20, f"{took:.0f} s to stop:\n{text[-2000:]}"
+        assert "stopping while waiting for Redis" in text
+        assert "Traceback" not in text
+    finally:
+        w.stop_all()
 
 
 # --- 02: the broker loses its data --------------------------------------------------------------
