@@ -146,11 +146,15 @@ class Limit:
         if value is None:
             raise argparse.ArgumentTypeError(f"must be {self.allowed()} ({self.what}), "
                                              f"got {shown!r}")
+        bare = self.duration and _DECIMAL.fullmatch(text.strip()) is not None
         if self.problem(value) is not None:
-            unit = ("; a number without a unit is seconds (write 10m, 6h, 2d)"
-                    if self.duration and _DECIMAL.fullmatch(text.strip()) else "")
+            unit = "; a number without a unit is seconds (write 10m, 6h, 2d)" if bare else ""
             raise argparse.ArgumentTypeError(
                 f"must be {self.allowed()} ({self.what}), got {shown}{unit}")
+        if bare:  # in range, but "--horizon 6" most likely meant hours
+            n = text.strip()
+            print(f"defacto: warning: {self.option} {n} is read as {n} seconds; write {n}m, {n}h "
+                  f"or {n}d for minutes, hours or days", file=sys.stderr)
         return value
 
 

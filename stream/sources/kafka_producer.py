@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
-from stream.contract import PingColumns, Record, check_ping
+from stream.contract import InputError, PingColumns, Record, check_ping
 from stream.decode.frame import encode_frame
 from stream.decode.messages import CONTENT_TYPES, encode_avro, encode_control, encode_json
 from stream.decode.validate import ping_columns
@@ -58,6 +58,24 @@ class ProduceStats:
     max_ts_ms: int | None = None
 
 
+def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> int:
+    """The partition count of ``topic``; raises :class:`~stream.contract.InputError` when the
+    topic does not exist or Kafka does not answer within ``timeout_s``."""
+    from confluent_kafka.admin import AdminClient
+
+    try:  # all topics: a request naming the topic may create it on a broker that auto-creates
+        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(
+            timeout=timeout_s)
+    except KafkaException as exc:
+        raise InputError(f"Kafka at {bootstrap} did not answer ({exc.args[0] if exc.args else exc})"
+                         ": check --kafka / KAFKA_BOOTSTRAP and that the broker runs") from None
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise InputError(f"topic {topic!r} not found on {bootstrap}: create it first "
+                         "(partitions = the most workers you will run)")
+    return len(info.partitions)
+
+
 class PingProducer:
     """Sends ping columns to the pings topic, partitioned by device, with delivery reports."""
 
@@ -76,12 +94,8 @@ class PingProducer:
                 "log_level": 4}
         conf.update(config or {})
         self._closed = False
+        self.partitions = topic_partitions(bootstrap, topic)  # before librdkafka's own logs
         self.producer = Producer(conf)
-        meta = self.producer.list_topics(topic, timeout=15)
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise KafkaException(f"topic {topic!r} not found on {bootstrap}")
-        self.partitions = len(info.partitions)
         self.stats = ProduceStats()
 
     def _report(self, err: Any, _msg: Any) -> None:

@@ -40,7 +40,13 @@ from typing import Any
 
 from stream.contract import PING_FIELDS, InputError, Record
 from stream.sources.merged_files import merge_by_event_time
-from stream.sources.text_files import LongLine, TextInput, invalid_utf8, open_text
+from stream.sources.text_files import (
+    LongLine,
+    TextInput,
+    invalid_utf8,
+    open_text,
+    separator_hint,
+)
 
 MAX_ROW_CHARS = 65_536
 """Longest row of a ping file, in characters, its final line end not counted (64 Ki; a CSV row
@@ -60,6 +66,8 @@ def ping_format(path: str | Path) -> str:
         return "jsonl"
     if name.endswith(".csv"):
         return "csv"
+    if Path(path).is_dir():
+        raise InputError(f"{path}: a folder; give the ping files in it (e.g. {path}/*.jsonl)")
     raise InputError(f"{path}: unknown ping file type (use .jsonl, .ndjson or .csv, "
                      "optionally .gz)")
 
@@ -258,7 +266,8 @@ def _csv_header(feed: _CsvFeed, row: list[str]) -> list[str]:
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise InputError(f"{where}: missing column(s) {', '.join(missing)} (the first line must "
-                         f"be a header naming the columns, at least {', '.join(REQUIRED_COLUMNS)})")
+                         f"be a header naming the columns, at least {', '.join(REQUIRED_COLUMNS)})"
+                         f"{separator_hint(header)}")
     twice = sorted({h for h in header if h in PING_FIELDS and header.count(h) > 1})
     if twice:
         raise InputError(f"{where}: column(s) {', '.join(twice)} named twice in the header")

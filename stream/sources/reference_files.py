@@ -32,7 +32,7 @@ from estimators.footprints import RULES
 from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
-from stream.sources.text_files import open_text
+from stream.sources.text_files import open_text, separator_hint
 
 Truth = dict[str, dict[str, dict[str, int]]]
 """The simulator's truth: snapshot time (ISO) → region id → ``present``/``resident`` people."""
@@ -78,7 +78,7 @@ def _csv_rows(path: str | Path, required: list[str], one_of: tuple[str, ...] = (
             if missing:
                 shown = repr(",".join(header)[:200]) if header else "empty"
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
-                                 f"(header is {shown})")
+                                 f"(header is {shown}){separator_hint(header)}")
             reader.fieldnames = header
             for row in reader:
                 yield reader.line_num, {k: (v or "").strip() for k, v in row.items()
@@ -221,6 +221,7 @@ def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
     and ``footprints`` blank where a row has none); raises :class:`~stream.contract.InputError`
     when ``path`` cannot be written."""
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as replay's outputs
         with open(path, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["region", "operator", "factor", "rse", "people", "footprints"])
@@ -228,6 +229,8 @@ def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
                 writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}",
                                  "" if r.people is None else _plain(round(r.people)),
                                  r.footprints or ""])
+    except FileExistsError:
+        raise InputError(f"{path}: cannot write (a file stands where its folder would be)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -216,3 +216,20 @@ def open_text(path: str | Path) -> TextInput:
         raise InputError(f"{path}: UTF-16 text; save it as UTF-8 (in Excel: \"CSV UTF-8\")")
     stream = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
     return TextInput(path, stream, raw)
+
+
+SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}
+"""Column separators other than the comma that spreadsheets export (a CSV header read with commas
+is then one column holding them)."""
+
+
+def separator_hint(header: list[str]) -> str:
+    """For an error about a CSV header's columns: how to fix a file whose columns are separated
+    by something other than commas (``header``: the names read with commas), else ``""``."""
+    if len(header) != 1:
+        return ""
+    for sep, name in SEPARATORS.items():
+        if sep in header[0]:
+            return (f"; its columns are separated by {name}: defacto reads comma-separated "
+                    "files (export as \"CSV (comma delimited)\")")
+    return ""

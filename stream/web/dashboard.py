@@ -484,6 +484,20 @@ def create_dashboard_app(redis_url: str, prefix: str, *, heartbeat_s: float = HE
     return app
 
 
+async def _say_if_redis_is_down(redis_url: str, shown_url: str) -> None:
+    """One warning line when Redis does not answer at start (the page then says so and
+    recovers by itself; a mistyped ``--redis`` should not wait for someone to open it)."""
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        print(f"defacto: warning: Redis {shown_url} did not answer ({exc}): the page shows no "
+              "figures until it does (/healthz 503); check --redis / REDIS_URL",
+              file=sys.stderr, flush=True)
+    finally:
+        await client.aclose()
+
+
 async def _serve(app: web.Application, host: str, port: int, prefix: str, shown_url: str) -> int:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
@@ -513,6 +527,7 @@ async def _serve(app: web.Application, host: str, port: int, prefix: str, shown_
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"defacto: warning: listening on {host}, not only on this machine; the page "
                   "has no authentication", file=sys.stderr, flush=True)
+        await _say_if_redis_is_down(app[CTX].redis_url, shown_url)
         await stop.wait()
         return code
     finally:

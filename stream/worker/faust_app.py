@@ -38,6 +38,7 @@ from stream.estimate.engine_options import build_engine
 from stream.estimate.fingerprint import Fingerprint, deployment_fingerprint
 from stream.publish.cells_view import cells_document
 from stream.publish.redis_keys import redact_url
+from stream.sources.kafka_producer import topic_partitions
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import Reference, load_reference
 from stream.worker.config import WorkerConfig
@@ -198,25 +199,6 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
         except (RedisError, OSError):
             return web.json({"error": "redis unavailable"}, status=503)
         return web.bytes(body, content_type="application/json", status=status)
-
-
-def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> int:
-    """The partition count of ``topic``; raises :class:`~stream.contract.InputError` when the
-    topic does not exist or Kafka does not answer within ``timeout_s``."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(
-            topic, timeout=timeout_s)
-    except KafkaException as exc:
-        raise InputError(f"Kafka at {bootstrap} did not answer ({exc.args[0] if exc.args else exc})"
-                         ": check --kafka / KAFKA_BOOTSTRAP and that the broker runs") from None
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        raise InputError(f"topic {topic!r} not found on {bootstrap}: create it first "
-                         "(partitions = the most workers you will run)")
-    return len(info.partitions)
 
 
 def build_worker_app(config: WorkerConfig) -> faust.App:

@@ -28,6 +28,12 @@ def _calibrate(sim_dir: Path, out: Path, *extra: str) -> dict[str, FactorRow]:
     return {r.region: r for r in load_calibration(out)}
 
 
+def test_the_calibration_is_written_into_a_new_folder_as_replay_writes(sim_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    rows = _calibrate(sim_dir, tmp_path / "new" / "folder" / "c.csv")
+    assert "astana" in rows and (tmp_path / "new" / "folder" / "c.csv").is_file()
+
+
 def test_pooling_moves_districts_within_the_city_total(sim_dir: Path, tmp_path: Path) -> None:
     # a large stated error (5 %) so that the districts' spread is mostly noise
     own = _calibrate(sim_dir, tmp_path / "own.csv", "--reference-rse", "0.05",

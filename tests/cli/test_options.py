@@ -73,6 +73,15 @@ def test_a_limit_parses_command_line_text() -> None:
     assert len(str(info.value)) < 150  # the value is echoed cut short
 
 
+def test_a_duration_without_a_unit_is_seconds_and_says_so(capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    horizon = ENGINE_LIMITS["horizon_ms"]
+    assert horizon.arg("6h") == 6 * HOUR_MS and capsys.readouterr().err == ""
+    assert horizon.arg("6") == 6_000  # seconds, as documented: most likely meant 6h, so said
+    assert capsys.readouterr().err == ("defacto: warning: --horizon 6 is read as 6 seconds; "
+                                       "write 6m, 6h or 6d for minutes, hours or days\n")
+
+
 def test_time_zones() -> None:
     assert check_timezone("Asia/Almaty") == "Asia/Almaty" and check_timezone("UTC") == "UTC"
     assert check_timezone("Etc/GMT-5") == "Etc/GMT-5"
@@ -158,6 +167,8 @@ def inputs(tmp_path: Path, regions_file: Path) -> dict[str, Path]:
         "calibration_1e155": "region,operator,factor\ncity,*,1e155\n",
         "calibration_max": "region,operator,factor,rse\n*,*,10000,9.99\n",
         "registry_negative": "region,registered\ncity,1000\nnorth,-5\n",
+        "registry_semicolons": "region;registered\ncity;1000\n",
+        "pings_semicolons": "device;ts;operator;cell\na;1772409600000;40101;1203-77\n",
         "reference_zero": "region,registered\nnorth,0\n",
         "key": KEY,
         "short_key": "too short",
@@ -231,6 +242,14 @@ CASES: list[tuple[str, Argv, str]] = [
     ("replay registry", _replay("--registry", "@registry_negative"),
      "registry_negative.csv:3: registered must be 0..10000000000 (people), got -5"),
     ("replay short key", _replay("--key-file", "@short_key"), "shorter than 16 bytes"),
+    ("replay a folder", lambda f: _replay()(f)[:1] + [str(f["tmp"])] + _replay()(f)[2:],
+     "a folder; give the ping files in it"),
+    ("replay registry semicolons", _replay("--registry", "@registry_semicolons"),
+     "(header is 'region;registered'); its columns are separated by semicolons: defacto reads "
+     "comma-separated files"),
+    ("replay pings semicolons", lambda f: _replay()(f)[:1] + [str(f["pings_semicolons"])]
+     + _replay()(f)[2:], "at least device, ts, operator); its columns are separated by "
+                         "semicolons"),
     ("replay unwritable out", _replay("--out", "@unwritable"),
      "key.txt/snaps.jsonl: cannot write (a file stands where its folder would be)"),
     # replay: options

@@ -120,7 +120,9 @@ def test_empty_plan_missing_columns_and_broken_bytes(tmp_path: Path) -> None:
         f"{nothing}: missing column(s) operator, cell, lat, lon (header is empty)"
     wrong = _file(tmp_path, "wrong.csv", "op;cell;lat;lon\n40101;A;51;71\n")
     assert _error(load_cell_plan, wrong) == \
-        f"{wrong}: missing column(s) operator, cell, lat, lon (header is 'op;cell;lat;lon')"
+        f"{wrong}: missing column(s) operator, cell, lat, lon (header is 'op;cell;lat;lon'); " \
+        "its columns are separated by semicolons: defacto reads comma-separated files (export " \
+        'as "CSV (comma delimited)")'
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(b"operator,cell,lat,lon\n40101,A,51,71\n40101,Caf\xe9,51,71\n")
     assert _error(load_cell_plan, latin1) == f"{latin1}:3: not UTF-8 text"
@@ -193,8 +195,10 @@ def test_calibration_limits_are_inclusive_and_round_trip(tmp_path: Path, regions
     out = tmp_path / "again.csv"
     write_calibration(out, rows)
     assert load_calibration(out, regions) == rows
-    with pytest.raises(InputError, match="cannot write"):
-        write_calibration(tmp_path / "no" / "such" / "dir.csv", rows)
+    write_calibration(tmp_path / "new" / "dir" / "c.csv", rows)  # its folder is made
+    assert load_calibration(tmp_path / "new" / "dir" / "c.csv")
+    with pytest.raises(InputError, match=r"cannot write \(a file stands where its folder would be\)"):
+        write_calibration(out / "c.csv", rows)  # under a file
     assert _error(load_calibration, _file(tmp_path, "none.csv", "region,operator,factor\n")) \
         .endswith(": no rows")
 

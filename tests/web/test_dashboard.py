@@ -721,3 +721,14 @@ def test_page_in_headless_chromium(redis_url: str, tmp_path: Path) -> None:
             pop.cleanup()
     assert f"http://127.0.0.1:{port}/" in err
     assert rc == 130, err
+
+
+def test_a_dashboard_whose_redis_does_not_answer_says_so_at_start(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.web.dashboard import _say_if_redis_is_down
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    asyncio.run(_say_if_redis_is_down(url, url))
+    err = capsys.readouterr().err
+    assert err.startswith(f"defacto: warning: Redis {url} did not answer (")
+    assert err.rstrip().endswith("check --redis / REDIS_URL") and err.count("\n") == 1

@@ -6,7 +6,7 @@ import pytest
 
 from stream.contract import InputError
 from stream.local.embedded import free_port
-from stream.worker.faust_app import topic_partitions
+from stream.sources.kafka_producer import topic_partitions
 
 
 def test_an_unreachable_kafka_is_one_clear_error() -> None:
