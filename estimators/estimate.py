@@ -325,7 +325,8 @@ def estimate_from_tally(tally: Tally, regions: RegionSet, factors: FactorMatrix,
     Cells are published at the tally's resolution ``res`` and, summed, at each ``coarser``
     resolution (which needs H3 cell ids), all under primary and complementary suppression
     (:mod:`estimators.disclosure`), which may also hide present region figures (the
-    complement of a small region); resident figures get primary suppression only.
+    complement of a small region); resident figures (regions only) get primary suppression and
+    the region step (:func:`~estimators.disclosure.region_tree_suppression`).
     """
     domestic_active = tally.n_active.copy()
     domestic_active[ROAMER] = 0

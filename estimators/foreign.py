@@ -1006,9 +1006,11 @@ def estimate_foreign(period: ForeignPeriod, codes: Sequence[str], regions: Regio
     suppressed (NaN) when it rests on fewer than ``k`` devices (device-nights: fewer than ``k``
     times the period's nights evaluated). Complementary suppression (:func:`_suppress_cube`):
     within a (country, leaf region) line over classes, a country's line over leaf regions, and a
-    region's line over countries, the hidden members of a shown margin hold 0 or at least ``k``
-    devices; and per country row and class, no shown region minus its shown children (nor the
-    whole country minus its shown regions) gives a count under ``k`` (``docs/METHOD.md`` §10).
+    region's line over countries, the hidden members of a shown margin hold 0 or at least the
+    measure's threshold (``k`` devices; ``k`` times the period's nights for device-nights); and
+    per country row and class, no shown region minus its shown children (nor the whole country
+    minus its shown regions) gives less. These close those direct differences only; combinations
+    of lines can still isolate small counts (``docs/METHOD.md`` §10).
 
     People: ``devices x factor``, with ``sd² = devices f (f-1)`` (counting) ``+ (rse x people)²``
     (the factor, shared by a country's cells) ``+ (model_rse x people)²``; the all-countries row
