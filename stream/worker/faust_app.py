@@ -45,7 +45,7 @@ from stream.worker.config import WorkerConfig
 from stream.worker.faust_compat import check_faust_version
 from stream.worker.guards import TopicWatch, check_redis_at_start
 from stream.worker.kafka_batch import BatchConsumer, ensure_topic
-from stream.worker.runtime import WorkerRuntime
+from stream.worker.runtime import StoppedWaitingForRedisError, WorkerRuntime
 
 log = logging.getLogger("defacto.worker")
 FLUSH_EVERY_S = 1.0
@@ -100,7 +100,8 @@ class IngestService(Service):
             raise
         except BaseException as exc:
             if self._stopping.is_set():
-                log.error("worker: error while stopping", exc_info=exc)
+                if not isinstance(exc, StoppedWaitingForRedisError):  # (said already)
+                    log.error("worker: error while stopping", exc_info=exc)
                 return
             log.critical("worker: unexpected error, stopping", exc_info=exc)
             self._stopping.set()
