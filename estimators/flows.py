@@ -144,17 +144,26 @@ def part_labels(regions: RegionSet, parent: int) -> np.ndarray:
     return label
 
 
+def _between(regions: RegionSet, parent: int) -> np.ndarray:
+    """The OD cells (bool ``[n, n]``) from one part of ``parent`` to another
+    (:func:`part_labels`)."""
+    label = part_labels(regions, parent)
+    inside = label >= 0
+    return inside[:, None] & inside[None, :] & (label[:, None] != label[None, :])
+
+
+def _parents(regions: RegionSet) -> list[int]:
+    """The regions that have children."""
+    return np.unique(regions.parent_index[regions.parent_index >= 0]).tolist()
+
+
 def between_parts(regions: RegionSet, od: np.ndarray) -> np.ndarray:
     """Per region, the OD count (``[n, n]``, assignment regions) between its different parts
     (:func:`part_labels`): what its children's crossing sums minus its own give. 0 for a
     leaf."""
-    n = len(regions.ids)
-    out = np.zeros(n, dtype=np.float64)
-    for g in np.unique(regions.parent_index[regions.parent_index >= 0]).tolist():
-        label = part_labels(regions, g)
-        inside = label >= 0
-        between = inside[:, None] & inside[None, :] & (label[:, None] != label[None, :])
-        out[g] = float(od[between].sum())
+    out = np.zeros(len(regions.ids), dtype=np.float64)
+    for g in _parents(regions):
+        out[g] = float(od[_between(regions, g)].sum())
     return out
 
 
@@ -166,12 +175,10 @@ def _parents_between(hidden: np.ndarray, devices: np.ndarray, regions: RegionSet
     ``k - 1`` devices, hide the smallest shown cell between its parts, or else the parent's
     margins. Changes ``hidden``, ``in_ok`` and ``out_ok`` in place; True if it did."""
     changed = False
-    for g in np.unique(regions.parent_index[regions.parent_index >= 0]).tolist():
+    for g in _parents(regions):
         if not (in_ok[g] or out_ok[g]):
             continue
-        label = part_labels(regions, g)
-        inside = label >= 0
-        between = inside[:, None] & inside[None, :] & (label[:, None] != label[None, :])
+        between = _between(regions, g)
         held = float(devices[between & hidden].sum())
         if held <= 0 or held >= k:
             continue
