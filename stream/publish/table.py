@@ -11,8 +11,9 @@ from stream.timefmt import parse_iso_ms
 def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | None = None) -> str:
     """A readable fixed-width table of a snapshot's regions; ``truth`` (region id → true
     ``present``/``resident``, one snapshot time of :func:`~stream.sources.reference_files.load_truth`)
-    adds the true figures. A snapshot whose figures are warming up is followed, after a blank
-    line, by a line saying which and for about how long (:func:`warm_up_line`)."""
+    adds the true figures. A snapshot whose figures are warming up starts with a line saying
+    which and for about how long (:func:`warm_up_line`), then a blank line: it explains the
+    table's ``—`` gaps before a long table shows them."""
     head = ["region", "present", "90% interval", "resident", "registered", "gap", "gap %"]
     if truth is not None:
         head += ["true present", "true resident"]
@@ -29,7 +30,7 @@ def region_table(snapshot: dict[str, Any], truth: dict[str, dict[str, int]] | No
             row += [fmt(t.get("present")), fmt(t.get("resident"))]
         rows.append(row)
     note = warm_up_line(snapshot)
-    return fixed_width(rows) + (f"\n\n{note}" if note else "")
+    return (f"{note}\n\n" if note else "") + fixed_width(rows)
 
 
 def warm_up_line(snapshot: dict[str, Any]) -> str | None:
