@@ -70,6 +70,7 @@ from stream.sources.reference_files import (
     load_truth,
     write_calibration,
 )
+from stream.sources.text_files import open_output
 
 Snapshot = dict[str, Any]
 T = TypeVar("T")
@@ -135,18 +136,6 @@ class ReplayResult:
 def json_line(doc: dict[str, Any]) -> str:
     """One JSON Lines line of a document (:func:`~stream.publish.snapshot.compact_json`)."""
     return compact_json(doc) + "\n"
-
-
-def open_output(path: Path) -> TextIO:
-    """Open an output file for writing, making its folder; raises
-    :class:`~stream.contract.InputError` ``PATH: cannot write (...)`` when it cannot be."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "w", encoding="utf-8")
-    except FileExistsError:
-        raise InputError(f"{path}: cannot write (a file stands where its folder would be)") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 class RejectFile:

@@ -32,7 +32,7 @@ from estimators.footprints import RULES
 from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
-from stream.sources.text_files import open_text, separator_hint
+from stream.sources.text_files import open_output, open_text, separator_hint
 
 Truth = dict[str, dict[str, dict[str, int]]]
 """The simulator's truth: snapshot time (ISO) → region id → ``present``/``resident`` people."""
@@ -220,19 +220,16 @@ def write_calibration(path: str | Path, rows: list[FactorRow]) -> None:
     """Write calibration rows as CSV (``region,operator,factor,rse,people,footprints``; ``people``
     and ``footprints`` blank where a row has none); raises :class:`~stream.contract.InputError`
     when ``path`` cannot be written."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as replay's outputs
-        with open(path, "w", encoding="utf-8", newline="") as fh:
+    with open_output(path, newline="") as fh:  # its folder made, as replay's outputs
+        try:
             writer = csv.writer(fh)
             writer.writerow(["region", "operator", "factor", "rse", "people", "footprints"])
             for r in rows:
                 writer.writerow([r.region, r.operator, f"{r.factor:.6f}", f"{r.rse:.6f}",
                                  "" if r.people is None else _plain(round(r.people)),
                                  r.footprints or ""])
-    except FileExistsError:
-        raise InputError(f"{path}: cannot write (a file stands where its folder would be)") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 @dataclass

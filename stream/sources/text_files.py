@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TextIO
 
 from stream.contract import InputError
 
@@ -233,3 +233,17 @@ def separator_hint(header: list[str]) -> str:
             return (f"; its columns are separated by {name}: defacto reads comma-separated "
                     "files (export as \"CSV (comma delimited)\")")
     return ""
+
+
+def open_output(path: str | Path, newline: str | None = None) -> TextIO:
+    """Open an output file for writing (UTF-8; ``newline`` as :func:`open`'s), making its
+    folder; raises :class:`~stream.contract.InputError` ``PATH: cannot write (...)`` when it
+    cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8", newline=newline)
+    except FileExistsError:
+        raise InputError(f"{path}: cannot write (a file stands where its folder would be)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
