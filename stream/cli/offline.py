@@ -759,9 +759,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end,
         reader=args.reader)
     result = run_replay(config)
-    if config.reference.calibration is None:
-        print("defacto: warning: no --calibration: every device counts as one person",
-              file=sys.stderr)
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
     _hint_cells(config.reference.cells, result.summary)

@@ -412,15 +412,21 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
                         countries=table, country_factors=factors)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    uncalibrated = calibrated and reference.calibration is None
     if reference.cell_plan is not None:
         load_plan(engine, reference.cell_plan)
         rule, prior = footprint_prior(options, reference, calibrated, people)
         if rule != options.footprints:
-            default = " (the default)" if options.footprints == EngineOptions.footprints else ""
-            _warn_once(f"--footprints {options.footprints}{default}: no reference population "
-                       "(the people column of a --calibration written by defacto calibrate); "
-                       "devices at cells straddling a region border count in their site's "
-                       "region, as with --footprints site")
+            is_default = options.footprints == EngineOptions.footprints
+            border = "devices at cells straddling a region border count in their site's region"
+            _warn_once(f"no --calibration: every device counts as one person, and {border} "
+                       f"({'the default ' if is_default else ''}--footprints {options.footprints} "
+                       "spreads them by the reference population a calibration carries)"
+                       if uncalibrated else
+                       f"--footprints {options.footprints}{' (the default)' if is_default else ''}"
+                       ": no reference population (the people column of a --calibration written "
+                       f"by defacto calibrate); {border}, as with --footprints site")
+            uncalibrated = False  # said
         fitted = reference.calibration.footprints() \
             if calibrated and reference.calibration is not None else None
         if fitted is not None and fitted != rule:
@@ -431,6 +437,8 @@ def build_engine(options: EngineOptions, reference: Reference, calibrated: bool 
         _, fp = plan_footprints(engine, rule, prior, cached_weights)  # computed once per plan
         if fp is not None:
             apply_footprints(engine, fp)
+    if uncalibrated:
+        _warn_once("no --calibration: every device counts as one person")
     return engine
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from estimators.foreign import ALL, OTHER, CountryFactor
 from estimators.mcc import CountryTable
 from stream.contract import InputError
-from stream.sources.text_files import open_text
+from stream.sources.text_files import header_excerpt, open_text, separator_hint
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "mcc_countries.csv"
 _MCC = re.compile(r"[0-9]{3}")
@@ -52,7 +52,8 @@ def _rows(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, di
                 missing = [c for c in required if c not in header]
                 if missing:
                     raise InputError(f"{path}:{number}: missing column(s) {', '.join(missing)} "
-                                     f"(header is {','.join(header)[:200]!r})")
+                                     f"(header is {header_excerpt(header)})"
+                                     f"{separator_hint(header)}")
                 continue
             if len(cells) > len(header):
                 raise InputError(f"{path}:{number}: {len(cells)} values for {len(header)} columns")

@@ -32,7 +32,7 @@ from estimators.footprints import RULES
 from estimators.region_checks import region_warnings
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
-from stream.sources.text_files import open_output, open_text, separator_hint
+from stream.sources.text_files import header_excerpt, open_output, open_text, separator_hint
 
 Truth = dict[str, dict[str, dict[str, int]]]
 """The simulator's truth: snapshot time (ISO) → region id → ``present``/``resident`` people."""
@@ -76,9 +76,8 @@ def _csv_rows(path: str | Path, required: list[str], one_of: tuple[str, ...] = (
             if one_of and not set(one_of) & set(header):
                 missing.append(" or ".join(one_of))
             if missing:
-                shown = repr(",".join(header)[:200]) if header else "empty"
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
-                                 f"(header is {shown}){separator_hint(header)}")
+                                 f"(header is {header_excerpt(header)}){separator_hint(header)}")
             reader.fieldnames = header
             for row in reader:
                 yield reader.line_num, {k: (v or "").strip() for k, v in row.items()

@@ -223,9 +223,22 @@ SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}
 is then one column holding them)."""
 
 
+def header_excerpt(header: list[str]) -> str:
+    """A CSV header as an error quotes it: ``'a,b,c'`` (up to 200 characters), ``'{"type":...'``
+    (60) for a JSON document read as a CSV, or ``empty``."""
+    if not header:
+        return "empty"
+    text = ",".join(header)
+    cut = 60 if _is_json(header) else 200
+    return repr(text[:cut] + ("..." if len(text) > cut else ""))
+
+
 def separator_hint(header: list[str]) -> str:
     """For an error about a CSV header's columns: how to fix a file whose columns are separated
-    by something other than commas (``header``: the names read with commas), else ``""``."""
+    by something other than commas (``header``: the names read with commas), or that is a JSON
+    document (a GeoJSON given where a CSV goes), else ``""``."""
+    if _is_json(header):
+        return "; the file is JSON, not CSV (a GeoJSON of regions goes to --regions)"
     if len(header) != 1:
         return ""
     for sep, name in SEPARATORS.items():
@@ -233,6 +246,10 @@ def separator_hint(header: list[str]) -> str:
             return (f"; its columns are separated by {name}: defacto reads comma-separated "
                     "files (export as \"CSV (comma delimited)\")")
     return ""
+
+
+def _is_json(header: list[str]) -> bool:
+    return bool(header) and header[0].lstrip().startswith(("{", "["))
 
 
 def open_output(path: str | Path, newline: str | None = None) -> TextIO:

@@ -22,6 +22,8 @@ from stream.sources.reference_files import (
 )
 
 WARNING = "--footprints reference (the default): no reference population"
+UNCALIBRATED = ("no --calibration: every device counts as one person, and devices at cells "
+                "straddling a region border count in their site's region")
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +87,22 @@ def test_without_a_reference_population_the_site_rule_is_used_and_said_once(
     monkeypatch.setattr(engine_options, "_warned", set())
     plain = _replay(files, tmp_path / "plain.jsonl")
     err = capsys.readouterr().err
-    assert err.count(WARNING) == 1
+    # one line says both what the missing calibration means and where border cells go
+    assert err.count("warning:") == 1
+    assert err.count(UNCALIBRATED) == 1 and "the default --footprints reference spreads" in err
     site = _replay(files, tmp_path / "site.jsonl", "--footprints", "site")
-    assert WARNING not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "border" not in err and err.count("warning: no --calibration: every device counts as "
+                                             "one person\n") == 1
     assert plain == site
+    # a calibration without its people column: only the border cells are said
+    old = tmp_path / "old_calibration.csv"
+    old.write_text("region,operator,factor,rse\n" + "".join(
+        f"{r['region']},*,{r['factor']},{r['rse']}\n"
+        for r in csv.DictReader((files / "calibration.csv").open())))
+    _replay(files, tmp_path / "old.jsonl", "--calibration", str(old))
+    err = capsys.readouterr().err
+    assert err.count(WARNING) == 1 and "no --calibration" not in err
 
 
 def test_the_region_rule_names_the_population_it_spreads_by(files: Path) -> None:

@@ -123,6 +123,15 @@ def test_empty_plan_missing_columns_and_broken_bytes(tmp_path: Path) -> None:
         f"{wrong}: missing column(s) operator, cell, lat, lon (header is 'op;cell;lat;lon'); " \
         "its columns are separated by semicolons: defacto reads comma-separated files (export " \
         'as "CSV (comma delimited)")'
+    geojson = _file(tmp_path, "regions.geojson",
+                    '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                    '{"id": "west"}, "geometry": {"type": "Polygon", "coordinates": []}}]}\n')
+    message = _error(load_cell_plan, geojson)
+    assert message.startswith(f"{geojson}: missing column(s) operator, cell, lat, lon (header is "
+                              "'{\"type\": \"FeatureCollection\",")
+    assert message.endswith("...'); the file is JSON, not CSV (a GeoJSON of regions goes to "
+                            "--regions)")
+    assert len(message) < len(str(geojson)) + 200
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(b"operator,cell,lat,lon\n40101,A,51,71\n40101,Caf\xe9,51,71\n")
     assert _error(load_cell_plan, latin1) == f"{latin1}:3: not UTF-8 text"
