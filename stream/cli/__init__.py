@@ -42,9 +42,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             add_simulate_parser,
             add_worker_parser,
         )
+        from stream.cli.local import add_local_parser
 
         adders = (add_replay_parser, add_calibrate_parser, add_simulate_parser,
-                  add_produce_parser, add_worker_parser, add_dashboard_parser, add_demo_parser)
+                  add_produce_parser, add_worker_parser, add_dashboard_parser, add_demo_parser,
+                  add_local_parser)
     for add in adders:
         add(sub)
     return parser
