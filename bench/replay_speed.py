@@ -92,9 +92,10 @@ def _paths(d: Path) -> Any:
 
 
 def _feed_records(windows: Any, decoder: Any, pings: Any, period: Any = None,
-                  reading: Any = None) -> None:
+                  reading: Any = None, outcomes: Any = None) -> None:
     """The replay's reading loop before the columnar reader: records, decoded row by row (the
-    columnar chunks read ahead, ``reading``, are not used)."""
+    columnar chunks read ahead, ``reading``, are not used; nor the per-file ``outcomes``: the
+    simulated file has no rejected row)."""
     from stream.sources.ping_files import read_records
 
     for chunk in read_records(pings):

@@ -266,6 +266,30 @@ def empty_ping_columns() -> PingColumns:
             for name, dt in PING_DTYPES.items()}
 
 
+_ISO_TIME = re.compile(r"\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2})?")
+
+
+def ts_hint(ts: Any) -> str:
+    """For a rejected ``ts``: what it looks like when a feed wrote times another common way
+    (``": seconds since 1970? ..."``), else ``""``. Says only the kind of the value, never it."""
+    if isinstance(ts, float) and math.isfinite(ts):
+        ts = int(ts)
+        if MIN_TS_MS <= ts * SECOND_MS <= MAX_TS_MS:
+            return ": seconds since 1970 with a fraction? defacto reads integer milliseconds"
+    if _is_int(ts):
+        if MIN_TS_MS <= ts * SECOND_MS <= MAX_TS_MS:
+            return ": seconds since 1970? defacto reads milliseconds (multiply by 1000)"
+        if MIN_TS_MS <= ts // 1000 <= MAX_TS_MS:
+            return ": microseconds since 1970? defacto reads milliseconds (divide by 1000)"
+    if isinstance(ts, str):
+        if ts.strip().isdigit():
+            return ": a number written as text (in quotes)? defacto reads a JSON integer"
+        if _ISO_TIME.match(ts):
+            return (": a date and time as text? defacto reads integer milliseconds since 1970 "
+                    "(UTC)")
+    return ""
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -316,9 +340,10 @@ def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
     if ts is None:
         return "missing_ts", REJECT_REASONS["missing_ts"]
     if not _is_int(ts):
-        return "bad_ts", f"{REJECT_REASONS['bad_ts']}, got {describe(ts)}"
+        return "bad_ts", f"{REJECT_REASONS['bad_ts']}, got {describe(ts)}{ts_hint(ts)}"
     if not MIN_TS_MS <= ts <= MAX_TS_MS:
-        return "ts_out_of_range", f"{REJECT_REASONS['ts_out_of_range']}, got {describe(ts)}"
+        return "ts_out_of_range", (f"{REJECT_REASONS['ts_out_of_range']}, got {describe(ts)}"
+                                   f"{ts_hint(ts)}")
     op = f.get("operator")
     if op is None:
         return "missing_operator", REJECT_REASONS["missing_operator"]

@@ -61,6 +61,7 @@ from stream.publish.snapshot import compact_json, engine_snapshot
 from stream.publish.table import region_table
 from stream.simulator import Simulation, load_scenario, simulate, write_simulation
 from stream.sources.columnar_files import Period, ReadAhead, read_prepared, start_reading
+from stream.sources.file_outcomes import FileOutcomes
 from stream.sources.key_file import load_pseudonym_key
 from stream.sources.reference_files import (
     Reference,
@@ -131,6 +132,10 @@ class ReplayResult:
     skipped: list[str] = field(default_factory=list)
     foreign: list[dict[str, Any]] = field(default_factory=list)
     foreign_written: list[str] = field(default_factory=list)
+    accepted: int = 0
+    file_warnings: list[str] = field(default_factory=list)
+    """Files with a noticeable share of their rows rejected (:meth:`FileOutcomes.warnings`)."""
+    files_all_rejected: list[str] = field(default_factory=list)
 
 
 def json_line(doc: dict[str, Any]) -> str:
@@ -208,12 +213,13 @@ Reading = ReadAhead | PreparingProcess
 
 def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence[Path],
                 period: Period | None = None, footprints: PendingFootprints | None = None,
-                reading: Reading | None = None) -> None:
+                reading: Reading | None = None, outcomes: FileOutcomes | None = None) -> None:
     """Read (as columns), decode and feed ping files with a progress bar on stderr; with
     ``footprints`` (weights being computed), the first chunks are read while they are, and
     decoding starts once they are in force; ``reading``: the chunks of ``pings`` being read
     already (:func:`~stream.sources.columnar_files.start_reading`, or a
-    :class:`~stream.decode.prepare_process.PreparingProcess`, which also prepares them)."""
+    :class:`~stream.decode.prepare_process.PreparingProcess`, which also prepares them);
+    ``outcomes``: counts each file's rows read."""
     with tqdm(desc="pings", unit=" rows", unit_scale=True, file=sys.stderr, disable=None) as bar:
         in_process = isinstance(reading, PreparingProcess)
         if in_process:
@@ -225,6 +231,8 @@ def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence
         for chunk, prepared in chunks:
             batch = decoder.decode_prepared(prepared)
             windows.feed(batch, chunk.source, rows_read=len(chunk))
+            if outcomes is not None:
+                outcomes.count_read(chunk.file, len(chunk))
             bar.update(len(chunk))
             bar.set_postfix(windows=windows.stats.windows, refresh=False)
 
@@ -360,6 +368,7 @@ def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
     out_fh = open_output(config.out) if config.out else None
     flows = FlowsWriter(config.flows_out, engine, config.engine.k)
     reject_file = RejectFile(config.rejects_path)
+    outcomes = FileOutcomes(config.pings)
     last: list[Snapshot] = []
 
     def write(boundary_ms: int, tally: Tally) -> None:
@@ -381,10 +390,10 @@ def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
                 writer.submit(lambda: write(boundary_ms, tally))
 
             windows = EventTimeWindows(engine, config.windows, on_window=publish,
-                                       on_reject=reject_file, start_ms=config.start_ms,
-                                       end_ms=config.end_ms)
+                                       on_reject=outcomes.wrap(reject_file),
+                                       start_ms=config.start_ms, end_ms=config.end_ms)
             _feed_files(windows, PingDecoder(engine, secret, config.windows.max_future_ms),
-                        config.pings, period, reading=reading)
+                        config.pings, period, reading=reading, outcomes=outcomes)
             windows.finish()
     finally:
         reject_file.close()
@@ -398,7 +407,8 @@ def _replay(config: ReplayConfig, period: Period | None, skipped: list[str],
                         sum(stats.rejected.values()), windows.describe_period(),
                         engine.factors().uncalibrated if reference.calibration else [],
                         flows.latest(), flows.written(), skipped, flows.latest_foreign(),
-                        flows.written_foreign())
+                        flows.written_foreign(), stats.accepted, outcomes.warnings(),
+                        outcomes.all_rejected())
 
 
 def usual_residents_doc(fe: ForeignEstimate, region_ids: Sequence[str]) -> dict[str, Any]:
@@ -586,6 +596,7 @@ class CalibrateResult:
     period: str
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    files_all_rejected: list[str] = field(default_factory=list)
 
 
 def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
@@ -614,11 +625,13 @@ def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str
     secret = load_pseudonym_key(config.key_file)
     settings = WindowSettings(every_ms=HOUR_MS, lateness_ms=config.lateness_ms)
     reject_file = RejectFile(config.rejects or Path(f"{config.out}.rejects.jsonl"))
-    windows = EventTimeWindows(engine, settings, on_window=lambda _at: None, on_reject=reject_file,
-                               start_ms=config.start_ms, end_ms=config.end_ms)
+    outcomes = FileOutcomes(config.pings)
+    windows = EventTimeWindows(engine, settings, on_window=lambda _at: None,
+                               on_reject=outcomes.wrap(reject_file), start_ms=config.start_ms,
+                               end_ms=config.end_ms)
     try:
         _feed_files(windows, PingDecoder(engine, secret, settings.max_future_ms), config.pings,
-                    period, footprints, reading)
+                    period, footprints, reading, outcomes)
     finally:
         reject_file.close()
         if footprints is not None:
@@ -626,7 +639,13 @@ def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str
     windows.apply_all()
     last_ms = windows.stats.last_ts_ms
     if last_ms is None:
-        raise InputError("no accepted pings in the calibration period")
+        stats = windows.stats
+        where = " in --from/--to" if config.start_ms is not None or config.end_ms is not None \
+            else ""
+        kept = f" -> {reject_file.path}" if stats.rejected else ""
+        why = outcomes.main_reason()
+        raise InputError(f"no accepted pings{where} ({stats.summary()}{kept})"
+                         + (f"; {why}" if why else ""))
     at_ms = last_ms + 1 if config.end_ms is None else min(config.end_ms, last_ms + 1)
     warnings = _short_period(windows.stats.first_ts_ms, at_ms, config.engine)
     try:
@@ -639,8 +658,11 @@ def _calibrate(config: CalibrateConfig, period: Period | None, skipped: list[str
         rule, _ = footprint_prior(config.engine, reference, calibrated=False, people=population)
         rows = [replace(r, footprints=rule) for r in rows]
     write_calibration(config.out, rows)
-    return CalibrateResult(rows, windows.stats.summary(), windows.describe_period(), skipped,
-                           warnings)
+    summary = windows.stats.summary()
+    if windows.stats.rejected:
+        summary += f" -> {reject_file.path}"
+    return CalibrateResult(rows, summary, windows.describe_period(), skipped,
+                           outcomes.warnings() + warnings, outcomes.all_rejected())
 
 
 def _short_period(first_ms: int | None, at_ms: int, options: EngineOptions) -> list[str]:
@@ -761,6 +783,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     result = run_replay(config)
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
+    for warning in result.file_warnings:
+        print(f"defacto: warning: {warning}", file=sys.stderr)
     _hint_cells(config.reference.cells, result.summary)
     for note in result.skipped:
         print(f"defacto: {note}", file=sys.stderr)
@@ -773,11 +797,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"defacto: foreign SIMs of {len(result.foreign_written)} period(s) -> "
                   f"{args.flows_out}", file=sys.stderr)
     warn_uncalibrated(result.uncalibrated)
+    if result.accepted == 0 or result.last_snapshot is None:
+        period = " in --from/--to" if start is not None or end is not None else ""
+        print(f"defacto: no snapshot: the input has no accepted pings{period}", file=sys.stderr)
+        return 1
     if not args.out or args.table:
         snap = result.last_snapshot
-        if snap is None:
-            print("defacto: no snapshot: the input has no accepted pings", file=sys.stderr)
-            return 1
         truth = load_truth(args.truth).get(snap["at"]) if args.truth else None
         print(f"Snapshot at {snap['at']} (horizon {config.engine.horizon_ms // SECOND_MS} s, "
               f"k = {args.k})")
@@ -789,7 +814,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for doc in result.foreign:
                 print()
                 print(foreign_table(doc))
-    return 0
+    return _whole_files_rejected(result.files_all_rejected)
+
+
+def _whole_files_rejected(paths: list[str]) -> int:
+    """Exit code 1, said in one line, when some input file had every row rejected (its pings
+    are missing from every figure written); else 0."""
+    if not paths:
+        return 0
+    print(f"defacto: exit code 1: {len(paths)} input file(s) rejected whole "
+          f"({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}); every output is "
+          "written without their pings", file=sys.stderr)
+    return 1
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -812,7 +848,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"defacto: warning: {warning}", file=sys.stderr)
     print(f"defacto: {len(result.rows)} factor(s) fitted on {result.period} -> {args.out}",
           file=sys.stderr)
-    return 0
+    return _whole_files_rejected(result.files_all_rejected)
 
 
 def add_replay_parser(sub: Any) -> None:

@@ -180,8 +180,48 @@ def test_cli_reports_bad_rows_in_one_line_and_keeps_them(regions_file: Path, tmp
     assert all(r["source"].startswith(str(pings)) for r in rejects)
     assert '"d0"' not in Path(f"{out}.rejects.jsonl").read_text()
     assert "hint: no --cells given" not in err  # the plan was given: that cell is unknown
-    assert main(["replay", str(pings), "--regions", str(regions_file), "--out", str(out)]) == 0
-    assert "hint: no --cells given" in capsys.readouterr().err
+    # without the plan every row is rejected: said, and the exit code says it too
+    assert main(["replay", str(pings), "--regions", str(regions_file), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "hint: no --cells given" in err
+    assert "no snapshot: the input has no accepted pings" in err
+
+
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_a_file_rejected_whole_is_named_and_ends_with_code_1(
+        regions_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        reader: str) -> None:
+    good = _write_pings(tmp_path / "op1.jsonl", _population(30, T0, "A", "g"))
+    seconds = _write_pings(tmp_path / "op2.jsonl", [
+        {**r, "ts": r["ts"] // 1000} for r in _population(20, T0 + 60_000, "B", "s")])
+    out = tmp_path / "s.jsonl"
+    args = ["--regions", str(regions_file), "--cells", str(_cells(tmp_path)), "--reader", reader]
+    assert main(["replay", str(good), str(seconds), *args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "50 rows read, 30 pings accepted, 20 rejected (ts_out_of_range 20)" in err
+    assert (f"warning: {seconds}: all its 20 rows rejected (ts_out_of_range 20), missing from "
+            "every figure; first ts_out_of_range: ") in err
+    assert "seconds since 1970? defacto reads milliseconds (multiply by 1000)" in err
+    assert f"exit code 1: 1 input file(s) rejected whole ({seconds})" in err
+    last = json.loads(out.read_text().splitlines()[-1])  # the outputs are written all the same
+    assert last["regions"]["north"]["devices"] == 30
+    assert main(["replay", str(good), *args, "--out", str(out)]) == 0
+    assert "warning: " not in capsys.readouterr().err.replace("warning: no --calibration", "")
+    # nothing accepted, or nothing at all: no snapshot, with --out as without
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for pings in (seconds, empty):
+        assert main(["replay", str(pings), *args, "--out", str(out)]) == 1
+        assert "no snapshot: the input has no accepted pings" in capsys.readouterr().err
+    reference = tmp_path / "reference.csv"
+    reference.write_text("region,population\nnorth,100\nsouth,100\n")
+    assert main(["calibrate", str(seconds), *args, "--reference", str(reference), "--out",
+                 str(tmp_path / "cal.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("defacto: error: no accepted pings (20 rows read, 0 pings accepted, 20 "
+                          "rejected (ts_out_of_range 20) -> ")
+    assert "; first ts_out_of_range: " in err and "(multiply by 1000)" in err
+    assert err.count("\n") == 1
 
 
 def test_csv_pings_and_latlon_pings(regions_file: Path, tmp_path: Path) -> None:
@@ -289,9 +329,10 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
 # --- the columnar reader gives the snapshots of the record reader (issue 14) ------------------
 
 def _feed_records(windows: EventTimeWindows, decoder: PingDecoder, pings: Any,
-                  period: Any = None, reading: Any = None) -> None:
+                  period: Any = None, reading: Any = None, outcomes: Any = None) -> None:
     """The replay's reading loop before the columnar reader: records, checked row by row (the
-    columnar chunks read ahead, ``reading``, are not used)."""
+    columnar chunks read ahead, ``reading``, are not used; nor ``outcomes``: these tests' files
+    have no rejected row to warn about)."""
     for chunk in read_records(pings):
         windows.feed(decoder.decode(chunk), lambda i, c=chunk: c[i].source, rows_read=len(chunk))
 
