@@ -48,7 +48,14 @@ from estimators.presence import (
 from estimators.regions import RegionSet
 from estimators.tally import Tally
 from estimators.units import DAY_MS, HOUR_MS, HOUR_S, SECOND_MS
-from estimators.warmup import WARMUP_NIGHTS, WarmUp, observation_start, warm_up
+from estimators.warmup import (
+    WARMUP_NIGHTS,
+    PeriodWarmUp,
+    WarmUp,
+    observation_start,
+    period_warm_up,
+    warm_up,
+)
 
 MAX_OPERATORS = 254
 
@@ -239,11 +246,26 @@ class Engine:
 
     def _warm_up(self, at_ms: int, first_ping_ms: int | None) -> WarmUp:
         cfg = self.config
-        length_ms = round(cfg.night.length_h * HOUR_MS)
         return warm_up(at_ms, first_ping_ms, cfg.estimate.activity_ms, cfg.warmup_nights,
-                       lambda n: self.night_close_ms(n) - length_ms,
-                       lambda t: (t + self._offset_at(t) * SECOND_MS) // DAY_MS,
-                       self.night_close_ms)
+                       *self._night_functions())
+
+    def period_warm_up(self, tally: Tally) -> PeriodWarmUp:
+        """From which night a (possibly merged) tally's migration flows and foreign-SIM
+        arrivals are warm (:func:`~estimators.warmup.period_warm_up`, judged by its
+        ``observed_from_ms`` with this engine's settings)."""
+        cfg = self.config
+        window = cfg.migration.window_nights if cfg.migration is not None else 0
+        gap_ms = round(cfg.foreign.gap_h * HOUR_MS) if cfg.foreign is not None else 0
+        return period_warm_up(tally.observed_from_ms, window, gap_ms, *self._night_functions())
+
+    def _night_functions(self) -> tuple[Callable[[int], int], Callable[[int], int],
+                                        Callable[[int], int]]:
+        """A night's start and close (UTC ms) and the night of an instant, for
+        :mod:`estimators.warmup`."""
+        length_ms = round(self.config.night.length_h * HOUR_MS)
+        return (lambda n: self.night_close_ms(n) - length_ms,
+                lambda t: (t + self._offset_at(t) * SECOND_MS) // DAY_MS,
+                self.night_close_ms)
 
     def oldest_evidence_ms(self) -> int | None:
         """The earliest event time the device state still holds evidence of: the devices'

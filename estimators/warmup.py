@@ -9,6 +9,12 @@ then *warming up*: published, but marked, and never used to open or close an ale
   default) has been observed: every device active at the instant has then been seen.
 - ``resident`` (and the registry gap) is warm once, in addition, ``nights`` whole nights have
   been observed (a night counts when the observation began at or before its local start).
+- Period tables (:class:`PeriodWarmUp`): migration flows of a period are warm when it begins
+  once a whole majority window of nights (``window_nights``) has been observed: before, a
+  device's usual residence rests on fewer nights than the rule takes, and relocations out of it
+  are missed. Arrivals of foreign SIMs are warm from the first night whose pings all came
+  ``gap_ms`` (the silence that separates stays) after the observation start: a SIM first seen
+  earlier may have been in the country all along.
 
 The observation start is the earliest accepted ping of an engine (kept in its checkpoint); the
 hour it falls in is the start used here. Tallies of several engines (Kafka partitions) take their
@@ -82,9 +88,58 @@ def warm_up(at_ms: int, first_ping_ms: int | None, activity_ms: int, nights: int
     present_ready = start + activity_ms
     resident_ready = present_ready
     if nights > 0:
-        first = night_of_ms(start)
-        if night_start_ms(first) < start:  # that night began before the observation
-            first += 1
+        first = first_whole_night(start, night_start_ms, night_of_ms)
         resident_ready = max(present_ready, night_close_ms(first + nights - 1))
     return WarmUp(at_ms, start, at_ms < present_ready, at_ms < resident_ready, present_ready,
                   resident_ready)
+
+
+def first_whole_night(start_ms: int, night_start_ms: Callable[[int], int],
+                      night_of_ms: Callable[[int], int]) -> int:
+    """The first night (days since 1970 of its local evening) an observation starting at
+    ``start_ms`` saw whole: the night of its day, or the next when that one began before it."""
+    first = night_of_ms(start_ms)
+    return first + 1 if night_start_ms(first) < start_ms else first
+
+
+@dataclass(frozen=True)
+class PeriodWarmUp:
+    """From which night the period tables are warm (see the module doc); None: nothing observed
+    yet, every period warming.
+
+    ``observed_from_ms``: the observation start; ``relocations_from_night``: the first night of
+    a period whose migration flows are warm; ``arrivals_from_night``: the first night whose
+    foreign-SIM arrivals are all arrivals.
+    """
+
+    observed_from_ms: int | None
+    relocations_from_night: int | None
+    arrivals_from_night: int | None
+
+    def flows(self, first_night: int) -> bool:
+        """Whether the flows of a period beginning on ``first_night`` are warming up."""
+        return self.relocations_from_night is None or first_night < self.relocations_from_night
+
+    def arrivals(self, first_night: int) -> bool:
+        """Whether the arrivals of a period beginning on ``first_night`` are warming up."""
+        return self.arrivals_from_night is None or first_night < self.arrivals_from_night
+
+
+def period_warm_up(first_ping_ms: int | None, window_nights: int, gap_ms: int,
+                   night_start_ms: Callable[[int], int], night_of_ms: Callable[[int], int],
+                   night_close_ms: Callable[[int], int]) -> PeriodWarmUp:
+    """:class:`PeriodWarmUp` of an observation whose earliest accepted ping is ``first_ping_ms``
+    (the night functions as in :func:`warm_up`): relocations from the night after
+    ``window_nights`` whole nights, arrivals from the first night ``n`` whose previous night
+    closed ``gap_ms`` or more after the start (a night's arrivals are the SIMs first seen since
+    the previous close)."""
+    start = observation_start(first_ping_ms)
+    if start is None:
+        return PeriodWarmUp(None, None, None)
+    relocations = first_whole_night(start, night_start_ms, night_of_ms) + window_nights
+    arrivals = night_of_ms(start + gap_ms)
+    while night_close_ms(arrivals - 1) < start + gap_ms:
+        arrivals += 1
+    while night_close_ms(arrivals - 2) >= start + gap_ms:
+        arrivals -= 1
+    return PeriodWarmUp(start, relocations, arrivals)

@@ -455,7 +455,8 @@ class FlowsWriter:
         assert tally.foreign is not None and cfg.foreign is not None
         return period_foreign(tally.foreign.periods[index], tally.foreign.countries,
                               self.engine.regions, tally.at_ms, cfg.foreign_figures,
-                              cfg.foreign, self.engine.country_factors)
+                              cfg.foreign, self.engine.period_warm_up(tally),
+                              self.engine.country_factors)
 
     def foreign_line(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
         """The foreign documents a snapshot's long-stayers line comes from (None: foreign stays
@@ -493,10 +494,10 @@ class FlowsWriter:
             newest[kind] = doc
         return list(newest.values())
 
-    def _doc(self, period: PeriodCounts, estimate: Estimate) -> dict[str, Any]:
+    def _doc(self, period: PeriodCounts, tally: Tally, estimate: Estimate) -> dict[str, Any]:
         assert self.engine.config.migration is not None
         return period_flows(period, estimate, self.engine.regions, self.k,
-                            self.engine.config.migration)
+                            self.engine.config.migration, self.engine.period_warm_up(tally))
 
     @staticmethod
     def _views(period: PeriodCounts) -> list[PeriodCounts]:
@@ -512,7 +513,7 @@ class FlowsWriter:
             for view in self._views(p):
                 key = (view.dating, view.kind, view.number)
                 if view.final and key not in self._docs:
-                    self._write(key, self._doc(view, estimate))
+                    self._write(key, self._doc(view, tally, estimate))
 
     def _write(self, key: tuple[str, str, int], doc: dict[str, Any]) -> None:
         self._docs[key] = doc
@@ -533,7 +534,7 @@ class FlowsWriter:
                 for view in (p, p.by_effective()):
                     key = (view.dating, view.kind, view.number)
                     if key not in self._docs:
-                        self._write(key, self._doc(view, estimate))
+                        self._write(key, self._doc(view, tally, estimate))
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -30,7 +30,8 @@ from estimators.flows import (
 )
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
-from stream.publish.snapshot import count_or_null
+from estimators.warmup import PeriodWarmUp
+from stream.publish.snapshot import count_or_null, period_warming_doc
 from stream.publish.table import fixed_width, fmt
 from stream.timefmt import iso_utc
 
@@ -48,8 +49,10 @@ def _night_date(night: int) -> str:
 
 
 def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
-                   migration: MigrationConfig) -> dict[str, Any]:
-    """The published object of one period's flows (``schemas/flows.schema.json``)."""
+                   migration: MigrationConfig, warm: PeriodWarmUp | None = None
+                   ) -> dict[str, Any]:
+    """The published object of one period's flows (``schemas/flows.schema.json``); ``warm``:
+    from which night flows are warm (None: nothing observed, warming)."""
     p = fe.period
     first, last = period_nights(p.kind, p.number)
     sub = regions.subtree.astype(np.int64)
@@ -97,6 +100,7 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
         "revisable_until": _night_date(p.settles_on) if p.dating == "effective" else None,
         "observed_from": _night_date(p.first_night) if p.first_night >= 0 else None,
         "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
+        "warming_up": period_warming_doc(warm, first, "relocations"),
         "at": iso_utc(at_ms),
         "settings": {"window_nights": migration.window_nights,
                      "min_nights": migration.min_nights,
@@ -117,14 +121,15 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
 
 
 def period_flows(period: PeriodCounts, estimate: Estimate, regions: RegionSet, k: int,
-                 migration: MigrationConfig, model_rse_flow: float = FlowConfig.model_rse_flow
-                 ) -> dict[str, Any]:
-    """A period's published flows, scaled with the residents of ``estimate``."""
+                 migration: MigrationConfig, warm: PeriodWarmUp,
+                 model_rse_flow: float = FlowConfig.model_rse_flow) -> dict[str, Any]:
+    """A period's published flows, scaled with the residents of ``estimate``; ``warm``: from
+    which night flows are warm (:meth:`~estimators.engine.Engine.period_warm_up`)."""
     assert estimate.resident_by_home is not None and estimate.resident_by_home_rse is not None
     fe = estimate_flows(period, regions, estimate.resident_by_home, estimate.resident_by_home_rse,
                         FlowConfig(k=k, model_rse_flow=model_rse_flow),
                         resident_shown=~np.isnan(estimate.resident))
-    return flows_document(fe, regions, estimate.at_ms, k, migration)
+    return flows_document(fe, regions, estimate.at_ms, k, migration, warm)
 
 
 def flows_history(published: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -152,6 +157,12 @@ def flows_table(doc: dict[str, Any]) -> str:
                      interval, per, fmt(r["housed"]), fmt(r["lapsed"])])
     state = ("final" if doc["final"] else f"so far, to {doc['observed_until']}") + \
         ("" if doc["complete"] else f", observed from {doc['observed_from']} only")
+    warming = doc["warming_up"]
+    if warming["relocations"]:
+        state += ("; warming up: usual residences rest on fewer nights than the "
+                  f"{doc['settings']['window_nights']}-night window, so relocations are "
+                  "undercounted" + (f" (periods from {warming['relocations_ready_from']} on "
+                                    "are warm)" if warming["relocations_ready_from"] else ""))
     lines = [f"Migration {doc['period']} ({doc['first_night']} .. {doc['last_night']}; {state}): "
              f"people; — = fewer than {doc['settings']['k']} devices", fixed_width(rows)]
     rural = doc["rural"]

@@ -37,6 +37,8 @@ from estimators.foreign import (
     estimate_foreign,
 )
 from estimators.regions import RegionSet
+from estimators.warmup import PeriodWarmUp
+from stream.publish.snapshot import period_warming_doc
 from stream.publish.table import fixed_width, fmt
 from stream.timefmt import iso_utc
 
@@ -99,9 +101,11 @@ def _line(counts: Counts, c: int, r: int, classes: bool) -> dict[str, Any]:
 
 def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
                      figures: ForeignFigureConfig, stays: ForeignConfig,
-                     factors: Sequence[CountryFactor] = ()) -> dict[str, Any]:
+                     factors: Sequence[CountryFactor] = (), warm: PeriodWarmUp | None = None
+                     ) -> dict[str, Any]:
     """The published object of one period's foreign-SIM figures (``topic: "foreign"`` in
-    ``schemas/flows.schema.json``)."""
+    ``schemas/flows.schema.json``); ``warm``: from which night arrivals are warm (None:
+    nothing observed, warming)."""
     p = fe.period
     first, last = p.nights_range
     n_c, n_r = len(fe.countries) - 1, len(fe.regions) - 1
@@ -125,6 +129,7 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
         "revisable_until": _night_date(p.settles_on),
         "observed_from": _night_date(p.first_night),
         "observed_until": _night_date(p.last_night),
+        "warming_up": period_warming_doc(warm, first, "arrivals"),
         "at": iso_utc(at_ms),
         "unit": "people" if people_rows else "devices",
         "people_countries": people_rows,
@@ -146,21 +151,24 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
 
 def period_foreign(period: ForeignPeriod, countries: Sequence[str], regions: RegionSet,
                    at_ms: int, figures: ForeignFigureConfig, stays: ForeignConfig,
-                   factors: Sequence[CountryFactor] = ()) -> dict[str, Any]:
-    """A period's published document from its (merged) device counts."""
+                   warm: PeriodWarmUp, factors: Sequence[CountryFactor] = ()
+                   ) -> dict[str, Any]:
+    """A period's published document from its (merged) device counts; ``warm``: from which
+    night arrivals are warm (:meth:`~estimators.engine.Engine.period_warm_up`)."""
     fe = estimate_foreign(period, countries, regions, factors, figures)
-    return foreign_document(fe, regions, at_ms, figures, stays, factors)
+    return foreign_document(fe, regions, at_ms, figures, stays, factors, warm)
 
 
 def published_foreign(tally: ForeignTally, regions: RegionSet, at_ms: int,
-                      figures: ForeignFigureConfig, stays: ForeignConfig,
+                      figures: ForeignFigureConfig, stays: ForeignConfig, warm: PeriodWarmUp,
                       factors: Sequence[CountryFactor] = (),
                       fields: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """The documents of a (merged) tally's published periods, by field (``week``, ``month``:
     open; ``week:closed``, ``month:closed``: the latest closed; ``week:settled``,
     ``month:settled``: the latest settled), as ``P:foreign`` holds them; ``fields``: only
     these."""
-    return {name: period_foreign(p, tally.countries, regions, at_ms, figures, stays, factors)
+    return {name: period_foreign(p, tally.countries, regions, at_ms, figures, stays, warm,
+                                 factors)
             for name, p in tally.published().items() if fields is None or name in fields}
 
 
@@ -217,6 +225,11 @@ def foreign_table(doc: dict[str, Any], top: int = 12) -> str:
              if doc["closed"] else f"so far, to {doc['observed_until']}")
     if not doc["complete"]:
         state += f", observed from {doc['observed_from']} only"
+    warming = doc["warming_up"]
+    if warming["arrivals"]:
+        state += ("; warming up: arrivals" + (f" before {warming['arrivals_ready_from']}"
+                                              if warming["arrivals_ready_from"] else "")
+                  + " include SIMs that were in the country already")
     k = doc["settings"]["k"]
     return "\n".join([
         f"Foreign SIMs {doc['period']} ({doc['first_night']} .. {doc['last_night']}; {state}): "

@@ -543,7 +543,8 @@ class SnapshotPublisher:
         if tally.migration is None or mig is None:
             return {}
         k = self.engine.config.estimate.k_anonymity
-        return {field: period_flows(p, est, self.engine.regions, k, mig)
+        warm = self.engine.period_warm_up(tally)
+        return {field: period_flows(p, est, self.engine.regions, k, mig, warm)
                 for field, p in tally.migration.published().items()}
 
     def foreign(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
@@ -553,7 +554,8 @@ class SnapshotPublisher:
         if tally.foreign is None or cfg.foreign is None:
             return None
         return published_foreign(tally.foreign, self.engine.regions, tally.at_ms,
-                                 cfg.foreign_figures, cfg.foreign, self.engine.country_factors)
+                                 cfg.foreign_figures, cfg.foreign,
+                                 self.engine.period_warm_up(tally), self.engine.country_factors)
 
     def _queue_snapshot(self, pipe: Any, at_ms: int, snap: dict[str, Any],
                         cells: dict[int, dict[str, str]]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from estimators.estimate import Estimate
 from estimators.regions import RegionSet
 from estimators.tally import Tally
 from estimators.units import SECOND_MS
-from estimators.warmup import WarmUp
+from estimators.warmup import PeriodWarmUp, WarmUp
 from stream.timefmt import iso_utc
 
 log = logging.getLogger("defacto.publish")
@@ -144,6 +145,26 @@ def gap_ratio(resident: int | None, registered: int | None) -> float | None:
     if resident is None or not registered:
         return None
     return round((resident - registered) / registered, 4)
+
+
+def period_warming_doc(warm: PeriodWarmUp | None, first_night: int, figure: str
+                       ) -> dict[str, Any]:
+    """A period table's ``warming_up`` object (``figure``: ``relocations`` for migration flows,
+    ``arrivals`` for foreign SIMs): whether that figure of the period beginning on
+    ``first_night`` is still warming up (:class:`~estimators.warmup.PeriodWarmUp`), since when
+    the stream was observed (ISO UTC) and the first night of a period that is warm (null:
+    unknown, nothing observed yet)."""
+    if warm is None:
+        warm = PeriodWarmUp(None, None, None)
+    if figure == "relocations":
+        warming, ready = warm.flows(first_night), warm.relocations_from_night
+    else:
+        warming, ready = warm.arrivals(first_night), warm.arrivals_from_night
+    return {figure: warming,
+            "observed_since": None if warm.observed_from_ms is None else
+            iso_utc(warm.observed_from_ms),
+            f"{figure}_ready_from": None if ready is None else
+            (date(1970, 1, 1) + timedelta(days=ready)).isoformat()}
 
 
 def warming_up_doc(warm: WarmUp) -> dict[str, Any]:

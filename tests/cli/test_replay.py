@@ -324,6 +324,13 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     assert not docs[-1]["final"]  # the periods still open come last
     # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
     assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]
+    # a whole 28-night residence window is observed by the night of 30 March: periods from
+    # then on are warm (W14 is; March is not, nor are the weeks before)
+    flows_docs = [d for d in docs if d.get("topic") is None]
+    assert [d["warming_up"]["relocations"] for d in flows_docs] == [
+        d["first_night"] < "2026-03-30" for d in flows_docs]
+    assert {d["period"] for d in flows_docs if not d["warming_up"]["relocations"]} >= {"2026-W14"}
+    assert all(d["warming_up"]["relocations_ready_from"] == "2026-03-30" for d in flows_docs)
 
 
 # --- the columnar reader gives the snapshots of the record reader (issue 14) ------------------

@@ -129,7 +129,16 @@ def test_replay_writes_foreign_periods_and_the_long_stayers_line(
     # departures settle 4 nights after it: not before the data ends
     assert {(d["period"], d["final"]) for d in foreign if d["kind"] == "week"} == {
         ("2026-W09", True), ("2026-W10", True), ("2026-W11", False)}
+    # a SIM first seen within 72 h of the start (00:00Z on the 2nd) may have been there all
+    # along: arrivals are warm from the 5th's night on, so week 11 is the first warm week
+    assert {d["period"]: d["warming_up"] for d in foreign if d["kind"] == "week"} == {
+        f"2026-W{w:02d}": {"arrivals": w < 11, "observed_since": "2026-03-02T00:00:00Z",
+                           "arrivals_ready_from": "2026-03-05"} for w in (9, 10, 11)}
+    # and no period of 12 days holds a whole residence window: every flow table is warming
+    assert all(d["warming_up"]["relocations"] and d["warming_up"]["relocations_ready_from"]
+               == "2026-03-30" for d in migration)
     march = next(d for d in foreign if d["period"] == "2026-03")
+    assert march["warming_up"]["arrivals"]
     assert not march["final"] and not march["closed"] and march["unit"] == "devices"
     total = march["totals"]["*"]
     assert total["arrivals"]["devices"] > 100 and total["arrivals"]["people"] is None
@@ -158,6 +167,11 @@ def test_replay_prints_the_foreign_table_without_flows_out(
     assert main(["replay", str(visitors / "pings.jsonl"), *_args(visitors)]) == 0
     out = capsys.readouterr().out
     assert "Foreign SIMs 2026-W11" in out and "Foreign SIMs 2026-03" in out
+    month = next(line for line in out.splitlines() if line.startswith("Foreign SIMs 2026-03"))
+    assert "warming up: arrivals before 2026-03-05 include SIMs that were in the country " \
+        "already" in month
+    week = next(line for line in out.splitlines() if line.startswith("Foreign SIMs 2026-W11"))
+    assert "warming up" not in week
     assert "usual resident" in out
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from estimators.alerts import GapAlert
 from estimators.engine import Engine, EngineConfig
+from estimators.foreign import ForeignConfig
+from estimators.mcc import CountryTable
 from estimators.regions import regions_from_geojson
 from estimators.tally import Tally, merge_tallies
 from estimators.units import HOUR_MS, MINUTE_MS
@@ -102,6 +104,44 @@ def _engine_fed(regions_doc: dict[str, Any], start: int, nights: int) -> Engine:
     engine = _engine(regions_doc, nights)
     _feed(engine, _pings(start, 1))
     return engine
+
+
+NIGHT = T0 // (24 * HOUR_MS)  # the night of 2026-03-02's evening (closes 01:00Z on the 3rd)
+
+
+@pytest.mark.parametrize("start_h, first_whole, arrivals", [
+    # 05:00 local: the 2nd's night is the first whole one; +72 h is 00:00Z on the 5th, after
+    # the close of the 3rd's night (01:00Z on the 4th), before the 4th's (01:00Z on the 5th):
+    # the arrivals of the 5th's night are the first all later than that
+    (0, 0, 3),
+    # 23:00 local, inside the 2nd's night: the 3rd's is the first whole; +72 h is 18:00Z on
+    # the 5th, after the 5th's night began: the 6th's night is the first
+    (18, 1, 4),
+    # 06:00 local, at a close: +72 h is the close of the 4th's night, whose next night is first
+    (1, 0, 3),
+])
+def test_periods_are_warm_once_a_residence_window_and_the_stay_gap_are_observed(
+        regions_doc: dict[str, Any], start_h: int, first_whole: int, arrivals: int) -> None:
+    engine = Engine(regions_from_geojson(regions_doc), EngineConfig(res=8, foreign=ForeignConfig()),
+                    countries=CountryTable.from_pairs([401, 250], ["KZ", "RU"]))
+    assert engine.config.migration is not None
+    start = T0 + start_h * HOUR_MS
+    _feed(engine, _pings(start, 2))
+    warm = engine.period_warm_up(engine.tally(start + 2 * HOUR_MS))
+    window = engine.config.migration.window_nights
+    assert warm.observed_from_ms == start
+    assert warm.relocations_from_night == NIGHT + first_whole + window
+    assert warm.flows(NIGHT + first_whole + window - 1)
+    assert not warm.flows(NIGHT + first_whole + window)
+    # a night's arrivals are the SIMs first seen since the previous close: all of them came
+    # 72 h or more after the start from that night on
+    assert engine.night_close_ms(warm.arrivals_from_night - 1) >= start + 72 * HOUR_MS
+    assert engine.night_close_ms(warm.arrivals_from_night - 2) < start + 72 * HOUR_MS
+    assert warm.arrivals_from_night == NIGHT + arrivals
+    assert warm.arrivals(NIGHT + arrivals - 1) and not warm.arrivals(NIGHT + arrivals)
+    nothing = _engine(regions_doc).tally(T0)
+    cold = engine.period_warm_up(nothing)
+    assert cold.flows(NIGHT + 1000) and cold.arrivals(NIGHT + 1000)
 
 
 def test_merged_tallies_are_warm_only_when_every_part_is(regions_doc: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from estimators.migration import period_of
 from estimators.regions import RegionSet, regions_from_geojson
 from estimators.tally import Tally
 from estimators.units import DAY_MS
+from estimators.warmup import PeriodWarmUp
 from stream.cli.offline import usual_residents_doc
 from stream.local.embedded import Service, start_redis
 from stream.publish.foreign import (
@@ -42,6 +43,7 @@ from stream.publish.metrics import WorkerMetrics
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 
 COUNTRIES = ("CN", "KG", "KZ", "RU", "UZ", "XX")
+WARM = PeriodWarmUp(None, None, None)  # nothing observed: every period warming
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 NIGHT = T0 // DAY_MS + 3
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "flows.schema.json").read_text())
@@ -78,7 +80,7 @@ def regions(regions_doc: dict[str, Any]) -> RegionSet:
 
 def test_a_document_in_devices_with_suppression(regions: RegionSet) -> None:
     fig = ForeignFigureConfig(min_country_devices=20)
-    doc = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig())
+    doc = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig(), WARM)
     jsonschema.validate(doc, SCHEMA)
     assert doc["countries"] == ["RU", "UZ", "other", "*"] and doc["unit"] == "devices"
     assert doc["people_countries"] == []
@@ -103,14 +105,14 @@ def test_a_document_in_devices_with_suppression(regions: RegionSet) -> None:
 def test_people_only_where_a_country_factor_is_configured(regions: RegionSet) -> None:
     fig = ForeignFigureConfig(min_country_devices=20)
     factors = [CountryFactor("RU", 2.0, 0.1)]
-    doc = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig(), factors)
+    doc = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig(), WARM, factors)
     jsonschema.validate(doc, SCHEMA)
     assert doc["unit"] == "people" and doc["people_countries"] == ["RU"]
     ru = doc["totals"]["RU"]["arrivals"]
     assert ru["people"] == 400 and ru["lo"] < 400 < ru["hi"]
     assert doc["totals"]["UZ"]["arrivals"]["people"] is None
     assert doc["totals"]["*"]["arrivals"]["people"] is None  # not every country has a factor
-    everyone = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig(),
+    everyone = period_foreign(_period(regions), COUNTRIES, regions, T0, fig, ForeignConfig(), WARM,
                               [CountryFactor("*", 1.5)])
     assert everyone["people_countries"] == ["RU", "UZ", "other", "*"]
     assert everyone["totals"]["*"]["arrivals"]["people"] == round(235 * 1.5)
@@ -118,7 +120,7 @@ def test_people_only_where_a_country_factor_is_configured(regions: RegionSet) ->
 
 def test_the_long_stayers_line_beside_resident(regions: RegionSet) -> None:
     tally = ForeignTally(COUNTRIES, [_period(regions, "week"), _period(regions, "month")])
-    docs = published_foreign(tally, regions, T0, ForeignFigureConfig(), ForeignConfig())
+    docs = published_foreign(tally, regions, T0, ForeignFigureConfig(), ForeignConfig(), WARM)
     assert set(docs) == {"week", "month"}
     snap: dict[str, Any] = {"regions": {rid: {"resident": 1} for rid in regions.ids}}
     add_foreign_line(snap, docs)
@@ -134,7 +136,7 @@ def test_the_long_stayers_line_beside_resident(regions: RegionSet) -> None:
 def test_foreign_gauges_with_a_small_label_set(regions: RegionSet) -> None:
     tally = ForeignTally(COUNTRIES, [_period(regions, "week"), _period(regions, "month")])
     fig = ForeignFigureConfig(min_country_devices=20)
-    docs = published_foreign(tally, regions, T0, fig, ForeignConfig())
+    docs = published_foreign(tally, regions, T0, fig, ForeignConfig(), WARM)
     m = WorkerMetrics()
     m.show_foreign(docs)
     text = m.exposition().decode()
@@ -229,7 +231,7 @@ def test_the_long_stayers_line_is_the_one_of_the_whole_document(
         p.stock[kg, rural, CLS["long"]], p.usual_resident[kg, rural] = 3, 3
     tally = ForeignTally(COUNTRIES, periods)
     figures = ForeignFigureConfig(min_country_devices=20)
-    docs = published_foreign(tally, regions, T0, figures, ForeignConfig(), factors)
+    docs = published_foreign(tally, regions, T0, figures, ForeignConfig(), WARM, factors)
     whole: dict[str, Any] = {"regions": {rid: {} for rid in regions.ids}}
     add_foreign_line(whole, docs)
     fe = estimate_foreign(tally.published()[SNAPSHOT_FIELD], COUNTRIES, regions, factors, figures)

@@ -269,8 +269,11 @@
     const unit = doc.unit === 'people' ? 'people (where a country factor is configured; else SIMs)' : 'foreign SIMs (devices)';
     const state = doc.final ? 'final' : doc.closed ? 'closed, departures revisable until ' + doc.revisable_until
       : 'so far, to ' + doc.observed_until;
+    const fw = doc.warming_up || {};
     $('fgn-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
-      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') + '): ' + unit +
+      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') +
+      (fw.arrivals ? '; warming up: arrivals' + (fw.arrivals_ready_from ? ' before ' + fw.arrivals_ready_from : '') +
+        ' include SIMs that were in the country already' : '') + '): ' + unit +
       '; figures resting on fewer than ' + doc.settings.k + ' SIMs are suppressed; "other" sums the smaller countries.';
     for (const c of doc.countries) {
       const t = doc.totals[c];
@@ -341,9 +344,13 @@
     }
     const state = (doc.dating === 'effective' ? 'by move date, ' : '') +
       (doc.final ? 'final' : 'so far, to ' + doc.observed_until);
+    const mw = doc.warming_up || {};
     $('mig-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
-      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') + '): people, 90 % intervals; ' +
-      'figures resting on fewer than ' + doc.settings.k + ' devices are suppressed.';
+      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') +
+      (mw.relocations ? '; warming up: usual residences rest on fewer nights than the ' +
+        doc.settings.window_nights + '-night window, so relocations are undercounted' +
+        (mw.relocations_ready_from ? ' (periods from ' + mw.relocations_ready_from + ' on are warm)' : '') : '') +
+      '): people, 90 % intervals; figures resting on fewer than ' + doc.settings.k + ' devices are suppressed.';
     const rows = Object.entries(doc.regions).filter(([rid, r]) =>
       !(rid === 'unassigned' && r.inflow === null && r.outflow === null));
     rows.sort((a, b) => Math.abs(b[1].net || 0) - Math.abs(a[1].net || 0));
