@@ -30,7 +30,7 @@ from estimators.calibration import (
 from estimators.engine import MAX_OPERATORS
 from estimators.footprints import RULES
 from estimators.region_checks import region_warnings
-from estimators.regions import RegionSet, regions_from_geojson
+from estimators.regions import UNASSIGNED, RegionSet, regions_from_geojson
 from stream.contract import InputError
 from stream.sources.text_files import header_excerpt, open_output, open_text, separator_hint
 
@@ -159,6 +159,27 @@ def load_population(path: str | Path, regions: RegionSet | None = None,
     if not out:
         raise InputError(f"{path}: no rows")
     return out
+
+
+def registry_gaps(regions: RegionSet, registry: dict[str, int]) -> list[str]:
+    """What a registry leaves out: one line naming the regions it has no row for (their
+    registered figure and gap are null), with, for each such parent whose subregions all have
+    rows, their sum (a parent may hold territory of its own, so it is not filled in)."""
+    missing = [i for i, rid in enumerate(regions.ids) if rid != UNASSIGNED and rid not in registry]
+    if not missing:
+        return []
+    names = [_shown(regions.ids[i]) for i in missing]
+    line = (f"no row for {len(missing)} region(s) ({', '.join(names[:8])}"
+            f"{', ...' if len(names) > 8 else ''}): their registered figure and gap are null")
+    sums = []
+    for i in missing:
+        children = [j for j in range(len(regions.ids)) if regions.parent_index[j] == i]
+        if children and all(regions.ids[j] in registry for j in children):
+            total = sum(registry[regions.ids[j]] for j in children)
+            sums.append(f"the subregions of {_shown(regions.ids[i])} sum to {total:,}")
+    if sums:
+        line += f" ({'; '.join(sums)}: add the row if they cover it whole)"
+    return [line]
 
 
 def load_calibration(path: str | Path, regions: RegionSet | None = None) -> list[FactorRow]:
@@ -397,6 +418,9 @@ def load_reference(paths: ReferencePaths) -> Reference:
     """Load and cross-check the files of ``paths`` (raises :class:`~stream.contract.InputError`)."""
     regions = load_regions(paths.regions)
     registry = load_population(paths.registry, regions) if paths.registry else None
+    if registry is not None:
+        for warning in registry_gaps(regions, registry):
+            print(f"defacto: warning: {paths.registry}: {warning}", file=sys.stderr)
     calibration = Calibration(load_calibration(paths.calibration, regions)) \
         if paths.calibration else None
     if calibration is not None:

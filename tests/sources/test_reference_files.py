@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ from estimators.estimate import EstimateConfig
 from estimators.regions import RegionSet, regions_from_geojson
 from stream.contract import InputError
 from stream.sources.reference_files import (
+    ReferencePaths,
     load_calibration,
     load_cell_plan,
     load_population,
+    load_reference,
     load_truth,
+    registry_gaps,
     write_calibration,
 )
 
@@ -249,6 +253,26 @@ def test_population_counts(tmp_path: Path, regions: RegionSet) -> None:
     assert load_population(path, regions) == {"city": 1000, "north": 0, "south": 1200}
     older = _file(tmp_path, "population.csv", "region,population\nrural,12\n")
     assert load_population(older) == {"rural": 12}
+
+
+def test_regions_the_registry_leaves_out_are_warned_about(
+        tmp_path: Path, regions: RegionSet, regions_doc: dict[str, Any],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    full = {"city": 1000, "north": 600, "south": 400, "rural": 50}
+    assert registry_gaps(regions, full) == []
+    assert registry_gaps(regions, {"north": 600, "south": 400, "rural": 50}) == [
+        "no row for 1 region(s) ('city'): their registered figure and gap are null (the "
+        "subregions of 'city' sum to 1,000: add the row if they cover it whole)"]
+    assert registry_gaps(regions, {"city": 1000, "rural": 50}) == [
+        "no row for 2 region(s) ('north', 'south'): their registered figure and gap are null"]
+    # said once, on stderr, when a run loads its reference files
+    registry = _file(tmp_path, "registry.csv", "region,registered\ncity,1000\nrural,50\n")
+    geojson = tmp_path / "regions.geojson"
+    geojson.write_text(json.dumps(regions_doc))
+    load_reference(ReferencePaths(regions=geojson, registry=registry))
+    assert capsys.readouterr().err == (
+        f"defacto: warning: {registry}: no row for 2 region(s) ('north', 'south'): their "
+        "registered figure and gap are null\n")
 
 
 @pytest.mark.parametrize(("row", "problem", "minimum"), [
