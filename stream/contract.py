@@ -360,7 +360,30 @@ def check_ping(f: dict[str, Any]) -> tuple[str, str] | None:
         return None
     lat, lon = f.get("lat"), f.get("lon")
     if lat is None and lon is None:
-        return "missing_location", REJECT_REASONS["missing_location"]
-    if not _is_num(lat) or not _is_num(lon) or not (abs(lat) <= 90 and abs(lon) <= 180):
+        return "missing_location", REJECT_REASONS["missing_location"] + _field_hint(f)
+    if lat is None or lon is None:
+        return "bad_coordinates", (f"lat and lon must both be given: {'lon' if lon is None else 'lat'}"
+                                   f" is missing{_field_hint(f)}")
+    for name, v in (("lat", lat), ("lon", lon)):
+        if not _is_num(v):
+            comma = "; a decimal comma? defacto reads a point" if isinstance(v, str) and \
+                re.fullmatch(r"\s*-?\d+,\d+\s*", v) else ""
+            return "bad_coordinates", f"{name} must be a number, got {describe(v)}{comma}"
+    if not (abs(lat) <= 90 and abs(lon) <= 180):
         return "bad_coordinates", REJECT_REASONS["bad_coordinates"]
     return None
+
+
+_OTHER_NAMES = {"lng": "lon", "long": "lon", "longitude": "lon", "latitude": "lat",
+                "cell_id": "cell", "cellid": "cell", "cgi": "cell", "ecgi": "cell"}
+"""Field names feeds use for the location fields, and the name defacto reads instead."""
+
+
+def _field_hint(f: dict[str, Any]) -> str:
+    """For a reject about a missing location field: the usual other name that ``f`` has, if
+    any (``"; a 'lng' field? defacto reads 'lon'"``), else ``""``. Names only, from a fixed
+    list: never a value."""
+    for other, ours in _OTHER_NAMES.items():
+        if other in f and ours not in f:
+            return f"; a {other!r} field? defacto reads {ours!r}"
+    return ""

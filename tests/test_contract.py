@@ -82,8 +82,29 @@ def test_details_name_the_kind_of_value_never_the_value() -> None:
         bad = check_ping(ping)
         assert bad is not None and bad[1].startswith(REJECT_REASONS[bad[0]])
         assert token not in bad[1] and "77012345678" not in bad[1]
-    assert check_ping(_with(ts=1_772_409_600))[1].endswith("got <integer, 10 digits>")  # seconds, not ms
+    assert check_ping(_with(ts=1_772_409_600))[1].endswith(  # seconds, not ms
+        "got <integer, 10 digits>: seconds since 1970? defacto reads milliseconds (multiply by "
+        "1000)")
     assert check_ping(_with(ts="PSEUDO-0004"))[1].endswith("got <text, 11 characters>")
+
+
+@pytest.mark.parametrize(("fields", "reason", "detail"), [
+    ({"lat": 51.1, "lng": 71.4}, "bad_coordinates",
+     "lat and lon must both be given: lon is missing; a 'lng' field? defacto reads 'lon'"),
+    ({"lon": 71.4}, "bad_coordinates", "lat and lon must both be given: lat is missing"),
+    ({"latitude": 51.1, "longitude": 71.4}, "missing_location",
+     "neither cell nor lat/lon; a 'longitude' field? defacto reads 'lon'"),
+    ({"cell_id": "A"}, "missing_location", "neither cell nor lat/lon; a 'cell_id' field? defacto "
+     "reads 'cell'"),
+    ({"lat": "51,1", "lon": 71.4}, "bad_coordinates",
+     "lat must be a number, got <text, 4 characters>; a decimal comma? defacto reads a point"),
+    ({"lat": 51.1, "lon": "east"}, "bad_coordinates", "lon must be a number, got <text, 4 characters>"),
+    ({"lat": 91.0, "lon": 71.4}, "bad_coordinates", REJECT_REASONS["bad_coordinates"]),
+])
+def test_a_location_reject_says_which_field_and_the_usual_other_names(
+        fields: dict, reason: str, detail: str) -> None:
+    ping = {k: v for k, v in _with().items() if k not in ("cell", "lat", "lon")}
+    assert check_ping({**ping, **fields}) == (reason, detail)
 
 
 def test_describe() -> None:
