@@ -99,13 +99,19 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
     ``--reference``; ``period``: ``--from``/``--to`` (files only: a worker follows its topic
     from its committed offsets and has no period, so it does not take them)."""
     g = p.add_argument_group("engine")
+    # calibrate fits factors from the homes and activity of devices: these options do not change
+    # them, and are accepted so that one set of engine options serves every command
+    o = p.add_argument_group(
+        "engine options without effect on the factors",
+        "accepted so that one set of engine options serves calibrate, replay and the workers") \
+        if calibrate else g
     g.add_argument("--regions", required=True, help="regions GeoJSON FeatureCollection")
     g.add_argument("--cells", help="cell plan CSV (operator,cell,lat,lon[,azimuth_deg,range_m]); "
                    "needed for pings that carry a cell id")
     lim = ENGINE_LIMITS
     g.add_argument("--res", type=lim["res"].arg, default=EngineOptions.res,
                    help="H3 resolution of cells, 0..15 (default %(default)s)")
-    g.add_argument("--horizon", type=lim["horizon_ms"].arg, default=EngineOptions.horizon_ms,
+    o.add_argument("--horizon", type=lim["horizon_ms"].arg, default=EngineOptions.horizon_ms,
                    help="a device counts as present where its last ping within this time was "
                         "(default 6h; see docs/METHOD.md)")
     g.add_argument("--activity", type=lim["activity_ms"].arg, default=EngineOptions.activity_ms,
@@ -122,35 +128,35 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
                    help="local time zone, an IANA name (default %(default)s)")
     g.add_argument("--home-mcc", type=lim["home_mcc"].arg, default=EngineOptions.home_mcc,
                    help="MCC of domestic SIMs; others are roamers (default 401, Kazakhstan)")
-    g.add_argument("--k", type=lim["k"].arg, default=EngineOptions.k,
+    o.add_argument("--k", type=lim["k"].arg, default=EngineOptions.k,
                    help="suppress figures resting on fewer devices (default %(default)s)")
-    g.add_argument("--model-rse", type=lim["model_rse"].arg, default=EngineOptions.model_rse,
+    o.add_argument("--model-rse", type=lim["model_rse"].arg, default=EngineOptions.model_rse,
                    help="model-error relative standard error in the interval, in [0, 1) "
                         "(default %(default)s)")
-    g.add_argument("--away-rse", type=lim["away_rse"].arg, default=EngineOptions.away_rse,
+    o.add_argument("--away-rse", type=lim["away_rse"].arg, default=EngineOptions.away_rse,
                    help="the same for people counted away from their home region "
                         "(default %(default)s)")
-    g.add_argument("--sibling-away-rse", type=lim["sibling_away_rse"].arg,
+    o.add_argument("--sibling-away-rse", type=lim["sibling_away_rse"].arg,
                    default=EngineOptions.sibling_away_rse,
                    help="the same for people counted away from their home region but within "
                         "the same parent region, e.g. in another district of their city "
                         "(default %(default)s)")
-    g.add_argument("--resident-model-rse", type=lim["resident_model_rse"].arg,
+    o.add_argument("--resident-model-rse", type=lim["resident_model_rse"].arg,
                    default=EngineOptions.resident_model_rse,
                    help="model-error relative standard error of the resident interval, in "
                         "[0, 1) (default %(default)s)")
-    g.add_argument("--transition-rse", type=lim["transition_rse"].arg,
+    o.add_argument("--transition-rse", type=lim["transition_rse"].arg,
                    default=EngineOptions.transition_rse,
                    help="model-error relative standard error of the people the stale-mover rule "
                         "moves in or out of a region, in [0, 5] (default %(default)s)")
-    g.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
+    o.add_argument("--stale", type=lim["stale_ms"].arg, default=EngineOptions.stale_ms,
                    help="a mover (home and daytime regions differ) whose last ping is older is "
                         "re-placed from what fresh movers did since; a multiple of 10 minutes "
                         "(default 10m)")
-    g.add_argument("--routine", type=lim["routine_ms"].arg, default=EngineOptions.routine_ms,
+    o.add_argument("--routine", type=lim["routine_ms"].arg, default=EngineOptions.routine_ms,
                    help="a daytime region (latest ping 10:00-16:00 local) older than this is not "
                         "used (default 3d)")
-    g.add_argument("--no-transitions", dest="transitions", action="store_false",
+    o.add_argument("--no-transitions", dest="transitions", action="store_false",
                    help="do not re-place stale movers (devices count where their last ping was)")
     prior = ("people per km2 of --reference (the factors then fit this rule: replay and run "
              "the workers with the same --footprints)") if calibrate else \
@@ -162,28 +168,28 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
                         f"by area times {prior}; 'site' counts them all in the region of the "
                         "cell's site; 'area' spreads them by area alone (default %(default)s; "
                         "docs/METHOD.md §1)")
-    g.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
+    o.add_argument("--move-min-nights", type=lim["move_min_nights"].arg,
                    default=EngineOptions.move_min_nights,
                    help="migration: nights out of the last --move-window a new region must hold "
                         "(and more than half of those seen) to become the usual residence "
                         "(default %(default)s)")
-    g.add_argument("--move-window", type=lim["move_window_nights"].arg,
+    o.add_argument("--move-window", type=lim["move_window_nights"].arg,
                    default=EngineOptions.move_window_nights, metavar="NIGHTS",
                    help="migration: nights of the majority window (default %(default)s)")
-    g.add_argument("--confirm-nights", type=lim["confirm_nights"].arg,
+    o.add_argument("--confirm-nights", type=lim["confirm_nights"].arg,
                    default=EngineOptions.confirm_nights,
                    help="migration: nights in the new region that confirm a move (default %(default)s)")
-    g.add_argument("--lapse-nights", type=lim["lapse_nights"].arg,
+    o.add_argument("--lapse-nights", type=lim["lapse_nights"].arg,
                    default=EngineOptions.lapse_nights,
                    help="migration: nights without any ping that lapse a SIM (default %(default)s)")
-    g.add_argument("--no-foreign", dest="foreign", action="store_false",
+    o.add_argument("--no-foreign", dest="foreign", action="store_false",
                    help="do not follow the stays of foreign SIMs")
-    g.add_argument("--mcc-table", metavar="CSV",
+    o.add_argument("--mcc-table", metavar="CSV",
                    help="MCC -> country table (mcc,iso2[,country]); default: the shipped table")
-    g.add_argument("--country-factors", metavar="CSV",
+    o.add_argument("--country-factors", metavar="CSV",
                    help="people per foreign SIM by country (country,factor[,rse]) from an outside "
                         "source such as border statistics; default: device counts only")
-    g.add_argument("--foreign-countries", type=_country_list, metavar="CC,CC,...",
+    o.add_argument("--foreign-countries", type=_country_list, metavar="CC,CC,...",
                    help="fixed countries with rows of their own, e.g. RU,UZ,KG,CN,TR "
                         "(default: the 10 largest)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "

@@ -404,3 +404,20 @@ def test_every_model_error_option_reaches_the_engine() -> None:
     argv = [x for name, v in values.items() for x in (ENGINE_LIMITS[name].option, v)]
     est = engine_options(p.parse_args(["--regions", "r.geojson", *argv])).engine_config().estimate
     assert {name: repr(getattr(est, name)) for name in values} == values
+
+
+def test_calibrate_groups_the_options_that_do_not_change_its_factors(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    text = capsys.readouterr().out
+    engine, _, other = text.partition("engine options without effect on the factors:")
+    assert "accepted so that one set of engine options serves calibrate" in other
+    def listed(name: str, part: str) -> bool:
+        return f"\n  {name} " in part or f"\n  {name}\n" in part
+
+    for name in ("--horizon", "--k", "--stale", "--move-window", "--no-foreign",
+                 "--country-factors"):
+        assert listed(name, other) and not listed(name, engine), name
+    for name in ("--activity", "--night", "--min-nights", "--home-mcc", "--footprints"):
+        assert listed(name, engine), name
