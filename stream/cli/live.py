@@ -260,8 +260,10 @@ def add_simulate_parser(sub: Any) -> None:
                                    "truth for a built-in scenario name or a scenario TOML file.")
     p.add_argument("scenario", help="astana, kz, or a path to a scenario .toml")
     add_simulation_options(p)
-    p.add_argument("--out", help="output directory for pings, regions, cells, registry, truth")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="ping file format")
+    p.add_argument("--out", help="output directory for the pings, cell plan, regions, registry, "
+                   "reference population, truth and scenario")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                   help="ping file format (default jsonl)")
     p.add_argument("--kafka", metavar="BOOTSTRAP", help="stream the pings live to this Kafka")
     p.add_argument("--topic", default="pings", help="with --kafka: topic (default pings)")
     p.add_argument("--speed", type=SPEED.arg, default=60.0,

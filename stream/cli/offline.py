@@ -731,6 +731,11 @@ def run_simulate(config: SimulateConfig) -> Simulation:
             raise InputError(f"{config.out}: cannot write ({exc.strerror or exc})") from None
         for name, path in paths.items():
             print(f"{name:>10}: {path}", file=sys.stderr)
+        rse = sim.scenario.reference_rse
+        if rse > 0 and "reference" in paths:
+            print(f"defacto: {paths['reference']} carries the scenario's census error, "
+                  f"{rse:.1%} per region (reference_rse): calibrate --reference-rse {rse:g} "
+                  "states it", file=sys.stderr)
     return sim
 
 
@@ -744,9 +749,9 @@ def add_simulation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=lim["scale"].arg, default=SimulateConfig.scale,
                    help="fraction of real size, in (0, 10] (default %(default)s)")
     p.add_argument("--days", type=lim["days"].arg, default=SimulateConfig.days,
-                   help="days to simulate (default %(default)g)")
+                   help=f"days to simulate, {lim['days'].allowed()} (default %(default)g)")
     p.add_argument("--seed", type=lim["seed"].arg, default=SimulateConfig.seed,
-                   help="random seed (default %(default)s)")
+                   help=f"random seed, {lim['seed'].allowed()} (default %(default)s)")
 
 
 def _key_file(args: argparse.Namespace) -> Path | None:

@@ -51,7 +51,8 @@ def night_arg(text: str) -> tuple[float, float]:
     start = int(m[1]) + int(m[2] or 0) / 60
     end = int(m[3]) + int(m[4] or 0) / 60
     if start >= 24 or end >= 24 or start == end:
-        raise argparse.ArgumentTypeError(f"bad night window {text!r}")
+        raise argparse.ArgumentTypeError(f"night window must be HH:MM-HH:MM with hours 0..23 and "
+                                         f"two different times, e.g. 22:00-06:00, got {text!r}")
     return start, (end - start) % 24
 
 
@@ -112,13 +113,15 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
     g.add_argument("--res", type=lim["res"].arg, default=EngineOptions.res,
                    help="H3 resolution of cells, 0..15 (default %(default)s)")
     o.add_argument("--horizon", type=lim["horizon_ms"].arg, default=EngineOptions.horizon_ms,
-                   help="a device counts as present where its last ping within this time was "
-                        "(default 6h; see docs/METHOD.md)")
+                   help="a device counts as present where its last ping within this time was, "
+                        f"{lim['horizon_ms'].allowed()} (default 6h; see docs/METHOD.md)")
     g.add_argument("--activity", type=lim["activity_ms"].arg, default=EngineOptions.activity_ms,
-                   help="devices seen within this window are active (default 1d)")
+                   help=f"devices seen within this window are active, "
+                        f"{lim['activity_ms'].allowed()}, at least --horizon (default 1d)")
     g.add_argument("--night", type=night_arg,
                    default=(EngineOptions.night_start_h, EngineOptions.night_length_h),
-                   help="local night window for residence (default 22:00-06:00)")
+                   help="local night window for residence, HH:MM-HH:MM in --timezone "
+                        "(default 22:00-06:00)")
     g.add_argument("--nights", type=lim["nights"].arg, default=EngineOptions.nights,
                    help="residence = modal night region over this many nights, 1..60 "
                         "(default %(default)s)")
@@ -198,8 +201,12 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
                    default=WindowSettings.lateness_ms,
                    help="how late (event time) a ping may arrive and still count (default 10m)")
     if period:
-        g.add_argument("--from", dest="from_", metavar="ISO", help="ignore pings before this time")
-        g.add_argument("--to", metavar="ISO", help="ignore pings from this time on")
+        g.add_argument("--from", dest="from_", metavar="ISO",
+                       help="ignore pings before this time (included: ISO 8601 such as "
+                            "2026-03-02T00:00:00Z or 2026-03-02T05:00+05:00; a time without a "
+                            "zone, or a bare date, is UTC)")
+        g.add_argument("--to", metavar="ISO",
+                       help="ignore pings from this time on (excluded; written as --from)")
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:

@@ -421,3 +421,19 @@ def test_calibrate_groups_the_options_that_do_not_change_its_factors(
         assert listed(name, other) and not listed(name, engine), name
     for name in ("--activity", "--night", "--min-nights", "--home-mcc", "--footprints"):
         assert listed(name, engine), name
+
+
+def test_help_states_formats_and_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a time without a zone, or a bare date, is UTC" in text
+    assert "ignore pings from this time on (excluded" in text
+    assert "HH:MM-HH:MM in --timezone" in text and "a duration 1s..30d" in text
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "ping file format (default jsonl)" in text and "a number in (0, 366]" in text
+    with pytest.raises(SystemExit):
+        main(["replay", "x.jsonl", "--regions", "r.geojson", "--night", "25:00-06:00"])
+    assert "night window must be HH:MM-HH:MM with hours 0..23" in capsys.readouterr().err
