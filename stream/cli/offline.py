@@ -786,7 +786,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         flows_out=Path(args.flows_out) if args.flows_out else None,
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end,
         reader=args.reader)
-    result = run_replay(config)
+    try:
+        result = run_replay(config)
+    except InputError as exc:
+        partial = [f"{path} ({_lines(path):,} line(s))" for path in (config.out, config.flows_out)
+                   if path is not None and path.is_file() and path.stat().st_size > 0]
+        if partial:
+            raise InputError(f"{exc}; written before it, incomplete: {', '.join(partial)}") \
+                from None
+        raise
     rej = f" -> {config.rejects_path}" if result.rejected else ""
     print(f"defacto: {result.summary}{rej}", file=sys.stderr)
     for warning in result.file_warnings:
@@ -821,6 +829,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 print()
                 print(foreign_table(doc))
     return _whole_files_rejected(result.files_all_rejected)
+
+
+def _lines(path: Path) -> int:
+    """Lines of a file (counted in blocks)."""
+    with open(path, "rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
 
 
 def _whole_files_rejected(paths: list[str]) -> int:

@@ -191,7 +191,9 @@ def test_truncated_gzip_keeps_the_snapshots_written_and_ends_in_one_line(
     err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("defacto: warning")]
     assert len(err) == 1 and err[0].startswith(f"defacto: error: {pings}:")
     assert "the compressed data ends early (truncated .gz file)" in err[0]
-    assert len(_snapshots(out)) >= 1
+    written = len(_snapshots(out))
+    assert written >= 1
+    assert err[0].endswith(f"; written before it, incomplete: {out} ({written:,} line(s))")
 
 
 @pytest.mark.parametrize("name", sorted(FAULT_05))
