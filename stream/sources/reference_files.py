@@ -120,7 +120,12 @@ def load_regions(path: str | Path) -> RegionSet:
         try:
             doc = json.load(fh)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc})") from None
+            first = exc.doc.lstrip().split("\n", 1)[0] if exc.pos == len(exc.doc) - len(
+                exc.doc.lstrip()) else ""
+            hint = ("; it looks like a CSV file (a cell plan goes to --cells, a registry to "
+                    "--registry; --regions reads GeoJSON)") if "," in first and \
+                not first.startswith(("{", "[")) else ""
+            raise InputError(f"{path}: not valid JSON ({exc}){hint}") from None
         except (RecursionError, ValueError) as exc:  # nesting too deep, a 5,000-digit number
             raise InputError(f"{path}: not valid JSON ({type(exc).__name__}: "
                              f"{str(exc)[:80]})") from None

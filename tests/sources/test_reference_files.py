@@ -22,6 +22,7 @@ from stream.sources.reference_files import (
     load_cell_plan,
     load_population,
     load_reference,
+    load_regions,
     load_truth,
     registry_gaps,
     write_calibration,
@@ -305,3 +306,13 @@ def test_truth_file_problems_are_one_line(tmp_path: Path) -> None:
     assert _error(load_truth, bad) == f"{bad}:2: not UTF-8 text"
     deep = _file(tmp_path, "deep.jsonl", "[" * 100_000 + "\n")
     assert _error(load_truth, deep).startswith(f"{deep}:1: not a truth record")
+
+
+def test_regions_that_are_not_json_say_so_and_a_csv_is_named(tmp_path: Path) -> None:
+    csv_file = _file(tmp_path, "cells.csv", "operator,cell,lat,lon\n40101,A,51,71\n")
+    assert _error(load_regions, csv_file) == (
+        f"{csv_file}: not valid JSON (Expecting value: line 1 column 1 (char 0)); it looks like a "
+        "CSV file (a cell plan goes to --cells, a registry to --registry; --regions reads GeoJSON)")
+    broken = _file(tmp_path, "r.geojson", '{"type": "FeatureCollection", "features": [}')
+    assert _error(load_regions, broken) == \
+        f"{broken}: not valid JSON (Expecting value: line 1 column 44 (char 43))"
