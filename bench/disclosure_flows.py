@@ -39,7 +39,7 @@ def main() -> None:
     values = nulls = cells = hidden_cells = 0
     for p, by_home, rse in (v for _, v in sorted(run["settled"].items())):
         fe = estimate_flows(p, regions, by_home, rse)
-        doc = flows_document(fe, regions, 0, a.k, MigrationConfig())
+        doc = flows_document(fe, regions, 0, a.k, MigrationConfig(), None)
         for figures in doc["regions"].values():
             shown = [v for name, v in figures.items() if name != "name"]
             values += len(shown)

@@ -254,9 +254,11 @@ class Engine:
         arrivals are warm (:func:`~estimators.warmup.period_warm_up`, judged by its
         ``observed_from_ms`` with this engine's settings)."""
         cfg = self.config
-        window = cfg.migration.window_nights if cfg.migration is not None else 0
+        mig = cfg.migration
+        window, confirm = (mig.window_nights, mig.confirm_nights) if mig is not None else (0, 0)
         gap_ms = round(cfg.foreign.gap_h * HOUR_MS) if cfg.foreign is not None else 0
-        return period_warm_up(tally.observed_from_ms, window, gap_ms, *self._night_functions())
+        return period_warm_up(tally.observed_from_ms, window, confirm, gap_ms,
+                              *self._night_functions())
 
     def _night_functions(self) -> tuple[Callable[[int], int], Callable[[int], int],
                                         Callable[[int], int]]:

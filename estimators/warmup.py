@@ -10,22 +10,13 @@ then *warming up*: published, but marked, and never used to open or close an ale
 - ``resident`` (and the registry gap) is warm once, in addition, ``nights`` whole nights have
   been observed (a night counts when the observation began at or before its local start).
 - Period tables (:class:`PeriodWarmUp`): migration flows of a period are warm when it begins
-  once a whole majority window of nights (``window_nights``) has been observed: before, a
-  device's usual residence rests on fewer nights than the rule takes, and relocations out of it
-  are missed. Arrivals of foreign SIMs are warm from the first night whose pings all came
-  ``gap_ms`` (the silence that separates stays) after the observation start: a SIM first seen
-  earlier may have been in the country all along.
-
-The observation start is the earliest accepted ping of an engine (kept in its checkpoint); the
-hour it falls in is the start used here. Tallies of several engines (Kafka partitions) take their
-common start, the earliest, when all started within :data:`SAME_START_MS` of it (one stream's
-partitions start together: then live and replay agree), and else the *latest*
-(:func:`estimators.tally.merged_observation`): a partition that starts afresh after losing its
-checkpoint undercounts its share of every region, so the combined figure is warm only when every
-part is.
-
-``nights`` (:data:`WARMUP_NIGHTS`) was chosen on a replayed cold start of the astana scenario:
-see ``docs/METHOD.md``, Warm-up.
+  once two whole majority windows of nights (``window_nights``) have been observed: a usual
+  residence then rests on a whole window, and a move out of it has had a whole window to be
+  detected (devices seen on fewer than all nights need both: with one window, 16-29 % of
+  relocations were still missed in the next two weeks, none after the second). Confirmed moves
+  and returns are known ``confirm_nights`` later. Arrivals of foreign SIMs are warm from the
+  first night whose pings all came ``gap_ms`` (the silence that separates stays) after the
+  observation start: a SIM first seen earlier may have been in the country all along.
 """
 
 from __future__ import annotations
@@ -108,38 +99,45 @@ class PeriodWarmUp:
     yet, every period warming.
 
     ``observed_from_ms``: the observation start; ``relocations_from_night``: the first night of
-    a period whose migration flows are warm; ``arrivals_from_night``: the first night whose
-    foreign-SIM arrivals are all arrivals.
+    a period whose relocations are warm; ``confirmed_from_night``: the same for confirmed moves
+    and returns; ``arrivals_from_night``: the first night whose foreign-SIM arrivals are all
+    arrivals.
     """
 
     observed_from_ms: int | None
     relocations_from_night: int | None
+    confirmed_from_night: int | None
     arrivals_from_night: int | None
 
-    def flows(self, first_night: int) -> bool:
-        """Whether the flows of a period beginning on ``first_night`` are warming up."""
-        return self.relocations_from_night is None or first_night < self.relocations_from_night
+    def warming(self, figure: str, first_night: int) -> bool:
+        """Whether ``figure`` (``relocations``, ``confirmed`` or ``arrivals``) of a period
+        beginning on ``first_night`` is still warming up."""
+        ready = self.ready_night(figure)
+        return ready is None or first_night < ready
 
-    def arrivals(self, first_night: int) -> bool:
-        """Whether the arrivals of a period beginning on ``first_night`` are warming up."""
-        return self.arrivals_from_night is None or first_night < self.arrivals_from_night
+    def ready_night(self, figure: str) -> int | None:
+        """The first night of a period whose ``figure`` is warm (None: not known)."""
+        return {"relocations": self.relocations_from_night,
+                "confirmed": self.confirmed_from_night,
+                "arrivals": self.arrivals_from_night}[figure]
 
 
-def period_warm_up(first_ping_ms: int | None, window_nights: int, gap_ms: int,
-                   night_start_ms: Callable[[int], int], night_of_ms: Callable[[int], int],
+def period_warm_up(first_ping_ms: int | None, window_nights: int, confirm_nights: int,
+                   gap_ms: int, night_start_ms: Callable[[int], int],
+                   night_of_ms: Callable[[int], int],
                    night_close_ms: Callable[[int], int]) -> PeriodWarmUp:
     """:class:`PeriodWarmUp` of an observation whose earliest accepted ping is ``first_ping_ms``
-    (the night functions as in :func:`warm_up`): relocations from the night after
-    ``window_nights`` whole nights, arrivals from the first night ``n`` whose previous night
-    closed ``gap_ms`` or more after the start (a night's arrivals are the SIMs first seen since
-    the previous close)."""
+    (the night functions as in :func:`warm_up`): relocations from the night after two windows
+    of ``window_nights`` whole nights, confirmed moves ``confirm_nights`` later, arrivals from
+    the first night ``n`` whose previous night closed ``gap_ms`` or more after the start (a
+    night's arrivals are the SIMs first seen since the previous close)."""
     start = observation_start(first_ping_ms)
     if start is None:
-        return PeriodWarmUp(None, None, None)
-    relocations = first_whole_night(start, night_start_ms, night_of_ms) + window_nights
+        return PeriodWarmUp(None, None, None, None)
+    relocations = first_whole_night(start, night_start_ms, night_of_ms) + 2 * window_nights
     arrivals = night_of_ms(start + gap_ms)
     while night_close_ms(arrivals - 1) < start + gap_ms:
         arrivals += 1
     while night_close_ms(arrivals - 2) >= start + gap_ms:
         arrivals -= 1
-    return PeriodWarmUp(start, relocations, arrivals)
+    return PeriodWarmUp(start, relocations, relocations + confirm_nights, arrivals)

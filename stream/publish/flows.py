@@ -49,10 +49,9 @@ def _night_date(night: int) -> str:
 
 
 def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
-                   migration: MigrationConfig, warm: PeriodWarmUp | None = None
-                   ) -> dict[str, Any]:
+                   migration: MigrationConfig, warm: PeriodWarmUp | None) -> dict[str, Any]:
     """The published object of one period's flows (``schemas/flows.schema.json``); ``warm``:
-    from which night flows are warm (None: nothing observed, warming)."""
+    from which night flows are warm (None: nothing observed, every period warming)."""
     p = fe.period
     first, last = period_nights(p.kind, p.number)
     sub = regions.subtree.astype(np.int64)
@@ -100,7 +99,7 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
         "revisable_until": _night_date(p.settles_on) if p.dating == "effective" else None,
         "observed_from": _night_date(p.first_night) if p.first_night >= 0 else None,
         "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
-        "warming_up": period_warming_doc(warm, first, "relocations"),
+        "warming_up": period_warming_doc(warm, first, ("relocations", "confirmed")),
         "at": iso_utc(at_ms),
         "settings": {"window_nights": migration.window_nights,
                      "min_nights": migration.min_nights,
@@ -159,10 +158,13 @@ def flows_table(doc: dict[str, Any]) -> str:
         ("" if doc["complete"] else f", observed from {doc['observed_from']} only")
     warming = doc["warming_up"]
     if warming["relocations"]:
-        state += ("; warming up: usual residences rest on fewer nights than the "
-                  f"{doc['settings']['window_nights']}-night window, so relocations are "
+        state += ("; warming up: fewer nights observed than two "
+                  f"{doc['settings']['window_nights']}-night windows, so relocations are "
                   "undercounted" + (f" (periods from {warming['relocations_ready_from']} on "
                                     "are warm)" if warming["relocations_ready_from"] else ""))
+    elif warming["confirmed"]:
+        state += ("; warming up: confirmed moves and returns are undercounted until periods from "
+                  f"{warming['confirmed_ready_from']} on")
     lines = [f"Migration {doc['period']} ({doc['first_night']} .. {doc['last_night']}; {state}): "
              f"people; — = fewer than {doc['settings']['k']} devices", fixed_width(rows)]
     rural = doc["rural"]

@@ -101,11 +101,11 @@ def _line(counts: Counts, c: int, r: int, classes: bool) -> dict[str, Any]:
 
 def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
                      figures: ForeignFigureConfig, stays: ForeignConfig,
-                     factors: Sequence[CountryFactor] = (), warm: PeriodWarmUp | None = None
+                     warm: PeriodWarmUp | None, factors: Sequence[CountryFactor] = ()
                      ) -> dict[str, Any]:
     """The published object of one period's foreign-SIM figures (``topic: "foreign"`` in
     ``schemas/flows.schema.json``); ``warm``: from which night arrivals are warm (None:
-    nothing observed, warming)."""
+    nothing observed, every period warming)."""
     p = fe.period
     first, last = p.nights_range
     n_c, n_r = len(fe.countries) - 1, len(fe.regions) - 1
@@ -129,7 +129,7 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
         "revisable_until": _night_date(p.settles_on),
         "observed_from": _night_date(p.first_night),
         "observed_until": _night_date(p.last_night),
-        "warming_up": period_warming_doc(warm, first, "arrivals"),
+        "warming_up": period_warming_doc(warm, first, ("arrivals",)),
         "at": iso_utc(at_ms),
         "unit": "people" if people_rows else "devices",
         "people_countries": people_rows,
@@ -156,7 +156,7 @@ def period_foreign(period: ForeignPeriod, countries: Sequence[str], regions: Reg
     """A period's published document from its (merged) device counts; ``warm``: from which
     night arrivals are warm (:meth:`~estimators.engine.Engine.period_warm_up`)."""
     fe = estimate_foreign(period, countries, regions, factors, figures)
-    return foreign_document(fe, regions, at_ms, figures, stays, factors, warm)
+    return foreign_document(fe, regions, at_ms, figures, stays, warm, factors)
 
 
 def published_foreign(tally: ForeignTally, regions: RegionSet, at_ms: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -147,24 +148,23 @@ def gap_ratio(resident: int | None, registered: int | None) -> float | None:
     return round((resident - registered) / registered, 4)
 
 
-def period_warming_doc(warm: PeriodWarmUp | None, first_night: int, figure: str
+def period_warming_doc(warm: PeriodWarmUp | None, first_night: int, figures: Sequence[str]
                        ) -> dict[str, Any]:
-    """A period table's ``warming_up`` object (``figure``: ``relocations`` for migration flows,
-    ``arrivals`` for foreign SIMs): whether that figure of the period beginning on
-    ``first_night`` is still warming up (:class:`~estimators.warmup.PeriodWarmUp`), since when
-    the stream was observed (ISO UTC) and the first night of a period that is warm (null:
-    unknown, nothing observed yet)."""
+    """A period table's ``warming_up`` object for ``figures`` (``relocations`` and ``confirmed``
+    for migration flows, ``arrivals`` for foreign SIMs): whether each, in the period beginning
+    on ``first_night``, is still warming up (:class:`~estimators.warmup.PeriodWarmUp`), since
+    when the stream was observed (ISO UTC) and the first night of a period where it is warm
+    (null: unknown, nothing observed yet)."""
     if warm is None:
-        warm = PeriodWarmUp(None, None, None)
-    if figure == "relocations":
-        warming, ready = warm.flows(first_night), warm.relocations_from_night
-    else:
-        warming, ready = warm.arrivals(first_night), warm.arrivals_from_night
-    return {figure: warming,
-            "observed_since": None if warm.observed_from_ms is None else
-            iso_utc(warm.observed_from_ms),
-            f"{figure}_ready_from": None if ready is None else
-            (date(1970, 1, 1) + timedelta(days=ready)).isoformat()}
+        warm = PeriodWarmUp(None, None, None, None)
+    out: dict[str, Any] = {figure: warm.warming(figure, first_night) for figure in figures}
+    out["observed_since"] = None if warm.observed_from_ms is None else \
+        iso_utc(warm.observed_from_ms)
+    for figure in figures:
+        ready = warm.ready_night(figure)
+        out[f"{figure}_ready_from"] = None if ready is None else \
+            (date(1970, 1, 1) + timedelta(days=ready)).isoformat()
+    return out
 
 
 def warming_up_doc(warm: WarmUp) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from stream.cli import main
 from stream.contract import Record
 from stream.decode.validate import PingDecoder
 from stream.estimate.windows import EventTimeWindows, WindowSettings
+from stream.publish.flows import flows_table
 from stream.publish.snapshot import engine_snapshot
 from stream.simulator import load_scenario, simulate, write_simulation
 from stream.sources.ping_files import read_records
@@ -324,13 +325,15 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     assert not docs[-1]["final"]  # the periods still open come last
     # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
     assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]
-    # a whole 28-night residence window is observed by the night of 30 March: periods from
-    # then on are warm (W14 is; March is not, nor are the weeks before)
+    # two whole 28-night residence windows are observed by the night of 27 April: periods
+    # from then on have warm relocations; confirmed moves 90 nights later. 45 days hold none:
+    # every period is flagged, and the table says so
     flows_docs = [d for d in docs if d.get("topic") is None]
-    assert [d["warming_up"]["relocations"] for d in flows_docs] == [
-        d["first_night"] < "2026-03-30" for d in flows_docs]
-    assert {d["period"] for d in flows_docs if not d["warming_up"]["relocations"]} >= {"2026-W14"}
-    assert all(d["warming_up"]["relocations_ready_from"] == "2026-03-30" for d in flows_docs)
+    assert all(d["warming_up"]["relocations"] and d["warming_up"]["confirmed"]
+               for d in flows_docs)
+    assert {(d["warming_up"]["relocations_ready_from"], d["warming_up"]["confirmed_ready_from"])
+            for d in flows_docs} == {("2026-04-27", "2026-07-26")}
+    assert "warming up: fewer nights observed than two 28-night windows" in flows_table(week)
 
 
 # --- the columnar reader gives the snapshots of the record reader (issue 14) ------------------

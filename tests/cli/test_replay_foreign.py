@@ -134,9 +134,9 @@ def test_replay_writes_foreign_periods_and_the_long_stayers_line(
     assert {d["period"]: d["warming_up"] for d in foreign if d["kind"] == "week"} == {
         f"2026-W{w:02d}": {"arrivals": w < 11, "observed_since": "2026-03-02T00:00:00Z",
                            "arrivals_ready_from": "2026-03-05"} for w in (9, 10, 11)}
-    # and no period of 12 days holds a whole residence window: every flow table is warming
+    # and no period of 12 days holds two residence windows: every flow table is warming
     assert all(d["warming_up"]["relocations"] and d["warming_up"]["relocations_ready_from"]
-               == "2026-03-30" for d in migration)
+               == "2026-04-27" for d in migration)
     march = next(d for d in foreign if d["period"] == "2026-03")
     assert march["warming_up"]["arrivals"]
     assert not march["final"] and not march["closed"] and march["unit"] == "devices"

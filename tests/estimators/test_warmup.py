@@ -129,19 +129,24 @@ def test_periods_are_warm_once_a_residence_window_and_the_stay_gap_are_observed(
     _feed(engine, _pings(start, 2))
     warm = engine.period_warm_up(engine.tally(start + 2 * HOUR_MS))
     window = engine.config.migration.window_nights
+    confirm = engine.config.migration.confirm_nights
     assert warm.observed_from_ms == start
-    assert warm.relocations_from_night == NIGHT + first_whole + window
-    assert warm.flows(NIGHT + first_whole + window - 1)
-    assert not warm.flows(NIGHT + first_whole + window)
+    ready = NIGHT + first_whole + 2 * window
+    assert warm.relocations_from_night == ready
+    assert warm.warming("relocations", ready - 1) and not warm.warming("relocations", ready)
+    assert warm.confirmed_from_night == ready + confirm
+    assert warm.warming("confirmed", ready + confirm - 1)
+    assert not warm.warming("confirmed", ready + confirm)
     # a night's arrivals are the SIMs first seen since the previous close: all of them came
     # 72 h or more after the start from that night on
     assert engine.night_close_ms(warm.arrivals_from_night - 1) >= start + 72 * HOUR_MS
     assert engine.night_close_ms(warm.arrivals_from_night - 2) < start + 72 * HOUR_MS
     assert warm.arrivals_from_night == NIGHT + arrivals
-    assert warm.arrivals(NIGHT + arrivals - 1) and not warm.arrivals(NIGHT + arrivals)
+    assert warm.warming("arrivals", NIGHT + arrivals - 1)
+    assert not warm.warming("arrivals", NIGHT + arrivals)
     nothing = _engine(regions_doc).tally(T0)
     cold = engine.period_warm_up(nothing)
-    assert cold.flows(NIGHT + 1000) and cold.arrivals(NIGHT + 1000)
+    assert all(cold.warming(f, NIGHT + 1000) for f in ("relocations", "confirmed", "arrivals"))
 
 
 def test_merged_tallies_are_warm_only_when_every_part_is(regions_doc: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ from stream.publish.metrics import WorkerMetrics
 from stream.publish.redis_publisher import PublishSettings, SnapshotPublisher
 
 COUNTRIES = ("CN", "KG", "KZ", "RU", "UZ", "XX")
-WARM = PeriodWarmUp(None, None, None)  # nothing observed: every period warming
+WARM = PeriodWarmUp(None, None, None, None)  # nothing observed: every period warming
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 NIGHT = T0 // DAY_MS + 3
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "flows.schema.json").read_text())

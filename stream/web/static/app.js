@@ -347,9 +347,11 @@
     const mw = doc.warming_up || {};
     $('mig-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
       (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') +
-      (mw.relocations ? '; warming up: usual residences rest on fewer nights than the ' +
-        doc.settings.window_nights + '-night window, so relocations are undercounted' +
-        (mw.relocations_ready_from ? ' (periods from ' + mw.relocations_ready_from + ' on are warm)' : '') : '') +
+      (mw.relocations ? '; warming up: fewer nights observed than two ' +
+        doc.settings.window_nights + '-night windows, so relocations are undercounted' +
+        (mw.relocations_ready_from ? ' (periods from ' + mw.relocations_ready_from + ' on are warm)' : '')
+        : mw.confirmed ? '; warming up: confirmed moves and returns are undercounted until periods from ' +
+          mw.confirmed_ready_from : '') +
       '): people, 90 % intervals; figures resting on fewer than ' + doc.settings.k + ' devices are suppressed.';
     const rows = Object.entries(doc.regions).filter(([rid, r]) =>
       !(rid === 'unassigned' && r.inflow === null && r.outflow === null));
