@@ -786,11 +786,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         flows_out=Path(args.flows_out) if args.flows_out else None,
         rejects=Path(args.rejects) if args.rejects else None, start_ms=start, end_ms=end,
         reader=args.reader)
+    outputs = [path for path in (config.out, config.flows_out) if path is not None]
+    before = {path: _stamp(path) for path in outputs}
     try:
         result = run_replay(config)
-    except InputError as exc:
-        partial = [f"{path} ({_lines(path):,} line(s))" for path in (config.out, config.flows_out)
-                   if path is not None and path.is_file() and path.stat().st_size > 0]
+    except InputError as exc:  # outputs this run wrote (not an earlier run's) are incomplete
+        partial = [f"{path} ({_lines(path):,} line(s))" for path in outputs
+                   if _stamp(path) != before[path] and path.is_file() and path.stat().st_size]
         if partial:
             raise InputError(f"{exc}; written before it, incomplete: {', '.join(partial)}") \
                 from None
@@ -829,6 +831,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 print()
                 print(foreign_table(doc))
     return _whole_files_rejected(result.files_all_rejected)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's modification time and size (None: no such file): whether a run wrote it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _lines(path: Path) -> int:

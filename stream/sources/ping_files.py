@@ -267,7 +267,7 @@ def _csv_header(feed: _CsvFeed, row: list[str]) -> list[str]:
     if missing:
         raise InputError(f"{where}: missing column(s) {', '.join(missing)} (the first line must "
                          f"be a header naming the columns, at least {', '.join(REQUIRED_COLUMNS)})"
-                         f"{separator_hint(header)}")
+                         f"{separator_hint(header, 'JSON Lines pings: name the file .jsonl')}")
     twice = sorted({h for h in header if h in PING_FIELDS and header.count(h) > 1})
     if twice:
         raise InputError(f"{where}: column(s) {', '.join(twice)} named twice in the header")

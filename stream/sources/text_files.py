@@ -233,12 +233,13 @@ def header_excerpt(header: list[str]) -> str:
     return repr(text[:cut] + ("..." if len(text) > cut else ""))
 
 
-def separator_hint(header: list[str]) -> str:
+def separator_hint(header: list[str],
+                   json_fix: str = "a GeoJSON of regions goes to --regions") -> str:
     """For an error about a CSV header's columns: how to fix a file whose columns are separated
-    by something other than commas (``header``: the names read with commas), or that is a JSON
-    document (a GeoJSON given where a CSV goes), else ``""``."""
+    by something other than commas (``header``: the names read with commas), or that is JSON
+    (``json_fix``: what to do then; by default, for a reference file), else ``""``."""
     if _is_json(header):
-        return "; the file is JSON, not CSV (a GeoJSON of regions goes to --regions)"
+        return f"; the file is JSON, not CSV ({json_fix})"
     if len(header) != 1:
         return ""
     for sep, name in SEPARATORS.items():

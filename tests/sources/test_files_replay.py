@@ -194,6 +194,10 @@ def test_truncated_gzip_keeps_the_snapshots_written_and_ends_in_one_line(
     written = len(_snapshots(out))
     assert written >= 1
     assert err[0].endswith(f"; written before it, incomplete: {out} ({written:,} line(s))")
+    # an error before this run opened its output does not name the earlier run's file
+    assert main(["replay", str(pings), "--regions", str(tmp_path / "missing.geojson"),
+                 "--out", str(out)]) == 2
+    assert "incomplete" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(FAULT_05))

@@ -213,6 +213,12 @@ def test_csv_header_problems_are_one_line_errors_that_do_not_quote_it(tmp_path: 
     not_utf8 = _write(tmp_path / "c.csv", b"device,ts,operator,\xff\n")
     with pytest.raises(InputError, match=r"c\.csv:1: the header line is not UTF-8"):
         _records(not_utf8)
+    json_lines = _write(tmp_path / "d.csv", '{"device": "PSEUDO0001", "ts": 1772409600000}\n')
+    with pytest.raises(InputError) as e:
+        _records(json_lines)
+    assert str(e.value).endswith("; the file is JSON, not CSV (JSON Lines pings: name the file "
+                                 ".jsonl)")
+    assert "PSEUDO" not in str(e.value)
 
 
 def test_truncated_gzip_is_an_error_after_the_rows_before_it(tmp_path: Path) -> None:
