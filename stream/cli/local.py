@@ -64,6 +64,8 @@ class LocalServers:
     redis: str
     topic: str
     dead_letter_topic: str
+    pids: tuple[int, int] = (0, 0)
+    """Process ids of the broker and Redis (0: not known)."""
 
     def exports(self) -> str:
         """The shell line that points ``defacto`` commands at them."""
@@ -76,10 +78,20 @@ class SignalledError(Exception):
 
 @contextlib.contextmanager
 def _stopping_on_signals() -> Iterator[None]:
-    def stop(_sig: int, _frame: FrameType | None) -> None:
-        raise SignalledError
+    """While inside: the first SIGINT, SIGTERM or SIGHUP raises (``KeyboardInterrupt``,
+    :class:`SignalledError`), and later ones are ignored, so that stopping the servers is not
+    itself interrupted (which would leave them running in their own sessions)."""
+    stopping = False
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    def stop(sig: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt if sig == signal.SIGINT else SignalledError
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
         yield
     finally:
@@ -90,60 +102,74 @@ def _stopping_on_signals() -> Iterator[None]:
 def run_local(config: LocalConfig,
               ready: Callable[[LocalServers], None] | None = None) -> int:
     """Start the broker and Redis, create the topics, call ``ready`` with where they listen, and
-    hold them until Ctrl-C, SIGTERM or SIGHUP (exit code 0), the end of ``hold_ms`` (0), or one
-    of them dying (1, with its log's tail on stderr). Both are stopped however this ends.
+    hold them until Ctrl-C, SIGTERM or SIGHUP (exit code 0; 130 while they start), the end of
+    ``hold_ms`` (0), or one of them dying (1, with its log's tail on stderr). Both are stopped
+    however this ends, but for a SIGKILL of this process: they run in sessions of their own
+    (``ready`` is told their process ids).
 
     Raises :class:`~stream.contract.InputError` when a server cannot start (a port in use, a
     missing binary) or the topics cannot be created."""
-    from stream.local.embedded import create_topic, start_broker, start_redis
+    from stream.local.embedded import create_topic, log_tail, start_broker, start_redis
 
-    with ExitStack() as stack, _stopping_on_signals():
+    with _stopping_on_signals():
         try:
-            kafka = stack.enter_context(start_broker(config.kafka_port))
-            store = stack.enter_context(start_redis(config.redis_port))
-            dead = f"{config.topic}.dead"
-            create_topic(kafka.url, config.topic, config.partitions)
-            create_topic(kafka.url, dead, 1)
-        except RuntimeError as exc:
-            raise InputError(str(exc).splitlines()[0]) from None
-        servers = LocalServers(kafka.url, store.url, config.topic, dead)
-        deadline = None if config.hold_ms is None else time.monotonic() + config.hold_ms / 1000
-        try:
-            if ready is not None:
-                ready(servers)
-            while deadline is None or time.monotonic() < deadline:
-                for svc in (kafka, store):
-                    proc = svc.proc
-                    if proc is not None and proc.poll() is not None:
-                        print(f"defacto: error: the {svc.name} server exited with code "
-                              f"{proc.returncode}; the end of its log ({svc.log_path}):",
-                              file=sys.stderr)
-                        print(_tail(svc.log_path), file=sys.stderr)
-                        return 1
-                wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
-                time.sleep(max(0.0, wait))
+            with ExitStack() as stack:
+                try:
+                    kafka = stack.enter_context(start_broker(config.kafka_port))
+                    store = stack.enter_context(start_redis(config.redis_port))
+                    dead = f"{config.topic}.dead"
+                    create_topic(kafka.url, config.topic, config.partitions)
+                    create_topic(kafka.url, dead, 1)
+                except RuntimeError as exc:
+                    raise InputError(str(exc).splitlines()[0]) from None
+                servers = LocalServers(kafka.url, store.url, config.topic, dead,
+                                       (kafka.pid or 0, store.pid or 0))
+                return _hold(servers, (kafka, store), config.hold_ms, ready, log_tail)
         except (KeyboardInterrupt, SignalledError):
-            print("defacto: stopping the broker and Redis (their data goes with them)",
+            print("defacto: interrupted while starting; what had started is stopped",
                   file=sys.stderr)
-            return 0
-        print("defacto: --for is over; stopping the broker and Redis", file=sys.stderr)
+            return 130
+
+
+def _hold(servers: LocalServers, services: tuple[Any, ...], hold_ms: int | None,
+          ready: Callable[[LocalServers], None] | None, log_tail: Callable[[str | None], str]
+          ) -> int:
+    """:func:`run_local` once the servers are up: until a signal, ``hold_ms`` or one dies."""
+    deadline = None if hold_ms is None else time.monotonic() + hold_ms / 1000
+    try:
+        if ready is not None:
+            ready(servers)
+        while deadline is None or time.monotonic() < deadline:
+            for svc in services:
+                proc = svc.proc
+                if proc is not None and proc.poll() is not None:
+                    print(f"defacto: error: the {svc.name} server exited with code "
+                          f"{proc.returncode}; the end of its log ({svc.log_path}):",
+                          file=sys.stderr)
+                    print(log_tail(svc.log_path), file=sys.stderr)
+                    return 1
+            wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            time.sleep(max(0.0, wait))
+    except (KeyboardInterrupt, SignalledError):
+        print("defacto: stopping the broker and Redis (their data goes with them)",
+              file=sys.stderr)
         return 0
-
-
-def _tail(path: str | None) -> str:
-    from stream.local.embedded import _tail as tail
-
-    return tail(path)
+    print("defacto: --for is over; stopping the broker and Redis", file=sys.stderr)
+    return 0
 
 
 def _say_ready(servers: LocalServers) -> None:
     print(servers.exports(), flush=True)
+    topics = f"--topic {servers.topic} --dead-letter-topic {servers.dead_letter_topic}"
     print(f"defacto: Kafka-compatible broker (Tansu) on {servers.kafka}: topics {servers.topic} "
-          f"and {servers.dead_letter_topic}; Redis on {servers.redis}. Both hold their data in "
-          "memory; Ctrl-C stops them.\n"
-          "defacto: in another terminal, run the export line above, then for example\n"
-          f"  defacto worker --regions R.geojson --cells C.csv --key-file KEY --topic "
-          f"{servers.topic}\n"
+          f"and {servers.dead_letter_topic}; Redis on {servers.redis} (process ids "
+          f"{servers.pids[0]} and {servers.pids[1]}: they run in sessions of their own, so "
+          "after a kill -9 of this command stop them by hand). Both hold their data in memory; "
+          "Ctrl-C stops them.\n"
+          "defacto: in other terminals, run the export line above, then for example\n"
+          f"  defacto worker --regions R.geojson --cells C.csv --registry REG.csv --calibration "
+          f"CAL.csv --key-file KEY {topics} --web-port 6066\n"
+          "  (a second worker: the same with --web-port 6067)\n"
           f"  defacto produce PINGS.jsonl --topic {servers.topic}\n"
           "  defacto dashboard", file=sys.stderr, flush=True)
 

@@ -121,7 +121,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of a log file (best effort)."""
     if not path:
         return "<no log>"
@@ -156,7 +156,7 @@ def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, 
     while True:
         proc = svc.proc
         if proc is not None and proc.poll() is not None:
-            log = _tail(svc.log_path)
+            log = log_tail(svc.log_path)
             rc = proc.returncode
             svc.stop()
             raise RuntimeError(f"{what} exited with code {rc} before becoming ready; log:\n{log}")
@@ -171,7 +171,7 @@ def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, 
             return time.monotonic() - t0
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
-    log = _tail(svc.log_path)
+    log = log_tail(svc.log_path)
     svc.stop()
     raise RuntimeError(f"{what} not ready after {timeout_s:.1f}s; log:\n{log}")
 

@@ -39,6 +39,18 @@ def _first_line(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> str:
     return proc.stdout.readline().rstrip("\n")
 
 
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End ``proc`` however a test ended: SIGTERM first (it then stops its servers), SIGKILL
+    only when that is not heard (which would leave them running)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 def _port_open(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
@@ -102,9 +114,7 @@ def test_servers_topics_and_exports_then_sigterm_stops_both(tmp_path: Path) -> N
         assert _closed_within(m["kafka"], 10)
         assert _closed_within(m["redis"].removeprefix("redis://").removesuffix("/0"), 10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+        _stop(proc)
 
 
 def test_ctrl_c_and_for_end_it_with_code_0() -> None:
@@ -117,9 +127,7 @@ def test_ctrl_c_and_for_end_it_with_code_0() -> None:
         assert proc.returncode == 0, err
         assert _closed_within(m["kafka"], 10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+        _stop(proc)
     done = subprocess.run([sys.executable, "-m", "stream.cli", "local", "--for", "1s"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -141,3 +149,38 @@ def test_a_port_in_use_and_a_bad_topic_are_one_line_errors() -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("defacto: error: --topic: 'my pings' is not a Kafka "
                                          "topic name")
+
+
+def test_signals_while_starting_or_repeated_still_stop_both_servers() -> None:
+    with socket.socket() as s1, socket.socket() as s2:
+        s1.bind(("127.0.0.1", 0))
+        s2.bind(("127.0.0.1", 0))
+        kafka_port, redis_port = s1.getsockname()[1], s2.getsockname()[1]
+    kafka, store = f"127.0.0.1:{kafka_port}", f"127.0.0.1:{redis_port}"
+    proc = _start("--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--for", "5m")
+    try:
+        deadline = time.monotonic() + 60
+        while not _port_open(kafka) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert _port_open(kafka)
+        proc.send_signal(signal.SIGTERM)  # while Redis or the topics are still starting, or just after
+        proc.send_signal(signal.SIGTERM)  # a second one does not cut the servers' stop short
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        assert "Traceback" not in err
+        assert _closed_within(kafka, 10) and _closed_within(store, 10)
+    finally:
+        _stop(proc)
+    proc = _start("--for", "5m")
+    try:
+        m = EXPORTS.match(_first_line(proc))
+        assert m
+        for _ in range(3):
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+        assert _closed_within(m["kafka"], 10)
+        assert _closed_within(m["redis"].removeprefix("redis://").removesuffix("/0"), 10)
+    finally:
+        _stop(proc)
