@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -209,6 +210,7 @@ def build_worker_app(config: WorkerConfig) -> faust.App:
     that may evict keys, and settings that differ from the deployment's (pinned in Redis by the
     first worker; see :func:`~stream.worker.guards.check_redis_at_start`).
     """
+    _check_web_port(config.web_host, config.web_port)
     reference = load_reference(config.reference)
     secret = load_pseudonym_key(config.key_file, stable=True)
     build_engine(config.engine, reference)  # validate the options once, with clear errors
@@ -221,6 +223,22 @@ def build_worker_app(config: WorkerConfig) -> faust.App:
     if warning:
         print(f"defacto: warning: {warning}", file=sys.stderr)
     return create_app(config, reference, secret, partitions, fingerprint)
+
+
+def _check_web_port(host: str, port: int) -> None:
+    """Raise :class:`~stream.contract.InputError` when another server listens on ``host:port``
+    (two workers on one machine with the default port): said before anything starts, not as
+    the web server's traceback once the worker runs. Port 0 (no web server): nothing."""
+    if port <= 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"--web-port {port}: {host}:{port} is in use "
+                             f"({exc.strerror or exc}); another worker on this machine? give "
+                             "each its own --web-port") from None
 
 
 def run_worker(config: WorkerConfig) -> int:
