@@ -14,7 +14,8 @@ the pages below.
 ``defacto worker ...`` runs it; so does ``DEFACTO_WORKER_ARGS="..." faust -A stream.app worker``
 (the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
 ``/metrics`` (Prometheus), ``/healthz`` (200 ``{"status": "ok", ...}``, or 503
-``{"status": "stopped", ...}`` naming stopped partitions, a refused window or an unsafe Redis),
+``{"status": "stopped", ...}`` naming stopped partitions, a refused window or an unsafe Redis,
+or 503 ``{"status": "degraded", ...}`` while Redis does not answer: for readiness probes),
 ``/livez`` (200 while the web server runs: for liveness probes, since a restart does not cure
 what ``/healthz`` reports), ``/api/regions`` (the latest snapshot's regions) and
 ``/api/cells?res=N`` (the same document as the dashboard's ``/api/cells``).
@@ -172,9 +173,12 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
         except (RedisError, OSError):
             until, redis_ok = None, False
         problems = runtime.problems()
-        return web.json({"status": "stopped" if problems else "ok", **problems, "redis": redis_ok,
+        status = "stopped" if problems else "ok" if redis_ok else "degraded"
+        extra = {} if redis_ok or problems else {
+            "detail": "Redis does not answer: estimating on, publishing once it is back"}
+        return web.json({"status": status, **problems, **extra, "redis": redis_ok,
                          "partitions": sorted(runtime.parts), "published_until_ms": until},
-                        status=503 if problems else 200)
+                        status=200 if status == "ok" else 503)
 
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:

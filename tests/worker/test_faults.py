@@ -241,11 +241,18 @@ def test_a_worker_whose_redis_never_answers_still_stops_at_once(
     waited. Now it stops within seconds, saying why nothing was taken."""
     w = _workers(tmp_path, broker.url, f"redis://127.0.0.1:{free_port()}/0", sim)
     create_topic(broker.url, w.topic, 2)
-    p = w.start("a")
+    port = free_port()
+    p = w.start("a", web_port=port)
     try:
         log = Path(p.log)  # type: ignore[attr-defined]
         wait_for("the worker to wait for Redis", lambda: "Redis unavailable" in log.read_text(),
                  90, (p,))
+        # readiness says so (liveness does not: a restart would not bring Redis back)
+        status, body = _healthz(port)
+        assert (status, body["status"], body["redis"]) == (503, "degraded", False)
+        assert body["detail"].startswith("Redis does not answer")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=10) as resp:
+            assert resp.status == 200
         asked = time.monotonic()
         p.terminate()
         p.wait(timeout=60)
