@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -162,10 +163,43 @@ def describe_difference(a: Fingerprint, b: Fingerprint, a_name: str = "here",
         va, vb = da.get(name), db.get(name)
         if va == vb:
             continue
+        if name == "options.other" and va is not None and vb is not None:
+            clauses += _other_differences(va, vb, a_name, b_name)
+            continue
         label = _PART[name].label if name in _PART else f"setting {name!r}"
         clauses.append(f"{label} is {va if va is not None else 'not recorded'} {a_name}, "
                        f"{vb if vb is not None else 'not recorded'} {b_name}")
     return "; ".join(clauses)
+
+
+_OTHER_FLAGS = {"transitions": ("--no-transitions", {"True": "not given", "False": "given"})}
+"""Options of ``options.other`` whose command-line form is a flag: its name and the words for
+its values."""
+
+
+def _other_differences(a: str, b: str, a_name: str, b_name: str) -> list[str]:
+    """The ``options.other`` part (``name=value, ...``, :func:`_others`) as one clause per
+    option that differs, in command-line terms: ``--stale is 1h here, 10m there``."""
+    def parse(text: str) -> dict[str, str]:
+        parts = re.split(r"(?:^|, )(\w+)=", text)
+        return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+    va, vb = parse(a), parse(b)
+    clauses = []
+    for key in sorted(set(va) | set(vb)):
+        x, y = va.get(key), vb.get(key)
+        if x == y:
+            continue
+        if key in _OTHER_FLAGS:
+            flag, words = _OTHER_FLAGS[key]
+            label, x, y = flag, words.get(x or "", x), words.get(y or "", y)
+        else:
+            label = "--" + key.removesuffix("_ms").replace("_", "-")
+            if key.endswith("_ms"):
+                x, y = (duration_text(int(v)) if v and v.isdigit() else v for v in (x, y))
+        clauses.append(f"{label} is {x if x is not None else 'not recorded'} {a_name}, "
+                       f"{y if y is not None else 'not recorded'} {b_name}")
+    return clauses
 
 
 def _digest(chunks: Iterable[bytes]) -> str:

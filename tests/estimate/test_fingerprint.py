@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,17 @@ def test_equal_settings_give_equal_fingerprints(files: dict[str, Path]) -> None:
     assert [name for name, _ in a.parts] == [p.name for p in PARTS]
     assert a["regions.ids"].startswith("4 regions, ") and a["registry"].startswith("2 regions, ")
     assert a["k"] == "15" and a["horizon"] == "6h" and a["every"] == "1h" and a["partitions"] == "2"
+
+
+def test_other_engine_options_are_named_one_by_one_in_command_line_terms(
+        files: dict[str, Path]) -> None:
+    ref = _ref(files)
+    a = _fp(ref)
+    b = _fp(ref, replace(EngineOptions(), stale_ms=3_600_000, transitions=False))
+    assert a["options.other"] != b["options.other"]
+    assert describe_difference(b, a, "here", "in the deployment") == (
+        "--stale is 1h here, 10m in the deployment; --no-transitions is given here, not given "
+        "in the deployment")
 
 
 def test_region_order_alone_is_named(files: dict[str, Path]) -> None:
