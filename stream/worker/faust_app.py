@@ -47,6 +47,7 @@ from stream.worker.config import WorkerConfig
 from stream.worker.faust_compat import check_faust_version
 from stream.worker.guards import TopicWatch, check_redis_at_start
 from stream.worker.kafka_batch import BatchConsumer, ensure_topic
+from stream.worker.log_repeats import hold_back_repeats
 from stream.worker.runtime import StoppedWaitingForRedisError, WorkerRuntime
 
 log = logging.getLogger("defacto.worker")
@@ -144,6 +145,7 @@ def create_app(config: WorkerConfig, reference: Reference, secret: bytes, partit
     """The Faust app of a worker (not started). ``partitions``: of the pings topic;
     ``fingerprint``: the deployment's settings (default: this worker's);
     ``watch_topic``: check the topic's id and partition count with the broker's admin API."""
+    hold_back_repeats()  # the Kafka client's retries while the broker is away: a line a minute
     app = faust.App(config.group, **_faust_settings(config))
     app.boot_strategy = app.BootStrategy(app, enable_kafka=False)  # ingest is IngestService's
     fingerprint = fingerprint or worker_fingerprint(config, reference, secret, partitions)

@@ -278,7 +278,7 @@ class WorkerRuntime:
             self.redis_retry_at = time.monotonic() + REDIS_RETRY_S
             raise
         if not self.redis_ok:
-            log.info("Redis is back")
+            log.warning("Redis is back")  # said at the level its loss was
         self.redis_ok = True
         return out
 
