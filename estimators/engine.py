@@ -264,8 +264,7 @@ class Engine:
                                         Callable[[int], int]]:
         """A night's start and close (UTC ms) and the night of an instant, for
         :mod:`estimators.warmup`."""
-        length_ms = round(self.config.night.length_h * HOUR_MS)
-        return (lambda n: self.night_close_ms(n) - length_ms,
+        return (self.night_start_ms,
                 lambda t: (t + self._offset_at(t) * SECOND_MS) // DAY_MS,
                 self.night_close_ms)
 
@@ -440,7 +439,15 @@ class Engine:
     def night_close_ms(self, night: int) -> int:
         """When ``night`` (days since 1970 of its local evening) ends, in UTC ms."""
         w = self.config.night
-        local_ms = round((night * 24 + w.start_h + w.length_h) * HOUR_MS)
+        return self._utc_of_local(round((night * 24 + w.start_h + w.length_h) * HOUR_MS))
+
+    def night_start_ms(self, night: int) -> int:
+        """When ``night`` begins, in UTC ms (its local start hour on its evening's day; on a
+        night the clocks change, not its close minus its length)."""
+        return self._utc_of_local(round((night * 24 + self.config.night.start_h) * HOUR_MS))
+
+    def _utc_of_local(self, local_ms: int) -> int:
+        """UTC ms of a local wall-clock time (ms since 1970 as if local were UTC)."""
         guess = local_ms - self._offset_at(local_ms) * SECOND_MS
         return local_ms - self._offset_at(guess) * SECOND_MS
 

@@ -300,3 +300,17 @@ def test_partition_checkpoint_blobs_keep_the_observation(regions_doc: dict[str, 
     assert old.engine.first_ping_ms == T0 + 25 * HOUR_MS  # the close of its first night
     cold = PartitionState("pings", 0, _engine(regions_doc), secret, settings)
     assert cold.engine.first_ping_ms is None and cold.engine.warm_up(T0).resident
+
+
+@pytest.mark.parametrize("evening, offset_h", [((2026, 3, 28), 1), ((2026, 10, 24), 2)])
+def test_a_night_starts_at_its_local_hour_when_the_clocks_change_overnight(
+        regions_doc: dict[str, Any], evening: tuple[int, int, int], offset_h: int) -> None:
+    from datetime import UTC, datetime
+
+    engine = Engine(regions_from_geojson(regions_doc),
+                    EngineConfig(res=8, timezone="Europe/Berlin", migration=None))
+    night = int(datetime(*evening, tzinfo=UTC).timestamp()) // 86_400
+    start = int(datetime(*evening, 22 - offset_h, tzinfo=UTC).timestamp() * 1000)
+    assert engine.night_start_ms(night) == start  # 22:00 local, not the close minus 8 hours
+    close_h = 8 - 1 if offset_h == 1 else 8 + 1  # the night is 7 h (spring) or 9 h (autumn)
+    assert engine.night_close_ms(night) - start == close_h * HOUR_MS
