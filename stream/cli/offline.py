@@ -233,6 +233,8 @@ def _feed_files(windows: EventTimeWindows, decoder: PingDecoder, pings: Sequence
             windows.feed(batch, chunk.source, rows_read=len(chunk))
             if outcomes is not None:
                 outcomes.count_read(chunk.file, len(chunk))
+                if windows.start_ms is not None or windows.end_ms is not None:
+                    outcomes.count_outside(chunk.file, batch.row[~windows.in_period(batch.ts_ms)])
             bar.update(len(chunk))
             bar.set_postfix(windows=windows.stats.windows, refresh=False)
 

@@ -177,13 +177,18 @@ class EventTimeWindows:
         """Count input rows (pings and unreadable messages) that reached this stage."""
         self.stats.read += rows
 
+    def in_period(self, ts_ms: np.ndarray) -> np.ndarray:
+        """Whether each time is within ``start_ms <= ts < end_ms`` (bool per ping)."""
+        in_range = np.ones(len(ts_ms), dtype=bool)
+        if self.start_ms is not None:
+            in_range &= ts_ms >= self.start_ms
+        if self.end_ms is not None:
+            in_range &= ts_ms < self.end_ms
+        return in_range
+
     def _feed(self, batch: PingBatch, source: Callable[[int], str]) -> None:
         ts = batch.ts_ms
-        in_range = np.ones(len(ts), dtype=bool)
-        if self.start_ms is not None:
-            in_range &= ts >= self.start_ms
-        if self.end_ms is not None:
-            in_range &= ts < self.end_ms
+        in_range = self.in_period(ts)
         self.stats.outside_period += int(len(ts) - np.count_nonzero(in_range))
         no_room = in_range & (batch.loc < 0)
         if no_room.any():  # rejected before any rule that a ping moves (room is no event time)

@@ -43,6 +43,18 @@ class FileOutcomes:
         else:
             self.read += np.bincount(np.asarray(file, dtype=np.int64), minlength=len(self.paths))
 
+    def count_outside(self, file: np.ndarray | int, rows: np.ndarray) -> None:
+        """Take the rows ``rows`` of a chunk (whose rows' files are ``file``, as for
+        :meth:`count_read`) back out of the rows read: valid pings outside ``--from``/``--to``,
+        which are not rejects and must not dilute a file's share of them."""
+        if rows.size == 0:
+            return
+        if isinstance(file, (int, np.integer)):
+            self.read[int(file)] -= rows.size
+        else:
+            self.read -= np.bincount(np.asarray(file, dtype=np.int64)[rows],
+                                     minlength=len(self.paths))
+
     def wrap(self, on_reject: Callable[[Reject], None]) -> Callable[[Reject], None]:
         """``on_reject`` with each reject counted against its file first."""
         def counted(reject: Reject) -> None:

@@ -214,6 +214,14 @@ def test_a_file_rejected_whole_is_named_and_ends_with_code_1(
     for pings in (seconds, empty):
         assert main(["replay", str(pings), *args, "--out", str(out)]) == 1
         assert "no snapshot: the input has no accepted pings" in capsys.readouterr().err
+    # valid pings outside --from/--to (here within the lateness before it, so they are read)
+    # are not rejects: they do not dilute a file's share of them
+    early = _write_pings(tmp_path / "op3.jsonl", _population(30, T0 - 5 * 60_000, "A", "e") + [
+        {**r, "ts": r["ts"] // 1000} for r in _population(20, T0 + 60_000, "B", "s")])
+    assert main(["replay", str(good), str(early), *args, "--from", "2026-03-02T00:00:00Z",
+                 "--out", str(out)]) == 1
+    assert f"warning: {early}: all its 20 rows rejected (ts_out_of_range 20)" in \
+        capsys.readouterr().err
     reference = tmp_path / "reference.csv"
     reference.write_text("region,population\nnorth,100\nsouth,100\n")
     assert main(["calibrate", str(seconds), *args, "--reference", str(reference), "--out",
