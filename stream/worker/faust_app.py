@@ -15,7 +15,8 @@ the pages below.
 (the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
 ``/metrics`` (Prometheus), ``/healthz`` (200 ``{"status": "ok", ...}``, or 503
 ``{"status": "stopped", ...}`` naming stopped partitions, a refused window or an unsafe Redis,
-or 503 ``{"status": "degraded", ...}`` while Redis does not answer: for readiness probes),
+or 503 ``{"status": "degraded", ...}`` while Redis or the broker does not answer: for
+readiness probes),
 ``/livez`` (200 while the web server runs: for liveness probes, since a restart does not cure
 what ``/healthz`` reports), ``/api/regions`` (the latest snapshot's regions) and
 ``/api/cells?res=N`` (the same document as the dashboard's ``/api/cells``).
@@ -175,11 +176,16 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
         except (RedisError, OSError):
             until, redis_ok = None, False
         problems = runtime.problems()
-        status = "stopped" if problems else "ok" if redis_ok else "degraded"
-        extra = {} if redis_ok or problems else {
-            "detail": "Redis does not answer: estimating on, publishing once it is back"}
+        broker_ok = runtime.topic_answered
+        degraded = [text for ok, text in (
+            (redis_ok, "Redis does not answer: estimating on, publishing once it is back"),
+            (broker_ok, "the broker did not answer the last topic check: no new pings, and "
+                        "output waits for a check it answers")) if not ok]
+        status = "stopped" if problems else "degraded" if degraded else "ok"
+        extra = {"detail": "; ".join(degraded)} if degraded and not problems else {}
         return web.json({"status": status, **problems, **extra, "redis": redis_ok,
-                         "partitions": sorted(runtime.parts), "published_until_ms": until},
+                         "broker": broker_ok, "partitions": sorted(runtime.parts),
+                         "published_until_ms": until},
                         status=200 if status == "ok" else 503)
 
     @app.page("/livez")

@@ -265,6 +265,36 @@ def test_a_worker_whose_redis_never_answers_still_stops_at_once(
         w.stop_all()
 
 
+def test_a_broker_that_stops_answering_makes_the_worker_unready(
+        sim: Path, tmp_path: Path, redis_url: str) -> None:
+    """The worker retries on its own; readiness says it is degraded until the broker answers."""
+    own = start_broker()
+    w = _workers(tmp_path, own.url, redis_url, sim)
+    port = free_port()
+    try:
+        create_topic(own.url, w.topic, 1)
+        p = w.start("a", web_port=port)
+        wait_for("the worker to be ready", lambda: _healthz_or_none(port) == 200, 90, (p,))
+        own.stop()
+        wait_for("readiness to say the broker is gone", lambda: _healthz_or_none(port) == 503,
+                 90, (p,))
+        status, body = _healthz(port)
+        assert (status, body["status"], body["broker"], body["redis"]) == (
+            503, "degraded", False, True)
+        assert body["detail"].startswith("the broker did not answer the last topic check")
+        assert p.poll() is None  # it goes on: retrying is not failing
+    finally:
+        own.stop()
+        _cleanup(w)
+
+
+def _healthz_or_none(port: int) -> int | None:
+    try:
+        return _healthz(port)[0]
+    except (OSError, ValueError):
+        return None
+
+
 # --- 02: the broker loses its data --------------------------------------------------------------
 
 def _end_offset(kafka: str, topic: str) -> int:
