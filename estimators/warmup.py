@@ -101,13 +101,22 @@ class PeriodWarmUp:
     ``observed_from_ms``: the observation start; ``relocations_from_night``: the first night of
     a period whose relocations are warm; ``confirmed_from_night``: the same for confirmed moves
     and returns; ``arrivals_from_night``: the first night whose foreign-SIM arrivals are all
-    arrivals.
+    arrivals; ``first_whole_night``: the first night observed whole (:func:`first_whole_night`).
     """
 
     observed_from_ms: int | None
     relocations_from_night: int | None
     confirmed_from_night: int | None
     arrivals_from_night: int | None
+    first_whole_night: int | None = None
+
+    def observed_from(self, evaluated_from: int) -> int:
+        """The first night of a period's counts observed whole, for a period whose first
+        evaluated night is ``evaluated_from``: a night that closed soon after the observation
+        began is evaluated, but on the pings of its last hours only."""
+        if self.first_whole_night is None:
+            return evaluated_from
+        return max(evaluated_from, self.first_whole_night)
 
     def warming(self, figure: str, first_night: int) -> bool:
         """Whether ``figure`` (``relocations``, ``confirmed`` or ``arrivals``) of a period
@@ -134,10 +143,11 @@ def period_warm_up(first_ping_ms: int | None, window_nights: int, confirm_nights
     start = observation_start(first_ping_ms)
     if start is None:
         return PeriodWarmUp(None, None, None, None)
-    relocations = first_whole_night(start, night_start_ms, night_of_ms) + 2 * window_nights
+    whole = first_whole_night(start, night_start_ms, night_of_ms)
+    relocations = whole + 2 * window_nights
     arrivals = night_of_ms(start + gap_ms)
     while night_close_ms(arrivals - 1) < start + gap_ms:
         arrivals += 1
     while night_close_ms(arrivals - 2) >= start + gap_ms:
         arrivals -= 1
-    return PeriodWarmUp(start, relocations, relocations + confirm_nights, arrivals)
+    return PeriodWarmUp(start, relocations, relocations + confirm_nights, arrivals, whole)

@@ -196,7 +196,9 @@ def add_engine_options(p: argparse.ArgumentParser, calibrate: bool = False,
                    help="fixed countries with rows of their own, e.g. RU,UZ,KG,CN,TR "
                         "(default: the 10 largest)")
     g.add_argument("--key-file", help="pseudonymization secret (default: $DEFACTO_PSEUDONYM_KEY, "
-                   "else a random per-run key)")
+                   "else a random per-run key)" if period else
+                   "pseudonymization secret, the same for every worker (default: "
+                   "$DEFACTO_PSEUDONYM_KEY; a worker refuses to start without one)")
     g.add_argument("--lateness", type=WINDOW_LIMITS["lateness_ms"].arg,
                    default=WindowSettings.lateness_ms,
                    help="how late (event time) a ping may arrive and still count (default 10m)")

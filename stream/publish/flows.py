@@ -54,6 +54,10 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     from which night flows are warm (None: nothing observed, every period warming)."""
     p = fe.period
     first, last = period_nights(p.kind, p.number)
+    observed_from = p.first_night if warm is None or p.first_night < 0 else \
+        warm.observed_from(p.first_night)
+    if observed_from > last:  # no night of the period was observed whole
+        observed_from = -1
     sub = regions.subtree.astype(np.int64)
     moved_in, moved_out = crossing(regions, p.relocations)
     confirmed_in, confirmed_out = crossing(regions, p.confirmed)
@@ -95,9 +99,10 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     od.sort(key=lambda c: (-c["people"], c["from"], c["to"]))
     return {
         "period": p.label, "kind": p.kind, "dating": p.dating, "first_night": _night_date(first),
-        "last_night": _night_date(last), "final": p.final, "complete": p.complete,
+        "last_night": _night_date(last), "final": p.final,
+        "complete": p.complete and observed_from <= first,
         "revisable_until": _night_date(p.settles_on) if p.dating == "effective" else None,
-        "observed_from": _night_date(p.first_night) if p.first_night >= 0 else None,
+        "observed_from": _night_date(observed_from) if observed_from >= 0 else None,
         "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
         "warming_up": period_warming_doc(warm, first, ("relocations", "confirmed")),
         "at": iso_utc(at_ms),
@@ -155,7 +160,8 @@ def flows_table(doc: dict[str, Any]) -> str:
         rows.append([f"{r['name']} ({rid})", fmt(r["inflow"]), fmt(r["outflow"]), fmt(r["net"]),
                      interval, per, fmt(r["housed"]), fmt(r["lapsed"])])
     state = ("final" if doc["final"] else f"so far, to {doc['observed_until']}") + \
-        ("" if doc["complete"] else f", observed from {doc['observed_from']} only")
+        ("" if doc["complete"] else f", observed from {doc['observed_from']} only"
+         if doc["observed_from"] else ", no whole night of it observed")
     warming = doc["warming_up"]
     if warming["relocations"]:
         state += ("; warming up: fewer nights observed than two "

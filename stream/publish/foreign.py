@@ -108,6 +108,10 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
     nothing observed, every period warming)."""
     p = fe.period
     first, last = p.nights_range
+    observed_from = p.first_night if warm is None or p.first_night < 0 else \
+        warm.observed_from(p.first_night)
+    if observed_from > last:  # no night of the period was observed whole
+        observed_from = -1
     n_c, n_r = len(fe.countries) - 1, len(fe.regions) - 1
     with_factor = sorted({f.country for f in factors})
     people_rows = [c for c in fe.countries[:-1]
@@ -125,9 +129,10 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
         "topic": TOPIC, "dating": DATING,
         "period": p.label, "kind": p.kind,
         "first_night": _night_date(first), "last_night": _night_date(last),
-        "closed": p.closed, "final": p.settled, "complete": p.complete,
+        "closed": p.closed, "final": p.settled,
+        "complete": p.complete and observed_from <= first,
         "revisable_until": _night_date(p.settles_on),
-        "observed_from": _night_date(p.first_night),
+        "observed_from": _night_date(observed_from),
         "observed_until": _night_date(p.last_night),
         "warming_up": period_warming_doc(warm, first, ("arrivals",)),
         "at": iso_utc(at_ms),
@@ -224,7 +229,8 @@ def foreign_table(doc: dict[str, Any], top: int = 12) -> str:
     state = ("final" if doc["final"] else "closed, revisable until " + doc["revisable_until"]
              if doc["closed"] else f"so far, to {doc['observed_until']}")
     if not doc["complete"]:
-        state += f", observed from {doc['observed_from']} only"
+        state += (f", observed from {doc['observed_from']} only" if doc["observed_from"]
+                  else ", no whole night of it observed")
     warming = doc["warming_up"]
     if warming["arrivals"]:
         state += ("; warming up: arrivals" + (f" before {warming['arrivals_ready_from']}"

@@ -333,6 +333,13 @@ def test_replay_writes_migration_flows(regions_file: Path, tmp_path: Path,
     assert not docs[-1]["final"]  # the periods still open come last
     # the data begins at 05:00 on Monday 2 March, inside the Sunday night of week 9
     assert docs[0]["period"] == "2026-W09" and not docs[0]["complete"]
+    # ... which is evaluated on its last hour only: neither it nor March (whose first night it
+    # is) was observed from a whole first night
+    assert docs[0]["observed_from"] is None
+    march = [d for d in docs if d.get("topic") is None and d["period"] == "2026-03"]
+    assert march and all(not d["complete"] and d["observed_from"] == "2026-03-02" for d in march)
+    assert ", observed from 2026-03-02 only" in flows_table(march[0])
+    assert ", no whole night of it observed" in flows_table(docs[0])
     # two whole 28-night residence windows are observed by the night of 27 April: periods
     # from then on have warm relocations; confirmed moves 90 nights later. 45 days hold none:
     # every period is flagged, and the table says so

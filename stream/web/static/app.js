@@ -271,7 +271,7 @@
       : 'so far, to ' + doc.observed_until;
     const fw = doc.warming_up || {};
     $('fgn-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
-      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') +
+      (doc.complete ? '' : doc.observed_from ? ', observed from ' + doc.observed_from + ' only' : ', no whole night of it observed') +
       (fw.arrivals ? '; warming up: arrivals' + (fw.arrivals_ready_from ? ' before ' + fw.arrivals_ready_from : '') +
         ' include SIMs that were in the country already' : '') + '): ' + unit +
       '; figures resting on fewer than ' + doc.settings.k + ' SIMs are suppressed; "other" sums the smaller countries.';
@@ -346,7 +346,7 @@
       (doc.final ? 'final' : 'so far, to ' + doc.observed_until);
     const mw = doc.warming_up || {};
     $('mig-sub').textContent = doc.period + ' (' + doc.first_night + ' .. ' + doc.last_night + ', ' + state +
-      (doc.complete ? '' : ', observed from ' + doc.observed_from + ' only') +
+      (doc.complete ? '' : doc.observed_from ? ', observed from ' + doc.observed_from + ' only' : ', no whole night of it observed') +
       (mw.relocations ? '; warming up: fewer nights observed than two ' +
         doc.settings.window_nights + '-night windows, so relocations are undercounted' +
         (mw.relocations_ready_from ? ' (periods from ' + mw.relocations_ready_from + ' on are warm)' : '')
