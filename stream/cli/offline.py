@@ -161,6 +161,9 @@ class RejectFile:
             self._fh.close()
 
 
+PARTIAL_INPUT = 3
+"""Exit code of a replay or calibrate that wrote its outputs without an input file rejected whole
+(1: no snapshot at all; 2: an input problem stopped it)."""
 STARTUP_CHUNKS = 8
 """Chunks (of 100,000 rows) a replay or calibrate reads and parses ahead while it loads the
 reference files and builds its engine (a core otherwise idle then; bounded memory: they are
@@ -851,14 +854,14 @@ def _lines(path: Path) -> int:
 
 
 def _whole_files_rejected(paths: list[str]) -> int:
-    """Exit code 1, said in one line, when some input file had every row rejected (its pings
-    are missing from every figure written); else 0."""
+    """Exit code :data:`PARTIAL_INPUT`, said in one line, when some input file had every row
+    rejected (its pings are missing from every figure written); else 0."""
     if not paths:
         return 0
-    print(f"defacto: exit code 1: {len(paths)} input file(s) rejected whole "
+    print(f"defacto: exit code {PARTIAL_INPUT}: {len(paths)} input file(s) rejected whole "
           f"({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}); every output is "
           "written without their pings", file=sys.stderr)
-    return 1
+    return PARTIAL_INPUT
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -189,7 +189,7 @@ def test_cli_reports_bad_rows_in_one_line_and_keeps_them(regions_file: Path, tmp
 
 
 @pytest.mark.parametrize("reader", ["thread", "process"])
-def test_a_file_rejected_whole_is_named_and_ends_with_code_1(
+def test_a_file_rejected_whole_is_named_and_ends_with_code_3(
         regions_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         reader: str) -> None:
     good = _write_pings(tmp_path / "op1.jsonl", _population(30, T0, "A", "g"))
@@ -197,13 +197,13 @@ def test_a_file_rejected_whole_is_named_and_ends_with_code_1(
         {**r, "ts": r["ts"] // 1000} for r in _population(20, T0 + 60_000, "B", "s")])
     out = tmp_path / "s.jsonl"
     args = ["--regions", str(regions_file), "--cells", str(_cells(tmp_path)), "--reader", reader]
-    assert main(["replay", str(good), str(seconds), *args, "--out", str(out)]) == 1
+    assert main(["replay", str(good), str(seconds), *args, "--out", str(out)]) == 3
     err = capsys.readouterr().err
     assert "50 rows read, 30 pings accepted, 20 rejected (ts_out_of_range 20)" in err
     assert (f"warning: {seconds}: all its 20 rows rejected (ts_out_of_range 20), missing from "
             "every figure; first ts_out_of_range: ") in err
     assert "seconds since 1970? defacto reads milliseconds (multiply by 1000)" in err
-    assert f"exit code 1: 1 input file(s) rejected whole ({seconds})" in err
+    assert f"exit code 3: 1 input file(s) rejected whole ({seconds})" in err
     last = json.loads(out.read_text().splitlines()[-1])  # the outputs are written all the same
     assert last["regions"]["north"]["devices"] == 30
     assert main(["replay", str(good), *args, "--out", str(out)]) == 0
@@ -219,7 +219,7 @@ def test_a_file_rejected_whole_is_named_and_ends_with_code_1(
     early = _write_pings(tmp_path / "op3.jsonl", _population(30, T0 - 5 * 60_000, "A", "e") + [
         {**r, "ts": r["ts"] // 1000} for r in _population(20, T0 + 60_000, "B", "s")])
     assert main(["replay", str(good), str(early), *args, "--from", "2026-03-02T00:00:00Z",
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 3
     assert f"warning: {early}: all its 20 rows rejected (ts_out_of_range 20)" in \
         capsys.readouterr().err
     reference = tmp_path / "reference.csv"
