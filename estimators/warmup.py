@@ -131,6 +131,16 @@ class PeriodWarmUp:
                 "arrivals": self.arrivals_from_night}[figure]
 
 
+def observed_whole_from(warm: PeriodWarmUp | None, evaluated_from: int, last_night: int) -> int:
+    """The first night of a period (whose last night is ``last_night``) observed whole, for a
+    period whose first evaluated night is ``evaluated_from`` (-1: none yet); -1 when none of its
+    nights was (``warm`` None: the evaluated night is taken as whole)."""
+    if evaluated_from < 0:
+        return -1
+    whole = evaluated_from if warm is None else warm.observed_from(evaluated_from)
+    return whole if whole <= last_night else -1
+
+
 def period_warm_up(first_ping_ms: int | None, window_nights: int, confirm_nights: int,
                    gap_ms: int, night_start_ms: Callable[[int], int],
                    night_of_ms: Callable[[int], int],

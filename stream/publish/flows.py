@@ -30,9 +30,9 @@ from estimators.flows import (
 )
 from estimators.migration import MigrationConfig, PeriodCounts, period_nights
 from estimators.regions import RegionSet
-from estimators.warmup import PeriodWarmUp
+from estimators.warmup import PeriodWarmUp, observed_whole_from
 from stream.publish.snapshot import count_or_null, period_warming_doc
-from stream.publish.table import fixed_width, fmt
+from stream.publish.table import fixed_width, fmt, observed_clause
 from stream.timefmt import iso_utc
 
 BOOKKEEPING = ("stock_start", "stock_end", "in_devices", "out_devices", "housed", "lapsed",
@@ -54,10 +54,7 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     from which night flows are warm (None: nothing observed, every period warming)."""
     p = fe.period
     first, last = period_nights(p.kind, p.number)
-    observed_from = p.first_night if warm is None or p.first_night < 0 else \
-        warm.observed_from(p.first_night)
-    if observed_from > last:  # no night of the period was observed whole
-        observed_from = -1
+    observed_from = observed_whole_from(warm, p.first_night, last)
     sub = regions.subtree.astype(np.int64)
     moved_in, moved_out = crossing(regions, p.relocations)
     confirmed_in, confirmed_out = crossing(regions, p.confirmed)
@@ -100,7 +97,7 @@ def flows_document(fe: FlowEstimate, regions: RegionSet, at_ms: int, k: int,
     return {
         "period": p.label, "kind": p.kind, "dating": p.dating, "first_night": _night_date(first),
         "last_night": _night_date(last), "final": p.final,
-        "complete": p.complete and observed_from <= first,
+        "complete": p.complete and 0 <= observed_from <= first,
         "revisable_until": _night_date(p.settles_on) if p.dating == "effective" else None,
         "observed_from": _night_date(observed_from) if observed_from >= 0 else None,
         "observed_until": _night_date(p.last_night) if p.last_night >= 0 else None,
@@ -160,8 +157,7 @@ def flows_table(doc: dict[str, Any]) -> str:
         rows.append([f"{r['name']} ({rid})", fmt(r["inflow"]), fmt(r["outflow"]), fmt(r["net"]),
                      interval, per, fmt(r["housed"]), fmt(r["lapsed"])])
     state = ("final" if doc["final"] else f"so far, to {doc['observed_until']}") + \
-        ("" if doc["complete"] else f", observed from {doc['observed_from']} only"
-         if doc["observed_from"] else ", no whole night of it observed")
+        observed_clause(doc)
     warming = doc["warming_up"]
     if warming["relocations"]:
         state += ("; warming up: fewer nights observed than two "

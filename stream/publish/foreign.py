@@ -37,9 +37,9 @@ from estimators.foreign import (
     estimate_foreign,
 )
 from estimators.regions import RegionSet
-from estimators.warmup import PeriodWarmUp
+from estimators.warmup import PeriodWarmUp, observed_whole_from
 from stream.publish.snapshot import period_warming_doc
-from stream.publish.table import fixed_width, fmt
+from stream.publish.table import fixed_width, fmt, observed_clause
 from stream.timefmt import iso_utc
 
 TOPIC = "foreign"
@@ -108,10 +108,7 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
     nothing observed, every period warming)."""
     p = fe.period
     first, last = p.nights_range
-    observed_from = p.first_night if warm is None or p.first_night < 0 else \
-        warm.observed_from(p.first_night)
-    if observed_from > last:  # no night of the period was observed whole
-        observed_from = -1
+    observed_from = observed_whole_from(warm, p.first_night, last)
     n_c, n_r = len(fe.countries) - 1, len(fe.regions) - 1
     with_factor = sorted({f.country for f in factors})
     people_rows = [c for c in fe.countries[:-1]
@@ -130,7 +127,7 @@ def foreign_document(fe: ForeignEstimate, regions: RegionSet, at_ms: int,
         "period": p.label, "kind": p.kind,
         "first_night": _night_date(first), "last_night": _night_date(last),
         "closed": p.closed, "final": p.settled,
-        "complete": p.complete and observed_from <= first,
+        "complete": p.complete and 0 <= observed_from <= first,
         "revisable_until": _night_date(p.settles_on),
         "observed_from": _night_date(observed_from),
         "observed_until": _night_date(p.last_night),
@@ -228,9 +225,7 @@ def foreign_table(doc: dict[str, Any], top: int = 12) -> str:
                         val(r["usual_resident"])])
     state = ("final" if doc["final"] else "closed, revisable until " + doc["revisable_until"]
              if doc["closed"] else f"so far, to {doc['observed_until']}")
-    if not doc["complete"]:
-        state += (f", observed from {doc['observed_from']} only" if doc["observed_from"]
-                  else ", no whole night of it observed")
+    state += observed_clause(doc)
     warming = doc["warming_up"]
     if warming["arrivals"]:
         state += ("; warming up: arrivals" + (f" before {warming['arrivals_ready_from']}"

@@ -53,6 +53,17 @@ def warm_up_line(snapshot: dict[str, Any]) -> str | None:
             "and no gap is given: " + "; ".join(parts))
 
 
+def observed_clause(doc: dict[str, Any]) -> str:
+    """For a flow or foreign-SIM period document: ``", observed from DATE only"`` when the data
+    began inside it, ``", no whole night of it observed"`` when none of its nights was observed
+    whole, else ``""``."""
+    if doc["complete"]:
+        return ""
+    if doc["observed_from"]:
+        return f", observed from {doc['observed_from']} only"
+    return ", no whole night of it observed"
+
+
 def fmt(v: Any) -> str:
     """A count for a table: ``1,234``, or ``—`` when suppressed (None)."""
     return "—" if v is None else f"{v:,}"

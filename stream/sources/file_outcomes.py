@@ -38,22 +38,24 @@ class FileOutcomes:
     def count_read(self, file: np.ndarray | int, n: int) -> None:
         """Count a chunk's ``n`` rows (``file``: ``int[n]``, each row's index into ``paths``, or
         one index for them all)."""
-        if isinstance(file, (int, np.integer)):
-            self.read[int(file)] += n
-        else:
-            self.read += np.bincount(np.asarray(file, dtype=np.int64), minlength=len(self.paths))
+        self.read += self._per_file(file, n)
 
     def count_outside(self, file: np.ndarray | int, rows: np.ndarray) -> None:
         """Take the rows ``rows`` of a chunk (whose rows' files are ``file``, as for
         :meth:`count_read`) back out of the rows read: valid pings outside ``--from``/``--to``,
         which are not rejects and must not dilute a file's share of them."""
-        if rows.size == 0:
-            return
+        self.read -= self._per_file(file, rows.size, rows)
+
+    def _per_file(self, file: np.ndarray | int, n: int, rows: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """How many of a chunk's ``n`` rows (those at ``rows``, or all) each file holds
+        (``file`` as for :meth:`count_read`)."""
         if isinstance(file, (int, np.integer)):
-            self.read[int(file)] -= rows.size
-        else:
-            self.read -= np.bincount(np.asarray(file, dtype=np.int64)[rows],
-                                     minlength=len(self.paths))
+            out = np.zeros(len(self.paths), dtype=np.int64)
+            out[int(file)] = n
+            return out
+        picked = np.asarray(file, dtype=np.int64)
+        return np.bincount(picked if rows is None else picked[rows], minlength=len(self.paths))
 
     def wrap(self, on_reject: Callable[[Reject], None]) -> Callable[[Reject], None]:
         """``on_reject`` with each reject counted against its file first."""
