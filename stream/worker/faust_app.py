@@ -168,13 +168,21 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(runtime.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
+    async def published_until() -> tuple[int | None, bool]:
+        """The published end and whether Redis answered, asked twice before saying no: after a
+        restart of Redis the first command on a pooled connection fails once, and that is not
+        Redis being away."""
+        for attempt in range(2):
+            try:
+                return await publisher.published_until(), True
+            except (RedisError, OSError):
+                if attempt:
+                    return None, False
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        try:
-            until = await publisher.published_until()
-            redis_ok = True
-        except (RedisError, OSError):
-            until, redis_ok = None, False
+        until, redis_ok = await published_until()
         problems = runtime.problems()
         broker_ok = runtime.topic_answered
         degraded = [text for ok, text in (
