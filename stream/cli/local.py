@@ -80,7 +80,9 @@ class SignalledError(Exception):
 def _stopping_on_signals() -> Iterator[None]:
     """While inside: the first SIGINT, SIGTERM or SIGHUP raises (``KeyboardInterrupt``,
     :class:`SignalledError`), and later ones are ignored, so that stopping the servers is not
-    itself interrupted (which would leave them running in their own sessions)."""
+    itself interrupted (which would leave them running in their own sessions). Once a signal
+    has come they stay ignored after the block too: the process is ending with the exit code
+    of that stop, whenever a repeated signal arrives."""
     stopping = False
 
     def stop(sig: int, _frame: FrameType | None) -> None:
@@ -96,7 +98,7 @@ def _stopping_on_signals() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)
 
 
 def run_local(config: LocalConfig,

@@ -166,6 +166,7 @@ class WorkerRuntime:
         self.confirmed_at: dict[int, float] = {}
         self.topic_checked_at = NEVER
         self.topic_answered = True  # the latest topic check got an answer (or none ran yet)
+        self.consuming = False  # the consumer and producer have started (readiness waits for it)
         self.lost_in_background: RedisStateLost | None = None  # seen by a background checkpoint
         self.topic_info: TopicInfo | None = None
         self.count_problem: str | None = None

@@ -274,7 +274,19 @@ def test_a_broker_that_stops_answering_makes_the_worker_unready(
     try:
         create_topic(own.url, w.topic, 1)
         p = w.start("a", web_port=port)
-        wait_for("the worker to be ready", lambda: _healthz_or_none(port) == 200, 90, (p,))
+        seen: list[tuple[int, str]] = []
+
+        def ready() -> bool:
+            try:
+                status, body = _healthz(port)
+            except (OSError, ValueError):
+                return False
+            seen.append((status, body["status"]))
+            return status == 200
+
+        wait_for("the worker to be ready", ready, 90, (p,))
+        # before the consumer has joined, readiness says "starting", never "ok"
+        assert set(seen[:-1]) <= {(503, "starting")} and seen[-1] == (200, "ok"), seen
         own.stop()
         wait_for("readiness to say the broker is gone", lambda: _healthz_or_none(port) == 503,
                  90, (p,))
