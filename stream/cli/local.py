@@ -106,8 +106,8 @@ def run_local(config: LocalConfig,
     """Start the broker and Redis, create the topics, call ``ready`` with where they listen, and
     hold them until Ctrl-C, SIGTERM or SIGHUP (exit code 0; 130 while they start), the end of
     ``hold_ms`` (0), or one of them dying (1, with its log's tail on stderr). Both are stopped
-    however this ends, but for a SIGKILL of this process: they run in sessions of their own
-    (``ready`` is told their process ids).
+    however this ends: after a SIGKILL of this process, by their watchdogs
+    (:mod:`stream.local.watchdog`).
 
     Raises :class:`~stream.contract.InputError` when a server cannot start (a port in use, a
     missing binary) or the topics cannot be created."""
@@ -165,8 +165,8 @@ def _say_ready(servers: LocalServers) -> None:
     topics = f"--topic {servers.topic} --dead-letter-topic {servers.dead_letter_topic}"
     print(f"defacto: Kafka-compatible broker (Tansu) on {servers.kafka}: topics {servers.topic} "
           f"and {servers.dead_letter_topic}; Redis on {servers.redis} (process ids "
-          f"{servers.pids[0]} and {servers.pids[1]}: they run in sessions of their own, so "
-          "after a kill -9 of this command stop them by hand). Both hold their data in memory; "
+          f"{servers.pids[0]} and {servers.pids[1]}; they stop with this command, also after a "
+          "kill -9 of it). Both hold their data in memory; "
           "Ctrl-C stops them.\n"
           "defacto: in other terminals, run the export line above, then for example\n"
           f"  defacto worker --regions R.geojson --cells C.csv --registry REG.csv --calibration "

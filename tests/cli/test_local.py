@@ -184,3 +184,18 @@ def test_signals_while_starting_or_repeated_still_stop_both_servers() -> None:
         assert _closed_within(m["redis"].removeprefix("redis://").removesuffix("/0"), 10)
     finally:
         _stop(proc)
+
+
+def test_a_sigkill_of_it_still_stops_both_servers() -> None:
+    """No handler runs on SIGKILL: the servers' watchdogs see the command's pipe close."""
+    proc = _start("--for", "5m")
+    try:
+        m = EXPORTS.match(_first_line(proc))
+        assert m
+        kafka, store = m["kafka"], m["redis"].removeprefix("redis://").removesuffix("/0")
+        assert _port_open(kafka) and _port_open(store)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert _closed_within(kafka, 30) and _closed_within(store, 30)
+    finally:
+        _stop(proc)
