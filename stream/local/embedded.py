@@ -97,15 +97,16 @@ class Service:
         self.stop()
 
 
-def _watch(server_pid: int) -> subprocess.Popen[bytes] | None:
+def _watch(server_pid: int, stop_signal: int) -> subprocess.Popen[bytes] | None:
     """Start the watchdog of a server (:mod:`stream.local.watchdog`), in a session of its own;
     this process holds the only write end of its stdin. ``None`` if it cannot start (the server
     is then stopped only by this process, as before)."""
     script = Path(__file__).with_name("watchdog.py")
     try:
-        return subprocess.Popen([sys.executable, "-I", "-S", str(script), str(server_pid)],
+        return subprocess.Popen([sys.executable, "-I", "-S", str(script), str(server_pid),
+                                 str(int(stop_signal))],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
     except OSError:
         return None
 
@@ -166,7 +167,7 @@ def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str] | None = None,
-           cwd: str | None = None) -> Service:
+           cwd: str | None = None, stop_signal: int = signal.SIGTERM) -> Service:
     """Start ``argv`` in a new session with stdout/stderr appended to a log file; return its Service."""
     remove_log = log_path is None
     if log_path is None:
@@ -175,8 +176,8 @@ def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, cwd=cwd)
-    return Service(name=name, url="", started=True, proc=proc, log_path=log_path, _remove_log=remove_log,
-                   _watchdog=_watch(proc.pid))
+    return Service(name=name, url="", started=True, proc=proc, log_path=log_path, stop_signal=stop_signal,
+                   _remove_log=remove_log, _watchdog=_watch(proc.pid, stop_signal))
 
 
 def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, what: str) -> float:
@@ -270,11 +271,10 @@ def start_broker(port: int | None = None, timeout_s: float = 30.0, log_path: str
         listener = f"tcp://{HOST}:{p}"
         argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
                 "--storage-engine", "memory://tansu/"]
-        svc = _spawn("kafka", argv, log_path, env=env)
-        svc.url = f"{HOST}:{p}"
         # Tansu drains open client connections for ~5 s on SIGTERM but exits at once on SIGINT; with
         # memory storage there is nothing to flush, so use SIGINT.
-        svc.stop_signal = signal.SIGINT
+        svc = _spawn("kafka", argv, log_path, env=env, stop_signal=signal.SIGINT)
+        svc.url = f"{HOST}:{p}"
         deadline = time.monotonic() + timeout_s
         _wait_ready(svc, lambda t: _tcp_open(p, t), timeout_s, f"tansu broker on {svc.url}")
         _wait_ready(svc, lambda t: _kafka_answers(svc.url, t), max(0.1, deadline - time.monotonic()),

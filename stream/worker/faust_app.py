@@ -15,9 +15,10 @@ the pages below.
 (the ``stream/app.py`` shim). Pages, on ``web_host`` (127.0.0.1 unless told otherwise):
 ``/metrics`` (Prometheus), ``/healthz`` (200 ``{"status": "ok", ...}``, or 503
 ``{"status": "stopped", ...}`` naming stopped partitions, a refused window or an unsafe Redis,
-503 ``{"status": "starting", ...}`` until the consumer has joined its group, or 503
-``{"status": "degraded", ...}`` while Redis or the broker does not answer: for readiness
-probes),
+503 ``{"status": "starting", ...}`` until the consumer group has given the worker its first
+assignment (possibly empty) and its partitions are resumed, 503 ``{"status": "degraded", ...}``
+while Redis or the broker does not answer, or 503 ``{"status": "stopping"}`` once it stops: for
+readiness probes),
 ``/livez`` (200 while the web server runs: for liveness probes, since a restart does not cure
 what ``/healthz`` reports), ``/api/regions`` (the latest snapshot's regions) and
 ``/api/cells?res=N`` (the same document as the dashboard's ``/api/cells``).
@@ -95,7 +96,6 @@ class IngestService(Service):
                                    lambda exc: runtime.metrics.dead_letter_errors.inc())
         runtime.kafka = self.kafka
         await self.kafka.start()
-        runtime.consuming = True
         self._tasks = [asyncio.ensure_future(self._guard(self._ingest())),
                        asyncio.ensure_future(self._guard(self._tick()))]
 
@@ -129,7 +129,6 @@ class IngestService(Service):
 
     async def on_stop(self) -> None:
         self._stopping.set()
-        self.runtime.consuming = False
         self.runtime.stopping.set()  # a partition waiting for Redis gives way
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
@@ -188,13 +187,15 @@ def _register_pages(app: faust.App, runtime: WorkerRuntime, config: WorkerConfig
         until, redis_ok = await published_until()
         problems = runtime.problems()
         broker_ok = runtime.topic_answered
-        degraded = [text for ok, text in (
-            (runtime.consuming, "starting: the consumer has not joined the group yet"),
+        joined = runtime.kafka is not None and runtime.kafka.joined
+        outages = [text for ok, text in (
             (redis_ok, "Redis does not answer: estimating on, publishing once it is back"),
             (broker_ok, "the broker did not answer the last topic check: no new pings, and "
                         "output waits for a check it answers")) if not ok]
-        status = ("stopped" if problems else "starting" if not runtime.consuming
-                  else "degraded" if degraded else "ok")
+        degraded = outages + ([] if joined else ["starting: the consumer group's first "
+                                                 "assignment is not taken up yet"])
+        status = ("stopping" if runtime.stopping.is_set() else "stopped" if problems
+                  else "degraded" if outages else "starting" if not joined else "ok")
         extra = {"detail": "; ".join(degraded)} if degraded and not problems else {}
         return web.json({"status": status, **problems, **extra, "redis": redis_ok,
                          "broker": broker_ok, "partitions": sorted(runtime.parts),

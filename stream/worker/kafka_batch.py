@@ -145,6 +145,9 @@ class BatchConsumer:
                                          client_id=f"defacto-{config.group}-dead")
         self.assigned: set[int] = set()
         """Partitions of the pings topic assigned now."""
+        self.joined = False
+        """The group has given this worker its first assignment (possibly empty), and the
+        partitions in it are resumed from their checkpoints: readiness waits for it."""
         self._pending: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
@@ -174,16 +177,16 @@ class BatchConsumer:
     async def _assigned(self, tps: Any) -> None:
         mine = sorted(tp.partition for tp in tps if tp.topic == self.topic)
         self.assigned = set(mine)
-        if not mine:
-            return
-        starts = await self._on_assign(mine)
-        for p in mine:
-            tp = TopicPartition(self.topic, p)
-            at = starts.get(p)
-            if at is not None and at > 0:
-                self.consumer.seek(tp, at)
-            else:
-                await self.consumer.seek_to_beginning(tp)
+        if mine:
+            starts = await self._on_assign(mine)
+            for p in mine:
+                tp = TopicPartition(self.topic, p)
+                at = starts.get(p)
+                if at is not None and at > 0:
+                    self.consumer.seek(tp, at)
+                else:
+                    await self.consumer.seek_to_beginning(tp)
+        self.joined = True
 
     async def _revoked(self, tps: Any) -> None:
         mine = sorted(tp.partition for tp in tps if tp.topic == self.topic)

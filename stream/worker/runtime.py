@@ -166,7 +166,6 @@ class WorkerRuntime:
         self.confirmed_at: dict[int, float] = {}
         self.topic_checked_at = NEVER
         self.topic_answered = True  # the latest topic check got an answer (or none ran yet)
-        self.consuming = False  # the consumer and producer have started (readiness waits for it)
         self.lost_in_background: RedisStateLost | None = None  # seen by a background checkpoint
         self.topic_info: TopicInfo | None = None
         self.count_problem: str | None = None
@@ -268,7 +267,10 @@ class WorkerRuntime:
         """The partition's checkpoint with its topic id and fingerprint, waiting for Redis."""
         return await self._until_redis(lambda: self.publisher.load_checkpoint_record(p))
 
-    async def _redis(self, coro: Any) -> Any:
+    async def _redis(self, coro: Any, answered: bool = True) -> Any:
+        """Await ``coro``, a call on Redis: an error marks Redis unavailable (said once, counted,
+        re-raised); a result marks it back unless ``answered`` is False (a call that may have
+        been served without asking Redis)."""
         try:
             out = await coro
         except (RedisError, OSError) as exc:
@@ -278,9 +280,10 @@ class WorkerRuntime:
             self.redis_ok = False
             self.redis_retry_at = time.monotonic() + REDIS_RETRY_S
             raise
-        if not self.redis_ok:
-            log.warning("Redis is back")  # said at the level its loss was
-        self.redis_ok = True
+        if answered:
+            if not self.redis_ok:
+                log.warning("Redis is back")  # said at the level its loss was
+            self.redis_ok = True
         return out
 
     async def handle(self, batches: dict[int, PartitionBatch]) -> None:
@@ -685,7 +688,8 @@ class WorkerRuntime:
                 return False
             with contextlib.suppress(RedisError, OSError, RedisStateLost):
                 await running
-        write = await self._redis(self.publisher.checkpoint_writer())
+        # the epoch joined already is kept: no command was sent, so no sign Redis is back
+        write = await self._redis(self.publisher.checkpoint_writer(), answered=False)
         epoch = self.publisher.epoch
         # no await from here to the capture: a batch handled meanwhile would slip in unchecked
         waiting = any(out.tallies for out in self.unsent.get(p, ()))

@@ -3,6 +3,7 @@ export line, and gone after SIGTERM, Ctrl-C or ``--for``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,7 +42,7 @@ def _first_line(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> str:
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     """End ``proc`` however a test ended: SIGTERM first (it then stops its servers), SIGKILL
-    only when that is not heard (which would leave them running)."""
+    only when that is not heard (the servers' watchdogs then stop them)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -195,7 +196,13 @@ def test_a_sigkill_of_it_still_stops_both_servers() -> None:
         kafka, store = m["kafka"], m["redis"].removeprefix("redis://").removesuffix("/0")
         assert _port_open(kafka) and _port_open(store)
         proc.kill()
-        proc.communicate(timeout=30)
-        assert _closed_within(kafka, 30) and _closed_within(store, 30)
+        _, err = proc.communicate(timeout=30)
+        pids = [int(p) for p in re.findall(r"process ids (\d+) and (\d+)", err)[0]]
+        try:
+            assert _closed_within(kafka, 30) and _closed_within(store, 30)
+        finally:
+            for pid in pids:  # a watchdog that failed must not leave them to later tests
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
     finally:
         _stop(proc)

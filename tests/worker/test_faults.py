@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -260,9 +261,38 @@ def test_a_worker_whose_redis_never_answers_still_stops_at_once(
         text = log.read_text()
         assert took < 20, f"{took:.0f} s to stop:\n{text[-2000:]}"
         assert "stopping while waiting for Redis" in text
+        assert "Redis is back" not in text  # nothing answered: no call may say otherwise
         assert "Traceback" not in text
     finally:
         w.stop_all()
+
+
+def test_a_redis_that_stops_answering_is_never_said_to_be_back(
+        sim: Path, tmp_path: Path, broker: Service) -> None:
+    """Redis gone under a running worker: readiness says degraded, and the periodic checkpoint
+    (whose first step needs no command once joined) must not log "Redis is back" between the
+    failures, as it did."""
+    store = start_redis()
+    w = _workers(tmp_path, broker.url, store.url, sim)
+    port = free_port()
+    try:
+        create_topic(broker.url, w.topic, 1)
+        p = w.start("a", web_port=port)
+        first, _, _ = _split(sim, tmp_path)
+        _produce(w, first, "--no-final")
+        r = redis.Redis.from_url(store.url)
+        wait_for("a checkpoint", lambda: r.exists(f"{w.prefix}:checkpoint:0"), 90, (p,))
+        store.stop()
+        wait_for("four failed Redis calls (8 s of retries)",
+                 lambda: _metric(port, "defacto_redis_errors_total") >= 4, 90, (p,))
+        status, body = _healthz(port)
+        assert (status, body["status"], body["redis"]) == (503, "degraded", False)
+        text = Path(p.log).read_text()  # type: ignore[attr-defined]
+        assert "Redis unavailable" in text
+        assert "Redis is back" not in text
+    finally:
+        w.stop_all()  # its keys went with the private Redis
+        store.stop()
 
 
 def test_a_broker_that_stops_answering_makes_the_worker_unready(
@@ -274,19 +304,10 @@ def test_a_broker_that_stops_answering_makes_the_worker_unready(
     try:
         create_topic(own.url, w.topic, 1)
         p = w.start("a", web_port=port)
-        seen: list[tuple[int, str]] = []
-
-        def ready() -> bool:
-            try:
-                status, body = _healthz(port)
-            except (OSError, ValueError):
-                return False
-            seen.append((status, body["status"]))
-            return status == 200
-
-        wait_for("the worker to be ready", ready, 90, (p,))
-        # before the consumer has joined, readiness says "starting", never "ok"
-        assert set(seen[:-1]) <= {(503, "starting")} and seen[-1] == (200, "ok"), seen
+        seen = _readiness_until_ok(port, p, 90)
+        # the web port opens before the group's first assignment: "starting" until then
+        assert (503, "starting") in seen and set(seen[:-1]) <= {(503, "starting")}, seen
+        assert seen[-1] == (200, "ok"), seen
         own.stop()
         wait_for("readiness to say the broker is gone", lambda: _healthz_or_none(port) == 503,
                  90, (p,))
@@ -298,6 +319,25 @@ def test_a_broker_that_stops_answering_makes_the_worker_unready(
     finally:
         own.stop()
         _cleanup(w)
+
+
+def _readiness_until_ok(port: int, proc: subprocess.Popen[bytes], timeout_s: float
+                        ) -> list[tuple[int, str]]:
+    """Every distinct (HTTP status, ``status``) of ``/healthz`` in a row, polled without pause
+    from before the web port opens until it says 200 (or the deadline: an AssertionError)."""
+    seen: list[tuple[int, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status, body = _healthz(port)
+        except (OSError, ValueError):
+            time.sleep(0.005)
+            continue
+        if not seen or seen[-1] != (status, body["status"]):
+            seen.append((status, body["status"]))
+        if status == 200:
+            return seen
+    raise AssertionError(f"no 200 from /healthz within {timeout_s} s (exit {proc.poll()}): {seen}")
 
 
 def _healthz_or_none(port: int) -> int | None:
