@@ -72,33 +72,58 @@ class LocalServers:
         return f"export KAFKA_BOOTSTRAP={self.kafka} REDIS_URL={self.redis}"
 
 
-class SignalledError(Exception):
-    """SIGTERM or SIGHUP arrived: stop the servers as Ctrl-C does."""
+class SignalledError(BaseException):
+    """SIGTERM or SIGHUP arrived: stop the servers as Ctrl-C does. A ``BaseException``, as
+    ``KeyboardInterrupt`` is, so that no ``except Exception`` on the way (a probe's retry loop)
+    swallows it."""
+
+
+@dataclass
+class StopRequest:
+    """The first stop signal that arrived, if any: noted without raising while a server was
+    being spawned, and a flag beside the exception for a place that swallowed it all the
+    same; :meth:`go_on` acts on it."""
+
+    signal: int | None = None
+
+    def raise_it(self) -> None:
+        """Raise what the signal stands for: ``KeyboardInterrupt`` (SIGINT) or
+        :class:`SignalledError`."""
+        raise KeyboardInterrupt if self.signal == signal.SIGINT else SignalledError
+
+    def go_on(self) -> None:
+        """Raise (:meth:`raise_it`) if a stop signal came."""
+        if self.signal is not None:
+            self.raise_it()
 
 
 @contextlib.contextmanager
-def _stopping_on_signals() -> Iterator[None]:
+def _stopping_on_signals() -> Iterator[StopRequest]:
     """While inside: the first SIGINT, SIGTERM or SIGHUP raises (``KeyboardInterrupt``,
     :class:`SignalledError`), and later ones are ignored, so that stopping the servers is not
     itself interrupted (which would leave them running in their own sessions). Once a signal
     has come they stay ignored after the block too: the process is ending with the exit code
-    of that stop, whenever a repeated signal arrives."""
-    stopping = False
+    of that stop, whenever a repeated signal arrives. While a server is being spawned
+    (:func:`~stream.local.embedded.interruptible` is False) the first signal is only noted in
+    the yielded :class:`StopRequest`, for the caller to act on (:meth:`StopRequest.go_on`)."""
+    from stream.local.embedded import interruptible
+
+    request = StopRequest()
 
     def stop(sig: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
+        if request.signal is not None:
             return
-        stopping = True
-        raise KeyboardInterrupt if sig == signal.SIGINT else SignalledError
+        request.signal = sig
+        if interruptible():
+            request.raise_it()
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
-        yield
+        yield request
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_IGN if stopping else handler)
+            signal.signal(sig, signal.SIG_IGN if request.signal is not None else handler)
 
 
 def run_local(config: LocalConfig,
@@ -113,20 +138,23 @@ def run_local(config: LocalConfig,
     missing binary) or the topics cannot be created."""
     from stream.local.embedded import create_topic, log_tail, start_broker, start_redis
 
-    with _stopping_on_signals():
+    with _stopping_on_signals() as request:
         try:
             with ExitStack() as stack:
                 try:
                     kafka = stack.enter_context(start_broker(config.kafka_port))
+                    request.go_on()
                     store = stack.enter_context(start_redis(config.redis_port))
+                    request.go_on()
                     dead = f"{config.topic}.dead"
                     create_topic(kafka.url, config.topic, config.partitions)
                     create_topic(kafka.url, dead, 1)
                 except RuntimeError as exc:
                     raise InputError(str(exc).splitlines()[0]) from None
+                request.go_on()
                 servers = LocalServers(kafka.url, store.url, config.topic, dead,
                                        (kafka.pid or 0, store.pid or 0))
-                return _hold(servers, (kafka, store), config.hold_ms, ready, log_tail)
+                return _hold(servers, (kafka, store), config.hold_ms, ready, log_tail, request)
         except (KeyboardInterrupt, SignalledError):
             print("defacto: interrupted while starting; what had started is stopped",
                   file=sys.stderr)
@@ -134,14 +162,15 @@ def run_local(config: LocalConfig,
 
 
 def _hold(servers: LocalServers, services: tuple[Any, ...], hold_ms: int | None,
-          ready: Callable[[LocalServers], None] | None, log_tail: Callable[[str | None], str]
-          ) -> int:
+          ready: Callable[[LocalServers], None] | None, log_tail: Callable[[str | None], str],
+          request: StopRequest) -> int:
     """:func:`run_local` once the servers are up: until a signal, ``hold_ms`` or one dies."""
     deadline = None if hold_ms is None else time.monotonic() + hold_ms / 1000
     try:
         if ready is not None:
             ready(servers)
         while deadline is None or time.monotonic() < deadline:
+            request.go_on()
             for svc in services:
                 proc = svc.proc
                 if proc is not None and proc.poll() is not None:

@@ -166,6 +166,17 @@ def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "<empty log>"
 
 
+_spawning = 0
+"""Above 0 while a server is being started and registered for stopping (see :func:`interruptible`)."""
+
+
+def interruptible() -> bool:
+    """False while a server is being started and registered for stopping (by :mod:`atexit` and
+    its watchdog): a signal handler that raises then would leave it running unregistered. A
+    handler that stops the program should then note the signal and act on it after."""
+    return _spawning == 0
+
+
 def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str] | None = None,
            cwd: str | None = None, stop_signal: int = signal.SIGTERM) -> Service:
     """Start ``argv`` in a new session with stdout/stderr appended to a log file; return its Service."""
@@ -173,11 +184,17 @@ def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str]
     if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix=f"defacto-{name}-", suffix=".log")
         os.close(fd)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=cwd)
-    return Service(name=name, url="", started=True, proc=proc, log_path=log_path, stop_signal=stop_signal,
-                   _remove_log=remove_log, _watchdog=_watch(proc.pid, stop_signal))
+    global _spawning
+    _spawning += 1
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env, cwd=cwd)
+        return Service(name=name, url="", started=True, proc=proc, log_path=log_path,
+                       stop_signal=stop_signal, _remove_log=remove_log,
+                       _watchdog=_watch(proc.pid, stop_signal))
+    finally:
+        _spawning -= 1
 
 
 def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, what: str) -> float:

@@ -492,8 +492,10 @@ class SnapshotPublisher:
                 tally = merge_tallies(tallies)
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est, self.engine.warm_up_tally(tally))
-                flows = self.flows(tally, est)
+                flows = kept_final(await pipe.hgetall(self.keys.flows), self.flows(tally, est))
                 foreign = self.foreign(tally)
+                if foreign:
+                    foreign = kept_final(await pipe.hgetall(self.keys.foreign), foreign)
                 add_foreign_line(snap, foreign)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
@@ -659,6 +661,26 @@ class CheckpointRecord:
     topic_id: str | None
     fingerprint: Fingerprint | None
     delta: bytes | None = None
+
+
+def kept_final(stored: dict[bytes, bytes], docs: dict[str, dict[str, Any]]
+               ) -> dict[str, dict[str, Any]]:
+    """``docs`` (field → period document, as ``P:flows`` or ``P:foreign`` hold them) with each
+    final document replaced by the one ``stored`` under its field when that one is the same
+    period (and dating), final too. So a final period is published as of the first snapshot
+    that had it final, as ``replay --flows-out`` writes it, and later snapshots do not re-scale
+    it (its people, ``at`` and warm-up would otherwise move with every snapshot's resident
+    estimate; its history entry likewise)."""
+    out = dict(docs)
+    for field, doc in docs.items():
+        raw = stored.get(field.encode()) if doc.get("final") else None
+        if raw is None:
+            continue
+        old = json.loads(raw)
+        if old.get("final") and (old.get("period"), old.get("dating")) == (
+                doc.get("period"), doc.get("dating")):
+            out[field] = old
+    return out
 
 
 def _opt(v: int | None) -> str:

@@ -115,6 +115,11 @@ def test_two_workers_with_a_crash_equal_replay(live: Workers, sim: Path, tmp_pat
     # the data begins in the night of Sunday 1 March: week 9 closed at once, February never opened
     assert set(live_flows) == {"week", "month", "week:closed"}
     assert live_flows["week:closed"]["period"] == "2026-W09" and not live_flows["week:closed"]["complete"]
+    # a final period is published as of the first snapshot that had it final, as the replay
+    # writes it (a worker killed meanwhile), not re-scaled by every later snapshot
+    replay_w09 = [d for d in map(json.loads, (tmp_path / "flows.jsonl").read_text().splitlines())
+                  if d["final"] and d["dating"] == "detected" and d["period"] == "2026-W09"]
+    assert live_flows["week:closed"] == replay_w09[0] and replay_w09[0]["at"] != last
     # the history keeps the rural balance of every final period (here the closed week 9)
     history = {k.decode(): json.loads(v)
                for k, v in r.hgetall(f"{live.prefix}:flows:history").items()}
