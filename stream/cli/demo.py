@@ -354,8 +354,9 @@ def add_demo_parser(sub: Any) -> None:
                        description="Live (default): embedded Kafka broker and Redis (unless "
                                    "$KAFKA_BOOTSTRAP / $REDIS_URL), one worker, the scenario "
                                    "streamed accelerated; prints each snapshot. --offline: "
-                                   "simulate, calibrate on day 1, replay the rest, print "
-                                   "estimated vs registered vs true per region.")
+                                   "simulate, calibrate on day 1, replay every day, print "
+                                   "estimated vs registered vs true per region and the "
+                                   "accuracy after day 1.")
     p.add_argument("--offline", action="store_true", help="replay files instead of going live")
     p.add_argument("--speed", type=SPEED.arg, default=LiveDemo.speed,
                    help="live: simulated seconds per second (default 360: an hour in 10 s)")
