@@ -43,6 +43,7 @@ from stream.cli.offline import (
     run_simulate,
     warn_uncalibrated,
 )
+from stream.cli.signals import SignalledError, StopRequest, stopping_on_signals
 from stream.contract import InputError
 from stream.estimate.engine_options import Limit, check_limits
 from stream.publish.redis_keys import RedisKeys
@@ -162,7 +163,9 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 @contextmanager
 def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``defacto`` subcommand as a child process logging to ``log``; stopped on exit."""
-    with open(log, "wb") as fh:
+    from stream.local.embedded import spawning
+
+    with spawning(), open(log, "wb") as fh:  # a stop signal waits until it is registered
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *argv], stdout=fh,
                                 stderr=subprocess.STDOUT)
     try:
@@ -249,7 +252,8 @@ def _key_file(out: Path) -> Path:
 
 
 def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, redis_url: str,
-                     keys: RedisKeys, worker: subprocess.Popen[bytes], log: Path) -> int:
+                     keys: RedisKeys, worker: subprocess.Popen[bytes], log: Path,
+                     request: StopRequest) -> int:
     """Stream the simulation, print each new snapshot; the exit code (1 if the worker died).
 
     The calibration day goes first at full speed (the worker is primed with the day it was
@@ -272,6 +276,7 @@ def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, r
     try:
         for now_ms in stream_simulation(producer, sim, demo.speed,
                                         fast_until_ms=files.calibration_end_ms):
+            request.go_on()
             if worker.poll() is not None:
                 _say(f"worker exited with {worker.returncode}; see {log}")
                 return 1
@@ -281,6 +286,7 @@ def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, r
         deadline = time.monotonic() + 60
         last = iso_utc((producer.stats.max_ts_ms or 0) // HOUR_MS * HOUR_MS + HOUR_MS)
         while time.monotonic() < deadline and shown != last and worker.poll() is None:
+            request.go_on()
             shown = _show_latest(r, keys, shown, after=primed, truth=truth)
             time.sleep(0.5)
         return 0
@@ -289,53 +295,66 @@ def _stream_and_show(demo: LiveDemo, files: DemoFiles, kafka: str, topic: str, r
 
 
 def run_live_demo(demo: LiveDemo) -> int:
-    """Run the live demo until the simulation ends (or, with ``hold``, until Ctrl-C)."""
-    from stream.local.embedded import create_topic, free_port, kafka_service, redis_service
-
+    """Run the live demo until the simulation ends (or, with ``hold``, until Ctrl-C, SIGTERM or
+    SIGHUP: :func:`~stream.cli.signals.stopping_on_signals`; 130 then)."""
     files = simulate_and_calibrate(demo.out, demo.scenario, demo.scale, demo.days, demo.seed)
     key_file = _key_file(demo.out)
-    try:
-        with ExitStack() as stack:
-            kafka = stack.enter_context(kafka_service())
-            store = stack.enter_context(redis_service())
-            _say(f"Kafka {kafka.url} ({'embedded Tansu' if kafka.started else 'external'}), "
-                 f"Redis {store.url} ({'embedded' if store.started else 'external'})")
-            topic = f"pings-demo-{secrets.token_hex(3)}"
-            keys = RedisKeys(f"defacto-demo:{topic}")
-            create_topic(kafka.url, topic, demo.partitions)
-            port = demo.web_port or free_port()
-            log = demo.out / "worker.log"
-            worker = stack.enter_context(_process(
-                _worker_argv(demo, files, kafka.url, store.url, topic, keys, key_file, port), log))
-            _say(f"worker started (log {log})")
-            _say(f"metrics  http://127.0.0.1:{port}/metrics")
-            _say(f"regions  http://127.0.0.1:{port}/api/regions   cells http://127.0.0.1:{port}/api/cells?res=7")
-            _say(f"health   http://127.0.0.1:{port}/healthz      Redis keys {keys.prefix}:*")
-            dash_port = demo.dashboard_port or free_port()
-            dash_log = demo.out / "dashboard.log"
-            dashboard = stack.enter_context(_process(
-                ["dashboard", "--redis", store.url, "--prefix", keys.prefix, "--port", str(dash_port)],
-                dash_log))
-            if _serving(f"http://127.0.0.1:{dash_port}/healthz", dashboard, 15):
-                _say(f"DASHBOARD http://127.0.0.1:{dash_port}/   (log {dash_log})")
-            else:
-                _say(f"the dashboard did not start (see {dash_log}); going on without it")
-            _say(f"streaming {demo.scenario} at {demo.speed:g}x (one simulated hour every "
-                 f"{HOUR_S / demo.speed:.0f} s); Ctrl-C stops")
-            rc = _stream_and_show(demo, files, kafka.url, topic, store.url, keys, worker, log)
-            if rc or not demo.hold:
-                if not rc:
-                    _say("simulation finished; stopping (--hold keeps the dashboard up)")
-                return rc
-            _say(f"simulation finished; the dashboard stays at http://127.0.0.1:{dash_port}/ "
-                 "until Ctrl-C")
-            while worker.poll() is None:
-                time.sleep(1)
-            _say(f"worker exited with {worker.returncode}; see {log}")
-            return 1
-    except KeyboardInterrupt:
-        _say("interrupted; stopping")
-        return 130
+    with stopping_on_signals() as request:
+        try:
+            return _run_live(demo, files, key_file, request)
+        except (KeyboardInterrupt, SignalledError):
+            _say("interrupted; stopping")
+            return 130
+
+
+def _run_live(demo: LiveDemo, files: DemoFiles, key_file: Path, request: StopRequest) -> int:
+    """:func:`run_live_demo` once the files are made: servers, worker, dashboard, stream."""
+    from stream.local.embedded import create_topic, free_port, kafka_service, redis_service
+
+    with ExitStack() as stack:
+        kafka = stack.enter_context(kafka_service())
+        request.go_on()
+        store = stack.enter_context(redis_service())
+        request.go_on()
+        _say(f"Kafka {kafka.url} ({'embedded Tansu' if kafka.started else 'external'}), "
+             f"Redis {store.url} ({'embedded' if store.started else 'external'})")
+        topic = f"pings-demo-{secrets.token_hex(3)}"
+        keys = RedisKeys(f"defacto-demo:{topic}")
+        create_topic(kafka.url, topic, demo.partitions)
+        port = demo.web_port or free_port()
+        log = demo.out / "worker.log"
+        worker = stack.enter_context(_process(
+            _worker_argv(demo, files, kafka.url, store.url, topic, keys, key_file, port), log))
+        request.go_on()
+        _say(f"worker started (log {log})")
+        _say(f"metrics  http://127.0.0.1:{port}/metrics")
+        _say(f"regions  http://127.0.0.1:{port}/api/regions   cells http://127.0.0.1:{port}/api/cells?res=7")
+        _say(f"health   http://127.0.0.1:{port}/healthz      Redis keys {keys.prefix}:*")
+        dash_port = demo.dashboard_port or free_port()
+        dash_log = demo.out / "dashboard.log"
+        dashboard = stack.enter_context(_process(
+            ["dashboard", "--redis", store.url, "--prefix", keys.prefix, "--port", str(dash_port)],
+            dash_log))
+        request.go_on()
+        if _serving(f"http://127.0.0.1:{dash_port}/healthz", dashboard, 15):
+            _say(f"DASHBOARD http://127.0.0.1:{dash_port}/   (log {dash_log})")
+        else:
+            _say(f"the dashboard did not start (see {dash_log}); going on without it")
+        _say(f"streaming {demo.scenario} at {demo.speed:g}x (one simulated hour every "
+             f"{HOUR_S / demo.speed:.0f} s); Ctrl-C stops")
+        rc = _stream_and_show(demo, files, kafka.url, topic, store.url, keys, worker, log,
+                              request)
+        if rc or not demo.hold:
+            if not rc:
+                _say("simulation finished; stopping (--hold keeps the dashboard up)")
+            return rc
+        _say(f"simulation finished; the dashboard stays at http://127.0.0.1:{dash_port}/ "
+             "until Ctrl-C")
+        while worker.poll() is None:
+            request.go_on()
+            time.sleep(1)
+        _say(f"worker exited with {worker.returncode}; see {log}")
+        return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

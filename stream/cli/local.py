@@ -10,17 +10,15 @@ installed. Both bind 127.0.0.1 and keep their data in memory only: it goes when 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from estimators.units import DAY_MS, SECOND_MS
+from stream.cli.signals import SignalledError, StopRequest, stopping_on_signals
 from stream.contract import InputError
 from stream.estimate.engine_options import Limit, check_limits
 
@@ -72,60 +70,6 @@ class LocalServers:
         return f"export KAFKA_BOOTSTRAP={self.kafka} REDIS_URL={self.redis}"
 
 
-class SignalledError(BaseException):
-    """SIGTERM or SIGHUP arrived: stop the servers as Ctrl-C does. A ``BaseException``, as
-    ``KeyboardInterrupt`` is, so that no ``except Exception`` on the way (a probe's retry loop)
-    swallows it."""
-
-
-@dataclass
-class StopRequest:
-    """The first stop signal that arrived, if any: noted without raising while a server was
-    being spawned, and a flag beside the exception for a place that swallowed it all the
-    same; :meth:`go_on` acts on it."""
-
-    signal: int | None = None
-
-    def raise_it(self) -> None:
-        """Raise what the signal stands for: ``KeyboardInterrupt`` (SIGINT) or
-        :class:`SignalledError`."""
-        raise KeyboardInterrupt if self.signal == signal.SIGINT else SignalledError
-
-    def go_on(self) -> None:
-        """Raise (:meth:`raise_it`) if a stop signal came."""
-        if self.signal is not None:
-            self.raise_it()
-
-
-@contextlib.contextmanager
-def _stopping_on_signals() -> Iterator[StopRequest]:
-    """While inside: the first SIGINT, SIGTERM or SIGHUP raises (``KeyboardInterrupt``,
-    :class:`SignalledError`), and later ones are ignored, so that stopping the servers is not
-    itself interrupted (which would leave them running in their own sessions). Once a signal
-    has come they stay ignored after the block too: the process is ending with the exit code
-    of that stop, whenever a repeated signal arrives. While a server is being spawned
-    (:func:`~stream.local.embedded.interruptible` is False) the first signal is only noted in
-    the yielded :class:`StopRequest`, for the caller to act on (:meth:`StopRequest.go_on`)."""
-    from stream.local.embedded import interruptible
-
-    request = StopRequest()
-
-    def stop(sig: int, _frame: FrameType | None) -> None:
-        if request.signal is not None:
-            return
-        request.signal = sig
-        if interruptible():
-            request.raise_it()
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, stop) for sig in signals}
-    try:
-        yield request
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_IGN if request.signal is not None else handler)
-
-
 def run_local(config: LocalConfig,
               ready: Callable[[LocalServers], None] | None = None) -> int:
     """Start the broker and Redis, create the topics, call ``ready`` with where they listen, and
@@ -138,7 +82,7 @@ def run_local(config: LocalConfig,
     missing binary) or the topics cannot be created."""
     from stream.local.embedded import create_topic, log_tail, start_broker, start_redis
 
-    with _stopping_on_signals() as request:
+    with stopping_on_signals() as request:
         try:
             with ExitStack() as stack:
                 try:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,14 +167,25 @@ def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
 
 
 _spawning = 0
-"""Above 0 while a server is being started and registered for stopping (see :func:`interruptible`)."""
+"""Above 0 while a process is being started and registered for stopping (see :func:`interruptible`)."""
 
 
 def interruptible() -> bool:
-    """False while a server is being started and registered for stopping (by :mod:`atexit` and
-    its watchdog): a signal handler that raises then would leave it running unregistered. A
-    handler that stops the program should then note the signal and act on it after."""
+    """False inside :func:`spawning`: a signal handler that raises then would leave a process
+    running unregistered. A handler that stops the program should then note the signal and act
+    on it after (:func:`stream.cli.signals.stopping_on_signals` does)."""
     return _spawning == 0
+
+
+@contextlib.contextmanager
+def spawning() -> Iterator[None]:
+    """Around starting a process and registering what stops it (:func:`interruptible`)."""
+    global _spawning
+    _spawning += 1
+    try:
+        yield
+    finally:
+        _spawning -= 1
 
 
 def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str] | None = None,
@@ -184,17 +195,13 @@ def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str]
     if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix=f"defacto-{name}-", suffix=".log")
         os.close(fd)
-    global _spawning
-    _spawning += 1
-    try:
+    with spawning():
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=env, cwd=cwd)
         return Service(name=name, url="", started=True, proc=proc, log_path=log_path,
                        stop_signal=stop_signal, _remove_log=remove_log,
                        _watchdog=_watch(proc.pid, stop_signal))
-    finally:
-        _spawning -= 1
 
 
 def _wait_ready(svc: Service, probe: Callable[[float], bool], timeout_s: float, what: str) -> float:

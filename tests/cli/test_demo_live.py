@@ -4,8 +4,12 @@ and a first printed snapshot that is already close to the simulation's truth."""
 from __future__ import annotations
 
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -53,3 +57,49 @@ def test_live_demo_first_snapshot_is_primed_and_close_to_truth(tmp_path):
         assert abs(present - true_present) <= 0.05 * true_present, (rid, present, true_present)
         checked += 1
     assert checked >= 3, rows
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_live_demo_and_all_it_started(tmp_path):
+    """A service manager's SIGTERM, not a terminal's Ctrl-C: only the demo gets it, and it must
+    stop the worker and dashboard (its children) and the broker and Redis (in sessions of
+    their own), then exit 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "demo", "--out", str(tmp_path), "--scale", "0.002",
+         "--days", "2", "--speed", "3600", "--hold"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not any("streaming" in line for line in lines) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = "".join(lines)
+        assert "streaming" in text, text[-3000:]
+        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)]
+        assert len(set(ports)) >= 4, text  # broker, Redis, worker, dashboard
+        opening = time.monotonic() + 60  # the worker's web port may come after the line
+        while not all(_port_open(p) for p in set(ports)) and time.monotonic() < opening:
+            time.sleep(0.1)
+        assert all(_port_open(p) for p in set(ports)), text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
+        reader.join(10)
+        assert "interrupted; stopping" in "".join(lines)
+        closing = time.monotonic() + 30
+        while any(_port_open(p) for p in set(ports)) and time.monotonic() < closing:
+            time.sleep(0.1)
+        assert not [p for p in set(ports) if _port_open(p)], "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
