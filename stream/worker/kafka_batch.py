@@ -61,6 +61,8 @@ from stream.gc_tuning import batch_gc
 from stream.worker.config import WorkerConfig
 
 log = logging.getLogger("defacto.worker")
+COMMIT_TIMEOUT_S = 5.0
+"""At most this long for an offset commit (an optimization: the Redis checkpoint is the truth)."""
 AIOKAFKA_CHECKED = "0.14.0"
 def raw_records() -> None:
     """Make aiokafka's ``getmany`` return its parsed records as they are (each has ``offset``,
@@ -226,8 +228,11 @@ class BatchConsumer:
         self.consumer.seek(TopicPartition(self.topic, p), offset)
 
     async def commit(self, p: int, offset: int) -> None:
-        """Commit exactly ``offset`` (the next to read) for partition ``p``."""
-        await self.consumer.commit({TopicPartition(self.topic, p): offset})
+        """Commit exactly ``offset`` (the next to read) for partition ``p``; raises
+        ``TimeoutError`` after :data:`COMMIT_TIMEOUT_S` (aiokafka waits for a group coordinator
+        without end: a worker told to stop while the broker is away would never stop)."""
+        await asyncio.wait_for(self.consumer.commit({TopicPartition(self.topic, p): offset}),
+                               COMMIT_TIMEOUT_S)
 
     # -- dead letters
     async def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:

@@ -316,6 +316,13 @@ def test_a_broker_that_stops_answering_makes_the_worker_unready(
             503, "degraded", False, True)
         assert body["detail"].startswith("the broker did not answer the last topic check")
         assert p.poll() is None  # it goes on: retrying is not failing
+        asked = time.monotonic()
+        p.terminate()  # and still stops when told, the broker away (it used not to)
+        p.wait(timeout=60)
+        took = time.monotonic() - asked
+        text = Path(p.log).read_text()  # type: ignore[attr-defined]
+        assert p.returncode == 0 and took < 30, (p.returncode, took, text[-2000:])
+        assert "Traceback" not in text
     finally:
         own.stop()
         _cleanup(w)
