@@ -165,10 +165,11 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``defacto`` subcommand as a child process logging to ``log``; stopped on exit."""
     from stream.local.embedded import spawning
 
-    with spawning(), open(log, "wb") as fh:  # a stop signal waits until it is registered
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *argv], stdout=fh,
-                                stderr=subprocess.STDOUT)
+    proc = None
     try:
+        with spawning(), open(log, "wb") as fh:  # a stop signal waits until it is registered
+            proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *argv], stdout=fh,
+                                    stderr=subprocess.STDOUT)
         yield proc
     finally:
         _stop(proc)

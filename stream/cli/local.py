@@ -82,6 +82,7 @@ def run_local(config: LocalConfig,
     missing binary) or the topics cannot be created."""
     from stream.local.embedded import create_topic, log_tail, start_broker, start_redis
 
+    rc: int | None = None  # once held: the code the servers' stop ends with
     with stopping_on_signals() as request:
         try:
             with ExitStack() as stack:
@@ -98,8 +99,11 @@ def run_local(config: LocalConfig,
                 request.go_on()
                 servers = LocalServers(kafka.url, store.url, config.topic, dead,
                                        (kafka.pid or 0, store.pid or 0))
-                return _hold(servers, (kafka, store), config.hold_ms, ready, log_tail, request)
+                rc = _hold(servers, (kafka, store), config.hold_ms, ready, log_tail, request)
+            return rc
         except (KeyboardInterrupt, SignalledError):
+            if rc is not None:  # while the servers stopped: they are stopped all the same
+                return rc
             print("defacto: interrupted while starting; what had started is stopped",
                   file=sys.stderr)
             return 130

@@ -46,8 +46,9 @@ def stopping_on_signals() -> Iterator[StopRequest]:
     has come they stay ignored after the block too: the process is ending with the exit code
     of that stop, whenever a repeated signal arrives. While a server is being spawned
     (:func:`~stream.local.embedded.interruptible` is False) the first signal is only noted in
-    the yielded :class:`StopRequest`, for the caller to act on (:meth:`StopRequest.go_on`)."""
-    from stream.local.embedded import interruptible
+    the yielded :class:`StopRequest`, and raised as the spawning block ends (the process is then
+    registered for stopping); callers may also act on it (:meth:`StopRequest.go_on`)."""
+    from stream.local.embedded import after_spawning, interruptible
 
     request = StopRequest()
 
@@ -60,8 +61,10 @@ def stopping_on_signals() -> Iterator[StopRequest]:
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, stop) for sig in signals}
+    forget = after_spawning(request.go_on)  # a stop noted while spawning, once registered
     try:
         yield request
     finally:
+        forget()
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_IGN if request.signal is not None else handler)

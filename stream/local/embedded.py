@@ -177,15 +177,31 @@ def interruptible() -> bool:
     return _spawning == 0
 
 
+_after_spawning: list[Callable[[], None]] = []
+"""Called when the outermost :func:`spawning` block ends without an error (a stop signal
+noted meanwhile is acted on there: :func:`stream.cli.signals.stopping_on_signals`)."""
+
+
 @contextlib.contextmanager
 def spawning() -> Iterator[None]:
-    """Around starting a process and registering what stops it (:func:`interruptible`)."""
+    """Around starting a process and registering what stops it (:func:`interruptible`); at its
+    end, the :data:`_after_spawning` hooks run (one may raise the stop it noted)."""
     global _spawning
     _spawning += 1
     try:
         yield
     finally:
         _spawning -= 1
+    if _spawning == 0:
+        for hook in list(_after_spawning):
+            hook()
+
+
+def after_spawning(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run at the end of every outermost :func:`spawning` block; returns
+    what unregisters it."""
+    _after_spawning.append(hook)
+    return lambda: _after_spawning.remove(hook)
 
 
 def _spawn(name: str, argv: list[str], log_path: str | None, env: dict[str, str] | None = None,

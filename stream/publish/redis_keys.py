@@ -118,6 +118,13 @@ class RedisKeys:
         return self.key("flows:history")
 
     @property
+    def periods_epoch(self) -> str:
+        """String: the deployment epoch (``P:deployment``'s) under which ``P:flows`` and
+        ``P:foreign`` were last written; a final period document there is kept by later
+        snapshots only under that same epoch."""
+        return self.key("periods", "epoch")
+
+    @property
     def foreign(self) -> str:
         """Hash ``week``, ``month`` (the open periods), ``week:closed``, ``month:closed`` (the
         latest closed), ``week:settled``, ``month:settled`` (the latest settled) → JSON of that

@@ -492,10 +492,13 @@ class SnapshotPublisher:
                 tally = merge_tallies(tallies)
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est, self.engine.warm_up_tally(tally))
-                flows = kept_final(await pipe.hgetall(self.keys.flows), self.flows(tally, est))
+                same_epoch = await pipe.get(self.keys.periods_epoch) == epoch
+                flows = self.flows(tally, est)
                 foreign = self.foreign(tally)
-                if foreign:
-                    foreign = kept_final(await pipe.hgetall(self.keys.foreign), foreign)
+                if same_epoch:  # final documents of another deployment are not kept
+                    flows = kept_final(await pipe.hgetall(self.keys.flows), flows)
+                    if foreign:
+                        foreign = kept_final(await pipe.hgetall(self.keys.foreign), foreign)
                 add_foreign_line(snap, foreign)
                 published_at = time.time()
                 snap["published_at"] = iso_utc(int(published_at * SECOND_MS))
@@ -510,6 +513,7 @@ class SnapshotPublisher:
                     history = flows_history(flows)
                     if history:
                         pipe.hset(self.keys.flows_history, mapping=history)
+                pipe.set(self.keys.periods_epoch, epoch)
                 pipe.delete(self.keys.foreign)
                 if foreign:
                     pipe.hset(self.keys.foreign, mapping={
@@ -670,15 +674,22 @@ def kept_final(stored: dict[bytes, bytes], docs: dict[str, dict[str, Any]]
     period (and dating), final too. So a final period is published as of the first snapshot
     that had it final, as ``replay --flows-out`` writes it, and later snapshots do not re-scale
     it (its people, ``at`` and warm-up would otherwise move with every snapshot's resident
-    estimate; its history entry likewise)."""
+    estimate; its history entry likewise). A stored field that is not a JSON object is
+    replaced, with a warning. ``stored`` must come from the same deployment epoch (settings,
+    registry and calibration): the caller checks ``P:periods:epoch``."""
     out = dict(docs)
     for field, doc in docs.items():
         raw = stored.get(field.encode()) if doc.get("final") else None
         if raw is None:
             continue
-        old = json.loads(raw)
-        if old.get("final") and (old.get("period"), old.get("dating")) == (
-                doc.get("period"), doc.get("dating")):
+        try:
+            old = json.loads(raw)
+            same = bool(old.get("final")) and (old.get("period"), old.get("dating")) == (
+                doc.get("period"), doc.get("dating"))
+        except (ValueError, AttributeError):
+            log.warning("the stored %r period document is not a JSON object; replaced", field)
+            continue
+        if same:
             out[field] = old
     return out
 

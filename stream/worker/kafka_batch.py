@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
@@ -63,6 +64,9 @@ from stream.worker.config import WorkerConfig
 log = logging.getLogger("defacto.worker")
 COMMIT_TIMEOUT_S = 5.0
 """At most this long for an offset commit (an optimization: the Redis checkpoint is the truth)."""
+COMMIT_PAUSE_S = 30.0
+"""After a commit timed out, commits are skipped this long (so revoking many partitions with
+the broker away costs one timeout, not one per partition)."""
 AIOKAFKA_CHECKED = "0.14.0"
 def raw_records() -> None:
     """Make aiokafka's ``getmany`` return its parsed records as they are (each has ``offset``,
@@ -147,6 +151,7 @@ class BatchConsumer:
                                          client_id=f"defacto-{config.group}-dead")
         self.assigned: set[int] = set()
         """Partitions of the pings topic assigned now."""
+        self._commits_paused_until = 0.0
         self.joined = False
         """The group has given this worker its first assignment (possibly empty), and the
         partitions in it are resumed from their checkpoints: readiness waits for it."""
@@ -227,12 +232,20 @@ class BatchConsumer:
         """Read partition ``p`` from ``offset`` on (what was fetched beyond it is dropped)."""
         self.consumer.seek(TopicPartition(self.topic, p), offset)
 
-    async def commit(self, p: int, offset: int) -> None:
-        """Commit exactly ``offset`` (the next to read) for partition ``p``; raises
-        ``TimeoutError`` after :data:`COMMIT_TIMEOUT_S` (aiokafka waits for a group coordinator
-        without end: a worker told to stop while the broker is away would never stop)."""
-        await asyncio.wait_for(self.consumer.commit({TopicPartition(self.topic, p): offset}),
-                               COMMIT_TIMEOUT_S)
+    async def commit(self, p: int, offset: int) -> bool:
+        """Commit exactly ``offset`` (the next to read) for partition ``p``; whether it was
+        sent. At most :data:`COMMIT_TIMEOUT_S` (aiokafka waits for a group coordinator without
+        end: a worker told to stop while the broker is away would never stop), then none for
+        :data:`COMMIT_PAUSE_S`; raises ``TimeoutError`` when it times out."""
+        if time.monotonic() < self._commits_paused_until:
+            return False
+        try:
+            await asyncio.wait_for(
+                self.consumer.commit({TopicPartition(self.topic, p): offset}), COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            self._commits_paused_until = time.monotonic() + COMMIT_PAUSE_S
+            raise
+        return True
 
     # -- dead letters
     async def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:

@@ -211,6 +211,8 @@ def test_p_foreign_is_written_with_the_snapshot(store: Service, regions: RegionS
         region = json.loads(sync.hget(f"{prefix}:regions", "north"))
         assert region["foreign_usual_residents"] == 40
         assert got["week"]["totals"]["*"]["stock"]["devices"] == 135
+        # final documents are kept by later snapshots under this deployment's epoch only
+        assert sync.get(f"{prefix}:periods:epoch") == sync.hget(f"{prefix}:deployment", "epoch")
     finally:
         for k in sync.scan_iter(f"{prefix}:*"):
             sync.delete(k)

@@ -47,3 +47,9 @@ def test_another_period_a_newly_final_one_or_another_dating_is_the_new_document(
     mismatched = _stored(week_closed=_doc("2026-W09", True, "a", 1, dating="effective"))
     assert kept_final(mismatched, {"week:closed": _doc("2026-W09", True, "b", 9)})[
         "week:closed"]["people"] == 9
+
+
+def test_a_stored_field_that_is_not_a_json_object_is_replaced() -> None:
+    new = {"week:closed": _doc("2026-W09", True, "b", 4)}
+    for raw in (b"null", b"{not json", b"[1, 2]"):
+        assert kept_final({b"week:closed": raw}, new) == new
