@@ -493,6 +493,7 @@ class SnapshotPublisher:
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est, self.engine.warm_up_tally(tally))
                 same_epoch = await pipe.get(self.keys.periods_epoch) == epoch
+                recorded = {k.decode() for k in await pipe.hkeys(self.keys.flows_history)}
                 flows = self.flows(tally, est)
                 foreign = self.foreign(tally)
                 if same_epoch:  # final documents of another deployment are not kept
@@ -511,6 +512,8 @@ class SnapshotPublisher:
                     pipe.hset(self.keys.flows, mapping={
                         field: compact_json(doc) for field, doc in flows.items()})
                     history = flows_history(flows)
+                    history.update(flows_history(self.unrecorded_finals(
+                        tally, est, recorded | set(history))))
                     if history:
                         pipe.hset(self.keys.flows_history, mapping=history)
                 pipe.set(self.keys.periods_epoch, epoch)
@@ -552,6 +555,29 @@ class SnapshotPublisher:
         warm = self.engine.period_warm_up(tally)
         return {field: period_flows(p, est, self.engine.regions, k, mig, warm)
                 for field, p in tally.migration.published().items()}
+
+    def unrecorded_finals(self, tally: Tally, est: Estimate, recorded: set[str]
+                          ) -> dict[str, dict[str, Any]]:
+        """Flow documents of the tally's final periods (each dating) whose history entry
+        (``<kind>:<dating>:<period>``) is not in ``recorded``: older ones that became final at
+        the same snapshot as a later one (a gap in the data), so that ``P:flows:history`` holds
+        every final period, as ``replay --flows-out`` writes every one."""
+        mig = self.engine.config.migration
+        if tally.migration is None or mig is None:
+            return {}
+        k = self.engine.config.estimate.k_anonymity
+        warm = None
+        out = {}
+        for p in tally.migration.periods:  # dated by detection; final once closed
+            if not p.final:
+                continue
+            for dating, final in (("detected", True), ("effective", p.settled)):
+                key = f"{p.kind}:{dating}:{p.label}"
+                if final and key not in recorded:
+                    view = p if dating == "detected" else p.by_effective()
+                    warm = warm or self.engine.period_warm_up(tally)
+                    out[key] = period_flows(view, est, self.engine.regions, k, mig, warm)
+        return out
 
     def foreign(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
         """The foreign-SIM documents of a merged tally's published periods
