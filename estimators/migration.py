@@ -317,6 +317,13 @@ class MigrationTally:
                 out[f"{kind}:effective"] = settled.by_effective()
         return out
 
+    def final_views(self) -> list[PeriodCounts]:
+        """Every final view of the periods, in period order: each closed period dated by
+        detection, then dated by effective night once settled. What ``replay --flows-out``
+        writes once each and ``P:flows:history`` records."""
+        return [view for p in self.periods if p.final
+                for view in (p, p.by_effective()) if view.final]
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for the tally's binary form."""
         out: dict[str, np.ndarray] = {"mig_count": np.array([len(self.periods)], dtype=np.int64)}

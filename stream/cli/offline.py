@@ -504,21 +504,15 @@ class FlowsWriter:
         return period_flows(period, estimate, self.engine.regions, self.k,
                             self.engine.config.migration, self.engine.period_warm_up(tally))
 
-    @staticmethod
-    def _views(period: PeriodCounts) -> list[PeriodCounts]:
-        """The period dated by detection and, once closed, by effective night."""
-        return [period, period.by_effective()] if period.final else [period]
-
     def add(self, tally: Tally, estimate: Estimate) -> None:
         """A snapshot's tally and estimate: write what closed or settled since the last one."""
         if tally.migration is None:
             return
         self._last = (tally, estimate)
-        for p in tally.migration.periods:
-            for view in self._views(p):
-                key = (view.dating, view.kind, view.number)
-                if view.final and key not in self._docs:
-                    self._write(key, self._doc(view, tally, estimate))
+        for view in tally.migration.final_views():
+            key = (view.dating, view.kind, view.number)
+            if key not in self._docs:
+                self._write(key, self._doc(view, tally, estimate))
 
     def _write(self, key: tuple[str, str, int], doc: dict[str, Any]) -> None:
         self._docs[key] = doc

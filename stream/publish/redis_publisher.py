@@ -493,7 +493,8 @@ class SnapshotPublisher:
                 est = self.engine.estimate_tally(tally)
                 snap = self.snapshot(est, self.engine.warm_up_tally(tally))
                 same_epoch = await pipe.get(self.keys.periods_epoch) == epoch
-                recorded = {k.decode() for k in await pipe.hkeys(self.keys.flows_history)}
+                recorded = ({k.decode() for k in await pipe.hkeys(self.keys.flows_history)}
+                            if tally.migration is not None else set())
                 flows = self.flows(tally, est)
                 foreign = self.foreign(tally)
                 if same_epoch:  # final documents of another deployment are not kept
@@ -568,15 +569,11 @@ class SnapshotPublisher:
         k = self.engine.config.estimate.k_anonymity
         warm = None
         out = {}
-        for p in tally.migration.periods:  # dated by detection; final once closed
-            if not p.final:
-                continue
-            for dating, final in (("detected", True), ("effective", p.settled)):
-                key = f"{p.kind}:{dating}:{p.label}"
-                if final and key not in recorded:
-                    view = p if dating == "detected" else p.by_effective()
-                    warm = warm or self.engine.period_warm_up(tally)
-                    out[key] = period_flows(view, est, self.engine.regions, k, mig, warm)
+        for view in tally.migration.final_views():
+            key = f"{view.kind}:{view.dating}:{view.label}"
+            if key not in recorded:
+                warm = warm or self.engine.period_warm_up(tally)
+                out[key] = period_flows(view, est, self.engine.regions, k, mig, warm)
         return out
 
     def foreign(self, tally: Tally) -> dict[str, dict[str, Any]] | None:
